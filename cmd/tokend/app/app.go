@@ -1,0 +1,294 @@
+package app
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/auth-platform/tokenservice/eventlog"
+	"github.com/auth-platform/tokenservice/issuer"
+	"github.com/auth-platform/tokenservice/projections"
+	"github.com/auth-platform/tokenservice/rpc"
+	"github.com/auth-platform/tokenservice/signing/keyring"
+	"github.com/auth-platform/tokenservice/signing/seal"
+)
+
+// Main is a running tokend.
+type Main struct {
+	Config Config
+	Logger *slog.Logger
+
+	embedded *eventlog.Embedded
+	nc       *nats.Conn
+	Log      *eventlog.Log
+	Set      *projections.Set
+	Runner   *projections.Runner
+	Keyring  *keyring.Keyring
+	Issuer   *issuer.Issuer
+	Metrics  *rpc.Metrics
+	handler  *rpc.Handler
+	server   *http.Server
+	listener net.Listener
+
+	cancel   context.CancelFunc
+	done     chan struct{}
+	serveErr chan error
+}
+
+// NewLogger returns the JSON (or text) logger of cfg on stderr.
+func NewLogger(cfg Config) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
+	if cfg.LogFormat == "text" {
+		return slog.New(slog.NewTextHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+}
+
+// Start builds every part and starts serving; it returns once the
+// projections caught up and a signing key is active, so the service is
+// ready. Call Close to stop.
+func Start(ctx context.Context, cfg Config, logger *slog.Logger) (*Main, error) {
+	m := &Main{Config: cfg, Logger: logger, done: make(chan struct{}), serveErr: make(chan error, 1)}
+	if err := m.start(ctx); err != nil {
+		m.Close(context.Background())
+		return nil, err
+	}
+	return m, nil
+}
+
+func (m *Main) start(ctx context.Context) error {
+	cfg := m.Config
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("DATA_DIR: %w", err)
+	}
+	key, err := m.encryptionKey()
+	if err != nil {
+		return err
+	}
+	sealer, err := seal.New(rand.Reader, key)
+	if err != nil {
+		return fmt.Errorf("ENCRYPTION_KEY: %w", err)
+	}
+
+	if cfg.NATSURL == "" {
+		m.embedded, err = eventlog.StartEmbedded(eventlog.EmbeddedConfig{
+			DataDir: filepath.Join(cfg.DataDir, "jetstream"), Listen: cfg.NATSListen,
+			EncryptionKey: key, SyncAlways: cfg.NATSSyncAlways, SyncInterval: cfg.NATSSync,
+		})
+		if err != nil {
+			return err
+		}
+		m.nc, err = m.embedded.Connect()
+		if err != nil {
+			return err
+		}
+		m.Logger.Info("embedded NATS server started", "subscribers_url", m.embedded.ClientURL(),
+			"sync_always", cfg.NATSSyncAlways, "sync_interval", cfg.NATSSync.String())
+	} else {
+		m.nc, err = nats.Connect(cfg.NATSURL, nats.Name("tokend"), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true),
+			nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { m.Logger.Warn("NATS disconnected", "error", err) }),
+			nats.ReconnectHandler(func(nc *nats.Conn) { m.Logger.Info("NATS reconnected", "url", nc.ConnectedUrlRedacted()) }))
+		if err != nil {
+			return fmt.Errorf("NATS_URL: %w", err)
+		}
+	}
+
+	m.Set = projections.NewSet(cfg.AccessTTL)
+	m.Metrics = rpc.NewMetrics(func() float64 {
+		if m.Runner == nil {
+			return 0
+		}
+		return float64(m.Runner.Lag())
+	})
+	m.Log, err = eventlog.Open(ctx, m.nc, eventlog.Config{
+		Stream: cfg.Stream, Prefix: cfg.SubjectPrefix, Replicas: cfg.NATSReplicas, Observer: m.Metrics,
+		MaxPayload: 256 << 10,
+	})
+	if err != nil {
+		return err
+	}
+	m.Runner = projections.NewRunner(m.Log, m.Set, func(rec eventlog.Record, err error) {
+		m.Metrics.BadRecord()
+		m.Logger.Error("skipped a log record the projections cannot decode", "seq", rec.Seq, "subject", rec.Subject, "error", err)
+	})
+	runCtx, cancel := context.WithCancel(context.Background())
+	m.cancel = cancel
+	go func() {
+		defer close(m.done)
+		if err := m.Runner.Run(runCtx); err != nil {
+			m.Logger.Error("projection runner stopped", "error", err)
+		}
+	}()
+	select {
+	case <-m.Runner.Ready():
+	case <-ctx.Done():
+		return fmt.Errorf("projections did not catch up: %w", ctx.Err())
+	}
+
+	m.Keyring, err = keyring.New(m.Log, m.Set, m.Runner, sealer, keyring.Config{Rand: rand.Reader, Retention: cfg.KeyRetention})
+	if err != nil {
+		return err
+	}
+	kid, err := m.Keyring.EnsureActive(ctx, cfg.Algorithm)
+	if err != nil {
+		return fmt.Errorf("signing key: %w", err)
+	}
+	m.Logger.Info("signing key active", "kid", kid, "algorithm", string(cfg.Algorithm))
+
+	m.Issuer, err = issuer.New(m.Log, m.Keyring, familyIndex{m.Set, m.Runner}, sealer, issuer.Config{
+		Issuer: cfg.Issuer, AccessTTL: cfg.AccessTTL, RefreshTTL: cfg.RefreshTTL, Grace: cfg.Grace,
+		Rand: rand.Reader, Observer: m.Metrics,
+	})
+	if err != nil {
+		return err
+	}
+	m.handler = rpc.New(rpc.Config{
+		Issuer: m.Issuer, Keys: m.Set, Metrics: m.Metrics, Logger: m.Logger,
+		MaxRequestBytes: cfg.MaxRequestBytes, JWKSMaxAge: cfg.JWKSMaxAge,
+		Ready: func() bool {
+			select {
+			case <-m.Runner.Ready():
+				return true
+			default:
+				return false
+			}
+		},
+	})
+	m.handler.SetServing(true)
+
+	addr := net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port))
+	m.listener, err = net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen on HOST:PORT %s: %w", addr, err)
+	}
+	protocols := new(http.Protocols)
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true) // h2c: gRPC without TLS
+	m.server = &http.Server{
+		Handler:           m.handler,
+		Protocols:         protocols,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(m.Logger.Handler(), slog.LevelWarn),
+	}
+	go func() {
+		if err := m.server.Serve(m.listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			m.serveErr <- err
+		}
+	}()
+	m.Logger.Info("serving", "addr", m.listener.Addr().String(), "issuer", cfg.Issuer)
+	return nil
+}
+
+// Addr returns the address the service listens on.
+func (m *Main) Addr() string { return m.listener.Addr().String() }
+
+// SubscriberURL returns the NATS URL subscribers use.
+func (m *Main) SubscriberURL() string {
+	if m.embedded != nil {
+		return m.embedded.ClientURL()
+	}
+	return m.Config.NATSURL
+}
+
+// Err reports a serving failure after Start.
+func (m *Main) Err() <-chan error { return m.serveErr }
+
+// Close shuts down in reverse order: stop accepting and drain calls in
+// flight (bounded by ctx), stop the projections, flush and close NATS, stop
+// the embedded server (which syncs its files).
+func (m *Main) Close(ctx context.Context) error {
+	var errs []error
+	if m.handler != nil {
+		m.handler.SetServing(false)
+	}
+	if m.server != nil {
+		if err := m.server.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("drain calls: %w", err))
+		}
+	} else if m.listener != nil {
+		m.listener.Close()
+	}
+	if m.cancel != nil {
+		m.cancel()
+		<-m.done
+	}
+	if m.nc != nil {
+		if err := m.nc.FlushTimeout(5 * time.Second); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+			errs = append(errs, fmt.Errorf("flush NATS: %w", err))
+		}
+		m.nc.Close()
+	}
+	if m.embedded != nil {
+		m.embedded.Shutdown()
+	}
+	return errors.Join(errs...)
+}
+
+// encryptionKey returns ENCRYPTION_KEY, or the key generated once under
+// DATA_DIR (created with mode 0600 on first start).
+func (m *Main) encryptionKey() ([]byte, error) {
+	if m.Config.EncryptionKey != nil {
+		return m.Config.EncryptionKey, nil
+	}
+	path := filepath.Join(m.Config.DataDir, "encryption.key")
+	if b, err := os.ReadFile(path); err == nil {
+		key, err := base64.StdEncoding.DecodeString(string(trimSpace(b)))
+		if err != nil || len(key) != seal.KeySize {
+			return nil, fmt.Errorf("%s: not the base64 of 32 bytes", path)
+		}
+		m.Logger.Warn("ENCRYPTION_KEY is not set: using the key generated in DATA_DIR; set ENCRYPTION_KEY in production and keep it outside the data directory", "path", path)
+		return key, nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	key := make([]byte, seal.KeySize)
+	if _, err := rand.Read(key); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("write generated encryption key: %w", err)
+	}
+	if _, err := f.WriteString(base64.StdEncoding.EncodeToString(key) + "\n"); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if err := f.Close(); err != nil {
+		return nil, err
+	}
+	m.Logger.Warn("ENCRYPTION_KEY is not set: GENERATED a new key and stored it in DATA_DIR. Anyone who reads DATA_DIR can unseal the signing keys. Set ENCRYPTION_KEY in production.", "path", path)
+	return key, nil
+}
+
+func trimSpace(b []byte) []byte {
+	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r' || b[len(b)-1] == ' ') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+// familyIndex adapts the projections to issuer.FamilyIndex.
+type familyIndex struct {
+	set    *projections.Set
+	runner *projections.Runner
+}
+
+func (f familyIndex) FamiliesOf(subject string) []projections.Family { return f.set.FamiliesOf(subject) }
+func (f familyIndex) WaitFor(ctx context.Context, seq uint64) error   { return f.runner.WaitFor(ctx, seq) }

@@ -1,0 +1,216 @@
+// Package app assembles tokend: it reads the configuration, builds the
+// parts (event log, projections, keyring, issuer, RPC handler), runs them
+// and shuts them down in reverse order. It is the only package that reads
+// the environment; end-to-end tests and benchmarks drive it in process.
+package app
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/auth-platform/tokenservice/signing"
+)
+
+// Config is the whole configuration of tokend. ConfigFromEnv documents the
+// environment variable and default of every field.
+type Config struct {
+	Host            string
+	Port            int
+	Issuer          string
+	Algorithm       signing.Algorithm
+	AccessTTL       time.Duration
+	RefreshTTL      time.Duration
+	Grace           time.Duration
+	KMSProvider     string
+	EncryptionKey   []byte // nil: generated once under DataDir
+	DataDir         string
+	NATSURL         string
+	NATSListen      string
+	NATSReplicas    int
+	NATSSyncAlways  bool
+	NATSSync        time.Duration
+	Stream          string
+	SubjectPrefix   string
+	JWKSMaxAge      time.Duration
+	KeyRetention    time.Duration
+	MaxRequestBytes int
+	ShutdownTimeout time.Duration
+	LogLevel        slog.Level
+	LogFormat       string
+}
+
+// Variables lists every environment variable tokend reads, with its
+// default, in the order of the README.
+var Variables = []struct{ Name, Default, Meaning string }{
+	{"HOST", "0.0.0.0", "address the RPC/HTTP port binds to"},
+	{"PORT", "50051", "RPC/HTTP port (Connect, gRPC, gRPC-Web, JWKS, health, metrics)"},
+	{"JWT_ISSUER", "auth-platform", "iss claim of access tokens"},
+	{"JWT_ALGORITHM", "RS256", "signing algorithm: RS256, PS256, ES256, ES384 or EdDSA"},
+	{"ACCESS_TOKEN_TTL", "900", "access-token lifetime (seconds, or a Go duration such as 15m)"},
+	{"REFRESH_TOKEN_TTL", "604800", "refresh-token lifetime, renewed by each rotation"},
+	{"REFRESH_REUSE_GRACE", "5", "grace window in which the previous refresh token returns the same successor; 0 disables"},
+	{"KMS_PROVIDER", "local", "signing backend: local (mock is an alias)"},
+	{"ENCRYPTION_KEY", "generated", "base64 of 32 bytes; seals private keys and grace records and encrypts the embedded server's files; generated once into DATA_DIR/encryption.key if unset"},
+	{"DATA_DIR", "./data", "embedded server's files and the generated encryption key"},
+	{"NATS_URL", "", "external NATS server or cluster; unset runs an embedded server"},
+	{"NATS_LISTEN", "127.0.0.1:4222", "embedded server's listener for subscribers (port 0 picks one)"},
+	{"NATS_REPLICAS", "1 embedded, 3 external", "stream replicas"},
+	{"NATS_SYNC", "2m", "embedded server's disk sync: an interval, or always (fsync before every acknowledgement)"},
+	{"NATS_STREAM", "TOKENS", "stream name"},
+	{"NATS_SUBJECT_PREFIX", "token", "subject prefix of every event"},
+	{"JWKS_MAX_AGE", "300", "Cache-Control max-age of the JWKS"},
+	{"JWKS_KEY_RETENTION", "86400", "how long a retired key stays in the JWKS (at least ACCESS_TOKEN_TTL)"},
+	{"MAX_REQUEST_BYTES", "65536", "largest accepted request body"},
+	{"SHUTDOWN_TIMEOUT", "30", "how long SIGTERM waits for calls in flight"},
+	{"LOG_LEVEL", "info", "debug, info, warn or error"},
+	{"LOG_FORMAT", "json", "json or text"},
+}
+
+// ConfigFromEnv reads the configuration through getenv (os.Getenv). An
+// invalid value is an error that names the variable.
+func ConfigFromEnv(getenv func(string) string) (Config, error) {
+	p := envParser{getenv: getenv}
+	c := Config{
+		Host:            p.str("HOST", "0.0.0.0"),
+		Port:            p.port("PORT", 50051),
+		Issuer:          p.str("JWT_ISSUER", "auth-platform"),
+		AccessTTL:       p.duration("ACCESS_TOKEN_TTL", 900*time.Second, time.Second),
+		RefreshTTL:      p.duration("REFRESH_TOKEN_TTL", 604800*time.Second, time.Second),
+		Grace:           p.duration("REFRESH_REUSE_GRACE", 5*time.Second, 0),
+		KMSProvider:     p.str("KMS_PROVIDER", "local"),
+		DataDir:         p.str("DATA_DIR", "./data"),
+		NATSURL:         p.str("NATS_URL", ""),
+		NATSListen:      p.str("NATS_LISTEN", "127.0.0.1:4222"),
+		Stream:          p.str("NATS_STREAM", "TOKENS"),
+		SubjectPrefix:   p.str("NATS_SUBJECT_PREFIX", "token"),
+		JWKSMaxAge:      p.duration("JWKS_MAX_AGE", 300*time.Second, time.Second),
+		KeyRetention:    p.duration("JWKS_KEY_RETENTION", 86400*time.Second, time.Second),
+		MaxRequestBytes: p.integer("MAX_REQUEST_BYTES", 64<<10, 1024, 16<<20),
+		ShutdownTimeout: p.duration("SHUTDOWN_TIMEOUT", 30*time.Second, time.Second),
+		LogFormat:       p.str("LOG_FORMAT", "json"),
+	}
+	alg, err := signing.ParseAlgorithm(p.str("JWT_ALGORITHM", "RS256"))
+	if err != nil {
+		p.fail("JWT_ALGORITHM", err.Error())
+	}
+	c.Algorithm = alg
+	switch c.KMSProvider {
+	case "local", "mock":
+		c.KMSProvider = "local"
+	default:
+		p.fail("KMS_PROVIDER", fmt.Sprintf("%q is not supported (want local or mock)", c.KMSProvider))
+	}
+	if k := getenv("ENCRYPTION_KEY"); k != "" {
+		key, err := base64.StdEncoding.DecodeString(k)
+		if err != nil || len(key) != 32 {
+			p.fail("ENCRYPTION_KEY", "must be the standard base64 of exactly 32 bytes (openssl rand -base64 32)")
+		}
+		c.EncryptionKey = key
+	}
+	switch sync := p.str("NATS_SYNC", "2m"); sync {
+	case "always":
+		c.NATSSyncAlways = true
+	default:
+		d, err := time.ParseDuration(sync)
+		if err != nil || d <= 0 {
+			p.fail("NATS_SYNC", "must be always or a positive duration such as 2m")
+		}
+		c.NATSSync = d
+	}
+	defReplicas := 1
+	if c.NATSURL != "" {
+		defReplicas = 3
+	}
+	c.NATSReplicas = p.integer("NATS_REPLICAS", defReplicas, 1, 5)
+	if c.NATSURL == "" && c.NATSReplicas != 1 {
+		p.fail("NATS_REPLICAS", "must be 1 with the embedded server (set NATS_URL for a cluster)")
+	}
+	if _, _, err := net.SplitHostPort(c.NATSListen); err != nil && c.NATSURL == "" {
+		p.fail("NATS_LISTEN", "must be host:port")
+	}
+	if c.Issuer == "" {
+		p.fail("JWT_ISSUER", "must not be empty")
+	}
+	if c.Grace >= c.RefreshTTL {
+		p.fail("REFRESH_REUSE_GRACE", "must be shorter than REFRESH_TOKEN_TTL")
+	}
+	if c.KeyRetention < c.AccessTTL {
+		p.fail("JWKS_KEY_RETENTION", "must be at least ACCESS_TOKEN_TTL, or tokens would outlive their key in the JWKS")
+	}
+	switch lv := strings.ToLower(p.str("LOG_LEVEL", "info")); lv {
+	case "debug":
+		c.LogLevel = slog.LevelDebug
+	case "info":
+		c.LogLevel = slog.LevelInfo
+	case "warn", "warning":
+		c.LogLevel = slog.LevelWarn
+	case "error":
+		c.LogLevel = slog.LevelError
+	default:
+		p.fail("LOG_LEVEL", "must be debug, info, warn or error")
+	}
+	if c.LogFormat != "json" && c.LogFormat != "text" {
+		p.fail("LOG_FORMAT", "must be json or text")
+	}
+	c.DataDir = filepath.Clean(c.DataDir)
+	return c, errors.Join(p.errs...)
+}
+
+type envParser struct {
+	getenv func(string) string
+	errs   []error
+}
+
+func (p *envParser) fail(name, msg string) {
+	p.errs = append(p.errs, fmt.Errorf("%s: %s", name, msg))
+}
+
+func (p *envParser) str(name, def string) string {
+	if v := p.getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+func (p *envParser) integer(name string, def, lo, hi int) int {
+	v := p.getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < lo || n > hi {
+		p.fail(name, fmt.Sprintf("must be an integer from %d to %d, got %q", lo, hi, v))
+		return def
+	}
+	return n
+}
+
+func (p *envParser) port(name string, def int) int { return p.integer(name, def, 0, 65535) }
+
+// duration accepts whole seconds ("900") or a Go duration ("15m"), at
+// least lo.
+func (p *envParser) duration(name string, def, lo time.Duration) time.Duration {
+	v := p.getenv(name)
+	if v == "" {
+		return def
+	}
+	var d time.Duration
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+		d = time.Duration(n) * time.Second
+	} else if d, err = time.ParseDuration(v); err != nil {
+		p.fail(name, fmt.Sprintf("must be seconds or a duration such as 15m, got %q", v))
+		return def
+	}
+	if d < lo || d < 0 {
+		p.fail(name, fmt.Sprintf("must be at least %s, got %q", lo, v))
+		return def
+	}
+	return d
+}

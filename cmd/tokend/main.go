@@ -1,0 +1,47 @@
+// Command tokend is the token service: it issues and rotates OAuth tokens,
+// event-sourced on NATS JetStream, and serves them over Connect, gRPC and
+// gRPC-Web. Configuration comes from the environment (see README.md).
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/auth-platform/tokenservice/cmd/tokend/app"
+)
+
+func main() {
+	cfg, err := app.ConfigFromEnv(os.Getenv)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "tokend: invalid configuration:\n%v\n", err)
+		os.Exit(2)
+	}
+	logger := app.NewLogger(cfg)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	startCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	m, err := app.Start(startCtx, cfg, logger)
+	cancel()
+	if err != nil {
+		logger.Error("start failed", "error", err)
+		os.Exit(1)
+	}
+	select {
+	case <-ctx.Done():
+		logger.Info("shutting down: draining calls in flight", "timeout", cfg.ShutdownTimeout.String())
+	case err := <-m.Err():
+		logger.Error("server failed", "error", err)
+	}
+	closeCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := m.Close(closeCtx); err != nil {
+		logger.Error("shutdown", "error", err)
+		os.Exit(1)
+	}
+	logger.Info("stopped")
+}

@@ -1,0 +1,46 @@
+// Package eventlog is the event store of the token service: one JetStream
+// stream (default TOKENS, subjects token.>) that every state change is
+// appended to. It is the only code that writes to JetStream.
+//
+// # Aggregates and compare-and-set
+//
+// An aggregate is identified by one filter subject, for example
+// token.family.<fid>.> for a token family or token.key.> for the set of
+// signing keys. Append with an Expect writes only if the last message on the
+// filter still has the expected sequence (JetStream's
+// Nats-Expected-Last-Subject-Sequence with ...-Subject). On a cluster two
+// writers that use different filter strings for one aggregate can both win,
+// so each aggregate has exactly one filter string, built by the functions in
+// subjects.go and nowhere else.
+//
+// A lost race is reported by the server as error 10071 on a single node and
+// 10164 on a replicated stream; both become ErrConflict. After an ambiguous
+// failure (a timeout: the append may or may not be stored) Append retries
+// with the same Nats-Msg-Id and expectation. The retry is answered with
+// "conflict" on a single node and "duplicate" on a cluster; either way Append
+// reads the last message of the aggregate from the stream leader and
+// compares its Nats-Msg-Id with its own to learn whether it won.
+//
+// # Reads
+//
+// Last reads the last message of an aggregate with a direct get, which any
+// replica may answer and may therefore be slightly behind; a decision based
+// on it is safe because the following CAS append fails if it was stale.
+// LastConsistent asks the stream leader and is used where a stale answer
+// cannot be corrected by a CAS (resolving an ambiguous append, reading a
+// record written just before).
+//
+// Replay and Follow deliver records in stream order through an ordered
+// consumer (never Fetch in a loop); a reader is caught up when the consumer
+// reports nothing pending.
+//
+// # Durability
+//
+// Append returns after the server acknowledged the message. With the
+// embedded single node the message has then been written to the file (it
+// survives a kill of the process); it reaches the disk at the next sync
+// (Config.SyncInterval, default 2 minutes) unless SyncAlways is set, which
+// makes every acknowledged message survive a power loss at about a tenth of
+// the throughput. On a cluster an acknowledged message is on a quorum of
+// servers.
+package eventlog

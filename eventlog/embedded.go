@@ -1,0 +1,148 @@
+package eventlog
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+)
+
+// EmbeddedConfig configures an in-process nats-server with JetStream.
+type EmbeddedConfig struct {
+	// DataDir holds the JetStream files. Required.
+	DataDir string
+	// Listen is the loopback host:port where subscribers connect. Port 0
+	// picks a free port. Default "127.0.0.1:4222".
+	Listen string
+	// EncryptionKey, if set, encrypts the files at rest (AES-GCM); the
+	// server key is derived from it, so the same key must be given at
+	// every start.
+	EncryptionKey []byte
+	// SyncAlways syncs every write to disk before acknowledging it.
+	SyncAlways bool
+	// SyncInterval is the interval of background syncs when SyncAlways is
+	// off. Default 2 minutes (the server's default).
+	SyncInterval time.Duration
+	// ServerName names the server; default derived by the server.
+	ServerName string
+	// Cluster, if set, makes the server one node of a JetStream cluster.
+	Cluster *ClusterConfig
+	// Logs, if true, lets the server log to stderr.
+	Logs bool
+}
+
+// ClusterConfig configures the clustering of an embedded server.
+type ClusterConfig struct {
+	Name   string   // cluster name, the same on every node
+	Listen string   // host:port for routes
+	Routes []string // nats-route://host:port of every node (may include this one)
+}
+
+// Embedded is a running in-process nats-server.
+type Embedded struct {
+	srv *server.Server
+}
+
+// StartEmbedded starts a server and waits until it accepts connections.
+func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
+	if cfg.DataDir == "" {
+		return nil, errors.New("eventlog: embedded server needs a data directory")
+	}
+	if cfg.Listen == "" {
+		cfg.Listen = "127.0.0.1:4222"
+	}
+	host, port, err := splitHostPort(cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("eventlog: listen address %q: %w", cfg.Listen, err)
+	}
+	opts := &server.Options{
+		ServerName:   cfg.ServerName,
+		Host:         host,
+		Port:         port,
+		JetStream:    true,
+		StoreDir:     cfg.DataDir,
+		SyncAlways:   cfg.SyncAlways,
+		SyncInterval: cfg.SyncInterval,
+		NoSigs:       true,
+		NoLog:        !cfg.Logs,
+		MaxPayload:   1 << 20,
+	}
+	if len(cfg.EncryptionKey) > 0 {
+		mac := hmac.New(sha256.New, cfg.EncryptionKey)
+		mac.Write([]byte("tokenservice nats jetstream at-rest key v1"))
+		opts.JetStreamKey = hex.EncodeToString(mac.Sum(nil))
+		opts.JetStreamCipher = server.AES
+	}
+	if c := cfg.Cluster; c != nil {
+		ch, cp, err := splitHostPort(c.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("eventlog: cluster address %q: %w", c.Listen, err)
+		}
+		opts.Cluster = server.ClusterOpts{Name: c.Name, Host: ch, Port: cp}
+		for _, r := range c.Routes {
+			u, err := url.Parse(r)
+			if err != nil {
+				return nil, fmt.Errorf("eventlog: route %q: %w", r, err)
+			}
+			opts.Routes = append(opts.Routes, u)
+		}
+	}
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("eventlog: embedded server: %w", err)
+	}
+	if cfg.Logs {
+		srv.ConfigureLogger()
+	}
+	srv.Start()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		srv.Shutdown()
+		return nil, errors.New("eventlog: embedded server did not start within 10s")
+	}
+	return &Embedded{srv: srv}, nil
+}
+
+// Connect returns an in-process connection to the server (no socket).
+func (e *Embedded) Connect(opts ...nats.Option) (*nats.Conn, error) {
+	opts = append([]nats.Option{nats.InProcessServer(e.srv), nats.Name("tokend"), nats.MaxReconnects(-1)}, opts...)
+	nc, err := nats.Connect("", opts...)
+	if err != nil {
+		return nil, fmt.Errorf("eventlog: in-process connection: %w", err)
+	}
+	return nc, nil
+}
+
+// ClientURL returns the URL subscribers connect to.
+func (e *Embedded) ClientURL() string { return e.srv.ClientURL() }
+
+// Server returns the underlying server (tests kill and inspect it).
+func (e *Embedded) Server() *server.Server { return e.srv }
+
+// Shutdown stops the server; it syncs and closes its files.
+func (e *Embedded) Shutdown() {
+	e.srv.Shutdown()
+	e.srv.WaitForShutdown()
+}
+
+func splitHostPort(hp string) (string, int, error) {
+	h, p, err := net.SplitHostPort(hp)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, fmt.Errorf("bad port %q", p)
+	}
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
+	return h, port, nil
+}

@@ -1,0 +1,22 @@
+package eventlog
+
+import "errors"
+
+var (
+	// ErrConflict is returned by Append when the aggregate changed since the
+	// expected sequence: another writer won. Reload and decide again.
+	ErrConflict = errors.New("eventlog: conflict: aggregate changed")
+
+	// ErrNotFound is returned by Last and LastConsistent when the aggregate
+	// has no message.
+	ErrNotFound = errors.New("eventlog: not found")
+
+	// ErrInvalidEvent is returned by Append for an event the log refuses to
+	// write (empty or wildcard subject, subject outside the stream, payload
+	// over MaxPayload).
+	ErrInvalidEvent = errors.New("eventlog: invalid event")
+
+	// ErrAmbiguous is returned by Append when the outcome of an append could
+	// not be learned before the context ended: it may or may not be stored.
+	ErrAmbiguous = errors.New("eventlog: append outcome unknown")
+)

@@ -1,0 +1,428 @@
+package eventlog
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+)
+
+// Config configures a Log. The zero value of every field but Conn selects
+// the documented default.
+type Config struct {
+	// Stream is the stream name. Default "TOKENS".
+	Stream string
+	// Prefix is the subject prefix. Default "token"; the stream holds
+	// Prefix.>.
+	Prefix string
+	// Replicas is the stream's replica count. Default 1.
+	Replicas int
+	// DuplicateWindow is the window in which a repeated Nats-Msg-Id is
+	// recognised. Default 2 minutes.
+	DuplicateWindow time.Duration
+	// AttemptTimeout bounds one publish or read round trip. Default 5 s.
+	AttemptTimeout time.Duration
+	// MaxPayload bounds an event's payload. Default 256 KiB.
+	MaxPayload int
+	// NewID returns a unique message ID. Default nuid.
+	NewID func() string
+	// Observer, if set, is told the latency and outcome of every append.
+	Observer Observer
+}
+
+// Observer receives append measurements. Implementations must be safe for
+// concurrent use.
+type Observer interface {
+	// AppendDone reports one Append: its duration and its error (nil,
+	// ErrConflict, or another).
+	AppendDone(d time.Duration, err error)
+}
+
+// Event is a message to append.
+type Event struct {
+	// Subject is the full subject, built with Subjects.
+	Subject string
+	// Type is the event type, stored in the Token-Event header.
+	Type string
+	// ID is the Nats-Msg-Id. If empty, Append generates one.
+	ID string
+	// Data is the payload (a protobuf message from proto/token/events).
+	Data []byte
+	// TTL, if positive, sets a per-message time to live (Nats-TTL).
+	TTL time.Duration
+}
+
+// Expect is an optimistic-concurrency expectation. The zero value appends
+// unconditionally.
+type Expect struct {
+	// Filter is the aggregate's filter subject.
+	Filter string
+	// Seq is the sequence of the last message on Filter the writer saw, 0
+	// for "no message yet".
+	Seq uint64
+}
+
+// Record is a message read back from the log.
+type Record struct {
+	Subject       string
+	Seq           uint64
+	Time          time.Time
+	Type          string
+	ID            string
+	CorrelationID string
+	Actor         string
+	Data          []byte
+	// Pending is, for records delivered by Follow and Replay, how many
+	// records on the reader's filters followed this one when it was
+	// delivered.
+	Pending uint64
+}
+
+// Log is the event log over one JetStream stream. It is safe for concurrent
+// use.
+type Log struct {
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	stream   jetstream.Stream
+	cfg      Config
+	subjects Subjects
+}
+
+func (c *Config) setDefaults() {
+	if c.Stream == "" {
+		c.Stream = "TOKENS"
+	}
+	if c.Prefix == "" {
+		c.Prefix = "token"
+	}
+	if c.Replicas <= 0 {
+		c.Replicas = 1
+	}
+	if c.DuplicateWindow <= 0 {
+		c.DuplicateWindow = 2 * time.Minute
+	}
+	if c.AttemptTimeout <= 0 {
+		c.AttemptTimeout = 5 * time.Second
+	}
+	if c.MaxPayload <= 0 {
+		c.MaxPayload = 256 << 10
+	}
+	if c.NewID == nil {
+		c.NewID = nuid.Next
+	}
+}
+
+// Open creates the stream or updates its configuration and returns a Log
+// over it. nc stays owned by the caller.
+func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Log, error) {
+	cfg.setDefaults()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("eventlog: jetstream: %w", err)
+	}
+	sc := jetstream.StreamConfig{
+		Name:        cfg.Stream,
+		Description: "token service event log",
+		Subjects:    []string{cfg.Prefix + ".>"},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		Replicas:    cfg.Replicas,
+		Duplicates:  cfg.DuplicateWindow,
+		AllowDirect: true,
+		AllowMsgTTL: true,
+		// Events are kept forever: the log is the system of record. Only
+		// grace records and DPoP claims expire, through their own TTL.
+		MaxAge:       0,
+		MaxMsgSize:   int32(cfg.MaxPayload + 4096),
+		DenyDelete:   true,
+		DenyPurge:    false, // tokenctl may compact in a later version.
+		AllowRollup:  false,
+		MaxConsumers: -1,
+	}
+	var stream jetstream.Stream
+	for {
+		stream, err = js.CreateOrUpdateStream(ctx, sc)
+		if err == nil {
+			break
+		}
+		// A cluster that just formed answers "no meta leader" or
+		// times out for a while: retry until ctx ends.
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("eventlog: create stream %s: %w", cfg.Stream, err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	return &Log{nc: nc, js: js, stream: stream, cfg: cfg, subjects: NewSubjects(cfg.Prefix)}, nil
+}
+
+// Subjects returns the subject scheme of the log.
+func (l *Log) Subjects() Subjects { return l.subjects }
+
+// Stream returns the stream name.
+func (l *Log) Stream() string { return l.cfg.Stream }
+
+// Append writes ev if exp holds and returns its stream sequence.
+//
+// It returns ErrConflict if the aggregate changed, ErrInvalidEvent for an
+// event the log refuses, and ErrAmbiguous (wrapping the cause) if the
+// outcome could not be learned before ctx ended. The correlation ID and
+// actor of ctx are stamped on the message.
+func (l *Log) Append(ctx context.Context, ev Event, exp Expect) (seq uint64, err error) {
+	if obs := l.cfg.Observer; obs != nil {
+		start := time.Now()
+		defer func() { obs.AppendDone(time.Since(start), err) }()
+	}
+	if err := l.checkEvent(ev, exp); err != nil {
+		return 0, err
+	}
+	if ev.ID == "" {
+		ev.ID = l.cfg.NewID()
+	}
+	msg := &nats.Msg{Subject: ev.Subject, Data: ev.Data, Header: nats.Header{}}
+	msg.Header.Set(HeaderMsgID, ev.ID)
+	if ev.Type != "" {
+		msg.Header.Set(HeaderEvent, ev.Type)
+	}
+	if id := CorrelationID(ctx); id != "" {
+		msg.Header.Set(HeaderCorrelationID, id)
+	}
+	if a := Actor(ctx); a != "" {
+		msg.Header.Set(HeaderActor, a)
+	}
+	if ev.TTL > 0 {
+		// Whole seconds: the server rounds sub-second TTLs anyway.
+		secs := int64((ev.TTL + time.Second - 1) / time.Second)
+		msg.Header.Set(HeaderTTL, fmt.Sprintf("%ds", secs))
+	}
+	if exp.Filter != "" {
+		msg.Header.Set(jetstream.ExpectedLastSubjSeqSubjHeader, exp.Filter)
+		msg.Header.Set(jetstream.ExpectedLastSubjSeqHeader, fmt.Sprint(exp.Seq))
+	}
+
+	ambiguous := false
+	var lastErr error
+	for attempt := 0; ; attempt++ {
+		if attempt == maxAttempts {
+			if ambiguous {
+				return 0, fmt.Errorf("%w: append %s: %v", ErrAmbiguous, ev.Subject, lastErr)
+			}
+			return 0, fmt.Errorf("append %s: %w", ev.Subject, lastErr)
+		}
+		if attempt > 0 {
+			if err := sleepCtx(ctx, backoff(attempt)); err != nil {
+				return 0, fmt.Errorf("%w: append %s: %v", ErrAmbiguous, ev.Subject, lastErr)
+			}
+		}
+		actx, cancel := context.WithTimeout(ctx, l.cfg.AttemptTimeout)
+		ack, err := l.js.PublishMsg(actx, msg)
+		cancel()
+		switch {
+		case err == nil:
+			if ack.Duplicate && exp.Filter != "" {
+				// Cluster answer to a retried CAS append; the
+				// original may or may not be ours under this ID
+				// (IDs are unique), so it is: confirm by reading.
+				return l.resolve(ctx, ev, exp)
+			}
+			return ack.Sequence, nil
+		case isConflict(err):
+			if ambiguous {
+				return l.resolve(ctx, ev, exp)
+			}
+			return 0, fmt.Errorf("append %s: %w", ev.Subject, ErrConflict)
+		case isAmbiguous(err):
+			ambiguous = true
+			lastErr = err
+			if ctx.Err() != nil {
+				return 0, fmt.Errorf("%w: append %s: %v", ErrAmbiguous, ev.Subject, err)
+			}
+		case isRetryable(err):
+			// Not delivered (no responders while a leader is elected).
+			lastErr = err
+			if ctx.Err() != nil {
+				if ambiguous {
+					return 0, fmt.Errorf("%w: append %s: %v", ErrAmbiguous, ev.Subject, err)
+				}
+				return 0, fmt.Errorf("append %s: %w", ev.Subject, err)
+			}
+		default:
+			return 0, fmt.Errorf("append %s: %w", ev.Subject, err)
+		}
+	}
+}
+
+// resolve learns whether a retried append was stored: it is if the last
+// message of the aggregate carries its ID.
+func (l *Log) resolve(ctx context.Context, ev Event, exp Expect) (uint64, error) {
+	rec, err := l.LastConsistent(ctx, exp.Filter)
+	if err != nil {
+		return 0, fmt.Errorf("%w: append %s: resolve: %v", ErrAmbiguous, ev.Subject, err)
+	}
+	if rec.ID == ev.ID {
+		return rec.Seq, nil
+	}
+	return 0, fmt.Errorf("append %s: %w", ev.Subject, ErrConflict)
+}
+
+func (l *Log) checkEvent(ev Event, exp Expect) error {
+	if !strings.HasPrefix(ev.Subject, l.cfg.Prefix+".") || strings.ContainsAny(ev.Subject, "*> \t\r\n") {
+		return fmt.Errorf("%w: subject %q", ErrInvalidEvent, ev.Subject)
+	}
+	if len(ev.Data) > l.cfg.MaxPayload {
+		return fmt.Errorf("%w: payload of %d bytes over %d", ErrInvalidEvent, len(ev.Data), l.cfg.MaxPayload)
+	}
+	if exp.Filter != "" && !strings.HasPrefix(exp.Filter, l.cfg.Prefix+".") {
+		return fmt.Errorf("%w: filter %q", ErrInvalidEvent, exp.Filter)
+	}
+	return nil
+}
+
+// Last returns the last message on filter through a direct get, which any
+// replica may answer. It returns ErrNotFound if there is none.
+func (l *Log) Last(ctx context.Context, filter string) (Record, error) {
+	actx, cancel := context.WithTimeout(ctx, l.cfg.AttemptTimeout)
+	defer cancel()
+	m, err := l.stream.GetLastMsgForSubject(actx, filter)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return Record{}, ErrNotFound
+		}
+		return Record{}, fmt.Errorf("last %s: %w", filter, err)
+	}
+	return recordOf(m.Subject, m.Sequence, m.Time, m.Header, m.Data), nil
+}
+
+// LastConsistent returns the last message on filter as the stream leader
+// has it: every append acknowledged before the call is visible. It returns
+// ErrNotFound if there is none.
+func (l *Log) LastConsistent(ctx context.Context, filter string) (Record, error) {
+	req, err := json.Marshal(struct {
+		LastFor string `json:"last_by_subj"`
+	}{filter})
+	if err != nil {
+		return Record{}, err
+	}
+	var resp struct {
+		Error *struct {
+			Code        int    `json:"code"`
+			ErrCode     int    `json:"err_code"`
+			Description string `json:"description"`
+		} `json:"error"`
+		Message *struct {
+			Subject  string    `json:"subject"`
+			Sequence uint64    `json:"seq"`
+			Header   []byte    `json:"hdrs"`
+			Data     []byte    `json:"data"`
+			Time     time.Time `json:"time"`
+		} `json:"message"`
+	}
+	for attempt := 0; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, l.cfg.AttemptTimeout)
+		reply, err := l.nc.RequestWithContext(actx, "$JS.API.STREAM.MSG.GET."+l.cfg.Stream, req)
+		cancel()
+		if err != nil {
+			if (errors.Is(err, nats.ErrNoResponders) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)) && ctx.Err() == nil && attempt < 20 {
+				if err := sleepCtx(ctx, backoff(attempt+1)); err != nil {
+					return Record{}, err
+				}
+				continue
+			}
+			return Record{}, fmt.Errorf("last %s: %w", filter, err)
+		}
+		if err := json.Unmarshal(reply.Data, &resp); err != nil {
+			return Record{}, fmt.Errorf("last %s: decode: %w", filter, err)
+		}
+		break
+	}
+	if resp.Error != nil {
+		if resp.Error.ErrCode == int(jetstream.JSErrCodeMessageNotFound) {
+			return Record{}, ErrNotFound
+		}
+		return Record{}, fmt.Errorf("last %s: %d %s", filter, resp.Error.ErrCode, resp.Error.Description)
+	}
+	if resp.Message == nil {
+		return Record{}, fmt.Errorf("last %s: empty response", filter)
+	}
+	var hdr nats.Header
+	if len(resp.Message.Header) > 0 {
+		hdr, err = nats.DecodeHeadersMsg(resp.Message.Header)
+		if err != nil {
+			return Record{}, fmt.Errorf("last %s: headers: %w", filter, err)
+		}
+	}
+	m := resp.Message
+	return recordOf(m.Subject, m.Sequence, m.Time, hdr, m.Data), nil
+}
+
+// LastSeq returns the sequence of the last message in the stream.
+func (l *Log) LastSeq(ctx context.Context) (uint64, error) {
+	info, err := l.stream.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("stream info: %w", err)
+	}
+	return info.State.LastSeq, nil
+}
+
+func recordOf(subject string, seq uint64, t time.Time, h nats.Header, data []byte) Record {
+	r := Record{Subject: subject, Seq: seq, Time: t, Data: data}
+	if h != nil {
+		r.Type = h.Get(HeaderEvent)
+		r.ID = h.Get(HeaderMsgID)
+		r.CorrelationID = h.Get(HeaderCorrelationID)
+		r.Actor = h.Get(HeaderActor)
+	}
+	return r
+}
+
+func isConflict(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant
+	}
+	return false
+}
+
+// isAmbiguous reports errors after which the message may have been stored.
+func isAmbiguous(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrConnectionReconnecting)
+}
+
+// isRetryable reports errors after which the message was certainly not
+// stored and a retry may succeed.
+func isRetryable(err error) bool {
+	return errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse)
+}
+
+// maxAttempts bounds the publishes of one Append (the first and its retries).
+const maxAttempts = 8
+
+func backoff(attempt int) time.Duration {
+	d := time.Duration(attempt*attempt) * 20 * time.Millisecond
+	if d > time.Second {
+		d = time.Second
+	}
+	return d
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

@@ -1,0 +1,99 @@
+package eventlog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Follow delivers every record on filters from sequence from (1 for the
+// beginning) in stream order to fn, then keeps delivering new ones until ctx
+// ends. caughtUp, if not nil, is called once, from fn's goroutine, as soon
+// as every record that existed when Follow started was delivered (at once if
+// there were none). Follow returns ctx's error, or the consumer's error.
+//
+// fn runs on one goroutine at a time and must not block for long: it holds
+// up delivery. No filter means every subject of the stream.
+func (l *Log) Follow(ctx context.Context, from uint64, filters []string, fn func(Record), caughtUp func()) error {
+	return l.read(ctx, from, filters, fn, caughtUp, false)
+}
+
+// Replay delivers every record on filters from sequence from that exists
+// when it starts, in stream order, and returns when they were all
+// delivered.
+func (l *Log) Replay(ctx context.Context, from uint64, filters []string, fn func(Record)) error {
+	return l.read(ctx, from, filters, fn, nil, true)
+}
+
+func (l *Log) read(ctx context.Context, from uint64, filters []string, fn func(Record), caughtUp func(), stopAtEnd bool) error {
+	if from == 0 {
+		from = 1
+	}
+	if len(filters) == 0 {
+		filters = []string{l.subjects.All()}
+	}
+	cfg := jetstream.OrderedConsumerConfig{
+		FilterSubjects: filters,
+		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:    from,
+	}
+	cons, err := l.stream.OrderedConsumer(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("ordered consumer: %w", err)
+	}
+	info := cons.CachedInfo()
+	if info == nil {
+		if info, err = cons.Info(ctx); err != nil {
+			return fmt.Errorf("consumer info: %w", err)
+		}
+	}
+
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var once sync.Once
+	done := func() {
+		once.Do(func() {
+			if caughtUp != nil {
+				caughtUp()
+			}
+			if stopAtEnd {
+				cancel()
+			}
+		})
+	}
+	if info.NumPending == 0 {
+		done()
+		if stopAtEnd {
+			return nil
+		}
+	}
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		md, err := m.Metadata()
+		if err != nil {
+			return // not a stream message; the ordered consumer resets itself
+		}
+		rec := recordOf(m.Subject(), md.Sequence.Stream, md.Timestamp, m.Headers(), m.Data())
+		rec.Pending = md.NumPending
+		fn(rec)
+		if md.NumPending == 0 {
+			done()
+		}
+	}, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+		if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return // the ordered consumer recreates itself
+		}
+		_ = err // heartbeats missed while a leader moves; it recovers
+	}), jetstream.PullMaxMessages(2048))
+	if err != nil {
+		return fmt.Errorf("consume: %w", err)
+	}
+	defer cc.Stop()
+	<-rctx.Done()
+	if stopAtEnd && ctx.Err() == nil {
+		return nil
+	}
+	return ctx.Err()
+}

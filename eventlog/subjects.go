@@ -1,0 +1,84 @@
+package eventlog
+
+import "strings"
+
+// Subjects builds every subject and aggregate filter of the stream from one
+// prefix (default "token"). Using these functions everywhere is what keeps
+// one filter string per aggregate (see the package documentation).
+type Subjects struct {
+	prefix string
+}
+
+// NewSubjects returns the subject scheme under prefix.
+func NewSubjects(prefix string) Subjects { return Subjects{prefix: prefix} }
+
+// Prefix returns the subject prefix, for example "token".
+func (s Subjects) Prefix() string { return s.prefix }
+
+// All returns the filter of every subject of the stream.
+func (s Subjects) All() string { return s.prefix + ".>" }
+
+// Family returns the subject of event (issued, rotated, revoked) of family fid.
+func (s Subjects) Family(fid, event string) string {
+	return s.prefix + ".family." + fid + "." + event
+}
+
+// FamilyFilter returns the aggregate filter of family fid.
+func (s Subjects) FamilyFilter(fid string) string { return s.prefix + ".family." + fid + ".>" }
+
+// Families returns the filter of every family event.
+func (s Subjects) Families() string { return s.prefix + ".family.>" }
+
+// SubjectRevoked returns the subject of the cut-off event of subject hash sid.
+func (s Subjects) SubjectRevoked(sid string) string {
+	return s.prefix + ".subject." + sid + ".revoked"
+}
+
+// SubjectRevocations returns the filter of every subject cut-off event.
+func (s Subjects) SubjectRevocations() string { return s.prefix + ".subject.>" }
+
+// Key returns the subject of event of key kid.
+func (s Subjects) Key(kid, event string) string { return s.prefix + ".key." + kid + "." + event }
+
+// Keys returns the aggregate filter of the set of signing keys: key events
+// are serialized across all keys.
+func (s Subjects) Keys() string { return s.prefix + ".key.>" }
+
+// Grace returns the subject of a sealed grace record of family fid.
+func (s Subjects) Grace(fid, graceID string) string {
+	return s.prefix + ".grace." + fid + "." + graceID
+}
+
+// DPoP returns the subject that claims a DPoP proof's jti (hash h) for key jkt.
+func (s Subjects) DPoP(jkt, h string) string { return s.prefix + ".dpop." + jkt + "." + h }
+
+// Kind returns the second token of a subject of this scheme ("family",
+// "subject", "key", "grace", "dpop"), or "" if the subject is not under the
+// prefix.
+func (s Subjects) Kind(subject string) string {
+	rest, ok := strings.CutPrefix(subject, s.prefix+".")
+	if !ok {
+		return ""
+	}
+	kind, _, _ := strings.Cut(rest, ".")
+	return kind
+}
+
+// validToken reports whether t can be one token of a subject: not empty, no
+// dot, no wildcard, no white space or control character.
+func validToken(t string) bool {
+	if t == "" || len(t) > 256 {
+		return false
+	}
+	for i := 0; i < len(t); i++ {
+		c := t[i]
+		if c <= ' ' || c == '.' || c == '*' || c == '>' || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// ValidToken reports whether t may be used as one token of a subject (an ID
+// from outside is checked with it before it becomes part of a subject).
+func ValidToken(t string) bool { return validToken(t) }

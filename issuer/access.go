@@ -1,0 +1,187 @@
+package issuer
+
+import (
+	"context"
+	"crypto"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/auth-platform/tokenservice/signing"
+)
+
+// Keys is what the issuer needs of the signing keys.
+type Keys interface {
+	// Active returns the signer of the active key.
+	Active(ctx context.Context) (signing.Signer, error)
+	// PublicKey returns a key of the JWKS by ID.
+	PublicKey(kid string) (crypto.PublicKey, signing.Algorithm, bool)
+}
+
+// AccessClaims are the claims of an access token (RFC 9068 §2.2).
+type AccessClaims struct {
+	Issuer   string
+	Subject  string
+	Audience []string
+	ClientID string
+	IssuedAt time.Time
+	Expiry   time.Time
+	ID       string
+	Scopes   []string
+	FamilyID string // the sid claim
+	JKT      string // cnf.jkt, when DPoP-bound
+	Extra    *structpb.Struct
+}
+
+type cnf struct {
+	JKT string `json:"jkt"`
+}
+
+// accessJSON is the JSON form; extra claims are merged in by hand so the
+// common case needs no map.
+type accessJSON struct {
+	Iss      string   `json:"iss"`
+	Sub      string   `json:"sub"`
+	Aud      []string `json:"aud"`
+	ClientID string   `json:"client_id"`
+	Iat      int64    `json:"iat"`
+	Exp      int64    `json:"exp"`
+	Jti      string   `json:"jti"`
+	Scope    string   `json:"scope,omitempty"`
+	Sid      string   `json:"sid"`
+	Cnf      *cnf     `json:"cnf,omitempty"`
+}
+
+func newJTI(rand io.Reader) (string, error) {
+	var b [16]byte
+	if _, err := io.ReadFull(rand, b[:]); err != nil {
+		return "", fmt.Errorf("jti: %w", err)
+	}
+	return b64.EncodeToString(b[:]), nil
+}
+
+// signAccessToken returns the compact JWS of c signed by s, with header
+// typ "at+jwt" and the key's kid (RFC 9068 §2.1).
+func signAccessToken(ctx context.Context, s signing.Signer, c AccessClaims) (string, error) {
+	header, err := json.Marshal(struct {
+		Alg string `json:"alg"`
+		Kid string `json:"kid"`
+		Typ string `json:"typ"`
+	}{string(s.Algorithm()), s.KeyID(), "at+jwt"})
+	if err != nil {
+		return "", err
+	}
+	body := accessJSON{
+		Iss: c.Issuer, Sub: c.Subject, Aud: c.Audience, ClientID: c.ClientID,
+		Iat: c.IssuedAt.Unix(), Exp: c.Expiry.Unix(), Jti: c.ID, Scope: strings.Join(c.Scopes, " "), Sid: c.FamilyID,
+	}
+	if c.JKT != "" {
+		body.Cnf = &cnf{JKT: c.JKT}
+	}
+	payload, err := json.Marshal(body)
+	if err != nil {
+		return "", err
+	}
+	if len(c.Extra.GetFields()) > 0 {
+		extra, err := c.Extra.MarshalJSON()
+		if err != nil {
+			return "", fmt.Errorf("extra claims: %w", err)
+		}
+		// Both are JSON objects with disjoint names (registered names are
+		// refused in extra claims): join their members.
+		if len(extra) > 2 {
+			payload = append(append(payload[:len(payload)-1], ','), extra[1:]...)
+		}
+	}
+	enc := base64.RawURLEncoding
+	buf := make([]byte, 0, enc.EncodedLen(len(header))+1+enc.EncodedLen(len(payload))+1+700)
+	buf = enc.AppendEncode(buf, header)
+	buf = append(buf, '.')
+	buf = enc.AppendEncode(buf, payload)
+	sig, err := s.Sign(ctx, buf)
+	if err != nil {
+		return "", fmt.Errorf("sign access token with %s: %w", s.KeyID(), err)
+	}
+	buf = append(buf, '.')
+	buf = enc.AppendEncode(buf, sig)
+	return string(buf), nil
+}
+
+// ErrInvalidAccessToken is returned by VerifyAccessToken for a token that
+// is malformed, not signed by a key of the JWKS, of another issuer, or not
+// an RFC 9068 access token.
+var ErrInvalidAccessToken = errors.New("invalid access token")
+
+// maxAccessTokenLen bounds what VerifyAccessToken parses.
+const maxAccessTokenLen = 16 << 10
+
+// VerifiedAccessToken holds the claims the service relies on.
+type VerifiedAccessToken struct {
+	Subject  string
+	ClientID string
+	FamilyID string
+	JKT      string
+	IssuedAt time.Time
+	Expiry   time.Time
+	KeyID    string
+}
+
+// VerifyAccessToken checks the signature of an access token against the
+// keys of the JWKS, its typ and issuer. Expiry is checked only if
+// checkExpiry is set (revocation accepts expired tokens, RFC 7009 §2.2).
+func (i *Issuer) VerifyAccessToken(token string, checkExpiry bool) (VerifiedAccessToken, error) {
+	if len(token) > maxAccessTokenLen {
+		return VerifiedAccessToken{}, fmt.Errorf("%w: longer than %d bytes", ErrInvalidAccessToken, maxAccessTokenLen)
+	}
+	var claims struct {
+		jwt.RegisteredClaims
+		ClientID string `json:"client_id"`
+		Sid      string `json:"sid"`
+		Cnf      *cnf   `json:"cnf"`
+	}
+	opts := []jwt.ParserOption{
+		jwt.WithValidMethods([]string{"RS256", "PS256", "ES256", "ES384", "EdDSA"}),
+		jwt.WithIssuer(i.cfg.Issuer),
+		jwt.WithTimeFunc(i.cfg.Now),
+		jwt.WithIssuedAt(),
+	}
+	if !checkExpiry {
+		opts = append(opts, jwt.WithoutClaimsValidation())
+	}
+	var kid string
+	_, err := jwt.NewParser(opts...).ParseWithClaims(token, &claims, func(t *jwt.Token) (any, error) {
+		if typ, _ := t.Header["typ"].(string); !strings.EqualFold(typ, "at+jwt") {
+			return nil, errors.New("typ is not at+jwt")
+		}
+		kid, _ = t.Header["kid"].(string)
+		pub, alg, ok := i.keys.PublicKey(kid)
+		if !ok || string(alg) != t.Method.Alg() {
+			return nil, errors.New("unknown key")
+		}
+		return pub, nil
+	})
+	if err != nil {
+		return VerifiedAccessToken{}, fmt.Errorf("%w: %v", ErrInvalidAccessToken, err)
+	}
+	if !checkExpiry && claims.Issuer != i.cfg.Issuer {
+		return VerifiedAccessToken{}, fmt.Errorf("%w: issuer", ErrInvalidAccessToken)
+	}
+	v := VerifiedAccessToken{Subject: claims.Subject, ClientID: claims.ClientID, FamilyID: claims.Sid, KeyID: kid}
+	if claims.IssuedAt != nil {
+		v.IssuedAt = claims.IssuedAt.Time
+	}
+	if claims.ExpiresAt != nil {
+		v.Expiry = claims.ExpiresAt.Time
+	}
+	if claims.Cnf != nil {
+		v.JKT = claims.Cnf.JKT
+	}
+	return v, nil
+}

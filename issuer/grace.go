@@ -1,0 +1,81 @@
+package issuer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/auth-platform/tokenservice/eventlog"
+	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
+)
+
+// graceTTLMargin keeps a grace record a little longer than the window, so
+// a request at the window's last instant still finds it.
+const graceTTLMargin = time.Second
+
+// writeGrace seals the response of a rotation and stores it for the grace
+// window, before the rotation is appended. It returns the grace ID the
+// rotation names.
+func (i *Issuer) writeGrace(ctx context.Context, fid string, t Tokens) (string, error) {
+	gid, err := newJTI(i.cfg.Rand)
+	if err != nil {
+		return "", err
+	}
+	plain, err := json.Marshal(t)
+	if err != nil {
+		return "", err
+	}
+	sealed, err := i.sealer.Seal(plain, []byte(fid+"."+gid))
+	if err != nil {
+		return "", fmt.Errorf("seal grace record: %w", err)
+	}
+	data, err := proto.Marshal(&eventsv1.GraceRecord{GraceId: gid, SealedResponse: sealed})
+	if err != nil {
+		return "", err
+	}
+	if _, err := i.log.Append(ctx, eventlog.Event{
+		Subject: i.subj.Grace(fid, gid), Type: "grace", Data: data, TTL: i.cfg.Grace + graceTTLMargin,
+	}, eventlog.Expect{}); err != nil {
+		return "", fmt.Errorf("write grace record: %w", err)
+	}
+	return gid, nil
+}
+
+// errGraceMissing: the family names a grace record that is gone (its TTL
+// ended early) or does not open. The request is refused; nothing is
+// revoked, since the client may be honest.
+var errGraceMissing = fmt.Errorf("%w: refresh token already rotated", ErrInvalidGrant)
+
+// graceSuccessor returns the response of the family's last rotation to a
+// client that presents the previous token inside the grace window.
+func (i *Issuer) graceSuccessor(ctx context.Context, st *eventsv1.FamilyState, jkt string, now time.Time) (Tokens, error) {
+	if st.GetDpopJkt() != "" && st.GetDpopJkt() != jkt {
+		i.cfg.Observer.SecurityEvent(SecurityDPoPMismatch)
+		return Tokens{}, ErrDPoPKeyMismatch
+	}
+	fid, gid := st.GetFamilyId(), st.GetGraceId()
+	rec, err := i.log.LastConsistent(ctx, i.subj.Grace(fid, gid))
+	if errors.Is(err, eventlog.ErrNotFound) {
+		return Tokens{}, errGraceMissing
+	}
+	if err != nil {
+		return Tokens{}, err
+	}
+	var gr eventsv1.GraceRecord
+	if err := proto.Unmarshal(rec.Data, &gr); err != nil || gr.GetGraceId() != gid {
+		return Tokens{}, errGraceMissing
+	}
+	plain, err := i.sealer.Open(gr.GetSealedResponse(), []byte(fid+"."+gid))
+	if err != nil {
+		return Tokens{}, errGraceMissing
+	}
+	var t Tokens
+	if err := json.Unmarshal(plain, &t); err != nil {
+		return Tokens{}, errGraceMissing
+	}
+	return t, nil
+}

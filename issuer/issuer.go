@@ -1,0 +1,517 @@
+package issuer
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/auth-platform/tokenservice/eventlog"
+	"github.com/auth-platform/tokenservice/projections"
+	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
+	"github.com/auth-platform/tokenservice/signing/seal"
+)
+
+// Config configures an Issuer.
+type Config struct {
+	// Issuer is the iss claim. Required.
+	Issuer string
+	// AccessTTL is the access-token lifetime. Default 15 minutes.
+	AccessTTL time.Duration
+	// RefreshTTL is the lifetime of each refresh token, renewed by each
+	// rotation. Default 7 days.
+	RefreshTTL time.Duration
+	// Grace is the reuse grace window; 0 disables it.
+	Grace time.Duration
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+	// Rand is the source of IDs and secrets. Required (crypto/rand.Reader).
+	Rand io.Reader
+	// Observer, if set, is told of every outcome. Default: none.
+	Observer Observer
+}
+
+// Observer is told what the issuer did, for metrics. Implementations must
+// be safe for concurrent use and must not block.
+type Observer interface {
+	Issued(tokenType, algorithm string)
+	Refreshed(status string)
+	Revoked(reason string, families int)
+	SecurityEvent(eventType string)
+}
+
+// Refresh statuses reported to Observer.Refreshed.
+const (
+	StatusSuccess = "success"
+	StatusGrace   = "grace"
+	StatusReuse   = "reuse"
+	StatusInvalid = "invalid"
+	StatusError   = "error"
+)
+
+// Security event types reported to Observer.SecurityEvent.
+const (
+	SecurityRefreshReuse = "refresh_token_reuse"
+	SecurityDPoPMismatch = "dpop_key_mismatch"
+)
+
+// FamilyIndex lists the families of a subject; the issuer uses it to
+// revoke them all and waits for it to catch up with a sequence first.
+type FamilyIndex interface {
+	FamiliesOf(subject string) []projections.Family
+	WaitFor(ctx context.Context, seq uint64) error
+}
+
+// Issuer executes the token commands. It is safe for concurrent use.
+type Issuer struct {
+	log    *eventlog.Log
+	subj   eventlog.Subjects
+	keys   Keys
+	index  FamilyIndex
+	sealer *seal.Sealer
+	cfg    Config
+}
+
+type nopObserver struct{}
+
+func (nopObserver) Issued(string, string)  {}
+func (nopObserver) Refreshed(string)       {}
+func (nopObserver) Revoked(string, int)    {}
+func (nopObserver) SecurityEvent(string)   {}
+
+// New returns an Issuer.
+func New(log *eventlog.Log, keys Keys, index FamilyIndex, sealer *seal.Sealer, cfg Config) (*Issuer, error) {
+	if cfg.Issuer == "" {
+		return nil, errors.New("issuer: Config.Issuer is required")
+	}
+	if cfg.Rand == nil {
+		return nil, errors.New("issuer: Config.Rand is required")
+	}
+	if cfg.AccessTTL <= 0 {
+		cfg.AccessTTL = 15 * time.Minute
+	}
+	if cfg.RefreshTTL <= 0 {
+		cfg.RefreshTTL = 7 * 24 * time.Hour
+	}
+	if cfg.Grace < 0 {
+		cfg.Grace = 0
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Observer == nil {
+		cfg.Observer = nopObserver{}
+	}
+	return &Issuer{log: log, subj: log.Subjects(), keys: keys, index: index, sealer: sealer, cfg: cfg}, nil
+}
+
+// GenerateRequest starts a family.
+type GenerateRequest struct {
+	Subject  string
+	ClientID string
+	Audience []string
+	Scopes   []string
+	Extra    *structpb.Struct
+	// DPoPJKT binds the family to a DPoP key (RFC 9449 §5), if set.
+	DPoPJKT string
+}
+
+// RefreshRequest rotates a refresh token.
+type RefreshRequest struct {
+	RefreshToken string
+	ClientID     string
+	// Scopes, if set, narrow the new access token's scopes.
+	Scopes []string
+	// DPoPJKT is the thumbprint of the key of a verified proof, if any.
+	DPoPJKT string
+}
+
+// Tokens is the response of a command that issues tokens.
+type Tokens struct {
+	AccessToken      string    `json:"access_token"`
+	TokenType        string    `json:"token_type"`
+	AccessExpiresAt  time.Time `json:"access_expires_at"`
+	RefreshToken     string    `json:"refresh_token"`
+	RefreshExpiresAt time.Time `json:"refresh_expires_at"`
+	FamilyID         string    `json:"family_id"`
+	Scopes           []string  `json:"scopes"`
+	KeyID            string    `json:"kid"`
+	AccessTokenID    string    `json:"jti"`
+}
+
+// Token types.
+const (
+	TokenTypeBearer = "Bearer"
+	TokenTypeDPoP   = "DPoP"
+)
+
+// Generate starts a family and returns its first tokens. Errors:
+// ErrInvalidRequest for a malformed request; others are server errors.
+func (i *Issuer) Generate(ctx context.Context, req GenerateRequest) (Tokens, error) {
+	if err := checkText("subject", req.Subject, MaxSubjectLen); err != nil {
+		return Tokens{}, err
+	}
+	if err := checkClientID(req.ClientID); err != nil {
+		return Tokens{}, err
+	}
+	if err := checkAudience(req.Audience); err != nil {
+		return Tokens{}, err
+	}
+	scopes, err := normalizeScopes(req.Scopes)
+	if err != nil {
+		return Tokens{}, err
+	}
+	if err := checkExtraClaims(req.Extra); err != nil {
+		return Tokens{}, err
+	}
+	if req.DPoPJKT != "" && !eventlog.ValidToken(req.DPoPJKT) {
+		return Tokens{}, invalidRequest("malformed DPoP key thumbprint")
+	}
+	now := i.cfg.Now()
+	fid, err := newFamilyID(i.cfg.Rand)
+	if err != nil {
+		return Tokens{}, err
+	}
+	secret, err := newSecret(i.cfg.Rand)
+	if err != nil {
+		return Tokens{}, err
+	}
+	st := &eventsv1.FamilyState{
+		FamilyId:         fid,
+		Subject:          req.Subject,
+		ClientId:         req.ClientID,
+		Audience:         req.Audience,
+		Scopes:           scopes,
+		ExtraClaims:      req.Extra,
+		Generation:       1,
+		SecretHash:       hashSecret(secret),
+		Status:           eventsv1.FamilyStatus_FAMILY_STATUS_ACTIVE,
+		CreatedAt:        timestamppb.New(now),
+		RotatedAt:        timestamppb.New(now),
+		RefreshExpiresAt: timestamppb.New(now.Add(i.cfg.RefreshTTL)),
+		DpopJkt:          req.DPoPJKT,
+	}
+	tokens, err := i.mint(ctx, st, secret, scopes, now)
+	if err != nil {
+		return Tokens{}, err
+	}
+	data, err := proto.Marshal(&eventsv1.FamilyIssued{State: st})
+	if err != nil {
+		return Tokens{}, err
+	}
+	_, err = i.log.Append(ctx, eventlog.Event{
+		Subject: i.subj.Family(fid, "issued"), Type: projections.TypeFamilyIssued, Data: data,
+	}, eventlog.Expect{Filter: i.subj.FamilyFilter(fid)})
+	if err != nil {
+		return Tokens{}, fmt.Errorf("issue family: %w", err)
+	}
+	i.cfg.Observer.Issued(tokens.TokenType, string(algOf(tokens)))
+	return tokens, nil
+}
+
+// mint signs an access token for st and fills in the response; it records
+// the key and access expiry in st.
+func (i *Issuer) mint(ctx context.Context, st *eventsv1.FamilyState, secret []byte, scopes []string, now time.Time) (Tokens, error) {
+	signer, err := i.keys.Active(ctx)
+	if err != nil {
+		return Tokens{}, fmt.Errorf("signing key: %w", err)
+	}
+	jti, err := newJTI(i.cfg.Rand)
+	if err != nil {
+		return Tokens{}, err
+	}
+	exp := now.Add(i.cfg.AccessTTL)
+	at, err := signAccessToken(ctx, signer, AccessClaims{
+		Issuer: i.cfg.Issuer, Subject: st.GetSubject(), Audience: st.GetAudience(), ClientID: st.GetClientId(),
+		IssuedAt: now, Expiry: exp, ID: jti, Scopes: scopes, FamilyID: st.GetFamilyId(), JKT: st.GetDpopJkt(),
+		Extra: st.GetExtraClaims(),
+	})
+	if err != nil {
+		return Tokens{}, err
+	}
+	if st.GetAccessExpiresAt() == nil || st.GetAccessExpiresAt().AsTime().Before(exp) {
+		st.AccessExpiresAt = timestamppb.New(exp)
+	}
+	st.KeyIds = addKeyID(st.GetKeyIds(), signer.KeyID())
+	tt := TokenTypeBearer
+	if st.GetDpopJkt() != "" {
+		tt = TokenTypeDPoP
+	}
+	return Tokens{
+		AccessToken: at, TokenType: tt, AccessExpiresAt: exp,
+		RefreshToken: formatRefreshToken(st.GetFamilyId(), secret), RefreshExpiresAt: st.GetRefreshExpiresAt().AsTime(),
+		FamilyID: st.GetFamilyId(), Scopes: scopes, KeyID: signer.KeyID(), AccessTokenID: jti,
+	}, nil
+}
+
+// maxKeyIDs bounds the key IDs a family remembers.
+const maxKeyIDs = 16
+
+func addKeyID(ids []string, kid string) []string {
+	for _, id := range ids {
+		if id == kid {
+			return ids
+		}
+	}
+	ids = append(ids, kid)
+	if len(ids) > maxKeyIDs {
+		ids = ids[len(ids)-maxKeyIDs:]
+	}
+	return ids
+}
+
+func algOf(t Tokens) string {
+	// The alg is the first header member; the header is ours.
+	h, _, _ := cutDot(t.AccessToken)
+	b, err := b64.DecodeString(h)
+	if err != nil || len(b) < 12 {
+		return ""
+	}
+	// {"alg":"XXXXX", ...
+	rest := string(b[8:])
+	for j := 0; j < len(rest); j++ {
+		if rest[j] == '"' {
+			return rest[:j]
+		}
+	}
+	return ""
+}
+
+func cutDot(s string) (string, string, bool) {
+	for j := 0; j < len(s); j++ {
+		if s[j] == '.' {
+			return s[:j], s[j+1:], true
+		}
+	}
+	return s, "", false
+}
+
+// family is a loaded family: its state and the sequence of its last event.
+type family struct {
+	st  *eventsv1.FamilyState
+	seq uint64
+}
+
+// load reads the current state of family fid; consistent asks the stream
+// leader. It returns eventlog.ErrNotFound for an unknown family.
+func (i *Issuer) load(ctx context.Context, fid string, consistent bool) (family, error) {
+	read := i.log.Last
+	if consistent {
+		read = i.log.LastConsistent
+	}
+	rec, err := read(ctx, i.subj.FamilyFilter(fid))
+	if err != nil {
+		return family{}, err
+	}
+	m, err := projections.Decode(rec)
+	if err != nil {
+		return family{}, err
+	}
+	st := projections.FamilyStateOf(m)
+	if st == nil || st.GetFamilyId() != fid {
+		return family{}, fmt.Errorf("%w: family %s: event without state", projections.ErrBadRecord, fid)
+	}
+	if st.GetIssuedSeq() == 0 {
+		st.IssuedSeq = rec.Seq // the issued event itself
+	}
+	return family{st: st, seq: rec.Seq}, nil
+}
+
+// Refresh rotates a refresh token. Errors: ErrInvalidRequest,
+// ErrInvalidGrant (ErrMalformedToken, ErrUnknownToken, ErrTokenExpired,
+// ErrFamilyRevoked, ErrTokenReused, ErrTokenRotated, ErrClientMismatch),
+// ErrInvalidScope, ErrInvalidDPoPProof; others are server errors.
+func (i *Issuer) Refresh(ctx context.Context, req RefreshRequest) (t Tokens, err error) {
+	status := StatusError
+	defer func() {
+		if err != nil && status == StatusError && !errors.Is(err, context.Canceled) && Code(err) != CodeServerError {
+			status = StatusInvalid
+		}
+		i.cfg.Observer.Refreshed(status)
+	}()
+	if err := checkClientID(req.ClientID); err != nil {
+		return Tokens{}, err
+	}
+	rt, err := parseRefreshToken(req.RefreshToken)
+	if err != nil {
+		return Tokens{}, err
+	}
+	scopes, err := normalizeScopes(req.Scopes)
+	if err != nil {
+		return Tokens{}, err
+	}
+	now := i.cfg.Now()
+	h := hashSecret(rt.secret)
+	raced := false // our token was current once and then rotated by another request
+	for attempt := 0; attempt < 8; attempt++ {
+		f, err := i.load(ctx, rt.familyID, attempt > 0)
+		if errors.Is(err, eventlog.ErrNotFound) {
+			return Tokens{}, ErrUnknownToken
+		}
+		if err != nil {
+			return Tokens{}, err
+		}
+		st := f.st
+		isCurrent := subtle.ConstantTimeCompare(h, st.GetSecretHash()) == 1
+		isPrevious := len(st.GetPreviousSecretHash()) > 0 && subtle.ConstantTimeCompare(h, st.GetPreviousSecretHash()) == 1
+		isSpent := isPrevious || matchesSpent(st.GetSpentSecretPrefixes(), h)
+		switch {
+		case !isCurrent && !isSpent:
+			// A guess, or a generation older than the family remembers:
+			// refused, nothing revoked.
+			return Tokens{}, ErrUnknownToken
+		case st.GetClientId() != req.ClientID:
+			return Tokens{}, ErrClientMismatch
+		case st.GetStatus() == eventsv1.FamilyStatus_FAMILY_STATUS_REVOKED:
+			return Tokens{}, ErrFamilyRevoked
+		case isCurrent:
+			t, err := i.rotate(ctx, f, rt.familyID, scopes, req.DPoPJKT, now)
+			if errors.Is(err, eventlog.ErrConflict) {
+				raced = true
+				continue
+			}
+			if err == nil {
+				status = StatusSuccess
+			}
+			return t, err
+		case isPrevious && i.inGrace(st, now):
+			if !attempted(attempt) {
+				// Serve the successor only from the leader's view: a
+				// stale read could have missed a revocation.
+				continue
+			}
+			t, err := i.graceSuccessor(ctx, st, req.DPoPJKT, now)
+			if err == nil {
+				status = StatusGrace
+			}
+			return t, err
+		case raced:
+			return Tokens{}, ErrTokenRotated
+		default:
+			// Replay of a spent token outside the grace window.
+			if err := i.revoke(ctx, f, eventsv1.RevocationReason_REVOCATION_REASON_REUSE, now); err != nil {
+				if errors.Is(err, eventlog.ErrConflict) {
+					continue
+				}
+				return Tokens{}, err
+			}
+			status = StatusReuse
+			i.cfg.Observer.SecurityEvent(SecurityRefreshReuse)
+			i.cfg.Observer.Revoked(reasonLabel(eventsv1.RevocationReason_REVOCATION_REASON_REUSE), 1)
+			return Tokens{}, ErrTokenReused
+		}
+	}
+	return Tokens{}, fmt.Errorf("refresh %s: too much contention", rt.familyID)
+}
+
+func attempted(attempt int) bool { return attempt > 0 }
+
+func (i *Issuer) inGrace(st *eventsv1.FamilyState, now time.Time) bool {
+	if i.cfg.Grace <= 0 || st.GetGraceId() == "" {
+		return false
+	}
+	return !now.After(st.GetRotatedAt().AsTime().Add(i.cfg.Grace))
+}
+
+// rotate appends the rotation of f and returns the new tokens, or
+// eventlog.ErrConflict if f is no longer the family's last state.
+func (i *Issuer) rotate(ctx context.Context, f family, fid string, scopes []string, jkt string, now time.Time) (Tokens, error) {
+	st := f.st
+	if now.After(st.GetRefreshExpiresAt().AsTime()) {
+		return Tokens{}, ErrTokenExpired
+	}
+	if st.GetDpopJkt() != "" && st.GetDpopJkt() != jkt {
+		i.cfg.Observer.SecurityEvent(SecurityDPoPMismatch)
+		return Tokens{}, ErrDPoPKeyMismatch
+	}
+	if len(scopes) == 0 {
+		scopes = st.GetScopes()
+	} else if !subset(scopes, st.GetScopes()) {
+		return Tokens{}, fmt.Errorf("%w: requested scopes exceed the granted ones", ErrInvalidScope)
+	}
+	if err := i.checkSubjectCutoff(ctx, f, now); err != nil {
+		return Tokens{}, err
+	}
+	secret, err := newSecret(i.cfg.Rand)
+	if err != nil {
+		return Tokens{}, err
+	}
+	next := proto.Clone(st).(*eventsv1.FamilyState)
+	next.Generation++
+	next.SpentSecretPrefixes = st.GetSpentSecretPrefixes()
+	if len(st.GetPreviousSecretHash()) > 0 {
+		next.SpentSecretPrefixes = appendSpent(st.GetSpentSecretPrefixes(), st.GetPreviousSecretHash())
+	}
+	next.PreviousSecretHash = st.GetSecretHash()
+	next.SecretHash = hashSecret(secret)
+	next.RotatedAt = timestamppb.New(now)
+	next.RefreshExpiresAt = timestamppb.New(now.Add(i.cfg.RefreshTTL))
+	next.GraceId = ""
+	tokens, err := i.mint(ctx, next, secret, scopes, now)
+	if err != nil {
+		return Tokens{}, err
+	}
+	if i.cfg.Grace > 0 {
+		gid, err := i.writeGrace(ctx, fid, tokens)
+		if err != nil {
+			return Tokens{}, err
+		}
+		next.GraceId = gid
+	}
+	data, err := proto.Marshal(&eventsv1.FamilyRotated{State: next, KeyId: tokens.KeyID, AccessTokenId: tokens.AccessTokenID})
+	if err != nil {
+		return Tokens{}, err
+	}
+	_, err = i.log.Append(ctx, eventlog.Event{
+		Subject: i.subj.Family(fid, "rotated"), Type: projections.TypeFamilyRotated, Data: data,
+	}, eventlog.Expect{Filter: i.subj.FamilyFilter(fid), Seq: f.seq})
+	if err != nil {
+		return Tokens{}, err
+	}
+	return tokens, nil
+}
+
+// checkSubjectCutoff refuses (and revokes) a family whose issued event
+// precedes a revocation of its subject. It reads the cut-off from the
+// leader, so a revocation acknowledged anywhere is seen.
+func (i *Issuer) checkSubjectCutoff(ctx context.Context, f family, now time.Time) error {
+	rec, err := i.log.LastConsistent(ctx, i.subj.SubjectRevoked(subjectHash(f.st.GetSubject())))
+	if errors.Is(err, eventlog.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if rec.Seq < f.st.GetIssuedSeq() {
+		return nil // the family was issued after the cut-off
+	}
+	if err := i.revoke(ctx, f, eventsv1.RevocationReason_REVOCATION_REASON_SUBJECT, now); err != nil {
+		return err // a conflict makes Refresh reload and see the revocation
+	}
+	i.cfg.Observer.Revoked(reasonLabel(eventsv1.RevocationReason_REVOCATION_REASON_SUBJECT), 1)
+	return ErrFamilyRevoked
+}
+
+// revoke appends the revocation of f with compare-and-set.
+func (i *Issuer) revoke(ctx context.Context, f family, reason eventsv1.RevocationReason, now time.Time) error {
+	next := proto.Clone(f.st).(*eventsv1.FamilyState)
+	next.Status = eventsv1.FamilyStatus_FAMILY_STATUS_REVOKED
+	next.RevokedReason = reason
+	next.RevokedAt = timestamppb.New(now)
+	next.GraceId = ""
+	data, err := proto.Marshal(&eventsv1.FamilyRevoked{State: next, Reason: reason})
+	if err != nil {
+		return err
+	}
+	fid := f.st.GetFamilyId()
+	_, err = i.log.Append(ctx, eventlog.Event{
+		Subject: i.subj.Family(fid, "revoked"), Type: projections.TypeFamilyRevoked, Data: data,
+	}, eventlog.Expect{Filter: i.subj.FamilyFilter(fid), Seq: f.seq})
+	return err
+}

@@ -1,0 +1,174 @@
+package issuer
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/auth-platform/tokenservice/eventlog"
+	"github.com/auth-platform/tokenservice/projections"
+	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
+)
+
+// ParseReason maps a reason name to a RevocationReason; "" means def.
+func ParseReason(s string, def eventsv1.RevocationReason) (eventsv1.RevocationReason, error) {
+	switch s {
+	case "":
+		return def, nil
+	case "client":
+		return eventsv1.RevocationReason_REVOCATION_REASON_CLIENT, nil
+	case "subject":
+		return eventsv1.RevocationReason_REVOCATION_REASON_SUBJECT, nil
+	case "key_compromise":
+		return eventsv1.RevocationReason_REVOCATION_REASON_KEY_COMPROMISE, nil
+	case "admin":
+		return eventsv1.RevocationReason_REVOCATION_REASON_ADMIN, nil
+	}
+	return 0, invalidRequest("reason must be client, subject, key_compromise or admin")
+}
+
+// reasonLabel is the bounded metric label of a reason.
+func reasonLabel(r eventsv1.RevocationReason) string {
+	switch r {
+	case eventsv1.RevocationReason_REVOCATION_REASON_REUSE:
+		return "reuse"
+	case eventsv1.RevocationReason_REVOCATION_REASON_CLIENT:
+		return "client"
+	case eventsv1.RevocationReason_REVOCATION_REASON_SUBJECT:
+		return "subject"
+	case eventsv1.RevocationReason_REVOCATION_REASON_KEY_COMPROMISE:
+		return "key_compromise"
+	case eventsv1.RevocationReason_REVOCATION_REASON_ADMIN:
+		return "admin"
+	}
+	return "unspecified"
+}
+
+// ReasonLabels lists every value reasonLabel returns, for metrics.
+var ReasonLabels = []string{"reuse", "client", "subject", "key_compromise", "admin", "unspecified"}
+
+// subjectHash is the subject's token in token.subject.<sid>.revoked:
+// subjects may hold any character, a subject token may not.
+func subjectHash(subject string) string {
+	h := sha256.Sum256([]byte(subject))
+	return b64.EncodeToString(h[:])
+}
+
+// SubjectHash returns the <sid> of a subject in token.subject.<sid>.revoked.
+func SubjectHash(subject string) string { return subjectHash(subject) }
+
+// RevokeFamily revokes family fid. It returns how many families it revoked:
+// 0 for an unknown or already revoked family (not an error).
+func (i *Issuer) RevokeFamily(ctx context.Context, fid string, reason eventsv1.RevocationReason) (int, error) {
+	if !validFamilyID(fid) {
+		return 0, nil // cannot exist: RFC 7009 says no error
+	}
+	return i.revokeLoaded(ctx, fid, reason, nil)
+}
+
+// revokeLoaded revokes fid if match (when set) accepts its state.
+func (i *Issuer) revokeLoaded(ctx context.Context, fid string, reason eventsv1.RevocationReason, match func(*eventsv1.FamilyState) bool) (int, error) {
+	now := i.cfg.Now()
+	for attempt := 0; attempt < 8; attempt++ {
+		f, err := i.load(ctx, fid, attempt > 0)
+		if errors.Is(err, eventlog.ErrNotFound) {
+			return 0, nil
+		}
+		if err != nil {
+			return 0, err
+		}
+		if match != nil && !match(f.st) {
+			return 0, nil
+		}
+		if f.st.GetStatus() == eventsv1.FamilyStatus_FAMILY_STATUS_REVOKED {
+			return 0, nil
+		}
+		err = i.revoke(ctx, f, reason, now)
+		if errors.Is(err, eventlog.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return 0, err
+		}
+		i.cfg.Observer.Revoked(reasonLabel(reason), 1)
+		return 1, nil
+	}
+	return 0, fmt.Errorf("revoke %s: too much contention", fid)
+}
+
+// RevokeRefreshToken revokes the family of a refresh token, current or
+// spent. A malformed token or one that matches nothing revokes nothing and
+// is not an error (RFC 7009 §2.2).
+func (i *Issuer) RevokeRefreshToken(ctx context.Context, token string, reason eventsv1.RevocationReason) (int, error) {
+	rt, err := parseRefreshToken(token)
+	if err != nil {
+		return 0, nil
+	}
+	h := hashSecret(rt.secret)
+	return i.revokeLoaded(ctx, rt.familyID, reason, func(st *eventsv1.FamilyState) bool {
+		return subtle.ConstantTimeCompare(h, st.GetSecretHash()) == 1 ||
+			(len(st.GetPreviousSecretHash()) > 0 && subtle.ConstantTimeCompare(h, st.GetPreviousSecretHash()) == 1) ||
+			matchesSpent(st.GetSpentSecretPrefixes(), h)
+	})
+}
+
+// RevokeAccessToken revokes the family of an access token this service
+// issued (expired or not). An invalid token revokes nothing and is not an
+// error.
+func (i *Issuer) RevokeAccessToken(ctx context.Context, token string, reason eventsv1.RevocationReason) (int, error) {
+	v, err := i.VerifyAccessToken(token, false)
+	if err != nil || !validFamilyID(v.FamilyID) {
+		return 0, nil
+	}
+	return i.revokeLoaded(ctx, v.FamilyID, reason, nil)
+}
+
+// subjectIndexWait bounds how long RevokeSubject waits for the family index
+// to include every family issued before the cut-off.
+const subjectIndexWait = 10 * time.Second
+
+// RevokeSubject revokes every family of subject: it appends the subject's
+// cut-off, which from then on stops the refresh of every family issued
+// before it (even one the index does not list yet), then revokes each
+// family the index lists. It returns how many families it revoked.
+func (i *Issuer) RevokeSubject(ctx context.Context, subject string, reason eventsv1.RevocationReason) (int, error) {
+	if err := checkText("subject", subject, MaxSubjectLen); err != nil {
+		return 0, err
+	}
+	now := i.cfg.Now()
+	data, err := proto.Marshal(&eventsv1.SubjectRevoked{Subject: subject, RevokedAt: timestamppb.New(now), Reason: reason})
+	if err != nil {
+		return 0, err
+	}
+	seq, err := i.log.Append(ctx, eventlog.Event{
+		Subject: i.subj.SubjectRevoked(subjectHash(subject)), Type: projections.TypeSubjectRevoked, Data: data,
+	}, eventlog.Expect{})
+	if err != nil {
+		return 0, fmt.Errorf("revoke subject: %w", err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, subjectIndexWait)
+	defer cancel()
+	if err := i.index.WaitFor(wctx, seq); err != nil {
+		// The cut-off is in the log and stops every refresh; only the
+		// per-family events are missing. Report it, do not hide it.
+		return 0, fmt.Errorf("revoke subject: family index behind: %w", err)
+	}
+	n := 0
+	for _, f := range i.index.FamiliesOf(subject) {
+		if f.IssuedSeq > seq || f.Status == eventsv1.FamilyStatus_FAMILY_STATUS_REVOKED {
+			continue
+		}
+		k, err := i.revokeLoaded(ctx, f.ID, reason, nil)
+		if err != nil {
+			return n, err
+		}
+		n += k
+	}
+	return n, nil
+}

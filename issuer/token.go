@@ -1,0 +1,100 @@
+package issuer
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"fmt"
+	"io"
+)
+
+const (
+	familyIDBytes = 16
+	secretBytes   = 32
+	familyIDLen   = 22 // base64url of 16 bytes, no padding
+	secretLen     = 43 // base64url of 32 bytes, no padding
+	// RefreshTokenLen is the length of every refresh token.
+	RefreshTokenLen = familyIDLen + 1 + secretLen
+	// spentPrefixLen is how much of an old secret's hash a family keeps.
+	spentPrefixLen = 8
+	// maxSpent bounds the spent-secret prefixes of a family; older
+	// generations then match nothing (refused, not treated as reuse).
+	maxSpent = 1024
+)
+
+var b64 = base64.RawURLEncoding
+
+// refreshToken is a parsed refresh token.
+type refreshToken struct {
+	familyID string
+	secret   []byte
+}
+
+func newFamilyID(rand io.Reader) (string, error) {
+	var b [familyIDBytes]byte
+	if _, err := io.ReadFull(rand, b[:]); err != nil {
+		return "", fmt.Errorf("family id: %w", err)
+	}
+	return b64.EncodeToString(b[:]), nil
+}
+
+func newSecret(rand io.Reader) ([]byte, error) {
+	b := make([]byte, secretBytes)
+	if _, err := io.ReadFull(rand, b); err != nil {
+		return nil, fmt.Errorf("secret: %w", err)
+	}
+	return b, nil
+}
+
+func formatRefreshToken(fid string, secret []byte) string {
+	return fid + "." + b64.EncodeToString(secret)
+}
+
+// parseRefreshToken checks the exact shape before anything else, so no
+// garbage reaches the log as a subject token.
+func parseRefreshToken(s string) (refreshToken, error) {
+	if len(s) != RefreshTokenLen || s[familyIDLen] != '.' {
+		return refreshToken{}, ErrMalformedToken
+	}
+	fid := s[:familyIDLen]
+	if !validFamilyID(fid) {
+		return refreshToken{}, ErrMalformedToken
+	}
+	secret, err := b64.Strict().DecodeString(s[familyIDLen+1:])
+	if err != nil || len(secret) != secretBytes {
+		return refreshToken{}, ErrMalformedToken
+	}
+	return refreshToken{familyID: fid, secret: secret}, nil
+}
+
+// validFamilyID reports whether s is a canonical base64url 128-bit ID.
+func validFamilyID(s string) bool {
+	if len(s) != familyIDLen {
+		return false
+	}
+	b, err := b64.Strict().DecodeString(s)
+	return err == nil && len(b) == familyIDBytes
+}
+
+func hashSecret(secret []byte) []byte {
+	h := sha256.Sum256(secret)
+	return h[:]
+}
+
+// matchesSpent reports whether hash's prefix is among the spent prefixes,
+// in time independent of where it matches.
+func matchesSpent(spent, hash []byte) bool {
+	found := 0
+	for i := 0; i+spentPrefixLen <= len(spent); i += spentPrefixLen {
+		found |= subtle.ConstantTimeCompare(spent[i:i+spentPrefixLen], hash[:spentPrefixLen])
+	}
+	return found == 1
+}
+
+func appendSpent(spent, hash []byte) []byte {
+	out := append(append([]byte(nil), spent...), hash[:spentPrefixLen]...)
+	if over := len(out) - maxSpent*spentPrefixLen; over > 0 {
+		out = out[over:]
+	}
+	return out
+}

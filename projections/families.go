@@ -1,0 +1,98 @@
+package projections
+
+import (
+	"sort"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/auth-platform/tokenservice/eventlog"
+	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
+)
+
+// Family is the read model of one token family (one session).
+type Family struct {
+	ID               string
+	Subject          string
+	ClientID         string
+	Generation       uint64
+	Status           eventsv1.FamilyStatus
+	Reason           eventsv1.RevocationReason
+	DPoPJKT          string
+	CreatedAt        time.Time
+	RotatedAt        time.Time
+	RevokedAt        time.Time
+	RefreshExpiresAt time.Time
+	AccessExpiresAt  time.Time
+	IssuedSeq        uint64
+	LastSeq          uint64
+}
+
+// Families is the projection of families by subject. It is not safe for
+// concurrent use; Set guards it.
+type Families struct {
+	byID      map[string]*Family
+	bySubject map[string]map[string]struct{}
+}
+
+// NewFamilies returns an empty Families projection.
+func NewFamilies() *Families {
+	return &Families{byID: map[string]*Family{}, bySubject: map[string]map[string]struct{}{}}
+}
+
+// Apply applies a family event.
+func (f *Families) Apply(rec eventlog.Record, m proto.Message) {
+	st := FamilyStateOf(m)
+	if st == nil || st.GetFamilyId() == "" {
+		return
+	}
+	fam := f.byID[st.GetFamilyId()]
+	if fam == nil {
+		fam = &Family{ID: st.GetFamilyId(), Subject: st.GetSubject(), ClientID: st.GetClientId(), IssuedSeq: rec.Seq}
+		f.byID[fam.ID] = fam
+		ids := f.bySubject[fam.Subject]
+		if ids == nil {
+			ids = map[string]struct{}{}
+			f.bySubject[fam.Subject] = ids
+		}
+		ids[fam.ID] = struct{}{}
+	}
+	fam.Generation = st.GetGeneration()
+	fam.Status = st.GetStatus()
+	fam.Reason = st.GetRevokedReason()
+	fam.DPoPJKT = st.GetDpopJkt()
+	fam.CreatedAt = st.GetCreatedAt().AsTime()
+	fam.RotatedAt = st.GetRotatedAt().AsTime()
+	if st.GetRevokedAt() != nil {
+		fam.RevokedAt = st.GetRevokedAt().AsTime()
+	}
+	fam.RefreshExpiresAt = st.GetRefreshExpiresAt().AsTime()
+	fam.AccessExpiresAt = st.GetAccessExpiresAt().AsTime()
+	if st.GetIssuedSeq() != 0 {
+		fam.IssuedSeq = st.GetIssuedSeq()
+	}
+	fam.LastSeq = rec.Seq
+}
+
+// Get returns family id.
+func (f *Families) Get(id string) (Family, bool) {
+	fam := f.byID[id]
+	if fam == nil {
+		return Family{}, false
+	}
+	return *fam, true
+}
+
+// OfSubject returns the families of subject, oldest first.
+func (f *Families) OfSubject(subject string) []Family {
+	ids := f.bySubject[subject]
+	out := make([]Family, 0, len(ids))
+	for id := range ids {
+		out = append(out, *f.byID[id])
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].IssuedSeq < out[j].IssuedSeq })
+	return out
+}
+
+// Len returns the number of families.
+func (f *Families) Len() int { return len(f.byID) }

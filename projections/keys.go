@@ -1,0 +1,148 @@
+package projections
+
+import (
+	"sort"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/auth-platform/tokenservice/eventlog"
+	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
+	"github.com/auth-platform/tokenservice/signing"
+)
+
+// Key is the read model of one signing key.
+type Key struct {
+	ID          string
+	Algorithm   signing.Algorithm
+	Backend     string
+	JWK         signing.JWK
+	Sealed      []byte // sealed private key (local backend)
+	Ref         string // backend reference (remote backends)
+	Status      eventsv1.KeyStatus
+	GeneratedAt time.Time
+	PublishedAt time.Time
+	ActivatedAt time.Time
+	RetiredAt   time.Time
+	RetainUntil time.Time
+}
+
+// Keys is the projection of signing keys. It is not safe for concurrent
+// use; Set guards it.
+type Keys struct {
+	byID   map[string]*Key
+	active string
+	// seq is the sequence of the last key event, the CAS expectation for
+	// the next one (key events are serialized on one filter).
+	seq uint64
+}
+
+// NewKeys returns an empty Keys projection.
+func NewKeys() *Keys { return &Keys{byID: map[string]*Key{}} }
+
+// Apply applies one key event.
+func (k *Keys) Apply(rec eventlog.Record, m proto.Message) {
+	k.seq = rec.Seq
+	switch e := m.(type) {
+	case *eventsv1.KeyGenerated:
+		if _, ok := k.byID[e.GetKeyId()]; ok {
+			return
+		}
+		pk := e.GetPublicKey()
+		k.byID[e.GetKeyId()] = &Key{
+			ID:        e.GetKeyId(),
+			Algorithm: signing.Algorithm(e.GetAlgorithm()),
+			Backend:   e.GetBackend(),
+			JWK: signing.JWK{Kty: pk.GetKty(), Kid: pk.GetKid(), Use: "sig", Alg: pk.GetAlg(),
+				N: pk.GetN(), E: pk.GetE(), Crv: pk.GetCrv(), X: pk.GetX(), Y: pk.GetY()},
+			Sealed:      e.GetSealedPrivateKey(),
+			Ref:         e.GetBackendKeyRef(),
+			Status:      eventsv1.KeyStatus_KEY_STATUS_GENERATED,
+			GeneratedAt: e.GetAt().AsTime(),
+		}
+	case *eventsv1.KeyPublished:
+		if key := k.byID[e.GetKeyId()]; key != nil && key.Status < eventsv1.KeyStatus_KEY_STATUS_PUBLISHED {
+			key.Status = eventsv1.KeyStatus_KEY_STATUS_PUBLISHED
+			key.PublishedAt = e.GetAt().AsTime()
+		}
+	case *eventsv1.KeyActivated:
+		key := k.byID[e.GetKeyId()]
+		if key == nil || key.Status >= eventsv1.KeyStatus_KEY_STATUS_RETIRED {
+			return
+		}
+		key.Status = eventsv1.KeyStatus_KEY_STATUS_ACTIVE
+		key.ActivatedAt = e.GetAt().AsTime()
+		if key.PublishedAt.IsZero() {
+			key.PublishedAt = key.ActivatedAt
+		}
+		k.active = key.ID
+	case *eventsv1.KeyRetired:
+		if key := k.byID[e.GetKeyId()]; key != nil && key.Status < eventsv1.KeyStatus_KEY_STATUS_RETIRED {
+			key.Status = eventsv1.KeyStatus_KEY_STATUS_RETIRED
+			key.RetiredAt = e.GetAt().AsTime()
+			key.RetainUntil = e.GetRetainUntil().AsTime()
+			if k.active == key.ID {
+				k.active = ""
+			}
+		}
+	case *eventsv1.KeyDestroyed:
+		if key := k.byID[e.GetKeyId()]; key != nil {
+			key.Status = eventsv1.KeyStatus_KEY_STATUS_DESTROYED
+			key.Sealed = nil
+			if k.active == key.ID {
+				k.active = ""
+			}
+		}
+	}
+}
+
+// Active returns the active key, if any.
+func (k *Keys) Active() (Key, bool) {
+	key := k.byID[k.active]
+	if key == nil {
+		return Key{}, false
+	}
+	return *key, true
+}
+
+// Get returns key id.
+func (k *Keys) Get(id string) (Key, bool) {
+	key := k.byID[id]
+	if key == nil {
+		return Key{}, false
+	}
+	return *key, true
+}
+
+// Seq returns the sequence of the last key event, 0 if none.
+func (k *Keys) Seq() uint64 { return k.seq }
+
+// All returns every key, oldest first.
+func (k *Keys) All() []Key {
+	out := make([]Key, 0, len(k.byID))
+	for _, key := range k.byID {
+		out = append(out, *key)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].GeneratedAt.Equal(out[j].GeneratedAt) {
+			return out[i].GeneratedAt.Before(out[j].GeneratedAt)
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out
+}
+
+// JWKS returns the keys a verifier may meet: published, active, and retired
+// ones, newest first. Retired keys stay until the key is destroyed (the
+// keyring destroys them after their retention).
+func (k *Keys) JWKS() []signing.JWK {
+	all := k.All()
+	out := make([]signing.JWK, 0, len(all))
+	for i := len(all) - 1; i >= 0; i-- {
+		switch all[i].Status {
+		case eventsv1.KeyStatus_KEY_STATUS_PUBLISHED, eventsv1.KeyStatus_KEY_STATUS_ACTIVE, eventsv1.KeyStatus_KEY_STATUS_RETIRED:
+			out = append(out, all[i].JWK)
+		}
+	}
+	return out
+}

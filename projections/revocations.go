@@ -1,0 +1,93 @@
+package projections
+
+import (
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/auth-platform/tokenservice/eventlog"
+	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
+)
+
+// RevokedFamily is a revoked family whose access tokens may still be live.
+type RevokedFamily struct {
+	Reason          eventsv1.RevocationReason
+	RevokedAt       time.Time
+	AccessExpiresAt time.Time
+}
+
+// SubjectCutoff is a subject-wide revocation: families issued before Seq
+// are revoked, and access tokens issued at or before At are invalid.
+type SubjectCutoff struct {
+	Seq    uint64
+	At     time.Time
+	Reason eventsv1.RevocationReason
+}
+
+// Revocations is the projection of revocations still relevant to access
+// tokens. It is not safe for concurrent use; Set guards it.
+type Revocations struct {
+	families  map[string]RevokedFamily
+	subjects  map[string]SubjectCutoff // by subject
+	accessTTL time.Duration
+	applied   int
+}
+
+// NewRevocations returns an empty projection that forgets a subject
+// cut-off accessTTL after it (no access token issued before it is live
+// then).
+func NewRevocations(accessTTL time.Duration) *Revocations {
+	return &Revocations{families: map[string]RevokedFamily{}, subjects: map[string]SubjectCutoff{}, accessTTL: accessTTL}
+}
+
+// pruneEvery is how many events pass between prunes.
+const pruneEvery = 4096
+
+// Apply applies a family-revoked or subject-revoked event.
+func (r *Revocations) Apply(rec eventlog.Record, m proto.Message) {
+	switch e := m.(type) {
+	case *eventsv1.FamilyRevoked:
+		st := e.GetState()
+		r.families[st.GetFamilyId()] = RevokedFamily{
+			Reason:          e.GetReason(),
+			RevokedAt:       st.GetRevokedAt().AsTime(),
+			AccessExpiresAt: st.GetAccessExpiresAt().AsTime(),
+		}
+	case *eventsv1.SubjectRevoked:
+		r.subjects[e.GetSubject()] = SubjectCutoff{Seq: rec.Seq, At: e.GetRevokedAt().AsTime(), Reason: e.GetReason()}
+	}
+	r.applied++
+	if r.applied%pruneEvery == 0 {
+		r.prune(rec.Time)
+	}
+}
+
+// prune forgets entries that no live access token can need, judged by the
+// time of the event being applied so that replay prunes the same way.
+func (r *Revocations) prune(now time.Time) {
+	for fid, f := range r.families {
+		if f.AccessExpiresAt.Before(now) {
+			delete(r.families, fid)
+		}
+	}
+	for s, c := range r.subjects {
+		if c.At.Add(r.accessTTL).Before(now) {
+			delete(r.subjects, s)
+		}
+	}
+}
+
+// Family returns the revocation of family fid, if it is held.
+func (r *Revocations) Family(fid string) (RevokedFamily, bool) {
+	f, ok := r.families[fid]
+	return f, ok
+}
+
+// Subject returns the cut-off of subject, if it is held.
+func (r *Revocations) Subject(subject string) (SubjectCutoff, bool) {
+	c, ok := r.subjects[subject]
+	return c, ok
+}
+
+// Len returns the number of revoked families and subject cut-offs held.
+func (r *Revocations) Len() (families, subjects int) { return len(r.families), len(r.subjects) }

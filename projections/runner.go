@@ -1,0 +1,117 @@
+package projections
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/auth-platform/tokenservice/eventlog"
+)
+
+// Runner feeds a Set from the log through an ordered consumer: first the
+// whole history, then every new event as it is appended.
+type Runner struct {
+	log         *eventlog.Log
+	set         *Set
+	onBadRecord func(eventlog.Record, error)
+
+	ready     chan struct{}
+	readyOnce sync.Once
+
+	pending atomic.Uint64
+
+	mu      sync.Mutex
+	waiters []waiter
+}
+
+type waiter struct {
+	seq uint64
+	ch  chan struct{}
+}
+
+// NewRunner returns a runner that feeds set from log. onBadRecord, if not
+// nil, is told of every record that does not decode (it is skipped).
+func NewRunner(log *eventlog.Log, set *Set, onBadRecord func(eventlog.Record, error)) *Runner {
+	return &Runner{log: log, set: set, onBadRecord: onBadRecord, ready: make(chan struct{})}
+}
+
+// Filters returns the subjects the projections read: grace records and
+// DPoP claims are not events of any projection.
+func Filters(s eventlog.Subjects) []string {
+	return []string{s.Families(), s.SubjectRevocations(), s.Keys()}
+}
+
+// Run feeds the set until ctx ends. It resumes after the last applied
+// sequence if restarted on the same set.
+func (r *Runner) Run(ctx context.Context) error {
+	for {
+		from := r.set.Seq() + 1
+		err := r.log.Follow(ctx, from, Filters(r.log.Subjects()), r.apply, func() {
+			r.readyOnce.Do(func() { close(r.ready) })
+			r.notify()
+		})
+		if ctx.Err() != nil {
+			return nil
+		}
+		// The consumer failed (a leader moved, the connection dropped):
+		// start again after the last applied record.
+		_ = err
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+func (r *Runner) apply(rec eventlog.Record) {
+	r.pending.Store(rec.Pending)
+	if err := r.set.Apply(rec); err != nil && r.onBadRecord != nil && errors.Is(err, ErrBadRecord) {
+		r.onBadRecord(rec, err)
+	}
+	r.notify()
+}
+
+func (r *Runner) notify() {
+	seq := r.set.Seq()
+	r.mu.Lock()
+	kept := r.waiters[:0]
+	for _, w := range r.waiters {
+		if w.seq <= seq {
+			close(w.ch)
+		} else {
+			kept = append(kept, w)
+		}
+	}
+	r.waiters = kept
+	r.mu.Unlock()
+}
+
+// Ready is closed once the set has caught up with the log as it was when
+// Run started.
+func (r *Runner) Ready() <-chan struct{} { return r.ready }
+
+// WaitFor blocks until the set has applied every record up to seq (on the
+// projections' subjects) or ctx ends.
+func (r *Runner) WaitFor(ctx context.Context, seq uint64) error {
+	if r.set.Seq() >= seq {
+		return nil
+	}
+	ch := make(chan struct{})
+	r.mu.Lock()
+	r.waiters = append(r.waiters, waiter{seq: seq, ch: ch})
+	r.mu.Unlock()
+	r.notify()
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Lag returns how many records the set had still to apply when it last
+// received one: 0 once it is caught up.
+func (r *Runner) Lag() uint64 { return r.pending.Load() }

@@ -1,0 +1,179 @@
+package projections
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"hash"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/auth-platform/tokenservice/eventlog"
+	"github.com/auth-platform/tokenservice/signing"
+)
+
+// Set is the group of in-memory projections of one replica. It is safe for
+// concurrent use: Apply takes a write lock, readers a read lock.
+type Set struct {
+	mu          sync.RWMutex
+	keys        *Keys
+	revocations *Revocations
+	families    *Families
+	seq         uint64
+	bad         uint64
+}
+
+// NewSet returns empty projections. accessTTL bounds how long revocations
+// are held (see NewRevocations).
+func NewSet(accessTTL time.Duration) *Set {
+	return &Set{keys: NewKeys(), revocations: NewRevocations(accessTTL), families: NewFamilies()}
+}
+
+// Apply decodes rec and applies it to every projection it concerns. It
+// returns ErrBadRecord (and changes nothing but the position) for a record
+// that does not decode.
+func (s *Set) Apply(rec eventlog.Record) error {
+	m, err := Decode(rec)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if rec.Seq > s.seq {
+		s.seq = rec.Seq
+	}
+	if err != nil {
+		s.bad++
+		return err
+	}
+	switch rec.Type {
+	case TypeFamilyIssued, TypeFamilyRotated:
+		s.families.Apply(rec, m)
+	case TypeFamilyRevoked:
+		s.families.Apply(rec, m)
+		s.revocations.Apply(rec, m)
+	case TypeSubjectRevoked:
+		s.revocations.Apply(rec, m)
+	default:
+		s.keys.Apply(rec, m)
+	}
+	return nil
+}
+
+// Seq returns the sequence of the last record applied.
+func (s *Set) Seq() uint64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.seq
+}
+
+// BadRecords returns how many records failed to decode.
+func (s *Set) BadRecords() uint64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.bad
+}
+
+// ActiveKey returns the active signing key.
+func (s *Set) ActiveKey() (Key, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.keys.Active()
+}
+
+// Key returns key id.
+func (s *Set) Key(id string) (Key, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.keys.Get(id)
+}
+
+// Keys returns every key, oldest first, and the sequence of the last key
+// event.
+func (s *Set) Keys() ([]Key, uint64) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.keys.All(), s.keys.Seq()
+}
+
+// JWKS returns the published keys, newest first.
+func (s *Set) JWKS() []signing.JWK {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.keys.JWKS()
+}
+
+// RevokedFamily returns the revocation of family fid, if held.
+func (s *Set) RevokedFamily(fid string) (RevokedFamily, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.revocations.Family(fid)
+}
+
+// SubjectCutoff returns the cut-off of subject, if held.
+func (s *Set) SubjectCutoff(subject string) (SubjectCutoff, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.revocations.Subject(subject)
+}
+
+// Family returns family id.
+func (s *Set) Family(id string) (Family, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.families.Get(id)
+}
+
+// FamiliesOf returns the families of subject, oldest first.
+func (s *Set) FamiliesOf(subject string) []Family {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.families.OfSubject(subject)
+}
+
+// Digest returns a hash of the whole state (not of the position), equal
+// for two sets that hold the same state. It is how replay is compared with
+// live updates and one replica with another.
+func (s *Set) Digest() string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	h := sha256.New()
+	for _, k := range s.keys.All() {
+		fmt.Fprintf(h, "key|%s|%s|%s|%s|%x|%s|%d|%d|%d|%d|%d|%d\n", k.ID, k.Algorithm, k.Backend, k.JWK.Thumbprint(), k.Sealed, k.Ref,
+			k.Status, k.GeneratedAt.UnixNano(), k.PublishedAt.UnixNano(), k.ActivatedAt.UnixNano(), k.RetiredAt.UnixNano(), k.RetainUntil.UnixNano())
+	}
+	fmt.Fprintf(h, "active|%s|%d\n", s.keys.active, s.keys.seq)
+	for _, id := range sortedKeys(s.revocations.families) {
+		f := s.revocations.families[id]
+		fmt.Fprintf(h, "revf|%s|%d|%d|%d\n", id, f.Reason, f.RevokedAt.UnixNano(), f.AccessExpiresAt.UnixNano())
+	}
+	for _, sub := range sortedKeys(s.revocations.subjects) {
+		c := s.revocations.subjects[sub]
+		writeString(h, "revs|"+sub)
+		fmt.Fprintf(h, "|%d|%d|%d\n", c.Seq, c.At.UnixNano(), c.Reason)
+	}
+	for _, id := range sortedKeys(s.families.byID) {
+		f := s.families.byID[id]
+		writeString(h, "fam|"+f.ID+"|"+f.Subject+"|"+f.ClientID)
+		fmt.Fprintf(h, "|%d|%d|%d|%s|%d|%d|%d|%d|%d|%d|%d\n", f.Generation, f.Status, f.Reason, f.DPoPJKT,
+			f.CreatedAt.UnixNano(), f.RotatedAt.UnixNano(), f.RevokedAt.UnixNano(), f.RefreshExpiresAt.UnixNano(), f.AccessExpiresAt.UnixNano(), f.IssuedSeq, f.LastSeq)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// writeString writes s length-prefixed, so values holding separators
+// cannot make two states collide.
+func writeString(h hash.Hash, s string) {
+	var n [8]byte
+	binary.BigEndian.PutUint64(n[:], uint64(len(s)))
+	h.Write(n[:])
+	h.Write([]byte(s))
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}

@@ -1,0 +1,13 @@
+// Package rpc serves the token service: token.v1.TokenService over Connect,
+// gRPC and gRPC-Web on one handler, gRPC health and reflection, and plain
+// HTTP endpoints (/.well-known/jwks.json, /healthz, /readyz, /metrics).
+//
+// Handlers are thin: they decode, call package issuer, and map errors to
+// Connect codes in one function (errors.go). A refused request carries its
+// OAuth error code (RFC 6749 §5.2) at the start of its message and in an
+// OAuthError detail; the message reveals nothing more than the code's
+// meaning, the detail goes to the log with the correlation ID.
+//
+// Interceptors: correlation ID (X-Correlation-ID read, generated if absent
+// or malformed, echoed, stamped on every event), metrics.
+package rpc

@@ -1,0 +1,151 @@
+package rpc
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/auth-platform/tokenservice/eventlog"
+	"github.com/auth-platform/tokenservice/issuer"
+	"github.com/auth-platform/tokenservice/proto/token/v1/tokenv1connect"
+	"github.com/auth-platform/tokenservice/signing"
+)
+
+// Metrics holds the service's Prometheus metrics. Every label takes values
+// from a fixed set, and every series of a known label value exists from
+// start-up at 0. It implements issuer.Observer and eventlog.Observer.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	issued        *prometheus.CounterVec
+	refreshed     *prometheus.CounterVec
+	revoked       *prometheus.CounterVec
+	security      *prometheus.CounterVec
+	latency       *prometheus.HistogramVec
+	appendLatency prometheus.Histogram
+	appends       *prometheus.CounterVec
+	badRecords    prometheus.Counter
+	projectionLag prometheus.GaugeFunc
+}
+
+var _ issuer.Observer = (*Metrics)(nil)
+var _ eventlog.Observer = (*Metrics)(nil)
+
+var procedures = []string{
+	tokenv1connect.TokenServiceGenerateTokensProcedure,
+	tokenv1connect.TokenServiceRefreshTokensProcedure,
+	tokenv1connect.TokenServiceRevokeTokenProcedure,
+	tokenv1connect.TokenServiceGetJWKSProcedure,
+	tokenv1connect.TokenServiceValidateDPoPProcedure,
+}
+
+// NewMetrics registers the metrics. lag, if not nil, reports the
+// projection lag in records.
+func NewMetrics(lag func() float64) *Metrics {
+	r := prometheus.NewRegistry()
+	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m := &Metrics{
+		Registry: r,
+		issued: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "token_service_tokens_issued_total", Help: "Token families started (GenerateTokens).",
+		}, []string{"token_type", "algorithm"}),
+		refreshed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "token_service_tokens_refreshed_total", Help: "Refresh attempts by outcome.",
+		}, []string{"status"}),
+		revoked: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "token_service_tokens_revoked_total", Help: "Families revoked, by reason.",
+		}, []string{"reason"}),
+		security: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "token_service_security_events_total", Help: "Security events (refresh token reuse, DPoP key mismatch).",
+		}, []string{"event_type"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "token_service_grpc_latency_seconds", Help: "RPC latency by procedure.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}, []string{"method"}),
+		appendLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "token_service_eventlog_append_seconds", Help: "Event log append latency.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .1, 1},
+		}),
+		appends: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "token_service_eventlog_appends_total", Help: "Event log appends by result (ok, conflict, error).",
+		}, []string{"result"}),
+		badRecords: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "token_service_projection_bad_records_total", Help: "Log records the projections could not decode and skipped.",
+		}),
+	}
+	r.MustRegister(m.issued, m.refreshed, m.revoked, m.security, m.latency, m.appendLatency, m.appends, m.badRecords)
+	if lag != nil {
+		m.projectionLag = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "token_service_projection_lag_records", Help: "Records the projections have yet to apply.",
+		}, lag)
+		r.MustRegister(m.projectionLag)
+	}
+	for _, tt := range []string{issuer.TokenTypeBearer, issuer.TokenTypeDPoP} {
+		for _, a := range signing.Algorithms {
+			m.issued.WithLabelValues(tt, string(a))
+		}
+	}
+	for _, s := range []string{issuer.StatusSuccess, issuer.StatusGrace, issuer.StatusReuse, issuer.StatusInvalid, issuer.StatusError} {
+		m.refreshed.WithLabelValues(s)
+	}
+	for _, r := range issuer.ReasonLabels {
+		m.revoked.WithLabelValues(r)
+	}
+	for _, e := range []string{issuer.SecurityRefreshReuse, issuer.SecurityDPoPMismatch} {
+		m.security.WithLabelValues(e)
+	}
+	for _, p := range procedures {
+		m.latency.WithLabelValues(p)
+	}
+	for _, res := range []string{"ok", "conflict", "error"} {
+		m.appends.WithLabelValues(res)
+	}
+	return m
+}
+
+// Issued implements issuer.Observer.
+func (m *Metrics) Issued(tokenType, algorithm string) {
+	m.issued.WithLabelValues(tokenType, algorithm).Inc()
+}
+
+// Refreshed implements issuer.Observer.
+func (m *Metrics) Refreshed(status string) { m.refreshed.WithLabelValues(status).Inc() }
+
+// Revoked implements issuer.Observer.
+func (m *Metrics) Revoked(reason string, n int) { m.revoked.WithLabelValues(reason).Add(float64(n)) }
+
+// SecurityEvent implements issuer.Observer.
+func (m *Metrics) SecurityEvent(t string) { m.security.WithLabelValues(t).Inc() }
+
+// AppendDone implements eventlog.Observer.
+func (m *Metrics) AppendDone(d time.Duration, err error) {
+	m.appendLatency.Observe(d.Seconds())
+	switch {
+	case err == nil:
+		m.appends.WithLabelValues("ok").Inc()
+	case errors.Is(err, eventlog.ErrConflict):
+		m.appends.WithLabelValues("conflict").Inc()
+	default:
+		m.appends.WithLabelValues("error").Inc()
+	}
+}
+
+// BadRecord counts a log record the projections skipped.
+func (m *Metrics) BadRecord() { m.badRecords.Inc() }
+
+// interceptor observes RPC latency per procedure (a bounded label: only
+// known procedures reach the handlers).
+func (m *Metrics) interceptor() connect.UnaryInterceptorFunc {
+	return func(next connect.UnaryFunc) connect.UnaryFunc {
+		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+			start := time.Now()
+			resp, err := next(ctx, req)
+			m.latency.WithLabelValues(req.Spec().Procedure).Observe(time.Since(start).Seconds())
+			return resp, err
+		}
+	}
+}

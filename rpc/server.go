@@ -1,0 +1,126 @@
+package rpc
+
+import (
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"connectrpc.com/connect"
+	"connectrpc.com/grpchealth"
+	"connectrpc.com/grpcreflect"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/auth-platform/tokenservice/issuer"
+	"github.com/auth-platform/tokenservice/proto/token/v1/tokenv1connect"
+	"github.com/auth-platform/tokenservice/signing"
+)
+
+var errUnimplementedDPoP = errors.New("ValidateDPoP is not implemented by this server yet")
+
+// Config configures the HTTP handler of the service.
+type Config struct {
+	// Issuer executes the commands. Required.
+	Issuer *issuer.Issuer
+	// Keys publishes the JWKS. Required.
+	Keys JWKSource
+	// Ready reports whether the projections have caught up. Required.
+	Ready func() bool
+	// Metrics, if set, is served on /metrics and observes every call.
+	Metrics *Metrics
+	// Logger receives server errors. Default slog.Default().
+	Logger *slog.Logger
+	// MaxRequestBytes bounds a request body. Default 64 KiB.
+	MaxRequestBytes int
+	// JWKSMaxAge is the Cache-Control max-age of the JWKS. Default 5 min.
+	JWKSMaxAge time.Duration
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+}
+
+// Handler is the service's HTTP handler plus its health checker.
+type Handler struct {
+	http.Handler
+	health *grpchealth.StaticChecker
+}
+
+// SetServing flips the gRPC health status of the service.
+func (h *Handler) SetServing(ok bool) {
+	st := grpchealth.StatusNotServing
+	if ok {
+		st = grpchealth.StatusServing
+	}
+	h.health.SetStatus(tokenv1connect.TokenServiceName, st)
+	h.health.SetStatus("", st)
+}
+
+// New returns the HTTP handler of the service.
+func New(cfg Config) *Handler {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.MaxRequestBytes <= 0 {
+		cfg.MaxRequestBytes = 64 << 10
+	}
+	if cfg.JWKSMaxAge <= 0 {
+		cfg.JWKSMaxAge = 5 * time.Minute
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	interceptors := []connect.Interceptor{correlationInterceptor{}}
+	if cfg.Metrics != nil {
+		interceptors = append(interceptors, cfg.Metrics.interceptor())
+	}
+	opts := []connect.HandlerOption{
+		connect.WithInterceptors(interceptors...),
+		connect.WithReadMaxBytes(cfg.MaxRequestBytes),
+		connect.WithSendMaxBytes(1 << 20),
+	}
+	mux := http.NewServeMux()
+	svc := &service{issuer: cfg.Issuer, keys: cfg.Keys, log: cfg.Logger, now: cfg.Now}
+	path, h := tokenv1connect.NewTokenServiceHandler(svc, opts...)
+	mux.Handle(path, h)
+
+	health := grpchealth.NewStaticChecker(tokenv1connect.TokenServiceName)
+	mux.Handle(grpchealth.NewHandler(health))
+	reflector := grpcreflect.NewStaticReflector(tokenv1connect.TokenServiceName, grpchealth.HealthV1ServiceName)
+	mux.Handle(grpcreflect.NewHandlerV1(reflector))
+	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
+
+	mux.HandleFunc("GET /.well-known/jwks.json", func(w http.ResponseWriter, _ *http.Request) {
+		body, err := json.Marshal(struct {
+			Keys []signing.JWK `json:"keys"`
+		}{cfg.Keys.JWKS()})
+		if err != nil {
+			http.Error(w, "internal error", http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "application/jwk-set+json")
+		w.Header().Set("Cache-Control", "public, max-age="+strconv.Itoa(int(cfg.JWKSMaxAge/time.Second)))
+		_, _ = w.Write(body)
+	})
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !cfg.Ready() {
+			http.Error(w, "projections catching up", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
+	if cfg.Metrics != nil {
+		mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Metrics.Registry, promhttp.HandlerOpts{}))
+	}
+	limited := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Bound every body, also of paths Connect does not serve.
+		r.Body = http.MaxBytesReader(w, r.Body, int64(cfg.MaxRequestBytes)+1024)
+		mux.ServeHTTP(w, r)
+	})
+	hd := &Handler{Handler: limited, health: health}
+	hd.SetServing(false)
+	return hd
+}

@@ -1,0 +1,14 @@
+package signing
+
+import "errors"
+
+var (
+	// ErrUnsupportedAlgorithm is returned for an algorithm outside
+	// Algorithms, or one a backend does not support.
+	ErrUnsupportedAlgorithm = errors.New("signing: unsupported algorithm")
+	// ErrInvalidKey is returned for a key or JWK that is malformed, of the
+	// wrong type for its algorithm, or too weak.
+	ErrInvalidKey = errors.New("signing: invalid key")
+	// ErrNoActiveKey is returned when no key is active for signing.
+	ErrNoActiveKey = errors.New("signing: no active signing key")
+)

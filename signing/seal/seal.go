@@ -1,0 +1,128 @@
+// Package seal encrypts secrets that are stored in the event log (local
+// private keys, grace-window successors) with AES-256-GCM (NIST SP 800-38D).
+//
+// A sealed value is: version (1 byte) || key ID (8 bytes, a hash of the
+// key) || nonce (12 random bytes) || ciphertext and tag. The additional data
+// binds a sealed value to where it is stored (a key ID, a family ID), so it
+// cannot be moved to another record. A Sealer holds one key that seals and
+// any number of older keys that still open, which lets ENCRYPTION_KEY be
+// rotated while old values are re-sealed.
+package seal
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hmac"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// KeySize is the size of a sealing key in bytes (AES-256).
+const KeySize = 32
+
+const (
+	version  = 1
+	idSize   = 8
+	overhead = 1 + idSize + 12 + 16
+)
+
+var (
+	// ErrKeySize is returned for a key that is not KeySize bytes long.
+	ErrKeySize = errors.New("seal: key must be 32 bytes")
+	// ErrOpen is returned when a value cannot be opened: unknown key,
+	// wrong additional data, or tampered bytes. It says no more on purpose.
+	ErrOpen = errors.New("seal: cannot open sealed value")
+)
+
+type key struct {
+	id   [idSize]byte
+	aead cipher.AEAD
+}
+
+// Sealer seals with its current key and opens with the current or an older
+// key. It is safe for concurrent use.
+type Sealer struct {
+	current key
+	all     []key
+	rand    io.Reader
+}
+
+// New returns a Sealer that seals with current and opens with current and
+// older. rand supplies nonces (crypto/rand.Reader in production).
+func New(rand io.Reader, current []byte, older ...[]byte) (*Sealer, error) {
+	s := &Sealer{rand: rand}
+	for i, k := range append([][]byte{current}, older...) {
+		kk, err := newKey(k)
+		if err != nil {
+			return nil, err
+		}
+		if i == 0 {
+			s.current = kk
+		}
+		s.all = append(s.all, kk)
+	}
+	return s, nil
+}
+
+func newKey(k []byte) (key, error) {
+	if len(k) != KeySize {
+		return key{}, ErrKeySize
+	}
+	// Derive the AES key so the configured key is never used directly
+	// for more than one purpose.
+	mac := hmac.New(sha256.New, k)
+	mac.Write([]byte("tokenservice seal aes-256-gcm v1"))
+	block, err := aes.NewCipher(mac.Sum(nil))
+	if err != nil {
+		return key{}, err
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		return key{}, err
+	}
+	idm := hmac.New(sha256.New, k)
+	idm.Write([]byte("tokenservice seal key id v1"))
+	var kk key
+	copy(kk.id[:], idm.Sum(nil))
+	kk.aead = aead
+	return kk, nil
+}
+
+// Seal encrypts plaintext bound to aad.
+func (s *Sealer) Seal(plaintext, aad []byte) ([]byte, error) {
+	out := make([]byte, 1+idSize+12, overhead+len(plaintext))
+	out[0] = version
+	copy(out[1:], s.current.id[:])
+	nonce := out[1+idSize:]
+	if _, err := io.ReadFull(s.rand, nonce); err != nil {
+		return nil, fmt.Errorf("seal: nonce: %w", err)
+	}
+	return s.current.aead.Seal(out, nonce, plaintext, aad), nil
+}
+
+// Open decrypts a value sealed with aad by any key of s. It returns ErrOpen
+// if that fails for any reason.
+func (s *Sealer) Open(sealed, aad []byte) ([]byte, error) {
+	if len(sealed) < overhead || sealed[0] != version {
+		return nil, ErrOpen
+	}
+	for _, k := range s.all {
+		if hmac.Equal(k.id[:], sealed[1:1+idSize]) {
+			nonce := sealed[1+idSize : 1+idSize+12]
+			pt, err := k.aead.Open(nil, nonce, sealed[1+idSize+12:], aad)
+			if err != nil {
+				return nil, ErrOpen
+			}
+			return pt, nil
+		}
+	}
+	return nil, ErrOpen
+}
+
+// NeedsReseal reports whether sealed was made with a key other than the
+// current one.
+func (s *Sealer) NeedsReseal(sealed []byte) bool {
+	return len(sealed) < overhead || !hmac.Equal(s.current.id[:], sealed[1:1+idSize])
+}
