@@ -80,10 +80,10 @@ type Issuer struct {
 
 type nopObserver struct{}
 
-func (nopObserver) Issued(string, string)  {}
-func (nopObserver) Refreshed(string)       {}
-func (nopObserver) Revoked(string, int)    {}
-func (nopObserver) SecurityEvent(string)   {}
+func (nopObserver) Issued(string, string) {}
+func (nopObserver) Refreshed(string)      {}
+func (nopObserver) Revoked(string, int)   {}
+func (nopObserver) SecurityEvent(string)  {}
 
 // New returns an Issuer.
 func New(log *eventlog.Log, keys Keys, index FamilyIndex, sealer *seal.Sealer, cfg Config) (*Issuer, error) {

@@ -290,5 +290,9 @@ type familyIndex struct {
 	runner *projections.Runner
 }
 
-func (f familyIndex) FamiliesOf(subject string) []projections.Family { return f.set.FamiliesOf(subject) }
-func (f familyIndex) WaitFor(ctx context.Context, seq uint64) error   { return f.runner.WaitFor(ctx, seq) }
+func (f familyIndex) FamiliesOf(subject string) []projections.Family {
+	return f.set.FamiliesOf(subject)
+}
+func (f familyIndex) WaitFor(ctx context.Context, seq uint64) error {
+	return f.runner.WaitFor(ctx, seq)
+}
