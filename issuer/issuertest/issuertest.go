@@ -1,0 +1,178 @@
+// Package issuertest assembles a real issuer for tests: an event log on an
+// embedded JetStream node (or a connection given by the test), live
+// projections, a keyring with a local key, and a controllable clock.
+package issuertest
+
+import (
+	"context"
+	"crypto/rand"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/auth-platform/tokenservice/eventlog"
+	"github.com/auth-platform/tokenservice/eventlog/eventlogtest"
+	"github.com/auth-platform/tokenservice/issuer"
+	"github.com/auth-platform/tokenservice/projections"
+	"github.com/auth-platform/tokenservice/signing"
+	"github.com/auth-platform/tokenservice/signing/keyring"
+	"github.com/auth-platform/tokenservice/signing/seal"
+)
+
+// Clock is a manual clock, safe for concurrent use.
+type Clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+// NewClock returns a clock at t.
+func NewClock(t time.Time) *Clock { return &Clock{now: t} }
+
+// Now returns the current time of the clock.
+func (c *Clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+// Advance moves the clock forward by d.
+func (c *Clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+// Options configures an Env. Zero values pick the defaults in comments.
+type Options struct {
+	Conn       *nats.Conn        // default: a new single embedded node
+	Replicas   int               // default 1
+	Algorithm  signing.Algorithm // default ES256
+	AccessTTL  time.Duration     // default 15m
+	RefreshTTL time.Duration     // default 1h
+	Grace      time.Duration     // default 0 (off)
+	Clock      *Clock            // default: a new clock at 2026-01-01
+	Key        []byte            // sealing key; default fixed test key
+	Observer   issuer.Observer
+}
+
+// Env is an assembled issuer and its parts.
+type Env struct {
+	Log     *eventlog.Log
+	Set     *projections.Set
+	Runner  *projections.Runner
+	Keyring *keyring.Keyring
+	Issuer  *issuer.Issuer
+	Clock   *Clock
+	Sealer  *seal.Sealer
+}
+
+// TestKey is the sealing key tests use unless they give one.
+var TestKey = []byte("0123456789abcdef0123456789abcdef")
+
+// New builds an Env and stops it with t.Cleanup.
+func New(t testing.TB, o Options) *Env {
+	t.Helper()
+	if o.Conn == nil {
+		o.Conn = eventlogtest.SingleNode(t).Conn
+	}
+	if o.Algorithm == "" {
+		o.Algorithm = signing.ES256
+	}
+	if o.AccessTTL == 0 {
+		o.AccessTTL = 15 * time.Minute
+	}
+	if o.RefreshTTL == 0 {
+		o.RefreshTTL = time.Hour
+	}
+	if o.Clock == nil {
+		o.Clock = NewClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	}
+	if o.Key == nil {
+		o.Key = TestKey
+	}
+	log := eventlogtest.OpenLog(t, o.Conn, eventlog.Config{Replicas: o.Replicas})
+	set := projections.NewSet(o.AccessTTL)
+	runner := projections.NewRunner(log, set, func(rec eventlog.Record, err error) {
+		t.Errorf("bad record %d: %v", rec.Seq, err)
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = runner.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	select {
+	case <-runner.Ready():
+	case <-time.After(30 * time.Second):
+		t.Fatal("projections not ready after 30s")
+	}
+	sealer, err := seal.New(rand.Reader, o.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kr, err := keyring.New(log, set, runner, sealer, keyring.Config{Rand: rand.Reader, Now: o.Clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sctx, scancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer scancel()
+	if _, err := kr.EnsureActive(sctx, o.Algorithm); err != nil {
+		t.Fatal(err)
+	}
+	is, err := issuer.New(log, kr, index{set, runner}, sealer, issuer.Config{
+		Issuer: "https://issuer.test", AccessTTL: o.AccessTTL, RefreshTTL: o.RefreshTTL, Grace: o.Grace,
+		Now: o.Clock.Now, Rand: rand.Reader, Observer: o.Observer,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Env{Log: log, Set: set, Runner: runner, Keyring: kr, Issuer: is, Clock: o.Clock, Sealer: sealer}
+}
+
+type index struct {
+	set    *projections.Set
+	runner *projections.Runner
+}
+
+func (i index) FamiliesOf(subject string) []projections.Family { return i.set.FamiliesOf(subject) }
+func (i index) WaitFor(ctx context.Context, seq uint64) error   { return i.runner.WaitFor(ctx, seq) }
+
+// TB is the part of testing.TB (and rapid.T) the helpers need.
+type TB interface {
+	Helper()
+	Fatal(args ...any)
+}
+
+// LastSeq returns the last sequence of the stream, failing t on error.
+func (e *Env) LastSeq(t TB) uint64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	seq, err := e.Log.LastSeq(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return seq
+}
+
+// CaughtUp waits until the projections applied the whole stream.
+func (e *Env) CaughtUp(t TB) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	last, err := e.Log.LastConsistent(ctx, e.Log.Subjects().All())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The last message may be a grace record, which projections skip:
+	// wait for the last projected subject instead.
+	seq := last.Seq
+	for _, f := range projections.Filters(e.Log.Subjects()) {
+		rec, err := e.Log.LastConsistent(ctx, f)
+		if err == nil && rec.Seq <= seq {
+			if err := e.Runner.WaitFor(ctx, rec.Seq); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
