@@ -29,7 +29,9 @@ func TestRevokeTargets(t *testing.T) {
 		revoke func(issuer.Tokens) (int, error)
 		want   int
 	}{
-		{"refresh token", func(tk issuer.Tokens) (int, error) { return env.Issuer.RevokeRefreshToken(ctx, tk.RefreshToken, client) }, 1},
+		{"refresh token", func(tk issuer.Tokens) (int, error) {
+			return env.Issuer.RevokeRefreshToken(ctx, tk.RefreshToken, client)
+		}, 1},
 		{"family", func(tk issuer.Tokens) (int, error) { return env.Issuer.RevokeFamily(ctx, tk.FamilyID, client) }, 1},
 		{"access token", func(tk issuer.Tokens) (int, error) { return env.Issuer.RevokeAccessToken(ctx, tk.AccessToken, client) }, 1},
 		{"garbage refresh token", func(issuer.Tokens) (int, error) { return env.Issuer.RevokeRefreshToken(ctx, "garbage", client) }, 0},

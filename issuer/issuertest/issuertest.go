@@ -135,7 +135,7 @@ type index struct {
 }
 
 func (i index) FamiliesOf(subject string) []projections.Family { return i.set.FamiliesOf(subject) }
-func (i index) WaitFor(ctx context.Context, seq uint64) error   { return i.runner.WaitFor(ctx, seq) }
+func (i index) WaitFor(ctx context.Context, seq uint64) error  { return i.runner.WaitFor(ctx, seq) }
 
 // TB is the part of testing.TB (and rapid.T) the helpers need.
 type TB interface {
