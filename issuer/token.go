@@ -19,7 +19,10 @@ const (
 	spentPrefixLen = 8
 	// maxSpent bounds the spent-secret prefixes of a family; older
 	// generations then match nothing (refused, not treated as reuse).
-	maxSpent = 1024
+	// Every family event carries them and the log is kept forever, so the
+	// bound is also the per-rotation storage cost: 128 × 8 bytes = 1 KiB.
+	// With rotations every 15 minutes it covers 32 hours of spent tokens.
+	maxSpent = 128
 )
 
 var b64 = base64.RawURLEncoding

@@ -31,16 +31,21 @@ func main() {
 		logger.Error("start failed", "error", err)
 		os.Exit(1)
 	}
+	failed := false
 	select {
 	case <-ctx.Done():
 		logger.Info("shutting down: draining calls in flight", "timeout", cfg.ShutdownTimeout.String())
 	case err := <-m.Err():
+		failed = true // a supervisor must see it and restart us
 		logger.Error("server failed", "error", err)
 	}
 	closeCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
 	if err := m.Close(closeCtx); err != nil {
 		logger.Error("shutdown", "error", err)
+		os.Exit(1)
+	}
+	if failed {
 		os.Exit(1)
 	}
 	logger.Info("stopped")

@@ -10,7 +10,7 @@ package local_test
 //                              test/bench.
 //
 // Every op signs the same realistic access-token signing input
-// (BASE64URL(header) "." BASE64URL(payload), ~300 bytes, see signingInput)
+// (BASE64URL(header) "." BASE64URL(payload), ~400 bytes, see signingInput)
 // through (*local.Signer).Sign, i.e. golang-jwt's SigningMethod.Sign with
 // crypto/rand, exactly as the issuer calls it. ops/s is b.N divided by the
 // measured time; for parallel it is the aggregate over all goroutines, and

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -41,6 +42,7 @@ type Main struct {
 	server   *http.Server
 	listener net.Listener
 
+	closing  atomic.Bool
 	cancel   context.CancelFunc
 	done     chan struct{}
 	serveErr chan error
@@ -157,6 +159,9 @@ func (m *Main) start(ctx context.Context) error {
 		Issuer: m.Issuer, Keys: m.Set, Metrics: m.Metrics, Logger: m.Logger,
 		MaxRequestBytes: cfg.MaxRequestBytes, JWKSMaxAge: cfg.JWKSMaxAge,
 		Ready: func() bool {
+			if m.closing.Load() {
+				return false
+			}
 			select {
 			case <-m.Runner.Ready():
 				return true
@@ -211,6 +216,7 @@ func (m *Main) Err() <-chan error { return m.serveErr }
 // the embedded server (which syncs its files).
 func (m *Main) Close(ctx context.Context) error {
 	var errs []error
+	m.closing.Store(true) // /readyz answers 503 from now on
 	if m.handler != nil {
 		m.handler.SetServing(false)
 	}

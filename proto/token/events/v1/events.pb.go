@@ -219,7 +219,7 @@ type FamilyState struct {
 	// SHA-256 of the immediately previous secret (empty at generation 1).
 	PreviousSecretHash []byte `protobuf:"bytes,9,opt,name=previous_secret_hash,json=previousSecretHash,proto3" json:"previous_secret_hash,omitempty"`
 	// First 8 bytes of SHA-256 of each older secret, oldest first, capped at
-	// 1024 entries; they identify replays of spent tokens.
+	// 128 entries; they identify replays of spent tokens.
 	SpentSecretPrefixes []byte                 `protobuf:"bytes,10,opt,name=spent_secret_prefixes,json=spentSecretPrefixes,proto3" json:"spent_secret_prefixes,omitempty"`
 	Status              FamilyStatus           `protobuf:"varint,11,opt,name=status,proto3,enum=token.events.v1.FamilyStatus" json:"status,omitempty"`
 	CreatedAt           *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
