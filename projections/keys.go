@@ -13,18 +13,21 @@ import (
 
 // Key is the read model of one signing key.
 type Key struct {
-	ID          string
-	Algorithm   signing.Algorithm
-	Backend     string
-	JWK         signing.JWK
-	Sealed      []byte // sealed private key (local backend)
-	Ref         string // backend reference (remote backends)
-	Status      eventsv1.KeyStatus
-	GeneratedAt time.Time
-	PublishedAt time.Time
-	ActivatedAt time.Time
-	RetiredAt   time.Time
-	RetainUntil time.Time
+	ID        string
+	Algorithm signing.Algorithm
+	Backend   string
+	JWK       signing.JWK
+	Sealed    []byte // sealed private key (local backend)
+	Ref       string // backend reference (remote backends)
+	Status    eventsv1.KeyStatus
+	// GeneratedSeq is the stream sequence of the generated event; keys
+	// are ordered by it.
+	GeneratedSeq uint64
+	GeneratedAt  time.Time
+	PublishedAt  time.Time
+	ActivatedAt  time.Time
+	RetiredAt    time.Time
+	RetainUntil  time.Time
 }
 
 // Keys is the projection of signing keys. It is not safe for concurrent
@@ -55,10 +58,11 @@ func (k *Keys) Apply(rec eventlog.Record, m proto.Message) {
 			Backend:   e.GetBackend(),
 			JWK: signing.JWK{Kty: pk.GetKty(), Kid: pk.GetKid(), Use: "sig", Alg: pk.GetAlg(),
 				N: pk.GetN(), E: pk.GetE(), Crv: pk.GetCrv(), X: pk.GetX(), Y: pk.GetY()},
-			Sealed:      e.GetSealedPrivateKey(),
-			Ref:         e.GetBackendKeyRef(),
-			Status:      eventsv1.KeyStatus_KEY_STATUS_GENERATED,
-			GeneratedAt: e.GetAt().AsTime(),
+			Sealed:       e.GetSealedPrivateKey(),
+			Ref:          e.GetBackendKeyRef(),
+			Status:       eventsv1.KeyStatus_KEY_STATUS_GENERATED,
+			GeneratedSeq: rec.Seq,
+			GeneratedAt:  e.GetAt().AsTime(),
 		}
 	case *eventsv1.KeyPublished:
 		if key := k.byID[e.GetKeyId()]; key != nil && key.Status < eventsv1.KeyStatus_KEY_STATUS_PUBLISHED {
@@ -123,12 +127,7 @@ func (k *Keys) All() []Key {
 	for _, key := range k.byID {
 		out = append(out, *key)
 	}
-	sort.Slice(out, func(i, j int) bool {
-		if !out[i].GeneratedAt.Equal(out[j].GeneratedAt) {
-			return out[i].GeneratedAt.Before(out[j].GeneratedAt)
-		}
-		return out[i].ID < out[j].ID
-	})
+	sort.Slice(out, func(i, j int) bool { return out[i].GeneratedSeq < out[j].GeneratedSeq })
 	return out
 }
 

@@ -43,7 +43,8 @@ func NewRevocations(accessTTL time.Duration) *Revocations {
 // pruneEvery is how many events pass between prunes.
 const pruneEvery = 4096
 
-// Apply applies a family-revoked or subject-revoked event.
+// Apply applies a family or subject event: revocations are recorded, and
+// every event's time drives pruning.
 func (r *Revocations) Apply(rec eventlog.Record, m proto.Message) {
 	switch e := m.(type) {
 	case *eventsv1.FamilyRevoked:

@@ -46,11 +46,9 @@ func (s *Set) Apply(rec eventlog.Record) error {
 		return err
 	}
 	switch rec.Type {
-	case TypeFamilyIssued, TypeFamilyRotated:
+	case TypeFamilyIssued, TypeFamilyRotated, TypeFamilyRevoked:
 		s.families.Apply(rec, m)
-	case TypeFamilyRevoked:
-		s.families.Apply(rec, m)
-		s.revocations.Apply(rec, m)
+		s.revocations.Apply(rec, m) // every event's time drives pruning
 	case TypeSubjectRevoked:
 		s.revocations.Apply(rec, m)
 	default:

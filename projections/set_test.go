@@ -1,0 +1,77 @@
+package projections_test
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/auth-platform/tokenservice/eventlog"
+	"github.com/auth-platform/tokenservice/projections"
+	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
+)
+
+func record(t *testing.T, seq uint64, at time.Time, typ string, m proto.Message) eventlog.Record {
+	t.Helper()
+	data, err := proto.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return eventlog.Record{Seq: seq, Time: at, Type: typ, Data: data}
+}
+
+// TestBadRecordsAreSkipped: garbage from the log is counted and skipped;
+// it never changes state, and the position still advances.
+func TestBadRecordsAreSkipped(t *testing.T) {
+	s := projections.NewSet(time.Minute)
+	before := s.Digest()
+	for i, rec := range []eventlog.Record{
+		{Seq: 1, Type: "family.exploded", Data: []byte("x")},
+		{Seq: 2, Type: projections.TypeFamilyIssued, Data: []byte{0xff, 0xff, 0xff}},
+		{Seq: 3, Type: "", Data: nil},
+	} {
+		if err := s.Apply(rec); !errors.Is(err, projections.ErrBadRecord) {
+			t.Fatalf("record %d: got %v, want ErrBadRecord", i, err)
+		}
+	}
+	if s.BadRecords() != 3 || s.Seq() != 3 || s.Digest() != before {
+		t.Fatalf("bad %d seq %d, state changed %v", s.BadRecords(), s.Seq(), s.Digest() != before)
+	}
+}
+
+// TestRevocationsPruneByEventTime: a revoked family is forgotten once its
+// access tokens expired, judged by the time of the events applied (never
+// the wall clock), so live and replayed sets prune alike.
+func TestRevocationsPruneByEventTime(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	s := projections.NewSet(15 * time.Minute)
+	st := &eventsv1.FamilyState{FamilyId: "f1", Subject: "alice", Status: eventsv1.FamilyStatus_FAMILY_STATUS_REVOKED,
+		AccessExpiresAt: timestamppb.New(t0.Add(15 * time.Minute)), RevokedAt: timestamppb.New(t0)}
+	if err := s.Apply(record(t, 1, t0, projections.TypeFamilyRevoked, &eventsv1.FamilyRevoked{State: st})); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := s.RevokedFamily("f1"); !ok {
+		t.Fatal("revocation not held")
+	}
+	// Many later events, all before expiry: still held.
+	seq := uint64(2)
+	apply := func(at time.Time, n int) {
+		for range n {
+			other := &eventsv1.FamilyState{FamilyId: "g", Subject: "bob", Status: eventsv1.FamilyStatus_FAMILY_STATUS_ACTIVE}
+			if err := s.Apply(record(t, seq, at, projections.TypeFamilyIssued, &eventsv1.FamilyIssued{State: other})); err != nil {
+				t.Fatal(err)
+			}
+			seq++
+		}
+	}
+	apply(t0.Add(10*time.Minute), 5000)
+	if _, ok := s.RevokedFamily("f1"); !ok {
+		t.Fatal("revocation dropped while its access tokens live")
+	}
+	apply(t0.Add(20*time.Minute), 5000)
+	if _, ok := s.RevokedFamily("f1"); ok {
+		t.Fatal("revocation kept after every access token expired")
+	}
+}
