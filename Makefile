@@ -7,8 +7,9 @@ PORT      ?= 50051
 DATA_DIR  ?= ./data
 BENCHTIME ?= 3s
 BENCHCOUNT ?= 1
+FUZZTIME  ?= 30s
 
-.PHONY: run build test test-short bench proto lint lint-proto fmt
+.PHONY: run build test test-short bench proto lint lint-proto fmt interop-deps
 
 run:
 	HOST=$(HOST) PORT=$(PORT) DATA_DIR=$(DATA_DIR) $(GO) run ./cmd/tokend
@@ -18,8 +19,14 @@ build:
 
 # The race detector runs on every package; the embedded NATS servers
 # (single node and 3-node clusters on loopback) are started by the tests.
-test: lint
+test: lint interop-deps
 	$(GO) test -race -count=1 -timeout 25m ./...
+	$(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $(FUZZTIME) ./dpop/
+
+# The interop tests run the npm packages dpop and jose (pinned in
+# test/interop/package-lock.json) with the machine's Node.js.
+interop-deps:
+	cd test/interop && npm ci --no-audit --no-fund --loglevel=error
 
 test-short:
 	$(GO) test -short -count=1 ./...

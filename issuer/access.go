@@ -151,6 +151,7 @@ func (i *Issuer) VerifyAccessToken(token string, checkExpiry bool) (VerifiedAcce
 		jwt.WithIssuer(i.cfg.Issuer),
 		jwt.WithTimeFunc(i.cfg.Now),
 		jwt.WithIssuedAt(),
+		jwt.WithStrictDecoding(),
 	}
 	if !checkExpiry {
 		opts = append(opts, jwt.WithoutClaimsValidation())

@@ -52,11 +52,8 @@ var errGraceMissing = fmt.Errorf("%w: refresh token already rotated", ErrInvalid
 
 // graceSuccessor returns the response of the family's last rotation to a
 // client that presents the previous token inside the grace window.
-func (i *Issuer) graceSuccessor(ctx context.Context, st *eventsv1.FamilyState, jkt string, now time.Time) (Tokens, error) {
-	if st.GetDpopJkt() != "" && st.GetDpopJkt() != jkt {
-		i.cfg.Observer.SecurityEvent(SecurityDPoPMismatch)
-		return Tokens{}, ErrDPoPKeyMismatch
-	}
+// The DPoP binding was checked by Refresh.
+func (i *Issuer) graceSuccessor(ctx context.Context, st *eventsv1.FamilyState) (Tokens, error) {
 	fid, gid := st.GetFamilyId(), st.GetGraceId()
 	rec, err := i.log.LastConsistent(ctx, i.subj.Grace(fid, gid))
 	if errors.Is(err, eventlog.ErrNotFound) {

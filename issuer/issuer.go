@@ -370,8 +370,14 @@ func (i *Issuer) Refresh(ctx context.Context, req RefreshRequest) (t Tokens, err
 			return Tokens{}, ErrClientMismatch
 		case st.GetStatus() == eventsv1.FamilyStatus_FAMILY_STATUS_REVOKED:
 			return Tokens{}, ErrFamilyRevoked
+		case st.GetDpopJkt() != "" && st.GetDpopJkt() != req.DPoPJKT:
+			// RFC 9449 §5: a bound family refreshes only with a proof of
+			// its key. Checked before reuse detection, so a stolen spent
+			// token without the key cannot revoke the victim's family.
+			i.cfg.Observer.SecurityEvent(SecurityDPoPMismatch)
+			return Tokens{}, ErrDPoPKeyMismatch
 		case isCurrent:
-			t, err := i.rotate(ctx, f, rt.familyID, scopes, req.DPoPJKT, now)
+			t, err := i.rotate(ctx, f, rt.familyID, scopes, now)
 			if errors.Is(err, eventlog.ErrConflict) {
 				raced = true
 				continue
@@ -386,7 +392,7 @@ func (i *Issuer) Refresh(ctx context.Context, req RefreshRequest) (t Tokens, err
 				// stale read could have missed a revocation.
 				continue
 			}
-			t, err := i.graceSuccessor(ctx, st, req.DPoPJKT, now)
+			t, err := i.graceSuccessor(ctx, st)
 			if err == nil {
 				status = StatusGrace
 			}
@@ -421,14 +427,10 @@ func (i *Issuer) inGrace(st *eventsv1.FamilyState, now time.Time) bool {
 
 // rotate appends the rotation of f and returns the new tokens, or
 // eventlog.ErrConflict if f is no longer the family's last state.
-func (i *Issuer) rotate(ctx context.Context, f family, fid string, scopes []string, jkt string, now time.Time) (Tokens, error) {
+func (i *Issuer) rotate(ctx context.Context, f family, fid string, scopes []string, now time.Time) (Tokens, error) {
 	st := f.st
 	if now.After(st.GetRefreshExpiresAt().AsTime()) {
 		return Tokens{}, ErrTokenExpired
-	}
-	if st.GetDpopJkt() != "" && st.GetDpopJkt() != jkt {
-		i.cfg.Observer.SecurityEvent(SecurityDPoPMismatch)
-		return Tokens{}, ErrDPoPKeyMismatch
 	}
 	if len(scopes) == 0 {
 		scopes = st.GetScopes()

@@ -7,6 +7,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/auth-platform/tokenservice/dpop"
 	"github.com/auth-platform/tokenservice/eventlog"
 	"github.com/auth-platform/tokenservice/issuer"
 	tokenv1 "github.com/auth-platform/tokenservice/proto/token/v1"
@@ -35,6 +36,11 @@ func toConnect(ctx context.Context, log *slog.Logger, procedure string, err erro
 	var ce *connect.Error
 	if errors.As(err, &ce) {
 		return err
+	}
+	if code := dpop.Code(err); code != "" {
+		// The failed check of RFC 9449 §4.3 is named: it is what the
+		// client got wrong, and tells an attacker nothing new.
+		return oauthError(connect.CodeInvalidArgument, code, err.Error())
 	}
 	code := issuer.Code(err)
 	var cc connect.Code

@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/auth-platform/tokenservice/dpop"
 	"github.com/auth-platform/tokenservice/eventlog"
 	"github.com/auth-platform/tokenservice/issuer"
 	"github.com/auth-platform/tokenservice/proto/token/v1/tokenv1connect"
@@ -25,6 +26,7 @@ type Metrics struct {
 	refreshed     *prometheus.CounterVec
 	revoked       *prometheus.CounterVec
 	security      *prometheus.CounterVec
+	dpop          *prometheus.CounterVec
 	latency       *prometheus.HistogramVec
 	appendLatency prometheus.Histogram
 	appends       *prometheus.CounterVec
@@ -62,6 +64,9 @@ func NewMetrics(lag func() float64) *Metrics {
 		security: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "token_service_security_events_total", Help: "Security events (refresh token reuse, DPoP key mismatch).",
 		}, []string{"event_type"}),
+		dpop: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "token_service_dpop_validations_total", Help: "DPoP proof validations by outcome and failed check.",
+		}, []string{"status", "error_type"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "token_service_grpc_latency_seconds", Help: "RPC latency by procedure.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
@@ -77,7 +82,7 @@ func NewMetrics(lag func() float64) *Metrics {
 			Name: "token_service_projection_bad_records_total", Help: "Log records the projections could not decode and skipped.",
 		}),
 	}
-	r.MustRegister(m.issued, m.refreshed, m.revoked, m.security, m.latency, m.appendLatency, m.appends, m.badRecords)
+	r.MustRegister(m.issued, m.refreshed, m.revoked, m.security, m.dpop, m.latency, m.appendLatency, m.appends, m.badRecords)
 	if lag != nil {
 		m.projectionLag = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "token_service_projection_lag_records", Help: "Records the projections have yet to apply.",
@@ -97,6 +102,12 @@ func NewMetrics(lag func() float64) *Metrics {
 	}
 	for _, e := range []string{issuer.SecurityRefreshReuse, issuer.SecurityDPoPMismatch} {
 		m.security.WithLabelValues(e)
+	}
+	m.dpop.WithLabelValues("valid", "none")
+	for _, l := range append(dpop.Labels, "invalid_token") {
+		if l != "none" {
+			m.dpop.WithLabelValues("invalid", l)
+		}
 	}
 	for _, p := range procedures {
 		m.latency.WithLabelValues(p)
@@ -131,6 +142,22 @@ func (m *Metrics) AppendDone(d time.Duration, err error) {
 		m.appends.WithLabelValues("conflict").Inc()
 	default:
 		m.appends.WithLabelValues("error").Inc()
+	}
+}
+
+// dpopValidated counts one proof check; err nil is a valid proof. Safe on
+// a nil *Metrics.
+func (m *Metrics) dpopValidated(err error) {
+	if m == nil {
+		return
+	}
+	switch {
+	case err == nil:
+		m.dpop.WithLabelValues("valid", "none").Inc()
+	case errors.Is(err, errInvalidToken):
+		m.dpop.WithLabelValues("invalid", "invalid_token").Inc()
+	default:
+		m.dpop.WithLabelValues("invalid", dpop.Label(err)).Inc()
 	}
 }
 

@@ -17,10 +17,12 @@ import (
 	"github.com/prometheus/common/model"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/auth-platform/tokenservice/dpop"
 	"github.com/auth-platform/tokenservice/issuer/issuertest"
 	tokenv1 "github.com/auth-platform/tokenservice/proto/token/v1"
 	"github.com/auth-platform/tokenservice/proto/token/v1/tokenv1connect"
 	"github.com/auth-platform/tokenservice/rpc"
+	"github.com/auth-platform/tokenservice/signing"
 )
 
 type server struct {
@@ -29,20 +31,32 @@ type server struct {
 	client  tokenv1connect.TokenServiceClient
 	http    *http.Client
 	metrics *rpc.Metrics
+	nonces  *dpop.Nonces
 }
 
-func newServer(t *testing.T) *server {
+func newServer(t *testing.T) *server { return newServerNonce(t, false) }
+
+func newServerNonce(t *testing.T, nonceRequired bool) *server {
 	t.Helper()
 	metrics := rpc.NewMetrics(nil)
 	env := issuertest.New(t, issuertest.Options{RefreshTTL: time.Hour, Observer: metrics})
-	h := rpc.New(rpc.Config{Issuer: env.Issuer, Keys: env.Set, Metrics: metrics, Ready: func() bool { return true },
+	nonces, err := dpop.NewNonces(issuertest.TestKey, time.Minute, env.Clock.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	verifier, err := dpop.NewVerifier(dpop.Config{Algorithms: signing.Algorithms, Now: env.Clock.Now, Nonces: nonces, NonceRequired: nonceRequired,
+		Replay: dpop.LogReplayStore{Log: env.Log, Now: env.Clock.Now}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := rpc.New(rpc.Config{Issuer: env.Issuer, DPoP: verifier, Keys: env.Set, Metrics: metrics, Ready: func() bool { return true },
 		MaxRequestBytes: 8 << 10, Now: env.Clock.Now})
 	h.SetServing(true)
 	srv := httptest.NewUnstartedServer(h)
 	srv.EnableHTTP2 = true
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
-	return &server{env: env, url: srv.URL, http: srv.Client(), metrics: metrics,
+	return &server{env: env, url: srv.URL, http: srv.Client(), metrics: metrics, nonces: nonces,
 		client: tokenv1connect.NewTokenServiceClient(srv.Client(), srv.URL)}
 }
 
@@ -115,8 +129,12 @@ func TestBadInput(t *testing.T) {
 		{"scope with space", gen(func(r *tokenv1.GenerateTokensRequest) { r.Scopes = []string{"a b"} }), "invalid_request", 0},
 		{"too many scopes", gen(func(r *tokenv1.GenerateTokensRequest) { r.Scopes = make([]string, 65) }), "invalid_request", 0},
 		{"registered extra claim", gen(func(r *tokenv1.GenerateTokensRequest) { r.ExtraClaims = extra }), "invalid_request", 0},
-		{"dpop proof before DPoP support", gen(func(r *tokenv1.GenerateTokensRequest) { r.DpopProof = "x.y.z" }), "invalid_request", 0},
-		{"dpop method before DPoP support", func() error {
+		{"dpop proof without method and URI", gen(func(r *tokenv1.GenerateTokensRequest) { r.DpopProof = "x.y.z" }), "invalid_request", 0},
+		{"garbage dpop proof", gen(func(r *tokenv1.GenerateTokensRequest) {
+			r.DpopProof, r.HttpMethod, r.HttpUri = "x.y.z", "POST", "https://as.example/token"
+		}), "invalid_dpop_proof", 0},
+		{"dpop_jkt without a proof", gen(func(r *tokenv1.GenerateTokensRequest) { r.DpopJkt = "abc" }), "invalid_dpop_proof", 0},
+		{"dpop method without a proof", func() error {
 			_, err := s.client.RefreshTokens(ctx, connect.NewRequest(&tokenv1.RefreshTokensRequest{RefreshToken: rt, ClientId: "web", HttpMethod: "POST"}))
 			return err
 		}, "invalid_request", 0},

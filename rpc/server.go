@@ -2,7 +2,6 @@ package rpc
 
 import (
 	"encoding/json"
-	"errors"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -13,17 +12,18 @@ import (
 	"connectrpc.com/grpcreflect"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/auth-platform/tokenservice/dpop"
 	"github.com/auth-platform/tokenservice/issuer"
 	"github.com/auth-platform/tokenservice/proto/token/v1/tokenv1connect"
 	"github.com/auth-platform/tokenservice/signing"
 )
 
-var errUnimplementedDPoP = errors.New("ValidateDPoP is not implemented by this server yet")
-
 // Config configures the HTTP handler of the service.
 type Config struct {
 	// Issuer executes the commands. Required.
 	Issuer *issuer.Issuer
+	// DPoP verifies DPoP proofs. Required.
+	DPoP *dpop.Verifier
 	// Keys publishes the JWKS. Required.
 	Keys JWKSource
 	// Ready reports whether the projections have caught up. Required.
@@ -84,7 +84,7 @@ func New(cfg Config) *Handler {
 		connect.WithCompressMinBytes(4 << 10),
 	}
 	mux := http.NewServeMux()
-	svc := &service{issuer: cfg.Issuer, keys: cfg.Keys, log: cfg.Logger, now: cfg.Now}
+	svc := &service{issuer: cfg.Issuer, dpop: cfg.DPoP, keys: cfg.Keys, log: cfg.Logger, metrics: cfg.Metrics, now: cfg.Now}
 	path, h := tokenv1connect.NewTokenServiceHandler(svc, opts...)
 	mux.Handle(path, h)
 

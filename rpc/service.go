@@ -7,6 +7,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/auth-platform/tokenservice/dpop"
 	"github.com/auth-platform/tokenservice/issuer"
 	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
 	tokenv1 "github.com/auth-platform/tokenservice/proto/token/v1"
@@ -21,45 +22,64 @@ type JWKSource interface {
 
 // service implements tokenv1connect.TokenServiceHandler over an Issuer.
 type service struct {
-	issuer *issuer.Issuer
-	keys   JWKSource
-	log    *slog.Logger
-	now    func() time.Time
+	issuer  *issuer.Issuer
+	dpop    *dpop.Verifier
+	keys    JWKSource
+	log     *slog.Logger
+	metrics *Metrics // may be nil
+	now     func() time.Time
 }
 
 var _ tokenv1connect.TokenServiceHandler = (*service)(nil)
 
-// errDPoPNotYet refuses DPoP fields until DPoP is implemented: they are
-// never silently ignored, since ignoring a proof would issue a Bearer token
-// to a client that asked for a bound one.
-func errDPoPNotYet() error {
-	return oauthError(connect.CodeInvalidArgument, issuer.CodeInvalidRequest, "DPoP is not supported by this server yet; omit dpop_proof, http_method and http_uri")
-}
-
 func (s *service) GenerateTokens(ctx context.Context, req *connect.Request[tokenv1.GenerateTokensRequest]) (*connect.Response[tokenv1.TokenResponse], error) {
 	m := req.Msg
-	if m.GetDpopProof() != "" || m.GetHttpMethod() != "" || m.GetHttpUri() != "" {
-		return nil, errDPoPNotYet()
+	jkt, err := s.verifyTokenRequestProof(ctx, m.GetDpopProof(), m.GetHttpMethod(), m.GetHttpUri(), m.GetDpopJkt())
+	if err != nil {
+		return nil, s.refuse(ctx, req.Spec().Procedure, err)
 	}
 	t, err := s.issuer.Generate(ctx, issuer.GenerateRequest{
 		Subject: m.GetSubject(), ClientID: m.GetClientId(), Audience: m.GetAudience(), Scopes: m.GetScopes(), Extra: m.GetExtraClaims(),
+		DPoPJKT: jkt,
 	})
 	if err != nil {
-		return nil, toConnect(ctx, s.log, req.Spec().Procedure, err)
+		return nil, s.refuse(ctx, req.Spec().Procedure, err)
 	}
-	return connect.NewResponse(s.response(t)), nil
+	return s.tokenResponse(t), nil
 }
 
 func (s *service) RefreshTokens(ctx context.Context, req *connect.Request[tokenv1.RefreshTokensRequest]) (*connect.Response[tokenv1.TokenResponse], error) {
 	m := req.Msg
-	if m.GetDpopProof() != "" || m.GetHttpMethod() != "" || m.GetHttpUri() != "" {
-		return nil, errDPoPNotYet()
-	}
-	t, err := s.issuer.Refresh(ctx, issuer.RefreshRequest{RefreshToken: m.GetRefreshToken(), ClientID: m.GetClientId(), Scopes: m.GetScopes()})
+	jkt, err := s.verifyTokenRequestProof(ctx, m.GetDpopProof(), m.GetHttpMethod(), m.GetHttpUri(), "")
 	if err != nil {
-		return nil, toConnect(ctx, s.log, req.Spec().Procedure, err)
+		return nil, s.refuse(ctx, req.Spec().Procedure, err)
 	}
-	return connect.NewResponse(s.response(t)), nil
+	t, err := s.issuer.Refresh(ctx, issuer.RefreshRequest{RefreshToken: m.GetRefreshToken(), ClientID: m.GetClientId(), Scopes: m.GetScopes(), DPoPJKT: jkt})
+	if err != nil {
+		return nil, s.refuse(ctx, req.Spec().Procedure, err)
+	}
+	return s.tokenResponse(t), nil
+}
+
+// tokenResponse wraps t, with a fresh DPoP nonce when nonces are on.
+func (s *service) tokenResponse(t issuer.Tokens) *connect.Response[tokenv1.TokenResponse] {
+	resp := connect.NewResponse(s.response(t))
+	if n := s.dpop.Nonce(); n != "" {
+		resp.Header().Set(HeaderDPoPNonce, n)
+	}
+	return resp
+}
+
+// refuse maps err to a Connect error; a use_dpop_nonce refusal carries the
+// fresh nonce to retry with (RFC 9449 §8).
+func (s *service) refuse(ctx context.Context, procedure string, err error) error {
+	ce := toConnect(ctx, s.log, procedure, err)
+	if e, ok := ce.(*connect.Error); ok {
+		if n := s.dpop.Nonce(); n != "" && dpop.Code(err) == dpop.CodeUseNonce {
+			e.Meta().Set(HeaderDPoPNonce, n)
+		}
+	}
+	return ce
 }
 
 func (s *service) response(t issuer.Tokens) *tokenv1.TokenResponse {
@@ -116,8 +136,4 @@ func (s *service) GetJWKS(_ context.Context, _ *connect.Request[tokenv1.GetJWKSR
 		out.Keys = append(out.Keys, &tokenv1.JWK{Kty: k.Kty, Kid: k.Kid, Use: k.Use, Alg: k.Alg, N: k.N, E: k.E, Crv: k.Crv, X: k.X, Y: k.Y})
 	}
 	return connect.NewResponse(out), nil
-}
-
-func (s *service) ValidateDPoP(context.Context, *connect.Request[tokenv1.ValidateDPoPRequest]) (*connect.Response[tokenv1.ValidateDPoPResponse], error) {
-	return nil, connect.NewError(connect.CodeUnimplemented, errUnimplementedDPoP)
 }

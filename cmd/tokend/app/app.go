@@ -17,6 +17,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/auth-platform/tokenservice/dpop"
 	"github.com/auth-platform/tokenservice/eventlog"
 	"github.com/auth-platform/tokenservice/issuer"
 	"github.com/auth-platform/tokenservice/projections"
@@ -37,6 +38,7 @@ type Main struct {
 	Runner   *projections.Runner
 	Keyring  *keyring.Keyring
 	Issuer   *issuer.Issuer
+	DPoP     *dpop.Verifier
 	Metrics  *rpc.Metrics
 	handler  *rpc.Handler
 	server   *http.Server
@@ -155,8 +157,19 @@ func (m *Main) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	nonces, err := dpop.NewNonces(key, cfg.DPoPNonceRotation, nil)
+	if err != nil {
+		return err
+	}
+	m.DPoP, err = dpop.NewVerifier(dpop.Config{
+		Algorithms: cfg.DPoPAlgorithms, Skew: cfg.DPoPSkew, FutureSkew: dpopFutureSkew, JTITTL: cfg.DPoPJTITTL,
+		Replay: dpop.LogReplayStore{Log: m.Log}, Nonces: nonces, NonceRequired: cfg.DPoPNonceRequired,
+	})
+	if err != nil {
+		return err
+	}
 	m.handler = rpc.New(rpc.Config{
-		Issuer: m.Issuer, Keys: m.Set, Metrics: m.Metrics, Logger: m.Logger,
+		Issuer: m.Issuer, DPoP: m.DPoP, Keys: m.Set, Metrics: m.Metrics, Logger: m.Logger,
 		MaxRequestBytes: cfg.MaxRequestBytes, JWKSMaxAge: cfg.JWKSMaxAge,
 		Ready: func() bool {
 			if m.closing.Load() {

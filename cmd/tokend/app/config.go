@@ -44,6 +44,12 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	LogLevel        slog.Level
 	LogFormat       string
+
+	DPoPAlgorithms    []signing.Algorithm
+	DPoPSkew          time.Duration
+	DPoPJTITTL        time.Duration
+	DPoPNonceRequired bool
+	DPoPNonceRotation time.Duration
 }
 
 // Variables lists every environment variable tokend reads, with its
@@ -67,6 +73,11 @@ var Variables = []struct{ Name, Default, Meaning string }{
 	{"NATS_SUBJECT_PREFIX", "token", "subject prefix of every event"},
 	{"JWKS_MAX_AGE", "300", "Cache-Control max-age of the JWKS"},
 	{"JWKS_KEY_RETENTION", "86400", "how long a retired key stays in the JWKS (at least ACCESS_TOKEN_TTL)"},
+	{"DPOP_ALGORITHMS", "ES256,ES384,RS256,PS256,EdDSA", "algorithms accepted in DPoP proofs (asymmetric only)"},
+	{"DPOP_CLOCK_SKEW", "60", "how old a DPoP proof's iat may be (future-dated proofs get 5s)"},
+	{"DPOP_JTI_TTL", "300", "how long a DPoP proof's jti stays claimed in the log (at least DPOP_CLOCK_SKEW + 5s)"},
+	{"DPOP_NONCE_REQUIRED", "false", "refuse DPoP proofs without a server nonce (use_dpop_nonce)"},
+	{"DPOP_NONCE_ROTATION", "120", "how often the stateless DPoP nonce rotates; a nonce lives one to two periods"},
 	{"MAX_REQUEST_BYTES", "65536", "largest accepted request body"},
 	{"SHUTDOWN_TIMEOUT", "30", "how long SIGTERM waits for calls in flight"},
 	{"LOG_LEVEL", "info", "debug, info, warn or error"},
@@ -95,6 +106,27 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		MaxRequestBytes: p.integer("MAX_REQUEST_BYTES", 64<<10, 1024, 16<<20),
 		ShutdownTimeout: p.duration("SHUTDOWN_TIMEOUT", 30*time.Second, time.Second),
 		LogFormat:       p.str("LOG_FORMAT", "json"),
+	}
+	c.DPoPSkew = p.duration("DPOP_CLOCK_SKEW", 60*time.Second, time.Second)
+	c.DPoPJTITTL = p.duration("DPOP_JTI_TTL", 300*time.Second, time.Second)
+	c.DPoPNonceRotation = p.duration("DPOP_NONCE_ROTATION", 120*time.Second, time.Second)
+	switch v := p.str("DPOP_NONCE_REQUIRED", "false"); v {
+	case "true", "1":
+		c.DPoPNonceRequired = true
+	case "false", "0":
+	default:
+		p.fail("DPOP_NONCE_REQUIRED", "must be true or false")
+	}
+	for _, name := range strings.Split(p.str("DPOP_ALGORITHMS", "ES256,ES384,RS256,PS256,EdDSA"), ",") {
+		a, err := signing.ParseAlgorithm(strings.TrimSpace(name))
+		if err != nil {
+			p.fail("DPOP_ALGORITHMS", err.Error())
+			continue
+		}
+		c.DPoPAlgorithms = append(c.DPoPAlgorithms, a)
+	}
+	if c.DPoPJTITTL < c.DPoPSkew+dpopFutureSkew {
+		p.fail("DPOP_JTI_TTL", "must be at least DPOP_CLOCK_SKEW + 5s, or a replayed proof could outlive its claim")
 	}
 	alg, err := signing.ParseAlgorithm(p.str("JWT_ALGORITHM", "RS256"))
 	if err != nil {
@@ -162,6 +194,9 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	c.DataDir = filepath.Clean(c.DataDir)
 	return c, errors.Join(p.errs...)
 }
+
+// dpopFutureSkew is how far in the future a DPoP proof's iat may be.
+const dpopFutureSkew = 5 * time.Second
 
 type envParser struct {
 	getenv func(string) string

@@ -37,12 +37,19 @@ type GenerateTokensRequest struct {
 	// Granted scopes. At most 64, each at most 128 bytes, no spaces.
 	Scopes []string `protobuf:"bytes,4,rep,name=scopes,proto3" json:"scopes,omitempty"`
 	// DPoP proof (RFC 9449) binding the tokens to the client's key.
+	// DPoP proof (RFC 9449) of the client's token request. With a proof the
+	// tokens are bound to its key: token_type "DPoP", cnf.jkt in the access
+	// token, and every refresh of the family needs a proof of the same key.
 	DpopProof string `protobuf:"bytes,5,opt,name=dpop_proof,json=dpopProof,proto3" json:"dpop_proof,omitempty"`
-	// HTTP method and URI of the request the proof was made for.
+	// HTTP method and absolute URI of the token request the proof was made
+	// for (the proof's htm and htu); required with dpop_proof.
 	HttpMethod string `protobuf:"bytes,6,opt,name=http_method,json=httpMethod,proto3" json:"http_method,omitempty"`
 	HttpUri    string `protobuf:"bytes,7,opt,name=http_uri,json=httpUri,proto3" json:"http_uri,omitempty"`
 	// Extra claims for the access token. Registered claim names are refused.
-	ExtraClaims   *structpb.Struct `protobuf:"bytes,8,opt,name=extra_claims,json=extraClaims,proto3" json:"extra_claims,omitempty"`
+	ExtraClaims *structpb.Struct `protobuf:"bytes,8,opt,name=extra_claims,json=extraClaims,proto3" json:"extra_claims,omitempty"`
+	// RFC 9449 §10: the thumbprint of the key the authorization was bound
+	// to. If set, dpop_proof is required and must be made with that key.
+	DpopJkt       string `protobuf:"bytes,9,opt,name=dpop_jkt,json=dpopJkt,proto3" json:"dpop_jkt,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -131,6 +138,13 @@ func (x *GenerateTokensRequest) GetExtraClaims() *structpb.Struct {
 		return x.ExtraClaims
 	}
 	return nil
+}
+
+func (x *GenerateTokensRequest) GetDpopJkt() string {
+	if x != nil {
+		return x.DpopJkt
+	}
+	return ""
 }
 
 type RefreshTokensRequest struct {
@@ -883,7 +897,7 @@ var File_token_v1_token_proto protoreflect.FileDescriptor
 
 const file_token_v1_token_proto_rawDesc = "" +
 	"\n" +
-	"\x14token/v1/token.proto\x12\btoken.v1\x1a\x1cgoogle/protobuf/struct.proto\"\x99\x02\n" +
+	"\x14token/v1/token.proto\x12\btoken.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xb4\x02\n" +
 	"\x15GenerateTokensRequest\x12\x18\n" +
 	"\asubject\x18\x01 \x01(\tR\asubject\x12\x1b\n" +
 	"\tclient_id\x18\x02 \x01(\tR\bclientId\x12\x1a\n" +
@@ -894,7 +908,8 @@ const file_token_v1_token_proto_rawDesc = "" +
 	"\vhttp_method\x18\x06 \x01(\tR\n" +
 	"httpMethod\x12\x19\n" +
 	"\bhttp_uri\x18\a \x01(\tR\ahttpUri\x12:\n" +
-	"\fextra_claims\x18\b \x01(\v2\x17.google.protobuf.StructR\vextraClaims\"\xcb\x01\n" +
+	"\fextra_claims\x18\b \x01(\v2\x17.google.protobuf.StructR\vextraClaims\x12\x19\n" +
+	"\bdpop_jkt\x18\t \x01(\tR\adpopJkt\"\xcb\x01\n" +
 	"\x14RefreshTokensRequest\x12#\n" +
 	"\rrefresh_token\x18\x01 \x01(\tR\frefreshToken\x12\x1b\n" +
 	"\tclient_id\x18\x02 \x01(\tR\bclientId\x12\x16\n" +

@@ -1120,6 +1120,71 @@ func (x *GraceRecord) GetSealedResponse() []byte {
 	return nil
 }
 
+// DPoPProofUsed: token.dpop.<jkt>.<jti hash>, with a TTL of the proof
+// window. It claims a DPoP proof's jti so that a replay is refused on every
+// replica. Not read by projections.
+type DPoPProofUsed struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// RFC 7638 thumbprint of the proof key.
+	Jkt string `protobuf:"bytes,1,opt,name=jkt,proto3" json:"jkt,omitempty"`
+	// base64url SHA-256 of the proof's jti.
+	JtiHash       string                 `protobuf:"bytes,2,opt,name=jti_hash,json=jtiHash,proto3" json:"jti_hash,omitempty"`
+	At            *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=at,proto3" json:"at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DPoPProofUsed) Reset() {
+	*x = DPoPProofUsed{}
+	mi := &file_token_events_v1_events_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DPoPProofUsed) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DPoPProofUsed) ProtoMessage() {}
+
+func (x *DPoPProofUsed) ProtoReflect() protoreflect.Message {
+	mi := &file_token_events_v1_events_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DPoPProofUsed.ProtoReflect.Descriptor instead.
+func (*DPoPProofUsed) Descriptor() ([]byte, []int) {
+	return file_token_events_v1_events_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *DPoPProofUsed) GetJkt() string {
+	if x != nil {
+		return x.Jkt
+	}
+	return ""
+}
+
+func (x *DPoPProofUsed) GetJtiHash() string {
+	if x != nil {
+		return x.JtiHash
+	}
+	return ""
+}
+
+func (x *DPoPProofUsed) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
 var File_token_events_v1_events_proto protoreflect.FileDescriptor
 
 const file_token_events_v1_events_proto_rawDesc = "" +
@@ -1203,7 +1268,11 @@ const file_token_events_v1_events_proto_rawDesc = "" +
 	"\x02at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"Q\n" +
 	"\vGraceRecord\x12\x19\n" +
 	"\bgrace_id\x18\x01 \x01(\tR\agraceId\x12'\n" +
-	"\x0fsealed_response\x18\x02 \x01(\fR\x0esealedResponse*b\n" +
+	"\x0fsealed_response\x18\x02 \x01(\fR\x0esealedResponse\"h\n" +
+	"\rDPoPProofUsed\x12\x10\n" +
+	"\x03jkt\x18\x01 \x01(\tR\x03jkt\x12\x19\n" +
+	"\bjti_hash\x18\x02 \x01(\tR\ajtiHash\x12*\n" +
+	"\x02at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x02at*b\n" +
 	"\fFamilyStatus\x12\x1d\n" +
 	"\x19FAMILY_STATUS_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14FAMILY_STATUS_ACTIVE\x10\x01\x12\x19\n" +
@@ -1236,7 +1305,7 @@ func file_token_events_v1_events_proto_rawDescGZIP() []byte {
 }
 
 var file_token_events_v1_events_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_token_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_token_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_token_events_v1_events_proto_goTypes = []any{
 	(FamilyStatus)(0),             // 0: token.events.v1.FamilyStatus
 	(RevocationReason)(0),         // 1: token.events.v1.RevocationReason
@@ -1253,36 +1322,38 @@ var file_token_events_v1_events_proto_goTypes = []any{
 	(*KeyRetired)(nil),            // 12: token.events.v1.KeyRetired
 	(*KeyDestroyed)(nil),          // 13: token.events.v1.KeyDestroyed
 	(*GraceRecord)(nil),           // 14: token.events.v1.GraceRecord
-	(*structpb.Struct)(nil),       // 15: google.protobuf.Struct
-	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
+	(*DPoPProofUsed)(nil),         // 15: token.events.v1.DPoPProofUsed
+	(*structpb.Struct)(nil),       // 16: google.protobuf.Struct
+	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
 }
 var file_token_events_v1_events_proto_depIdxs = []int32{
-	15, // 0: token.events.v1.FamilyState.extra_claims:type_name -> google.protobuf.Struct
+	16, // 0: token.events.v1.FamilyState.extra_claims:type_name -> google.protobuf.Struct
 	0,  // 1: token.events.v1.FamilyState.status:type_name -> token.events.v1.FamilyStatus
-	16, // 2: token.events.v1.FamilyState.created_at:type_name -> google.protobuf.Timestamp
-	16, // 3: token.events.v1.FamilyState.rotated_at:type_name -> google.protobuf.Timestamp
-	16, // 4: token.events.v1.FamilyState.refresh_expires_at:type_name -> google.protobuf.Timestamp
-	16, // 5: token.events.v1.FamilyState.access_expires_at:type_name -> google.protobuf.Timestamp
+	17, // 2: token.events.v1.FamilyState.created_at:type_name -> google.protobuf.Timestamp
+	17, // 3: token.events.v1.FamilyState.rotated_at:type_name -> google.protobuf.Timestamp
+	17, // 4: token.events.v1.FamilyState.refresh_expires_at:type_name -> google.protobuf.Timestamp
+	17, // 5: token.events.v1.FamilyState.access_expires_at:type_name -> google.protobuf.Timestamp
 	1,  // 6: token.events.v1.FamilyState.revoked_reason:type_name -> token.events.v1.RevocationReason
-	16, // 7: token.events.v1.FamilyState.revoked_at:type_name -> google.protobuf.Timestamp
+	17, // 7: token.events.v1.FamilyState.revoked_at:type_name -> google.protobuf.Timestamp
 	3,  // 8: token.events.v1.FamilyIssued.state:type_name -> token.events.v1.FamilyState
 	3,  // 9: token.events.v1.FamilyRotated.state:type_name -> token.events.v1.FamilyState
 	3,  // 10: token.events.v1.FamilyRevoked.state:type_name -> token.events.v1.FamilyState
 	1,  // 11: token.events.v1.FamilyRevoked.reason:type_name -> token.events.v1.RevocationReason
-	16, // 12: token.events.v1.SubjectRevoked.revoked_at:type_name -> google.protobuf.Timestamp
+	17, // 12: token.events.v1.SubjectRevoked.revoked_at:type_name -> google.protobuf.Timestamp
 	1,  // 13: token.events.v1.SubjectRevoked.reason:type_name -> token.events.v1.RevocationReason
 	8,  // 14: token.events.v1.KeyGenerated.public_key:type_name -> token.events.v1.PublicKey
-	16, // 15: token.events.v1.KeyGenerated.at:type_name -> google.protobuf.Timestamp
-	16, // 16: token.events.v1.KeyPublished.at:type_name -> google.protobuf.Timestamp
-	16, // 17: token.events.v1.KeyActivated.at:type_name -> google.protobuf.Timestamp
-	16, // 18: token.events.v1.KeyRetired.at:type_name -> google.protobuf.Timestamp
-	16, // 19: token.events.v1.KeyRetired.retain_until:type_name -> google.protobuf.Timestamp
-	16, // 20: token.events.v1.KeyDestroyed.at:type_name -> google.protobuf.Timestamp
-	21, // [21:21] is the sub-list for method output_type
-	21, // [21:21] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	17, // 15: token.events.v1.KeyGenerated.at:type_name -> google.protobuf.Timestamp
+	17, // 16: token.events.v1.KeyPublished.at:type_name -> google.protobuf.Timestamp
+	17, // 17: token.events.v1.KeyActivated.at:type_name -> google.protobuf.Timestamp
+	17, // 18: token.events.v1.KeyRetired.at:type_name -> google.protobuf.Timestamp
+	17, // 19: token.events.v1.KeyRetired.retain_until:type_name -> google.protobuf.Timestamp
+	17, // 20: token.events.v1.KeyDestroyed.at:type_name -> google.protobuf.Timestamp
+	17, // 21: token.events.v1.DPoPProofUsed.at:type_name -> google.protobuf.Timestamp
+	22, // [22:22] is the sub-list for method output_type
+	22, // [22:22] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_token_events_v1_events_proto_init() }
@@ -1296,7 +1367,7 @@ func file_token_events_v1_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_token_events_v1_events_proto_rawDesc), len(file_token_events_v1_events_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   12,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,95 @@
+package rpc
+
+import (
+	"context"
+	"errors"
+
+	"connectrpc.com/connect"
+
+	"github.com/auth-platform/tokenservice/dpop"
+	"github.com/auth-platform/tokenservice/issuer"
+	tokenv1 "github.com/auth-platform/tokenservice/proto/token/v1"
+)
+
+// HeaderDPoPNonce carries a fresh DPoP nonce (RFC 9449 §8.1).
+const HeaderDPoPNonce = "DPoP-Nonce"
+
+// verifyTokenRequestProof checks the DPoP proof of a token request, if
+// any, and returns the key thumbprint the tokens are bound to ("" for
+// Bearer). dpopJKT is GenerateTokens' optional pre-bound key (§10).
+func (s *service) verifyTokenRequestProof(ctx context.Context, proof, method, uri, dpopJKT string) (string, error) {
+	if proof == "" {
+		if dpopJKT != "" {
+			s.metrics.dpopValidated(dpop.ErrMissing)
+			return "", dpop.ErrMissing
+		}
+		if method != "" || uri != "" {
+			return "", invalidRequest("http_method and http_uri go with dpop_proof")
+		}
+		return "", nil
+	}
+	if method == "" || uri == "" {
+		return "", invalidRequest("dpop_proof needs http_method and http_uri")
+	}
+	p, err := s.dpop.Verify(ctx, proof, dpop.Request{Method: method, URI: uri})
+	if err == nil && dpopJKT != "" && p.JKT != dpopJKT {
+		err = dpop.ErrKeyMismatch
+	}
+	s.metrics.dpopValidated(err)
+	if err != nil {
+		return "", err
+	}
+	return p.JKT, nil
+}
+
+func invalidRequest(desc string) error {
+	return oauthError(connect.CodeInvalidArgument, issuer.CodeInvalidRequest, desc)
+}
+
+// ValidateDPoP checks a proof for a resource server (RFC 9449 §7): the
+// proof itself, its ath over the access token, and the token's binding. A
+// refusal is an answer (valid false with an OAuth error code), not an RPC
+// error; the response always carries a fresh nonce when nonces are on.
+func (s *service) ValidateDPoP(ctx context.Context, req *connect.Request[tokenv1.ValidateDPoPRequest]) (*connect.Response[tokenv1.ValidateDPoPResponse], error) {
+	m := req.Msg
+	out := &tokenv1.ValidateDPoPResponse{Nonce: s.dpop.Nonce()}
+	refuse := func(code, desc string) (*connect.Response[tokenv1.ValidateDPoPResponse], error) {
+		out.Error, out.ErrorDescription = code, desc
+		return connect.NewResponse(out), nil
+	}
+	var boundJKT string
+	if m.GetAccessToken() != "" {
+		at, err := s.issuer.VerifyAccessToken(m.GetAccessToken(), true)
+		if err != nil {
+			s.metrics.dpopValidated(errInvalidToken)
+			return refuse("invalid_token", "access token is invalid or expired")
+		}
+		boundJKT = at.JKT
+		if boundJKT != "" && m.GetProof() == "" {
+			// §7.2: a bound token without a proof is a downgrade.
+			s.metrics.dpopValidated(errInvalidToken)
+			return refuse("invalid_token", "DPoP-bound access token presented without a DPoP proof")
+		}
+	}
+	if m.GetHttpMethod() == "" || m.GetHttpUri() == "" {
+		s.metrics.dpopValidated(dpop.ErrMissingClaim)
+		return refuse(dpop.CodeInvalidProof, "http_method and http_uri are required")
+	}
+	p, err := s.dpop.Verify(ctx, m.GetProof(), dpop.Request{Method: m.GetHttpMethod(), URI: m.GetHttpUri(), AccessToken: m.GetAccessToken()})
+	if err == nil && boundJKT != "" && p.JKT != boundJKT {
+		err = dpop.ErrKeyMismatch
+	}
+	s.metrics.dpopValidated(err)
+	if err != nil {
+		code := dpop.Code(err)
+		if code == "" {
+			return nil, toConnect(ctx, s.log, req.Spec().Procedure, err)
+		}
+		return refuse(code, err.Error())
+	}
+	out.Valid, out.Jkt = true, p.JKT
+	return connect.NewResponse(out), nil
+}
+
+// errInvalidToken labels refusals of the access token in metrics.
+var errInvalidToken = errors.New("invalid_token")
