@@ -103,6 +103,7 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/auth-platform/tokenservice/cmd/tokend/app"
+	"github.com/auth-platform/tokenservice/issuer"
 	tokenv1 "github.com/auth-platform/tokenservice/proto/token/v1"
 	"github.com/auth-platform/tokenservice/proto/token/v1/tokenv1connect"
 	"github.com/auth-platform/tokenservice/signing"
@@ -440,6 +441,30 @@ func BenchmarkRefreshTokens(b *testing.B) {
 					})
 				})
 			}
+		})
+	}
+}
+
+// BenchmarkIssuerGenerate is GenerateTokens without the RPC layer: 16
+// goroutines call the issuer in process (validate, sign, one CAS append
+// to JetStream). Its x_raw_sign, next to BenchmarkGenerateTokens', splits
+// the cost of the service between the token logic with its append and
+// the Connect/HTTP/2 transport.
+func BenchmarkIssuerGenerate(b *testing.B) {
+	for _, alg := range benchAlgorithms {
+		b.Run(string(alg), func(b *testing.B) {
+			s := startServer(b, alg)
+			b.Run("c=16", func(b *testing.B) {
+				drive(b, s, 16, func(int) call {
+					return func(ctx context.Context, n int) error {
+						r := generateRequest(n)
+						_, err := s.main.Issuer.Generate(ctx, issuer.GenerateRequest{
+							Subject: r.GetSubject(), ClientID: r.GetClientId(), Audience: r.GetAudience(), Scopes: r.GetScopes(),
+						})
+						return err
+					}
+				})
+			})
 		})
 	}
 }
