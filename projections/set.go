@@ -128,12 +128,24 @@ func (s *Set) FamiliesOf(subject string) []Family {
 	return s.families.OfSubject(subject)
 }
 
+// Snapshot returns the position and the digest of the state at that
+// position, read together.
+func (s *Set) Snapshot() (seq uint64, digest string) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.seq, s.digestLocked()
+}
+
 // Digest returns a hash of the whole state (not of the position), equal
 // for two sets that hold the same state. It is how replay is compared with
 // live updates and one replica with another.
 func (s *Set) Digest() string {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
+	return s.digestLocked()
+}
+
+func (s *Set) digestLocked() string {
 	h := sha256.New()
 	for _, k := range s.keys.All() {
 		fmt.Fprintf(h, "key|%s|%s|%s|%s|%x|%s|%d|%d|%d|%d|%d|%d\n", k.ID, k.Algorithm, k.Backend, k.JWK.Thumbprint(), k.Sealed, k.Ref,

@@ -10,7 +10,10 @@ import (
 	"connectrpc.com/connect"
 	"connectrpc.com/grpchealth"
 	"connectrpc.com/grpcreflect"
+	"connectrpc.com/otelconnect"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/auth-platform/tokenservice/dpop"
 	"github.com/auth-platform/tokenservice/issuer"
@@ -28,6 +31,11 @@ type Config struct {
 	Keys JWKSource
 	// Ready reports whether the projections have caught up. Required.
 	Ready func() bool
+	// Projections, if set, is served on GET /projections/digest (position
+	// and digest of the live projections) for tokenctl replay --verify.
+	Projections interface {
+		Snapshot() (seq uint64, digest string)
+	}
 	// Metrics, if set, is served on /metrics and observes every call.
 	Metrics *Metrics
 	// Logger receives server errors. Default slog.Default().
@@ -38,6 +46,10 @@ type Config struct {
 	JWKSMaxAge time.Duration
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
+	// TracerProvider, if set, traces every RPC (otelconnect; W3C trace
+	// context). A caller's traceparent becomes a link, not the parent: the
+	// service faces untrusted clients. Default: no tracing.
+	TracerProvider trace.TracerProvider
 }
 
 // Handler is the service's HTTP handler plus its health checker.
@@ -70,7 +82,23 @@ func New(cfg Config) *Handler {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	interceptors := []connect.Interceptor{correlationInterceptor{}}
+	var interceptors []connect.Interceptor
+	if cfg.TracerProvider != nil {
+		// Outermost, so that the correlation ID, the metrics and the
+		// server-error log all run inside the RPC's span.
+		tracing, err := otelconnect.NewInterceptor(
+			otelconnect.WithTracerProvider(cfg.TracerProvider),
+			otelconnect.WithPropagator(propagation.TraceContext{}),
+			otelconnect.WithoutMetrics(), // Prometheus has them
+		)
+		if err != nil {
+			// Only instrument creation can fail, and metrics are off.
+			cfg.Logger.Error("RPC tracing disabled", "error", err)
+		} else {
+			interceptors = append(interceptors, tracing)
+		}
+	}
+	interceptors = append(interceptors, correlationInterceptor{})
 	if cfg.Metrics != nil {
 		interceptors = append(interceptors, cfg.Metrics.interceptor())
 	}
@@ -106,6 +134,16 @@ func New(cfg Config) *Handler {
 		w.Header().Set("Cache-Control", "public, max-age="+strconv.Itoa(int(cfg.JWKSMaxAge/time.Second)))
 		_, _ = w.Write(body)
 	})
+	if cfg.Projections != nil {
+		mux.HandleFunc("GET /projections/digest", func(w http.ResponseWriter, _ *http.Request) {
+			seq, digest := cfg.Projections.Snapshot()
+			w.Header().Set("Content-Type", "application/json")
+			_ = json.NewEncoder(w).Encode(struct {
+				Seq    uint64 `json:"seq"`
+				Digest string `json:"digest"`
+			}{seq, digest})
+		})
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
 	})

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/auth-platform/tokenservice/dpop"
 	"github.com/auth-platform/tokenservice/eventlog"
@@ -44,25 +45,32 @@ type Main struct {
 	server   *http.Server
 	listener net.Listener
 
+	tracerProvider trace.TracerProvider // nil: tracing off
+	stopTracing    func(context.Context) error
+
 	closing  atomic.Bool
 	cancel   context.CancelFunc
 	done     chan struct{}
 	serveErr chan error
 }
 
-// NewLogger returns the JSON (or text) logger of cfg on stderr.
+// NewLogger returns the JSON (or text) logger of cfg on stderr; records
+// logged with a request context carry its trace and correlation IDs
+// (WithRequestIDs).
 func NewLogger(cfg Config) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
 	if cfg.LogFormat == "text" {
-		return slog.New(slog.NewTextHandler(os.Stderr, opts))
+		return slog.New(WithRequestIDs(slog.NewTextHandler(os.Stderr, opts)))
 	}
-	return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	return slog.New(WithRequestIDs(slog.NewJSONHandler(os.Stderr, opts)))
 }
 
 // Start builds every part and starts serving; it returns once the
 // projections caught up and a signing key is active, so the service is
-// ready. Call Close to stop.
+// ready. Call Close to stop. Records logger receives with a request
+// context carry its trace and correlation IDs (WithRequestIDs).
 func Start(ctx context.Context, cfg Config, logger *slog.Logger) (*Main, error) {
+	logger = slog.New(WithRequestIDs(logger.Handler()))
 	m := &Main{Config: cfg, Logger: logger, done: make(chan struct{}), serveErr: make(chan error, 1)}
 	if err := m.start(ctx); err != nil {
 		m.Close(context.Background())
@@ -75,6 +83,14 @@ func (m *Main) start(ctx context.Context) error {
 	cfg := m.Config
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("DATA_DIR: %w", err)
+	}
+	tp, stop, err := newTracerProvider(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	m.tracerProvider, m.stopTracing = tp, stop
+	if cfg.OTLPEndpoint != "" && cfg.TracerProvider == nil {
+		m.Logger.Info("exporting traces with OTLP/HTTP", "endpoint", cfg.OTLPEndpoint, "service_name", cfg.ServiceName)
 	}
 	key, err := m.encryptionKey()
 	if err != nil {
@@ -117,7 +133,7 @@ func (m *Main) start(ctx context.Context) error {
 	})
 	m.Log, err = eventlog.Open(ctx, m.nc, eventlog.Config{
 		Stream: cfg.Stream, Prefix: cfg.SubjectPrefix, Replicas: cfg.NATSReplicas, Observer: m.Metrics,
-		MaxPayload: 256 << 10,
+		MaxPayload: 256 << 10, Tracer: tracer(m.tracerProvider, "github.com/auth-platform/tokenservice/eventlog"),
 	})
 	if err != nil {
 		return err
@@ -152,7 +168,7 @@ func (m *Main) start(ctx context.Context) error {
 
 	m.Issuer, err = issuer.New(m.Log, m.Keyring, familyIndex{m.Set, m.Runner}, sealer, issuer.Config{
 		Issuer: cfg.Issuer, AccessTTL: cfg.AccessTTL, RefreshTTL: cfg.RefreshTTL, Grace: cfg.Grace,
-		Rand: rand.Reader, Observer: m.Metrics,
+		Rand: rand.Reader, Observer: m.Metrics, Tracer: tracer(m.tracerProvider, "github.com/auth-platform/tokenservice/issuer"),
 	})
 	if err != nil {
 		return err
@@ -169,8 +185,8 @@ func (m *Main) start(ctx context.Context) error {
 		return err
 	}
 	m.handler = rpc.New(rpc.Config{
-		Issuer: m.Issuer, DPoP: m.DPoP, Keys: m.Set, Metrics: m.Metrics, Logger: m.Logger,
-		MaxRequestBytes: cfg.MaxRequestBytes, JWKSMaxAge: cfg.JWKSMaxAge,
+		Issuer: m.Issuer, DPoP: m.DPoP, Keys: m.Set, Projections: m.Set, Metrics: m.Metrics, Logger: m.Logger,
+		MaxRequestBytes: cfg.MaxRequestBytes, JWKSMaxAge: cfg.JWKSMaxAge, TracerProvider: m.tracerProvider,
 		Ready: func() bool {
 			if m.closing.Load() {
 				return false
@@ -225,8 +241,9 @@ func (m *Main) SubscriberURL() string {
 func (m *Main) Err() <-chan error { return m.serveErr }
 
 // Close shuts down in reverse order: stop accepting and drain calls in
-// flight (bounded by ctx), stop the projections, flush and close NATS, stop
-// the embedded server (which syncs its files).
+// flight (bounded by ctx), stop the projections, flush the traces (bounded
+// by ctx), flush and close NATS, stop the embedded server (which syncs its
+// files).
 func (m *Main) Close(ctx context.Context) error {
 	var errs []error
 	m.closing.Store(true) // /readyz answers 503 from now on
@@ -243,6 +260,11 @@ func (m *Main) Close(ctx context.Context) error {
 	if m.cancel != nil {
 		m.cancel()
 		<-m.done
+	}
+	if m.stopTracing != nil {
+		if err := m.stopTracing(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("flush traces: %w", err))
+		}
 	}
 	if m.nc != nil {
 		if err := m.nc.FlushTimeout(5 * time.Second); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {

@@ -1,0 +1,186 @@
+// Package ctl implements tokenctl. Run parses the command line and runs a
+// command against the event log (NATS, read only) and, for replay
+// --verify, the service. Output is readable text by default and JSON with
+// --json; events tail and export always write JSON lines. Long replays
+// report progress on stderr.
+package ctl
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/auth-platform/tokenservice/eventlog"
+)
+
+const usage = `usage: tokenctl [flags] <command> [args]
+
+commands:
+  events tail [--family ID] [--subject SUB] [--type TYPE] [--from-seq N]
+                               follow events as JSON lines (from now, or from N)
+  export [--from-seq N] [--to-seq N]
+                               every event as JSON lines, for SIEMs
+  audit family <family-id>     the lineage of a family
+  audit subject <subject>      the lineage of every family of a subject
+  audit at <RFC3339-time> <refresh-token|access-token|family-id>
+                               was it valid at that instant, and if not, why
+  replay --verify [--service URL]
+                               rebuild every projection from the log and
+                               compare it with the live one of tokend
+  keys list                    signing keys and their lifecycle
+
+flags (environment in brackets):
+`
+
+// Run runs tokenctl with args and returns the exit code: 0 success, 1
+// failure (including a failed verification or an invalid token in audit
+// at), 2 usage error.
+func Run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("tokenctl", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	def := func(name, fallback string) string {
+		if v := getenv(name); v != "" {
+			return v
+		}
+		return fallback
+	}
+	o := &options{stdout: stdout, stderr: stderr}
+	fs.StringVar(&o.natsURL, "nats-url", def("NATS_URL", "nats://127.0.0.1:4222"), "NATS server [NATS_URL]")
+	fs.StringVar(&o.stream, "stream", def("NATS_STREAM", "TOKENS"), "stream [NATS_STREAM]")
+	fs.StringVar(&o.prefix, "prefix", def("NATS_SUBJECT_PREFIX", "token"), "subject prefix [NATS_SUBJECT_PREFIX]")
+	fs.StringVar(&o.service, "service", def("TOKEND_URL", "http://127.0.0.1:50051"), "tokend base URL, for replay --verify [TOKEND_URL]")
+	fs.BoolVar(&o.json, "json", false, "machine-readable JSON output")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, usage)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	rest := fs.Args()
+	if len(rest) == 0 || rest[0] == "help" {
+		fs.Usage()
+		if len(rest) == 0 {
+			return 2
+		}
+		return 0
+	}
+	cmd, err := o.command(rest)
+	if err != nil {
+		fmt.Fprintf(stderr, "tokenctl: %v\n", err)
+		return 2
+	}
+	if err := o.connect(ctx); err != nil {
+		fmt.Fprintf(stderr, "tokenctl: %v\n", err)
+		return 1
+	}
+	defer o.nc.Close()
+	if err := cmd(ctx); err != nil {
+		if errors.Is(err, errFailed) {
+			return 1
+		}
+		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+			return 0 // interrupted tail
+		}
+		fmt.Fprintf(stderr, "tokenctl: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// errFailed is returned by a command that printed its own verdict of
+// failure (a verification that did not match, an invalid token).
+var errFailed = errors.New("failed")
+
+type options struct {
+	natsURL, stream, prefix, service string
+	json                             bool
+	stdout, stderr                   io.Writer
+	nc                               *nats.Conn
+	log                              *eventlog.Log
+}
+
+func (o *options) connect(ctx context.Context) error {
+	nc, err := nats.Connect(o.natsURL, nats.Name("tokenctl"), nats.Timeout(5*time.Second))
+	if err != nil {
+		return fmt.Errorf("connect to NATS at %s: %w", o.natsURL, err)
+	}
+	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	l, err := eventlog.Attach(actx, nc, eventlog.Config{Stream: o.stream, Prefix: o.prefix})
+	if err != nil {
+		nc.Close()
+		return err
+	}
+	o.nc, o.log = nc, l
+	return nil
+}
+
+// command parses a command line into the function that runs it.
+func (o *options) command(args []string) (func(context.Context) error, error) {
+	sub := func(name string, n int) (*flag.FlagSet, error) {
+		fs := flag.NewFlagSet(name, flag.ContinueOnError)
+		fs.SetOutput(o.stderr)
+		return fs, nil
+	}
+	switch strings.Join(args[:min(2, len(args))], " ") {
+	case "events tail":
+		fs, _ := sub("events tail", 0)
+		var f tailFilter
+		fs.StringVar(&f.family, "family", "", "only this family")
+		fs.StringVar(&f.subject, "subject", "", "only families of this subject")
+		fs.StringVar(&f.typ, "type", "", "only this event type (family.issued, family.rotated, family.revoked, subject.revoked, key.*)")
+		fs.Uint64Var(&f.fromSeq, "from-seq", 0, "start at this sequence instead of now")
+		if err := fs.Parse(args[2:]); err != nil {
+			return nil, err
+		}
+		return func(ctx context.Context) error { return o.tail(ctx, f) }, nil
+	case "audit family", "audit subject":
+		if len(args) != 3 {
+			return nil, fmt.Errorf("%s takes one argument", strings.Join(args[:2], " "))
+		}
+		if args[1] == "family" {
+			return func(ctx context.Context) error { return o.auditFamily(ctx, args[2]) }, nil
+		}
+		return func(ctx context.Context) error { return o.auditSubject(ctx, args[2]) }, nil
+	case "audit at":
+		if len(args) != 4 {
+			return nil, errors.New("audit at takes a time and a token or family ID")
+		}
+		at, err := time.Parse(time.RFC3339Nano, args[2])
+		if err != nil {
+			return nil, fmt.Errorf("audit at: time %q is not RFC 3339 (2026-11-28T12:00:00Z)", args[2])
+		}
+		return func(ctx context.Context) error { return o.auditAt(ctx, at, args[3]) }, nil
+	case "keys list":
+		return o.keysList, nil
+	}
+	switch args[0] {
+	case "export":
+		fs, _ := sub("export", 0)
+		var from, to uint64
+		fs.Uint64Var(&from, "from-seq", 1, "first sequence")
+		fs.Uint64Var(&to, "to-seq", 0, "last sequence (0: the end when the export starts)")
+		if err := fs.Parse(args[1:]); err != nil {
+			return nil, err
+		}
+		return func(ctx context.Context) error { return o.export(ctx, from, to) }, nil
+	case "replay":
+		fs, _ := sub("replay", 0)
+		verify := fs.Bool("verify", false, "compare the rebuilt projections with tokend's")
+		if err := fs.Parse(args[1:]); err != nil {
+			return nil, err
+		}
+		if !*verify {
+			return nil, errors.New("replay needs --verify (it only reads)")
+		}
+		return o.replayVerify, nil
+	}
+	return nil, fmt.Errorf("unknown command %q (tokenctl help)", strings.Join(args, " "))
+}

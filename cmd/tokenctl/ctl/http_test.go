@@ -1,0 +1,5 @@
+package ctl_test
+
+import "net/http"
+
+func httpClient() *http.Client { return &http.Client{} }
