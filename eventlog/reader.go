@@ -70,15 +70,39 @@ func (l *Log) read(ctx context.Context, from uint64, filters []string, fn func(R
 			return nil
 		}
 	}
+	// mu serialises fn with the end of the read: once read returns, fn
+	// is not running and will not run again (Consume's Stop does not wait
+	// for a callback in flight).
+	var mu sync.Mutex
+	stopped := false
+	initial := info.NumPending // records on the filters when the read started
+	defer func() {
+		mu.Lock()
+		stopped = true
+		mu.Unlock()
+	}()
 	cc, err := cons.Consume(func(m jetstream.Msg) {
 		md, err := m.Metadata()
 		if err != nil {
 			return // not a stream message; the ordered consumer resets itself
 		}
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped {
+			return
+		}
 		rec := recordOf(m.Subject(), md.Sequence.Stream, md.Timestamp, m.Headers(), m.Data())
 		rec.Pending = md.NumPending
 		fn(rec)
-		if md.NumPending == 0 {
+		if initial > 0 {
+			initial--
+		}
+		// Caught up: nothing pending, or every record that existed at the
+		// start delivered (on a busy stream pending may never reach 0).
+		if md.NumPending == 0 || initial == 0 {
+			if stopAtEnd {
+				stopped = true // records appended since the start are not part of a replay
+			}
 			done()
 		}
 	}, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
