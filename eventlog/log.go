@@ -12,6 +12,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 )
 
 // Config configures a Log. The zero value of every field but Conn selects
@@ -35,6 +39,11 @@ type Config struct {
 	NewID func() string
 	// Observer, if set, is told the latency and outcome of every append.
 	Observer Observer
+	// Tracer, if set, records a span around every Append. Its attributes
+	// are the event type, whether the append is conditional, the outcome
+	// and the sequence; never the subject, which holds IDs. Default: a
+	// no-op tracer.
+	Tracer trace.Tracer
 }
 
 // Observer receives append measurements. Implementations must be safe for
@@ -117,6 +126,9 @@ func (c *Config) setDefaults() {
 	if c.NewID == nil {
 		c.NewID = nuid.Next
 	}
+	if c.Tracer == nil {
+		c.Tracer = noop.NewTracerProvider().Tracer("")
+	}
 }
 
 // Open creates the stream or updates its configuration and returns a Log
@@ -183,6 +195,14 @@ func (l *Log) Append(ctx context.Context, ev Event, exp Expect) (seq uint64, err
 		start := time.Now()
 		defer func() { obs.AppendDone(time.Since(start), err) }()
 	}
+	ctx, span := l.cfg.Tracer.Start(ctx, "eventlog.Append", trace.WithSpanKind(trace.SpanKindProducer),
+		trace.WithAttributes(
+			attribute.String("messaging.system", "nats"),
+			attribute.String("messaging.destination.name", l.cfg.Stream),
+			attribute.String("eventlog.event_type", ev.Type),
+			attribute.Bool("eventlog.conditional", exp.Filter != ""),
+		))
+	defer func() { endAppendSpan(span, seq, err) }()
 	if err := l.checkEvent(ev, exp); err != nil {
 		return 0, err
 	}
@@ -260,6 +280,30 @@ func (l *Log) Append(ctx context.Context, ev Event, exp Expect) (seq uint64, err
 			return 0, fmt.Errorf("append %s: %w", ev.Subject, err)
 		}
 	}
+}
+
+// endAppendSpan records the outcome of an Append on span and ends it. The
+// error text stays out of the span: it names the subject.
+func endAppendSpan(span trace.Span, seq uint64, err error) {
+	result := "ok"
+	switch {
+	case err == nil:
+		span.SetAttributes(attribute.Int64("eventlog.seq", int64(seq)))
+	case errors.Is(err, ErrConflict):
+		result = "conflict"
+	case errors.Is(err, ErrAmbiguous):
+		result = "ambiguous"
+	case errors.Is(err, ErrInvalidEvent):
+		result = "invalid"
+	default:
+		result = "error"
+	}
+	span.SetAttributes(attribute.String("eventlog.result", result))
+	if err != nil && result != "conflict" {
+		// A conflict is the expected loss of a compare-and-set race.
+		span.SetStatus(codes.Error, result)
+	}
+	span.End()
 }
 
 // resolve learns whether a retried append was stored: it is if the last

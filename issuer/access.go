@@ -12,6 +12,9 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/auth-platform/tokenservice/signing"
@@ -68,8 +71,9 @@ func newJTI(rand io.Reader) (string, error) {
 }
 
 // signAccessToken returns the compact JWS of c signed by s, with header
-// typ "at+jwt" and the key's kid (RFC 9068 §2.1).
-func signAccessToken(ctx context.Context, s signing.Signer, c AccessClaims) (string, error) {
+// typ "at+jwt" and the key's kid (RFC 9068 §2.1). The call to s.Sign (a
+// KMS or HSM round trip with remote backends) is traced with tracer.
+func signAccessToken(ctx context.Context, tracer trace.Tracer, s signing.Signer, c AccessClaims) (string, error) {
 	header, err := json.Marshal(struct {
 		Alg string `json:"alg"`
 		Kid string `json:"kid"`
@@ -105,10 +109,24 @@ func signAccessToken(ctx context.Context, s signing.Signer, c AccessClaims) (str
 	buf = enc.AppendEncode(buf, header)
 	buf = append(buf, '.')
 	buf = enc.AppendEncode(buf, payload)
-	sig, err := s.Sign(ctx, buf)
+	tokenType := TokenTypeBearer
+	if c.JKT != "" {
+		tokenType = TokenTypeDPoP
+	}
+	sctx, span := tracer.Start(ctx, "issuer.SignAccessToken", trace.WithAttributes(
+		attribute.String("signing.algorithm", string(s.Algorithm())),
+		attribute.String("signing.key_id", s.KeyID()),
+		attribute.String("token.type", tokenType),
+	))
+	sig, err := s.Sign(sctx, buf)
 	if err != nil {
+		span.SetAttributes(attribute.String("issuer.result", "error"))
+		span.SetStatus(codes.Error, "sign failed")
+		span.End()
 		return "", fmt.Errorf("sign access token with %s: %w", s.KeyID(), err)
 	}
+	span.SetAttributes(attribute.String("issuer.result", "ok"))
+	span.End()
 	buf = append(buf, '.')
 	buf = enc.AppendEncode(buf, sig)
 	return string(buf), nil

@@ -52,12 +52,8 @@ func (correlationInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFun
 		if resp != nil {
 			resp.Header().Set(HeaderCorrelationID, id)
 		}
-		if err != nil {
-			var ce *connect.Error
-			if e, ok := err.(*connect.Error); ok {
-				ce = e
-				ce.Meta().Set(HeaderCorrelationID, id)
-			}
+		if ce, ok := err.(*connect.Error); ok {
+			ce.Meta().Set(HeaderCorrelationID, id)
 		}
 		return resp, err
 	}

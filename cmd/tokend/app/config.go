@@ -10,10 +10,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
+
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/auth-platform/tokenservice/signing"
 )
@@ -44,6 +47,15 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	LogLevel        slog.Level
 	LogFormat       string
+	// OTLPEndpoint is the OTLP/HTTP base URL traces are exported to;
+	// empty turns tracing off.
+	OTLPEndpoint string
+	// ServiceName is the service.name resource attribute of the traces.
+	ServiceName string
+	// TracerProvider, if set, receives the traces instead of an OTLP
+	// exporter (tests use an in-memory one); the caller owns it. It has no
+	// environment variable.
+	TracerProvider trace.TracerProvider
 
 	DPoPAlgorithms    []signing.Algorithm
 	DPoPSkew          time.Duration
@@ -82,6 +94,8 @@ var Variables = []struct{ Name, Default, Meaning string }{
 	{"SHUTDOWN_TIMEOUT", "30", "how long SIGTERM waits for calls in flight"},
 	{"LOG_LEVEL", "info", "debug, info, warn or error"},
 	{"LOG_FORMAT", "json", "json or text"},
+	{"OTEL_EXPORTER_OTLP_ENDPOINT", "", "OTLP/HTTP base URL (http://collector:4318) traces are exported to; unset turns tracing off"},
+	{"OTEL_SERVICE_NAME", "tokend", "service.name of the exported traces"},
 }
 
 // ConfigFromEnv reads the configuration through getenv (os.Getenv). An
@@ -106,6 +120,13 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		MaxRequestBytes: p.integer("MAX_REQUEST_BYTES", 64<<10, 1024, 16<<20),
 		ShutdownTimeout: p.duration("SHUTDOWN_TIMEOUT", 30*time.Second, time.Second),
 		LogFormat:       p.str("LOG_FORMAT", "json"),
+		OTLPEndpoint:    p.str("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
+		ServiceName:     p.str("OTEL_SERVICE_NAME", "tokend"),
+	}
+	if c.OTLPEndpoint != "" {
+		if u, err := url.Parse(c.OTLPEndpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			p.fail("OTEL_EXPORTER_OTLP_ENDPOINT", "must be an http or https URL such as http://collector:4318")
+		}
 	}
 	c.DPoPSkew = p.duration("DPOP_CLOCK_SKEW", 60*time.Second, time.Second)
 	c.DPoPJTITTL = p.duration("DPOP_JTI_TTL", 300*time.Second, time.Second)
