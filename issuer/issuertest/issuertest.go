@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/auth-platform/tokenservice/eventlog"
 	"github.com/auth-platform/tokenservice/eventlog/eventlogtest"
@@ -55,6 +56,10 @@ type Options struct {
 	Clock      *Clock            // default: a new clock at 2026-01-01
 	Key        []byte            // sealing key; default fixed test key
 	Observer   issuer.Observer
+	// LogObserver and Tracer instrument the event log and the issuer
+	// (default none).
+	LogObserver eventlog.Observer
+	Tracer      trace.Tracer
 }
 
 // Env is an assembled issuer and its parts.
@@ -92,7 +97,7 @@ func New(t testing.TB, o Options) *Env {
 	if o.Key == nil {
 		o.Key = TestKey
 	}
-	log := eventlogtest.OpenLog(t, o.Conn, eventlog.Config{Replicas: o.Replicas})
+	log := eventlogtest.OpenLog(t, o.Conn, eventlog.Config{Replicas: o.Replicas, Observer: o.LogObserver, Tracer: o.Tracer})
 	set := projections.NewSet(o.AccessTTL)
 	runner := projections.NewRunner(log, set, func(rec eventlog.Record, err error) {
 		t.Errorf("bad record %d: %v", rec.Seq, err)
@@ -121,7 +126,7 @@ func New(t testing.TB, o Options) *Env {
 	}
 	is, err := issuer.New(log, kr, index{set, runner}, sealer, issuer.Config{
 		Issuer: "https://issuer.test", AccessTTL: o.AccessTTL, RefreshTTL: o.RefreshTTL, Grace: o.Grace,
-		Now: o.Clock.Now, Rand: rand.Reader, Observer: o.Observer,
+		Now: o.Clock.Now, Rand: rand.Reader, Observer: o.Observer, Tracer: o.Tracer,
 	})
 	if err != nil {
 		t.Fatal(err)
