@@ -33,22 +33,8 @@ func ParseReason(s string, def eventsv1.RevocationReason) (eventsv1.RevocationRe
 	return 0, invalidRequest("reason must be client, subject, key_compromise or admin")
 }
 
-// reasonLabel is the bounded metric label of a reason.
-func reasonLabel(r eventsv1.RevocationReason) string {
-	switch r {
-	case eventsv1.RevocationReason_REVOCATION_REASON_REUSE:
-		return "reuse"
-	case eventsv1.RevocationReason_REVOCATION_REASON_CLIENT:
-		return "client"
-	case eventsv1.RevocationReason_REVOCATION_REASON_SUBJECT:
-		return "subject"
-	case eventsv1.RevocationReason_REVOCATION_REASON_KEY_COMPROMISE:
-		return "key_compromise"
-	case eventsv1.RevocationReason_REVOCATION_REASON_ADMIN:
-		return "admin"
-	}
-	return "unspecified"
-}
+// reasonLabel is the bounded metric label of a reason: its name.
+func reasonLabel(r eventsv1.RevocationReason) string { return projections.ReasonName(r) }
 
 // ReasonLabels lists every value reasonLabel returns, for metrics.
 var ReasonLabels = []string{"reuse", "client", "subject", "key_compromise", "admin", "unspecified"}
