@@ -1,10 +1,12 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
@@ -112,3 +114,61 @@ type discard struct{}
 
 func (discard) ExportSpans(context.Context, []sdktrace.ReadOnlySpan) error { return nil }
 func (discard) Shutdown(context.Context) error                             { return nil }
+
+// BenchmarkInstrumentation isolates what observability adds to one call,
+// on one goroutine where the measurement is steady: a GetJWKS call served
+// by the handler directly (no network; the handler's own work is tiny)
+// with observability off, with metrics, and with metrics and every trace
+// recorded; and the two spans a GenerateTokens call adds inside the
+// issuer (append, sign). The difference on/off, plus the spans, divided
+// by BenchmarkObservability's CPU per call, is observability's share of a
+// GenerateTokens call.
+func BenchmarkInstrumentation(b *testing.B) {
+	env := issuertest.New(b, issuertest.Options{Algorithm: signing.ES256})
+	verifier, err := dpop.NewVerifier(dpop.Config{Algorithms: signing.Algorithms, Replay: dpop.LogReplayStore{Log: env.Log}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	body := []byte("{}")
+	for _, mode := range []string{"off", "metrics", "trace10", "trace100"} {
+		b.Run("rpc/"+mode, func(b *testing.B) {
+			cfg := rpc.Config{Issuer: env.Issuer, DPoP: verifier, Keys: env.Set, Ready: func() bool { return true }}
+			if mode != "off" {
+				cfg.Metrics = rpc.NewMetrics(nil)
+			}
+			if mode == "trace10" || mode == "trace100" {
+				sampler := sdktrace.ParentBased(sdktrace.AlwaysSample())
+				if mode == "trace10" {
+					sampler = sdktrace.ParentBased(sdktrace.TraceIDRatioBased(0.1))
+				}
+				tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(discard{}), sdktrace.WithSampler(sampler))
+				b.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+				cfg.TracerProvider = tp
+			}
+			h := rpc.New(cfg)
+			b.ReportAllocs()
+			for b.Loop() {
+				req := httptest.NewRequest(http.MethodPost, tokenv1connect.TokenServiceGetJWKSProcedure, bytes.NewReader(body))
+				req.Header.Set("Content-Type", "application/json")
+				w := httptest.NewRecorder()
+				h.ServeHTTP(w, req)
+				if w.Code != http.StatusOK {
+					b.Fatalf("GetJWKS: %d %s", w.Code, w.Body)
+				}
+			}
+		})
+	}
+	b.Run("spans/append+sign", func(b *testing.B) {
+		tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(discard{}), sdktrace.WithSampler(sdktrace.AlwaysSample()))
+		b.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+		tr := tp.Tracer("tokend")
+		ctx := context.Background()
+		b.ReportAllocs()
+		for b.Loop() {
+			for _, name := range []string{"eventlog.Append", "issuer.SignAccessToken"} {
+				_, span := tr.Start(ctx, name)
+				span.End()
+			}
+		}
+	})
+}

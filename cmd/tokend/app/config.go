@@ -52,6 +52,11 @@ type Config struct {
 	OTLPEndpoint string
 	// ServiceName is the service.name resource attribute of the traces.
 	ServiceName string
+	// SampleRatio is the fraction of traces recorded when
+	// OTEL_TRACES_SAMPLER is unset (parent-based: a sampled caller's trace
+	// is always followed). When the variable is set, the SDK reads it and
+	// OTEL_TRACES_SAMPLER_ARG itself and SampleRatio is 0.
+	SampleRatio float64
 	// TracerProvider, if set, receives the traces instead of an OTLP
 	// exporter (tests use an in-memory one); the caller owns it. It has no
 	// environment variable.
@@ -96,6 +101,8 @@ var Variables = []struct{ Name, Default, Meaning string }{
 	{"LOG_FORMAT", "json", "json or text"},
 	{"OTEL_EXPORTER_OTLP_ENDPOINT", "", "OTLP/HTTP base URL (http://collector:4318) traces are exported to; unset turns tracing off"},
 	{"OTEL_SERVICE_NAME", "tokend", "service.name of the exported traces"},
+	{"OTEL_TRACES_SAMPLER", "parentbased_traceidratio", "the SDK's sampler (always_on, parentbased_always_on, traceidratio, ...); read by the OpenTelemetry SDK when set"},
+	{"OTEL_TRACES_SAMPLER_ARG", "0.1", "the sampler's argument; with neither variable set, 10% of traces are recorded (tracing all costs ~6% of GenerateTokens' CPU, see Benchmarks)"},
 }
 
 // ConfigFromEnv reads the configuration through getenv (os.Getenv). An
@@ -122,6 +129,16 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		LogFormat:       p.str("LOG_FORMAT", "json"),
 		OTLPEndpoint:    p.str("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
 		ServiceName:     p.str("OTEL_SERVICE_NAME", "tokend"),
+	}
+	if getenv("OTEL_TRACES_SAMPLER") == "" {
+		c.SampleRatio = 0.1
+		if v := getenv("OTEL_TRACES_SAMPLER_ARG"); v != "" {
+			r, err := strconv.ParseFloat(v, 64)
+			if err != nil || r < 0 || r > 1 {
+				p.fail("OTEL_TRACES_SAMPLER_ARG", "must be a ratio from 0 to 1")
+			}
+			c.SampleRatio = r
+		}
 	}
 	if c.OTLPEndpoint != "" {
 		if u, err := url.Parse(c.OTLPEndpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {

@@ -69,3 +69,24 @@ func TestReadmeListsEveryVariable(t *testing.T) {
 		}
 	}
 }
+
+// TestTraceSampling: 10% of traces by default; the ratio can be changed;
+// a standard OTEL_TRACES_SAMPLER hands the choice to the SDK.
+func TestTraceSampling(t *testing.T) {
+	for _, tc := range []struct {
+		vars map[string]string
+		want float64
+	}{
+		{nil, 0.1},
+		{map[string]string{"OTEL_TRACES_SAMPLER_ARG": "1"}, 1},
+		{map[string]string{"OTEL_TRACES_SAMPLER": "always_on"}, 0},
+	} {
+		c, err := ConfigFromEnv(env(tc.vars))
+		if err != nil || c.SampleRatio != tc.want {
+			t.Fatalf("%v: ratio %v (%v), want %v", tc.vars, c.SampleRatio, err, tc.want)
+		}
+	}
+	if _, err := ConfigFromEnv(env(map[string]string{"OTEL_TRACES_SAMPLER_ARG": "2"})); err == nil || !strings.Contains(err.Error(), "OTEL_TRACES_SAMPLER_ARG") {
+		t.Fatalf("ratio 2: %v", err)
+	}
+}

@@ -332,7 +332,7 @@ func TestOTLPExport(t *testing.T) {
 		w.Header().Set("Content-Type", "application/x-protobuf")
 	}))
 	defer collector.Close()
-	m, _ := startForLogs(t, map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": collector.URL}, nil)
+	m, _ := startForLogs(t, map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": collector.URL, "OTEL_TRACES_SAMPLER_ARG": "1"}, nil)
 	client := tokenv1connect.NewTokenServiceClient(&http.Client{Timeout: 30 * time.Second}, "http://"+m.Addr())
 	if _, err := client.GenerateTokens(context.Background(), connect.NewRequest(&tokenv1.GenerateTokensRequest{
 		Subject: "alice", ClientId: "web", Audience: []string{"api"},

@@ -31,10 +31,16 @@ func newTracerProvider(ctx context.Context, cfg Config) (trace.TracerProvider, f
 	if err != nil {
 		return nil, nil, fmt.Errorf("OTEL_EXPORTER_OTLP_ENDPOINT: %w", err)
 	}
-	tp := sdktrace.NewTracerProvider(
+	opts := []sdktrace.TracerProviderOption{
 		sdktrace.WithBatcher(exp),
 		sdktrace.WithResource(resource.NewSchemaless(attribute.String("service.name", cfg.ServiceName))),
-	)
+	}
+	if cfg.SampleRatio > 0 {
+		// Our default when OTEL_TRACES_SAMPLER is unset; otherwise the
+		// SDK reads the standard variables.
+		opts = append(opts, sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(cfg.SampleRatio))))
+	}
+	tp := sdktrace.NewTracerProvider(opts...)
 	return tp, tp.Shutdown, nil
 }
 
