@@ -71,6 +71,7 @@ const (
 // revoke them all and waits for it to catch up with a sequence first.
 type FamilyIndex interface {
 	FamiliesOf(subject string) []projections.Family
+	FamiliesSignedBy(kid string) []projections.Family
 	WaitFor(ctx context.Context, seq uint64) error
 }
 

@@ -158,3 +158,23 @@ func (i *Issuer) RevokeSubject(ctx context.Context, subject string, reason event
 	}
 	return n, nil
 }
+
+// RevokeSignedBy revokes every active family that holds access tokens
+// signed by key kid (a compromised key), with reason key_compromise, as
+// the family index lists them. Call it after the key left the JWKS; a
+// family issued by a request that was already signing with the key then
+// can slip through, and is listed by the next call.
+func (i *Issuer) RevokeSignedBy(ctx context.Context, kid string) (int, error) {
+	n := 0
+	for _, f := range i.index.FamiliesSignedBy(kid) {
+		if f.Status == eventsv1.FamilyStatus_FAMILY_STATUS_REVOKED {
+			continue
+		}
+		k, err := i.revokeLoaded(ctx, f.ID, eventsv1.RevocationReason_REVOCATION_REASON_KEY_COMPROMISE, nil)
+		if err != nil {
+			return n, err
+		}
+		n += k
+	}
+	return n, nil
+}

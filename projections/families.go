@@ -26,6 +26,8 @@ type Family struct {
 	AccessExpiresAt  time.Time
 	IssuedSeq        uint64
 	LastSeq          uint64
+	// KeyIDs are the keys that signed the family's access tokens.
+	KeyIDs []string
 }
 
 // Families is the projection of families by subject. It is not safe for
@@ -72,6 +74,24 @@ func (f *Families) Apply(rec eventlog.Record, m proto.Message) {
 		fam.IssuedSeq = st.GetIssuedSeq()
 	}
 	fam.LastSeq = rec.Seq
+	fam.KeyIDs = append(fam.KeyIDs[:0], st.GetKeyIds()...)
+}
+
+// SignedBy returns the families that hold access tokens signed by key
+// kid, oldest first. It scans every family: it serves rare operations
+// (a key compromise).
+func (f *Families) SignedBy(kid string) []Family {
+	var out []Family
+	for _, fam := range f.byID {
+		for _, k := range fam.KeyIDs {
+			if k == kid {
+				out = append(out, *fam)
+				break
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].IssuedSeq < out[j].IssuedSeq })
+	return out
 }
 
 // Get returns family id.

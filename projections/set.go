@@ -136,6 +136,13 @@ func (s *Set) Snapshot() (seq uint64, digest string) {
 	return s.seq, s.digestLocked()
 }
 
+// FamiliesSignedBy returns the families whose access tokens key kid signed.
+func (s *Set) FamiliesSignedBy(kid string) []Family {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.families.SignedBy(kid)
+}
+
 // Digest returns a hash of the whole state (not of the position), equal
 // for two sets that hold the same state. It is how replay is compared with
 // live updates and one replica with another.
@@ -164,7 +171,7 @@ func (s *Set) digestLocked() string {
 	for _, id := range sortedKeys(s.families.byID) {
 		f := s.families.byID[id]
 		writeString(h, "fam|"+f.ID+"|"+f.Subject+"|"+f.ClientID)
-		fmt.Fprintf(h, "|%d|%d|%d|%s|%d|%d|%d|%d|%d|%d|%d\n", f.Generation, f.Status, f.Reason, f.DPoPJKT,
+		fmt.Fprintf(h, "|%q|%d|%d|%d|%s|%d|%d|%d|%d|%d|%d|%d\n", f.KeyIDs, f.Generation, f.Status, f.Reason, f.DPoPJKT,
 			f.CreatedAt.UnixNano(), f.RotatedAt.UnixNano(), f.RevokedAt.UnixNano(), f.RefreshExpiresAt.UnixNano(), f.AccessExpiresAt.UnixNano(), f.IssuedSeq, f.LastSeq)
 	}
 	return hex.EncodeToString(h.Sum(nil))

@@ -49,7 +49,7 @@ func newServerNonce(t *testing.T, nonceRequired bool) *server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := rpc.New(rpc.Config{Issuer: env.Issuer, DPoP: verifier, Keys: env.Set, Metrics: metrics, Ready: func() bool { return true },
+	h := rpc.New(rpc.Config{Issuer: env.Issuer, DPoP: verifier, Keys: env.Set, KeyAdmin: env.Keyring, Metrics: metrics, Ready: func() bool { return true },
 		MaxRequestBytes: 8 << 10, Now: env.Clock.Now})
 	h.SetServing(true)
 	srv := httptest.NewUnstartedServer(h)
@@ -260,6 +260,15 @@ func TestHTTPEndpoints(t *testing.T) {
 	body, _ := io.ReadAll(jwks.Body)
 	if jwks.StatusCode != 200 || !strings.Contains(jwks.Header.Get("Cache-Control"), "max-age=") || !strings.Contains(string(body), `"kid"`) {
 		t.Fatalf("jwks: %d %q %s", jwks.StatusCode, jwks.Header.Get("Cache-Control"), body)
+	}
+	// Revalidation with the ETag answers 304.
+	etag := jwks.Header.Get("ETag")
+	req, _ := http.NewRequest(http.MethodGet, s.url+"/.well-known/jwks.json", nil)
+	req.Header.Set("If-None-Match", etag)
+	if resp, err := s.http.Do(req); err != nil || resp.StatusCode != http.StatusNotModified || etag == "" {
+		t.Fatalf("revalidation with ETag %q: %v %v", etag, resp, err)
+	} else {
+		resp.Body.Close()
 	}
 	for _, p := range []string{"/healthz", "/readyz"} {
 		if r := get(p); r.StatusCode != 200 {

@@ -1,10 +1,13 @@
 package rpc
 
 import (
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"connectrpc.com/connect"
@@ -29,6 +32,8 @@ type Config struct {
 	DPoP *dpop.Verifier
 	// Keys publishes the JWKS. Required.
 	Keys JWKSource
+	// KeyAdmin rotates and lists signing keys (admin RPCs). Required.
+	KeyAdmin KeyAdmin
 	// Ready reports whether the projections have caught up. Required.
 	Ready func() bool
 	// Projections, if set, is served on GET /projections/digest (position
@@ -112,7 +117,7 @@ func New(cfg Config) *Handler {
 		connect.WithCompressMinBytes(4 << 10),
 	}
 	mux := http.NewServeMux()
-	svc := &service{issuer: cfg.Issuer, dpop: cfg.DPoP, keys: cfg.Keys, log: cfg.Logger, metrics: cfg.Metrics, now: cfg.Now}
+	svc := &service{issuer: cfg.Issuer, dpop: cfg.DPoP, keys: cfg.Keys, keyAdmin: cfg.KeyAdmin, log: cfg.Logger, metrics: cfg.Metrics, now: cfg.Now}
 	path, h := tokenv1connect.NewTokenServiceHandler(svc, opts...)
 	mux.Handle(path, h)
 
@@ -122,7 +127,7 @@ func New(cfg Config) *Handler {
 	mux.Handle(grpcreflect.NewHandlerV1(reflector))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
 
-	mux.HandleFunc("GET /.well-known/jwks.json", func(w http.ResponseWriter, _ *http.Request) {
+	mux.HandleFunc("GET /.well-known/jwks.json", func(w http.ResponseWriter, r *http.Request) {
 		body, err := json.Marshal(struct {
 			Keys []signing.JWK `json:"keys"`
 		}{cfg.Keys.JWKS()})
@@ -130,8 +135,17 @@ func New(cfg Config) *Handler {
 			http.Error(w, "internal error", http.StatusInternalServerError)
 			return
 		}
-		w.Header().Set("Content-Type", "application/jwk-set+json")
+		// The JWKS is the same on every replica (one projection of one
+		// log), so is its ETag: a cache may revalidate against any.
+		sum := sha256.Sum256(body)
+		etag := `"` + base64.RawURLEncoding.EncodeToString(sum[:16]) + `"`
+		w.Header().Set("ETag", etag)
 		w.Header().Set("Cache-Control", "public, max-age="+strconv.Itoa(int(cfg.JWKSMaxAge/time.Second)))
+		w.Header().Set("Content-Type", "application/jwk-set+json")
+		if inm := r.Header.Get("If-None-Match"); inm != "" && strings.Contains(inm, etag) {
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
 		_, _ = w.Write(body)
 	})
 	if cfg.Projections != nil {

@@ -56,6 +56,9 @@ type Options struct {
 	Clock      *Clock            // default: a new clock at 2026-01-01
 	Key        []byte            // sealing key; default fixed test key
 	Observer   issuer.Observer
+	// Prepublish, Retention and RotationPeriod configure the keyring
+	// (keyring defaults).
+	Prepublish, Retention, RotationPeriod time.Duration
 	// LogObserver and Tracer instrument the event log and the issuer
 	// (default none).
 	LogObserver eventlog.Observer
@@ -115,13 +118,14 @@ func New(t testing.TB, o Options) *Env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kr, err := keyring.New(log, set, runner, sealer, keyring.Config{Rand: rand.Reader, Now: o.Clock.Now})
+	kr, err := keyring.New(log, set, runner, sealer, keyring.Config{Rand: rand.Reader, Now: o.Clock.Now, Algorithm: o.Algorithm,
+		Prepublish: o.Prepublish, Retention: o.Retention, RotationPeriod: o.RotationPeriod})
 	if err != nil {
 		t.Fatal(err)
 	}
 	sctx, scancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer scancel()
-	if _, err := kr.EnsureActive(sctx, o.Algorithm); err != nil {
+	if _, err := kr.EnsureActive(sctx); err != nil {
 		t.Fatal(err)
 	}
 	is, err := issuer.New(log, kr, index{set, runner}, sealer, issuer.Config{
@@ -139,8 +143,9 @@ type index struct {
 	runner *projections.Runner
 }
 
-func (i index) FamiliesOf(subject string) []projections.Family { return i.set.FamiliesOf(subject) }
-func (i index) WaitFor(ctx context.Context, seq uint64) error  { return i.runner.WaitFor(ctx, seq) }
+func (i index) FamiliesOf(subject string) []projections.Family   { return i.set.FamiliesOf(subject) }
+func (i index) FamiliesSignedBy(kid string) []projections.Family { return i.set.FamiliesSignedBy(kid) }
+func (i index) WaitFor(ctx context.Context, seq uint64) error    { return i.runner.WaitFor(ctx, seq) }
 
 // TB is the part of testing.TB (and rapid.T) the helpers need.
 type TB interface {

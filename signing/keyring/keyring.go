@@ -8,11 +8,19 @@
 // winner's key. The key projection (package projections) is the source of
 // the JWKS and of the active key on every replica.
 //
-// This version creates the first key of the configured algorithm at start
-// (published and activated at once: no verifier can have cached a JWKS
-// yet), and rotates to a new key when the configured algorithm changes,
-// retiring the old key, which stays in the JWKS. Scheduled rotation with
-// pre-publication and remote backends come with the signing-keys issue.
+// Lifecycle. The first key of an empty log is published and activated at
+// once (no verifier can have cached a JWKS yet). Every later key is
+// published first and activated only Prepublish later, so a verifier that
+// caches the JWKS for its max-age never meets an unknown kid. The previous
+// key is then retired and stays in the JWKS for Retention, so tokens it
+// signed keep verifying until they expire; after that it is destroyed (it
+// leaves the JWKS). Tick, run periodically by every replica, moves keys
+// along: it stages the next key Prepublish before the active one is
+// RotationPeriod old (or as soon as the configured algorithm changes),
+// activates a staged key when its pre-publication is over, and destroys
+// keys past their retention. Rotate stages a key on request; with
+// immediate (key compromise) it activates a new key at once and destroys
+// the old one at once.
 package keyring
 
 import (
@@ -45,9 +53,17 @@ type Waiter interface {
 
 // Config configures a Keyring.
 type Config struct {
+	// Algorithm is the algorithm of new keys. Default ES256.
+	Algorithm signing.Algorithm
 	// Retention is how long a retired key stays in the JWKS. Default
 	// 24 hours.
 	Retention time.Duration
+	// Prepublish is how long a new key is in the JWKS before it signs: at
+	// least the JWKS cache lifetime. Default 6 minutes.
+	Prepublish time.Duration
+	// RotationPeriod is how long a key signs before the next one takes
+	// over; 0 disables scheduled rotation. Default 0.
+	RotationPeriod time.Duration
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 	// Rand is the source of key material. Required (crypto/rand.Reader).
@@ -83,6 +99,15 @@ func New(log *eventlog.Log, set *projections.Set, waiter Waiter, sealer *seal.Se
 	}
 	if cfg.Retention <= 0 {
 		cfg.Retention = 24 * time.Hour
+	}
+	if cfg.Prepublish <= 0 {
+		cfg.Prepublish = 6 * time.Minute
+	}
+	if cfg.Algorithm == "" {
+		cfg.Algorithm = signing.ES256
+	}
+	if _, err := signing.Method(cfg.Algorithm); err != nil {
+		return nil, err
 	}
 	return &Keyring{log: log, set: set, waiter: waiter, sealer: sealer, cfg: cfg, signers: map[string]signing.Signer{}}, nil
 }
@@ -147,99 +172,224 @@ func inJWKS(s eventsv1.KeyStatus) bool {
 	return s == eventsv1.KeyStatus_KEY_STATUS_PUBLISHED || s == eventsv1.KeyStatus_KEY_STATUS_ACTIVE || s == eventsv1.KeyStatus_KEY_STATUS_RETIRED
 }
 
-// EnsureActive makes sure a key of alg is active, creating one (and
-// retiring the previous active key) if not. Concurrent callers on any
-// replica end with the same single active key.
-func (k *Keyring) EnsureActive(ctx context.Context, alg signing.Algorithm) (string, error) {
+// goal says what a converge loop works toward beyond the schedule.
+type goal struct {
+	stage     bool   // make sure a next key is staged (Rotate)
+	immediate string // key to replace at once (compromise): its ID
+	newKey    string // set by converge: the key generated for this goal
+}
+
+// EnsureActive makes sure some key is active, creating the first one if
+// the log has none, and returns the active key's ID. A key of another
+// algorithm than Config.Algorithm stays active; Tick stages the change.
+// Concurrent callers on any replica end with the same single active key.
+func (k *Keyring) EnsureActive(ctx context.Context) (string, error) {
+	if err := k.converge(ctx, &goal{}); err != nil {
+		return "", err
+	}
+	key, ok := k.set.ActiveKey()
+	if !ok {
+		return "", signing.ErrNoActiveKey
+	}
+	if _, err := k.signer(key); err != nil {
+		return "", err
+	}
+	return key.ID, nil
+}
+
+// Tick moves the key lifecycle along at the current time (see the package
+// documentation). Every replica may call it; key events are serialized,
+// so they agree on one outcome.
+func (k *Keyring) Tick(ctx context.Context) error {
+	return k.converge(ctx, &goal{})
+}
+
+// Rotation is the outcome of Rotate.
+type Rotation struct {
+	// KeyID is the new key; Previous the key it replaces.
+	KeyID, Previous string
+	// ActivatesAt is when the new key signs (now, for an immediate one).
+	ActivatesAt time.Time
+}
+
+// Rotate stages a new key that activates after the pre-publication (or
+// returns the one already staged). With immediate, for a compromised key,
+// a new key is activated at once and the old one destroyed at once: it
+// leaves the JWKS, so its tokens stop verifying; revoking the families it
+// signed for is the caller's next step.
+func (k *Keyring) Rotate(ctx context.Context, immediate bool) (Rotation, error) {
+	prev, _ := k.set.ActiveKey()
+	g := &goal{stage: !immediate}
+	if immediate {
+		if prev.ID == "" {
+			return Rotation{}, signing.ErrNoActiveKey
+		}
+		g.immediate = prev.ID
+	}
+	if err := k.converge(ctx, g); err != nil {
+		return Rotation{}, err
+	}
+	if immediate {
+		cur, _ := k.set.ActiveKey()
+		return Rotation{KeyID: cur.ID, Previous: prev.ID, ActivatesAt: cur.ActivatedAt}, nil
+	}
+	next, ok := k.staged()
+	if !ok {
+		return Rotation{}, errors.New("keyring: no key staged after rotation")
+	}
+	return Rotation{KeyID: next.ID, Previous: prev.ID, ActivatesAt: next.PublishedAt.Add(k.cfg.Prepublish)}, nil
+}
+
+// staged returns the key waiting to be activated, if any.
+func (k *Keyring) staged() (projections.Key, bool) {
+	keys, _ := k.set.Keys()
+	for _, key := range keys {
+		if key.Status == eventsv1.KeyStatus_KEY_STATUS_GENERATED || key.Status == eventsv1.KeyStatus_KEY_STATUS_PUBLISHED {
+			return key, true
+		}
+	}
+	return projections.Key{}, false
+}
+
+// converge appends the next lifecycle event toward g until there is none
+// left. Each step reads the head of the key aggregate from the leader and
+// lets the projection catch up, so its decision sees every key event and
+// its compare-and-set expectation is current; a lost race is re-decided.
+func (k *Keyring) converge(ctx context.Context, g *goal) error {
 	for attempt := 0; attempt < 64; attempt++ {
-		// Read the head of the key aggregate from the leader and let the
-		// projection catch up with it, so the decision below sees every
-		// key event and the CAS expectation is current.
 		head := uint64(0)
 		rec, err := k.log.LastConsistent(ctx, k.log.Subjects().Keys())
 		switch {
 		case err == nil:
 			head = rec.Seq
 		case !errors.Is(err, eventlog.ErrNotFound):
-			return "", err
+			return err
 		}
 		if err := k.waiter.WaitFor(ctx, head); err != nil {
-			return "", fmt.Errorf("keyring: wait for key projection: %w", err)
+			return fmt.Errorf("keyring: wait for key projection: %w", err)
 		}
-		done, err := k.step(ctx, alg, head)
+		act, err := k.plan(g)
+		if err != nil {
+			return err
+		}
+		if act == nil {
+			return nil
+		}
+		err = k.append(ctx, act.kid, act.typ, act.event, act.msg, eventlog.Expect{Filter: k.log.Subjects().Keys(), Seq: head})
 		if err != nil && !errors.Is(err, eventlog.ErrConflict) {
-			return "", err
+			return err
 		}
-		if done {
-			// Nothing left to do: the active key is of alg and alone.
-			key, _ := k.set.ActiveKey()
-			if _, err := k.signer(key); err != nil {
-				return "", err
-			}
-			return key.ID, nil
+		if err == nil && act.typ == projections.TypeKeyGenerated {
+			g.newKey = act.kid
 		}
 	}
-	return "", errors.New("keyring: could not settle the active key after 64 steps")
+	return errors.New("keyring: the key lifecycle did not settle after 64 steps")
 }
 
-// step appends the next lifecycle event toward "a key of alg is active,
-// and no other key is", or reports done once that holds.
-// The new key is activated before the old one is retired, so some key can
-// sign at every moment.
-func (k *Keyring) step(ctx context.Context, alg signing.Algorithm, head uint64) (done bool, err error) {
+type action struct {
+	kid, typ, event string
+	msg             proto.Message
+}
+
+// plan decides the next key event toward g at the current time, or nil.
+func (k *Keyring) plan(g *goal) (*action, error) {
+	now := k.cfg.Now()
 	keys, _ := k.set.Keys()
 	current, hasCurrent := k.set.ActiveKey()
-	var stale, pending *projections.Key
+	var staged *projections.Key
 	for i := range keys {
 		key := &keys[i]
 		switch key.Status {
 		case eventsv1.KeyStatus_KEY_STATUS_ACTIVE:
 			if !hasCurrent || key.ID != current.ID {
-				stale = key
+				// Superseded by a newer activation: retire it.
+				return k.retire(key.ID, now), nil
+			}
+		case eventsv1.KeyStatus_KEY_STATUS_RETIRED:
+			if !key.RetainUntil.After(now) {
+				return destroy(key.ID, now), nil
 			}
 		case eventsv1.KeyStatus_KEY_STATUS_GENERATED, eventsv1.KeyStatus_KEY_STATUS_PUBLISHED:
-			if key.Algorithm == alg && key.Backend == BackendLocal {
-				pending = key // resume a rotation a crash interrupted
-			}
+			staged = key
 		}
 	}
-	now := k.cfg.Now()
-	expect := eventlog.Expect{Filter: k.log.Subjects().Keys(), Seq: head}
+	// A compromised key: a fresh key signs at once, the old one leaves the
+	// JWKS at once.
+	if g.immediate != "" {
+		switch {
+		case g.newKey == "":
+			return k.generate(now)
+		case staged != nil && staged.ID == g.newKey && staged.Status == eventsv1.KeyStatus_KEY_STATUS_GENERATED:
+			return publish(staged.ID, now), nil
+		case staged != nil && staged.ID == g.newKey:
+			return activate(staged.ID, now), nil
+		}
+		if old, ok := k.set.Key(g.immediate); ok && old.Status != eventsv1.KeyStatus_KEY_STATUS_DESTROYED {
+			return destroy(old.ID, now), nil
+		}
+		return nil, nil
+	}
+	if staged != nil {
+		if staged.Status == eventsv1.KeyStatus_KEY_STATUS_GENERATED {
+			return publish(staged.ID, now), nil
+		}
+		if !hasCurrent || !now.Before(staged.PublishedAt.Add(k.cfg.Prepublish)) {
+			return activate(staged.ID, now), nil
+		}
+		return nil, nil
+	}
 	switch {
-	case stale != nil:
-		// Superseded by a newer activation: retire it. It stays in the
-		// JWKS for the retention so its tokens keep verifying.
-		return false, k.append(ctx, stale.ID, projections.TypeKeyRetired, "retired", &eventsv1.KeyRetired{
-			KeyId: stale.ID, At: timestamppb.New(now), RetainUntil: timestamppb.New(now.Add(k.cfg.Retention)),
-		}, expect)
-	case hasCurrent && current.Algorithm == alg:
-		return true, nil
-	case pending == nil:
-		s, err := local.Generate(k.cfg.Rand, alg)
-		if err != nil {
-			return false, err
-		}
-		der, err := s.Marshal()
-		if err != nil {
-			return false, err
-		}
-		sealed, err := k.sealer.Seal(der, []byte(s.KeyID()))
-		if err != nil {
-			return false, err
-		}
-		j := s.PublicJWK()
-		return false, k.append(ctx, s.KeyID(), projections.TypeKeyGenerated, "generated", &eventsv1.KeyGenerated{
-			KeyId: s.KeyID(), Algorithm: string(alg), Backend: BackendLocal,
-			PublicKey:        &eventsv1.PublicKey{Kty: j.Kty, Kid: j.Kid, Alg: j.Alg, N: j.N, E: j.E, Crv: j.Crv, X: j.X, Y: j.Y},
-			SealedPrivateKey: sealed, At: timestamppb.New(now),
-		}, expect)
-	case pending.Status == eventsv1.KeyStatus_KEY_STATUS_GENERATED:
-		return false, k.append(ctx, pending.ID, projections.TypeKeyPublished, "published",
-			&eventsv1.KeyPublished{KeyId: pending.ID, At: timestamppb.New(now)}, expect)
-	default:
-		return false, k.append(ctx, pending.ID, projections.TypeKeyActivated, "activated",
-			&eventsv1.KeyActivated{KeyId: pending.ID, At: timestamppb.New(now)}, expect)
+	case !hasCurrent:
+		// The first key (or a log whose keys were all destroyed): it
+		// signs at once; no verifier can have cached it yet.
+		return k.generate(now)
+	case g.stage,
+		current.Algorithm != k.cfg.Algorithm,
+		k.cfg.RotationPeriod > 0 && !now.Before(current.ActivatedAt.Add(k.cfg.RotationPeriod-k.cfg.Prepublish)):
+		return k.generate(now)
 	}
+	return nil, nil
+}
+
+func (k *Keyring) generate(now time.Time) (*action, error) {
+	s, err := local.Generate(k.cfg.Rand, k.cfg.Algorithm)
+	if err != nil {
+		return nil, err
+	}
+	der, err := s.Marshal()
+	if err != nil {
+		return nil, err
+	}
+	sealed, err := k.sealer.Seal(der, []byte(s.KeyID()))
+	if err != nil {
+		return nil, err
+	}
+	j := s.PublicJWK()
+	return &action{kid: s.KeyID(), typ: projections.TypeKeyGenerated, event: "generated", msg: &eventsv1.KeyGenerated{
+		KeyId: s.KeyID(), Algorithm: string(k.cfg.Algorithm), Backend: BackendLocal,
+		PublicKey:        &eventsv1.PublicKey{Kty: j.Kty, Kid: j.Kid, Alg: j.Alg, N: j.N, E: j.E, Crv: j.Crv, X: j.X, Y: j.Y},
+		SealedPrivateKey: sealed, At: timestamppb.New(now),
+	}}, nil
+}
+
+func publish(kid string, now time.Time) *action {
+	return &action{kid: kid, typ: projections.TypeKeyPublished, event: "published",
+		msg: &eventsv1.KeyPublished{KeyId: kid, At: timestamppb.New(now)}}
+}
+
+func activate(kid string, now time.Time) *action {
+	return &action{kid: kid, typ: projections.TypeKeyActivated, event: "activated",
+		msg: &eventsv1.KeyActivated{KeyId: kid, At: timestamppb.New(now)}}
+}
+
+func (k *Keyring) retire(kid string, now time.Time) *action {
+	return &action{kid: kid, typ: projections.TypeKeyRetired, event: "retired",
+		msg: &eventsv1.KeyRetired{KeyId: kid, At: timestamppb.New(now), RetainUntil: timestamppb.New(now.Add(k.cfg.Retention))}}
+}
+
+func destroy(kid string, now time.Time) *action {
+	return &action{kid: kid, typ: projections.TypeKeyDestroyed, event: "destroyed",
+		msg: &eventsv1.KeyDestroyed{KeyId: kid, At: timestamppb.New(now)}}
 }
 
 func (k *Keyring) append(ctx context.Context, kid, typ, event string, m proto.Message, expect eventlog.Expect) error {

@@ -3,6 +3,7 @@ package keyring_test
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -58,22 +59,39 @@ func TestReplicasRaceToCreateTheKey(t *testing.T) {
 	}
 }
 
-// TestAlgorithmChangeRotates: a new algorithm gets a new key; the old key
-// is retired but stays in the JWKS, so its tokens keep verifying.
+// TestAlgorithmChangeRotates: a replica configured for another algorithm
+// stages a key of it; the key signs only after its pre-publication, and
+// the old key is retired but stays in the JWKS, so its tokens keep
+// verifying.
 func TestAlgorithmChangeRotates(t *testing.T) {
-	env := issuertest.New(t, issuertest.Options{Algorithm: signing.ES256})
+	node := eventlogtest.SingleNode(t)
+	clock := issuertest.NewClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	env := issuertest.New(t, issuertest.Options{Conn: node.Conn, Clock: clock, Algorithm: signing.ES256})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	old, err := env.Issuer.Generate(ctx, issuer.GenerateRequest{Subject: "a", ClientID: "c", Audience: []string{"api"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	kid, err := env.Keyring.EnsureActive(ctx, signing.PS256)
+	nc, err := node.Embedded.Connect()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if kid == old.KeyID {
-		t.Fatal("no new key")
+	t.Cleanup(nc.Close)
+	ps := issuertest.New(t, issuertest.Options{Conn: nc, Clock: clock, Algorithm: signing.PS256, Prepublish: 6 * time.Minute})
+	if err := ps.Keyring.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	next, ok := stagedKey(ps)
+	if !ok || next.Algorithm != signing.PS256 || len(ps.Set.JWKS()) != 2 {
+		t.Fatalf("no PS256 key staged in the JWKS: %+v", next)
+	}
+	if k, _ := ps.Set.ActiveKey(); k.Algorithm != signing.ES256 {
+		t.Fatal("the new key signs before its pre-publication")
+	}
+	clock.Advance(6 * time.Minute)
+	if err := ps.Keyring.Tick(ctx); err != nil {
+		t.Fatal(err)
 	}
 	env.CaughtUp(t)
 	keys, _ := env.Set.Keys()
@@ -83,20 +101,156 @@ func TestAlgorithmChangeRotates(t *testing.T) {
 		}
 		t.Fatal("want the old key retired and the new one active")
 	}
-	if len(env.Set.JWKS()) != 2 {
-		t.Fatalf("JWKS has %d keys, want the retired one too", len(env.Set.JWKS()))
-	}
 	if _, err := env.Issuer.VerifyAccessToken(old.AccessToken, true); err != nil {
 		t.Fatalf("token of the retired key: %v", err)
 	}
 	fresh, err := env.Issuer.Generate(ctx, issuer.GenerateRequest{Subject: "a", ClientID: "c", Audience: []string{"api"}})
-	if err != nil || fresh.KeyID != kid {
-		t.Fatalf("new token signed by %s (%v), want %s", fresh.KeyID, err, kid)
+	if err != nil || fresh.KeyID != next.ID {
+		t.Fatalf("new token signed by %s (%v), want %s", fresh.KeyID, err, next.ID)
 	}
-	// Asking again changes nothing.
+	// Nothing more to do.
 	before := env.LastSeq(t)
-	if again, err := env.Keyring.EnsureActive(ctx, signing.PS256); err != nil || again != kid || env.LastSeq(t) != before {
-		t.Fatalf("second EnsureActive: %s %v, %d new events", again, err, env.LastSeq(t)-before)
+	if err := ps.Keyring.Tick(ctx); err != nil || env.LastSeq(t) != before {
+		t.Fatalf("idle Tick: %v, %d new events", err, env.LastSeq(t)-before)
+	}
+}
+
+func stagedKey(e *issuertest.Env) (projections.Key, bool) {
+	keys, _ := e.Set.Keys()
+	for _, k := range keys {
+		if k.Status == eventsv1.KeyStatus_KEY_STATUS_PUBLISHED || k.Status == eventsv1.KeyStatus_KEY_STATUS_GENERATED {
+			return k, true
+		}
+	}
+	return projections.Key{}, false
+}
+
+// TestScheduledRotationWithCachingVerifier runs the clock over several
+// rotation periods with two replicas ticking. A verifier that caches the
+// JWKS for its max-age never meets an unknown kid, and every token keeps
+// verifying until it expires (retention outlives access tokens).
+func TestScheduledRotationWithCachingVerifier(t *testing.T) {
+	const (
+		maxAge    = 5 * time.Minute
+		prepub    = 6 * time.Minute
+		period    = 12 * time.Hour
+		retention = time.Hour
+		accessTTL = 15 * time.Minute
+		step      = 2 * time.Minute
+	)
+	node := eventlogtest.SingleNode(t)
+	clock := issuertest.NewClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	opts := issuertest.Options{Conn: node.Conn, Clock: clock, Algorithm: signing.EdDSA, Prepublish: prepub,
+		RotationPeriod: period, Retention: retention, AccessTTL: accessTTL}
+	a := issuertest.New(t, opts)
+	nc, err := node.Embedded.Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	opts.Conn = nc
+	b := issuertest.New(t, opts)
+	ctx := context.Background()
+
+	cache, cachedAt := jwksKids(a), clock.Now()
+	type issued struct {
+		token string
+		exp   time.Time
+	}
+	var live []issued
+	rotations := map[string]bool{}
+	for clock.Now().Before(time.Date(2026, 1, 2, 13, 0, 0, 0, time.UTC)) {
+		clock.Advance(step)
+		for _, e := range []*issuertest.Env{a, b} {
+			if err := e.Keyring.Tick(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		a.CaughtUp(t)
+		if clock.Now().Sub(cachedAt) >= maxAge {
+			cache, cachedAt = jwksKids(a), clock.Now()
+		}
+		tok, err := a.Issuer.Generate(ctx, issuer.GenerateRequest{Subject: "s", ClientID: "c", Audience: []string{"api"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rotations[tok.KeyID] = true
+		if !cache[tok.KeyID] {
+			t.Fatalf("at %s a token is signed by %s, unknown to a JWKS cached at %s", clock.Now(), tok.KeyID, cachedAt)
+		}
+		live = append(live, issued{tok.AccessToken, tok.AccessExpiresAt})
+		kept := live[:0]
+		for _, l := range live {
+			if !clock.Now().Before(l.exp) {
+				continue
+			}
+			if _, err := a.Issuer.VerifyAccessToken(l.token, true); err != nil {
+				t.Fatalf("at %s a token that expires at %s no longer verifies: %v", clock.Now(), l.exp, err)
+			}
+			kept = append(kept, l)
+		}
+		live = kept
+	}
+	keys, _ := a.Set.Keys()
+	destroyed := 0
+	for _, k := range keys {
+		if k.Status == eventsv1.KeyStatus_KEY_STATUS_DESTROYED {
+			destroyed++
+		}
+	}
+	if len(rotations) < 3 || destroyed < 2 {
+		t.Fatalf("%d keys signed and %d were destroyed over 37 hours with a 12-hour period", len(rotations), destroyed)
+	}
+	if a.Set.Digest() != b.Set.Digest() {
+		t.Fatal("the replicas disagree on the keys")
+	}
+}
+
+func jwksKids(e *issuertest.Env) map[string]bool {
+	out := map[string]bool{}
+	for _, j := range e.Set.JWKS() {
+		out[j.Kid] = true
+	}
+	return out
+}
+
+// TestImmediateRotation: a compromised key is replaced at once, leaves the
+// JWKS at once, and the families it signed for can be revoked in one call.
+func TestImmediateRotation(t *testing.T) {
+	env := issuertest.New(t, issuertest.Options{Algorithm: signing.ES256})
+	ctx := context.Background()
+	var toks []issuer.Tokens
+	for range 3 {
+		tok, err := env.Issuer.Generate(ctx, issuer.GenerateRequest{Subject: "v", ClientID: "c", Audience: []string{"api"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		toks = append(toks, tok)
+	}
+	r, err := env.Keyring.Rotate(ctx, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Previous != toks[0].KeyID || r.KeyID == r.Previous {
+		t.Fatalf("rotation %+v", r)
+	}
+	if cur, _ := env.Set.ActiveKey(); cur.ID != r.KeyID {
+		t.Fatal("the new key does not sign at once")
+	}
+	if jwksKids(env)[r.Previous] {
+		t.Fatal("the compromised key is still in the JWKS")
+	}
+	if _, err := env.Issuer.VerifyAccessToken(toks[0].AccessToken, true); err == nil {
+		t.Fatal("a token of the compromised key still verifies")
+	}
+	n, err := env.Issuer.RevokeSignedBy(ctx, r.Previous)
+	if err != nil || n != 3 {
+		t.Fatalf("revoked %d families (%v), want 3", n, err)
+	}
+	for _, tok := range toks {
+		if _, err := env.Issuer.Refresh(ctx, issuer.RefreshRequest{RefreshToken: tok.RefreshToken, ClientID: "c"}); !errors.Is(err, issuer.ErrFamilyRevoked) {
+			t.Fatalf("refresh after the compromise: %v", err)
+		}
 	}
 }
 
@@ -129,14 +283,57 @@ func TestResumesInterruptedCreation(t *testing.T) {
 		eventlog.Expect{Filter: log.Subjects().Keys(), Seq: head.Seq}); err != nil {
 		t.Fatal(err)
 	}
-	// The "restart": a replica configured for ES384.
-	env := issuertest.New(t, issuertest.Options{Conn: node.Conn, Algorithm: signing.ES384})
-	k, ok := env.Set.ActiveKey()
-	if !ok || k.ID != s.KeyID() {
-		t.Fatalf("active key %s, want the interrupted %s", k.ID, s.KeyID())
+	// The "restart": a replica configured for ES384 adopts the
+	// interrupted key instead of making another.
+	env := issuertest.New(t, issuertest.Options{Conn: node.Conn, Algorithm: signing.ES384, Prepublish: time.Minute})
+	if err := env.Keyring.Tick(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	k, ok := stagedKey(env)
+	if !ok || k.ID != s.KeyID() || k.Status != eventsv1.KeyStatus_KEY_STATUS_PUBLISHED {
+		t.Fatalf("staged key %s %v, want the interrupted %s published", k.ID, k.Status, s.KeyID())
 	}
 	keys, _ := env.Set.Keys()
 	if len(keys) != 2 {
-		t.Fatalf("%d keys, want 2 (the ES256 one retired, the adopted ES384 one)", len(keys))
+		t.Fatalf("%d keys, want 2 (the active ES256 one and the adopted ES384 one)", len(keys))
+	}
+}
+
+// TestReplicasRaceToRotate: four replicas asked to rotate at once stage
+// one key between them.
+func TestReplicasRaceToRotate(t *testing.T) {
+	node := eventlogtest.SingleNode(t)
+	clock := issuertest.NewClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	var envs []*issuertest.Env
+	for range 4 {
+		nc, err := node.Embedded.Connect()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		envs = append(envs, issuertest.New(t, issuertest.Options{Conn: nc, Clock: clock, Algorithm: signing.EdDSA}))
+	}
+	var wg sync.WaitGroup
+	got := make([]string, len(envs))
+	for i, e := range envs {
+		wg.Go(func() {
+			r, err := e.Keyring.Rotate(context.Background(), false)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			got[i] = r.KeyID
+		})
+	}
+	wg.Wait()
+	envs[0].CaughtUp(t)
+	keys, _ := envs[0].Set.Keys()
+	if len(keys) != 2 {
+		t.Fatalf("%d keys after four concurrent rotations, want 2 (one active, one staged)", len(keys))
+	}
+	for i := range got {
+		if got[i] != keys[1].ID {
+			t.Fatalf("replica %d reports %s, the staged key is %s", i, got[i], keys[1].ID)
+		}
 	}
 }

@@ -34,6 +34,9 @@ commands:
                                rebuild every projection from the log and
                                compare it with the live one of tokend
   keys list                    signing keys and their lifecycle
+  keys rotate [--immediate] [--revoke-families]
+                               ask tokend to stage a new key, or with
+                               --immediate replace a compromised one at once
 
 flags (environment in brackets):
 `
@@ -160,6 +163,14 @@ func (o *options) command(args []string) (func(context.Context) error, error) {
 		return func(ctx context.Context) error { return o.auditAt(ctx, at, args[3]) }, nil
 	case "keys list":
 		return o.keysList, nil
+	case "keys rotate":
+		fs, _ := sub("keys rotate", 0)
+		immediate := fs.Bool("immediate", false, "activate a new key now and remove the current one from the JWKS now (compromise)")
+		revoke := fs.Bool("revoke-families", false, "with --immediate: revoke every family the old key signed for")
+		if err := fs.Parse(args[2:]); err != nil {
+			return nil, err
+		}
+		return func(ctx context.Context) error { return o.keysRotate(ctx, *immediate, *revoke) }, nil
 	}
 	switch args[0] {
 	case "export":

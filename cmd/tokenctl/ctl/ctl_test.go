@@ -312,3 +312,40 @@ func (w lockedWriter) Write(p []byte) (int, error) {
 	defer w.mu.Unlock()
 	return w.b.Write(p)
 }
+
+// TestKeysRotate: tokenctl asks tokend to rotate; a plain rotation stages a
+// key, an immediate one replaces the active key and revokes its families.
+func TestKeysRotate(t *testing.T) {
+	e := start(t)
+	scenario(t, e)
+	code, out, stderr := e.run(t, "--json", "keys", "rotate")
+	if code != 0 {
+		t.Fatalf("rotate: exit %d %s", code, stderr)
+	}
+	var staged map[string]any
+	if err := json.Unmarshal([]byte(out), &staged); err != nil || staged["key_id"] == staged["previous_key_id"] {
+		t.Fatalf("rotate: %q %v", out, err)
+	}
+	fresh, err := e.client.GenerateTokens(context.Background(), connect.NewRequest(&tokenv1.GenerateTokensRequest{Subject: "z", ClientId: "web", Audience: []string{"api"}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, out, stderr = e.run(t, "--json", "keys", "rotate", "--immediate", "--revoke-families")
+	var r map[string]any
+	if code != 0 || json.Unmarshal([]byte(out), &r) != nil {
+		t.Fatalf("immediate rotate: exit %d %q %s", code, out, stderr)
+	}
+	// Family B was already revoked and A too (reuse); the fresh one is
+	// the only active family the old key signed for.
+	if r["revoked_families"] != float64(1) || r["previous_key_id"] != staged["previous_key_id"] {
+		t.Fatalf("immediate rotate: %v", r)
+	}
+	_, err = e.client.RefreshTokens(context.Background(), connect.NewRequest(&tokenv1.RefreshTokensRequest{RefreshToken: fresh.Msg.GetRefreshToken(), ClientId: "web"}))
+	if err == nil {
+		t.Fatal("a family of the compromised key still refreshes")
+	}
+	code, out, _ = e.run(t, "keys", "list")
+	if code != 0 || !strings.Contains(out, "destroyed") || !strings.Contains(out, "active") || !strings.Contains(out, "published") {
+		t.Fatalf("keys list after rotations:\n%s", out)
+	}
+}

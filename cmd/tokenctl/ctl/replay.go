@@ -10,8 +10,12 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"connectrpc.com/connect"
+
 	"github.com/auth-platform/tokenservice/eventlog"
 	"github.com/auth-platform/tokenservice/projections"
+	tokenv1 "github.com/auth-platform/tokenservice/proto/token/v1"
+	"github.com/auth-platform/tokenservice/proto/token/v1/tokenv1connect"
 )
 
 // replayVerify rebuilds every projection from the log in memory, up to
@@ -120,4 +124,25 @@ func (o *options) keysList(ctx context.Context) error {
 			strings.ToLower(strings.TrimPrefix(k.Status.String(), "KEY_STATUS_")), ts(k.GeneratedAt), ts(k.ActivatedAt), ts(k.RetiredAt))
 	}
 	return tw.Flush()
+}
+
+// keysRotate asks tokend to rotate: key material never passes through
+// tokenctl (only the service can seal it).
+func (o *options) keysRotate(ctx context.Context, immediate, revoke bool) error {
+	client := tokenv1connect.NewTokenServiceClient(http.DefaultClient, strings.TrimRight(o.service, "/"))
+	resp, err := client.RotateSigningKey(ctx, connect.NewRequest(&tokenv1.RotateSigningKeyRequest{Immediate: immediate, RevokeFamilies: revoke}))
+	if err != nil {
+		return fmt.Errorf("rotate: %w", err)
+	}
+	r := resp.Msg
+	if o.json {
+		return json.NewEncoder(o.stdout).Encode(map[string]any{"key_id": r.GetKeyId(), "previous_key_id": r.GetPreviousKeyId(),
+			"activates_at": r.GetActivatesAt().AsTime(), "revoked_families": r.GetRevokedFamilies()})
+	}
+	fmt.Fprintf(o.stdout, "new key %s (replaces %s) signs from %s", r.GetKeyId(), r.GetPreviousKeyId(), r.GetActivatesAt().AsTime().UTC().Format(time.RFC3339))
+	if immediate {
+		fmt.Fprintf(o.stdout, "; %s left the JWKS; %d families revoked", r.GetPreviousKeyId(), r.GetRevokedFamilies())
+	}
+	fmt.Fprintln(o.stdout)
+	return nil
 }

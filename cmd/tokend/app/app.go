@@ -48,10 +48,12 @@ type Main struct {
 	tracerProvider trace.TracerProvider // nil: tracing off
 	stopTracing    func(context.Context) error
 
-	closing  atomic.Bool
-	cancel   context.CancelFunc
-	done     chan struct{}
-	serveErr chan error
+	closing atomic.Bool
+
+	lifecycleDone chan struct{}
+	cancel        context.CancelFunc
+	done          chan struct{}
+	serveErr      chan error
 }
 
 // NewLogger returns the JSON (or text) logger of cfg on stderr; records
@@ -156,15 +158,18 @@ func (m *Main) start(ctx context.Context) error {
 		return fmt.Errorf("projections did not catch up: %w", ctx.Err())
 	}
 
-	m.Keyring, err = keyring.New(m.Log, m.Set, m.Runner, sealer, keyring.Config{Rand: rand.Reader, Retention: cfg.KeyRetention})
+	m.Keyring, err = keyring.New(m.Log, m.Set, m.Runner, sealer, keyring.Config{Rand: rand.Reader, Algorithm: cfg.Algorithm,
+		Retention: cfg.KeyRetention, Prepublish: cfg.Prepublish, RotationPeriod: cfg.RotationPeriod})
 	if err != nil {
 		return err
 	}
-	kid, err := m.Keyring.EnsureActive(ctx, cfg.Algorithm)
+	kid, err := m.Keyring.EnsureActive(ctx)
 	if err != nil {
 		return fmt.Errorf("signing key: %w", err)
 	}
 	m.Logger.Info("signing key active", "kid", kid, "algorithm", string(cfg.Algorithm))
+	m.lifecycleDone = make(chan struct{})
+	go m.runKeyLifecycle(runCtx)
 
 	m.Issuer, err = issuer.New(m.Log, m.Keyring, familyIndex{m.Set, m.Runner}, sealer, issuer.Config{
 		Issuer: cfg.Issuer, AccessTTL: cfg.AccessTTL, RefreshTTL: cfg.RefreshTTL, Grace: cfg.Grace,
@@ -185,7 +190,7 @@ func (m *Main) start(ctx context.Context) error {
 		return err
 	}
 	m.handler = rpc.New(rpc.Config{
-		Issuer: m.Issuer, DPoP: m.DPoP, Keys: m.Set, Projections: m.Set, Metrics: m.Metrics, Logger: m.Logger,
+		Issuer: m.Issuer, DPoP: m.DPoP, Keys: m.Set, KeyAdmin: m.Keyring, Projections: m.Set, Metrics: m.Metrics, Logger: m.Logger,
 		MaxRequestBytes: cfg.MaxRequestBytes, JWKSMaxAge: cfg.JWKSMaxAge, TracerProvider: m.tracerProvider,
 		Ready: func() bool {
 			if m.closing.Load() {
@@ -260,6 +265,9 @@ func (m *Main) Close(ctx context.Context) error {
 	if m.cancel != nil {
 		m.cancel()
 		<-m.done
+		if m.lifecycleDone != nil {
+			<-m.lifecycleDone
+		}
 	}
 	if m.stopTracing != nil {
 		if err := m.stopTracing(ctx); err != nil {
@@ -334,6 +342,33 @@ type familyIndex struct {
 func (f familyIndex) FamiliesOf(subject string) []projections.Family {
 	return f.set.FamiliesOf(subject)
 }
+func (f familyIndex) FamiliesSignedBy(kid string) []projections.Family {
+	return f.set.FamiliesSignedBy(kid)
+}
 func (f familyIndex) WaitFor(ctx context.Context, seq uint64) error {
 	return f.runner.WaitFor(ctx, seq)
+}
+
+// keyTick is how often the key lifecycle is moved along; every replica
+// does it, and key events are serialized, so they agree.
+const keyTick = 10 * time.Second
+
+// runKeyLifecycle stages, activates, retires and destroys keys on time
+// until ctx ends.
+func (m *Main) runKeyLifecycle(ctx context.Context) {
+	defer close(m.lifecycleDone)
+	t := time.NewTicker(keyTick)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		tctx, cancel := context.WithTimeout(ctx, time.Minute)
+		if err := m.Keyring.Tick(tctx); err != nil && ctx.Err() == nil {
+			m.Logger.Error("key lifecycle step failed; retrying at the next tick", "error", err)
+		}
+		cancel()
+	}
 }

@@ -43,6 +43,8 @@ type Config struct {
 	SubjectPrefix   string
 	JWKSMaxAge      time.Duration
 	KeyRetention    time.Duration
+	Prepublish      time.Duration
+	RotationPeriod  time.Duration
 	MaxRequestBytes int
 	ShutdownTimeout time.Duration
 	LogLevel        slog.Level
@@ -90,6 +92,8 @@ var Variables = []struct{ Name, Default, Meaning string }{
 	{"NATS_SUBJECT_PREFIX", "token", "subject prefix of every event"},
 	{"JWKS_MAX_AGE", "300", "Cache-Control max-age of the JWKS"},
 	{"JWKS_KEY_RETENTION", "86400", "how long a retired key stays in the JWKS (at least ACCESS_TOKEN_TTL)"},
+	{"JWKS_PREPUBLISH", "JWKS_MAX_AGE + 60", "how long a new key is in the JWKS before it signs (at least JWKS_MAX_AGE)"},
+	{"KEY_ROTATION_PERIOD", "2592000", "how long a key signs before the next takes over (30 days); 0 disables scheduled rotation"},
 	{"DPOP_ALGORITHMS", "ES256,ES384,RS256,PS256,EdDSA", "algorithms accepted in DPoP proofs (asymmetric only)"},
 	{"DPOP_CLOCK_SKEW", "60", "how old a DPoP proof's iat may be (future-dated proofs get 5s)"},
 	{"DPOP_JTI_TTL", "300", "how long a DPoP proof's jti stays claimed in the log (at least DPOP_CLOCK_SKEW + 5s)"},
@@ -124,6 +128,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		SubjectPrefix:   p.str("NATS_SUBJECT_PREFIX", "token"),
 		JWKSMaxAge:      p.duration("JWKS_MAX_AGE", 300*time.Second, time.Second),
 		KeyRetention:    p.duration("JWKS_KEY_RETENTION", 86400*time.Second, time.Second),
+		RotationPeriod:  p.duration("KEY_ROTATION_PERIOD", 30*24*time.Hour, 0),
 		MaxRequestBytes: p.integer("MAX_REQUEST_BYTES", 64<<10, 1024, 16<<20),
 		ShutdownTimeout: p.duration("SHUTDOWN_TIMEOUT", 30*time.Second, time.Second),
 		LogFormat:       p.str("LOG_FORMAT", "json"),
@@ -210,6 +215,13 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	}
 	if c.Grace >= c.RefreshTTL {
 		p.fail("REFRESH_REUSE_GRACE", "must be shorter than REFRESH_TOKEN_TTL")
+	}
+	c.Prepublish = p.duration("JWKS_PREPUBLISH", c.JWKSMaxAge+time.Minute, time.Second)
+	if c.Prepublish < c.JWKSMaxAge {
+		p.fail("JWKS_PREPUBLISH", "must be at least JWKS_MAX_AGE, or a verifier that cached the JWKS could meet an unknown kid")
+	}
+	if c.RotationPeriod != 0 && c.RotationPeriod <= c.Prepublish {
+		p.fail("KEY_ROTATION_PERIOD", "must be 0 or longer than JWKS_PREPUBLISH")
 	}
 	if c.KeyRetention < c.AccessTTL {
 		p.fail("JWKS_KEY_RETENTION", "must be at least ACCESS_TOKEN_TTL, or tokens would outlive their key in the JWKS")

@@ -14,6 +14,7 @@ import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	structpb "google.golang.org/protobuf/types/known/structpb"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -893,11 +894,327 @@ func (x *OAuthError) GetErrorDescription() string {
 	return ""
 }
 
+type RotateSigningKeyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Activate a new key at once and remove the active key from the JWKS at
+	// once: its tokens stop verifying. For a compromised key.
+	Immediate bool `protobuf:"varint,1,opt,name=immediate,proto3" json:"immediate,omitempty"`
+	// With immediate: also revoke every family whose tokens the old key
+	// signed (reason key_compromise).
+	RevokeFamilies bool `protobuf:"varint,2,opt,name=revoke_families,json=revokeFamilies,proto3" json:"revoke_families,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *RotateSigningKeyRequest) Reset() {
+	*x = RotateSigningKeyRequest{}
+	mi := &file_token_v1_token_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateSigningKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateSigningKeyRequest) ProtoMessage() {}
+
+func (x *RotateSigningKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_token_v1_token_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateSigningKeyRequest.ProtoReflect.Descriptor instead.
+func (*RotateSigningKeyRequest) Descriptor() ([]byte, []int) {
+	return file_token_v1_token_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *RotateSigningKeyRequest) GetImmediate() bool {
+	if x != nil {
+		return x.Immediate
+	}
+	return false
+}
+
+func (x *RotateSigningKeyRequest) GetRevokeFamilies() bool {
+	if x != nil {
+		return x.RevokeFamilies
+	}
+	return false
+}
+
+type RotateSigningKeyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	KeyId         string                 `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	PreviousKeyId string                 `protobuf:"bytes,2,opt,name=previous_key_id,json=previousKeyId,proto3" json:"previous_key_id,omitempty"`
+	// When the new key signs: now for an immediate rotation, else after its
+	// pre-publication in the JWKS.
+	ActivatesAt     *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=activates_at,json=activatesAt,proto3" json:"activates_at,omitempty"`
+	RevokedFamilies int64                  `protobuf:"varint,4,opt,name=revoked_families,json=revokedFamilies,proto3" json:"revoked_families,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *RotateSigningKeyResponse) Reset() {
+	*x = RotateSigningKeyResponse{}
+	mi := &file_token_v1_token_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateSigningKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateSigningKeyResponse) ProtoMessage() {}
+
+func (x *RotateSigningKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_token_v1_token_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateSigningKeyResponse.ProtoReflect.Descriptor instead.
+func (*RotateSigningKeyResponse) Descriptor() ([]byte, []int) {
+	return file_token_v1_token_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *RotateSigningKeyResponse) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *RotateSigningKeyResponse) GetPreviousKeyId() string {
+	if x != nil {
+		return x.PreviousKeyId
+	}
+	return ""
+}
+
+func (x *RotateSigningKeyResponse) GetActivatesAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ActivatesAt
+	}
+	return nil
+}
+
+func (x *RotateSigningKeyResponse) GetRevokedFamilies() int64 {
+	if x != nil {
+		return x.RevokedFamilies
+	}
+	return 0
+}
+
+type ListSigningKeysRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSigningKeysRequest) Reset() {
+	*x = ListSigningKeysRequest{}
+	mi := &file_token_v1_token_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSigningKeysRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSigningKeysRequest) ProtoMessage() {}
+
+func (x *ListSigningKeysRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_token_v1_token_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSigningKeysRequest.ProtoReflect.Descriptor instead.
+func (*ListSigningKeysRequest) Descriptor() ([]byte, []int) {
+	return file_token_v1_token_proto_rawDescGZIP(), []int{13}
+}
+
+type ListSigningKeysResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Keys          []*SigningKey          `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSigningKeysResponse) Reset() {
+	*x = ListSigningKeysResponse{}
+	mi := &file_token_v1_token_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSigningKeysResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSigningKeysResponse) ProtoMessage() {}
+
+func (x *ListSigningKeysResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_token_v1_token_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSigningKeysResponse.ProtoReflect.Descriptor instead.
+func (*ListSigningKeysResponse) Descriptor() ([]byte, []int) {
+	return file_token_v1_token_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ListSigningKeysResponse) GetKeys() []*SigningKey {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+// SigningKey is a signing key and its lifecycle.
+type SigningKey struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	KeyId     string                 `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	Algorithm string                 `protobuf:"bytes,2,opt,name=algorithm,proto3" json:"algorithm,omitempty"`
+	Backend   string                 `protobuf:"bytes,3,opt,name=backend,proto3" json:"backend,omitempty"`
+	// generated, published, active, retired or destroyed.
+	Status        string                 `protobuf:"bytes,4,opt,name=status,proto3" json:"status,omitempty"`
+	GeneratedAt   *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=generated_at,json=generatedAt,proto3" json:"generated_at,omitempty"`
+	PublishedAt   *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=published_at,json=publishedAt,proto3" json:"published_at,omitempty"`
+	ActivatedAt   *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=activated_at,json=activatedAt,proto3" json:"activated_at,omitempty"`
+	RetiredAt     *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=retired_at,json=retiredAt,proto3" json:"retired_at,omitempty"`
+	RetainUntil   *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=retain_until,json=retainUntil,proto3" json:"retain_until,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SigningKey) Reset() {
+	*x = SigningKey{}
+	mi := &file_token_v1_token_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SigningKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SigningKey) ProtoMessage() {}
+
+func (x *SigningKey) ProtoReflect() protoreflect.Message {
+	mi := &file_token_v1_token_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SigningKey.ProtoReflect.Descriptor instead.
+func (*SigningKey) Descriptor() ([]byte, []int) {
+	return file_token_v1_token_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *SigningKey) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *SigningKey) GetAlgorithm() string {
+	if x != nil {
+		return x.Algorithm
+	}
+	return ""
+}
+
+func (x *SigningKey) GetBackend() string {
+	if x != nil {
+		return x.Backend
+	}
+	return ""
+}
+
+func (x *SigningKey) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *SigningKey) GetGeneratedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.GeneratedAt
+	}
+	return nil
+}
+
+func (x *SigningKey) GetPublishedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.PublishedAt
+	}
+	return nil
+}
+
+func (x *SigningKey) GetActivatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ActivatedAt
+	}
+	return nil
+}
+
+func (x *SigningKey) GetRetiredAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RetiredAt
+	}
+	return nil
+}
+
+func (x *SigningKey) GetRetainUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RetainUntil
+	}
+	return nil
+}
+
 var File_token_v1_token_proto protoreflect.FileDescriptor
 
 const file_token_v1_token_proto_rawDesc = "" +
 	"\n" +
-	"\x14token/v1/token.proto\x12\btoken.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xb4\x02\n" +
+	"\x14token/v1/token.proto\x12\btoken.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb4\x02\n" +
 	"\x15GenerateTokensRequest\x12\x18\n" +
 	"\asubject\x18\x01 \x01(\tR\asubject\x12\x1b\n" +
 	"\tclient_id\x18\x02 \x01(\tR\bclientId\x12\x1a\n" +
@@ -966,13 +1283,38 @@ const file_token_v1_token_proto_rawDesc = "" +
 	"\n" +
 	"OAuthError\x12\x14\n" +
 	"\x05error\x18\x01 \x01(\tR\x05error\x12+\n" +
-	"\x11error_description\x18\x02 \x01(\tR\x10errorDescription2\x84\x03\n" +
+	"\x11error_description\x18\x02 \x01(\tR\x10errorDescription\"`\n" +
+	"\x17RotateSigningKeyRequest\x12\x1c\n" +
+	"\timmediate\x18\x01 \x01(\bR\timmediate\x12'\n" +
+	"\x0frevoke_families\x18\x02 \x01(\bR\x0erevokeFamilies\"\xc3\x01\n" +
+	"\x18RotateSigningKeyResponse\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12&\n" +
+	"\x0fprevious_key_id\x18\x02 \x01(\tR\rpreviousKeyId\x12=\n" +
+	"\factivates_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\vactivatesAt\x12)\n" +
+	"\x10revoked_families\x18\x04 \x01(\x03R\x0frevokedFamilies\"\x18\n" +
+	"\x16ListSigningKeysRequest\"C\n" +
+	"\x17ListSigningKeysResponse\x12(\n" +
+	"\x04keys\x18\x01 \x03(\v2\x14.token.v1.SigningKeyR\x04keys\"\xaa\x03\n" +
+	"\n" +
+	"SigningKey\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x1c\n" +
+	"\talgorithm\x18\x02 \x01(\tR\talgorithm\x12\x18\n" +
+	"\abackend\x18\x03 \x01(\tR\abackend\x12\x16\n" +
+	"\x06status\x18\x04 \x01(\tR\x06status\x12=\n" +
+	"\fgenerated_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\vgeneratedAt\x12=\n" +
+	"\fpublished_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vpublishedAt\x12=\n" +
+	"\factivated_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\vactivatedAt\x129\n" +
+	"\n" +
+	"retired_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tretiredAt\x12=\n" +
+	"\fretain_until\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\vretainUntil2\xbc\x04\n" +
 	"\fTokenService\x12J\n" +
 	"\x0eGenerateTokens\x12\x1f.token.v1.GenerateTokensRequest\x1a\x17.token.v1.TokenResponse\x12H\n" +
 	"\rRefreshTokens\x12\x1e.token.v1.RefreshTokensRequest\x1a\x17.token.v1.TokenResponse\x12J\n" +
 	"\vRevokeToken\x12\x1c.token.v1.RevokeTokenRequest\x1a\x1d.token.v1.RevokeTokenResponse\x12C\n" +
 	"\aGetJWKS\x12\x18.token.v1.GetJWKSRequest\x1a\x19.token.v1.GetJWKSResponse\"\x03\x90\x02\x01\x12M\n" +
-	"\fValidateDPoP\x12\x1d.token.v1.ValidateDPoPRequest\x1a\x1e.token.v1.ValidateDPoPResponseB>Z<github.com/auth-platform/tokenservice/proto/token/v1;tokenv1b\x06proto3"
+	"\fValidateDPoP\x12\x1d.token.v1.ValidateDPoPRequest\x1a\x1e.token.v1.ValidateDPoPResponse\x12Y\n" +
+	"\x10RotateSigningKey\x12!.token.v1.RotateSigningKeyRequest\x1a\".token.v1.RotateSigningKeyResponse\x12[\n" +
+	"\x0fListSigningKeys\x12 .token.v1.ListSigningKeysRequest\x1a!.token.v1.ListSigningKeysResponse\"\x03\x90\x02\x01B>Z<github.com/auth-platform/tokenservice/proto/token/v1;tokenv1b\x06proto3"
 
 var (
 	file_token_v1_token_proto_rawDescOnce sync.Once
@@ -986,39 +1328,56 @@ func file_token_v1_token_proto_rawDescGZIP() []byte {
 	return file_token_v1_token_proto_rawDescData
 }
 
-var file_token_v1_token_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_token_v1_token_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_token_v1_token_proto_goTypes = []any{
-	(*GenerateTokensRequest)(nil), // 0: token.v1.GenerateTokensRequest
-	(*RefreshTokensRequest)(nil),  // 1: token.v1.RefreshTokensRequest
-	(*TokenResponse)(nil),         // 2: token.v1.TokenResponse
-	(*RevokeTokenRequest)(nil),    // 3: token.v1.RevokeTokenRequest
-	(*RevokeTokenResponse)(nil),   // 4: token.v1.RevokeTokenResponse
-	(*GetJWKSRequest)(nil),        // 5: token.v1.GetJWKSRequest
-	(*GetJWKSResponse)(nil),       // 6: token.v1.GetJWKSResponse
-	(*JWK)(nil),                   // 7: token.v1.JWK
-	(*ValidateDPoPRequest)(nil),   // 8: token.v1.ValidateDPoPRequest
-	(*ValidateDPoPResponse)(nil),  // 9: token.v1.ValidateDPoPResponse
-	(*OAuthError)(nil),            // 10: token.v1.OAuthError
-	(*structpb.Struct)(nil),       // 11: google.protobuf.Struct
+	(*GenerateTokensRequest)(nil),    // 0: token.v1.GenerateTokensRequest
+	(*RefreshTokensRequest)(nil),     // 1: token.v1.RefreshTokensRequest
+	(*TokenResponse)(nil),            // 2: token.v1.TokenResponse
+	(*RevokeTokenRequest)(nil),       // 3: token.v1.RevokeTokenRequest
+	(*RevokeTokenResponse)(nil),      // 4: token.v1.RevokeTokenResponse
+	(*GetJWKSRequest)(nil),           // 5: token.v1.GetJWKSRequest
+	(*GetJWKSResponse)(nil),          // 6: token.v1.GetJWKSResponse
+	(*JWK)(nil),                      // 7: token.v1.JWK
+	(*ValidateDPoPRequest)(nil),      // 8: token.v1.ValidateDPoPRequest
+	(*ValidateDPoPResponse)(nil),     // 9: token.v1.ValidateDPoPResponse
+	(*OAuthError)(nil),               // 10: token.v1.OAuthError
+	(*RotateSigningKeyRequest)(nil),  // 11: token.v1.RotateSigningKeyRequest
+	(*RotateSigningKeyResponse)(nil), // 12: token.v1.RotateSigningKeyResponse
+	(*ListSigningKeysRequest)(nil),   // 13: token.v1.ListSigningKeysRequest
+	(*ListSigningKeysResponse)(nil),  // 14: token.v1.ListSigningKeysResponse
+	(*SigningKey)(nil),               // 15: token.v1.SigningKey
+	(*structpb.Struct)(nil),          // 16: google.protobuf.Struct
+	(*timestamppb.Timestamp)(nil),    // 17: google.protobuf.Timestamp
 }
 var file_token_v1_token_proto_depIdxs = []int32{
-	11, // 0: token.v1.GenerateTokensRequest.extra_claims:type_name -> google.protobuf.Struct
+	16, // 0: token.v1.GenerateTokensRequest.extra_claims:type_name -> google.protobuf.Struct
 	7,  // 1: token.v1.GetJWKSResponse.keys:type_name -> token.v1.JWK
-	0,  // 2: token.v1.TokenService.GenerateTokens:input_type -> token.v1.GenerateTokensRequest
-	1,  // 3: token.v1.TokenService.RefreshTokens:input_type -> token.v1.RefreshTokensRequest
-	3,  // 4: token.v1.TokenService.RevokeToken:input_type -> token.v1.RevokeTokenRequest
-	5,  // 5: token.v1.TokenService.GetJWKS:input_type -> token.v1.GetJWKSRequest
-	8,  // 6: token.v1.TokenService.ValidateDPoP:input_type -> token.v1.ValidateDPoPRequest
-	2,  // 7: token.v1.TokenService.GenerateTokens:output_type -> token.v1.TokenResponse
-	2,  // 8: token.v1.TokenService.RefreshTokens:output_type -> token.v1.TokenResponse
-	4,  // 9: token.v1.TokenService.RevokeToken:output_type -> token.v1.RevokeTokenResponse
-	6,  // 10: token.v1.TokenService.GetJWKS:output_type -> token.v1.GetJWKSResponse
-	9,  // 11: token.v1.TokenService.ValidateDPoP:output_type -> token.v1.ValidateDPoPResponse
-	7,  // [7:12] is the sub-list for method output_type
-	2,  // [2:7] is the sub-list for method input_type
-	2,  // [2:2] is the sub-list for extension type_name
-	2,  // [2:2] is the sub-list for extension extendee
-	0,  // [0:2] is the sub-list for field type_name
+	17, // 2: token.v1.RotateSigningKeyResponse.activates_at:type_name -> google.protobuf.Timestamp
+	15, // 3: token.v1.ListSigningKeysResponse.keys:type_name -> token.v1.SigningKey
+	17, // 4: token.v1.SigningKey.generated_at:type_name -> google.protobuf.Timestamp
+	17, // 5: token.v1.SigningKey.published_at:type_name -> google.protobuf.Timestamp
+	17, // 6: token.v1.SigningKey.activated_at:type_name -> google.protobuf.Timestamp
+	17, // 7: token.v1.SigningKey.retired_at:type_name -> google.protobuf.Timestamp
+	17, // 8: token.v1.SigningKey.retain_until:type_name -> google.protobuf.Timestamp
+	0,  // 9: token.v1.TokenService.GenerateTokens:input_type -> token.v1.GenerateTokensRequest
+	1,  // 10: token.v1.TokenService.RefreshTokens:input_type -> token.v1.RefreshTokensRequest
+	3,  // 11: token.v1.TokenService.RevokeToken:input_type -> token.v1.RevokeTokenRequest
+	5,  // 12: token.v1.TokenService.GetJWKS:input_type -> token.v1.GetJWKSRequest
+	8,  // 13: token.v1.TokenService.ValidateDPoP:input_type -> token.v1.ValidateDPoPRequest
+	11, // 14: token.v1.TokenService.RotateSigningKey:input_type -> token.v1.RotateSigningKeyRequest
+	13, // 15: token.v1.TokenService.ListSigningKeys:input_type -> token.v1.ListSigningKeysRequest
+	2,  // 16: token.v1.TokenService.GenerateTokens:output_type -> token.v1.TokenResponse
+	2,  // 17: token.v1.TokenService.RefreshTokens:output_type -> token.v1.TokenResponse
+	4,  // 18: token.v1.TokenService.RevokeToken:output_type -> token.v1.RevokeTokenResponse
+	6,  // 19: token.v1.TokenService.GetJWKS:output_type -> token.v1.GetJWKSResponse
+	9,  // 20: token.v1.TokenService.ValidateDPoP:output_type -> token.v1.ValidateDPoPResponse
+	12, // 21: token.v1.TokenService.RotateSigningKey:output_type -> token.v1.RotateSigningKeyResponse
+	14, // 22: token.v1.TokenService.ListSigningKeys:output_type -> token.v1.ListSigningKeysResponse
+	16, // [16:23] is the sub-list for method output_type
+	9,  // [9:16] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_token_v1_token_proto_init() }
@@ -1038,7 +1397,7 @@ func file_token_v1_token_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_token_v1_token_proto_rawDesc), len(file_token_v1_token_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -50,6 +50,12 @@ const (
 	// TokenServiceValidateDPoPProcedure is the fully-qualified name of the TokenService's ValidateDPoP
 	// RPC.
 	TokenServiceValidateDPoPProcedure = "/token.v1.TokenService/ValidateDPoP"
+	// TokenServiceRotateSigningKeyProcedure is the fully-qualified name of the TokenService's
+	// RotateSigningKey RPC.
+	TokenServiceRotateSigningKeyProcedure = "/token.v1.TokenService/RotateSigningKey"
+	// TokenServiceListSigningKeysProcedure is the fully-qualified name of the TokenService's
+	// ListSigningKeys RPC.
+	TokenServiceListSigningKeysProcedure = "/token.v1.TokenService/ListSigningKeys"
 )
 
 // TokenServiceClient is a client for the token.v1.TokenService service.
@@ -67,6 +73,12 @@ type TokenServiceClient interface {
 	GetJWKS(context.Context, *connect.Request[v1.GetJWKSRequest]) (*connect.Response[v1.GetJWKSResponse], error)
 	// ValidateDPoP checks a DPoP proof (RFC 9449) for a resource server.
 	ValidateDPoP(context.Context, *connect.Request[v1.ValidateDPoPRequest]) (*connect.Response[v1.ValidateDPoPResponse], error)
+	// RotateSigningKey (admin) stages a new signing key that signs once it
+	// has been in the JWKS for the pre-publication time, or with immediate
+	// (key compromise) replaces the active key at once.
+	RotateSigningKey(context.Context, *connect.Request[v1.RotateSigningKeyRequest]) (*connect.Response[v1.RotateSigningKeyResponse], error)
+	// ListSigningKeys (admin) lists the signing keys and their lifecycle.
+	ListSigningKeys(context.Context, *connect.Request[v1.ListSigningKeysRequest]) (*connect.Response[v1.ListSigningKeysResponse], error)
 }
 
 // NewTokenServiceClient constructs a client for the token.v1.TokenService service. By default, it
@@ -111,16 +123,31 @@ func NewTokenServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(tokenServiceMethods.ByName("ValidateDPoP")),
 			connect.WithClientOptions(opts...),
 		),
+		rotateSigningKey: connect.NewClient[v1.RotateSigningKeyRequest, v1.RotateSigningKeyResponse](
+			httpClient,
+			baseURL+TokenServiceRotateSigningKeyProcedure,
+			connect.WithSchema(tokenServiceMethods.ByName("RotateSigningKey")),
+			connect.WithClientOptions(opts...),
+		),
+		listSigningKeys: connect.NewClient[v1.ListSigningKeysRequest, v1.ListSigningKeysResponse](
+			httpClient,
+			baseURL+TokenServiceListSigningKeysProcedure,
+			connect.WithSchema(tokenServiceMethods.ByName("ListSigningKeys")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // tokenServiceClient implements TokenServiceClient.
 type tokenServiceClient struct {
-	generateTokens *connect.Client[v1.GenerateTokensRequest, v1.TokenResponse]
-	refreshTokens  *connect.Client[v1.RefreshTokensRequest, v1.TokenResponse]
-	revokeToken    *connect.Client[v1.RevokeTokenRequest, v1.RevokeTokenResponse]
-	getJWKS        *connect.Client[v1.GetJWKSRequest, v1.GetJWKSResponse]
-	validateDPoP   *connect.Client[v1.ValidateDPoPRequest, v1.ValidateDPoPResponse]
+	generateTokens   *connect.Client[v1.GenerateTokensRequest, v1.TokenResponse]
+	refreshTokens    *connect.Client[v1.RefreshTokensRequest, v1.TokenResponse]
+	revokeToken      *connect.Client[v1.RevokeTokenRequest, v1.RevokeTokenResponse]
+	getJWKS          *connect.Client[v1.GetJWKSRequest, v1.GetJWKSResponse]
+	validateDPoP     *connect.Client[v1.ValidateDPoPRequest, v1.ValidateDPoPResponse]
+	rotateSigningKey *connect.Client[v1.RotateSigningKeyRequest, v1.RotateSigningKeyResponse]
+	listSigningKeys  *connect.Client[v1.ListSigningKeysRequest, v1.ListSigningKeysResponse]
 }
 
 // GenerateTokens calls token.v1.TokenService.GenerateTokens.
@@ -148,6 +175,16 @@ func (c *tokenServiceClient) ValidateDPoP(ctx context.Context, req *connect.Requ
 	return c.validateDPoP.CallUnary(ctx, req)
 }
 
+// RotateSigningKey calls token.v1.TokenService.RotateSigningKey.
+func (c *tokenServiceClient) RotateSigningKey(ctx context.Context, req *connect.Request[v1.RotateSigningKeyRequest]) (*connect.Response[v1.RotateSigningKeyResponse], error) {
+	return c.rotateSigningKey.CallUnary(ctx, req)
+}
+
+// ListSigningKeys calls token.v1.TokenService.ListSigningKeys.
+func (c *tokenServiceClient) ListSigningKeys(ctx context.Context, req *connect.Request[v1.ListSigningKeysRequest]) (*connect.Response[v1.ListSigningKeysResponse], error) {
+	return c.listSigningKeys.CallUnary(ctx, req)
+}
+
 // TokenServiceHandler is an implementation of the token.v1.TokenService service.
 type TokenServiceHandler interface {
 	// GenerateTokens starts a token family (one login of one client instance)
@@ -163,6 +200,12 @@ type TokenServiceHandler interface {
 	GetJWKS(context.Context, *connect.Request[v1.GetJWKSRequest]) (*connect.Response[v1.GetJWKSResponse], error)
 	// ValidateDPoP checks a DPoP proof (RFC 9449) for a resource server.
 	ValidateDPoP(context.Context, *connect.Request[v1.ValidateDPoPRequest]) (*connect.Response[v1.ValidateDPoPResponse], error)
+	// RotateSigningKey (admin) stages a new signing key that signs once it
+	// has been in the JWKS for the pre-publication time, or with immediate
+	// (key compromise) replaces the active key at once.
+	RotateSigningKey(context.Context, *connect.Request[v1.RotateSigningKeyRequest]) (*connect.Response[v1.RotateSigningKeyResponse], error)
+	// ListSigningKeys (admin) lists the signing keys and their lifecycle.
+	ListSigningKeys(context.Context, *connect.Request[v1.ListSigningKeysRequest]) (*connect.Response[v1.ListSigningKeysResponse], error)
 }
 
 // NewTokenServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -203,6 +246,19 @@ func NewTokenServiceHandler(svc TokenServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(tokenServiceMethods.ByName("ValidateDPoP")),
 		connect.WithHandlerOptions(opts...),
 	)
+	tokenServiceRotateSigningKeyHandler := connect.NewUnaryHandler(
+		TokenServiceRotateSigningKeyProcedure,
+		svc.RotateSigningKey,
+		connect.WithSchema(tokenServiceMethods.ByName("RotateSigningKey")),
+		connect.WithHandlerOptions(opts...),
+	)
+	tokenServiceListSigningKeysHandler := connect.NewUnaryHandler(
+		TokenServiceListSigningKeysProcedure,
+		svc.ListSigningKeys,
+		connect.WithSchema(tokenServiceMethods.ByName("ListSigningKeys")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/token.v1.TokenService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case TokenServiceGenerateTokensProcedure:
@@ -215,6 +271,10 @@ func NewTokenServiceHandler(svc TokenServiceHandler, opts ...connect.HandlerOpti
 			tokenServiceGetJWKSHandler.ServeHTTP(w, r)
 		case TokenServiceValidateDPoPProcedure:
 			tokenServiceValidateDPoPHandler.ServeHTTP(w, r)
+		case TokenServiceRotateSigningKeyProcedure:
+			tokenServiceRotateSigningKeyHandler.ServeHTTP(w, r)
+		case TokenServiceListSigningKeysProcedure:
+			tokenServiceListSigningKeysHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -242,4 +302,12 @@ func (UnimplementedTokenServiceHandler) GetJWKS(context.Context, *connect.Reques
 
 func (UnimplementedTokenServiceHandler) ValidateDPoP(context.Context, *connect.Request[v1.ValidateDPoPRequest]) (*connect.Response[v1.ValidateDPoPResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("token.v1.TokenService.ValidateDPoP is not implemented"))
+}
+
+func (UnimplementedTokenServiceHandler) RotateSigningKey(context.Context, *connect.Request[v1.RotateSigningKeyRequest]) (*connect.Response[v1.RotateSigningKeyResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("token.v1.TokenService.RotateSigningKey is not implemented"))
+}
+
+func (UnimplementedTokenServiceHandler) ListSigningKeys(context.Context, *connect.Request[v1.ListSigningKeysRequest]) (*connect.Response[v1.ListSigningKeysResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("token.v1.TokenService.ListSigningKeys is not implemented"))
 }
