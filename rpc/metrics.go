@@ -43,6 +43,8 @@ var procedures = []string{
 	tokenv1connect.TokenServiceRevokeTokenProcedure,
 	tokenv1connect.TokenServiceGetJWKSProcedure,
 	tokenv1connect.TokenServiceValidateDPoPProcedure,
+	tokenv1connect.TokenServiceRotateSigningKeyProcedure,
+	tokenv1connect.TokenServiceListSigningKeysProcedure,
 }
 
 // NewMetrics registers the metrics. lag, if not nil, reports the
