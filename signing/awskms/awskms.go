@@ -1,0 +1,142 @@
+// Package awskms is the signing backend whose keys live in AWS KMS: the
+// private key never leaves KMS; Sign sends the SHA-256 digest of the JWS
+// signing input (MessageType DIGEST) and converts the answer to the JOSE
+// form. RS256 uses RSASSA_PKCS1_V1_5_SHA_256, PS256 RSASSA_PSS_SHA_256 and
+// ES256 ECDSA_SHA_256, whose DER signature (RFC 3279 Ecdsa-Sig-Value) is
+// converted to R||S as RFC 7518 §3.4 requires.
+//
+// The SDK is used through API, the narrow interface of the calls this
+// package makes, so tests run it against the local-kms emulator and the
+// resilience wrapper (breaker, limiter) can sit in front of it.
+package awskms
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/asn1"
+	"errors"
+	"fmt"
+	"math/big"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/kms"
+	"github.com/aws/aws-sdk-go-v2/service/kms/types"
+
+	"github.com/auth-platform/tokenservice/signing"
+)
+
+// API is the part of the KMS client this package calls.
+type API interface {
+	Sign(ctx context.Context, in *kms.SignInput, opts ...func(*kms.Options)) (*kms.SignOutput, error)
+	GetPublicKey(ctx context.Context, in *kms.GetPublicKeyInput, opts ...func(*kms.Options)) (*kms.GetPublicKeyOutput, error)
+}
+
+var _ API = (*kms.Client)(nil)
+
+// Algorithms lists what this backend signs with.
+var Algorithms = []signing.Algorithm{signing.RS256, signing.PS256, signing.ES256}
+
+// KeySpec returns the KMS key spec for alg (RSA keys are 2048-bit).
+func KeySpec(alg signing.Algorithm) (types.KeySpec, error) {
+	switch alg {
+	case signing.RS256, signing.PS256:
+		return types.KeySpecRsa2048, nil
+	case signing.ES256:
+		return types.KeySpecEccNistP256, nil
+	}
+	return "", fmt.Errorf("%w: %s with AWS KMS", signing.ErrUnsupportedAlgorithm, alg)
+}
+
+func kmsAlgorithm(alg signing.Algorithm) (types.SigningAlgorithmSpec, error) {
+	switch alg {
+	case signing.RS256:
+		return types.SigningAlgorithmSpecRsassaPkcs1V15Sha256, nil
+	case signing.PS256:
+		return types.SigningAlgorithmSpecRsassaPssSha256, nil
+	case signing.ES256:
+		return types.SigningAlgorithmSpecEcdsaSha256, nil
+	}
+	return "", fmt.Errorf("%w: %s with AWS KMS", signing.ErrUnsupportedAlgorithm, alg)
+}
+
+// Signer signs with one KMS key. It is safe for concurrent use.
+type Signer struct {
+	api   API
+	keyID string
+	alg   signing.Algorithm
+	spec  types.SigningAlgorithmSpec
+	jwk   signing.JWK
+}
+
+var _ signing.Signer = (*Signer)(nil)
+
+// New returns a signer for the KMS key keyID (ID, ARN or alias) with alg.
+// It fetches the public key once, checks it fits alg, and derives the key
+// ID (RFC 7638 thumbprint) from it.
+func New(ctx context.Context, api API, keyID string, alg signing.Algorithm) (*Signer, error) {
+	spec, err := kmsAlgorithm(alg)
+	if err != nil {
+		return nil, err
+	}
+	out, err := api.GetPublicKey(ctx, &kms.GetPublicKeyInput{KeyId: aws.String(keyID)})
+	if err != nil {
+		return nil, fmt.Errorf("awskms: public key of %s: %w", keyID, err)
+	}
+	if out.KeyUsage != types.KeyUsageTypeSignVerify {
+		return nil, fmt.Errorf("%w: KMS key %s is not for signing", signing.ErrInvalidKey, keyID)
+	}
+	pub, err := x509.ParsePKIXPublicKey(out.PublicKey)
+	if err != nil {
+		return nil, fmt.Errorf("%w: KMS key %s: %v", signing.ErrInvalidKey, keyID, err)
+	}
+	jwk, err := signing.PublicJWK(alg, pub)
+	if err != nil {
+		return nil, err
+	}
+	return &Signer{api: api, keyID: keyID, alg: alg, spec: spec, jwk: jwk}, nil
+}
+
+// KeyID returns the RFC 7638 thumbprint of the public key.
+func (s *Signer) KeyID() string { return s.jwk.Kid }
+
+// Algorithm returns the signer's algorithm.
+func (s *Signer) Algorithm() signing.Algorithm { return s.alg }
+
+// PublicJWK returns the public key as a JWK.
+func (s *Signer) PublicJWK() signing.JWK { return s.jwk }
+
+// Sign signs the SHA-256 digest of signingInput in KMS.
+func (s *Signer) Sign(ctx context.Context, signingInput []byte) ([]byte, error) {
+	digest := sha256.Sum256(signingInput)
+	out, err := s.api.Sign(ctx, &kms.SignInput{
+		KeyId: aws.String(s.keyID), Message: digest[:], MessageType: types.MessageTypeDigest, SigningAlgorithm: s.spec,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("awskms: sign with %s: %w", s.keyID, err)
+	}
+	if s.alg == signing.ES256 {
+		return DERToJOSE(out.Signature, 32)
+	}
+	return out.Signature, nil
+}
+
+// ErrSignature is returned for a signature KMS returned that does not
+// parse.
+var ErrSignature = errors.New("awskms: malformed ECDSA signature")
+
+// DERToJOSE converts an ASN.1 DER Ecdsa-Sig-Value (RFC 3279 §2.2.3) to the
+// JOSE form: R and S, each big-endian and left-padded to size bytes
+// (RFC 7518 §3.4).
+func DERToJOSE(der []byte, size int) ([]byte, error) {
+	var sig struct{ R, S *big.Int }
+	rest, err := asn1.Unmarshal(der, &sig)
+	if err != nil || len(rest) != 0 || sig.R == nil || sig.S == nil || sig.R.Sign() <= 0 || sig.S.Sign() <= 0 ||
+		sig.R.BitLen() > size*8 || sig.S.BitLen() > size*8 {
+		return nil, ErrSignature
+	}
+	out := make([]byte, 2*size)
+	sig.R.FillBytes(out[:size])
+	sig.S.FillBytes(out[size:])
+	return out, nil
+}
