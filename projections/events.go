@@ -22,6 +22,9 @@ const (
 	TypeKeyActivated   = "key.activated"
 	TypeKeyRetired     = "key.retired"
 	TypeKeyDestroyed   = "key.destroyed"
+	TypeKeyRequested   = "key.requested"
+	TypeKeyResealed    = "key.resealed"
+	TypeKeyFallback    = "key.fallback_engaged"
 )
 
 // ErrBadRecord is returned by Decode for a record whose type is unknown or
@@ -50,6 +53,12 @@ func Decode(rec eventlog.Record) (proto.Message, error) {
 		m = &eventsv1.KeyRetired{}
 	case TypeKeyDestroyed:
 		m = &eventsv1.KeyDestroyed{}
+	case TypeKeyRequested:
+		m = &eventsv1.KeyRequested{}
+	case TypeKeyResealed:
+		m = &eventsv1.KeyResealed{}
+	case TypeKeyFallback:
+		m = &eventsv1.KeyFallbackEngaged{}
 	default:
 		return nil, fmt.Errorf("%w: seq %d: unknown type %q", ErrBadRecord, rec.Seq, rec.Type)
 	}

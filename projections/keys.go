@@ -28,28 +28,62 @@ type Key struct {
 	ActivatedAt  time.Time
 	RetiredAt    time.Time
 	RetainUntil  time.Time
+	// IntentID is the KeyRequested intent a remote key fulfils.
+	IntentID string
+	// Fallback marks the local key that signs while the primary backend
+	// is unavailable; it is published but never activated.
+	Fallback bool
+	// FallbackEngaged counts the fallback_engaged events of this key.
+	FallbackEngaged int
+}
+
+// Intent is a KeyRequested event: a key a remote backend was asked to
+// create. It is pending until a KeyGenerated names it.
+type Intent struct {
+	ID        string
+	Algorithm signing.Algorithm
+	Backend   string
+	At        time.Time
+	KeyID     string // set once fulfilled
 }
 
 // Keys is the projection of signing keys. It is not safe for concurrent
 // use; Set guards it.
 type Keys struct {
-	byID   map[string]*Key
-	active string
+	byID    map[string]*Key
+	intents map[string]*Intent
+	active  string
 	// seq is the sequence of the last key event, the CAS expectation for
 	// the next one (key events are serialized on one filter).
 	seq uint64
 }
 
 // NewKeys returns an empty Keys projection.
-func NewKeys() *Keys { return &Keys{byID: map[string]*Key{}} }
+func NewKeys() *Keys { return &Keys{byID: map[string]*Key{}, intents: map[string]*Intent{}} }
 
 // Apply applies one key event.
 func (k *Keys) Apply(rec eventlog.Record, m proto.Message) {
 	k.seq = rec.Seq
 	switch e := m.(type) {
+	case *eventsv1.KeyRequested:
+		if _, ok := k.intents[e.GetIntentId()]; !ok {
+			k.intents[e.GetIntentId()] = &Intent{ID: e.GetIntentId(), Algorithm: signing.Algorithm(e.GetAlgorithm()),
+				Backend: e.GetBackend(), At: e.GetAt().AsTime()}
+		}
+	case *eventsv1.KeyResealed:
+		if key := k.byID[e.GetKeyId()]; key != nil && key.Status != eventsv1.KeyStatus_KEY_STATUS_DESTROYED {
+			key.Sealed = e.GetSealedPrivateKey()
+		}
+	case *eventsv1.KeyFallbackEngaged:
+		if key := k.byID[e.GetKeyId()]; key != nil {
+			key.FallbackEngaged++
+		}
 	case *eventsv1.KeyGenerated:
 		if _, ok := k.byID[e.GetKeyId()]; ok {
 			return
+		}
+		if in := k.intents[e.GetIntentId()]; in != nil && in.KeyID == "" {
+			in.KeyID = e.GetKeyId()
 		}
 		pk := e.GetPublicKey()
 		k.byID[e.GetKeyId()] = &Key{
@@ -61,6 +95,8 @@ func (k *Keys) Apply(rec eventlog.Record, m proto.Message) {
 			Sealed:       e.GetSealedPrivateKey(),
 			Ref:          e.GetBackendKeyRef(),
 			Status:       eventsv1.KeyStatus_KEY_STATUS_GENERATED,
+			IntentID:     e.GetIntentId(),
+			Fallback:     e.GetFallback(),
 			GeneratedSeq: rec.Seq,
 			GeneratedAt:  e.GetAt().AsTime(),
 		}
@@ -116,6 +152,20 @@ func (k *Keys) Get(id string) (Key, bool) {
 		return Key{}, false
 	}
 	return *key, true
+}
+
+// PendingIntent returns the oldest intent no key fulfils yet.
+func (k *Keys) PendingIntent() (Intent, bool) {
+	var out *Intent
+	for _, in := range k.intents {
+		if in.KeyID == "" && (out == nil || in.At.Before(out.At) || in.At.Equal(out.At) && in.ID < out.ID) {
+			out = in
+		}
+	}
+	if out == nil {
+		return Intent{}, false
+	}
+	return *out, true
 }
 
 // Seq returns the sequence of the last key event, 0 if none.

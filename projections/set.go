@@ -78,6 +78,13 @@ func (s *Set) ActiveKey() (Key, bool) {
 	return s.keys.Active()
 }
 
+// PendingKeyIntent returns the oldest key creation not finished yet.
+func (s *Set) PendingKeyIntent() (Intent, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.keys.PendingIntent()
+}
+
 // Key returns key id.
 func (s *Set) Key(id string) (Key, bool) {
 	s.mu.RLock()
@@ -155,10 +162,15 @@ func (s *Set) Digest() string {
 func (s *Set) digestLocked() string {
 	h := sha256.New()
 	for _, k := range s.keys.All() {
-		fmt.Fprintf(h, "key|%s|%s|%s|%s|%x|%s|%d|%d|%d|%d|%d|%d\n", k.ID, k.Algorithm, k.Backend, k.JWK.Thumbprint(), k.Sealed, k.Ref,
-			k.Status, k.GeneratedAt.UnixNano(), k.PublishedAt.UnixNano(), k.ActivatedAt.UnixNano(), k.RetiredAt.UnixNano(), k.RetainUntil.UnixNano())
+		fmt.Fprintf(h, "key|%s|%s|%s|%s|%x|%s|%d|%d|%d|%d|%d|%d|%s|%v|%d\n", k.ID, k.Algorithm, k.Backend, k.JWK.Thumbprint(), k.Sealed, k.Ref,
+			k.Status, k.GeneratedAt.UnixNano(), k.PublishedAt.UnixNano(), k.ActivatedAt.UnixNano(), k.RetiredAt.UnixNano(), k.RetainUntil.UnixNano(),
+			k.IntentID, k.Fallback, k.FallbackEngaged)
 	}
 	fmt.Fprintf(h, "active|%s|%d\n", s.keys.active, s.keys.seq)
+	for _, id := range sortedKeys(s.keys.intents) {
+		in := s.keys.intents[id]
+		fmt.Fprintf(h, "intent|%s|%s|%s|%d|%s\n", in.ID, in.Algorithm, in.Backend, in.At.UnixNano(), in.KeyID)
+	}
 	for _, id := range sortedKeys(s.revocations.families) {
 		f := s.revocations.families[id]
 		fmt.Fprintf(h, "revf|%s|%d|%d|%d\n", id, f.Reason, f.RevokedAt.UnixNano(), f.AccessExpiresAt.UnixNano())

@@ -71,3 +71,15 @@ func Verify(alg Algorithm, pub crypto.PublicKey, signingInput, sig []byte) error
 	}
 	return m.Verify(string(signingInput), sig, pub)
 }
+
+// StoredKey is what the event log holds of a key: enough for the backend
+// that made it to sign with it again.
+type StoredKey struct {
+	ID        string // RFC 7638 thumbprint
+	Algorithm Algorithm
+	JWK       JWK
+	// Ref is a remote backend's reference to the key (a KMS key ID).
+	Ref string
+	// Sealed is a local private key, sealed.
+	Sealed []byte
+}

@@ -59,6 +59,10 @@ type Options struct {
 	// Prepublish, Retention and RotationPeriod configure the keyring
 	// (keyring defaults).
 	Prepublish, Retention, RotationPeriod time.Duration
+	// Backend and Fallback configure the keyring's key source (default
+	// the local backend, no fallback key).
+	Backend  keyring.Backend
+	Fallback bool
 	// LogObserver and Tracer instrument the event log and the issuer
 	// (default none).
 	LogObserver eventlog.Observer
@@ -119,7 +123,7 @@ func New(t testing.TB, o Options) *Env {
 		t.Fatal(err)
 	}
 	kr, err := keyring.New(log, set, runner, sealer, keyring.Config{Rand: rand.Reader, Now: o.Clock.Now, Algorithm: o.Algorithm,
-		Prepublish: o.Prepublish, Retention: o.Retention, RotationPeriod: o.RotationPeriod})
+		Prepublish: o.Prepublish, Retention: o.Retention, RotationPeriod: o.RotationPeriod, Backend: o.Backend, Fallback: o.Fallback})
 	if err != nil {
 		t.Fatal(err)
 	}

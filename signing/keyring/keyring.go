@@ -26,6 +26,7 @@ package keyring
 import (
 	"context"
 	"crypto"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -39,7 +40,6 @@ import (
 	"github.com/auth-platform/tokenservice/projections"
 	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
 	"github.com/auth-platform/tokenservice/signing"
-	"github.com/auth-platform/tokenservice/signing/local"
 	"github.com/auth-platform/tokenservice/signing/seal"
 )
 
@@ -68,6 +68,11 @@ type Config struct {
 	Now func() time.Time
 	// Rand is the source of key material. Required (crypto/rand.Reader).
 	Rand io.Reader
+	// Backend makes the signing keys. Default the local backend.
+	Backend Backend
+	// Fallback keeps a local key published in the JWKS (never activated)
+	// to sign while a remote Backend is unavailable. Default off.
+	Fallback bool
 }
 
 // Keyring is safe for concurrent use.
@@ -77,6 +82,9 @@ type Keyring struct {
 	waiter Waiter
 	sealer *seal.Sealer
 	cfg    Config
+
+	local    Backend
+	backends map[string]Backend
 
 	mu      sync.Mutex
 	signers map[string]signing.Signer
@@ -109,7 +117,13 @@ func New(log *eventlog.Log, set *projections.Set, waiter Waiter, sealer *seal.Se
 	if _, err := signing.Method(cfg.Algorithm); err != nil {
 		return nil, err
 	}
-	return &Keyring{log: log, set: set, waiter: waiter, sealer: sealer, cfg: cfg, signers: map[string]signing.Signer{}}, nil
+	loc := Local{Sealer: sealer, Rand: cfg.Rand}
+	if cfg.Backend == nil {
+		cfg.Backend = loc
+	}
+	backends := map[string]Backend{BackendLocal: loc, cfg.Backend.Name(): cfg.Backend}
+	return &Keyring{log: log, set: set, waiter: waiter, sealer: sealer, cfg: cfg, local: loc, backends: backends,
+		signers: map[string]signing.Signer{}}, nil
 }
 
 // Active returns the signer of the active key. It returns
@@ -128,22 +142,35 @@ func (k *Keyring) signer(key projections.Key) (signing.Signer, error) {
 	if s, ok := k.signers[key.ID]; ok {
 		return s, nil
 	}
-	if key.Backend != BackendLocal {
+	b, ok := k.backends[key.Backend]
+	if !ok {
 		return nil, fmt.Errorf("keyring: key %s: backend %q not configured", key.ID, key.Backend)
 	}
-	der, err := k.sealer.Open(key.Sealed, []byte(key.ID))
+	s, err := b.Open(context.Background(), stored(key))
 	if err != nil {
-		return nil, fmt.Errorf("keyring: unseal key %s (is ENCRYPTION_KEY the one it was sealed with?): %w", key.ID, err)
-	}
-	s, err := local.Parse(key.Algorithm, der)
-	if err != nil {
-		return nil, fmt.Errorf("keyring: key %s: %w", key.ID, err)
+		return nil, err
 	}
 	if s.KeyID() != key.ID {
-		return nil, fmt.Errorf("keyring: key %s: sealed key has ID %s", key.ID, s.KeyID())
+		return nil, fmt.Errorf("keyring: key %s: the backend's key has ID %s", key.ID, s.KeyID())
 	}
 	k.signers[key.ID] = s
 	return s, nil
+}
+
+func stored(key projections.Key) signing.StoredKey {
+	return signing.StoredKey{ID: key.ID, Algorithm: key.Algorithm, JWK: key.JWK, Ref: key.Ref, Sealed: key.Sealed}
+}
+
+// Fallback returns the signer of the fallback key, if one is published.
+func (k *Keyring) Fallback() (signing.Signer, bool) {
+	keys, _ := k.set.Keys()
+	for i := len(keys) - 1; i >= 0; i-- {
+		if keys[i].Fallback && keys[i].Status == eventsv1.KeyStatus_KEY_STATUS_PUBLISHED {
+			s, err := k.signer(keys[i])
+			return s, err == nil
+		}
+	}
+	return nil, false
 }
 
 // PublicKey returns the public key and algorithm of key kid if it is in
@@ -275,7 +302,24 @@ func (k *Keyring) converge(ctx context.Context, g *goal) error {
 		if act == nil {
 			return nil
 		}
+		if act.run != nil {
+			if err := act.run(ctx); err != nil {
+				return err
+			}
+		}
 		err = k.append(ctx, act.kid, act.typ, act.event, act.msg, eventlog.Expect{Filter: k.log.Subjects().Keys(), Seq: head})
+		if errors.Is(err, eventlog.ErrConflict) && act.undo != nil {
+			// Another replica recorded the intent's key first. If it is
+			// not the key we made, ours would be an orphan: delete it.
+			if werr := k.catchUp(ctx); werr != nil {
+				return werr
+			}
+			if key, ok := k.set.Key(act.kid); !ok || key.Status == eventsv1.KeyStatus_KEY_STATUS_UNSPECIFIED {
+				if uerr := act.undo(ctx); uerr != nil {
+					return fmt.Errorf("keyring: discard a key that lost the race: %w", uerr)
+				}
+			}
+		}
 		if err != nil && !errors.Is(err, eventlog.ErrConflict) {
 			return err
 		}
@@ -286,9 +330,25 @@ func (k *Keyring) converge(ctx context.Context, g *goal) error {
 	return errors.New("keyring: the key lifecycle did not settle after 64 steps")
 }
 
+// catchUp waits until the projection holds every key event.
+func (k *Keyring) catchUp(ctx context.Context) error {
+	rec, err := k.log.LastConsistent(ctx, k.log.Subjects().Keys())
+	if errors.Is(err, eventlog.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return k.waiter.WaitFor(ctx, rec.Seq)
+}
+
 type action struct {
 	kid, typ, event string
 	msg             proto.Message
+	// run, if set, does the action's side effect and fills in the rest.
+	run func(ctx context.Context) error
+	// undo, if set, reverses the side effect when the event lost the race.
+	undo func(ctx context.Context) error
 }
 
 // plan decides the next key event toward g at the current time, or nil.
@@ -296,9 +356,18 @@ func (k *Keyring) plan(g *goal) (*action, error) {
 	now := k.cfg.Now()
 	keys, _ := k.set.Keys()
 	current, hasCurrent := k.set.ActiveKey()
-	var staged *projections.Key
+	var staged, fallback *projections.Key
 	for i := range keys {
 		key := &keys[i]
+		if key.Fallback {
+			if key.Status == eventsv1.KeyStatus_KEY_STATUS_GENERATED {
+				return publish(key.ID, now), nil
+			}
+			if key.Status == eventsv1.KeyStatus_KEY_STATUS_PUBLISHED {
+				fallback = key
+			}
+			continue
+		}
 		switch key.Status {
 		case eventsv1.KeyStatus_KEY_STATUS_ACTIVE:
 			if !hasCurrent || key.ID != current.ID {
@@ -312,6 +381,15 @@ func (k *Keyring) plan(g *goal) (*action, error) {
 		case eventsv1.KeyStatus_KEY_STATUS_GENERATED, eventsv1.KeyStatus_KEY_STATUS_PUBLISHED:
 			staged = key
 		}
+	}
+	// A remote key whose creation was recorded but not finished (another
+	// replica's, or ours before a crash): finish it, idempotently.
+	if in, ok := k.set.PendingKeyIntent(); ok {
+		return k.create(in, now)
+	}
+	// The fallback key is published long before it can be needed.
+	if k.cfg.Fallback && fallback == nil {
+		return k.generateWith(k.local, k.cfg.Algorithm, now, true)
 	}
 	// A compromised key: a fresh key signs at once, the old one leaves the
 	// JWKS at once.
@@ -351,25 +429,58 @@ func (k *Keyring) plan(g *goal) (*action, error) {
 	return nil, nil
 }
 
+// generate makes the next key with the configured backend: at once for a
+// local one; for a remote one, first the intent (the key is created by
+// the next step, create).
 func (k *Keyring) generate(now time.Time) (*action, error) {
-	s, err := local.Generate(k.cfg.Rand, k.cfg.Algorithm)
-	if err != nil {
+	if !k.cfg.Backend.Remote() {
+		return k.generateWith(k.cfg.Backend, k.cfg.Algorithm, now, false)
+	}
+	var b [16]byte
+	if _, err := io.ReadFull(k.cfg.Rand, b[:]); err != nil {
 		return nil, err
 	}
-	der, err := s.Marshal()
-	if err != nil {
-		return nil, err
-	}
-	sealed, err := k.sealer.Seal(der, []byte(s.KeyID()))
-	if err != nil {
-		return nil, err
-	}
-	j := s.PublicJWK()
-	return &action{kid: s.KeyID(), typ: projections.TypeKeyGenerated, event: "generated", msg: &eventsv1.KeyGenerated{
-		KeyId: s.KeyID(), Algorithm: string(k.cfg.Algorithm), Backend: BackendLocal,
-		PublicKey:        &eventsv1.PublicKey{Kty: j.Kty, Kid: j.Kid, Alg: j.Alg, N: j.N, E: j.E, Crv: j.Crv, X: j.X, Y: j.Y},
-		SealedPrivateKey: sealed, At: timestamppb.New(now),
+	intent := base64.RawURLEncoding.EncodeToString(b[:])
+	return &action{kid: intent, typ: projections.TypeKeyRequested, event: "requested", msg: &eventsv1.KeyRequested{
+		IntentId: intent, Algorithm: string(k.cfg.Algorithm), Backend: k.cfg.Backend.Name(), At: timestamppb.New(now),
 	}}, nil
+}
+
+func (k *Keyring) generateWith(b Backend, alg signing.Algorithm, now time.Time, fallback bool) (*action, error) {
+	key, err := b.Create(context.Background(), alg, "")
+	if err != nil {
+		return nil, err
+	}
+	return generated(b, key, "", now, fallback), nil
+}
+
+// create finishes a recorded intent: the backend returns the key it made
+// for it before a crash, or makes it now.
+func (k *Keyring) create(in projections.Intent, now time.Time) (*action, error) {
+	b, ok := k.backends[in.Backend]
+	if !ok {
+		return nil, fmt.Errorf("keyring: key intent %s: backend %q not configured", in.ID, in.Backend)
+	}
+	act := &action{}
+	act.run = func(ctx context.Context) error {
+		key, err := b.Create(ctx, in.Algorithm, in.ID)
+		if err != nil {
+			return fmt.Errorf("keyring: create %s key for intent %s: %w", in.Backend, in.ID, err)
+		}
+		*act = *generated(b, key, in.ID, now, false)
+		act.undo = func(ctx context.Context) error { return b.Discard(ctx, key) }
+		return nil
+	}
+	return act, nil
+}
+
+func generated(b Backend, key signing.StoredKey, intent string, now time.Time, fallback bool) *action {
+	j := key.JWK
+	return &action{kid: key.ID, typ: projections.TypeKeyGenerated, event: "generated", msg: &eventsv1.KeyGenerated{
+		KeyId: key.ID, Algorithm: string(key.Algorithm), Backend: b.Name(),
+		PublicKey:        &eventsv1.PublicKey{Kty: j.Kty, Kid: j.Kid, Alg: j.Alg, N: j.N, E: j.E, Crv: j.Crv, X: j.X, Y: j.Y},
+		SealedPrivateKey: key.Sealed, BackendKeyRef: key.Ref, IntentId: intent, Fallback: fallback, At: timestamppb.New(now),
+	}}
 }
 
 func publish(kid string, now time.Time) *action {

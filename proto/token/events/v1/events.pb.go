@@ -759,6 +759,11 @@ type KeyGenerated struct {
 	// For remote backends: the backend's reference to the key.
 	BackendKeyRef string                 `protobuf:"bytes,6,opt,name=backend_key_ref,json=backendKeyRef,proto3" json:"backend_key_ref,omitempty"`
 	At            *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=at,proto3" json:"at,omitempty"`
+	// The KeyRequested intent this key fulfils (remote backends).
+	IntentId string `protobuf:"bytes,8,opt,name=intent_id,json=intentId,proto3" json:"intent_id,omitempty"`
+	// A local key kept in the JWKS to sign while the remote backend is
+	// unavailable; it is never activated.
+	Fallback      bool `protobuf:"varint,9,opt,name=fallback,proto3" json:"fallback,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -842,6 +847,225 @@ func (x *KeyGenerated) GetAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *KeyGenerated) GetIntentId() string {
+	if x != nil {
+		return x.IntentId
+	}
+	return ""
+}
+
+func (x *KeyGenerated) GetFallback() bool {
+	if x != nil {
+		return x.Fallback
+	}
+	return false
+}
+
+// KeyRequested: token.key.<intent id>.requested. Recorded before a remote
+// backend is asked to create a key, so that a crash between the creation
+// and KeyGenerated is resumed (the backend finds the key by its intent)
+// instead of leaving an orphaned key behind.
+type KeyRequested struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	IntentId      string                 `protobuf:"bytes,1,opt,name=intent_id,json=intentId,proto3" json:"intent_id,omitempty"`
+	Algorithm     string                 `protobuf:"bytes,2,opt,name=algorithm,proto3" json:"algorithm,omitempty"`
+	Backend       string                 `protobuf:"bytes,3,opt,name=backend,proto3" json:"backend,omitempty"`
+	At            *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=at,proto3" json:"at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeyRequested) Reset() {
+	*x = KeyRequested{}
+	mi := &file_token_events_v1_events_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeyRequested) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeyRequested) ProtoMessage() {}
+
+func (x *KeyRequested) ProtoReflect() protoreflect.Message {
+	mi := &file_token_events_v1_events_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeyRequested.ProtoReflect.Descriptor instead.
+func (*KeyRequested) Descriptor() ([]byte, []int) {
+	return file_token_events_v1_events_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *KeyRequested) GetIntentId() string {
+	if x != nil {
+		return x.IntentId
+	}
+	return ""
+}
+
+func (x *KeyRequested) GetAlgorithm() string {
+	if x != nil {
+		return x.Algorithm
+	}
+	return ""
+}
+
+func (x *KeyRequested) GetBackend() string {
+	if x != nil {
+		return x.Backend
+	}
+	return ""
+}
+
+func (x *KeyRequested) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+// KeyResealed: token.key.<kid>.resealed. The local private key sealed
+// again under the current ENCRYPTION_KEY (after a key change).
+type KeyResealed struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	KeyId            string                 `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	SealedPrivateKey []byte                 `protobuf:"bytes,2,opt,name=sealed_private_key,json=sealedPrivateKey,proto3" json:"sealed_private_key,omitempty"`
+	At               *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=at,proto3" json:"at,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *KeyResealed) Reset() {
+	*x = KeyResealed{}
+	mi := &file_token_events_v1_events_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeyResealed) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeyResealed) ProtoMessage() {}
+
+func (x *KeyResealed) ProtoReflect() protoreflect.Message {
+	mi := &file_token_events_v1_events_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeyResealed.ProtoReflect.Descriptor instead.
+func (*KeyResealed) Descriptor() ([]byte, []int) {
+	return file_token_events_v1_events_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *KeyResealed) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *KeyResealed) GetSealedPrivateKey() []byte {
+	if x != nil {
+		return x.SealedPrivateKey
+	}
+	return nil
+}
+
+func (x *KeyResealed) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+// KeyFallbackEngaged: token.key.<kid>.fallback_engaged. A replica signs
+// with the fallback key kid because the primary backend is unavailable.
+type KeyFallbackEngaged struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	KeyId        string                 `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	PrimaryKeyId string                 `protobuf:"bytes,2,opt,name=primary_key_id,json=primaryKeyId,proto3" json:"primary_key_id,omitempty"`
+	At           *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=at,proto3" json:"at,omitempty"`
+	// Why: a bounded word such as "breaker_open" or "unavailable".
+	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeyFallbackEngaged) Reset() {
+	*x = KeyFallbackEngaged{}
+	mi := &file_token_events_v1_events_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeyFallbackEngaged) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeyFallbackEngaged) ProtoMessage() {}
+
+func (x *KeyFallbackEngaged) ProtoReflect() protoreflect.Message {
+	mi := &file_token_events_v1_events_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeyFallbackEngaged.ProtoReflect.Descriptor instead.
+func (*KeyFallbackEngaged) Descriptor() ([]byte, []int) {
+	return file_token_events_v1_events_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *KeyFallbackEngaged) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *KeyFallbackEngaged) GetPrimaryKeyId() string {
+	if x != nil {
+		return x.PrimaryKeyId
+	}
+	return ""
+}
+
+func (x *KeyFallbackEngaged) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+func (x *KeyFallbackEngaged) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 // KeyPublished: token.key.<kid>.published. The key is in the JWKS.
 type KeyPublished struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -853,7 +1077,7 @@ type KeyPublished struct {
 
 func (x *KeyPublished) Reset() {
 	*x = KeyPublished{}
-	mi := &file_token_events_v1_events_proto_msgTypes[7]
+	mi := &file_token_events_v1_events_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -865,7 +1089,7 @@ func (x *KeyPublished) String() string {
 func (*KeyPublished) ProtoMessage() {}
 
 func (x *KeyPublished) ProtoReflect() protoreflect.Message {
-	mi := &file_token_events_v1_events_proto_msgTypes[7]
+	mi := &file_token_events_v1_events_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -878,7 +1102,7 @@ func (x *KeyPublished) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyPublished.ProtoReflect.Descriptor instead.
 func (*KeyPublished) Descriptor() ([]byte, []int) {
-	return file_token_events_v1_events_proto_rawDescGZIP(), []int{7}
+	return file_token_events_v1_events_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *KeyPublished) GetKeyId() string {
@@ -907,7 +1131,7 @@ type KeyActivated struct {
 
 func (x *KeyActivated) Reset() {
 	*x = KeyActivated{}
-	mi := &file_token_events_v1_events_proto_msgTypes[8]
+	mi := &file_token_events_v1_events_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -919,7 +1143,7 @@ func (x *KeyActivated) String() string {
 func (*KeyActivated) ProtoMessage() {}
 
 func (x *KeyActivated) ProtoReflect() protoreflect.Message {
-	mi := &file_token_events_v1_events_proto_msgTypes[8]
+	mi := &file_token_events_v1_events_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -932,7 +1156,7 @@ func (x *KeyActivated) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyActivated.ProtoReflect.Descriptor instead.
 func (*KeyActivated) Descriptor() ([]byte, []int) {
-	return file_token_events_v1_events_proto_rawDescGZIP(), []int{8}
+	return file_token_events_v1_events_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *KeyActivated) GetKeyId() string {
@@ -962,7 +1186,7 @@ type KeyRetired struct {
 
 func (x *KeyRetired) Reset() {
 	*x = KeyRetired{}
-	mi := &file_token_events_v1_events_proto_msgTypes[9]
+	mi := &file_token_events_v1_events_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -974,7 +1198,7 @@ func (x *KeyRetired) String() string {
 func (*KeyRetired) ProtoMessage() {}
 
 func (x *KeyRetired) ProtoReflect() protoreflect.Message {
-	mi := &file_token_events_v1_events_proto_msgTypes[9]
+	mi := &file_token_events_v1_events_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -987,7 +1211,7 @@ func (x *KeyRetired) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyRetired.ProtoReflect.Descriptor instead.
 func (*KeyRetired) Descriptor() ([]byte, []int) {
-	return file_token_events_v1_events_proto_rawDescGZIP(), []int{9}
+	return file_token_events_v1_events_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *KeyRetired) GetKeyId() string {
@@ -1022,7 +1246,7 @@ type KeyDestroyed struct {
 
 func (x *KeyDestroyed) Reset() {
 	*x = KeyDestroyed{}
-	mi := &file_token_events_v1_events_proto_msgTypes[10]
+	mi := &file_token_events_v1_events_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1034,7 +1258,7 @@ func (x *KeyDestroyed) String() string {
 func (*KeyDestroyed) ProtoMessage() {}
 
 func (x *KeyDestroyed) ProtoReflect() protoreflect.Message {
-	mi := &file_token_events_v1_events_proto_msgTypes[10]
+	mi := &file_token_events_v1_events_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1047,7 +1271,7 @@ func (x *KeyDestroyed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyDestroyed.ProtoReflect.Descriptor instead.
 func (*KeyDestroyed) Descriptor() ([]byte, []int) {
-	return file_token_events_v1_events_proto_rawDescGZIP(), []int{10}
+	return file_token_events_v1_events_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *KeyDestroyed) GetKeyId() string {
@@ -1078,7 +1302,7 @@ type GraceRecord struct {
 
 func (x *GraceRecord) Reset() {
 	*x = GraceRecord{}
-	mi := &file_token_events_v1_events_proto_msgTypes[11]
+	mi := &file_token_events_v1_events_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1090,7 +1314,7 @@ func (x *GraceRecord) String() string {
 func (*GraceRecord) ProtoMessage() {}
 
 func (x *GraceRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_token_events_v1_events_proto_msgTypes[11]
+	mi := &file_token_events_v1_events_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1103,7 +1327,7 @@ func (x *GraceRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GraceRecord.ProtoReflect.Descriptor instead.
 func (*GraceRecord) Descriptor() ([]byte, []int) {
-	return file_token_events_v1_events_proto_rawDescGZIP(), []int{11}
+	return file_token_events_v1_events_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GraceRecord) GetGraceId() string {
@@ -1136,7 +1360,7 @@ type DPoPProofUsed struct {
 
 func (x *DPoPProofUsed) Reset() {
 	*x = DPoPProofUsed{}
-	mi := &file_token_events_v1_events_proto_msgTypes[12]
+	mi := &file_token_events_v1_events_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1148,7 +1372,7 @@ func (x *DPoPProofUsed) String() string {
 func (*DPoPProofUsed) ProtoMessage() {}
 
 func (x *DPoPProofUsed) ProtoReflect() protoreflect.Message {
-	mi := &file_token_events_v1_events_proto_msgTypes[12]
+	mi := &file_token_events_v1_events_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1161,7 +1385,7 @@ func (x *DPoPProofUsed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DPoPProofUsed.ProtoReflect.Descriptor instead.
 func (*DPoPProofUsed) Descriptor() ([]byte, []int) {
-	return file_token_events_v1_events_proto_rawDescGZIP(), []int{12}
+	return file_token_events_v1_events_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *DPoPProofUsed) GetJkt() string {
@@ -1242,7 +1466,7 @@ const file_token_events_v1_events_proto_rawDesc = "" +
 	"\x01e\x18\x05 \x01(\tR\x01e\x12\x10\n" +
 	"\x03crv\x18\x06 \x01(\tR\x03crv\x12\f\n" +
 	"\x01x\x18\a \x01(\tR\x01x\x12\f\n" +
-	"\x01y\x18\b \x01(\tR\x01y\"\x9a\x02\n" +
+	"\x01y\x18\b \x01(\tR\x01y\"\xd3\x02\n" +
 	"\fKeyGenerated\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x1c\n" +
 	"\talgorithm\x18\x02 \x01(\tR\talgorithm\x12\x18\n" +
@@ -1251,7 +1475,23 @@ const file_token_events_v1_events_proto_rawDesc = "" +
 	"public_key\x18\x04 \x01(\v2\x1a.token.events.v1.PublicKeyR\tpublicKey\x12,\n" +
 	"\x12sealed_private_key\x18\x05 \x01(\fR\x10sealedPrivateKey\x12&\n" +
 	"\x0fbackend_key_ref\x18\x06 \x01(\tR\rbackendKeyRef\x12*\n" +
-	"\x02at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"Q\n" +
+	"\x02at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x1b\n" +
+	"\tintent_id\x18\b \x01(\tR\bintentId\x12\x1a\n" +
+	"\bfallback\x18\t \x01(\bR\bfallback\"\x8f\x01\n" +
+	"\fKeyRequested\x12\x1b\n" +
+	"\tintent_id\x18\x01 \x01(\tR\bintentId\x12\x1c\n" +
+	"\talgorithm\x18\x02 \x01(\tR\talgorithm\x12\x18\n" +
+	"\abackend\x18\x03 \x01(\tR\abackend\x12*\n" +
+	"\x02at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"~\n" +
+	"\vKeyResealed\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12,\n" +
+	"\x12sealed_private_key\x18\x02 \x01(\fR\x10sealedPrivateKey\x12*\n" +
+	"\x02at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"\x95\x01\n" +
+	"\x12KeyFallbackEngaged\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12$\n" +
+	"\x0eprimary_key_id\x18\x02 \x01(\tR\fprimaryKeyId\x12*\n" +
+	"\x02at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"Q\n" +
 	"\fKeyPublished\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12*\n" +
 	"\x02at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"Q\n" +
@@ -1305,7 +1545,7 @@ func file_token_events_v1_events_proto_rawDescGZIP() []byte {
 }
 
 var file_token_events_v1_events_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_token_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_token_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_token_events_v1_events_proto_goTypes = []any{
 	(FamilyStatus)(0),             // 0: token.events.v1.FamilyStatus
 	(RevocationReason)(0),         // 1: token.events.v1.RevocationReason
@@ -1317,43 +1557,49 @@ var file_token_events_v1_events_proto_goTypes = []any{
 	(*SubjectRevoked)(nil),        // 7: token.events.v1.SubjectRevoked
 	(*PublicKey)(nil),             // 8: token.events.v1.PublicKey
 	(*KeyGenerated)(nil),          // 9: token.events.v1.KeyGenerated
-	(*KeyPublished)(nil),          // 10: token.events.v1.KeyPublished
-	(*KeyActivated)(nil),          // 11: token.events.v1.KeyActivated
-	(*KeyRetired)(nil),            // 12: token.events.v1.KeyRetired
-	(*KeyDestroyed)(nil),          // 13: token.events.v1.KeyDestroyed
-	(*GraceRecord)(nil),           // 14: token.events.v1.GraceRecord
-	(*DPoPProofUsed)(nil),         // 15: token.events.v1.DPoPProofUsed
-	(*structpb.Struct)(nil),       // 16: google.protobuf.Struct
-	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
+	(*KeyRequested)(nil),          // 10: token.events.v1.KeyRequested
+	(*KeyResealed)(nil),           // 11: token.events.v1.KeyResealed
+	(*KeyFallbackEngaged)(nil),    // 12: token.events.v1.KeyFallbackEngaged
+	(*KeyPublished)(nil),          // 13: token.events.v1.KeyPublished
+	(*KeyActivated)(nil),          // 14: token.events.v1.KeyActivated
+	(*KeyRetired)(nil),            // 15: token.events.v1.KeyRetired
+	(*KeyDestroyed)(nil),          // 16: token.events.v1.KeyDestroyed
+	(*GraceRecord)(nil),           // 17: token.events.v1.GraceRecord
+	(*DPoPProofUsed)(nil),         // 18: token.events.v1.DPoPProofUsed
+	(*structpb.Struct)(nil),       // 19: google.protobuf.Struct
+	(*timestamppb.Timestamp)(nil), // 20: google.protobuf.Timestamp
 }
 var file_token_events_v1_events_proto_depIdxs = []int32{
-	16, // 0: token.events.v1.FamilyState.extra_claims:type_name -> google.protobuf.Struct
+	19, // 0: token.events.v1.FamilyState.extra_claims:type_name -> google.protobuf.Struct
 	0,  // 1: token.events.v1.FamilyState.status:type_name -> token.events.v1.FamilyStatus
-	17, // 2: token.events.v1.FamilyState.created_at:type_name -> google.protobuf.Timestamp
-	17, // 3: token.events.v1.FamilyState.rotated_at:type_name -> google.protobuf.Timestamp
-	17, // 4: token.events.v1.FamilyState.refresh_expires_at:type_name -> google.protobuf.Timestamp
-	17, // 5: token.events.v1.FamilyState.access_expires_at:type_name -> google.protobuf.Timestamp
+	20, // 2: token.events.v1.FamilyState.created_at:type_name -> google.protobuf.Timestamp
+	20, // 3: token.events.v1.FamilyState.rotated_at:type_name -> google.protobuf.Timestamp
+	20, // 4: token.events.v1.FamilyState.refresh_expires_at:type_name -> google.protobuf.Timestamp
+	20, // 5: token.events.v1.FamilyState.access_expires_at:type_name -> google.protobuf.Timestamp
 	1,  // 6: token.events.v1.FamilyState.revoked_reason:type_name -> token.events.v1.RevocationReason
-	17, // 7: token.events.v1.FamilyState.revoked_at:type_name -> google.protobuf.Timestamp
+	20, // 7: token.events.v1.FamilyState.revoked_at:type_name -> google.protobuf.Timestamp
 	3,  // 8: token.events.v1.FamilyIssued.state:type_name -> token.events.v1.FamilyState
 	3,  // 9: token.events.v1.FamilyRotated.state:type_name -> token.events.v1.FamilyState
 	3,  // 10: token.events.v1.FamilyRevoked.state:type_name -> token.events.v1.FamilyState
 	1,  // 11: token.events.v1.FamilyRevoked.reason:type_name -> token.events.v1.RevocationReason
-	17, // 12: token.events.v1.SubjectRevoked.revoked_at:type_name -> google.protobuf.Timestamp
+	20, // 12: token.events.v1.SubjectRevoked.revoked_at:type_name -> google.protobuf.Timestamp
 	1,  // 13: token.events.v1.SubjectRevoked.reason:type_name -> token.events.v1.RevocationReason
 	8,  // 14: token.events.v1.KeyGenerated.public_key:type_name -> token.events.v1.PublicKey
-	17, // 15: token.events.v1.KeyGenerated.at:type_name -> google.protobuf.Timestamp
-	17, // 16: token.events.v1.KeyPublished.at:type_name -> google.protobuf.Timestamp
-	17, // 17: token.events.v1.KeyActivated.at:type_name -> google.protobuf.Timestamp
-	17, // 18: token.events.v1.KeyRetired.at:type_name -> google.protobuf.Timestamp
-	17, // 19: token.events.v1.KeyRetired.retain_until:type_name -> google.protobuf.Timestamp
-	17, // 20: token.events.v1.KeyDestroyed.at:type_name -> google.protobuf.Timestamp
-	17, // 21: token.events.v1.DPoPProofUsed.at:type_name -> google.protobuf.Timestamp
-	22, // [22:22] is the sub-list for method output_type
-	22, // [22:22] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	20, // 15: token.events.v1.KeyGenerated.at:type_name -> google.protobuf.Timestamp
+	20, // 16: token.events.v1.KeyRequested.at:type_name -> google.protobuf.Timestamp
+	20, // 17: token.events.v1.KeyResealed.at:type_name -> google.protobuf.Timestamp
+	20, // 18: token.events.v1.KeyFallbackEngaged.at:type_name -> google.protobuf.Timestamp
+	20, // 19: token.events.v1.KeyPublished.at:type_name -> google.protobuf.Timestamp
+	20, // 20: token.events.v1.KeyActivated.at:type_name -> google.protobuf.Timestamp
+	20, // 21: token.events.v1.KeyRetired.at:type_name -> google.protobuf.Timestamp
+	20, // 22: token.events.v1.KeyRetired.retain_until:type_name -> google.protobuf.Timestamp
+	20, // 23: token.events.v1.KeyDestroyed.at:type_name -> google.protobuf.Timestamp
+	20, // 24: token.events.v1.DPoPProofUsed.at:type_name -> google.protobuf.Timestamp
+	25, // [25:25] is the sub-list for method output_type
+	25, // [25:25] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_token_events_v1_events_proto_init() }
@@ -1367,7 +1613,7 @@ func file_token_events_v1_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_token_events_v1_events_proto_rawDesc), len(file_token_events_v1_events_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   13,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,134 @@
+package keyring_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/service/kms"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/auth-platform/tokenservice/eventlog"
+	"github.com/auth-platform/tokenservice/eventlog/eventlogtest"
+	"github.com/auth-platform/tokenservice/issuer"
+	"github.com/auth-platform/tokenservice/issuer/issuertest"
+	"github.com/auth-platform/tokenservice/projections"
+	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
+	"github.com/auth-platform/tokenservice/signing"
+	"github.com/auth-platform/tokenservice/signing/awskms"
+	"github.com/auth-platform/tokenservice/signing/awskms/kmstest"
+)
+
+func kmsKeys(t *testing.T, e *kmstest.Emulator) int {
+	t.Helper()
+	out, err := e.Client.ListKeys(context.Background(), &kms.ListKeysInput{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(out.Keys)
+}
+
+// TestKMSKeys: with the awskms backend the keys live in KMS; a rotation
+// records its intent, then the key.
+func TestKMSKeys(t *testing.T) {
+	e := kmstest.Start(t)
+	env := issuertest.New(t, issuertest.Options{Algorithm: signing.ES256, Backend: awskms.Backend{API: e.Client}})
+	ctx := context.Background()
+	active, ok := env.Set.ActiveKey()
+	if !ok || active.Backend != awskms.BackendName || active.Ref == "" || active.Sealed != nil || active.IntentID == "" {
+		t.Fatalf("active key %+v", active)
+	}
+	tok, err := env.Issuer.Generate(ctx, issuer.GenerateRequest{Subject: "k", ClientID: "c", Audience: []string{"api"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.Issuer.VerifyAccessToken(tok.AccessToken, true); err != nil || tok.KeyID != active.ID {
+		t.Fatalf("KMS-signed token: %v (kid %s, active %s)", err, tok.KeyID, active.ID)
+	}
+	if _, err := env.Keyring.Rotate(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	if n := kmsKeys(t, e); n != 2 {
+		t.Fatalf("%d KMS keys after one rotation, want 2", n)
+	}
+}
+
+// TestKMSCrashDuringCreation: a replica records an intent, KMS creates the
+// key, and the replica dies before recording it. The next replica finishes
+// the intent with that same key: exactly one active key, no orphan in KMS.
+func TestKMSCrashDuringCreation(t *testing.T) {
+	e := kmstest.Start(t)
+	node := eventlogtest.SingleNode(t)
+	backend := awskms.Backend{API: e.Client}
+	clock := issuertest.NewClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	first := issuertest.New(t, issuertest.Options{Conn: node.Conn, Clock: clock, Algorithm: signing.ES256, Backend: backend})
+	ctx := context.Background()
+	// The crash: the intent is recorded and KMS made the key, but no
+	// generated event follows.
+	const intent = "crashed-intent-0001"
+	data, _ := proto.Marshal(&eventsv1.KeyRequested{IntentId: intent, Algorithm: "ES256", Backend: awskms.BackendName, At: timestamppb.New(clock.Now())})
+	head, err := first.Log.LastConsistent(ctx, first.Log.Subjects().Keys())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := first.Log.Append(ctx, eventlog.Event{Subject: first.Log.Subjects().Key(intent, "requested"), Type: projections.TypeKeyRequested, Data: data},
+		eventlog.Expect{Filter: first.Log.Subjects().Keys(), Seq: head.Seq}); err != nil {
+		t.Fatal(err)
+	}
+	made, err := backend.Create(ctx, signing.ES256, intent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := kmsKeys(t, e)
+
+	nc, err := node.Embedded.Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	next := issuertest.New(t, issuertest.Options{Conn: nc, Clock: clock, Algorithm: signing.ES256, Backend: backend})
+	if err := next.Keyring.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := kmsKeys(t, e); n != before {
+		t.Fatalf("%d KMS keys after the restart, %d before: an orphan", n, before)
+	}
+	k, ok := next.Set.Key(made.ID)
+	if !ok || k.IntentID != intent || k.Ref != made.Ref {
+		t.Fatalf("the key made before the crash was not adopted: %+v", k)
+	}
+	keys, _ := next.Set.Keys()
+	active := 0
+	for _, k := range keys {
+		if k.Status == eventsv1.KeyStatus_KEY_STATUS_ACTIVE {
+			active++
+		}
+	}
+	if active != 1 {
+		t.Fatalf("%d active keys, want exactly 1", active)
+	}
+	if _, ok := next.Set.PendingKeyIntent(); ok {
+		t.Fatal("an intent is still pending")
+	}
+}
+
+// TestFallbackKeyPublished: with a remote backend and fallback on, a local
+// key is in the JWKS before it is ever needed, and never activated.
+func TestFallbackKeyPublished(t *testing.T) {
+	e := kmstest.Start(t)
+	env := issuertest.New(t, issuertest.Options{Algorithm: signing.ES256, Backend: awskms.Backend{API: e.Client}, Fallback: true})
+	if err := env.Keyring.Tick(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	fb, ok := env.Keyring.Fallback()
+	if !ok {
+		t.Fatal("no fallback key")
+	}
+	if !jwksKids(env)[fb.KeyID()] {
+		t.Fatal("the fallback key is not in the JWKS")
+	}
+	if a, _ := env.Set.ActiveKey(); a.ID == fb.KeyID() || a.Backend != awskms.BackendName {
+		t.Fatalf("active key %s (%s)", a.ID, a.Backend)
+	}
+}
