@@ -43,6 +43,9 @@ var (
 	ErrAccessTokenHash = invalid("DPoP proof ath does not match the access token")
 	ErrReplay          = invalid("DPoP proof jti was already used")
 	ErrKeyMismatch     = invalid("DPoP proof key does not match the token binding")
+	// ErrNotTokenRequest: a proof given to a token request was not made for
+	// one (POST to a token endpoint, without ath).
+	ErrNotTokenRequest = invalid("DPoP proof was not made for a token request (POST to the token endpoint, no ath)")
 
 	ErrNonceMissing = &proofError{msg: "DPoP nonce required", kind: ErrUseNonce}
 	ErrNonceStale   = &proofError{msg: "DPoP nonce is stale or unknown", kind: ErrUseNonce}
@@ -70,7 +73,7 @@ func Label(err error) string {
 		{ErrAlgorithm, "alg"}, {ErrJWK, "jwk"}, {ErrPrivateKey, "private_key"}, {ErrSignature, "signature"},
 		{ErrMissingClaim, "missing_claim"}, {ErrMethod, "htm"}, {ErrURI, "htu"}, {ErrIssuedTooEarly, "iat_old"},
 		{ErrIssuedInFuture, "iat_future"}, {ErrAccessTokenHash, "ath"}, {ErrReplay, "replay"},
-		{ErrKeyMismatch, "key_mismatch"}, {ErrNonceMissing, "nonce_missing"}, {ErrNonceStale, "nonce_stale"},
+		{ErrKeyMismatch, "key_mismatch"}, {ErrNotTokenRequest, "not_token_request"}, {ErrNonceMissing, "nonce_missing"}, {ErrNonceStale, "nonce_stale"},
 	} {
 		if errors.Is(err, e.err) {
 			return e.label
@@ -84,5 +87,5 @@ func Label(err error) string {
 
 // Labels lists every value Label returns.
 var Labels = []string{"none", "missing", "too_large", "malformed", "typ", "alg", "jwk", "private_key", "signature",
-	"missing_claim", "htm", "htu", "iat_old", "iat_future", "ath", "replay", "key_mismatch", "nonce_missing",
+	"missing_claim", "htm", "htu", "iat_old", "iat_future", "ath", "replay", "key_mismatch", "not_token_request", "nonce_missing",
 	"nonce_stale", "other"}

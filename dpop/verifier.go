@@ -66,6 +66,8 @@ type Proof struct {
 	IssuedAt time.Time
 	Method   string
 	URI      string
+	// ATH is the proof's ath claim ("" if none).
+	ATH string
 }
 
 // Verifier checks DPoP proofs. It is safe for concurrent use.
@@ -252,5 +254,5 @@ func (v *Verifier) Verify(ctx context.Context, proof string, req Request) (Proof
 	if err := v.cfg.Replay.Claim(ctx, jkt, c.JTI, v.cfg.JTITTL); err != nil {
 		return Proof{}, err
 	}
-	return Proof{JKT: jkt, JTI: c.JTI, IssuedAt: iat, Method: c.HTM, URI: want}, nil
+	return Proof{JKT: jkt, JTI: c.JTI, IssuedAt: iat, Method: c.HTM, URI: want, ATH: c.ATH}, nil
 }

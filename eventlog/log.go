@@ -306,10 +306,15 @@ func endAppendSpan(span trace.Span, seq uint64, err error) {
 	span.End()
 }
 
-// resolve learns whether a retried append was stored: it is if the last
-// message of the aggregate carries its ID.
+// resolve learns whether a retried append was stored. Under
+// compare-and-set the message that follows the expected sequence on the
+// aggregate is the one that won: it is ours if it carries our ID (the last
+// message would not do: another may have followed ours already).
 func (l *Log) resolve(ctx context.Context, ev Event, exp Expect) (uint64, error) {
-	rec, err := l.LastConsistent(ctx, exp.Filter)
+	rec, err := l.getMsg(ctx, msgGetRequest{Seq: exp.Seq + 1, NextFor: exp.Filter})
+	if errors.Is(err, ErrNotFound) {
+		return 0, fmt.Errorf("append %s: %w", ev.Subject, ErrConflict)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("%w: append %s: resolve: %v", ErrAmbiguous, ev.Subject, err)
 	}
@@ -356,9 +361,20 @@ func (l *Log) LastConsistent(ctx context.Context, filter string) (Record, error)
 		// and skips the JSON API's encoding.
 		return l.Last(ctx, filter)
 	}
-	req, err := json.Marshal(struct {
-		LastFor string `json:"last_by_subj"`
-	}{filter})
+	return l.getMsg(ctx, msgGetRequest{LastFor: filter})
+}
+
+// msgGetRequest is the body of the stream leader's message-get API.
+type msgGetRequest struct {
+	Seq     uint64 `json:"seq,omitempty"`
+	LastFor string `json:"last_by_subj,omitempty"`
+	NextFor string `json:"next_by_subj,omitempty"`
+}
+
+// getMsg asks the stream leader for one message.
+func (l *Log) getMsg(ctx context.Context, mreq msgGetRequest) (Record, error) {
+	filter := mreq.LastFor + mreq.NextFor
+	req, err := json.Marshal(mreq)
 	if err != nil {
 		return Record{}, err
 	}

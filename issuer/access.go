@@ -129,6 +129,10 @@ func signAccessToken(ctx context.Context, tracer trace.Tracer, s signing.Signer,
 	span.End()
 	buf = append(buf, '.')
 	buf = enc.AppendEncode(buf, sig)
+	if len(buf) > maxAccessTokenLen {
+		// The verifier refuses longer tokens: never hand one out.
+		return "", fmt.Errorf("%w: the access token would be %d bytes, over %d", ErrInvalidRequest, len(buf), maxAccessTokenLen)
+	}
 	return string(buf), nil
 }
 
@@ -169,6 +173,7 @@ func (i *Issuer) VerifyAccessToken(token string, checkExpiry bool) (VerifiedAcce
 		jwt.WithIssuer(i.cfg.Issuer),
 		jwt.WithTimeFunc(i.cfg.Now),
 		jwt.WithIssuedAt(),
+		jwt.WithLeeway(5 * time.Second), // replicas' clocks drift a little
 		jwt.WithStrictDecoding(),
 	}
 	if !checkExpiry {

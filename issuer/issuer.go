@@ -333,7 +333,9 @@ func (i *Issuer) Refresh(ctx context.Context, req RefreshRequest) (t Tokens, err
 	}
 	now := i.cfg.Now()
 	h := hashSecret(rt.secret)
-	raced := false // our token was current once and then rotated by another request
+	// racedGen is the generation at which our token was current when a
+	// concurrent rotation beat ours (0: no race seen).
+	racedGen := uint64(0)
 	for attempt := 0; attempt < 8; attempt++ {
 		f, err := i.load(ctx, rt.familyID, attempt > 0)
 		if errors.Is(err, eventlog.ErrNotFound) {
@@ -364,7 +366,7 @@ func (i *Issuer) Refresh(ctx context.Context, req RefreshRequest) (t Tokens, err
 		case isCurrent:
 			t, err := i.rotate(ctx, f, rt.familyID, scopes, now)
 			if errors.Is(err, eventlog.ErrConflict) {
-				raced = true
+				racedGen = st.GetGeneration()
 				continue
 			}
 			if err == nil {
@@ -377,12 +379,18 @@ func (i *Issuer) Refresh(ctx context.Context, req RefreshRequest) (t Tokens, err
 				// stale read could have missed a revocation.
 				continue
 			}
+			if err := i.checkSubjectCutoff(ctx, f, 0, now); err != nil {
+				return Tokens{}, err
+			}
 			t, err := i.graceSuccessor(ctx, st)
 			if err == nil {
 				status = StatusGrace
 			}
 			return t, err
-		case raced:
+		case racedGen != 0 && isPrevious && st.GetGeneration() == racedGen+1:
+			// Lost the race to the very next rotation: a concurrent
+			// request, not a replay (a stale first read does not count:
+			// then the winner's generation is not the next one).
 			return Tokens{}, ErrTokenRotated
 		default:
 			// Replay of a spent token outside the grace window.
@@ -420,9 +428,6 @@ func (i *Issuer) rotate(ctx context.Context, f family, fid string, scopes []stri
 	} else if !subset(scopes, st.GetScopes()) {
 		return Tokens{}, fmt.Errorf("%w: requested scopes exceed the granted ones", ErrInvalidScope)
 	}
-	if err := i.checkSubjectCutoff(ctx, f, now); err != nil {
-		return Tokens{}, err
-	}
 	secret, err := newSecret(i.cfg.Rand)
 	if err != nil {
 		return Tokens{}, err
@@ -453,19 +458,26 @@ func (i *Issuer) rotate(ctx context.Context, f family, fid string, scopes []stri
 	if err != nil {
 		return Tokens{}, err
 	}
-	_, err = i.log.Append(ctx, eventlog.Event{
+	seq, err := i.log.Append(ctx, eventlog.Event{
 		Subject: i.subj.Family(fid, "rotated"), Type: projections.TypeFamilyRotated, Data: data,
 	}, eventlog.Expect{Filter: i.subj.FamilyFilter(fid), Seq: f.seq})
 	if err != nil {
+		return Tokens{}, err
+	}
+	// The subject cut-off is checked after the rotation is in the log: a
+	// cut-off that precedes it in the stream wins, whenever it was read.
+	if err := i.checkSubjectCutoff(ctx, family{st: next, seq: seq}, seq, now); err != nil {
 		return Tokens{}, err
 	}
 	return tokens, nil
 }
 
 // checkSubjectCutoff refuses (and revokes) a family whose issued event
-// precedes a revocation of its subject. It reads the cut-off from the
-// leader, so a revocation acknowledged anywhere is seen.
-func (i *Issuer) checkSubjectCutoff(ctx context.Context, f family, now time.Time) error {
+// precedes a revocation of its subject that itself precedes before (the
+// rotation just appended; 0 for no bound). It reads the cut-off from the
+// leader, so a revocation acknowledged anywhere is seen: a rotation that
+// follows the cut-off in the stream is never handed out.
+func (i *Issuer) checkSubjectCutoff(ctx context.Context, f family, before uint64, now time.Time) error {
 	rec, err := i.log.LastConsistent(ctx, i.subj.SubjectRevoked(subjectHash(f.st.GetSubject())))
 	if errors.Is(err, eventlog.ErrNotFound) {
 		return nil
@@ -473,8 +485,8 @@ func (i *Issuer) checkSubjectCutoff(ctx context.Context, f family, now time.Time
 	if err != nil {
 		return err
 	}
-	if rec.Seq < f.st.GetIssuedSeq() {
-		return nil // the family was issued after the cut-off
+	if rec.Seq < f.st.GetIssuedSeq() || (before != 0 && rec.Seq > before) {
+		return nil // issued after the cut-off, or rotated before it
 	}
 	if err := i.revoke(ctx, f, eventsv1.RevocationReason_REVOCATION_REASON_SUBJECT, now); err != nil {
 		return err // a conflict makes Refresh reload and see the revocation

@@ -107,6 +107,11 @@ func checkExtraClaims(s *structpb.Struct) error {
 	if proto.Size(s) > MaxExtraClaimsLen {
 		return invalidRequest("extra_claims are larger than %d bytes", MaxExtraClaimsLen)
 	}
+	// The JSON form is what goes into the token, and escapes can make it
+	// several times the protobuf size.
+	if js, err := s.MarshalJSON(); err != nil || len(js) > MaxExtraClaimsLen {
+		return invalidRequest("extra_claims are larger than %d bytes as JSON", MaxExtraClaimsLen)
+	}
 	for k, v := range s.GetFields() {
 		if registeredClaims[k] {
 			return invalidRequest("extra_claims may not set the registered claim %q", k)

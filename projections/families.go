@@ -1,6 +1,7 @@
 package projections
 
 import (
+	"slices"
 	"sort"
 	"time"
 
@@ -74,7 +75,7 @@ func (f *Families) Apply(rec eventlog.Record, m proto.Message) {
 		fam.IssuedSeq = st.GetIssuedSeq()
 	}
 	fam.LastSeq = rec.Seq
-	fam.KeyIDs = append(fam.KeyIDs[:0], st.GetKeyIds()...)
+	fam.KeyIDs = slices.Clone(st.GetKeyIds()) // copies handed out share no array
 }
 
 // SignedBy returns the families that hold access tokens signed by key

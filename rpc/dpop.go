@@ -8,6 +8,7 @@ import (
 
 	"github.com/auth-platform/tokenservice/dpop"
 	"github.com/auth-platform/tokenservice/issuer"
+	"github.com/auth-platform/tokenservice/projections"
 	tokenv1 "github.com/auth-platform/tokenservice/proto/token/v1"
 )
 
@@ -31,7 +32,16 @@ func (s *service) verifyTokenRequestProof(ctx context.Context, proof, method, ur
 	if method == "" || uri == "" {
 		return "", invalidRequest("dpop_proof needs http_method and http_uri")
 	}
+	// A token request is a POST to a token endpoint, and its proof has no
+	// ath: a proof made for a resource request cannot be replayed here.
+	if method != "POST" || !s.tokenEndpoint(uri) {
+		s.metrics.dpopValidated(dpop.ErrNotTokenRequest)
+		return "", dpop.ErrNotTokenRequest
+	}
 	p, err := s.dpop.Verify(ctx, proof, dpop.Request{Method: method, URI: uri})
+	if err == nil && p.ATH != "" {
+		err = dpop.ErrNotTokenRequest
+	}
 	if err == nil && dpopJKT != "" && p.JKT != dpopJKT {
 		err = dpop.ErrKeyMismatch
 	}
@@ -40,6 +50,24 @@ func (s *service) verifyTokenRequestProof(ctx context.Context, proof, method, ur
 		return "", err
 	}
 	return p.JKT, nil
+}
+
+// tokenEndpoint reports whether uri is one of the configured token
+// endpoints (any, when none is configured).
+func (s *service) tokenEndpoint(uri string) bool {
+	if len(s.tokenEndpoints) == 0 {
+		return true
+	}
+	n, err := dpop.NormalizeURI(uri)
+	if err != nil {
+		return false
+	}
+	for _, e := range s.tokenEndpoints {
+		if e == n {
+			return true
+		}
+	}
+	return false
 }
 
 func invalidRequest(desc string) error {
@@ -63,6 +91,10 @@ func (s *service) ValidateDPoP(ctx context.Context, req *connect.Request[tokenv1
 		if err != nil {
 			s.metrics.dpopValidated(errInvalidToken)
 			return refuse("invalid_token", "access token is invalid or expired")
+		}
+		if s.revoked(at) {
+			s.metrics.dpopValidated(errInvalidToken)
+			return refuse("invalid_token", "access token is revoked")
 		}
 		boundJKT = at.JKT
 		if boundJKT != "" && m.GetProof() == "" {
@@ -93,3 +125,32 @@ func (s *service) ValidateDPoP(ctx context.Context, req *connect.Request[tokenv1
 
 // errInvalidToken labels refusals of the access token in metrics.
 var errInvalidToken = errors.New("invalid_token")
+
+// Revocations answers whether a family or a subject is revoked; the
+// revocation projection implements it.
+type Revocations interface {
+	RevokedFamily(fid string) (projections.RevokedFamily, bool)
+	SubjectCutoff(subject string) (projections.SubjectCutoff, bool)
+	Family(fid string) (projections.Family, bool)
+}
+
+// revoked reports whether the access token's family is revoked, or its
+// subject was cut off after the family was issued, as this replica's
+// projections know it. The cut-off is ordered by stream sequence when the
+// family is known (iat has only second precision), by time otherwise.
+func (s *service) revoked(at issuer.VerifiedAccessToken) bool {
+	if s.revocations == nil {
+		return false
+	}
+	if _, ok := s.revocations.RevokedFamily(at.FamilyID); ok {
+		return true
+	}
+	c, ok := s.revocations.SubjectCutoff(at.Subject)
+	if !ok {
+		return false
+	}
+	if f, ok := s.revocations.Family(at.FamilyID); ok {
+		return c.Seq > f.IssuedSeq
+	}
+	return !at.IssuedAt.After(c.At)
+}

@@ -178,3 +178,48 @@ func TestValidateDPoP(t *testing.T) {
 		})
 	}
 }
+
+// TestTokenRequestProofs: a token request takes only a proof made for a
+// token request: POST, no ath (a resource request's proof, which carries
+// ath, cannot be replayed to refresh a stolen token).
+func TestTokenRequestProofs(t *testing.T) {
+	s := newServer(t)
+	k := dpoptest.NewKey(signing.ES256)
+	bound := s.generateBound(t, k)
+	for name, req := range map[string]*tokenv1.RefreshTokensRequest{
+		"GET": {DpopProof: k.Proof("GET", tokenURL, s.env.Clock.Now()), HttpMethod: "GET", HttpUri: tokenURL},
+		"resource proof with ath": {DpopProof: k.Proof("POST", tokenURL, s.env.Clock.Now(), func(p *dpoptest.Parts) {
+			p.Claims["ath"] = dpoptest.ATH(bound.GetAccessToken())
+		}), HttpMethod: "POST", HttpUri: tokenURL},
+	} {
+		req.RefreshToken, req.ClientId = bound.GetRefreshToken(), "spa"
+		_, err := s.client.RefreshTokens(context.Background(), connect.NewRequest(req))
+		if _, code := oauthCode(t, err); code != "invalid_dpop_proof" {
+			t.Fatalf("%s: %v", name, err)
+		}
+	}
+	if _, err := s.refresh(k, bound.GetRefreshToken()); err != nil {
+		t.Fatalf("the family was harmed: %v", err)
+	}
+}
+
+// TestValidateDPoPRevoked: a resource server is told a revoked family's
+// token is invalid.
+func TestValidateDPoPRevoked(t *testing.T) {
+	s := newServer(t)
+	k := dpoptest.NewKey(signing.ES256)
+	bound := s.generateBound(t, k)
+	if _, err := s.client.RevokeToken(context.Background(), connect.NewRequest(&tokenv1.RevokeTokenRequest{
+		Target: &tokenv1.RevokeTokenRequest_FamilyId{FamilyId: bound.GetFamilyId()}})); err != nil {
+		t.Fatal(err)
+	}
+	s.env.CaughtUp(t)
+	at := bound.GetAccessToken()
+	const rs = "https://api.example.com/orders"
+	resp, err := s.client.ValidateDPoP(context.Background(), connect.NewRequest(&tokenv1.ValidateDPoPRequest{
+		Proof: k.Proof("GET", rs, s.env.Clock.Now(), func(p *dpoptest.Parts) { p.Claims["ath"] = dpoptest.ATH(at) }), HttpMethod: "GET", HttpUri: rs, AccessToken: at,
+	}))
+	if err != nil || resp.Msg.GetValid() || resp.Msg.GetError() != "invalid_token" {
+		t.Fatalf("revoked family: %v %v", resp, err)
+	}
+}

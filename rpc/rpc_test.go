@@ -49,7 +49,7 @@ func newServerNonce(t *testing.T, nonceRequired bool) *server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := rpc.New(rpc.Config{Issuer: env.Issuer, DPoP: verifier, Keys: env.Set, KeyAdmin: env.Keyring, Metrics: metrics, Ready: func() bool { return true },
+	h := rpc.New(rpc.Config{Issuer: env.Issuer, DPoP: verifier, Keys: env.Set, KeyAdmin: env.Keyring, Revocations: env.Set, Metrics: metrics, Ready: func() bool { return true },
 		MaxRequestBytes: 8 << 10, Now: env.Clock.Now})
 	h.SetServing(true)
 	srv := httptest.NewUnstartedServer(h)
@@ -115,6 +115,7 @@ func TestBadInput(t *testing.T) {
 		}
 	}
 	extra, _ := structpb.NewStruct(map[string]any{"sub": "mallory"})
+	escapes, _ := structpb.NewStruct(map[string]any{"x": strings.Repeat("\x01", 1000)})
 	tests := []struct {
 		name     string
 		call     func() error
@@ -129,6 +130,7 @@ func TestBadInput(t *testing.T) {
 		{"scope with space", gen(func(r *tokenv1.GenerateTokensRequest) { r.Scopes = []string{"a b"} }), "invalid_request", 0},
 		{"too many scopes", gen(func(r *tokenv1.GenerateTokensRequest) { r.Scopes = make([]string, 65) }), "invalid_request", 0},
 		{"registered extra claim", gen(func(r *tokenv1.GenerateTokensRequest) { r.ExtraClaims = extra }), "invalid_request", 0},
+		{"extra claims that escape to 6 KB of JSON", gen(func(r *tokenv1.GenerateTokensRequest) { r.ExtraClaims = escapes }), "invalid_request", 0},
 		{"dpop proof without method and URI", gen(func(r *tokenv1.GenerateTokensRequest) { r.DpopProof = "x.y.z" }), "invalid_request", 0},
 		{"garbage dpop proof", gen(func(r *tokenv1.GenerateTokensRequest) {
 			r.DpopProof, r.HttpMethod, r.HttpUri = "x.y.z", "POST", "https://as.example/token"

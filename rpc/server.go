@@ -34,6 +34,12 @@ type Config struct {
 	Keys JWKSource
 	// KeyAdmin rotates and lists signing keys (admin RPCs). Required.
 	KeyAdmin KeyAdmin
+	// Revocations, if set, lets ValidateDPoP refuse revoked tokens.
+	Revocations Revocations
+	// TokenEndpoints are the absolute URIs of the token endpoints whose
+	// DPoP proofs GenerateTokens and RefreshTokens accept (http_uri must
+	// be one of them). Default: any URI (POST, no ath) is accepted.
+	TokenEndpoints []string
 	// Ready reports whether the projections have caught up. Required.
 	Ready func() bool
 	// Projections, if set, is served on GET /projections/digest (position
@@ -117,7 +123,7 @@ func New(cfg Config) *Handler {
 		connect.WithCompressMinBytes(4 << 10),
 	}
 	mux := http.NewServeMux()
-	svc := &service{issuer: cfg.Issuer, dpop: cfg.DPoP, keys: cfg.Keys, keyAdmin: cfg.KeyAdmin, log: cfg.Logger, metrics: cfg.Metrics, now: cfg.Now}
+	svc := &service{issuer: cfg.Issuer, dpop: cfg.DPoP, keys: cfg.Keys, keyAdmin: cfg.KeyAdmin, revocations: cfg.Revocations, tokenEndpoints: normalizeAll(cfg.TokenEndpoints), log: cfg.Logger, metrics: cfg.Metrics, now: cfg.Now}
 	path, h := tokenv1connect.NewTokenServiceHandler(svc, opts...)
 	mux.Handle(path, h)
 
@@ -179,4 +185,14 @@ func New(cfg Config) *Handler {
 	hd := &Handler{Handler: limited, health: health}
 	hd.SetServing(false)
 	return hd
+}
+
+func normalizeAll(uris []string) []string {
+	var out []string
+	for _, u := range uris {
+		if n, err := dpop.NormalizeURI(u); err == nil {
+			out = append(out, n)
+		}
+	}
+	return out
 }

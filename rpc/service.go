@@ -22,13 +22,15 @@ type JWKSource interface {
 
 // service implements tokenv1connect.TokenServiceHandler over an Issuer.
 type service struct {
-	issuer   *issuer.Issuer
-	dpop     *dpop.Verifier
-	keyAdmin KeyAdmin
-	keys     JWKSource
-	log      *slog.Logger
-	metrics  *Metrics // may be nil
-	now      func() time.Time
+	issuer         *issuer.Issuer
+	dpop           *dpop.Verifier
+	keyAdmin       KeyAdmin
+	revocations    Revocations
+	tokenEndpoints []string // normalised
+	keys           JWKSource
+	log            *slog.Logger
+	metrics        *Metrics // may be nil
+	now            func() time.Time
 }
 
 var _ tokenv1connect.TokenServiceHandler = (*service)(nil)

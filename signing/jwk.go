@@ -27,8 +27,12 @@ type JWK struct {
 
 var b64 = base64.RawURLEncoding
 
-// MinRSABits is the smallest RSA modulus accepted.
-const MinRSABits = 2048
+// MinRSABits and MaxRSABits bound the RSA moduli accepted: the maximum
+// keeps a verification of a key from outside (a DPoP proof's) cheap.
+const (
+	MinRSABits = 2048
+	MaxRSABits = 4096
+)
 
 // PublicJWK returns the JWK of pub, for alg, with kid set to its RFC 7638
 // thumbprint and use "sig".
@@ -107,7 +111,7 @@ func (j JWK) PublicKey() (crypto.PublicKey, error) {
 			return nil, fmt.Errorf("%w: RSA members", ErrInvalidKey)
 		}
 		pub := &rsa.PublicKey{N: new(big.Int).SetBytes(n), E: int(new(big.Int).SetBytes(e).Int64())}
-		if pub.N.BitLen() < MinRSABits || pub.E < 3 || pub.E%2 == 0 {
+		if pub.N.BitLen() < MinRSABits || pub.N.BitLen() > MaxRSABits || pub.E < 3 || pub.E%2 == 0 {
 			return nil, fmt.Errorf("%w: RSA key of %d bits, exponent %d", ErrInvalidKey, pub.N.BitLen(), pub.E)
 		}
 		return pub, nil

@@ -2,6 +2,7 @@ package signing_test
 
 import (
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/auth-platform/tokenservice/signing"
@@ -32,6 +33,7 @@ func TestJWKRefusesBadKeys(t *testing.T) {
 		{"unknown alg", signing.JWK{Kty: "EC", Alg: "HS256"}, signing.ErrUnsupportedAlgorithm},
 		{"none", signing.JWK{Kty: "EC", Alg: "none"}, signing.ErrUnsupportedAlgorithm},
 		{"short RSA", signing.JWK{Kty: "RSA", Alg: "RS256", N: "AQAB", E: "AQAB"}, signing.ErrInvalidKey},
+		{"huge RSA", signing.JWK{Kty: "RSA", Alg: "RS256", N: strings.Repeat("_", 1400), E: "AQAB"}, signing.ErrInvalidKey},
 		{"RSA for ES256", signing.JWK{Kty: "RSA", Alg: "ES256", N: "AQAB", E: "AQAB"}, signing.ErrInvalidKey},
 		{"P-384 for ES256", signing.JWK{Kty: "EC", Alg: "ES256", Crv: "P-384", X: "AA", Y: "AA"}, signing.ErrInvalidKey},
 		{"point off the curve", signing.JWK{Kty: "EC", Alg: "ES256", Crv: "P-256",

@@ -245,6 +245,11 @@ type Rotation struct {
 // leaves the JWKS, so its tokens stop verifying; revoking the families it
 // signed for is the caller's next step.
 func (k *Keyring) Rotate(ctx context.Context, immediate bool) (Rotation, error) {
+	// The key to replace is the log's active key, not what a lagging
+	// projection shows.
+	if err := k.catchUp(ctx); err != nil {
+		return Rotation{}, err
+	}
 	prev, _ := k.set.ActiveKey()
 	g := &goal{stage: !immediate}
 	if immediate {
@@ -404,6 +409,11 @@ func (k *Keyring) plan(g *goal) (*action, error) {
 		}
 		if old, ok := k.set.Key(g.immediate); ok && old.Status != eventsv1.KeyStatus_KEY_STATUS_DESTROYED {
 			return destroy(old.ID, now), nil
+		}
+		// A key staged before the incident would take over from the new
+		// one at its activation time: it goes too.
+		if staged != nil && staged.ID != g.newKey {
+			return destroy(staged.ID, now), nil
 		}
 		return nil, nil
 	}

@@ -190,7 +190,7 @@ func (m *Main) start(ctx context.Context) error {
 		return err
 	}
 	m.handler = rpc.New(rpc.Config{
-		Issuer: m.Issuer, DPoP: m.DPoP, Keys: m.Set, KeyAdmin: m.Keyring, Projections: m.Set, Metrics: m.Metrics, Logger: m.Logger,
+		Issuer: m.Issuer, DPoP: m.DPoP, Keys: m.Set, KeyAdmin: m.Keyring, Revocations: m.Set, TokenEndpoints: cfg.DPoPTokenEndpoints, Projections: m.Set, Metrics: m.Metrics, Logger: m.Logger,
 		MaxRequestBytes: cfg.MaxRequestBytes, JWKSMaxAge: cfg.JWKSMaxAge, TracerProvider: m.tracerProvider,
 		Ready: func() bool {
 			if m.closing.Load() {

@@ -18,6 +18,7 @@ import (
 
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/auth-platform/tokenservice/dpop"
 	"github.com/auth-platform/tokenservice/signing"
 )
 
@@ -64,11 +65,12 @@ type Config struct {
 	// environment variable.
 	TracerProvider trace.TracerProvider
 
-	DPoPAlgorithms    []signing.Algorithm
-	DPoPSkew          time.Duration
-	DPoPJTITTL        time.Duration
-	DPoPNonceRequired bool
-	DPoPNonceRotation time.Duration
+	DPoPAlgorithms     []signing.Algorithm
+	DPoPTokenEndpoints []string
+	DPoPSkew           time.Duration
+	DPoPJTITTL         time.Duration
+	DPoPNonceRequired  bool
+	DPoPNonceRotation  time.Duration
 }
 
 // Variables lists every environment variable tokend reads, with its
@@ -95,6 +97,7 @@ var Variables = []struct{ Name, Default, Meaning string }{
 	{"JWKS_PREPUBLISH", "JWKS_MAX_AGE + 60", "how long a new key is in the JWKS before it signs (at least JWKS_MAX_AGE)"},
 	{"KEY_ROTATION_PERIOD", "2592000", "how long a key signs before the next takes over (30 days); 0 disables scheduled rotation"},
 	{"DPOP_ALGORITHMS", "ES256,ES384,RS256,PS256,EdDSA", "algorithms accepted in DPoP proofs (asymmetric only)"},
+	{"DPOP_TOKEN_ENDPOINTS", "", "comma-separated absolute URIs of the token endpoints; a token request's http_uri must be one of them (unset: any, still POST and without ath)"},
 	{"DPOP_CLOCK_SKEW", "60", "how old a DPoP proof's iat may be (future-dated proofs get 5s)"},
 	{"DPOP_JTI_TTL", "300", "how long a DPoP proof's jti stays claimed in the log (at least DPOP_CLOCK_SKEW + 5s)"},
 	{"DPOP_NONCE_REQUIRED", "false", "refuse DPoP proofs without a server nonce (use_dpop_nonce)"},
@@ -159,6 +162,16 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	case "false", "0":
 	default:
 		p.fail("DPOP_NONCE_REQUIRED", "must be true or false")
+	}
+	if v := getenv("DPOP_TOKEN_ENDPOINTS"); v != "" {
+		for _, u := range strings.Split(v, ",") {
+			u = strings.TrimSpace(u)
+			if _, err := dpop.NormalizeURI(u); err != nil {
+				p.fail("DPOP_TOKEN_ENDPOINTS", fmt.Sprintf("%q is not an absolute http(s) URI", u))
+				continue
+			}
+			c.DPoPTokenEndpoints = append(c.DPoPTokenEndpoints, u)
+		}
 	}
 	for _, name := range strings.Split(p.str("DPOP_ALGORITHMS", "ES256,ES384,RS256,PS256,EdDSA"), ",") {
 		a, err := signing.ParseAlgorithm(strings.TrimSpace(name))
