@@ -11,4 +11,8 @@ var (
 	ErrInvalidKey = errors.New("signing: invalid key")
 	// ErrNoActiveKey is returned when no key is active for signing.
 	ErrNoActiveKey = errors.New("signing: no active signing key")
+	// ErrUnavailable is returned when a remote backend cannot sign now:
+	// its circuit breaker is open, the rate limit is reached, or the call
+	// timed out. A fallback key may sign instead.
+	ErrUnavailable = errors.New("signing: backend unavailable")
 )

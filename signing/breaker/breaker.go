@@ -1,0 +1,139 @@
+// Package breaker puts a remote signing backend behind a circuit breaker
+// (sony/gobreaker), a rate limiter (golang.org/x/time/rate) and a timeout,
+// so that a slow or failing KMS, HSM or crypto service costs the caller a
+// bounded wait and then no wait at all: while the breaker is open, Sign
+// fails at once with signing.ErrUnavailable and the keyring signs with its
+// pre-published fallback key instead.
+package breaker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/sony/gobreaker/v2"
+	"golang.org/x/time/rate"
+
+	"github.com/auth-platform/tokenservice/signing"
+)
+
+// Observer is told of every call and state change, for metrics and
+// events. Implementations must be safe for concurrent use and not block.
+type Observer interface {
+	// Call reports one operation ("sign"), its outcome ("ok", "error",
+	// "rejected") and its duration.
+	Call(op, status string, d time.Duration)
+	// StateChanged reports the breaker opening (true) or closing.
+	StateChanged(open bool)
+}
+
+// Config configures a breaker. Zero values select the defaults.
+type Config struct {
+	// Name names the breaker in its state changes.
+	Name string
+	// Timeout bounds one call. Default 2 s; negative leaves it to the
+	// caller's context (and the backend client's own timeouts).
+	Timeout time.Duration
+	// RateLimit bounds calls per second; 0 is unlimited.
+	RateLimit float64
+	// Burst is the limiter's burst. Default max(1, RateLimit).
+	Burst int
+	// Failures is how many consecutive failures open the breaker.
+	// Default 5.
+	Failures uint32
+	// OpenFor is how long the breaker stays open before it lets one
+	// trial call through. Default 10 s.
+	OpenFor time.Duration
+	// Observer, if set, is told of calls and state changes.
+	Observer Observer
+}
+
+// Signer is a signing.Signer behind a breaker. It is safe for concurrent
+// use.
+type Signer struct {
+	signing.Signer
+	cb      *gobreaker.CircuitBreaker[[]byte]
+	limiter *rate.Limiter
+	cfg     Config
+}
+
+var _ signing.Signer = (*Signer)(nil)
+
+// New wraps s.
+func New(s signing.Signer, cfg Config) *Signer {
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 2 * time.Second
+	}
+	if cfg.Failures == 0 {
+		cfg.Failures = 5
+	}
+	if cfg.OpenFor <= 0 {
+		cfg.OpenFor = 10 * time.Second
+	}
+	b := &Signer{Signer: s, cfg: cfg}
+	if cfg.RateLimit > 0 {
+		burst := cfg.Burst
+		if burst <= 0 {
+			burst = max(1, int(cfg.RateLimit))
+		}
+		b.limiter = rate.NewLimiter(rate.Limit(cfg.RateLimit), burst)
+	}
+	b.cb = gobreaker.NewCircuitBreaker[[]byte](gobreaker.Settings{
+		Name:    cfg.Name,
+		Timeout: cfg.OpenFor,
+		ReadyToTrip: func(c gobreaker.Counts) bool {
+			return c.ConsecutiveFailures >= cfg.Failures
+		},
+		// The caller's own cancellation says nothing about the backend.
+		IsExcluded: func(err error) bool { return errors.Is(err, context.Canceled) },
+		OnStateChange: func(_ string, from, to gobreaker.State) {
+			if cfg.Observer != nil && (to == gobreaker.StateOpen || from == gobreaker.StateOpen || to == gobreaker.StateClosed) {
+				cfg.Observer.StateChanged(to == gobreaker.StateOpen)
+			}
+		},
+	})
+	return b
+}
+
+// Open reports whether the breaker is open: calls fail at once.
+func (b *Signer) Open() bool { return b.cb.State() == gobreaker.StateOpen }
+
+// Sign signs through the breaker. It returns an error wrapping
+// signing.ErrUnavailable when the breaker is open, the rate limit is
+// reached or the call timed out.
+func (b *Signer) Sign(ctx context.Context, input []byte) ([]byte, error) {
+	var start time.Time
+	if b.cfg.Observer != nil {
+		start = time.Now()
+	}
+	if b.limiter != nil && !b.limiter.Allow() {
+		b.observe("rejected", start)
+		return nil, fmt.Errorf("%w: rate limit of %.0f/s reached", signing.ErrUnavailable, b.cfg.RateLimit)
+	}
+	sig, err := b.cb.Execute(func() ([]byte, error) {
+		if b.cfg.Timeout < 0 {
+			return b.Signer.Sign(ctx, input)
+		}
+		cctx, cancel := context.WithTimeout(ctx, b.cfg.Timeout)
+		defer cancel()
+		return b.Signer.Sign(cctx, input)
+	})
+	switch {
+	case err == nil:
+		b.observe("ok", start)
+		return sig, nil
+	case errors.Is(err, gobreaker.ErrOpenState), errors.Is(err, gobreaker.ErrTooManyRequests):
+		b.observe("rejected", start)
+		return nil, fmt.Errorf("%w: circuit breaker open", signing.ErrUnavailable)
+	default:
+		b.observe("error", start)
+		return nil, fmt.Errorf("%w: %v", signing.ErrUnavailable, err)
+	}
+}
+
+func (b *Signer) observe(status string, start time.Time) {
+	if b.cfg.Observer != nil {
+		b.cfg.Observer.Call("sign", status, time.Since(start))
+	}
+}
