@@ -22,8 +22,11 @@ import (
 
 // Keys is what the issuer needs of the signing keys.
 type Keys interface {
-	// Active returns the signer of the active key.
+	// Active returns the signer of the active key (the fallback key's
+	// while the primary backend is known to be down).
 	Active(ctx context.Context) (signing.Signer, error)
+	// Fallback returns the fallback key's signer, if there is one.
+	Fallback() (signing.Signer, bool)
 	// PublicKey returns a key of the JWKS by ID.
 	PublicKey(kid string) (crypto.PublicKey, signing.Algorithm, bool)
 }

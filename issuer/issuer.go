@@ -17,6 +17,7 @@ import (
 	"github.com/auth-platform/tokenservice/eventlog"
 	"github.com/auth-platform/tokenservice/projections"
 	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
+	"github.com/auth-platform/tokenservice/signing"
 	"github.com/auth-platform/tokenservice/signing/seal"
 )
 
@@ -31,6 +32,9 @@ type Config struct {
 	RefreshTTL time.Duration
 	// Grace is the reuse grace window; 0 disables it.
 	Grace time.Duration
+	// FallbackAccessTTL is the lifetime of access tokens signed by the
+	// fallback key. Default min(AccessTTL, 5 minutes).
+	FallbackAccessTTL time.Duration
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 	// Rand is the source of IDs and secrets. Required (crypto/rand.Reader).
@@ -47,6 +51,8 @@ type Config struct {
 // be safe for concurrent use and must not block.
 type Observer interface {
 	Issued(tokenType, algorithm string)
+	// FallbackSigned reports an access token signed by the fallback key.
+	FallbackSigned()
 	Refreshed(status string)
 	Revoked(reason string, families int)
 	SecurityEvent(eventType string)
@@ -91,6 +97,7 @@ func (nopObserver) Issued(string, string) {}
 func (nopObserver) Refreshed(string)      {}
 func (nopObserver) Revoked(string, int)   {}
 func (nopObserver) SecurityEvent(string)  {}
+func (nopObserver) FallbackSigned()       {}
 
 // New returns an Issuer.
 func New(log *eventlog.Log, keys Keys, index FamilyIndex, sealer *seal.Sealer, cfg Config) (*Issuer, error) {
@@ -102,6 +109,9 @@ func New(log *eventlog.Log, keys Keys, index FamilyIndex, sealer *seal.Sealer, c
 	}
 	if cfg.AccessTTL <= 0 {
 		cfg.AccessTTL = 15 * time.Minute
+	}
+	if cfg.FallbackAccessTTL <= 0 || cfg.FallbackAccessTTL > cfg.AccessTTL {
+		cfg.FallbackAccessTTL = min(cfg.AccessTTL, 5*time.Minute)
 	}
 	if cfg.RefreshTTL <= 0 {
 		cfg.RefreshTTL = 7 * 24 * time.Hour
@@ -237,12 +247,28 @@ func (i *Issuer) mint(ctx context.Context, st *eventsv1.FamilyState, secret []by
 	if err != nil {
 		return Tokens{}, err
 	}
-	exp := now.Add(i.cfg.AccessTTL)
-	at, err := signAccessToken(ctx, i.cfg.Tracer, signer, AccessClaims{
-		Issuer: i.cfg.Issuer, Subject: st.GetSubject(), Audience: st.GetAudience(), ClientID: st.GetClientId(),
-		IssuedAt: now, Expiry: exp, ID: jti, Scopes: scopes, FamilyID: st.GetFamilyId(), JKT: st.GetDpopJkt(),
-		Extra: st.GetExtraClaims(),
-	})
+	sign := func(s signing.Signer) (string, time.Time, error) {
+		exp := now.Add(i.cfg.AccessTTL)
+		if f, ok := s.(interface{ IsFallback() bool }); ok && f.IsFallback() {
+			exp = now.Add(i.cfg.FallbackAccessTTL)
+			i.cfg.Observer.FallbackSigned()
+		}
+		at, err := signAccessToken(ctx, i.cfg.Tracer, s, AccessClaims{
+			Issuer: i.cfg.Issuer, Subject: st.GetSubject(), Audience: st.GetAudience(), ClientID: st.GetClientId(),
+			IssuedAt: now, Expiry: exp, ID: jti, Scopes: scopes, FamilyID: st.GetFamilyId(), JKT: st.GetDpopJkt(),
+			Extra: st.GetExtraClaims(),
+		})
+		return at, exp, err
+	}
+	at, exp, err := sign(signer)
+	if errors.Is(err, signing.ErrUnavailable) {
+		// The remote backend failed this call: the fallback key, which is
+		// in the JWKS, signs instead.
+		if fb, ok := i.keys.Fallback(); ok {
+			signer = fb
+			at, exp, err = sign(fb)
+		}
+	}
 	if err != nil {
 		return Tokens{}, err
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/auth-platform/tokenservice/issuer"
 	"github.com/auth-platform/tokenservice/proto/token/v1/tokenv1connect"
 	"github.com/auth-platform/tokenservice/signing"
+	"github.com/auth-platform/tokenservice/signing/breaker"
 )
 
 // Metrics holds the service's Prometheus metrics. Every label takes values
@@ -31,6 +32,11 @@ type Metrics struct {
 	appendLatency prometheus.Histogram
 	appends       *prometheus.CounterVec
 	badRecords    prometheus.Counter
+	fallback      *prometheus.CounterVec
+	breakerOpen   prometheus.Gauge
+	cryptoOps     *prometheus.CounterVec
+	cryptoLatency *prometheus.HistogramVec
+	kmsOps        *prometheus.CounterVec
 	projectionLag prometheus.GaugeFunc
 }
 
@@ -83,6 +89,29 @@ func NewMetrics(lag func() float64) *Metrics {
 		badRecords: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "token_service_projection_bad_records_total", Help: "Log records the projections could not decode and skipped.",
 		}),
+	}
+	m.fallback = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "token_service_crypto_fallback_total", Help: "Operations done with the local fallback key because the remote backend was unavailable.",
+	}, []string{"operation"})
+	m.breakerOpen = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "token_service_crypto_circuit_breaker_open", Help: "1 while the remote signing backend's circuit breaker is open.",
+	})
+	m.cryptoOps = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "token_service_crypto_operations_total", Help: "Remote signing backend operations by outcome (ok, error, rejected).",
+	}, []string{"operation", "status"})
+	m.cryptoLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "token_service_crypto_latency_seconds", Help: "Remote signing backend latency.",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+	}, []string{"operation"})
+	m.kmsOps = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "token_service_kms_operations_total", Help: "AWS KMS operations by outcome (ok, error, rejected).",
+	}, []string{"operation", "status"})
+	r.MustRegister(m.fallback, m.breakerOpen, m.cryptoOps, m.cryptoLatency, m.kmsOps)
+	m.fallback.WithLabelValues("sign")
+	m.cryptoLatency.WithLabelValues("sign")
+	for _, st := range []string{"ok", "error", "rejected"} {
+		m.cryptoOps.WithLabelValues("sign", st)
+		m.kmsOps.WithLabelValues("sign", st)
 	}
 	r.MustRegister(m.issued, m.refreshed, m.revoked, m.security, m.dpop, m.latency, m.appendLatency, m.appends, m.badRecords)
 	if lag != nil {
@@ -160,6 +189,36 @@ func (m *Metrics) dpopValidated(err error) {
 		m.dpop.WithLabelValues("invalid", "invalid_token").Inc()
 	default:
 		m.dpop.WithLabelValues("invalid", dpop.Label(err)).Inc()
+	}
+}
+
+// FallbackSigned implements issuer.Observer.
+func (m *Metrics) FallbackSigned() { m.fallback.WithLabelValues("sign").Inc() }
+
+// BreakerObserver returns the observer of the breaker in front of backend
+// (its calls also count as KMS operations when backend is "awskms").
+func (m *Metrics) BreakerObserver(backend string) breaker.Observer {
+	return breakerMetrics{m: m, kms: backend == "awskms"}
+}
+
+type breakerMetrics struct {
+	m   *Metrics
+	kms bool
+}
+
+func (b breakerMetrics) Call(op, status string, d time.Duration) {
+	b.m.cryptoOps.WithLabelValues(op, status).Inc()
+	b.m.cryptoLatency.WithLabelValues(op).Observe(d.Seconds())
+	if b.kms {
+		b.m.kmsOps.WithLabelValues(op, status).Inc()
+	}
+}
+
+func (b breakerMetrics) StateChanged(open bool) {
+	if open {
+		b.m.breakerOpen.Set(1)
+	} else {
+		b.m.breakerOpen.Set(0)
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/auth-platform/tokenservice/issuer"
 	"github.com/auth-platform/tokenservice/projections"
 	"github.com/auth-platform/tokenservice/signing"
+	"github.com/auth-platform/tokenservice/signing/breaker"
 	"github.com/auth-platform/tokenservice/signing/keyring"
 	"github.com/auth-platform/tokenservice/signing/seal"
 )
@@ -63,6 +64,7 @@ type Options struct {
 	// the local backend, no fallback key).
 	Backend  keyring.Backend
 	Fallback bool
+	Breaker  breaker.Config
 	// LogObserver and Tracer instrument the event log and the issuer
 	// (default none).
 	LogObserver eventlog.Observer
@@ -123,7 +125,7 @@ func New(t testing.TB, o Options) *Env {
 		t.Fatal(err)
 	}
 	kr, err := keyring.New(log, set, runner, sealer, keyring.Config{Rand: rand.Reader, Now: o.Clock.Now, Algorithm: o.Algorithm,
-		Prepublish: o.Prepublish, Retention: o.Retention, RotationPeriod: o.RotationPeriod, Backend: o.Backend, Fallback: o.Fallback})
+		Prepublish: o.Prepublish, Retention: o.Retention, RotationPeriod: o.RotationPeriod, Backend: o.Backend, Fallback: o.Fallback, Breaker: o.Breaker})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -31,6 +31,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -40,6 +41,7 @@ import (
 	"github.com/auth-platform/tokenservice/projections"
 	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
 	"github.com/auth-platform/tokenservice/signing"
+	"github.com/auth-platform/tokenservice/signing/breaker"
 	"github.com/auth-platform/tokenservice/signing/seal"
 )
 
@@ -73,6 +75,9 @@ type Config struct {
 	// Fallback keeps a local key published in the JWKS (never activated)
 	// to sign while a remote Backend is unavailable. Default off.
 	Fallback bool
+	// Breaker configures the breaker in front of a remote backend's
+	// signers (its Observer is chained with the keyring's own).
+	Breaker breaker.Config
 }
 
 // Keyring is safe for concurrent use.
@@ -85,6 +90,7 @@ type Keyring struct {
 
 	local    Backend
 	backends map[string]Backend
+	engaged  atomic.Bool // a fallback_engaged event was recorded for the current outage
 
 	mu      sync.Mutex
 	signers map[string]signing.Signer
@@ -133,7 +139,18 @@ func (k *Keyring) Active(ctx context.Context) (signing.Signer, error) {
 	if !ok {
 		return nil, signing.ErrNoActiveKey
 	}
-	return k.signer(key)
+	s, err := k.signer(key)
+	if err != nil {
+		return nil, err
+	}
+	// While the primary backend's breaker is open, sign with the
+	// fallback key rather than fail (or wait) on every request.
+	if b, ok := s.(*breaker.Signer); ok && b.Open() && k.cfg.Fallback {
+		if fb, ok := k.Fallback(); ok {
+			return fb, nil
+		}
+	}
+	return s, nil
 }
 
 func (k *Keyring) signer(key projections.Key) (signing.Signer, error) {
@@ -153,16 +170,81 @@ func (k *Keyring) signer(key projections.Key) (signing.Signer, error) {
 	if s.KeyID() != key.ID {
 		return nil, fmt.Errorf("keyring: key %s: the backend's key has ID %s", key.ID, s.KeyID())
 	}
+	if b.Remote() {
+		cfg := k.cfg.Breaker
+		cfg.Name = key.ID
+		cfg.Observer = breakerObserver{k: k, next: k.cfg.Breaker.Observer}
+		s = breaker.New(s, cfg)
+	}
+	if key.Fallback {
+		s = FallbackSigner{s}
+	}
 	k.signers[key.ID] = s
 	return s, nil
+}
+
+// FallbackSigner marks the fallback key's signer: the issuer gives tokens
+// it signs a shorter lifetime.
+type FallbackSigner struct{ signing.Signer }
+
+// IsFallback reports true.
+func (FallbackSigner) IsFallback() bool { return true }
+
+// breakerObserver records, once per outage, that this replica engaged the
+// fallback key, and passes every observation on.
+type breakerObserver struct {
+	k    *Keyring
+	next breaker.Observer
+}
+
+func (o breakerObserver) Call(op, status string, d time.Duration) {
+	if o.next != nil {
+		o.next.Call(op, status, d)
+	}
+}
+
+func (o breakerObserver) StateChanged(open bool) {
+	if o.next != nil {
+		o.next.StateChanged(open)
+	}
+	if !open {
+		o.k.engaged.Store(false)
+		return
+	}
+	if o.k.cfg.Fallback && o.k.engaged.CompareAndSwap(false, true) {
+		go o.k.recordFallback()
+	}
+}
+
+// recordFallback appends fallback_engaged for the fallback key.
+func (k *Keyring) recordFallback() {
+	fb, ok := k.Fallback()
+	if !ok {
+		return
+	}
+	primary, _ := k.set.ActiveKey()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	data, err := proto.Marshal(&eventsv1.KeyFallbackEngaged{KeyId: fb.KeyID(), PrimaryKeyId: primary.ID,
+		At: timestamppb.New(k.cfg.Now()), Reason: "breaker_open"})
+	if err != nil {
+		return
+	}
+	// Not serialized with the lifecycle (no CAS): it records a fact.
+	_, _ = k.log.Append(ctx, eventlog.Event{Subject: k.log.Subjects().Key(fb.KeyID(), "fallback_engaged"),
+		Type: projections.TypeKeyFallback, Data: data}, eventlog.Expect{})
 }
 
 func stored(key projections.Key) signing.StoredKey {
 	return signing.StoredKey{ID: key.ID, Algorithm: key.Algorithm, JWK: key.JWK, Ref: key.Ref, Sealed: key.Sealed}
 }
 
-// Fallback returns the signer of the fallback key, if one is published.
+// Fallback returns the signer of the fallback key, if fallback is on and
+// one is published.
 func (k *Keyring) Fallback() (signing.Signer, bool) {
+	if !k.cfg.Fallback {
+		return nil, false
+	}
 	keys, _ := k.set.Keys()
 	for i := len(keys) - 1; i >= 0; i-- {
 		if keys[i].Fallback && keys[i].Status == eventsv1.KeyStatus_KEY_STATUS_PUBLISHED {

@@ -24,6 +24,9 @@ import (
 type Emulator struct {
 	URL    string
 	Client *kms.Client
+	addr   string
+	db     *data.Database
+	mu     sync.Mutex
 	srv    *http.Server
 }
 
@@ -43,9 +46,8 @@ func Start(t testing.TB) *Emulator {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { lkms.HandleRequest(w, r, db) })}
-	go func() { _ = srv.Serve(ln) }()
-	e := &Emulator{URL: "http://" + ln.Addr().String(), srv: srv}
+	e := &Emulator{URL: "http://" + ln.Addr().String(), addr: ln.Addr().String(), db: db}
+	e.serve(ln)
 	e.Client = kms.New(kms.Options{
 		Region:           "us-east-1",
 		BaseEndpoint:     aws.String(e.URL),
@@ -56,8 +58,34 @@ func Start(t testing.TB) *Emulator {
 	return e
 }
 
-// Stop shuts the emulator down (a fault test stops it under load).
-func (e *Emulator) Stop() { _ = e.srv.Close() }
+func (e *Emulator) serve(ln net.Listener) {
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { lkms.HandleRequest(w, r, e.db) })}
+	e.mu.Lock()
+	e.srv = srv
+	e.mu.Unlock()
+	go func() { _ = srv.Serve(ln) }()
+}
+
+// Stop shuts the emulator down (a fault test stops it under load); its
+// keys stay for Restart.
+func (e *Emulator) Stop() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.srv != nil {
+		_ = e.srv.Close()
+		e.srv = nil
+	}
+}
+
+// Restart serves again on the same address with the same keys.
+func (e *Emulator) Restart(t testing.TB) {
+	t.Helper()
+	ln, err := net.Listen("tcp", e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.serve(ln)
+}
 
 // CreateKey creates a signing key of spec and returns its ID.
 func (e *Emulator) CreateKey(t testing.TB, spec types.KeySpec) string {
