@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/nats-io/nats.go"
 	"go.opentelemetry.io/otel/trace"
 
@@ -23,6 +25,8 @@ import (
 	"github.com/auth-platform/tokenservice/issuer"
 	"github.com/auth-platform/tokenservice/projections"
 	"github.com/auth-platform/tokenservice/rpc"
+	"github.com/auth-platform/tokenservice/signing/awskms"
+	"github.com/auth-platform/tokenservice/signing/breaker"
 	"github.com/auth-platform/tokenservice/signing/keyring"
 	"github.com/auth-platform/tokenservice/signing/seal"
 )
@@ -158,8 +162,20 @@ func (m *Main) start(ctx context.Context) error {
 		return fmt.Errorf("projections did not catch up: %w", ctx.Err())
 	}
 
-	m.Keyring, err = keyring.New(m.Log, m.Set, m.Runner, sealer, keyring.Config{Rand: rand.Reader, Algorithm: cfg.Algorithm,
-		Retention: cfg.KeyRetention, Prepublish: cfg.Prepublish, RotationPeriod: cfg.RotationPeriod})
+	kcfg := keyring.Config{Rand: rand.Reader, Algorithm: cfg.Algorithm,
+		Retention: cfg.KeyRetention, Prepublish: cfg.Prepublish, RotationPeriod: cfg.RotationPeriod,
+		Fallback: cfg.CryptoFallback,
+		Breaker:  breaker.Config{RateLimit: cfg.CryptoRateLimit, Timeout: cfg.CryptoTimeout, Observer: m.Metrics.BreakerObserver(cfg.KMSProvider)},
+	}
+	if cfg.KMSProvider == "aws" {
+		api, err := kmsClient(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		kcfg.Backend = awskms.Backend{API: api}
+		kcfg.Breaker.Observer = m.Metrics.BreakerObserver(awskms.BackendName)
+	}
+	m.Keyring, err = keyring.New(m.Log, m.Set, m.Runner, sealer, kcfg)
 	if err != nil {
 		return err
 	}
@@ -172,7 +188,7 @@ func (m *Main) start(ctx context.Context) error {
 	go m.runKeyLifecycle(runCtx)
 
 	m.Issuer, err = issuer.New(m.Log, m.Keyring, familyIndex{m.Set, m.Runner}, sealer, issuer.Config{
-		Issuer: cfg.Issuer, AccessTTL: cfg.AccessTTL, RefreshTTL: cfg.RefreshTTL, Grace: cfg.Grace,
+		Issuer: cfg.Issuer, AccessTTL: cfg.AccessTTL, RefreshTTL: cfg.RefreshTTL, Grace: cfg.Grace, FallbackAccessTTL: cfg.FallbackAccessTTL,
 		Rand: rand.Reader, Observer: m.Metrics, Tracer: tracer(m.tracerProvider, "github.com/auth-platform/tokenservice/issuer"),
 	})
 	if err != nil {
@@ -371,4 +387,21 @@ func (m *Main) runKeyLifecycle(ctx context.Context) {
 		}
 		cancel()
 	}
+}
+
+// kmsClient builds the AWS KMS client from the SDK's standard settings
+// (region, credentials) and KMS_ENDPOINT.
+func kmsClient(ctx context.Context, cfg Config) (*kms.Client, error) {
+	awsCfg, err := awsconfig.LoadDefaultConfig(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("KMS_PROVIDER=aws: AWS configuration: %w", err)
+	}
+	if awsCfg.Region == "" {
+		return nil, errors.New("KMS_PROVIDER=aws: no AWS region (set AWS_REGION)")
+	}
+	return kms.NewFromConfig(awsCfg, func(o *kms.Options) {
+		if cfg.KMSEndpoint != "" {
+			o.BaseEndpoint = &cfg.KMSEndpoint
+		}
+	}), nil
 }

@@ -65,6 +65,12 @@ type Config struct {
 	// environment variable.
 	TracerProvider trace.TracerProvider
 
+	KMSEndpoint       string
+	CryptoFallback    bool
+	CryptoRateLimit   float64
+	CryptoTimeout     time.Duration
+	FallbackAccessTTL time.Duration
+
 	DPoPAlgorithms     []signing.Algorithm
 	DPoPTokenEndpoints []string
 	DPoPSkew           time.Duration
@@ -83,7 +89,12 @@ var Variables = []struct{ Name, Default, Meaning string }{
 	{"ACCESS_TOKEN_TTL", "900", "access-token lifetime (seconds, or a Go duration such as 15m)"},
 	{"REFRESH_TOKEN_TTL", "604800", "refresh-token lifetime, renewed by each rotation"},
 	{"REFRESH_REUSE_GRACE", "5", "grace window in which the previous refresh token returns the same successor; 0 disables"},
-	{"KMS_PROVIDER", "local", "signing backend: local (mock is an alias)"},
+	{"KMS_PROVIDER", "local", "signing backend: local (mock is an alias) or aws (AWS KMS; region and credentials from the AWS SDK's standard settings, e.g. AWS_REGION)"},
+	{"KMS_ENDPOINT", "", "AWS KMS endpoint URL, for an emulator or a VPC endpoint (the SDK's AWS_ENDPOINT_URL_KMS works too)"},
+	{"CRYPTO_FALLBACK_ENABLED", "true with aws", "keep a local key pre-published in the JWKS and sign with it while the remote backend is unavailable"},
+	{"CRYPTO_RATE_LIMIT", "0", "remote signing calls per second (0: unlimited); excess calls go to the fallback key"},
+	{"CRYPTO_TIMEOUT", "2s", "timeout of one remote signing call"},
+	{"FALLBACK_ACCESS_TOKEN_TTL", "300", "lifetime of access tokens signed by the fallback key (at most ACCESS_TOKEN_TTL)"},
 	{"ENCRYPTION_KEY", "generated", "base64 of 32 bytes; seals private keys and grace records and encrypts the embedded server's files; generated once into DATA_DIR/encryption.key if unset"},
 	{"DATA_DIR", "./data", "embedded server's files and the generated encryption key"},
 	{"NATS_URL", "", "external NATS server or cluster; unset runs an embedded server"},
@@ -192,9 +203,30 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	switch c.KMSProvider {
 	case "local", "mock":
 		c.KMSProvider = "local"
+	case "aws":
+		if c.Algorithm != signing.RS256 && c.Algorithm != signing.PS256 && c.Algorithm != signing.ES256 {
+			p.fail("JWT_ALGORITHM", "AWS KMS signs RS256, PS256 or ES256")
+		}
 	default:
-		p.fail("KMS_PROVIDER", fmt.Sprintf("%q is not supported (want local or mock)", c.KMSProvider))
+		p.fail("KMS_PROVIDER", fmt.Sprintf("%q is not supported (want local, mock or aws)", c.KMSProvider))
 	}
+	c.KMSEndpoint = p.str("KMS_ENDPOINT", "")
+	switch v := p.str("CRYPTO_FALLBACK_ENABLED", map[bool]string{true: "true", false: "false"}[c.KMSProvider == "aws"]); v {
+	case "true", "1":
+		c.CryptoFallback = true
+	case "false", "0":
+	default:
+		p.fail("CRYPTO_FALLBACK_ENABLED", "must be true or false")
+	}
+	if v := getenv("CRYPTO_RATE_LIMIT"); v != "" {
+		r, err := strconv.ParseFloat(v, 64)
+		if err != nil || r < 0 {
+			p.fail("CRYPTO_RATE_LIMIT", "must be a number of calls per second, 0 for unlimited")
+		}
+		c.CryptoRateLimit = r
+	}
+	c.CryptoTimeout = p.duration("CRYPTO_TIMEOUT", 2*time.Second, 10*time.Millisecond)
+	c.FallbackAccessTTL = p.duration("FALLBACK_ACCESS_TOKEN_TTL", 300*time.Second, time.Second)
 	if k := getenv("ENCRYPTION_KEY"); k != "" {
 		key, err := base64.StdEncoding.DecodeString(k)
 		if err != nil || len(key) != 32 {
