@@ -26,6 +26,9 @@ type EmbeddedConfig struct {
 	// server key is derived from it, so the same key must be given at
 	// every start.
 	EncryptionKey []byte
+	// PreviousEncryptionKey, if set, is the key the files were encrypted
+	// with before EncryptionKey replaced it; the server re-encrypts them.
+	PreviousEncryptionKey []byte
 	// SyncAlways syncs every write to disk before acknowledging it.
 	SyncAlways bool
 	// SyncInterval is the interval of background syncs when SyncAlways is
@@ -76,10 +79,11 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 		MaxPayload:   1 << 20,
 	}
 	if len(cfg.EncryptionKey) > 0 {
-		mac := hmac.New(sha256.New, cfg.EncryptionKey)
-		mac.Write([]byte("tokenservice nats jetstream at-rest key v1"))
-		opts.JetStreamKey = hex.EncodeToString(mac.Sum(nil))
+		opts.JetStreamKey = jetStreamKey(cfg.EncryptionKey)
 		opts.JetStreamCipher = server.AES
+		if len(cfg.PreviousEncryptionKey) > 0 {
+			opts.JetStreamOldKey = jetStreamKey(cfg.PreviousEncryptionKey)
+		}
 	}
 	if c := cfg.Cluster; c != nil {
 		ch, cp, err := splitHostPort(c.Listen)
@@ -145,4 +149,12 @@ func splitHostPort(hp string) (string, int, error) {
 		port = server.RANDOM_PORT
 	}
 	return h, port, nil
+}
+
+// jetStreamKey derives the server's at-rest key from the service key, so
+// the configured key is never used for more than one purpose.
+func jetStreamKey(k []byte) string {
+	mac := hmac.New(sha256.New, k)
+	mac.Write([]byte("tokenservice nats jetstream at-rest key v1"))
+	return hex.EncodeToString(mac.Sum(nil))
 }

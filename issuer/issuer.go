@@ -362,7 +362,10 @@ func (i *Issuer) Refresh(ctx context.Context, req RefreshRequest) (t Tokens, err
 	// racedGen is the generation at which our token was current when a
 	// concurrent rotation beat ours (0: no race seen).
 	racedGen := uint64(0)
-	for attempt := 0; attempt < 8; attempt++ {
+	for attempt := 0; attempt < maxAttempts; attempt++ {
+		if err := conflictPause(ctx, attempt); err != nil {
+			return Tokens{}, err
+		}
 		f, err := i.load(ctx, rt.familyID, attempt > 0)
 		if errors.Is(err, eventlog.ErrNotFound) {
 			return Tokens{}, ErrUnknownToken
@@ -433,6 +436,28 @@ func (i *Issuer) Refresh(ctx context.Context, req RefreshRequest) (t Tokens, err
 		}
 	}
 	return Tokens{}, fmt.Errorf("refresh %s: too much contention", rt.familyID)
+}
+
+// maxAttempts bounds the reload-and-decide rounds of one command.
+const maxAttempts = 10
+
+// conflictPause waits before a retry after a lost compare-and-set. On a
+// cluster the leader refuses an append that conflicts with one it has
+// proposed but not yet applied, so an immediate reload can still show the
+// old state; a short, growing pause lets the winner's write land.
+func conflictPause(ctx context.Context, attempt int) error {
+	if attempt < 2 {
+		return nil // the first reload is immediate
+	}
+	d := time.Duration(1<<min(attempt-2, 6)) * time.Millisecond
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }
 
 func (i *Issuer) inGrace(st *eventsv1.FamilyState, now time.Time) bool {

@@ -61,7 +61,10 @@ func (i *Issuer) RevokeFamily(ctx context.Context, fid string, reason eventsv1.R
 // revokeLoaded revokes fid if match (when set) accepts its state.
 func (i *Issuer) revokeLoaded(ctx context.Context, fid string, reason eventsv1.RevocationReason, match func(*eventsv1.FamilyState) bool) (int, error) {
 	now := i.cfg.Now()
-	for attempt := 0; attempt < 8; attempt++ {
+	for attempt := 0; attempt < maxAttempts; attempt++ {
+		if err := conflictPause(ctx, attempt); err != nil {
+			return 0, err
+		}
 		f, err := i.load(ctx, fid, attempt > 0)
 		if errors.Is(err, eventlog.ErrNotFound) {
 			return 0, nil

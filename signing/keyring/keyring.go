@@ -469,6 +469,15 @@ func (k *Keyring) plan(g *goal) (*action, error) {
 			staged = key
 		}
 	}
+	// After ENCRYPTION_KEY changed, seal every local key again under the
+	// new key, so the old one can be retired.
+	for i := range keys {
+		key := &keys[i]
+		if key.Backend == BackendLocal && len(key.Sealed) > 0 && key.Status != eventsv1.KeyStatus_KEY_STATUS_DESTROYED &&
+			k.sealer.NeedsReseal(key.Sealed) {
+			return k.reseal(key, now)
+		}
+	}
 	// A remote key whose creation was recorded but not finished (another
 	// replica's, or ours before a crash): finish it, idempotently.
 	if in, ok := k.set.PendingKeyIntent(); ok {
@@ -573,6 +582,21 @@ func generated(b Backend, key signing.StoredKey, intent string, now time.Time, f
 		PublicKey:        &eventsv1.PublicKey{Kty: j.Kty, Kid: j.Kid, Alg: j.Alg, N: j.N, E: j.E, Crv: j.Crv, X: j.X, Y: j.Y},
 		SealedPrivateKey: key.Sealed, BackendKeyRef: key.Ref, IntentId: intent, Fallback: fallback, At: timestamppb.New(now),
 	}}
+}
+
+// reseal opens a local key with whichever configured key sealed it and
+// seals it under the current one.
+func (k *Keyring) reseal(key *projections.Key, now time.Time) (*action, error) {
+	der, err := k.sealer.Open(key.Sealed, []byte(key.ID))
+	if err != nil {
+		return nil, fmt.Errorf("keyring: key %s is sealed under a key neither ENCRYPTION_KEY nor ENCRYPTION_KEY_PREVIOUS holds: %w", key.ID, err)
+	}
+	sealed, err := k.sealer.Seal(der, []byte(key.ID))
+	if err != nil {
+		return nil, err
+	}
+	return &action{kid: key.ID, typ: projections.TypeKeyResealed, event: "resealed",
+		msg: &eventsv1.KeyResealed{KeyId: key.ID, SealedPrivateKey: sealed, At: timestamppb.New(now)}}, nil
 }
 
 func publish(kid string, now time.Time) *action {

@@ -102,7 +102,7 @@ func (m *Main) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	sealer, err := seal.New(rand.Reader, key)
+	sealer, err := seal.New(rand.Reader, key, cfg.PreviousKeys...)
 	if err != nil {
 		return fmt.Errorf("ENCRYPTION_KEY: %w", err)
 	}
@@ -110,7 +110,7 @@ func (m *Main) start(ctx context.Context) error {
 	if cfg.NATSURL == "" {
 		m.embedded, err = eventlog.StartEmbedded(eventlog.EmbeddedConfig{
 			DataDir: filepath.Join(cfg.DataDir, "jetstream"), Listen: cfg.NATSListen,
-			EncryptionKey: key, SyncAlways: cfg.NATSSyncAlways, SyncInterval: cfg.NATSSync,
+			EncryptionKey: key, PreviousEncryptionKey: first(cfg.PreviousKeys), SyncAlways: cfg.NATSSyncAlways, SyncInterval: cfg.NATSSync,
 		})
 		if err != nil {
 			return err
@@ -404,4 +404,11 @@ func kmsClient(ctx context.Context, cfg Config) (*kms.Client, error) {
 			o.BaseEndpoint = &cfg.KMSEndpoint
 		}
 	}), nil
+}
+
+func first(keys [][]byte) []byte {
+	if len(keys) == 0 {
+		return nil
+	}
+	return keys[0]
 }

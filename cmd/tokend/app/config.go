@@ -34,6 +34,7 @@ type Config struct {
 	Grace           time.Duration
 	KMSProvider     string
 	EncryptionKey   []byte // nil: generated once under DataDir
+	PreviousKeys    [][]byte
 	DataDir         string
 	NATSURL         string
 	NATSListen      string
@@ -96,6 +97,7 @@ var Variables = []struct{ Name, Default, Meaning string }{
 	{"CRYPTO_TIMEOUT", "2s", "timeout of one remote signing call"},
 	{"FALLBACK_ACCESS_TOKEN_TTL", "300", "lifetime of access tokens signed by the fallback key (at most ACCESS_TOKEN_TTL)"},
 	{"ENCRYPTION_KEY", "generated", "base64 of 32 bytes; seals private keys and grace records and encrypts the embedded server's files; generated once into DATA_DIR/encryption.key if unset"},
+	{"ENCRYPTION_KEY_PREVIOUS", "", "comma-separated earlier ENCRYPTION_KEYs, still accepted to open what they sealed while tokend re-seals the signing keys and the embedded server re-encrypts its files (the first one is the embedded server's previous key)"},
 	{"DATA_DIR", "./data", "embedded server's files and the generated encryption key"},
 	{"NATS_URL", "", "external NATS server or cluster; unset runs an embedded server"},
 	{"NATS_LISTEN", "127.0.0.1:4222", "embedded server's listener for subscribers (port 0 picks one)"},
@@ -209,6 +211,19 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		}
 	default:
 		p.fail("KMS_PROVIDER", fmt.Sprintf("%q is not supported (want local, mock or aws)", c.KMSProvider))
+	}
+	if v := getenv("ENCRYPTION_KEY_PREVIOUS"); v != "" {
+		for _, k := range strings.Split(v, ",") {
+			key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(k))
+			if err != nil || len(key) != 32 {
+				p.fail("ENCRYPTION_KEY_PREVIOUS", "must be comma-separated standard base64 of 32 bytes each")
+				continue
+			}
+			c.PreviousKeys = append(c.PreviousKeys, key)
+		}
+		if getenv("ENCRYPTION_KEY") == "" {
+			p.fail("ENCRYPTION_KEY_PREVIOUS", "needs ENCRYPTION_KEY (the new key)")
+		}
 	}
 	c.KMSEndpoint = p.str("KMS_ENDPOINT", "")
 	switch v := p.str("CRYPTO_FALLBACK_ENABLED", map[bool]string{true: "true", false: "false"}[c.KMSProvider == "aws"]); v {

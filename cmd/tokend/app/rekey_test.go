@@ -1,0 +1,69 @@
+package app
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"testing"
+	"time"
+
+	"github.com/auth-platform/tokenservice/issuer"
+)
+
+// TestEncryptionKeyRotation: tokend is restarted with a new ENCRYPTION_KEY
+// and the old one in ENCRYPTION_KEY_PREVIOUS; it re-seals the signing keys
+// and the embedded server re-encrypts its files, so a later start with the
+// new key alone still has every family and key.
+func TestEncryptionKeyRotation(t *testing.T) {
+	dir := t.TempDir()
+	oldKey := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{1}, 32))
+	newKey := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{2}, 32))
+	start := func(extra map[string]string) *Main {
+		t.Helper()
+		vars := map[string]string{"HOST": "127.0.0.1", "PORT": "0", "DATA_DIR": dir, "NATS_LISTEN": "127.0.0.1:0",
+			"LOG_LEVEL": "error", "JWT_ALGORITHM": "ES256"}
+		for k, v := range extra {
+			vars[k] = v
+		}
+		cfg, err := ConfigFromEnv(func(k string) string { return vars[k] })
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		m, err := Start(ctx, cfg, NewLogger(cfg))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	ctx := context.Background()
+	m := start(map[string]string{"ENCRYPTION_KEY": oldKey})
+	tok, err := m.Issuer.Generate(ctx, issuer.GenerateRequest{Subject: "r", ClientID: "c", Audience: []string{"api"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = m.Close(ctx)
+
+	m = start(map[string]string{"ENCRYPTION_KEY": newKey, "ENCRYPTION_KEY_PREVIOUS": oldKey})
+	if err := m.Keyring.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Issuer.VerifyAccessToken(tok.AccessToken, true); err != nil {
+		t.Fatal(err)
+	}
+	second, err := m.Issuer.Refresh(ctx, issuer.RefreshRequest{RefreshToken: tok.RefreshToken, ClientID: "c"})
+	if err != nil {
+		t.Fatalf("refresh during the key change: %v", err)
+	}
+	_ = m.Close(ctx)
+
+	m = start(map[string]string{"ENCRYPTION_KEY": newKey})
+	defer m.Close(ctx)
+	if _, err := m.Issuer.Refresh(ctx, issuer.RefreshRequest{RefreshToken: second.RefreshToken, ClientID: "c"}); err != nil {
+		t.Fatalf("refresh with the new key alone: %v", err)
+	}
+	if _, err := m.Issuer.Generate(ctx, issuer.GenerateRequest{Subject: "r", ClientID: "c", Audience: []string{"api"}}); err != nil {
+		t.Fatalf("signing with a re-sealed key: %v", err)
+	}
+}
