@@ -19,6 +19,7 @@ type KeyAPI interface {
 	ListResourceTags(ctx context.Context, in *kms.ListResourceTagsInput, opts ...func(*kms.Options)) (*kms.ListResourceTagsOutput, error)
 	DescribeKey(ctx context.Context, in *kms.DescribeKeyInput, opts ...func(*kms.Options)) (*kms.DescribeKeyOutput, error)
 	ScheduleKeyDeletion(ctx context.Context, in *kms.ScheduleKeyDeletionInput, opts ...func(*kms.Options)) (*kms.ScheduleKeyDeletionOutput, error)
+	TagResource(ctx context.Context, in *kms.TagResourceInput, opts ...func(*kms.Options)) (*kms.TagResourceOutput, error)
 }
 
 var _ KeyAPI = (*kms.Client)(nil)
@@ -38,6 +39,10 @@ type Backend struct {
 	// DeletionWindowDays is the waiting period of a discarded key.
 	// Default 7 (the KMS minimum).
 	DeletionWindowDays int32
+	// InitialKeyID, if set, is an existing KMS key (KMS_KEY_ID) adopted by
+	// the first creation instead of a new one: it is tagged with that
+	// intent, so it is adopted once.
+	InitialKeyID string
 }
 
 // BackendName names this backend in key events.
@@ -62,6 +67,15 @@ func (b Backend) Create(ctx context.Context, alg signing.Algorithm, intent strin
 		}
 		if found {
 			return b.stored(ctx, id, alg)
+		}
+		if b.InitialKeyID != "" {
+			adopted, err := b.adopt(ctx, intent)
+			if err != nil {
+				return signing.StoredKey{}, err
+			}
+			if adopted {
+				return b.stored(ctx, b.InitialKeyID, alg)
+			}
 		}
 	}
 	out, err := b.API.CreateKey(ctx, &kms.CreateKeyInput{
@@ -133,4 +147,23 @@ func (b Backend) Discard(ctx context.Context, key signing.StoredKey) error {
 		return fmt.Errorf("awskms: schedule deletion of %s: %w", key.Ref, err)
 	}
 	return nil
+}
+
+// adopt tags InitialKeyID with intent unless an earlier intent has it.
+func (b Backend) adopt(ctx context.Context, intent string) (bool, error) {
+	tags, err := b.API.ListResourceTags(ctx, &kms.ListResourceTagsInput{KeyId: aws.String(b.InitialKeyID)})
+	if err != nil {
+		return false, fmt.Errorf("awskms: KMS_KEY_ID %s: %w", b.InitialKeyID, err)
+	}
+	for _, t := range tags.Tags {
+		if aws.ToString(t.TagKey) == TagIntent {
+			return false, nil // already the key of an earlier generation
+		}
+	}
+	_, err = b.API.TagResource(ctx, &kms.TagResourceInput{KeyId: aws.String(b.InitialKeyID),
+		Tags: []types.Tag{{TagKey: aws.String(TagIntent), TagValue: aws.String(intent)}, {TagKey: aws.String(TagService), TagValue: aws.String("signing")}}})
+	if err != nil {
+		return false, fmt.Errorf("awskms: tag KMS_KEY_ID %s: %w", b.InitialKeyID, err)
+	}
+	return true, nil
 }

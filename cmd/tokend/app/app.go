@@ -172,7 +172,7 @@ func (m *Main) start(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		kcfg.Backend = awskms.Backend{API: api}
+		kcfg.Backend = awskms.Backend{API: api, InitialKeyID: cfg.KMSKeyID}
 		kcfg.Breaker.Observer = m.Metrics.BreakerObserver(awskms.BackendName)
 	}
 	m.Keyring, err = keyring.New(m.Log, m.Set, m.Runner, sealer, kcfg)

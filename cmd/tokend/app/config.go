@@ -67,6 +67,7 @@ type Config struct {
 	TracerProvider trace.TracerProvider
 
 	KMSEndpoint       string
+	KMSKeyID          string
 	CryptoFallback    bool
 	CryptoRateLimit   float64
 	CryptoTimeout     time.Duration
@@ -91,6 +92,7 @@ var Variables = []struct{ Name, Default, Meaning string }{
 	{"REFRESH_TOKEN_TTL", "604800", "refresh-token lifetime, renewed by each rotation"},
 	{"REFRESH_REUSE_GRACE", "5", "grace window in which the previous refresh token returns the same successor; 0 disables"},
 	{"KMS_PROVIDER", "local", "signing backend: local (mock is an alias) or aws (AWS KMS; region and credentials from the AWS SDK's standard settings, e.g. AWS_REGION)"},
+	{"KMS_KEY_ID", "", "an existing AWS KMS key (ID, ARN or alias) to sign with first; later rotations create keys"},
 	{"KMS_ENDPOINT", "", "AWS KMS endpoint URL, for an emulator or a VPC endpoint (the SDK's AWS_ENDPOINT_URL_KMS works too)"},
 	{"CRYPTO_FALLBACK_ENABLED", "true with aws", "keep a local key pre-published in the JWKS and sign with it while the remote backend is unavailable"},
 	{"CRYPTO_RATE_LIMIT", "0", "remote signing calls per second (0: unlimited); excess calls go to the fallback key"},
@@ -226,6 +228,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		}
 	}
 	c.KMSEndpoint = p.str("KMS_ENDPOINT", "")
+	c.KMSKeyID = p.str("KMS_KEY_ID", "")
 	switch v := p.str("CRYPTO_FALLBACK_ENABLED", map[bool]string{true: "true", false: "false"}[c.KMSProvider == "aws"]); v {
 	case "true", "1":
 		c.CryptoFallback = true
