@@ -25,6 +25,7 @@ const (
 	TypeKeyRequested   = "key.requested"
 	TypeKeyResealed    = "key.resealed"
 	TypeKeyFallback    = "key.fallback_engaged"
+	TypeKeyDeleted     = "key.material_deleted"
 )
 
 // ErrBadRecord is returned by Decode for a record whose type is unknown or
@@ -59,6 +60,8 @@ func Decode(rec eventlog.Record) (proto.Message, error) {
 		m = &eventsv1.KeyResealed{}
 	case TypeKeyFallback:
 		m = &eventsv1.KeyFallbackEngaged{}
+	case TypeKeyDeleted:
+		m = &eventsv1.KeyMaterialDeleted{}
 	default:
 		return nil, fmt.Errorf("%w: seq %d: unknown type %q", ErrBadRecord, rec.Seq, rec.Type)
 	}

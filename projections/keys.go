@@ -35,6 +35,8 @@ type Key struct {
 	Fallback bool
 	// FallbackEngaged counts the fallback_engaged events of this key.
 	FallbackEngaged int
+	// MaterialDeleted: the backend was told to delete the destroyed key.
+	MaterialDeleted bool
 }
 
 // Intent is a KeyRequested event: a key a remote backend was asked to
@@ -73,6 +75,10 @@ func (k *Keys) Apply(rec eventlog.Record, m proto.Message) {
 	case *eventsv1.KeyResealed:
 		if key := k.byID[e.GetKeyId()]; key != nil && key.Status != eventsv1.KeyStatus_KEY_STATUS_DESTROYED {
 			key.Sealed = e.GetSealedPrivateKey()
+		}
+	case *eventsv1.KeyMaterialDeleted:
+		if key := k.byID[e.GetKeyId()]; key != nil {
+			key.MaterialDeleted = true
 		}
 	case *eventsv1.KeyFallbackEngaged:
 		if key := k.byID[e.GetKeyId()]; key != nil {

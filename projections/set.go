@@ -165,6 +165,9 @@ func (s *Set) digestLocked() string {
 		fmt.Fprintf(h, "key|%s|%s|%s|%s|%x|%s|%d|%d|%d|%d|%d|%d|%s|%v|%d\n", k.ID, k.Algorithm, k.Backend, k.JWK.Thumbprint(), k.Sealed, k.Ref,
 			k.Status, k.GeneratedAt.UnixNano(), k.PublishedAt.UnixNano(), k.ActivatedAt.UnixNano(), k.RetiredAt.UnixNano(), k.RetainUntil.UnixNano(),
 			k.IntentID, k.Fallback, k.FallbackEngaged)
+		if k.MaterialDeleted {
+			fmt.Fprintf(h, "deleted|%s\n", k.ID)
+		}
 	}
 	fmt.Fprintf(h, "active|%s|%d\n", s.keys.active, s.keys.seq)
 	for _, id := range sortedKeys(s.keys.intents) {

@@ -53,7 +53,7 @@ func (s *service) ListSigningKeys(_ context.Context, _ *connect.Request[tokenv1.
 				KeyId: k.ID, Algorithm: string(k.Algorithm), Backend: k.Backend,
 				Status:      strings.ToLower(strings.TrimPrefix(k.Status.String(), "KEY_STATUS_")),
 				GeneratedAt: ts(k.GeneratedAt), PublishedAt: ts(k.PublishedAt), ActivatedAt: ts(k.ActivatedAt),
-				RetiredAt: ts(k.RetiredAt), RetainUntil: ts(k.RetainUntil),
+				RetiredAt: ts(k.RetiredAt), RetainUntil: ts(k.RetainUntil), BackendRef: k.Ref,
 			})
 		}
 	}

@@ -136,7 +136,8 @@ func (b Backend) Open(ctx context.Context, key signing.StoredKey) (signing.Signe
 	return New(ctx, b.API, key.Ref, key.Algorithm)
 }
 
-// Discard schedules the deletion of a key the log did not record.
+// Discard schedules the deletion of a key: one the log did not record, or
+// one the lifecycle destroyed. Calling it again is harmless.
 func (b Backend) Discard(ctx context.Context, key signing.StoredKey) error {
 	days := b.DeletionWindowDays
 	if days == 0 {
@@ -144,6 +145,11 @@ func (b Backend) Discard(ctx context.Context, key signing.StoredKey) error {
 	}
 	_, err := b.API.ScheduleKeyDeletion(ctx, &kms.ScheduleKeyDeletionInput{KeyId: aws.String(key.Ref), PendingWindowInDays: aws.Int32(days)})
 	if err != nil {
+		// Already scheduled (a retry after a crash) is done.
+		if d, derr := b.API.DescribeKey(ctx, &kms.DescribeKeyInput{KeyId: aws.String(key.Ref)}); derr == nil &&
+			d.KeyMetadata.KeyState == types.KeyStatePendingDeletion {
+			return nil
+		}
 		return fmt.Errorf("awskms: schedule deletion of %s: %w", key.Ref, err)
 	}
 	return nil

@@ -23,8 +23,9 @@ type Backend interface {
 	Create(ctx context.Context, alg signing.Algorithm, intent string) (signing.StoredKey, error)
 	// Open returns the signer of a key this backend created.
 	Open(ctx context.Context, key signing.StoredKey) (signing.Signer, error)
-	// Discard deletes a key Create made that the log did not record (a
-	// replica that lost the race to record its key).
+	// Discard deletes a key: one Create made that the log did not record
+	// (a replica that lost the race to record its key), or a destroyed
+	// one. It must be idempotent.
 	Discard(ctx context.Context, key signing.StoredKey) error
 }
 

@@ -515,7 +515,7 @@ func (k *Keyring) plan(g *goal) (*action, error) {
 		if !hasCurrent || !now.Before(staged.PublishedAt.Add(k.cfg.Prepublish)) {
 			return activate(staged.ID, now), nil
 		}
-		return nil, nil
+		return k.deleteMaterial(keys, now), nil
 	}
 	switch {
 	case !hasCurrent:
@@ -527,7 +527,24 @@ func (k *Keyring) plan(g *goal) (*action, error) {
 		k.cfg.RotationPeriod > 0 && !now.Before(current.ActivatedAt.Add(k.cfg.RotationPeriod-k.cfg.Prepublish)):
 		return k.generate(now)
 	}
-	return nil, nil
+	return k.deleteMaterial(keys, now), nil
+}
+
+// deleteMaterial returns the deletion of a destroyed remote key's
+// material, or nil. It is the lifecycle's last concern, so an unreachable
+// backend never delays anything else.
+func (k *Keyring) deleteMaterial(keys []projections.Key, now time.Time) *action {
+	for i := range keys {
+		key := keys[i]
+		b, ok := k.backends[key.Backend]
+		if key.Status != eventsv1.KeyStatus_KEY_STATUS_DESTROYED || key.MaterialDeleted || !ok || !b.Remote() {
+			continue
+		}
+		return &action{kid: key.ID, typ: projections.TypeKeyDeleted, event: "material_deleted",
+			msg: &eventsv1.KeyMaterialDeleted{KeyId: key.ID, At: timestamppb.New(now)},
+			run: func(ctx context.Context) error { return b.Discard(ctx, stored(key)) }}
+	}
+	return nil
 }
 
 // generate makes the next key with the configured backend: at once for a

@@ -221,3 +221,32 @@ func TestKMSInitialKey(t *testing.T) {
 		t.Fatalf("the rotation reused the initial key: %+v", k)
 	}
 }
+
+// TestKMSDestroyedKeyDeleted: a destroyed KMS key (here a compromised one)
+// is scheduled for deletion in KMS by the next lifecycle step, once.
+func TestKMSDestroyedKeyDeleted(t *testing.T) {
+	e := kmstest.Start(t)
+	env := issuertest.New(t, issuertest.Options{Algorithm: signing.ES256, Backend: awskms.Backend{API: e.Client}})
+	ctx := context.Background()
+	old, _ := env.Set.ActiveKey()
+	if _, err := env.Keyring.Rotate(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // the second tick has nothing left to do
+		if err := env.Keyring.Tick(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	k, _ := env.Set.Key(old.ID)
+	if !k.MaterialDeleted {
+		t.Fatal("the destroyed key's material was not deleted")
+	}
+	d, err := e.Client.DescribeKey(ctx, &kms.DescribeKeyInput{KeyId: &old.Ref})
+	if err != nil || d.KeyMetadata.KeyState != "PendingDeletion" {
+		t.Fatalf("KMS key state %v (%v), want PendingDeletion", d, err)
+	}
+	// Discarding again (a retry after a crash) is harmless.
+	if err := (awskms.Backend{API: e.Client}).Discard(ctx, signing.StoredKey{Ref: old.Ref}); err != nil {
+		t.Fatal(err)
+	}
+}

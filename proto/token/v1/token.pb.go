@@ -1107,12 +1107,14 @@ type SigningKey struct {
 	Algorithm string                 `protobuf:"bytes,2,opt,name=algorithm,proto3" json:"algorithm,omitempty"`
 	Backend   string                 `protobuf:"bytes,3,opt,name=backend,proto3" json:"backend,omitempty"`
 	// generated, published, active, retired or destroyed.
-	Status        string                 `protobuf:"bytes,4,opt,name=status,proto3" json:"status,omitempty"`
-	GeneratedAt   *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=generated_at,json=generatedAt,proto3" json:"generated_at,omitempty"`
-	PublishedAt   *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=published_at,json=publishedAt,proto3" json:"published_at,omitempty"`
-	ActivatedAt   *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=activated_at,json=activatedAt,proto3" json:"activated_at,omitempty"`
-	RetiredAt     *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=retired_at,json=retiredAt,proto3" json:"retired_at,omitempty"`
-	RetainUntil   *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=retain_until,json=retainUntil,proto3" json:"retain_until,omitempty"`
+	Status      string                 `protobuf:"bytes,4,opt,name=status,proto3" json:"status,omitempty"`
+	GeneratedAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=generated_at,json=generatedAt,proto3" json:"generated_at,omitempty"`
+	PublishedAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=published_at,json=publishedAt,proto3" json:"published_at,omitempty"`
+	ActivatedAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=activated_at,json=activatedAt,proto3" json:"activated_at,omitempty"`
+	RetiredAt   *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=retired_at,json=retiredAt,proto3" json:"retired_at,omitempty"`
+	RetainUntil *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=retain_until,json=retainUntil,proto3" json:"retain_until,omitempty"`
+	// The remote backend's reference to the key (a KMS key ID), if any.
+	BackendRef    string `protobuf:"bytes,10,opt,name=backend_ref,json=backendRef,proto3" json:"backend_ref,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1210,6 +1212,13 @@ func (x *SigningKey) GetRetainUntil() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *SigningKey) GetBackendRef() string {
+	if x != nil {
+		return x.BackendRef
+	}
+	return ""
+}
+
 var File_token_v1_token_proto protoreflect.FileDescriptor
 
 const file_token_v1_token_proto_rawDesc = "" +
@@ -1294,7 +1303,7 @@ const file_token_v1_token_proto_rawDesc = "" +
 	"\x10revoked_families\x18\x04 \x01(\x03R\x0frevokedFamilies\"\x18\n" +
 	"\x16ListSigningKeysRequest\"C\n" +
 	"\x17ListSigningKeysResponse\x12(\n" +
-	"\x04keys\x18\x01 \x03(\v2\x14.token.v1.SigningKeyR\x04keys\"\xaa\x03\n" +
+	"\x04keys\x18\x01 \x03(\v2\x14.token.v1.SigningKeyR\x04keys\"\xcb\x03\n" +
 	"\n" +
 	"SigningKey\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x1c\n" +
@@ -1306,7 +1315,10 @@ const file_token_v1_token_proto_rawDesc = "" +
 	"\factivated_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\vactivatedAt\x129\n" +
 	"\n" +
 	"retired_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tretiredAt\x12=\n" +
-	"\fretain_until\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\vretainUntil2\xbc\x04\n" +
+	"\fretain_until\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\vretainUntil\x12\x1f\n" +
+	"\vbackend_ref\x18\n" +
+	" \x01(\tR\n" +
+	"backendRef2\xbc\x04\n" +
 	"\fTokenService\x12J\n" +
 	"\x0eGenerateTokens\x12\x1f.token.v1.GenerateTokensRequest\x1a\x17.token.v1.TokenResponse\x12H\n" +
 	"\rRefreshTokens\x12\x1e.token.v1.RefreshTokensRequest\x1a\x17.token.v1.TokenResponse\x12J\n" +

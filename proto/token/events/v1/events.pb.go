@@ -995,6 +995,60 @@ func (x *KeyResealed) GetAt() *timestamppb.Timestamp {
 	return nil
 }
 
+// KeyMaterialDeleted: token.key.<kid>.material_deleted. The backend was
+// told to delete a destroyed remote key (KMS: deletion scheduled).
+type KeyMaterialDeleted struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	KeyId         string                 `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	At            *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=at,proto3" json:"at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeyMaterialDeleted) Reset() {
+	*x = KeyMaterialDeleted{}
+	mi := &file_token_events_v1_events_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeyMaterialDeleted) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeyMaterialDeleted) ProtoMessage() {}
+
+func (x *KeyMaterialDeleted) ProtoReflect() protoreflect.Message {
+	mi := &file_token_events_v1_events_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeyMaterialDeleted.ProtoReflect.Descriptor instead.
+func (*KeyMaterialDeleted) Descriptor() ([]byte, []int) {
+	return file_token_events_v1_events_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *KeyMaterialDeleted) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *KeyMaterialDeleted) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
 // KeyFallbackEngaged: token.key.<kid>.fallback_engaged. A replica signs
 // with the fallback key kid because the primary backend is unavailable.
 type KeyFallbackEngaged struct {
@@ -1010,7 +1064,7 @@ type KeyFallbackEngaged struct {
 
 func (x *KeyFallbackEngaged) Reset() {
 	*x = KeyFallbackEngaged{}
-	mi := &file_token_events_v1_events_proto_msgTypes[9]
+	mi := &file_token_events_v1_events_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1022,7 +1076,7 @@ func (x *KeyFallbackEngaged) String() string {
 func (*KeyFallbackEngaged) ProtoMessage() {}
 
 func (x *KeyFallbackEngaged) ProtoReflect() protoreflect.Message {
-	mi := &file_token_events_v1_events_proto_msgTypes[9]
+	mi := &file_token_events_v1_events_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1035,7 +1089,7 @@ func (x *KeyFallbackEngaged) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyFallbackEngaged.ProtoReflect.Descriptor instead.
 func (*KeyFallbackEngaged) Descriptor() ([]byte, []int) {
-	return file_token_events_v1_events_proto_rawDescGZIP(), []int{9}
+	return file_token_events_v1_events_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *KeyFallbackEngaged) GetKeyId() string {
@@ -1077,7 +1131,7 @@ type KeyPublished struct {
 
 func (x *KeyPublished) Reset() {
 	*x = KeyPublished{}
-	mi := &file_token_events_v1_events_proto_msgTypes[10]
+	mi := &file_token_events_v1_events_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1089,7 +1143,7 @@ func (x *KeyPublished) String() string {
 func (*KeyPublished) ProtoMessage() {}
 
 func (x *KeyPublished) ProtoReflect() protoreflect.Message {
-	mi := &file_token_events_v1_events_proto_msgTypes[10]
+	mi := &file_token_events_v1_events_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1102,7 +1156,7 @@ func (x *KeyPublished) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyPublished.ProtoReflect.Descriptor instead.
 func (*KeyPublished) Descriptor() ([]byte, []int) {
-	return file_token_events_v1_events_proto_rawDescGZIP(), []int{10}
+	return file_token_events_v1_events_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *KeyPublished) GetKeyId() string {
@@ -1131,7 +1185,7 @@ type KeyActivated struct {
 
 func (x *KeyActivated) Reset() {
 	*x = KeyActivated{}
-	mi := &file_token_events_v1_events_proto_msgTypes[11]
+	mi := &file_token_events_v1_events_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1143,7 +1197,7 @@ func (x *KeyActivated) String() string {
 func (*KeyActivated) ProtoMessage() {}
 
 func (x *KeyActivated) ProtoReflect() protoreflect.Message {
-	mi := &file_token_events_v1_events_proto_msgTypes[11]
+	mi := &file_token_events_v1_events_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1156,7 +1210,7 @@ func (x *KeyActivated) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyActivated.ProtoReflect.Descriptor instead.
 func (*KeyActivated) Descriptor() ([]byte, []int) {
-	return file_token_events_v1_events_proto_rawDescGZIP(), []int{11}
+	return file_token_events_v1_events_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *KeyActivated) GetKeyId() string {
@@ -1186,7 +1240,7 @@ type KeyRetired struct {
 
 func (x *KeyRetired) Reset() {
 	*x = KeyRetired{}
-	mi := &file_token_events_v1_events_proto_msgTypes[12]
+	mi := &file_token_events_v1_events_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1198,7 +1252,7 @@ func (x *KeyRetired) String() string {
 func (*KeyRetired) ProtoMessage() {}
 
 func (x *KeyRetired) ProtoReflect() protoreflect.Message {
-	mi := &file_token_events_v1_events_proto_msgTypes[12]
+	mi := &file_token_events_v1_events_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1211,7 +1265,7 @@ func (x *KeyRetired) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyRetired.ProtoReflect.Descriptor instead.
 func (*KeyRetired) Descriptor() ([]byte, []int) {
-	return file_token_events_v1_events_proto_rawDescGZIP(), []int{12}
+	return file_token_events_v1_events_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *KeyRetired) GetKeyId() string {
@@ -1246,7 +1300,7 @@ type KeyDestroyed struct {
 
 func (x *KeyDestroyed) Reset() {
 	*x = KeyDestroyed{}
-	mi := &file_token_events_v1_events_proto_msgTypes[13]
+	mi := &file_token_events_v1_events_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1258,7 +1312,7 @@ func (x *KeyDestroyed) String() string {
 func (*KeyDestroyed) ProtoMessage() {}
 
 func (x *KeyDestroyed) ProtoReflect() protoreflect.Message {
-	mi := &file_token_events_v1_events_proto_msgTypes[13]
+	mi := &file_token_events_v1_events_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1271,7 +1325,7 @@ func (x *KeyDestroyed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyDestroyed.ProtoReflect.Descriptor instead.
 func (*KeyDestroyed) Descriptor() ([]byte, []int) {
-	return file_token_events_v1_events_proto_rawDescGZIP(), []int{13}
+	return file_token_events_v1_events_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *KeyDestroyed) GetKeyId() string {
@@ -1302,7 +1356,7 @@ type GraceRecord struct {
 
 func (x *GraceRecord) Reset() {
 	*x = GraceRecord{}
-	mi := &file_token_events_v1_events_proto_msgTypes[14]
+	mi := &file_token_events_v1_events_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1314,7 +1368,7 @@ func (x *GraceRecord) String() string {
 func (*GraceRecord) ProtoMessage() {}
 
 func (x *GraceRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_token_events_v1_events_proto_msgTypes[14]
+	mi := &file_token_events_v1_events_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1327,7 +1381,7 @@ func (x *GraceRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GraceRecord.ProtoReflect.Descriptor instead.
 func (*GraceRecord) Descriptor() ([]byte, []int) {
-	return file_token_events_v1_events_proto_rawDescGZIP(), []int{14}
+	return file_token_events_v1_events_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GraceRecord) GetGraceId() string {
@@ -1360,7 +1414,7 @@ type DPoPProofUsed struct {
 
 func (x *DPoPProofUsed) Reset() {
 	*x = DPoPProofUsed{}
-	mi := &file_token_events_v1_events_proto_msgTypes[15]
+	mi := &file_token_events_v1_events_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1372,7 +1426,7 @@ func (x *DPoPProofUsed) String() string {
 func (*DPoPProofUsed) ProtoMessage() {}
 
 func (x *DPoPProofUsed) ProtoReflect() protoreflect.Message {
-	mi := &file_token_events_v1_events_proto_msgTypes[15]
+	mi := &file_token_events_v1_events_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1385,7 +1439,7 @@ func (x *DPoPProofUsed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DPoPProofUsed.ProtoReflect.Descriptor instead.
 func (*DPoPProofUsed) Descriptor() ([]byte, []int) {
-	return file_token_events_v1_events_proto_rawDescGZIP(), []int{15}
+	return file_token_events_v1_events_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DPoPProofUsed) GetJkt() string {
@@ -1486,7 +1540,10 @@ const file_token_events_v1_events_proto_rawDesc = "" +
 	"\vKeyResealed\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12,\n" +
 	"\x12sealed_private_key\x18\x02 \x01(\fR\x10sealedPrivateKey\x12*\n" +
-	"\x02at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"\x95\x01\n" +
+	"\x02at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"W\n" +
+	"\x12KeyMaterialDeleted\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12*\n" +
+	"\x02at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"\x95\x01\n" +
 	"\x12KeyFallbackEngaged\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12$\n" +
 	"\x0eprimary_key_id\x18\x02 \x01(\tR\fprimaryKeyId\x12*\n" +
@@ -1545,7 +1602,7 @@ func file_token_events_v1_events_proto_rawDescGZIP() []byte {
 }
 
 var file_token_events_v1_events_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_token_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_token_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_token_events_v1_events_proto_goTypes = []any{
 	(FamilyStatus)(0),             // 0: token.events.v1.FamilyStatus
 	(RevocationReason)(0),         // 1: token.events.v1.RevocationReason
@@ -1559,47 +1616,49 @@ var file_token_events_v1_events_proto_goTypes = []any{
 	(*KeyGenerated)(nil),          // 9: token.events.v1.KeyGenerated
 	(*KeyRequested)(nil),          // 10: token.events.v1.KeyRequested
 	(*KeyResealed)(nil),           // 11: token.events.v1.KeyResealed
-	(*KeyFallbackEngaged)(nil),    // 12: token.events.v1.KeyFallbackEngaged
-	(*KeyPublished)(nil),          // 13: token.events.v1.KeyPublished
-	(*KeyActivated)(nil),          // 14: token.events.v1.KeyActivated
-	(*KeyRetired)(nil),            // 15: token.events.v1.KeyRetired
-	(*KeyDestroyed)(nil),          // 16: token.events.v1.KeyDestroyed
-	(*GraceRecord)(nil),           // 17: token.events.v1.GraceRecord
-	(*DPoPProofUsed)(nil),         // 18: token.events.v1.DPoPProofUsed
-	(*structpb.Struct)(nil),       // 19: google.protobuf.Struct
-	(*timestamppb.Timestamp)(nil), // 20: google.protobuf.Timestamp
+	(*KeyMaterialDeleted)(nil),    // 12: token.events.v1.KeyMaterialDeleted
+	(*KeyFallbackEngaged)(nil),    // 13: token.events.v1.KeyFallbackEngaged
+	(*KeyPublished)(nil),          // 14: token.events.v1.KeyPublished
+	(*KeyActivated)(nil),          // 15: token.events.v1.KeyActivated
+	(*KeyRetired)(nil),            // 16: token.events.v1.KeyRetired
+	(*KeyDestroyed)(nil),          // 17: token.events.v1.KeyDestroyed
+	(*GraceRecord)(nil),           // 18: token.events.v1.GraceRecord
+	(*DPoPProofUsed)(nil),         // 19: token.events.v1.DPoPProofUsed
+	(*structpb.Struct)(nil),       // 20: google.protobuf.Struct
+	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
 }
 var file_token_events_v1_events_proto_depIdxs = []int32{
-	19, // 0: token.events.v1.FamilyState.extra_claims:type_name -> google.protobuf.Struct
+	20, // 0: token.events.v1.FamilyState.extra_claims:type_name -> google.protobuf.Struct
 	0,  // 1: token.events.v1.FamilyState.status:type_name -> token.events.v1.FamilyStatus
-	20, // 2: token.events.v1.FamilyState.created_at:type_name -> google.protobuf.Timestamp
-	20, // 3: token.events.v1.FamilyState.rotated_at:type_name -> google.protobuf.Timestamp
-	20, // 4: token.events.v1.FamilyState.refresh_expires_at:type_name -> google.protobuf.Timestamp
-	20, // 5: token.events.v1.FamilyState.access_expires_at:type_name -> google.protobuf.Timestamp
+	21, // 2: token.events.v1.FamilyState.created_at:type_name -> google.protobuf.Timestamp
+	21, // 3: token.events.v1.FamilyState.rotated_at:type_name -> google.protobuf.Timestamp
+	21, // 4: token.events.v1.FamilyState.refresh_expires_at:type_name -> google.protobuf.Timestamp
+	21, // 5: token.events.v1.FamilyState.access_expires_at:type_name -> google.protobuf.Timestamp
 	1,  // 6: token.events.v1.FamilyState.revoked_reason:type_name -> token.events.v1.RevocationReason
-	20, // 7: token.events.v1.FamilyState.revoked_at:type_name -> google.protobuf.Timestamp
+	21, // 7: token.events.v1.FamilyState.revoked_at:type_name -> google.protobuf.Timestamp
 	3,  // 8: token.events.v1.FamilyIssued.state:type_name -> token.events.v1.FamilyState
 	3,  // 9: token.events.v1.FamilyRotated.state:type_name -> token.events.v1.FamilyState
 	3,  // 10: token.events.v1.FamilyRevoked.state:type_name -> token.events.v1.FamilyState
 	1,  // 11: token.events.v1.FamilyRevoked.reason:type_name -> token.events.v1.RevocationReason
-	20, // 12: token.events.v1.SubjectRevoked.revoked_at:type_name -> google.protobuf.Timestamp
+	21, // 12: token.events.v1.SubjectRevoked.revoked_at:type_name -> google.protobuf.Timestamp
 	1,  // 13: token.events.v1.SubjectRevoked.reason:type_name -> token.events.v1.RevocationReason
 	8,  // 14: token.events.v1.KeyGenerated.public_key:type_name -> token.events.v1.PublicKey
-	20, // 15: token.events.v1.KeyGenerated.at:type_name -> google.protobuf.Timestamp
-	20, // 16: token.events.v1.KeyRequested.at:type_name -> google.protobuf.Timestamp
-	20, // 17: token.events.v1.KeyResealed.at:type_name -> google.protobuf.Timestamp
-	20, // 18: token.events.v1.KeyFallbackEngaged.at:type_name -> google.protobuf.Timestamp
-	20, // 19: token.events.v1.KeyPublished.at:type_name -> google.protobuf.Timestamp
-	20, // 20: token.events.v1.KeyActivated.at:type_name -> google.protobuf.Timestamp
-	20, // 21: token.events.v1.KeyRetired.at:type_name -> google.protobuf.Timestamp
-	20, // 22: token.events.v1.KeyRetired.retain_until:type_name -> google.protobuf.Timestamp
-	20, // 23: token.events.v1.KeyDestroyed.at:type_name -> google.protobuf.Timestamp
-	20, // 24: token.events.v1.DPoPProofUsed.at:type_name -> google.protobuf.Timestamp
-	25, // [25:25] is the sub-list for method output_type
-	25, // [25:25] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	21, // 15: token.events.v1.KeyGenerated.at:type_name -> google.protobuf.Timestamp
+	21, // 16: token.events.v1.KeyRequested.at:type_name -> google.protobuf.Timestamp
+	21, // 17: token.events.v1.KeyResealed.at:type_name -> google.protobuf.Timestamp
+	21, // 18: token.events.v1.KeyMaterialDeleted.at:type_name -> google.protobuf.Timestamp
+	21, // 19: token.events.v1.KeyFallbackEngaged.at:type_name -> google.protobuf.Timestamp
+	21, // 20: token.events.v1.KeyPublished.at:type_name -> google.protobuf.Timestamp
+	21, // 21: token.events.v1.KeyActivated.at:type_name -> google.protobuf.Timestamp
+	21, // 22: token.events.v1.KeyRetired.at:type_name -> google.protobuf.Timestamp
+	21, // 23: token.events.v1.KeyRetired.retain_until:type_name -> google.protobuf.Timestamp
+	21, // 24: token.events.v1.KeyDestroyed.at:type_name -> google.protobuf.Timestamp
+	21, // 25: token.events.v1.DPoPProofUsed.at:type_name -> google.protobuf.Timestamp
+	26, // [26:26] is the sub-list for method output_type
+	26, // [26:26] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_token_events_v1_events_proto_init() }
@@ -1613,7 +1672,7 @@ func file_token_events_v1_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_token_events_v1_events_proto_rawDesc), len(file_token_events_v1_events_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   16,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
