@@ -201,6 +201,9 @@ func TestScheduledRotationWithCachingVerifier(t *testing.T) {
 	if len(rotations) < 3 || destroyed < 2 {
 		t.Fatalf("%d keys signed and %d were destroyed over 37 hours with a 12-hour period", len(rotations), destroyed)
 	}
+	// Both replicas' projections applied the whole log: same keys.
+	a.CaughtUp(t)
+	b.CaughtUp(t)
 	if a.Set.Digest() != b.Set.Digest() {
 		t.Fatal("the replicas disagree on the keys")
 	}
