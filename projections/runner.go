@@ -16,6 +16,7 @@ type Runner struct {
 	log         *eventlog.Log
 	set         *Set
 	onBadRecord func(eventlog.Record, error)
+	onError     func(error)
 
 	ready     chan struct{}
 	readyOnce sync.Once
@@ -32,9 +33,11 @@ type waiter struct {
 }
 
 // NewRunner returns a runner that feeds set from log. onBadRecord, if not
-// nil, is told of every record that does not decode (it is skipped).
-func NewRunner(log *eventlog.Log, set *Set, onBadRecord func(eventlog.Record, error)) *Runner {
-	return &Runner{log: log, set: set, onBadRecord: onBadRecord, ready: make(chan struct{})}
+// nil, is told of every record that does not decode (it is skipped);
+// onError, if not nil, of every failure to read the log (the runner
+// retries).
+func NewRunner(log *eventlog.Log, set *Set, onBadRecord func(eventlog.Record, error), onError func(error)) *Runner {
+	return &Runner{log: log, set: set, onBadRecord: onBadRecord, onError: onError, ready: make(chan struct{})}
 }
 
 // Filters returns the subjects the projections read: grace records and
@@ -55,9 +58,12 @@ func (r *Runner) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		// The consumer failed (a leader moved, the connection dropped):
-		// start again after the last applied record.
-		_ = err
+		// The consumer could not be set up (no stream leader yet, the
+		// connection down): report it, and start again after the last
+		// applied record.
+		if err != nil && r.onError != nil {
+			r.onError(err)
+		}
 		select {
 		case <-ctx.Done():
 			return nil

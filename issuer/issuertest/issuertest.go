@@ -110,7 +110,7 @@ func New(t testing.TB, o Options) *Env {
 	set := projections.NewSet(o.AccessTTL)
 	runner := projections.NewRunner(log, set, func(rec eventlog.Record, err error) {
 		t.Errorf("bad record %d: %v", rec.Seq, err)
-	})
+	}, func(err error) { t.Logf("projection runner: %v (retrying)", err) })
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = runner.Run(ctx) }()

@@ -147,6 +147,8 @@ func (m *Main) start(ctx context.Context) error {
 	m.Runner = projections.NewRunner(m.Log, m.Set, func(rec eventlog.Record, err error) {
 		m.Metrics.BadRecord()
 		m.Logger.Error("skipped a log record the projections cannot decode", "seq", rec.Seq, "subject", rec.Subject, "error", err)
+	}, func(err error) {
+		m.Logger.Error("projections cannot read the log; retrying", "error", err)
 	})
 	runCtx, cancel := context.WithCancel(context.Background())
 	m.cancel = cancel
