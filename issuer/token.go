@@ -102,12 +102,13 @@ func appendSpent(spent, hash []byte) []byte {
 	return out
 }
 
-// ParseRefreshToken splits a refresh token into its family ID and secret,
-// for tools that audit it. It returns ErrMalformedToken if it is not one.
-func ParseRefreshToken(s string) (familyID string, secret []byte, err error) {
+// ParseRefreshToken splits a refresh token into its family ID and the
+// SHA-256 of its secret (what the family state holds), for tools that
+// audit it. It returns ErrMalformedToken if it is not one.
+func ParseRefreshToken(s string) (familyID string, secretHash []byte, err error) {
 	rt, err := parseRefreshToken(s)
 	if err != nil {
 		return "", nil, err
 	}
-	return rt.familyID, rt.secret, nil
+	return rt.familyID, hashSecret(rt.secret), nil
 }

@@ -1,9 +1,9 @@
 package projections
 
 import (
-	"crypto/sha256"
 	"crypto/subtle"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/auth-platform/tokenservice/eventlog"
@@ -41,6 +41,11 @@ func ReasonName(r eventsv1.RevocationReason) string {
 		return "admin"
 	}
 	return "unspecified"
+}
+
+// FamilyStatusName is the lower-case name of a family status.
+func FamilyStatusName(s eventsv1.FamilyStatus) string {
+	return strings.ToLower(strings.TrimPrefix(s.String(), "FAMILY_STATUS_"))
 }
 
 // Lineage turns the records of one family (token.family.<fid>.>, in
@@ -177,10 +182,4 @@ func actor(s Step) string {
 		return ""
 	}
 	return ", by " + s.Actor
-}
-
-// HashSecret is the SHA-256 the family state keeps of a refresh secret.
-func HashSecret(secret []byte) []byte {
-	h := sha256.Sum256(secret)
-	return h[:]
 }

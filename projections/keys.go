@@ -2,6 +2,7 @@ package projections
 
 import (
 	"sort"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -37,6 +38,11 @@ type Key struct {
 	FallbackEngaged int
 	// MaterialDeleted: the backend was told to delete the destroyed key.
 	MaterialDeleted bool
+}
+
+// StatusName is the lower-case name of a key status ("active", ...).
+func StatusName(s eventsv1.KeyStatus) string {
+	return strings.ToLower(strings.TrimPrefix(s.String(), "KEY_STATUS_"))
 }
 
 // Intent is a KeyRequested event: a key a remote backend was asked to

@@ -121,3 +121,10 @@ func (r *Runner) WaitFor(ctx context.Context, seq uint64) error {
 // Lag returns how many records the set had still to apply when it last
 // received one: 0 once it is caught up.
 func (r *Runner) Lag() uint64 { return r.pending.Load() }
+
+// Index is the family index the issuer uses: the families of a Set, and
+// its Runner to wait for a sequence to be applied.
+type Index struct {
+	*Set
+	*Runner
+}

@@ -2,7 +2,6 @@ package rpc
 
 import (
 	"context"
-	"strings"
 	"time"
 
 	"connectrpc.com/connect"
@@ -16,11 +15,6 @@ import (
 // KeyAdmin is what the admin RPCs need of the signing keys.
 type KeyAdmin interface {
 	Rotate(ctx context.Context, immediate bool) (keyring.Rotation, error)
-}
-
-// KeyLister lists the signing keys; the projection set implements it.
-type KeyLister interface {
-	Keys() ([]projections.Key, uint64)
 }
 
 func (s *service) RotateSigningKey(ctx context.Context, req *connect.Request[tokenv1.RotateSigningKeyRequest]) (*connect.Response[tokenv1.RotateSigningKeyResponse], error) {
@@ -44,18 +38,14 @@ func (s *service) RotateSigningKey(ctx context.Context, req *connect.Request[tok
 }
 
 func (s *service) ListSigningKeys(_ context.Context, _ *connect.Request[tokenv1.ListSigningKeysRequest]) (*connect.Response[tokenv1.ListSigningKeysResponse], error) {
-	lister, ok := s.keys.(KeyLister)
 	out := &tokenv1.ListSigningKeysResponse{}
-	if ok {
-		keys, _ := lister.Keys()
-		for _, k := range keys {
-			out.Keys = append(out.Keys, &tokenv1.SigningKey{
-				KeyId: k.ID, Algorithm: string(k.Algorithm), Backend: k.Backend,
-				Status:      strings.ToLower(strings.TrimPrefix(k.Status.String(), "KEY_STATUS_")),
-				GeneratedAt: ts(k.GeneratedAt), PublishedAt: ts(k.PublishedAt), ActivatedAt: ts(k.ActivatedAt),
-				RetiredAt: ts(k.RetiredAt), RetainUntil: ts(k.RetainUntil), BackendRef: k.Ref,
-			})
-		}
+	keys, _ := s.keys.Keys()
+	for _, k := range keys {
+		out.Keys = append(out.Keys, &tokenv1.SigningKey{
+			KeyId: k.ID, Algorithm: string(k.Algorithm), Backend: k.Backend, Status: projections.StatusName(k.Status),
+			GeneratedAt: ts(k.GeneratedAt), PublishedAt: ts(k.PublishedAt), ActivatedAt: ts(k.ActivatedAt),
+			RetiredAt: ts(k.RetiredAt), RetainUntil: ts(k.RetainUntil), BackendRef: k.Ref,
+		})
 	}
 	return connect.NewResponse(out), nil
 }

@@ -31,7 +31,7 @@ type Config struct {
 	// DPoP verifies DPoP proofs. Required.
 	DPoP *dpop.Verifier
 	// Keys publishes the JWKS. Required.
-	Keys JWKSource
+	Keys KeySource
 	// KeyAdmin rotates and lists signing keys (admin RPCs). Required.
 	KeyAdmin KeyAdmin
 	// Revocations, if set, lets ValidateDPoP refuse revoked tokens.

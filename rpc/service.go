@@ -9,15 +9,18 @@ import (
 
 	"github.com/auth-platform/tokenservice/dpop"
 	"github.com/auth-platform/tokenservice/issuer"
+	"github.com/auth-platform/tokenservice/projections"
 	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
 	tokenv1 "github.com/auth-platform/tokenservice/proto/token/v1"
 	"github.com/auth-platform/tokenservice/proto/token/v1/tokenv1connect"
 	"github.com/auth-platform/tokenservice/signing"
 )
 
-// JWKSource returns the published keys.
-type JWKSource interface {
+// KeySource publishes the JWKS and lists the keys with their lifecycle;
+// the projection set implements it.
+type KeySource interface {
 	JWKS() []signing.JWK
+	Keys() ([]projections.Key, uint64)
 }
 
 // service implements tokenv1connect.TokenServiceHandler over an Issuer.
@@ -27,7 +30,7 @@ type service struct {
 	keyAdmin       KeyAdmin
 	revocations    Revocations
 	tokenEndpoints []string // normalised
-	keys           JWKSource
+	keys           KeySource
 	log            *slog.Logger
 	metrics        *Metrics // may be nil
 	now            func() time.Time

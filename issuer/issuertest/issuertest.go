@@ -134,7 +134,7 @@ func New(t testing.TB, o Options) *Env {
 	if _, err := kr.EnsureActive(sctx); err != nil {
 		t.Fatal(err)
 	}
-	is, err := issuer.New(log, kr, index{set, runner}, sealer, issuer.Config{
+	is, err := issuer.New(log, kr, projections.Index{Set: set, Runner: runner}, sealer, issuer.Config{
 		Issuer: "https://issuer.test", AccessTTL: o.AccessTTL, RefreshTTL: o.RefreshTTL, Grace: o.Grace,
 		Now: o.Clock.Now, Rand: rand.Reader, Observer: o.Observer, Tracer: o.Tracer,
 	})
@@ -143,15 +143,6 @@ func New(t testing.TB, o Options) *Env {
 	}
 	return &Env{Log: log, Set: set, Runner: runner, Keyring: kr, Issuer: is, Clock: o.Clock, Sealer: sealer}
 }
-
-type index struct {
-	set    *projections.Set
-	runner *projections.Runner
-}
-
-func (i index) FamiliesOf(subject string) []projections.Family   { return i.set.FamiliesOf(subject) }
-func (i index) FamiliesSignedBy(kid string) []projections.Family { return i.set.FamiliesSignedBy(kid) }
-func (i index) WaitFor(ctx context.Context, seq uint64) error    { return i.runner.WaitFor(ctx, seq) }
 
 // TB is the part of testing.TB (and rapid.T) the helpers need.
 type TB interface {

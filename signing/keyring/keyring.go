@@ -329,7 +329,7 @@ type Rotation struct {
 func (k *Keyring) Rotate(ctx context.Context, immediate bool) (Rotation, error) {
 	// The key to replace is the log's active key, not what a lagging
 	// projection shows.
-	if err := k.catchUp(ctx); err != nil {
+	if _, err := k.catchUp(ctx); err != nil {
 		return Rotation{}, err
 	}
 	prev, _ := k.set.ActiveKey()
@@ -371,16 +371,9 @@ func (k *Keyring) staged() (projections.Key, bool) {
 // its compare-and-set expectation is current; a lost race is re-decided.
 func (k *Keyring) converge(ctx context.Context, g *goal) error {
 	for attempt := 0; attempt < 64; attempt++ {
-		head := uint64(0)
-		rec, err := k.log.LastConsistent(ctx, k.log.Subjects().Keys())
-		switch {
-		case err == nil:
-			head = rec.Seq
-		case !errors.Is(err, eventlog.ErrNotFound):
+		head, err := k.catchUp(ctx)
+		if err != nil {
 			return err
-		}
-		if err := k.waiter.WaitFor(ctx, head); err != nil {
-			return fmt.Errorf("keyring: wait for key projection: %w", err)
 		}
 		act, err := k.plan(g)
 		if err != nil {
@@ -398,7 +391,7 @@ func (k *Keyring) converge(ctx context.Context, g *goal) error {
 		if errors.Is(err, eventlog.ErrConflict) && act.undo != nil {
 			// Another replica recorded the intent's key first. If it is
 			// not the key we made, ours would be an orphan: delete it.
-			if werr := k.catchUp(ctx); werr != nil {
+			if _, werr := k.catchUp(ctx); werr != nil {
 				return werr
 			}
 			if key, ok := k.set.Key(act.kid); !ok || key.Status == eventsv1.KeyStatus_KEY_STATUS_UNSPECIFIED {
@@ -417,16 +410,22 @@ func (k *Keyring) converge(ctx context.Context, g *goal) error {
 	return errors.New("keyring: the key lifecycle did not settle after 64 steps")
 }
 
-// catchUp waits until the projection holds every key event.
-func (k *Keyring) catchUp(ctx context.Context) error {
+// catchUp reads the head of the key aggregate from the leader and waits
+// until the projection applied it, so a decision sees every key event; it
+// returns the head, the compare-and-set expectation of the next one.
+func (k *Keyring) catchUp(ctx context.Context) (uint64, error) {
+	head := uint64(0)
 	rec, err := k.log.LastConsistent(ctx, k.log.Subjects().Keys())
-	if errors.Is(err, eventlog.ErrNotFound) {
-		return nil
+	switch {
+	case err == nil:
+		head = rec.Seq
+	case !errors.Is(err, eventlog.ErrNotFound):
+		return 0, err
 	}
-	if err != nil {
-		return err
+	if err := k.waiter.WaitFor(ctx, head); err != nil {
+		return 0, fmt.Errorf("keyring: wait for key projection: %w", err)
 	}
-	return k.waiter.WaitFor(ctx, rec.Seq)
+	return head, nil
 }
 
 type action struct {

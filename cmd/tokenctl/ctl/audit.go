@@ -154,11 +154,11 @@ func (o *options) auditAt(ctx context.Context, at time.Time, target string) erro
 		}
 		access, fid, what = c, c.Sid, "access token"
 	case strings.Count(target, ".") == 1:
-		f, secret, err := issuer.ParseRefreshToken(target)
+		f, h, err := issuer.ParseRefreshToken(target)
 		if err != nil {
 			return o.verdict(at, "refresh token", projections.Verdict{Reason: "malformed refresh token"})
 		}
-		fid, secretHash, what = f, projections.HashSecret(secret), "refresh token"
+		fid, secretHash, what = f, h, "refresh token"
 	default:
 		fid, what = target, "family"
 	}

@@ -127,14 +127,14 @@ func (o *options) connect(ctx context.Context) error {
 
 // command parses a command line into the function that runs it.
 func (o *options) command(args []string) (func(context.Context) error, error) {
-	sub := func(name string, n int) (*flag.FlagSet, error) {
+	sub := func(name string) *flag.FlagSet {
 		fs := flag.NewFlagSet(name, flag.ContinueOnError)
 		fs.SetOutput(o.stderr)
-		return fs, nil
+		return fs
 	}
 	switch strings.Join(args[:min(2, len(args))], " ") {
 	case "events tail":
-		fs, _ := sub("events tail", 0)
+		fs := sub("events tail")
 		var f tailFilter
 		fs.StringVar(&f.family, "family", "", "only this family")
 		fs.StringVar(&f.subject, "subject", "", "only families of this subject")
@@ -164,7 +164,7 @@ func (o *options) command(args []string) (func(context.Context) error, error) {
 	case "keys list":
 		return o.keysList, nil
 	case "keys rotate":
-		fs, _ := sub("keys rotate", 0)
+		fs := sub("keys rotate")
 		immediate := fs.Bool("immediate", false, "activate a new key now and remove the current one from the JWKS now (compromise)")
 		revoke := fs.Bool("revoke-families", false, "with --immediate: revoke every family the old key signed for")
 		if err := fs.Parse(args[2:]); err != nil {
@@ -174,7 +174,7 @@ func (o *options) command(args []string) (func(context.Context) error, error) {
 	}
 	switch args[0] {
 	case "export":
-		fs, _ := sub("export", 0)
+		fs := sub("export")
 		var from, to uint64
 		fs.Uint64Var(&from, "from-seq", 1, "first sequence")
 		fs.Uint64Var(&to, "to-seq", 0, "last sequence (0: the end when the export starts)")
@@ -183,7 +183,7 @@ func (o *options) command(args []string) (func(context.Context) error, error) {
 		}
 		return func(ctx context.Context) error { return o.export(ctx, from, to) }, nil
 	case "replay":
-		fs, _ := sub("replay", 0)
+		fs := sub("replay")
 		verify := fs.Bool("verify", false, "compare the rebuilt projections with tokend's")
 		if err := fs.Parse(args[1:]); err != nil {
 			return nil, err

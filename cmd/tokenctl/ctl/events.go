@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 
@@ -55,7 +56,7 @@ func viewOf(rec eventlog.Record) eventView {
 	if st := projections.FamilyStateOf(m); st != nil {
 		v.FamilyID, v.Subject, v.ClientID = st.GetFamilyId(), st.GetSubject(), st.GetClientId()
 		v.Generation, v.DPoPJKT = st.GetGeneration(), st.GetDpopJkt()
-		v.Status = strings.ToLower(strings.TrimPrefix(st.GetStatus().String(), "FAMILY_STATUS_"))
+		v.Status = projections.FamilyStatusName(st.GetStatus())
 	}
 	switch e := m.(type) {
 	case *eventsv1.FamilyRotated:
@@ -176,14 +177,14 @@ func (o *options) export(ctx context.Context, from, to uint64) error {
 
 // progress reports long reads on stderr, at most once a second.
 type progress struct {
-	w     interface{ Write([]byte) (int, error) }
+	w     io.Writer
 	verb  string
 	n     int
 	start time.Time
 	last  time.Time
 }
 
-func newProgress(w interface{ Write([]byte) (int, error) }, verb string) *progress {
+func newProgress(w io.Writer, verb string) *progress {
 	now := time.Now()
 	return &progress{w: w, verb: verb, start: now, last: now}
 }

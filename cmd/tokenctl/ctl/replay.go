@@ -104,7 +104,7 @@ func (o *options) keysList(ctx context.Context) error {
 		enc := json.NewEncoder(o.stdout)
 		for _, k := range keys {
 			if err := enc.Encode(map[string]any{"kid": k.ID, "algorithm": k.Algorithm, "backend": k.Backend,
-				"status": strings.ToLower(strings.TrimPrefix(k.Status.String(), "KEY_STATUS_")), "generated_at": k.GeneratedAt,
+				"status": projections.StatusName(k.Status), "generated_at": k.GeneratedAt,
 				"activated_at": k.ActivatedAt, "retired_at": k.RetiredAt, "retain_until": k.RetainUntil}); err != nil {
 				return err
 			}
@@ -121,7 +121,7 @@ func (o *options) keysList(ctx context.Context) error {
 	}
 	for _, k := range keys {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.Algorithm, k.Backend,
-			strings.ToLower(strings.TrimPrefix(k.Status.String(), "KEY_STATUS_")), ts(k.GeneratedAt), ts(k.ActivatedAt), ts(k.RetiredAt))
+			projections.StatusName(k.Status), ts(k.GeneratedAt), ts(k.ActivatedAt), ts(k.RetiredAt))
 	}
 	return tw.Flush()
 }

@@ -167,7 +167,6 @@ func (m *Main) start(ctx context.Context) error {
 	kcfg := keyring.Config{Rand: rand.Reader, Algorithm: cfg.Algorithm,
 		Retention: cfg.KeyRetention, Prepublish: cfg.Prepublish, RotationPeriod: cfg.RotationPeriod,
 		Fallback: cfg.CryptoFallback,
-		Breaker:  breaker.Config{RateLimit: cfg.CryptoRateLimit, Timeout: cfg.CryptoTimeout, Observer: m.Metrics.BreakerObserver(cfg.KMSProvider)},
 	}
 	if cfg.KMSProvider == "aws" {
 		api, err := kmsClient(ctx, cfg)
@@ -175,7 +174,8 @@ func (m *Main) start(ctx context.Context) error {
 			return err
 		}
 		kcfg.Backend = awskms.Backend{API: api, InitialKeyID: cfg.KMSKeyID}
-		kcfg.Breaker.Observer = m.Metrics.BreakerObserver(awskms.BackendName)
+		kcfg.Breaker = breaker.Config{RateLimit: cfg.CryptoRateLimit, Timeout: cfg.CryptoTimeout,
+			Observer: m.Metrics.BreakerObserver(awskms.BackendName)}
 	}
 	m.Keyring, err = keyring.New(m.Log, m.Set, m.Runner, sealer, kcfg)
 	if err != nil {
@@ -189,7 +189,7 @@ func (m *Main) start(ctx context.Context) error {
 	m.lifecycleDone = make(chan struct{})
 	go m.runKeyLifecycle(runCtx)
 
-	m.Issuer, err = issuer.New(m.Log, m.Keyring, familyIndex{m.Set, m.Runner}, sealer, issuer.Config{
+	m.Issuer, err = issuer.New(m.Log, m.Keyring, projections.Index{Set: m.Set, Runner: m.Runner}, sealer, issuer.Config{
 		Issuer: cfg.Issuer, AccessTTL: cfg.AccessTTL, RefreshTTL: cfg.RefreshTTL, Grace: cfg.Grace, FallbackAccessTTL: cfg.FallbackAccessTTL,
 		Rand: rand.Reader, Observer: m.Metrics, Tracer: tracer(m.tracerProvider, "github.com/auth-platform/tokenservice/issuer"),
 	})
@@ -349,22 +349,6 @@ func trimSpace(b []byte) []byte {
 		b = b[:len(b)-1]
 	}
 	return b
-}
-
-// familyIndex adapts the projections to issuer.FamilyIndex.
-type familyIndex struct {
-	set    *projections.Set
-	runner *projections.Runner
-}
-
-func (f familyIndex) FamiliesOf(subject string) []projections.Family {
-	return f.set.FamiliesOf(subject)
-}
-func (f familyIndex) FamiliesSignedBy(kid string) []projections.Family {
-	return f.set.FamiliesSignedBy(kid)
-}
-func (f familyIndex) WaitFor(ctx context.Context, seq uint64) error {
-	return f.runner.WaitFor(ctx, seq)
 }
 
 // keyTick is how often the key lifecycle is moved along; every replica
