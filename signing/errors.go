@@ -15,4 +15,7 @@ var (
 	// its circuit breaker is open, the rate limit is reached, or the call
 	// timed out. A fallback key may sign instead.
 	ErrUnavailable = errors.New("signing: backend unavailable")
+	// ErrMalformedSignature is returned by DERToJOSE for an ECDSA
+	// signature a backend returned that does not parse.
+	ErrMalformedSignature = errors.New("signing: malformed ECDSA signature")
 )

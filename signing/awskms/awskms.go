@@ -14,10 +14,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/x509"
-	"encoding/asn1"
-	"errors"
 	"fmt"
-	"math/big"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
@@ -116,27 +113,7 @@ func (s *Signer) Sign(ctx context.Context, signingInput []byte) ([]byte, error) 
 		return nil, fmt.Errorf("awskms: sign with %s: %w", s.keyID, err)
 	}
 	if s.alg == signing.ES256 {
-		return DERToJOSE(out.Signature, 32)
+		return signing.DERToJOSE(out.Signature, 32)
 	}
 	return out.Signature, nil
-}
-
-// ErrSignature is returned for a signature KMS returned that does not
-// parse.
-var ErrSignature = errors.New("awskms: malformed ECDSA signature")
-
-// DERToJOSE converts an ASN.1 DER Ecdsa-Sig-Value (RFC 3279 §2.2.3) to the
-// JOSE form: R and S, each big-endian and left-padded to size bytes
-// (RFC 7518 §3.4).
-func DERToJOSE(der []byte, size int) ([]byte, error) {
-	var sig struct{ R, S *big.Int }
-	rest, err := asn1.Unmarshal(der, &sig)
-	if err != nil || len(rest) != 0 || sig.R == nil || sig.S == nil || sig.R.Sign() <= 0 || sig.S.Sign() <= 0 ||
-		sig.R.BitLen() > size*8 || sig.S.BitLen() > size*8 {
-		return nil, ErrSignature
-	}
-	out := make([]byte, 2*size)
-	sig.R.FillBytes(out[:size])
-	sig.S.FillBytes(out[size:])
-	return out, nil
 }
