@@ -492,3 +492,10 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 		return nil
 	}
 }
+
+// JetStream returns the JetStream context of the log's connection, for the
+// read models kept beside the stream (the families KV bucket).
+func (l *Log) JetStream() jetstream.JetStream { return l.js }
+
+// Replicas returns the stream's replica count.
+func (l *Log) Replicas() int { return l.cfg.Replicas }

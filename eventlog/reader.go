@@ -121,3 +121,16 @@ func (l *Log) read(ctx context.Context, from uint64, filters []string, fn func(R
 	}
 	return ctx.Err()
 }
+
+// RecordOf returns the record of a message delivered by a consumer of the
+// stream (its Pending is the consumer's count of messages still to come).
+// It fails for a message that is not a stream message.
+func RecordOf(m jetstream.Msg) (Record, error) {
+	md, err := m.Metadata()
+	if err != nil {
+		return Record{}, err
+	}
+	rec := recordOf(m.Subject(), md.Sequence.Stream, md.Timestamp, m.Headers(), m.Data())
+	rec.Pending = md.NumPending
+	return rec, nil
+}

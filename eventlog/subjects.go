@@ -1,6 +1,10 @@
 package eventlog
 
-import "strings"
+import (
+	"crypto/sha256"
+	"encoding/base64"
+	"strings"
+)
 
 // Subjects builds every subject and aggregate filter of the stream from one
 // prefix (default "token"). Using these functions everywhere is what keeps
@@ -14,6 +18,21 @@ func NewSubjects(prefix string) Subjects { return Subjects{prefix: prefix} }
 
 // Prefix returns the subject prefix, for example "token".
 func (s Subjects) Prefix() string { return s.prefix }
+
+// SubjectID returns the <sid> of a subject (a user) in
+// <prefix>.subject.<sid>.revoked and in the families read model's keys:
+// base64url of its SHA-256, since a subject may hold any character and a
+// subject token may not.
+func SubjectID(subject string) string {
+	h := sha256.Sum256([]byte(subject))
+	return base64.RawURLEncoding.EncodeToString(h[:])
+}
+
+// Revocations returns the one filter that matches every revocation event,
+// of a family (<prefix>.family.<fid>.revoked) and of a subject
+// (<prefix>.subject.<sid>.revoked): a single filter lets a subscriber's
+// permissions name it.
+func (s Subjects) Revocations() string { return s.prefix + ".*.*.revoked" }
 
 // All returns the filter of every subject of the stream.
 func (s Subjects) All() string { return s.prefix + ".>" }

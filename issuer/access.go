@@ -156,6 +156,12 @@ type VerifiedAccessToken struct {
 	IssuedAt time.Time
 	Expiry   time.Time
 	KeyID    string
+	// ID, Issuer, Audience and Scope are the jti, iss, aud and scope
+	// claims, for introspection.
+	ID       string
+	Issuer   string
+	Audience []string
+	Scope    string
 }
 
 // VerifyAccessToken checks the signature of an access token against the
@@ -169,6 +175,7 @@ func (i *Issuer) VerifyAccessToken(token string, checkExpiry bool) (VerifiedAcce
 		jwt.RegisteredClaims
 		ClientID string `json:"client_id"`
 		Sid      string `json:"sid"`
+		Scope    string `json:"scope"`
 		Cnf      *cnf   `json:"cnf"`
 	}
 	opts := []jwt.ParserOption{
@@ -200,7 +207,10 @@ func (i *Issuer) VerifyAccessToken(token string, checkExpiry bool) (VerifiedAcce
 	if !checkExpiry && claims.Issuer != i.cfg.Issuer {
 		return VerifiedAccessToken{}, fmt.Errorf("%w: issuer", ErrInvalidAccessToken)
 	}
-	v := VerifiedAccessToken{Subject: claims.Subject, ClientID: claims.ClientID, FamilyID: claims.Sid, KeyID: kid}
+	v := VerifiedAccessToken{
+		Subject: claims.Subject, ClientID: claims.ClientID, FamilyID: claims.Sid, KeyID: kid,
+		ID: claims.ID, Issuer: claims.Issuer, Audience: claims.Audience, Scope: claims.Scope,
+	}
 	if claims.IssuedAt != nil {
 		v.IssuedAt = claims.IssuedAt.Time
 	}

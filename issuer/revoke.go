@@ -2,7 +2,6 @@ package issuer
 
 import (
 	"context"
-	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
 	"fmt"
@@ -41,10 +40,7 @@ var ReasonLabels = []string{"reuse", "client", "subject", "key_compromise", "adm
 
 // subjectHash is the subject's token in token.subject.<sid>.revoked:
 // subjects may hold any character, a subject token may not.
-func subjectHash(subject string) string {
-	h := sha256.Sum256([]byte(subject))
-	return b64.EncodeToString(h[:])
-}
+func subjectHash(subject string) string { return eventlog.SubjectID(subject) }
 
 // SubjectHash returns the <sid> of a subject in token.subject.<sid>.revoked.
 func SubjectHash(subject string) string { return subjectHash(subject) }

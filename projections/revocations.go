@@ -63,6 +63,11 @@ func (r *Revocations) Apply(rec eventlog.Record, m proto.Message) {
 	}
 }
 
+// Prune forgets the entries that no access token live at now can need.
+// Replicas prune by event time as they apply (so replay prunes the same
+// way); a subscriber that receives few events calls Prune on a timer.
+func (r *Revocations) Prune(now time.Time) { r.prune(now) }
+
 // prune forgets entries that no live access token can need, judged by the
 // time of the event being applied so that replay prunes the same way.
 func (r *Revocations) prune(now time.Time) {

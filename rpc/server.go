@@ -36,6 +36,13 @@ type Config struct {
 	KeyAdmin KeyAdmin
 	// Revocations, if set, lets ValidateDPoP refuse revoked tokens.
 	Revocations Revocations
+	// Families, if set, serves ListFamilies from the families read model.
+	Families FamilyLister
+	// Feed, if set, serves WatchRevocations.
+	Feed RevocationFeed
+	// MaxWatchers bounds the concurrent WatchRevocations streams; more
+	// are refused with resource_exhausted. Default 1024.
+	MaxWatchers int
 	// TokenEndpoints are the absolute URIs of the token endpoints whose
 	// DPoP proofs GenerateTokens and RefreshTokens accept (http_uri must
 	// be one of them). Default: any URI (POST, no ath) is accepted.
@@ -93,6 +100,9 @@ func New(cfg Config) *Handler {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.MaxWatchers <= 0 {
+		cfg.MaxWatchers = 1024
+	}
 	var interceptors []connect.Interceptor
 	if cfg.TracerProvider != nil {
 		// Outermost, so that the correlation ID, the metrics and the
@@ -123,7 +133,7 @@ func New(cfg Config) *Handler {
 		connect.WithCompressMinBytes(4 << 10),
 	}
 	mux := http.NewServeMux()
-	svc := &service{issuer: cfg.Issuer, dpop: cfg.DPoP, keys: cfg.Keys, keyAdmin: cfg.KeyAdmin, revocations: cfg.Revocations, tokenEndpoints: normalizeAll(cfg.TokenEndpoints), log: cfg.Logger, metrics: cfg.Metrics, now: cfg.Now}
+	svc := &service{issuer: cfg.Issuer, dpop: cfg.DPoP, keys: cfg.Keys, keyAdmin: cfg.KeyAdmin, revocations: cfg.Revocations, families: cfg.Families, feed: cfg.Feed, watchers: make(chan struct{}, cfg.MaxWatchers), tokenEndpoints: normalizeAll(cfg.TokenEndpoints), log: cfg.Logger, metrics: cfg.Metrics, now: cfg.Now}
 	path, h := tokenv1connect.NewTokenServiceHandler(svc, opts...)
 	mux.Handle(path, h)
 

@@ -29,7 +29,10 @@ type service struct {
 	dpop           *dpop.Verifier
 	keyAdmin       KeyAdmin
 	revocations    Revocations
-	tokenEndpoints []string // normalised
+	families       FamilyLister
+	feed           RevocationFeed
+	watchers       chan struct{} // a slot per WatchRevocations stream
+	tokenEndpoints []string      // normalised
 	keys           KeySource
 	log            *slog.Logger
 	metrics        *Metrics // may be nil

@@ -24,6 +24,7 @@ import (
 	"github.com/auth-platform/tokenservice/eventlog"
 	"github.com/auth-platform/tokenservice/issuer"
 	"github.com/auth-platform/tokenservice/projections"
+	"github.com/auth-platform/tokenservice/projections/subscriber"
 	"github.com/auth-platform/tokenservice/rpc"
 	"github.com/auth-platform/tokenservice/signing/awskms"
 	"github.com/auth-platform/tokenservice/signing/breaker"
@@ -41,13 +42,17 @@ type Main struct {
 	Log      *eventlog.Log
 	Set      *projections.Set
 	Runner   *projections.Runner
-	Keyring  *keyring.Keyring
-	Issuer   *issuer.Issuer
-	DPoP     *dpop.Verifier
-	Metrics  *rpc.Metrics
-	handler  *rpc.Handler
-	server   *http.Server
-	listener net.Listener
+	// Projector writes the families read model when this replica holds
+	// the pin; Families reads it.
+	Projector *projections.FamilyProjector
+	Families  *projections.FamilyStore
+	Keyring   *keyring.Keyring
+	Issuer    *issuer.Issuer
+	DPoP      *dpop.Verifier
+	Metrics   *rpc.Metrics
+	handler   *rpc.Handler
+	server    *http.Server
+	listener  net.Listener
 
 	tracerProvider trace.TracerProvider // nil: tracing off
 	stopTracing    func(context.Context) error
@@ -55,7 +60,10 @@ type Main struct {
 	closing atomic.Bool
 
 	lifecycleDone chan struct{}
+	projectorDone chan struct{}
 	cancel        context.CancelFunc
+	stopWatchers  context.CancelFunc // ends WatchRevocations streams on Close
+	watchCtx      context.Context
 	done          chan struct{}
 	serveErr      chan error
 }
@@ -163,6 +171,20 @@ func (m *Main) start(ctx context.Context) error {
 	case <-ctx.Done():
 		return fmt.Errorf("projections did not catch up: %w", ctx.Err())
 	}
+	m.Projector = projections.NewFamilyProjector(m.Log, projections.ProjectorConfig{
+		OnBadRecord: func(rec eventlog.Record, err error) {
+			m.Metrics.BadRecord()
+			m.Logger.Error("families projector skipped a record it cannot decode", "seq", rec.Seq, "subject", rec.Subject, "error", err)
+		},
+		OnError: func(err error) { m.Logger.Warn("families projector: retrying", "error", err) },
+	})
+	m.Families = projections.NewFamilyStore(m.Log.JetStream(), "")
+	m.projectorDone = make(chan struct{})
+	go func() {
+		defer close(m.projectorDone)
+		_ = m.Projector.Run(runCtx)
+	}()
+	m.watchCtx, m.stopWatchers = context.WithCancel(context.Background())
 
 	kcfg := keyring.Config{Rand: rand.Reader, Algorithm: cfg.Algorithm,
 		Retention: cfg.KeyRetention, Prepublish: cfg.Prepublish, RotationPeriod: cfg.RotationPeriod,
@@ -208,7 +230,8 @@ func (m *Main) start(ctx context.Context) error {
 		return err
 	}
 	m.handler = rpc.New(rpc.Config{
-		Issuer: m.Issuer, DPoP: m.DPoP, Keys: m.Set, KeyAdmin: m.Keyring, Revocations: m.Set, TokenEndpoints: cfg.DPoPTokenEndpoints, Projections: m.Set, Metrics: m.Metrics, Logger: m.Logger,
+		Issuer: m.Issuer, DPoP: m.DPoP, Keys: m.Set, KeyAdmin: m.Keyring, Revocations: m.Set, TokenEndpoints: cfg.DPoPTokenEndpoints, Projections: m.Set,
+		Families: m.Families, Feed: revocationFeed{m: m}, Metrics: m.Metrics, Logger: m.Logger,
 		MaxRequestBytes: cfg.MaxRequestBytes, JWKSMaxAge: cfg.JWKSMaxAge, TracerProvider: m.tracerProvider,
 		Ready: func() bool {
 			if m.closing.Load() {
@@ -249,6 +272,19 @@ func (m *Main) start(ctx context.Context) error {
 	return nil
 }
 
+// revocationFeed serves WatchRevocations from the log; its streams end
+// when tokend closes.
+type revocationFeed struct{ m *Main }
+
+func (f revocationFeed) WatchRevocations(ctx context.Context, after uint64, fn func(subscriber.Revocation) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(f.m.watchCtx, cancel)
+	defer stop()
+	cfg := subscriber.Config{Stream: f.m.Config.Stream, Prefix: f.m.Config.SubjectPrefix}
+	return subscriber.Watch(ctx, f.m.Log.JetStream(), cfg, subscriber.Start{AfterSeq: after}, fn)
+}
+
 // Addr returns the address the service listens on.
 func (m *Main) Addr() string { return m.listener.Addr().String() }
 
@@ -273,6 +309,9 @@ func (m *Main) Close(ctx context.Context) error {
 	if m.handler != nil {
 		m.handler.SetServing(false)
 	}
+	if m.stopWatchers != nil {
+		m.stopWatchers() // streams never go idle: end them, clients resume
+	}
 	if m.server != nil {
 		if err := m.server.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("drain calls: %w", err))
@@ -285,6 +324,9 @@ func (m *Main) Close(ctx context.Context) error {
 		<-m.done
 		if m.lifecycleDone != nil {
 			<-m.lifecycleDone
+		}
+		if m.projectorDone != nil {
+			<-m.projectorDone
 		}
 	}
 	if m.stopTracing != nil {

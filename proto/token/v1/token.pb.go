@@ -1219,6 +1219,648 @@ func (x *SigningKey) GetBackendRef() string {
 	return ""
 }
 
+type IntrospectTokenRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The access token (a JWT) or refresh token to introspect.
+	Token string `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	// "access_token" or "refresh_token"; a hint only (RFC 7662 §2.1).
+	TokenTypeHint string `protobuf:"bytes,2,opt,name=token_type_hint,json=tokenTypeHint,proto3" json:"token_type_hint,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IntrospectTokenRequest) Reset() {
+	*x = IntrospectTokenRequest{}
+	mi := &file_token_v1_token_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IntrospectTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IntrospectTokenRequest) ProtoMessage() {}
+
+func (x *IntrospectTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_token_v1_token_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IntrospectTokenRequest.ProtoReflect.Descriptor instead.
+func (*IntrospectTokenRequest) Descriptor() ([]byte, []int) {
+	return file_token_v1_token_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *IntrospectTokenRequest) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *IntrospectTokenRequest) GetTokenTypeHint() string {
+	if x != nil {
+		return x.TokenTypeHint
+	}
+	return ""
+}
+
+// IntrospectTokenResponse has the members of RFC 7662 §2.2; their JSON
+// names are the RFC's. Only active is set for an inactive token.
+type IntrospectTokenResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Active bool                   `protobuf:"varint,1,opt,name=active,proto3" json:"active,omitempty"`
+	// Space-separated scopes.
+	Scope    string `protobuf:"bytes,2,opt,name=scope,proto3" json:"scope,omitempty"`
+	ClientId string `protobuf:"bytes,3,opt,name=client_id,proto3" json:"client_id,omitempty"`
+	// "Bearer" or "DPoP" for an access token (RFC 9449 §6.2),
+	// "refresh_token" for a refresh token.
+	TokenType string   `protobuf:"bytes,4,opt,name=token_type,proto3" json:"token_type,omitempty"`
+	Exp       int64    `protobuf:"varint,5,opt,name=exp,proto3" json:"exp,omitempty"`
+	Iat       int64    `protobuf:"varint,6,opt,name=iat,proto3" json:"iat,omitempty"`
+	Sub       string   `protobuf:"bytes,7,opt,name=sub,proto3" json:"sub,omitempty"`
+	Aud       []string `protobuf:"bytes,8,rep,name=aud,proto3" json:"aud,omitempty"`
+	Iss       string   `protobuf:"bytes,9,opt,name=iss,proto3" json:"iss,omitempty"`
+	Jti       string   `protobuf:"bytes,10,opt,name=jti,proto3" json:"jti,omitempty"`
+	// The token family (session) the token belongs to.
+	Sid string `protobuf:"bytes,11,opt,name=sid,proto3" json:"sid,omitempty"`
+	// Confirmation of a DPoP-bound token (RFC 9449 §6.2).
+	Cnf           *Confirmation `protobuf:"bytes,12,opt,name=cnf,proto3" json:"cnf,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IntrospectTokenResponse) Reset() {
+	*x = IntrospectTokenResponse{}
+	mi := &file_token_v1_token_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IntrospectTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IntrospectTokenResponse) ProtoMessage() {}
+
+func (x *IntrospectTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_token_v1_token_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IntrospectTokenResponse.ProtoReflect.Descriptor instead.
+func (*IntrospectTokenResponse) Descriptor() ([]byte, []int) {
+	return file_token_v1_token_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *IntrospectTokenResponse) GetActive() bool {
+	if x != nil {
+		return x.Active
+	}
+	return false
+}
+
+func (x *IntrospectTokenResponse) GetScope() string {
+	if x != nil {
+		return x.Scope
+	}
+	return ""
+}
+
+func (x *IntrospectTokenResponse) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+func (x *IntrospectTokenResponse) GetTokenType() string {
+	if x != nil {
+		return x.TokenType
+	}
+	return ""
+}
+
+func (x *IntrospectTokenResponse) GetExp() int64 {
+	if x != nil {
+		return x.Exp
+	}
+	return 0
+}
+
+func (x *IntrospectTokenResponse) GetIat() int64 {
+	if x != nil {
+		return x.Iat
+	}
+	return 0
+}
+
+func (x *IntrospectTokenResponse) GetSub() string {
+	if x != nil {
+		return x.Sub
+	}
+	return ""
+}
+
+func (x *IntrospectTokenResponse) GetAud() []string {
+	if x != nil {
+		return x.Aud
+	}
+	return nil
+}
+
+func (x *IntrospectTokenResponse) GetIss() string {
+	if x != nil {
+		return x.Iss
+	}
+	return ""
+}
+
+func (x *IntrospectTokenResponse) GetJti() string {
+	if x != nil {
+		return x.Jti
+	}
+	return ""
+}
+
+func (x *IntrospectTokenResponse) GetSid() string {
+	if x != nil {
+		return x.Sid
+	}
+	return ""
+}
+
+func (x *IntrospectTokenResponse) GetCnf() *Confirmation {
+	if x != nil {
+		return x.Cnf
+	}
+	return nil
+}
+
+type Confirmation struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// RFC 7638 thumbprint of the DPoP key the token is bound to.
+	Jkt           string `protobuf:"bytes,1,opt,name=jkt,proto3" json:"jkt,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Confirmation) Reset() {
+	*x = Confirmation{}
+	mi := &file_token_v1_token_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Confirmation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Confirmation) ProtoMessage() {}
+
+func (x *Confirmation) ProtoReflect() protoreflect.Message {
+	mi := &file_token_v1_token_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Confirmation.ProtoReflect.Descriptor instead.
+func (*Confirmation) Descriptor() ([]byte, []int) {
+	return file_token_v1_token_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *Confirmation) GetJkt() string {
+	if x != nil {
+		return x.Jkt
+	}
+	return ""
+}
+
+type ListFamiliesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The subject (user) whose sessions to list. Required.
+	Subject string `protobuf:"bytes,1,opt,name=subject,proto3" json:"subject,omitempty"`
+	// Also list revoked and expired families (default: active ones only).
+	IncludeInactive bool `protobuf:"varint,2,opt,name=include_inactive,json=includeInactive,proto3" json:"include_inactive,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *ListFamiliesRequest) Reset() {
+	*x = ListFamiliesRequest{}
+	mi := &file_token_v1_token_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListFamiliesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListFamiliesRequest) ProtoMessage() {}
+
+func (x *ListFamiliesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_token_v1_token_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListFamiliesRequest.ProtoReflect.Descriptor instead.
+func (*ListFamiliesRequest) Descriptor() ([]byte, []int) {
+	return file_token_v1_token_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ListFamiliesRequest) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+func (x *ListFamiliesRequest) GetIncludeInactive() bool {
+	if x != nil {
+		return x.IncludeInactive
+	}
+	return false
+}
+
+type ListFamiliesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Families      []*Family              `protobuf:"bytes,1,rep,name=families,proto3" json:"families,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListFamiliesResponse) Reset() {
+	*x = ListFamiliesResponse{}
+	mi := &file_token_v1_token_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListFamiliesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListFamiliesResponse) ProtoMessage() {}
+
+func (x *ListFamiliesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_token_v1_token_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListFamiliesResponse.ProtoReflect.Descriptor instead.
+func (*ListFamiliesResponse) Descriptor() ([]byte, []int) {
+	return file_token_v1_token_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ListFamiliesResponse) GetFamilies() []*Family {
+	if x != nil {
+		return x.Families
+	}
+	return nil
+}
+
+// Family is one session: a token family and its refresh-token chain.
+type Family struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	FamilyId  string                 `protobuf:"bytes,1,opt,name=family_id,json=familyId,proto3" json:"family_id,omitempty"`
+	ClientId  string                 `protobuf:"bytes,2,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// Time of the last rotation; unset if the family was never refreshed.
+	LastRefreshedAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=last_refreshed_at,json=lastRefreshedAt,proto3" json:"last_refreshed_at,omitempty"`
+	// Number of rotations so far.
+	Generation uint64 `protobuf:"varint,5,opt,name=generation,proto3" json:"generation,omitempty"`
+	// Thumbprint of the DPoP key the family is bound to, if any.
+	DpopJkt string `protobuf:"bytes,6,opt,name=dpop_jkt,json=dpopJkt,proto3" json:"dpop_jkt,omitempty"`
+	// active, revoked or expired.
+	Status string `protobuf:"bytes,7,opt,name=status,proto3" json:"status,omitempty"`
+	// Why it was revoked: reuse, client, subject, key_compromise or admin.
+	RevocationReason string                 `protobuf:"bytes,8,opt,name=revocation_reason,json=revocationReason,proto3" json:"revocation_reason,omitempty"`
+	RevokedAt        *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=revoked_at,json=revokedAt,proto3" json:"revoked_at,omitempty"`
+	RefreshExpiresAt *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=refresh_expires_at,json=refreshExpiresAt,proto3" json:"refresh_expires_at,omitempty"`
+	Scopes           []string               `protobuf:"bytes,11,rep,name=scopes,proto3" json:"scopes,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *Family) Reset() {
+	*x = Family{}
+	mi := &file_token_v1_token_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Family) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Family) ProtoMessage() {}
+
+func (x *Family) ProtoReflect() protoreflect.Message {
+	mi := &file_token_v1_token_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Family.ProtoReflect.Descriptor instead.
+func (*Family) Descriptor() ([]byte, []int) {
+	return file_token_v1_token_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *Family) GetFamilyId() string {
+	if x != nil {
+		return x.FamilyId
+	}
+	return ""
+}
+
+func (x *Family) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+func (x *Family) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *Family) GetLastRefreshedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastRefreshedAt
+	}
+	return nil
+}
+
+func (x *Family) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *Family) GetDpopJkt() string {
+	if x != nil {
+		return x.DpopJkt
+	}
+	return ""
+}
+
+func (x *Family) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *Family) GetRevocationReason() string {
+	if x != nil {
+		return x.RevocationReason
+	}
+	return ""
+}
+
+func (x *Family) GetRevokedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RevokedAt
+	}
+	return nil
+}
+
+func (x *Family) GetRefreshExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RefreshExpiresAt
+	}
+	return nil
+}
+
+func (x *Family) GetScopes() []string {
+	if x != nil {
+		return x.Scopes
+	}
+	return nil
+}
+
+type WatchRevocationsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Resume after this stream sequence (the sequence of the last revocation
+	// received); 0 starts with the revocations appended from now on.
+	AfterSequence uint64 `protobuf:"varint,1,opt,name=after_sequence,json=afterSequence,proto3" json:"after_sequence,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchRevocationsRequest) Reset() {
+	*x = WatchRevocationsRequest{}
+	mi := &file_token_v1_token_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchRevocationsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchRevocationsRequest) ProtoMessage() {}
+
+func (x *WatchRevocationsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_token_v1_token_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchRevocationsRequest.ProtoReflect.Descriptor instead.
+func (*WatchRevocationsRequest) Descriptor() ([]byte, []int) {
+	return file_token_v1_token_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *WatchRevocationsRequest) GetAfterSequence() uint64 {
+	if x != nil {
+		return x.AfterSequence
+	}
+	return 0
+}
+
+// Revocation is a family revocation or a subject-wide cut-off.
+type Revocation struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Stream sequence of the revocation event.
+	Sequence uint64 `protobuf:"varint,1,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	// Types that are valid to be assigned to Target:
+	//
+	//	*Revocation_FamilyId
+	//	*Revocation_Subject
+	Target isRevocation_Target `protobuf_oneof:"target"`
+	// reuse, client, subject, key_compromise or admin.
+	Reason    string                 `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	RevokedAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=revoked_at,json=revokedAt,proto3" json:"revoked_at,omitempty"`
+	// For a family: its subject, and when its last access token expires (the
+	// revocation matters until then).
+	FamilySubject   string                 `protobuf:"bytes,6,opt,name=family_subject,json=familySubject,proto3" json:"family_subject,omitempty"`
+	AccessExpiresAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=access_expires_at,json=accessExpiresAt,proto3" json:"access_expires_at,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *Revocation) Reset() {
+	*x = Revocation{}
+	mi := &file_token_v1_token_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Revocation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Revocation) ProtoMessage() {}
+
+func (x *Revocation) ProtoReflect() protoreflect.Message {
+	mi := &file_token_v1_token_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Revocation.ProtoReflect.Descriptor instead.
+func (*Revocation) Descriptor() ([]byte, []int) {
+	return file_token_v1_token_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *Revocation) GetSequence() uint64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+func (x *Revocation) GetTarget() isRevocation_Target {
+	if x != nil {
+		return x.Target
+	}
+	return nil
+}
+
+func (x *Revocation) GetFamilyId() string {
+	if x != nil {
+		if x, ok := x.Target.(*Revocation_FamilyId); ok {
+			return x.FamilyId
+		}
+	}
+	return ""
+}
+
+func (x *Revocation) GetSubject() string {
+	if x != nil {
+		if x, ok := x.Target.(*Revocation_Subject); ok {
+			return x.Subject
+		}
+	}
+	return ""
+}
+
+func (x *Revocation) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *Revocation) GetRevokedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RevokedAt
+	}
+	return nil
+}
+
+func (x *Revocation) GetFamilySubject() string {
+	if x != nil {
+		return x.FamilySubject
+	}
+	return ""
+}
+
+func (x *Revocation) GetAccessExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.AccessExpiresAt
+	}
+	return nil
+}
+
+type isRevocation_Target interface {
+	isRevocation_Target()
+}
+
+type Revocation_FamilyId struct {
+	// A revoked family: reject access tokens whose sid is this family.
+	FamilyId string `protobuf:"bytes,2,opt,name=family_id,json=familyId,proto3,oneof"`
+}
+
+type Revocation_Subject struct {
+	// A subject cut-off: reject the subject's access tokens issued at or
+	// before revoked_at.
+	Subject string `protobuf:"bytes,3,opt,name=subject,proto3,oneof"`
+}
+
+func (*Revocation_FamilyId) isRevocation_Target() {}
+
+func (*Revocation_Subject) isRevocation_Target() {}
+
 var File_token_v1_token_proto protoreflect.FileDescriptor
 
 const file_token_v1_token_proto_rawDesc = "" +
@@ -1318,7 +1960,63 @@ const file_token_v1_token_proto_rawDesc = "" +
 	"\fretain_until\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\vretainUntil\x12\x1f\n" +
 	"\vbackend_ref\x18\n" +
 	" \x01(\tR\n" +
-	"backendRef2\xbc\x04\n" +
+	"backendRef\"V\n" +
+	"\x16IntrospectTokenRequest\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x12&\n" +
+	"\x0ftoken_type_hint\x18\x02 \x01(\tR\rtokenTypeHint\"\xad\x02\n" +
+	"\x17IntrospectTokenResponse\x12\x16\n" +
+	"\x06active\x18\x01 \x01(\bR\x06active\x12\x14\n" +
+	"\x05scope\x18\x02 \x01(\tR\x05scope\x12\x1c\n" +
+	"\tclient_id\x18\x03 \x01(\tR\tclient_id\x12\x1e\n" +
+	"\n" +
+	"token_type\x18\x04 \x01(\tR\n" +
+	"token_type\x12\x10\n" +
+	"\x03exp\x18\x05 \x01(\x03R\x03exp\x12\x10\n" +
+	"\x03iat\x18\x06 \x01(\x03R\x03iat\x12\x10\n" +
+	"\x03sub\x18\a \x01(\tR\x03sub\x12\x10\n" +
+	"\x03aud\x18\b \x03(\tR\x03aud\x12\x10\n" +
+	"\x03iss\x18\t \x01(\tR\x03iss\x12\x10\n" +
+	"\x03jti\x18\n" +
+	" \x01(\tR\x03jti\x12\x10\n" +
+	"\x03sid\x18\v \x01(\tR\x03sid\x12(\n" +
+	"\x03cnf\x18\f \x01(\v2\x16.token.v1.ConfirmationR\x03cnf\" \n" +
+	"\fConfirmation\x12\x10\n" +
+	"\x03jkt\x18\x01 \x01(\tR\x03jkt\"Z\n" +
+	"\x13ListFamiliesRequest\x12\x18\n" +
+	"\asubject\x18\x01 \x01(\tR\asubject\x12)\n" +
+	"\x10include_inactive\x18\x02 \x01(\bR\x0fincludeInactive\"D\n" +
+	"\x14ListFamiliesResponse\x12,\n" +
+	"\bfamilies\x18\x01 \x03(\v2\x10.token.v1.FamilyR\bfamilies\"\xe2\x03\n" +
+	"\x06Family\x12\x1b\n" +
+	"\tfamily_id\x18\x01 \x01(\tR\bfamilyId\x12\x1b\n" +
+	"\tclient_id\x18\x02 \x01(\tR\bclientId\x129\n" +
+	"\n" +
+	"created_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12F\n" +
+	"\x11last_refreshed_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x0flastRefreshedAt\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x05 \x01(\x04R\n" +
+	"generation\x12\x19\n" +
+	"\bdpop_jkt\x18\x06 \x01(\tR\adpopJkt\x12\x16\n" +
+	"\x06status\x18\a \x01(\tR\x06status\x12+\n" +
+	"\x11revocation_reason\x18\b \x01(\tR\x10revocationReason\x129\n" +
+	"\n" +
+	"revoked_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\x12H\n" +
+	"\x12refresh_expires_at\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\x10refreshExpiresAt\x12\x16\n" +
+	"\x06scopes\x18\v \x03(\tR\x06scopes\"@\n" +
+	"\x17WatchRevocationsRequest\x12%\n" +
+	"\x0eafter_sequence\x18\x01 \x01(\x04R\rafterSequence\"\xaf\x02\n" +
+	"\n" +
+	"Revocation\x12\x1a\n" +
+	"\bsequence\x18\x01 \x01(\x04R\bsequence\x12\x1d\n" +
+	"\tfamily_id\x18\x02 \x01(\tH\x00R\bfamilyId\x12\x1a\n" +
+	"\asubject\x18\x03 \x01(\tH\x00R\asubject\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x129\n" +
+	"\n" +
+	"revoked_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\x12%\n" +
+	"\x0efamily_subject\x18\x06 \x01(\tR\rfamilySubject\x12F\n" +
+	"\x11access_expires_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x0faccessExpiresAtB\b\n" +
+	"\x06target2\xbc\x06\n" +
 	"\fTokenService\x12J\n" +
 	"\x0eGenerateTokens\x12\x1f.token.v1.GenerateTokensRequest\x1a\x17.token.v1.TokenResponse\x12H\n" +
 	"\rRefreshTokens\x12\x1e.token.v1.RefreshTokensRequest\x1a\x17.token.v1.TokenResponse\x12J\n" +
@@ -1326,7 +2024,10 @@ const file_token_v1_token_proto_rawDesc = "" +
 	"\aGetJWKS\x12\x18.token.v1.GetJWKSRequest\x1a\x19.token.v1.GetJWKSResponse\"\x03\x90\x02\x01\x12M\n" +
 	"\fValidateDPoP\x12\x1d.token.v1.ValidateDPoPRequest\x1a\x1e.token.v1.ValidateDPoPResponse\x12Y\n" +
 	"\x10RotateSigningKey\x12!.token.v1.RotateSigningKeyRequest\x1a\".token.v1.RotateSigningKeyResponse\x12[\n" +
-	"\x0fListSigningKeys\x12 .token.v1.ListSigningKeysRequest\x1a!.token.v1.ListSigningKeysResponse\"\x03\x90\x02\x01B>Z<github.com/auth-platform/tokenservice/proto/token/v1;tokenv1b\x06proto3"
+	"\x0fListSigningKeys\x12 .token.v1.ListSigningKeysRequest\x1a!.token.v1.ListSigningKeysResponse\"\x03\x90\x02\x01\x12[\n" +
+	"\x0fIntrospectToken\x12 .token.v1.IntrospectTokenRequest\x1a!.token.v1.IntrospectTokenResponse\"\x03\x90\x02\x01\x12R\n" +
+	"\fListFamilies\x12\x1d.token.v1.ListFamiliesRequest\x1a\x1e.token.v1.ListFamiliesResponse\"\x03\x90\x02\x01\x12M\n" +
+	"\x10WatchRevocations\x12!.token.v1.WatchRevocationsRequest\x1a\x14.token.v1.Revocation0\x01B>Z<github.com/auth-platform/tokenservice/proto/token/v1;tokenv1b\x06proto3"
 
 var (
 	file_token_v1_token_proto_rawDescOnce sync.Once
@@ -1340,7 +2041,7 @@ func file_token_v1_token_proto_rawDescGZIP() []byte {
 	return file_token_v1_token_proto_rawDescData
 }
 
-var file_token_v1_token_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_token_v1_token_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_token_v1_token_proto_goTypes = []any{
 	(*GenerateTokensRequest)(nil),    // 0: token.v1.GenerateTokensRequest
 	(*RefreshTokensRequest)(nil),     // 1: token.v1.RefreshTokensRequest
@@ -1358,38 +2059,60 @@ var file_token_v1_token_proto_goTypes = []any{
 	(*ListSigningKeysRequest)(nil),   // 13: token.v1.ListSigningKeysRequest
 	(*ListSigningKeysResponse)(nil),  // 14: token.v1.ListSigningKeysResponse
 	(*SigningKey)(nil),               // 15: token.v1.SigningKey
-	(*structpb.Struct)(nil),          // 16: google.protobuf.Struct
-	(*timestamppb.Timestamp)(nil),    // 17: google.protobuf.Timestamp
+	(*IntrospectTokenRequest)(nil),   // 16: token.v1.IntrospectTokenRequest
+	(*IntrospectTokenResponse)(nil),  // 17: token.v1.IntrospectTokenResponse
+	(*Confirmation)(nil),             // 18: token.v1.Confirmation
+	(*ListFamiliesRequest)(nil),      // 19: token.v1.ListFamiliesRequest
+	(*ListFamiliesResponse)(nil),     // 20: token.v1.ListFamiliesResponse
+	(*Family)(nil),                   // 21: token.v1.Family
+	(*WatchRevocationsRequest)(nil),  // 22: token.v1.WatchRevocationsRequest
+	(*Revocation)(nil),               // 23: token.v1.Revocation
+	(*structpb.Struct)(nil),          // 24: google.protobuf.Struct
+	(*timestamppb.Timestamp)(nil),    // 25: google.protobuf.Timestamp
 }
 var file_token_v1_token_proto_depIdxs = []int32{
-	16, // 0: token.v1.GenerateTokensRequest.extra_claims:type_name -> google.protobuf.Struct
+	24, // 0: token.v1.GenerateTokensRequest.extra_claims:type_name -> google.protobuf.Struct
 	7,  // 1: token.v1.GetJWKSResponse.keys:type_name -> token.v1.JWK
-	17, // 2: token.v1.RotateSigningKeyResponse.activates_at:type_name -> google.protobuf.Timestamp
+	25, // 2: token.v1.RotateSigningKeyResponse.activates_at:type_name -> google.protobuf.Timestamp
 	15, // 3: token.v1.ListSigningKeysResponse.keys:type_name -> token.v1.SigningKey
-	17, // 4: token.v1.SigningKey.generated_at:type_name -> google.protobuf.Timestamp
-	17, // 5: token.v1.SigningKey.published_at:type_name -> google.protobuf.Timestamp
-	17, // 6: token.v1.SigningKey.activated_at:type_name -> google.protobuf.Timestamp
-	17, // 7: token.v1.SigningKey.retired_at:type_name -> google.protobuf.Timestamp
-	17, // 8: token.v1.SigningKey.retain_until:type_name -> google.protobuf.Timestamp
-	0,  // 9: token.v1.TokenService.GenerateTokens:input_type -> token.v1.GenerateTokensRequest
-	1,  // 10: token.v1.TokenService.RefreshTokens:input_type -> token.v1.RefreshTokensRequest
-	3,  // 11: token.v1.TokenService.RevokeToken:input_type -> token.v1.RevokeTokenRequest
-	5,  // 12: token.v1.TokenService.GetJWKS:input_type -> token.v1.GetJWKSRequest
-	8,  // 13: token.v1.TokenService.ValidateDPoP:input_type -> token.v1.ValidateDPoPRequest
-	11, // 14: token.v1.TokenService.RotateSigningKey:input_type -> token.v1.RotateSigningKeyRequest
-	13, // 15: token.v1.TokenService.ListSigningKeys:input_type -> token.v1.ListSigningKeysRequest
-	2,  // 16: token.v1.TokenService.GenerateTokens:output_type -> token.v1.TokenResponse
-	2,  // 17: token.v1.TokenService.RefreshTokens:output_type -> token.v1.TokenResponse
-	4,  // 18: token.v1.TokenService.RevokeToken:output_type -> token.v1.RevokeTokenResponse
-	6,  // 19: token.v1.TokenService.GetJWKS:output_type -> token.v1.GetJWKSResponse
-	9,  // 20: token.v1.TokenService.ValidateDPoP:output_type -> token.v1.ValidateDPoPResponse
-	12, // 21: token.v1.TokenService.RotateSigningKey:output_type -> token.v1.RotateSigningKeyResponse
-	14, // 22: token.v1.TokenService.ListSigningKeys:output_type -> token.v1.ListSigningKeysResponse
-	16, // [16:23] is the sub-list for method output_type
-	9,  // [9:16] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	25, // 4: token.v1.SigningKey.generated_at:type_name -> google.protobuf.Timestamp
+	25, // 5: token.v1.SigningKey.published_at:type_name -> google.protobuf.Timestamp
+	25, // 6: token.v1.SigningKey.activated_at:type_name -> google.protobuf.Timestamp
+	25, // 7: token.v1.SigningKey.retired_at:type_name -> google.protobuf.Timestamp
+	25, // 8: token.v1.SigningKey.retain_until:type_name -> google.protobuf.Timestamp
+	18, // 9: token.v1.IntrospectTokenResponse.cnf:type_name -> token.v1.Confirmation
+	21, // 10: token.v1.ListFamiliesResponse.families:type_name -> token.v1.Family
+	25, // 11: token.v1.Family.created_at:type_name -> google.protobuf.Timestamp
+	25, // 12: token.v1.Family.last_refreshed_at:type_name -> google.protobuf.Timestamp
+	25, // 13: token.v1.Family.revoked_at:type_name -> google.protobuf.Timestamp
+	25, // 14: token.v1.Family.refresh_expires_at:type_name -> google.protobuf.Timestamp
+	25, // 15: token.v1.Revocation.revoked_at:type_name -> google.protobuf.Timestamp
+	25, // 16: token.v1.Revocation.access_expires_at:type_name -> google.protobuf.Timestamp
+	0,  // 17: token.v1.TokenService.GenerateTokens:input_type -> token.v1.GenerateTokensRequest
+	1,  // 18: token.v1.TokenService.RefreshTokens:input_type -> token.v1.RefreshTokensRequest
+	3,  // 19: token.v1.TokenService.RevokeToken:input_type -> token.v1.RevokeTokenRequest
+	5,  // 20: token.v1.TokenService.GetJWKS:input_type -> token.v1.GetJWKSRequest
+	8,  // 21: token.v1.TokenService.ValidateDPoP:input_type -> token.v1.ValidateDPoPRequest
+	11, // 22: token.v1.TokenService.RotateSigningKey:input_type -> token.v1.RotateSigningKeyRequest
+	13, // 23: token.v1.TokenService.ListSigningKeys:input_type -> token.v1.ListSigningKeysRequest
+	16, // 24: token.v1.TokenService.IntrospectToken:input_type -> token.v1.IntrospectTokenRequest
+	19, // 25: token.v1.TokenService.ListFamilies:input_type -> token.v1.ListFamiliesRequest
+	22, // 26: token.v1.TokenService.WatchRevocations:input_type -> token.v1.WatchRevocationsRequest
+	2,  // 27: token.v1.TokenService.GenerateTokens:output_type -> token.v1.TokenResponse
+	2,  // 28: token.v1.TokenService.RefreshTokens:output_type -> token.v1.TokenResponse
+	4,  // 29: token.v1.TokenService.RevokeToken:output_type -> token.v1.RevokeTokenResponse
+	6,  // 30: token.v1.TokenService.GetJWKS:output_type -> token.v1.GetJWKSResponse
+	9,  // 31: token.v1.TokenService.ValidateDPoP:output_type -> token.v1.ValidateDPoPResponse
+	12, // 32: token.v1.TokenService.RotateSigningKey:output_type -> token.v1.RotateSigningKeyResponse
+	14, // 33: token.v1.TokenService.ListSigningKeys:output_type -> token.v1.ListSigningKeysResponse
+	17, // 34: token.v1.TokenService.IntrospectToken:output_type -> token.v1.IntrospectTokenResponse
+	20, // 35: token.v1.TokenService.ListFamilies:output_type -> token.v1.ListFamiliesResponse
+	23, // 36: token.v1.TokenService.WatchRevocations:output_type -> token.v1.Revocation
+	27, // [27:37] is the sub-list for method output_type
+	17, // [17:27] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_token_v1_token_proto_init() }
@@ -1403,13 +2126,17 @@ func file_token_v1_token_proto_init() {
 		(*RevokeTokenRequest_Subject)(nil),
 		(*RevokeTokenRequest_AccessToken)(nil),
 	}
+	file_token_v1_token_proto_msgTypes[23].OneofWrappers = []any{
+		(*Revocation_FamilyId)(nil),
+		(*Revocation_Subject)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_token_v1_token_proto_rawDesc), len(file_token_v1_token_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1463,6 +1463,75 @@ func (x *DPoPProofUsed) GetAt() *timestamppb.Timestamp {
 	return nil
 }
 
+// FamilyRecord is a value of the families read model: the KV bucket
+// TOKEN_FAMILIES, key "<sid>.<fid>" (sid: the subject's hash as in
+// token.subject.<sid>.revoked). It is written by one projector at a time
+// and never holds a secret hash.
+type FamilyRecord struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The family's state after the event, without secret_hash,
+	// previous_secret_hash, spent_secret_prefixes and grace_id.
+	State *FamilyState `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"`
+	// Stream sequence of the event the state reflects; a record is only ever
+	// replaced by one of a later event.
+	SourceSeq uint64 `protobuf:"varint,2,opt,name=source_seq,json=sourceSeq,proto3" json:"source_seq,omitempty"`
+	// Time of that event.
+	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FamilyRecord) Reset() {
+	*x = FamilyRecord{}
+	mi := &file_token_events_v1_events_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FamilyRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FamilyRecord) ProtoMessage() {}
+
+func (x *FamilyRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_token_events_v1_events_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FamilyRecord.ProtoReflect.Descriptor instead.
+func (*FamilyRecord) Descriptor() ([]byte, []int) {
+	return file_token_events_v1_events_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *FamilyRecord) GetState() *FamilyState {
+	if x != nil {
+		return x.State
+	}
+	return nil
+}
+
+func (x *FamilyRecord) GetSourceSeq() uint64 {
+	if x != nil {
+		return x.SourceSeq
+	}
+	return 0
+}
+
+func (x *FamilyRecord) GetUpdatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdatedAt
+	}
+	return nil
+}
+
 var File_token_events_v1_events_proto protoreflect.FileDescriptor
 
 const file_token_events_v1_events_proto_rawDesc = "" +
@@ -1569,7 +1638,13 @@ const file_token_events_v1_events_proto_rawDesc = "" +
 	"\rDPoPProofUsed\x12\x10\n" +
 	"\x03jkt\x18\x01 \x01(\tR\x03jkt\x12\x19\n" +
 	"\bjti_hash\x18\x02 \x01(\tR\ajtiHash\x12*\n" +
-	"\x02at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x02at*b\n" +
+	"\x02at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"\x9c\x01\n" +
+	"\fFamilyRecord\x122\n" +
+	"\x05state\x18\x01 \x01(\v2\x1c.token.events.v1.FamilyStateR\x05state\x12\x1d\n" +
+	"\n" +
+	"source_seq\x18\x02 \x01(\x04R\tsourceSeq\x129\n" +
+	"\n" +
+	"updated_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt*b\n" +
 	"\fFamilyStatus\x12\x1d\n" +
 	"\x19FAMILY_STATUS_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14FAMILY_STATUS_ACTIVE\x10\x01\x12\x19\n" +
@@ -1602,7 +1677,7 @@ func file_token_events_v1_events_proto_rawDescGZIP() []byte {
 }
 
 var file_token_events_v1_events_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_token_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_token_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_token_events_v1_events_proto_goTypes = []any{
 	(FamilyStatus)(0),             // 0: token.events.v1.FamilyStatus
 	(RevocationReason)(0),         // 1: token.events.v1.RevocationReason
@@ -1624,41 +1699,44 @@ var file_token_events_v1_events_proto_goTypes = []any{
 	(*KeyDestroyed)(nil),          // 17: token.events.v1.KeyDestroyed
 	(*GraceRecord)(nil),           // 18: token.events.v1.GraceRecord
 	(*DPoPProofUsed)(nil),         // 19: token.events.v1.DPoPProofUsed
-	(*structpb.Struct)(nil),       // 20: google.protobuf.Struct
-	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
+	(*FamilyRecord)(nil),          // 20: token.events.v1.FamilyRecord
+	(*structpb.Struct)(nil),       // 21: google.protobuf.Struct
+	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
 }
 var file_token_events_v1_events_proto_depIdxs = []int32{
-	20, // 0: token.events.v1.FamilyState.extra_claims:type_name -> google.protobuf.Struct
+	21, // 0: token.events.v1.FamilyState.extra_claims:type_name -> google.protobuf.Struct
 	0,  // 1: token.events.v1.FamilyState.status:type_name -> token.events.v1.FamilyStatus
-	21, // 2: token.events.v1.FamilyState.created_at:type_name -> google.protobuf.Timestamp
-	21, // 3: token.events.v1.FamilyState.rotated_at:type_name -> google.protobuf.Timestamp
-	21, // 4: token.events.v1.FamilyState.refresh_expires_at:type_name -> google.protobuf.Timestamp
-	21, // 5: token.events.v1.FamilyState.access_expires_at:type_name -> google.protobuf.Timestamp
+	22, // 2: token.events.v1.FamilyState.created_at:type_name -> google.protobuf.Timestamp
+	22, // 3: token.events.v1.FamilyState.rotated_at:type_name -> google.protobuf.Timestamp
+	22, // 4: token.events.v1.FamilyState.refresh_expires_at:type_name -> google.protobuf.Timestamp
+	22, // 5: token.events.v1.FamilyState.access_expires_at:type_name -> google.protobuf.Timestamp
 	1,  // 6: token.events.v1.FamilyState.revoked_reason:type_name -> token.events.v1.RevocationReason
-	21, // 7: token.events.v1.FamilyState.revoked_at:type_name -> google.protobuf.Timestamp
+	22, // 7: token.events.v1.FamilyState.revoked_at:type_name -> google.protobuf.Timestamp
 	3,  // 8: token.events.v1.FamilyIssued.state:type_name -> token.events.v1.FamilyState
 	3,  // 9: token.events.v1.FamilyRotated.state:type_name -> token.events.v1.FamilyState
 	3,  // 10: token.events.v1.FamilyRevoked.state:type_name -> token.events.v1.FamilyState
 	1,  // 11: token.events.v1.FamilyRevoked.reason:type_name -> token.events.v1.RevocationReason
-	21, // 12: token.events.v1.SubjectRevoked.revoked_at:type_name -> google.protobuf.Timestamp
+	22, // 12: token.events.v1.SubjectRevoked.revoked_at:type_name -> google.protobuf.Timestamp
 	1,  // 13: token.events.v1.SubjectRevoked.reason:type_name -> token.events.v1.RevocationReason
 	8,  // 14: token.events.v1.KeyGenerated.public_key:type_name -> token.events.v1.PublicKey
-	21, // 15: token.events.v1.KeyGenerated.at:type_name -> google.protobuf.Timestamp
-	21, // 16: token.events.v1.KeyRequested.at:type_name -> google.protobuf.Timestamp
-	21, // 17: token.events.v1.KeyResealed.at:type_name -> google.protobuf.Timestamp
-	21, // 18: token.events.v1.KeyMaterialDeleted.at:type_name -> google.protobuf.Timestamp
-	21, // 19: token.events.v1.KeyFallbackEngaged.at:type_name -> google.protobuf.Timestamp
-	21, // 20: token.events.v1.KeyPublished.at:type_name -> google.protobuf.Timestamp
-	21, // 21: token.events.v1.KeyActivated.at:type_name -> google.protobuf.Timestamp
-	21, // 22: token.events.v1.KeyRetired.at:type_name -> google.protobuf.Timestamp
-	21, // 23: token.events.v1.KeyRetired.retain_until:type_name -> google.protobuf.Timestamp
-	21, // 24: token.events.v1.KeyDestroyed.at:type_name -> google.protobuf.Timestamp
-	21, // 25: token.events.v1.DPoPProofUsed.at:type_name -> google.protobuf.Timestamp
-	26, // [26:26] is the sub-list for method output_type
-	26, // [26:26] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	22, // 15: token.events.v1.KeyGenerated.at:type_name -> google.protobuf.Timestamp
+	22, // 16: token.events.v1.KeyRequested.at:type_name -> google.protobuf.Timestamp
+	22, // 17: token.events.v1.KeyResealed.at:type_name -> google.protobuf.Timestamp
+	22, // 18: token.events.v1.KeyMaterialDeleted.at:type_name -> google.protobuf.Timestamp
+	22, // 19: token.events.v1.KeyFallbackEngaged.at:type_name -> google.protobuf.Timestamp
+	22, // 20: token.events.v1.KeyPublished.at:type_name -> google.protobuf.Timestamp
+	22, // 21: token.events.v1.KeyActivated.at:type_name -> google.protobuf.Timestamp
+	22, // 22: token.events.v1.KeyRetired.at:type_name -> google.protobuf.Timestamp
+	22, // 23: token.events.v1.KeyRetired.retain_until:type_name -> google.protobuf.Timestamp
+	22, // 24: token.events.v1.KeyDestroyed.at:type_name -> google.protobuf.Timestamp
+	22, // 25: token.events.v1.DPoPProofUsed.at:type_name -> google.protobuf.Timestamp
+	3,  // 26: token.events.v1.FamilyRecord.state:type_name -> token.events.v1.FamilyState
+	22, // 27: token.events.v1.FamilyRecord.updated_at:type_name -> google.protobuf.Timestamp
+	28, // [28:28] is the sub-list for method output_type
+	28, // [28:28] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_token_events_v1_events_proto_init() }
@@ -1672,7 +1750,7 @@ func file_token_events_v1_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_token_events_v1_events_proto_rawDesc), len(file_token_events_v1_events_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   17,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -56,6 +56,15 @@ const (
 	// TokenServiceListSigningKeysProcedure is the fully-qualified name of the TokenService's
 	// ListSigningKeys RPC.
 	TokenServiceListSigningKeysProcedure = "/token.v1.TokenService/ListSigningKeys"
+	// TokenServiceIntrospectTokenProcedure is the fully-qualified name of the TokenService's
+	// IntrospectToken RPC.
+	TokenServiceIntrospectTokenProcedure = "/token.v1.TokenService/IntrospectToken"
+	// TokenServiceListFamiliesProcedure is the fully-qualified name of the TokenService's ListFamilies
+	// RPC.
+	TokenServiceListFamiliesProcedure = "/token.v1.TokenService/ListFamilies"
+	// TokenServiceWatchRevocationsProcedure is the fully-qualified name of the TokenService's
+	// WatchRevocations RPC.
+	TokenServiceWatchRevocationsProcedure = "/token.v1.TokenService/WatchRevocations"
 )
 
 // TokenServiceClient is a client for the token.v1.TokenService service.
@@ -79,6 +88,17 @@ type TokenServiceClient interface {
 	RotateSigningKey(context.Context, *connect.Request[v1.RotateSigningKeyRequest]) (*connect.Response[v1.RotateSigningKeyResponse], error)
 	// ListSigningKeys (admin) lists the signing keys and their lifecycle.
 	ListSigningKeys(context.Context, *connect.Request[v1.ListSigningKeysRequest]) (*connect.Response[v1.ListSigningKeysResponse], error)
+	// IntrospectToken (resource server) tells whether an access or refresh
+	// token is active, with RFC 7662 semantics: an unknown, expired or revoked
+	// token is {"active": false} and nothing else.
+	IntrospectToken(context.Context, *connect.Request[v1.IntrospectTokenRequest]) (*connect.Response[v1.IntrospectTokenResponse], error)
+	// ListFamilies (admin) lists a subject's sessions (token families) from
+	// the families read model.
+	ListFamilies(context.Context, *connect.Request[v1.ListFamiliesRequest]) (*connect.Response[v1.ListFamiliesResponse], error)
+	// WatchRevocations (resource server) streams revocations as they are
+	// appended to the log, for clients that cannot subscribe to NATS. Resume
+	// after a disconnect with the sequence of the last revocation received.
+	WatchRevocations(context.Context, *connect.Request[v1.WatchRevocationsRequest]) (*connect.ServerStreamForClient[v1.Revocation], error)
 }
 
 // NewTokenServiceClient constructs a client for the token.v1.TokenService service. By default, it
@@ -136,6 +156,26 @@ func NewTokenServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		introspectToken: connect.NewClient[v1.IntrospectTokenRequest, v1.IntrospectTokenResponse](
+			httpClient,
+			baseURL+TokenServiceIntrospectTokenProcedure,
+			connect.WithSchema(tokenServiceMethods.ByName("IntrospectToken")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		listFamilies: connect.NewClient[v1.ListFamiliesRequest, v1.ListFamiliesResponse](
+			httpClient,
+			baseURL+TokenServiceListFamiliesProcedure,
+			connect.WithSchema(tokenServiceMethods.ByName("ListFamilies")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		watchRevocations: connect.NewClient[v1.WatchRevocationsRequest, v1.Revocation](
+			httpClient,
+			baseURL+TokenServiceWatchRevocationsProcedure,
+			connect.WithSchema(tokenServiceMethods.ByName("WatchRevocations")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -148,6 +188,9 @@ type tokenServiceClient struct {
 	validateDPoP     *connect.Client[v1.ValidateDPoPRequest, v1.ValidateDPoPResponse]
 	rotateSigningKey *connect.Client[v1.RotateSigningKeyRequest, v1.RotateSigningKeyResponse]
 	listSigningKeys  *connect.Client[v1.ListSigningKeysRequest, v1.ListSigningKeysResponse]
+	introspectToken  *connect.Client[v1.IntrospectTokenRequest, v1.IntrospectTokenResponse]
+	listFamilies     *connect.Client[v1.ListFamiliesRequest, v1.ListFamiliesResponse]
+	watchRevocations *connect.Client[v1.WatchRevocationsRequest, v1.Revocation]
 }
 
 // GenerateTokens calls token.v1.TokenService.GenerateTokens.
@@ -185,6 +228,21 @@ func (c *tokenServiceClient) ListSigningKeys(ctx context.Context, req *connect.R
 	return c.listSigningKeys.CallUnary(ctx, req)
 }
 
+// IntrospectToken calls token.v1.TokenService.IntrospectToken.
+func (c *tokenServiceClient) IntrospectToken(ctx context.Context, req *connect.Request[v1.IntrospectTokenRequest]) (*connect.Response[v1.IntrospectTokenResponse], error) {
+	return c.introspectToken.CallUnary(ctx, req)
+}
+
+// ListFamilies calls token.v1.TokenService.ListFamilies.
+func (c *tokenServiceClient) ListFamilies(ctx context.Context, req *connect.Request[v1.ListFamiliesRequest]) (*connect.Response[v1.ListFamiliesResponse], error) {
+	return c.listFamilies.CallUnary(ctx, req)
+}
+
+// WatchRevocations calls token.v1.TokenService.WatchRevocations.
+func (c *tokenServiceClient) WatchRevocations(ctx context.Context, req *connect.Request[v1.WatchRevocationsRequest]) (*connect.ServerStreamForClient[v1.Revocation], error) {
+	return c.watchRevocations.CallServerStream(ctx, req)
+}
+
 // TokenServiceHandler is an implementation of the token.v1.TokenService service.
 type TokenServiceHandler interface {
 	// GenerateTokens starts a token family (one login of one client instance)
@@ -206,6 +264,17 @@ type TokenServiceHandler interface {
 	RotateSigningKey(context.Context, *connect.Request[v1.RotateSigningKeyRequest]) (*connect.Response[v1.RotateSigningKeyResponse], error)
 	// ListSigningKeys (admin) lists the signing keys and their lifecycle.
 	ListSigningKeys(context.Context, *connect.Request[v1.ListSigningKeysRequest]) (*connect.Response[v1.ListSigningKeysResponse], error)
+	// IntrospectToken (resource server) tells whether an access or refresh
+	// token is active, with RFC 7662 semantics: an unknown, expired or revoked
+	// token is {"active": false} and nothing else.
+	IntrospectToken(context.Context, *connect.Request[v1.IntrospectTokenRequest]) (*connect.Response[v1.IntrospectTokenResponse], error)
+	// ListFamilies (admin) lists a subject's sessions (token families) from
+	// the families read model.
+	ListFamilies(context.Context, *connect.Request[v1.ListFamiliesRequest]) (*connect.Response[v1.ListFamiliesResponse], error)
+	// WatchRevocations (resource server) streams revocations as they are
+	// appended to the log, for clients that cannot subscribe to NATS. Resume
+	// after a disconnect with the sequence of the last revocation received.
+	WatchRevocations(context.Context, *connect.Request[v1.WatchRevocationsRequest], *connect.ServerStream[v1.Revocation]) error
 }
 
 // NewTokenServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -259,6 +328,26 @@ func NewTokenServiceHandler(svc TokenServiceHandler, opts ...connect.HandlerOpti
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	tokenServiceIntrospectTokenHandler := connect.NewUnaryHandler(
+		TokenServiceIntrospectTokenProcedure,
+		svc.IntrospectToken,
+		connect.WithSchema(tokenServiceMethods.ByName("IntrospectToken")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	tokenServiceListFamiliesHandler := connect.NewUnaryHandler(
+		TokenServiceListFamiliesProcedure,
+		svc.ListFamilies,
+		connect.WithSchema(tokenServiceMethods.ByName("ListFamilies")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	tokenServiceWatchRevocationsHandler := connect.NewServerStreamHandler(
+		TokenServiceWatchRevocationsProcedure,
+		svc.WatchRevocations,
+		connect.WithSchema(tokenServiceMethods.ByName("WatchRevocations")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/token.v1.TokenService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case TokenServiceGenerateTokensProcedure:
@@ -275,6 +364,12 @@ func NewTokenServiceHandler(svc TokenServiceHandler, opts ...connect.HandlerOpti
 			tokenServiceRotateSigningKeyHandler.ServeHTTP(w, r)
 		case TokenServiceListSigningKeysProcedure:
 			tokenServiceListSigningKeysHandler.ServeHTTP(w, r)
+		case TokenServiceIntrospectTokenProcedure:
+			tokenServiceIntrospectTokenHandler.ServeHTTP(w, r)
+		case TokenServiceListFamiliesProcedure:
+			tokenServiceListFamiliesHandler.ServeHTTP(w, r)
+		case TokenServiceWatchRevocationsProcedure:
+			tokenServiceWatchRevocationsHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -310,4 +405,16 @@ func (UnimplementedTokenServiceHandler) RotateSigningKey(context.Context, *conne
 
 func (UnimplementedTokenServiceHandler) ListSigningKeys(context.Context, *connect.Request[v1.ListSigningKeysRequest]) (*connect.Response[v1.ListSigningKeysResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("token.v1.TokenService.ListSigningKeys is not implemented"))
+}
+
+func (UnimplementedTokenServiceHandler) IntrospectToken(context.Context, *connect.Request[v1.IntrospectTokenRequest]) (*connect.Response[v1.IntrospectTokenResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("token.v1.TokenService.IntrospectToken is not implemented"))
+}
+
+func (UnimplementedTokenServiceHandler) ListFamilies(context.Context, *connect.Request[v1.ListFamiliesRequest]) (*connect.Response[v1.ListFamiliesResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("token.v1.TokenService.ListFamilies is not implemented"))
+}
+
+func (UnimplementedTokenServiceHandler) WatchRevocations(context.Context, *connect.Request[v1.WatchRevocationsRequest], *connect.ServerStream[v1.Revocation]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("token.v1.TokenService.WatchRevocations is not implemented"))
 }

@@ -1,0 +1,46 @@
+package issuer
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+
+	"github.com/auth-platform/tokenservice/eventlog"
+	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
+)
+
+// IntrospectRefreshToken returns the state of the family of a refresh token
+// that is active now: its family exists, is neither revoked nor cut off by
+// a revocation of its subject, the token is the family's current one, and
+// it has not expired. ok is false for any other token (RFC 7662: an
+// inactive token is not an error). It reads this replica's copy of the
+// stream, so a revocation acknowledged elsewhere is seen once replicated.
+// Errors are server errors only.
+func (i *Issuer) IntrospectRefreshToken(ctx context.Context, token string) (st *eventsv1.FamilyState, ok bool, err error) {
+	rt, err := parseRefreshToken(token)
+	if err != nil {
+		return nil, false, nil
+	}
+	f, err := i.load(ctx, rt.familyID, false)
+	if errors.Is(err, eventlog.ErrNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	st = f.st
+	if subtle.ConstantTimeCompare(hashSecret(rt.secret), st.GetSecretHash()) != 1 ||
+		st.GetStatus() != eventsv1.FamilyStatus_FAMILY_STATUS_ACTIVE ||
+		!i.cfg.Now().Before(st.GetRefreshExpiresAt().AsTime()) {
+		return nil, false, nil
+	}
+	cut, err := i.log.Last(ctx, i.subj.SubjectRevoked(subjectHash(st.GetSubject())))
+	switch {
+	case errors.Is(err, eventlog.ErrNotFound):
+	case err != nil:
+		return nil, false, err
+	case cut.Seq > st.GetIssuedSeq():
+		return nil, false, nil
+	}
+	return st, true, nil
+}

@@ -1,0 +1,208 @@
+package projections_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/auth-platform/tokenservice/eventlog"
+	"github.com/auth-platform/tokenservice/eventlog/eventlogtest"
+	"github.com/auth-platform/tokenservice/issuer"
+	"github.com/auth-platform/tokenservice/issuer/issuertest"
+	"github.com/auth-platform/tokenservice/projections"
+	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
+)
+
+// projector runs a FamilyProjector on its own connection until stop.
+type projector struct {
+	p    *projections.FamilyProjector
+	stop func()
+}
+
+func startProjector(t *testing.T, node *eventlogtest.Node, bad *badCount) *projector {
+	t.Helper()
+	nc, err := node.Embedded.Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := eventlogtest.OpenLog(t, nc, eventlog.Config{})
+	p := projections.NewFamilyProjector(log, projections.ProjectorConfig{
+		PinnedTTL: time.Second, AckWait: 2 * time.Second,
+		OnBadRecord: func(eventlog.Record, error) { bad.add() },
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = p.Run(ctx) }()
+	var once sync.Once
+	stop := func() { once.Do(func() { cancel(); <-done; nc.Close() }) }
+	t.Cleanup(stop)
+	return &projector{p: p, stop: stop}
+}
+
+type badCount struct {
+	mu sync.Mutex
+	n  int
+}
+
+func (b *badCount) add() { b.mu.Lock(); b.n++; b.mu.Unlock() }
+
+// waitModel waits until the read model has every family event up to the
+// stream's last sequence.
+func waitModel(t *testing.T, env *issuertest.Env, store *projections.FamilyStore) {
+	t.Helper()
+	last := env.LastSeq(t)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		floor, pending, err := store.Progress(ctx, env.Log.Stream())
+		cancel()
+		if err == nil && pending == 0 && floor >= lastFamilySeq(t, env, last) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("read model not caught up: ack floor %d pending %d (%v), stream at %d", floor, pending, err, last)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func lastFamilySeq(t *testing.T, env *issuertest.Env, _ uint64) uint64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	rec, err := env.Log.LastConsistent(ctx, env.Log.Subjects().Families())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rec.Seq
+}
+
+// checkModel compares the read model of every subject with the last state
+// the log holds for each of its families.
+func checkModel(t *testing.T, env *issuertest.Env, store *projections.FamilyStore, subjects []string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, sub := range subjects {
+		recs, err := store.ListFamilies(ctx, sub)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := env.Set.FamiliesOf(sub)
+		if len(recs) != len(want) {
+			t.Fatalf("%s: %d families in the read model, %d in the log", sub, len(recs), len(want))
+		}
+		for _, r := range recs {
+			st := r.GetState()
+			last, err := env.Log.Last(ctx, env.Log.Subjects().FamilyFilter(st.GetFamilyId()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.GetSourceSeq() != last.Seq {
+				t.Fatalf("family %s: read model at seq %d, log at %d", st.GetFamilyId(), r.GetSourceSeq(), last.Seq)
+			}
+			f, _ := env.Set.Family(st.GetFamilyId())
+			if st.GetGeneration() != f.Generation || st.GetStatus() != f.Status || st.GetSubject() != sub {
+				t.Fatalf("family %s: read model gen %d status %v, log gen %d status %v", st.GetFamilyId(), st.GetGeneration(), st.GetStatus(), f.Generation, f.Status)
+			}
+			if len(st.GetSecretHash()) > 0 || len(st.GetPreviousSecretHash()) > 0 || len(st.GetSpentSecretPrefixes()) > 0 || st.GetGraceId() != "" {
+				t.Fatalf("family %s: the read model holds a secret hash", st.GetFamilyId())
+			}
+		}
+	}
+}
+
+// workload issues, rotates and revokes families of a few subjects.
+func workload(t *testing.T, env *issuertest.Env, subjects []string, n int) {
+	t.Helper()
+	ctx := context.Background()
+	for i := range n {
+		sub := subjects[i%len(subjects)]
+		tok, err := env.Issuer.Generate(ctx, issuer.GenerateRequest{Subject: sub, ClientID: "app", Audience: []string{"https://api.test"}, Scopes: []string{"read"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range i % 3 {
+			if tok, err = env.Issuer.Refresh(ctx, issuer.RefreshRequest{RefreshToken: tok.RefreshToken, ClientID: "app"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if i%4 == 0 {
+			if _, err := env.Issuer.RevokeFamily(ctx, tok.FamilyID, eventsv1.RevocationReason_REVOCATION_REASON_CLIENT); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	env.CaughtUp(t)
+}
+
+// TestFamilyProjectorFailover: two replicas run the projector; one of them
+// is pinned and writes, the other takes over once it stops, and the model
+// equals the log's last state of every family.
+func TestFamilyProjectorFailover(t *testing.T) {
+	node := eventlogtest.SingleNode(t)
+	env := issuertest.New(t, issuertest.Options{Conn: node.Conn})
+	store := projections.NewFamilyStore(env.Log.JetStream(), "")
+	subjects := []string{"alice", "bob@example.com", "carol with spaces"}
+	var bad badCount
+	a, b := startProjector(t, node, &bad), startProjector(t, node, &bad)
+
+	workload(t, env, subjects, 24)
+	waitModel(t, env, store)
+	checkModel(t, env, store, subjects)
+	if (a.p.Applied() == 0) == (b.p.Applied() == 0) {
+		t.Fatalf("want exactly one pinned projector, applied: a=%d b=%d", a.p.Applied(), b.p.Applied())
+	}
+	pinned, other := a, b
+	if a.p.Applied() == 0 {
+		pinned, other = b, a
+	}
+	before := other.p.Applied()
+	pinned.stop()
+
+	workload(t, env, subjects, 12)
+	waitModel(t, env, store)
+	checkModel(t, env, store, subjects)
+	if other.p.Applied() == before {
+		t.Fatal("the remaining projector wrote nothing after the pinned one stopped")
+	}
+	if bad.n != 0 {
+		t.Fatalf("%d bad records", bad.n)
+	}
+}
+
+// TestFamilyModelRebuild: dropping the model makes the running projector
+// rebuild it from the first event, to the same content; records carry the
+// source sequence, so nothing older replaces anything newer.
+func TestFamilyModelRebuild(t *testing.T) {
+	node := eventlogtest.SingleNode(t)
+	env := issuertest.New(t, issuertest.Options{Conn: node.Conn})
+	store := projections.NewFamilyStore(env.Log.JetStream(), "")
+	var subjects []string
+	for i := range 5 {
+		subjects = append(subjects, fmt.Sprintf("user-%d", i))
+	}
+	var bad badCount
+	p := startProjector(t, node, &bad)
+	workload(t, env, subjects, 20)
+	waitModel(t, env, store)
+	checkModel(t, env, store, subjects)
+	written := p.p.Applied()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := projections.DropFamilies(ctx, env.Log.JetStream(), env.Log.Stream(), 1); err != nil {
+		t.Fatal(err)
+	}
+	if recs, err := store.ListFamilies(ctx, subjects[0]); err != nil || len(recs) != 0 {
+		t.Fatalf("after the drop: %d families, %v", len(recs), err)
+	}
+	workload(t, env, subjects, 5)
+	waitModel(t, env, store)
+	checkModel(t, env, store, subjects)
+	if p.p.Applied() <= written {
+		t.Fatal("the projector did not rebuild the model")
+	}
+}

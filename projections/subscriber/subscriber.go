@@ -1,0 +1,308 @@
+// Package subscriber keeps, inside a resource server, the set of
+// revocations that can still affect live access tokens, fed from the token
+// service's event stream over NATS, so that the resource server checks a
+// token's revocation in memory with no call to the token service.
+//
+// It reads only revocation events (one filter, <prefix>.*.*.revoked), which
+// the embedded server's subscriber user is allowed to consume. It starts
+// AccessTTL (plus a minute of clock leeway) in the past: a revocation older
+// than that concerns only access tokens that have expired.
+//
+// A revoked family revokes every access token whose sid claim names it. A
+// subject cut-off revokes every access token of the subject issued at or
+// before the cut-off; iat has one-second precision, so a token issued in
+// the same second as the cut-off but after it is refused too (the safe
+// side).
+//
+// Until Ready is closed the set is still catching up: a resource server
+// should refuse tokens (or wait) until then, and watch Lag.
+package subscriber
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/auth-platform/tokenservice/eventlog"
+	"github.com/auth-platform/tokenservice/projections"
+	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
+)
+
+// Config configures a Subscriber. Its zero value subscribes to the token
+// service's defaults.
+type Config struct {
+	// Stream is the token service's stream. Default "TOKENS".
+	Stream string
+	// Prefix is its subject prefix. Default "token".
+	Prefix string
+	// AccessTTL is the longest access-token lifetime the service issues
+	// (its ACCESS_TOKEN_TTL). Default 15 minutes.
+	AccessTTL time.Duration
+	// OnRevocation, if set, is called with each revocation once IsRevoked
+	// reflects it, in stream order, on one goroutine.
+	OnRevocation func(Revocation)
+	// Now is the clock that prunes expired entries. Default time.Now.
+	Now func() time.Time
+}
+
+// Revocation is a revocation event: a family's, or a subject cut-off.
+type Revocation struct {
+	// Seq is the event's stream sequence.
+	Seq uint64
+	// FamilyID is the revoked family (the sid claim of its access tokens);
+	// empty for a subject cut-off.
+	FamilyID string
+	// Subject is the family's subject, or the subject cut off.
+	Subject string
+	// Reason is reuse, client, subject, key_compromise or admin.
+	Reason    string
+	RevokedAt time.Time
+	// AccessExpiresAt is, for a family, when its last access token
+	// expires.
+	AccessExpiresAt time.Time
+	// AppendedAt is when the event was stored in the stream.
+	AppendedAt time.Time
+}
+
+// Claims are the access-token claims a revocation check needs.
+type Claims struct {
+	Subject  string    // sub
+	FamilyID string    // sid
+	IssuedAt time.Time // iat
+}
+
+// Subscriber keeps the revocation set. It is safe for concurrent use.
+type Subscriber struct {
+	js  jetstream.JetStream
+	cfg Config
+
+	mu  sync.RWMutex
+	rev *projections.Revocations
+	seq uint64
+
+	pending   atomic.Uint64
+	ready     chan struct{}
+	readyOnce sync.Once
+}
+
+// New returns a subscriber reading over nc; call Run.
+func New(nc *nats.Conn, cfg Config) (*Subscriber, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("subscriber: jetstream: %w", err)
+	}
+	cfg.setDefaults()
+	return &Subscriber{js: js, cfg: cfg, rev: projections.NewRevocations(cfg.AccessTTL), ready: make(chan struct{})}, nil
+}
+
+func (c *Config) setDefaults() {
+	if c.Stream == "" {
+		c.Stream = "TOKENS"
+	}
+	if c.Prefix == "" {
+		c.Prefix = "token"
+	}
+	if c.AccessTTL <= 0 {
+		c.AccessTTL = 15 * time.Minute
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+// leeway covers the clock difference between the service and this process.
+const leeway = time.Minute
+
+// Run follows the revocations until ctx ends, resuming after the last one
+// applied when the consumer has to be set up again.
+func (s *Subscriber) Run(ctx context.Context) error {
+	prune := time.NewTicker(time.Minute)
+	defer prune.Stop()
+	for {
+		s.mu.RLock()
+		after := s.seq
+		s.mu.RUnlock()
+		start := Start{AfterSeq: after}
+		if after == 0 {
+			start = Start{Since: s.cfg.Now().Add(-s.cfg.AccessTTL - leeway)}
+		}
+		err := watch(ctx, s.js, s.cfg, start, s.apply, func() { s.readyOnce.Do(func() { close(s.ready) }) }, prune.C, s.prune)
+		if ctx.Err() != nil {
+			return nil
+		}
+		_ = err // the connection or the stream leader is away: set up again
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+func (s *Subscriber) apply(rec eventlog.Record, m revocationEvent, r Revocation) {
+	s.mu.Lock()
+	s.rev.Apply(rec, m)
+	s.seq = rec.Seq
+	s.mu.Unlock()
+	s.pending.Store(rec.Pending)
+	if s.cfg.OnRevocation != nil {
+		s.cfg.OnRevocation(r)
+	}
+}
+
+func (s *Subscriber) prune() {
+	s.mu.Lock()
+	s.rev.Prune(s.cfg.Now().Add(-leeway))
+	s.mu.Unlock()
+}
+
+// IsRevoked reports whether the token with claims c is revoked, as far as
+// the events received so far tell.
+func (s *Subscriber) IsRevoked(c Claims) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if _, ok := s.rev.Family(c.FamilyID); ok && c.FamilyID != "" {
+		return true
+	}
+	cut, ok := s.rev.Subject(c.Subject)
+	return ok && !c.IssuedAt.After(cut.At)
+}
+
+// Ready is closed once every revocation that existed when Run started has
+// been applied.
+func (s *Subscriber) Ready() <-chan struct{} { return s.ready }
+
+// Lag returns how many revocation events were still to be applied when the
+// last one arrived: 0 when caught up.
+func (s *Subscriber) Lag() uint64 { return s.pending.Load() }
+
+// Seq returns the stream sequence of the last revocation applied.
+func (s *Subscriber) Seq() uint64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.seq
+}
+
+// Start is where Watch starts: after a stream sequence, or at a time; the
+// zero Start delivers the revocations appended from now on.
+type Start struct {
+	AfterSeq uint64
+	Since    time.Time
+}
+
+// Watch calls fn with every revocation from start on, in stream order,
+// until ctx ends or fn returns an error (which Watch returns). It reads the
+// stream over js with an ordered consumer on the revocation filter only.
+func Watch(ctx context.Context, js jetstream.JetStream, cfg Config, start Start, fn func(Revocation) error) error {
+	cfg.setDefaults()
+	var fnErr error
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	err := watch(wctx, js, cfg, start, func(_ eventlog.Record, _ revocationEvent, r Revocation) {
+		if fnErr != nil {
+			return
+		}
+		if fnErr = fn(r); fnErr != nil {
+			cancel()
+		}
+	}, nil, nil, nil)
+	if fnErr != nil {
+		return fnErr
+	}
+	return err
+}
+
+// revocationEvent is a decoded FamilyRevoked or SubjectRevoked.
+type revocationEvent = proto.Message
+
+// watch runs one ordered consumer until ctx ends or it fails. Its apply
+// calls are serialised and never happen after watch returns.
+func watch(ctx context.Context, js jetstream.JetStream, cfg Config, start Start, apply func(eventlog.Record, revocationEvent, Revocation), caughtUp func(), tick <-chan time.Time, onTick func()) error {
+	oc := jetstream.OrderedConsumerConfig{FilterSubjects: []string{eventlog.NewSubjects(cfg.Prefix).Revocations()}}
+	switch {
+	case start.AfterSeq > 0:
+		oc.DeliverPolicy, oc.OptStartSeq = jetstream.DeliverByStartSequencePolicy, start.AfterSeq+1
+	case !start.Since.IsZero():
+		t := start.Since
+		oc.DeliverPolicy, oc.OptStartTime = jetstream.DeliverByStartTimePolicy, &t
+	default:
+		oc.DeliverPolicy = jetstream.DeliverNewPolicy
+	}
+	cons, err := js.OrderedConsumer(ctx, cfg.Stream, oc)
+	if err != nil {
+		return fmt.Errorf("subscriber: ordered consumer: %w", err)
+	}
+	info := cons.CachedInfo()
+	if info == nil {
+		if info, err = cons.Info(ctx); err != nil {
+			return fmt.Errorf("subscriber: consumer info: %w", err)
+		}
+	}
+	if info.NumPending == 0 && caughtUp != nil {
+		caughtUp()
+	}
+	var mu sync.Mutex
+	stopped := false
+	defer func() {
+		mu.Lock()
+		stopped = true
+		mu.Unlock()
+	}()
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		rec, err := eventlog.RecordOf(m)
+		if err != nil {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped {
+			return
+		}
+		if ev, r, ok := decode(rec); ok {
+			apply(rec, ev, r)
+		}
+		if rec.Pending == 0 && caughtUp != nil {
+			caughtUp()
+		}
+	}, jetstream.PullMaxMessages(512), jetstream.ConsumeErrHandler(func(jetstream.ConsumeContext, error) {}))
+	if err != nil {
+		return fmt.Errorf("subscriber: consume: %w", err)
+	}
+	defer cc.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick:
+			onTick()
+		}
+	}
+}
+
+// decode returns the revocation a record holds; ok is false for a record
+// that is not one (it is skipped).
+func decode(rec eventlog.Record) (revocationEvent, Revocation, bool) {
+	m, err := projections.Decode(rec)
+	if err != nil {
+		return nil, Revocation{}, false
+	}
+	r := Revocation{Seq: rec.Seq, AppendedAt: rec.Time}
+	switch e := m.(type) {
+	case *eventsv1.FamilyRevoked:
+		st := e.GetState()
+		r.FamilyID, r.Subject = st.GetFamilyId(), st.GetSubject()
+		r.Reason = projections.ReasonName(e.GetReason())
+		r.RevokedAt, r.AccessExpiresAt = st.GetRevokedAt().AsTime(), st.GetAccessExpiresAt().AsTime()
+	case *eventsv1.SubjectRevoked:
+		r.Subject, r.Reason, r.RevokedAt = e.GetSubject(), projections.ReasonName(e.GetReason()), e.GetRevokedAt().AsTime()
+	default:
+		return nil, Revocation{}, false
+	}
+	return m, r, true
+}
