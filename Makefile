@@ -9,7 +9,7 @@ BENCHTIME ?= 3s
 BENCHCOUNT ?= 1
 FUZZTIME  ?= 30s
 
-.PHONY: run build test test-short bench proto lint lint-proto fmt interop-deps
+.PHONY: run build test test-short bench proto lint lint-proto fmt interop-deps softhsm
 
 run:
 	HOST=$(HOST) PORT=$(PORT) DATA_DIR=$(DATA_DIR) $(GO) run ./cmd/tokend
@@ -27,6 +27,14 @@ test: lint interop-deps
 # test/interop/package-lock.json) with the machine's Node.js.
 interop-deps:
 	cd test/interop && npm ci --no-audit --no-fund --loglevel=error
+
+# Installs SoftHSM2 (Debian's softhsm2), the HSM the signing/pkcs11 tests
+# sign with; each test initialises its own token in a temporary directory
+# (signing/pkcs11/hsmtest). Does nothing when softhsm2-util is installed.
+softhsm:
+	@command -v softhsm2-util >/dev/null 2>&1 || { \
+	  sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  $$sudo apt-get update -q && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q softhsm2; }
 
 test-short:
 	$(GO) test -short -count=1 ./...
