@@ -31,7 +31,7 @@ type Metrics struct {
 	latency       *prometheus.HistogramVec
 	appendLatency prometheus.Histogram
 	appends       *prometheus.CounterVec
-	badRecords    prometheus.Counter
+	badRecords    *prometheus.CounterVec
 	fallback      *prometheus.CounterVec
 	breakerOpen   prometheus.Gauge
 	cryptoOps     *prometheus.CounterVec
@@ -51,6 +51,8 @@ var procedures = []string{
 	tokenv1connect.TokenServiceValidateDPoPProcedure,
 	tokenv1connect.TokenServiceRotateSigningKeyProcedure,
 	tokenv1connect.TokenServiceListSigningKeysProcedure,
+	tokenv1connect.TokenServiceIntrospectTokenProcedure,
+	tokenv1connect.TokenServiceListFamiliesProcedure,
 }
 
 // NewMetrics registers the metrics. lag, if not nil, reports the
@@ -86,9 +88,9 @@ func NewMetrics(lag func() float64) *Metrics {
 		appends: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "token_service_eventlog_appends_total", Help: "Event log appends by result (ok, conflict, error).",
 		}, []string{"result"}),
-		badRecords: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "token_service_projection_bad_records_total", Help: "Log records the projections could not decode and skipped.",
-		}),
+		badRecords: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "token_service_projection_bad_records_total", Help: "Log records a projection could not decode and skipped, by projection (replica: the in-memory projections; families: the families read model).",
+		}, []string{"projection"}),
 	}
 	m.fallback = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "token_service_crypto_fallback_total", Help: "Operations done with the local fallback key because the remote backend was unavailable.",
@@ -145,6 +147,9 @@ func NewMetrics(lag func() float64) *Metrics {
 	}
 	for _, res := range []string{"ok", "conflict", "error"} {
 		m.appends.WithLabelValues(res)
+	}
+	for _, p := range []string{"replica", "families"} {
+		m.badRecords.WithLabelValues(p)
 	}
 	return m
 }
@@ -222,8 +227,9 @@ func (b breakerMetrics) StateChanged(open bool) {
 	}
 }
 
-// BadRecord counts a log record the projections skipped.
-func (m *Metrics) BadRecord() { m.badRecords.Inc() }
+// BadRecord counts a log record a projection skipped: "replica" (the
+// in-memory projections) or "families" (the read model).
+func (m *Metrics) BadRecord(projection string) { m.badRecords.WithLabelValues(projection).Inc() }
 
 // interceptor observes RPC latency per procedure (a bounded label: only
 // known procedures reach the handlers).

@@ -251,7 +251,8 @@ func TestEventLogMetricsMove(t *testing.T) {
 		return seriesKey("token_service_eventlog_appends_total", "result", result)
 	}
 	appendCount := seriesKey("token_service_eventlog_append_seconds_count")
-	badRecords := seriesKey("token_service_projection_bad_records_total")
+	badRecords := seriesKey("token_service_projection_bad_records_total", "projection", "replica")
+	badFamilies := seriesKey("token_service_projection_bad_records_total", "projection", "families")
 	lag := seriesKey("token_service_projection_lag_records")
 
 	// A call that appends: result="ok" moves, and the latency histogram
@@ -312,7 +313,7 @@ func TestEventLogMetricsMove(t *testing.T) {
 	var last metricSnapshot
 	for deadline := time.Now().Add(20 * time.Second); ; {
 		last = scrape()
-		if last[badRecords]-before[badRecords] >= 1 && last[lag] == 0 || time.Now().After(deadline) {
+		if last[badRecords]-before[badRecords] >= 1 && last[badFamilies]-before[badFamilies] >= 1 && last[lag] == 0 || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -321,7 +322,7 @@ func TestEventLogMetricsMove(t *testing.T) {
 		t.Errorf("%s is not exposed", lag)
 	}
 	assertOnlyMoved(t, "Append (undecodable record)", before, last, map[string]float64{
-		appends("ok"): 1, appendCount: 1, badRecords: 1,
+		appends("ok"): 1, appendCount: 1, badRecords: 1, badFamilies: 1,
 	})
 	if last[lag] != 0 {
 		t.Errorf("%s = %v after the projections caught up, want 0", lag, last[lag])

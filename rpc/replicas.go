@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/auth-platform/tokenservice/issuer"
 	"github.com/auth-platform/tokenservice/projections"
@@ -22,9 +24,10 @@ type FamilyLister interface {
 }
 
 // RevocationFeed streams revocation events from the log, after a stream
-// sequence (0: from now on), until ctx ends or fn fails.
+// sequence (0: from now on), until ctx ends or fn fails. subscribed is
+// called once the revocations that existed at the start were delivered.
 type RevocationFeed interface {
-	WatchRevocations(ctx context.Context, after uint64, fn func(subscriber.Revocation) error) error
+	WatchRevocations(ctx context.Context, after uint64, subscribed func(), fn func(subscriber.Revocation) error) error
 }
 
 func (s *service) IntrospectToken(ctx context.Context, req *connect.Request[tokenv1.IntrospectTokenRequest]) (*connect.Response[tokenv1.IntrospectTokenResponse], error) {
@@ -43,15 +46,15 @@ func (s *service) IntrospectToken(ctx context.Context, req *connect.Request[toke
 		return nil, toConnect(ctx, s.log, req.Spec().Procedure, err)
 	}
 	if !ok {
-		return connect.NewResponse(&tokenv1.IntrospectTokenResponse{}), nil
+		return connect.NewResponse(inactive()), nil
 	}
 	out := &tokenv1.IntrospectTokenResponse{
-		Active: true, Scope: strings.Join(st.GetScopes(), " "), ClientId: st.GetClientId(), TokenType: "refresh_token",
+		Active: proto.Bool(true), Scope: strings.Join(st.GetScopes(), " "), ClientId: st.GetClientId(), TokenType: "refresh_token",
 		Exp: st.GetRefreshExpiresAt().AsTime().Unix(), Iat: st.GetCreatedAt().AsTime().Unix(), Sub: st.GetSubject(),
 		Aud: st.GetAudience(), Sid: st.GetFamilyId(),
 	}
-	if st.GetRotatedAt().IsValid() && st.GetGeneration() > 0 {
-		out.Iat = st.GetRotatedAt().AsTime().Unix()
+	if st.GetRotatedAt().IsValid() {
+		out.Iat = st.GetRotatedAt().AsTime().Unix() // when this token was issued
 	}
 	if jkt := st.GetDpopJkt(); jkt != "" {
 		out.Cnf = &tokenv1.Confirmation{Jkt: jkt}
@@ -65,10 +68,10 @@ func (s *service) IntrospectToken(ctx context.Context, req *connect.Request[toke
 func (s *service) introspectAccess(tok string) *tokenv1.IntrospectTokenResponse {
 	at, err := s.issuer.VerifyAccessToken(tok, true)
 	if err != nil || s.revoked(at) {
-		return &tokenv1.IntrospectTokenResponse{}
+		return inactive()
 	}
 	out := &tokenv1.IntrospectTokenResponse{
-		Active: true, Scope: at.Scope, ClientId: at.ClientID, TokenType: "Bearer",
+		Active: proto.Bool(true), Scope: at.Scope, ClientId: at.ClientID, TokenType: "Bearer",
 		Exp: at.Expiry.Unix(), Iat: at.IssuedAt.Unix(), Sub: at.Subject, Aud: at.Audience,
 		Iss: at.Issuer, Jti: at.ID, Sid: at.FamilyID,
 	}
@@ -76,6 +79,12 @@ func (s *service) introspectAccess(tok string) *tokenv1.IntrospectTokenResponse 
 		out.TokenType, out.Cnf = "DPoP", &tokenv1.Confirmation{Jkt: at.JKT}
 	}
 	return out
+}
+
+// inactive is the whole answer for a token that is not active (RFC 7662
+// §2.2): nothing about an unknown, expired or revoked token is disclosed.
+func inactive() *tokenv1.IntrospectTokenResponse {
+	return &tokenv1.IntrospectTokenResponse{Active: proto.Bool(false)}
 }
 
 func (s *service) ListFamilies(ctx context.Context, req *connect.Request[tokenv1.ListFamiliesRequest]) (*connect.Response[tokenv1.ListFamiliesResponse], error) {
@@ -108,7 +117,7 @@ func familyOf(st *eventsv1.FamilyState, now time.Time) *tokenv1.Family {
 		Generation: st.GetGeneration(), DpopJkt: st.GetDpopJkt(), RefreshExpiresAt: st.GetRefreshExpiresAt(),
 		Scopes: st.GetScopes(), Status: "active",
 	}
-	if st.GetGeneration() > 0 {
+	if st.GetGeneration() > 1 {
 		f.LastRefreshedAt = st.GetRotatedAt()
 	}
 	switch {
@@ -120,7 +129,11 @@ func familyOf(st *eventsv1.FamilyState, now time.Time) *tokenv1.Family {
 	return f
 }
 
-func (s *service) WatchRevocations(ctx context.Context, req *connect.Request[tokenv1.WatchRevocationsRequest], stream *connect.ServerStream[tokenv1.Revocation]) error {
+// heartbeatEvery is how often an idle WatchRevocations stream gets a
+// heartbeat.
+const heartbeatEvery = 30 * time.Second
+
+func (s *service) WatchRevocations(ctx context.Context, req *connect.Request[tokenv1.WatchRevocationsRequest], stream *connect.ServerStream[tokenv1.WatchRevocationsResponse]) error {
 	if s.feed == nil {
 		return connect.NewError(connect.CodeUnimplemented, errors.New("revocation feed is not configured"))
 	}
@@ -130,7 +143,49 @@ func (s *service) WatchRevocations(ctx context.Context, req *connect.Request[tok
 	default:
 		return connect.NewError(connect.CodeResourceExhausted, errors.New("too many revocation watchers"))
 	}
-	err := s.feed.WatchRevocations(ctx, req.Msg.GetAfterSequence(), func(r subscriber.Revocation) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var mu sync.Mutex // Send is not safe for concurrent use
+	send := func(m *tokenv1.WatchRevocationsResponse) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if err := stream.Send(m); err != nil {
+			cancel(err)
+			return err
+		}
+		return nil
+	}
+	heartbeat := func() error {
+		return send(&tokenv1.WatchRevocationsResponse{Event: &tokenv1.WatchRevocationsResponse_Heartbeat{Heartbeat: &tokenv1.Heartbeat{At: ts(s.now())}}})
+	}
+	// The first heartbeat goes out once the stream's consumer is in place
+	// and the backlog delivered: a client that has it receives every
+	// revocation appended from then on.
+	subscribed := make(chan struct{})
+	go func() {
+		select {
+		case <-subscribed:
+		case <-ctx.Done():
+			return
+		}
+		t := time.NewTicker(heartbeatEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				if heartbeat() != nil {
+					return
+				}
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	err := s.feed.WatchRevocations(ctx, req.Msg.GetAfterSequence(), func() {
+		if heartbeat() == nil {
+			close(subscribed)
+		}
+	}, func(r subscriber.Revocation) error {
 		out := &tokenv1.Revocation{Sequence: r.Seq, Reason: r.Reason, RevokedAt: ts(r.RevokedAt)}
 		if r.FamilyID != "" {
 			out.Target = &tokenv1.Revocation_FamilyId{FamilyId: r.FamilyID}
@@ -138,7 +193,7 @@ func (s *service) WatchRevocations(ctx context.Context, req *connect.Request[tok
 		} else {
 			out.Target = &tokenv1.Revocation_Subject{Subject: r.Subject}
 		}
-		return stream.Send(out)
+		return send(&tokenv1.WatchRevocationsResponse{Event: &tokenv1.WatchRevocationsResponse_Revocation{Revocation: out}})
 	})
 	if ctx.Err() != nil {
 		return nil // the client went away, or the server is stopping

@@ -13,12 +13,15 @@ import (
 	"connectrpc.com/connect"
 	"connectrpc.com/grpchealth"
 	"connectrpc.com/grpcreflect"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/auth-platform/tokenservice/dpop"
 	"github.com/auth-platform/tokenservice/issuer/issuertest"
+	"github.com/auth-platform/tokenservice/projections"
+	"github.com/auth-platform/tokenservice/projections/subscriber"
 	tokenv1 "github.com/auth-platform/tokenservice/proto/token/v1"
 	"github.com/auth-platform/tokenservice/proto/token/v1/tokenv1connect"
 	"github.com/auth-platform/tokenservice/rpc"
@@ -49,7 +52,13 @@ func newServerNonce(t *testing.T, nonceRequired bool) *server {
 	if err != nil {
 		t.Fatal(err)
 	}
+	projector := projections.NewFamilyProjector(env.Log, projections.ProjectorConfig{})
+	pctx, stopProjector := context.WithCancel(context.Background())
+	projectorDone := make(chan struct{})
+	go func() { defer close(projectorDone); _ = projector.Run(pctx) }()
+	t.Cleanup(func() { stopProjector(); <-projectorDone })
 	h := rpc.New(rpc.Config{Issuer: env.Issuer, DPoP: verifier, Keys: env.Set, KeyAdmin: env.Keyring, Revocations: env.Set, Metrics: metrics, Ready: func() bool { return true },
+		Families: projections.NewFamilyStore(env.Log.JetStream(), ""), Feed: feed{env.Log.JetStream()},
 		MaxRequestBytes: 8 << 10, Now: env.Clock.Now})
 	h.SetServing(true)
 	srv := httptest.NewUnstartedServer(h)
@@ -58,6 +67,13 @@ func newServerNonce(t *testing.T, nonceRequired bool) *server {
 	t.Cleanup(srv.Close)
 	return &server{env: env, url: srv.URL, http: srv.Client(), metrics: metrics, nonces: nonces,
 		client: tokenv1connect.NewTokenServiceClient(srv.Client(), srv.URL)}
+}
+
+// feed serves WatchRevocations straight from the log.
+type feed struct{ js jetstream.JetStream }
+
+func (f feed) WatchRevocations(ctx context.Context, after uint64, subscribed func(), fn func(subscriber.Revocation) error) error {
+	return subscriber.Watch(ctx, f.js, subscriber.Config{OnCaughtUp: subscribed}, subscriber.Start{AfterSeq: after}, fn)
 }
 
 // oauthCode returns the OAuth error code carried by err, checking that the

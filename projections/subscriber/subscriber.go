@@ -47,6 +47,10 @@ type Config struct {
 	// OnRevocation, if set, is called with each revocation once IsRevoked
 	// reflects it, in stream order, on one goroutine.
 	OnRevocation func(Revocation)
+	// OnCaughtUp, if set, is called once every revocation that existed
+	// when reading started has been delivered (at once if there were
+	// none): from then on, new revocations arrive as they are appended.
+	OnCaughtUp func()
 	// Now is the clock that prunes expired entries. Default time.Now.
 	Now func() time.Time
 }
@@ -132,7 +136,14 @@ func (s *Subscriber) Run(ctx context.Context) error {
 		if after == 0 {
 			start = Start{Since: s.cfg.Now().Add(-s.cfg.AccessTTL - leeway)}
 		}
-		err := watch(ctx, s.js, s.cfg, start, s.apply, func() { s.readyOnce.Do(func() { close(s.ready) }) }, prune.C, s.prune)
+		err := watch(ctx, s.js, s.cfg, start, s.apply, func() {
+			s.readyOnce.Do(func() {
+				close(s.ready)
+				if s.cfg.OnCaughtUp != nil {
+					s.cfg.OnCaughtUp()
+				}
+			})
+		}, prune.C, s.prune)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -197,13 +208,20 @@ type Start struct {
 }
 
 // Watch calls fn with every revocation from start on, in stream order,
-// until ctx ends or fn returns an error (which Watch returns). It reads the
+// until ctx ends or fn returns an error (which Watch returns); fn and
+// cfg.OnCaughtUp run on one goroutine at a time. It reads the
 // stream over js with an ordered consumer on the revocation filter only.
 func Watch(ctx context.Context, js jetstream.JetStream, cfg Config, start Start, fn func(Revocation) error) error {
 	cfg.setDefaults()
 	var fnErr error
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	var once sync.Once
+	caughtUp := func() {
+		if cfg.OnCaughtUp != nil {
+			once.Do(cfg.OnCaughtUp)
+		}
+	}
 	err := watch(wctx, js, cfg, start, func(_ eventlog.Record, _ revocationEvent, r Revocation) {
 		if fnErr != nil {
 			return
@@ -211,7 +229,7 @@ func Watch(ctx context.Context, js jetstream.JetStream, cfg Config, start Start,
 		if fnErr = fn(r); fnErr != nil {
 			cancel()
 		}
-	}, nil, nil, nil)
+	}, caughtUp, nil, nil)
 	if fnErr != nil {
 		return fnErr
 	}

@@ -153,7 +153,7 @@ func (m *Main) start(ctx context.Context) error {
 		return err
 	}
 	m.Runner = projections.NewRunner(m.Log, m.Set, func(rec eventlog.Record, err error) {
-		m.Metrics.BadRecord()
+		m.Metrics.BadRecord("replica")
 		m.Logger.Error("skipped a log record the projections cannot decode", "seq", rec.Seq, "subject", rec.Subject, "error", err)
 	}, func(err error) {
 		m.Logger.Error("projections cannot read the log; retrying", "error", err)
@@ -173,7 +173,7 @@ func (m *Main) start(ctx context.Context) error {
 	}
 	m.Projector = projections.NewFamilyProjector(m.Log, projections.ProjectorConfig{
 		OnBadRecord: func(rec eventlog.Record, err error) {
-			m.Metrics.BadRecord()
+			m.Metrics.BadRecord("families")
 			m.Logger.Error("families projector skipped a record it cannot decode", "seq", rec.Seq, "subject", rec.Subject, "error", err)
 		},
 		OnError: func(err error) { m.Logger.Warn("families projector: retrying", "error", err) },
@@ -276,12 +276,12 @@ func (m *Main) start(ctx context.Context) error {
 // when tokend closes.
 type revocationFeed struct{ m *Main }
 
-func (f revocationFeed) WatchRevocations(ctx context.Context, after uint64, fn func(subscriber.Revocation) error) error {
+func (f revocationFeed) WatchRevocations(ctx context.Context, after uint64, subscribed func(), fn func(subscriber.Revocation) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stop := context.AfterFunc(f.m.watchCtx, cancel)
 	defer stop()
-	cfg := subscriber.Config{Stream: f.m.Config.Stream, Prefix: f.m.Config.SubjectPrefix}
+	cfg := subscriber.Config{Stream: f.m.Config.Stream, Prefix: f.m.Config.SubjectPrefix, OnCaughtUp: subscribed}
 	return subscriber.Watch(ctx, f.m.Log.JetStream(), cfg, subscriber.Start{AfterSeq: after}, fn)
 }
 

@@ -1276,8 +1276,9 @@ func (x *IntrospectTokenRequest) GetTokenTypeHint() string {
 // IntrospectTokenResponse has the members of RFC 7662 §2.2; their JSON
 // names are the RFC's. Only active is set for an inactive token.
 type IntrospectTokenResponse struct {
-	state  protoimpl.MessageState `protogen:"open.v1"`
-	Active bool                   `protobuf:"varint,1,opt,name=active,proto3" json:"active,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Always present, also when false (explicit presence).
+	Active *bool `protobuf:"varint,1,opt,name=active,proto3,oneof" json:"active,omitempty"`
 	// Space-separated scopes.
 	Scope    string `protobuf:"bytes,2,opt,name=scope,proto3" json:"scope,omitempty"`
 	ClientId string `protobuf:"bytes,3,opt,name=client_id,proto3" json:"client_id,omitempty"`
@@ -1329,8 +1330,8 @@ func (*IntrospectTokenResponse) Descriptor() ([]byte, []int) {
 }
 
 func (x *IntrospectTokenResponse) GetActive() bool {
-	if x != nil {
-		return x.Active
+	if x != nil && x.Active != nil {
+		return *x.Active
 	}
 	return false
 }
@@ -1563,7 +1564,8 @@ type Family struct {
 	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
 	// Time of the last rotation; unset if the family was never refreshed.
 	LastRefreshedAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=last_refreshed_at,json=lastRefreshedAt,proto3" json:"last_refreshed_at,omitempty"`
-	// Number of rotations so far.
+	// Generation of the current refresh token: 1 until the first refresh,
+	// then one more per rotation.
 	Generation uint64 `protobuf:"varint,5,opt,name=generation,proto3" json:"generation,omitempty"`
 	// Thumbprint of the DPoP key the family is bound to, if any.
 	DpopJkt string `protobuf:"bytes,6,opt,name=dpop_jkt,json=dpopJkt,proto3" json:"dpop_jkt,omitempty"`
@@ -1731,6 +1733,135 @@ func (x *WatchRevocationsRequest) GetAfterSequence() uint64 {
 	return 0
 }
 
+type WatchRevocationsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Event:
+	//
+	//	*WatchRevocationsResponse_Revocation
+	//	*WatchRevocationsResponse_Heartbeat
+	Event         isWatchRevocationsResponse_Event `protobuf_oneof:"event"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchRevocationsResponse) Reset() {
+	*x = WatchRevocationsResponse{}
+	mi := &file_token_v1_token_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchRevocationsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchRevocationsResponse) ProtoMessage() {}
+
+func (x *WatchRevocationsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_token_v1_token_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchRevocationsResponse.ProtoReflect.Descriptor instead.
+func (*WatchRevocationsResponse) Descriptor() ([]byte, []int) {
+	return file_token_v1_token_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *WatchRevocationsResponse) GetEvent() isWatchRevocationsResponse_Event {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+func (x *WatchRevocationsResponse) GetRevocation() *Revocation {
+	if x != nil {
+		if x, ok := x.Event.(*WatchRevocationsResponse_Revocation); ok {
+			return x.Revocation
+		}
+	}
+	return nil
+}
+
+func (x *WatchRevocationsResponse) GetHeartbeat() *Heartbeat {
+	if x != nil {
+		if x, ok := x.Event.(*WatchRevocationsResponse_Heartbeat); ok {
+			return x.Heartbeat
+		}
+	}
+	return nil
+}
+
+type isWatchRevocationsResponse_Event interface {
+	isWatchRevocationsResponse_Event()
+}
+
+type WatchRevocationsResponse_Revocation struct {
+	Revocation *Revocation `protobuf:"bytes,1,opt,name=revocation,proto3,oneof"`
+}
+
+type WatchRevocationsResponse_Heartbeat struct {
+	// Sent once the stream is subscribed (every revocation appended from
+	// then on follows), and then every 30 seconds, so that a client knows
+	// the stream is alive through proxies that cut idle connections.
+	Heartbeat *Heartbeat `protobuf:"bytes,2,opt,name=heartbeat,proto3,oneof"`
+}
+
+func (*WatchRevocationsResponse_Revocation) isWatchRevocationsResponse_Event() {}
+
+func (*WatchRevocationsResponse_Heartbeat) isWatchRevocationsResponse_Event() {}
+
+type Heartbeat struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	At            *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=at,proto3" json:"at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Heartbeat) Reset() {
+	*x = Heartbeat{}
+	mi := &file_token_v1_token_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Heartbeat) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Heartbeat) ProtoMessage() {}
+
+func (x *Heartbeat) ProtoReflect() protoreflect.Message {
+	mi := &file_token_v1_token_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
+func (*Heartbeat) Descriptor() ([]byte, []int) {
+	return file_token_v1_token_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *Heartbeat) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
 // Revocation is a family revocation or a subject-wide cut-off.
 type Revocation struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1754,7 +1885,7 @@ type Revocation struct {
 
 func (x *Revocation) Reset() {
 	*x = Revocation{}
-	mi := &file_token_v1_token_proto_msgTypes[23]
+	mi := &file_token_v1_token_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1766,7 +1897,7 @@ func (x *Revocation) String() string {
 func (*Revocation) ProtoMessage() {}
 
 func (x *Revocation) ProtoReflect() protoreflect.Message {
-	mi := &file_token_v1_token_proto_msgTypes[23]
+	mi := &file_token_v1_token_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1779,7 +1910,7 @@ func (x *Revocation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Revocation.ProtoReflect.Descriptor instead.
 func (*Revocation) Descriptor() ([]byte, []int) {
-	return file_token_v1_token_proto_rawDescGZIP(), []int{23}
+	return file_token_v1_token_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Revocation) GetSequence() uint64 {
@@ -1963,9 +2094,9 @@ const file_token_v1_token_proto_rawDesc = "" +
 	"backendRef\"V\n" +
 	"\x16IntrospectTokenRequest\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12&\n" +
-	"\x0ftoken_type_hint\x18\x02 \x01(\tR\rtokenTypeHint\"\xad\x02\n" +
-	"\x17IntrospectTokenResponse\x12\x16\n" +
-	"\x06active\x18\x01 \x01(\bR\x06active\x12\x14\n" +
+	"\x0ftoken_type_hint\x18\x02 \x01(\tR\rtokenTypeHint\"\xbd\x02\n" +
+	"\x17IntrospectTokenResponse\x12\x1b\n" +
+	"\x06active\x18\x01 \x01(\bH\x00R\x06active\x88\x01\x01\x12\x14\n" +
 	"\x05scope\x18\x02 \x01(\tR\x05scope\x12\x1c\n" +
 	"\tclient_id\x18\x03 \x01(\tR\tclient_id\x12\x1e\n" +
 	"\n" +
@@ -1979,7 +2110,8 @@ const file_token_v1_token_proto_rawDesc = "" +
 	"\x03jti\x18\n" +
 	" \x01(\tR\x03jti\x12\x10\n" +
 	"\x03sid\x18\v \x01(\tR\x03sid\x12(\n" +
-	"\x03cnf\x18\f \x01(\v2\x16.token.v1.ConfirmationR\x03cnf\" \n" +
+	"\x03cnf\x18\f \x01(\v2\x16.token.v1.ConfirmationR\x03cnfB\t\n" +
+	"\a_active\" \n" +
 	"\fConfirmation\x12\x10\n" +
 	"\x03jkt\x18\x01 \x01(\tR\x03jkt\"Z\n" +
 	"\x13ListFamiliesRequest\x12\x18\n" +
@@ -2005,7 +2137,15 @@ const file_token_v1_token_proto_rawDesc = "" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\x10refreshExpiresAt\x12\x16\n" +
 	"\x06scopes\x18\v \x03(\tR\x06scopes\"@\n" +
 	"\x17WatchRevocationsRequest\x12%\n" +
-	"\x0eafter_sequence\x18\x01 \x01(\x04R\rafterSequence\"\xaf\x02\n" +
+	"\x0eafter_sequence\x18\x01 \x01(\x04R\rafterSequence\"\x90\x01\n" +
+	"\x18WatchRevocationsResponse\x126\n" +
+	"\n" +
+	"revocation\x18\x01 \x01(\v2\x14.token.v1.RevocationH\x00R\n" +
+	"revocation\x123\n" +
+	"\theartbeat\x18\x02 \x01(\v2\x13.token.v1.HeartbeatH\x00R\theartbeatB\a\n" +
+	"\x05event\"7\n" +
+	"\tHeartbeat\x12*\n" +
+	"\x02at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"\xaf\x02\n" +
 	"\n" +
 	"Revocation\x12\x1a\n" +
 	"\bsequence\x18\x01 \x01(\x04R\bsequence\x12\x1d\n" +
@@ -2016,7 +2156,7 @@ const file_token_v1_token_proto_rawDesc = "" +
 	"revoked_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\x12%\n" +
 	"\x0efamily_subject\x18\x06 \x01(\tR\rfamilySubject\x12F\n" +
 	"\x11access_expires_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x0faccessExpiresAtB\b\n" +
-	"\x06target2\xbc\x06\n" +
+	"\x06target2\xca\x06\n" +
 	"\fTokenService\x12J\n" +
 	"\x0eGenerateTokens\x12\x1f.token.v1.GenerateTokensRequest\x1a\x17.token.v1.TokenResponse\x12H\n" +
 	"\rRefreshTokens\x12\x1e.token.v1.RefreshTokensRequest\x1a\x17.token.v1.TokenResponse\x12J\n" +
@@ -2026,8 +2166,8 @@ const file_token_v1_token_proto_rawDesc = "" +
 	"\x10RotateSigningKey\x12!.token.v1.RotateSigningKeyRequest\x1a\".token.v1.RotateSigningKeyResponse\x12[\n" +
 	"\x0fListSigningKeys\x12 .token.v1.ListSigningKeysRequest\x1a!.token.v1.ListSigningKeysResponse\"\x03\x90\x02\x01\x12[\n" +
 	"\x0fIntrospectToken\x12 .token.v1.IntrospectTokenRequest\x1a!.token.v1.IntrospectTokenResponse\"\x03\x90\x02\x01\x12R\n" +
-	"\fListFamilies\x12\x1d.token.v1.ListFamiliesRequest\x1a\x1e.token.v1.ListFamiliesResponse\"\x03\x90\x02\x01\x12M\n" +
-	"\x10WatchRevocations\x12!.token.v1.WatchRevocationsRequest\x1a\x14.token.v1.Revocation0\x01B>Z<github.com/auth-platform/tokenservice/proto/token/v1;tokenv1b\x06proto3"
+	"\fListFamilies\x12\x1d.token.v1.ListFamiliesRequest\x1a\x1e.token.v1.ListFamiliesResponse\"\x03\x90\x02\x01\x12[\n" +
+	"\x10WatchRevocations\x12!.token.v1.WatchRevocationsRequest\x1a\".token.v1.WatchRevocationsResponse0\x01B>Z<github.com/auth-platform/tokenservice/proto/token/v1;tokenv1b\x06proto3"
 
 var (
 	file_token_v1_token_proto_rawDescOnce sync.Once
@@ -2041,7 +2181,7 @@ func file_token_v1_token_proto_rawDescGZIP() []byte {
 	return file_token_v1_token_proto_rawDescData
 }
 
-var file_token_v1_token_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_token_v1_token_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_token_v1_token_proto_goTypes = []any{
 	(*GenerateTokensRequest)(nil),    // 0: token.v1.GenerateTokensRequest
 	(*RefreshTokensRequest)(nil),     // 1: token.v1.RefreshTokensRequest
@@ -2066,53 +2206,58 @@ var file_token_v1_token_proto_goTypes = []any{
 	(*ListFamiliesResponse)(nil),     // 20: token.v1.ListFamiliesResponse
 	(*Family)(nil),                   // 21: token.v1.Family
 	(*WatchRevocationsRequest)(nil),  // 22: token.v1.WatchRevocationsRequest
-	(*Revocation)(nil),               // 23: token.v1.Revocation
-	(*structpb.Struct)(nil),          // 24: google.protobuf.Struct
-	(*timestamppb.Timestamp)(nil),    // 25: google.protobuf.Timestamp
+	(*WatchRevocationsResponse)(nil), // 23: token.v1.WatchRevocationsResponse
+	(*Heartbeat)(nil),                // 24: token.v1.Heartbeat
+	(*Revocation)(nil),               // 25: token.v1.Revocation
+	(*structpb.Struct)(nil),          // 26: google.protobuf.Struct
+	(*timestamppb.Timestamp)(nil),    // 27: google.protobuf.Timestamp
 }
 var file_token_v1_token_proto_depIdxs = []int32{
-	24, // 0: token.v1.GenerateTokensRequest.extra_claims:type_name -> google.protobuf.Struct
+	26, // 0: token.v1.GenerateTokensRequest.extra_claims:type_name -> google.protobuf.Struct
 	7,  // 1: token.v1.GetJWKSResponse.keys:type_name -> token.v1.JWK
-	25, // 2: token.v1.RotateSigningKeyResponse.activates_at:type_name -> google.protobuf.Timestamp
+	27, // 2: token.v1.RotateSigningKeyResponse.activates_at:type_name -> google.protobuf.Timestamp
 	15, // 3: token.v1.ListSigningKeysResponse.keys:type_name -> token.v1.SigningKey
-	25, // 4: token.v1.SigningKey.generated_at:type_name -> google.protobuf.Timestamp
-	25, // 5: token.v1.SigningKey.published_at:type_name -> google.protobuf.Timestamp
-	25, // 6: token.v1.SigningKey.activated_at:type_name -> google.protobuf.Timestamp
-	25, // 7: token.v1.SigningKey.retired_at:type_name -> google.protobuf.Timestamp
-	25, // 8: token.v1.SigningKey.retain_until:type_name -> google.protobuf.Timestamp
+	27, // 4: token.v1.SigningKey.generated_at:type_name -> google.protobuf.Timestamp
+	27, // 5: token.v1.SigningKey.published_at:type_name -> google.protobuf.Timestamp
+	27, // 6: token.v1.SigningKey.activated_at:type_name -> google.protobuf.Timestamp
+	27, // 7: token.v1.SigningKey.retired_at:type_name -> google.protobuf.Timestamp
+	27, // 8: token.v1.SigningKey.retain_until:type_name -> google.protobuf.Timestamp
 	18, // 9: token.v1.IntrospectTokenResponse.cnf:type_name -> token.v1.Confirmation
 	21, // 10: token.v1.ListFamiliesResponse.families:type_name -> token.v1.Family
-	25, // 11: token.v1.Family.created_at:type_name -> google.protobuf.Timestamp
-	25, // 12: token.v1.Family.last_refreshed_at:type_name -> google.protobuf.Timestamp
-	25, // 13: token.v1.Family.revoked_at:type_name -> google.protobuf.Timestamp
-	25, // 14: token.v1.Family.refresh_expires_at:type_name -> google.protobuf.Timestamp
-	25, // 15: token.v1.Revocation.revoked_at:type_name -> google.protobuf.Timestamp
-	25, // 16: token.v1.Revocation.access_expires_at:type_name -> google.protobuf.Timestamp
-	0,  // 17: token.v1.TokenService.GenerateTokens:input_type -> token.v1.GenerateTokensRequest
-	1,  // 18: token.v1.TokenService.RefreshTokens:input_type -> token.v1.RefreshTokensRequest
-	3,  // 19: token.v1.TokenService.RevokeToken:input_type -> token.v1.RevokeTokenRequest
-	5,  // 20: token.v1.TokenService.GetJWKS:input_type -> token.v1.GetJWKSRequest
-	8,  // 21: token.v1.TokenService.ValidateDPoP:input_type -> token.v1.ValidateDPoPRequest
-	11, // 22: token.v1.TokenService.RotateSigningKey:input_type -> token.v1.RotateSigningKeyRequest
-	13, // 23: token.v1.TokenService.ListSigningKeys:input_type -> token.v1.ListSigningKeysRequest
-	16, // 24: token.v1.TokenService.IntrospectToken:input_type -> token.v1.IntrospectTokenRequest
-	19, // 25: token.v1.TokenService.ListFamilies:input_type -> token.v1.ListFamiliesRequest
-	22, // 26: token.v1.TokenService.WatchRevocations:input_type -> token.v1.WatchRevocationsRequest
-	2,  // 27: token.v1.TokenService.GenerateTokens:output_type -> token.v1.TokenResponse
-	2,  // 28: token.v1.TokenService.RefreshTokens:output_type -> token.v1.TokenResponse
-	4,  // 29: token.v1.TokenService.RevokeToken:output_type -> token.v1.RevokeTokenResponse
-	6,  // 30: token.v1.TokenService.GetJWKS:output_type -> token.v1.GetJWKSResponse
-	9,  // 31: token.v1.TokenService.ValidateDPoP:output_type -> token.v1.ValidateDPoPResponse
-	12, // 32: token.v1.TokenService.RotateSigningKey:output_type -> token.v1.RotateSigningKeyResponse
-	14, // 33: token.v1.TokenService.ListSigningKeys:output_type -> token.v1.ListSigningKeysResponse
-	17, // 34: token.v1.TokenService.IntrospectToken:output_type -> token.v1.IntrospectTokenResponse
-	20, // 35: token.v1.TokenService.ListFamilies:output_type -> token.v1.ListFamiliesResponse
-	23, // 36: token.v1.TokenService.WatchRevocations:output_type -> token.v1.Revocation
-	27, // [27:37] is the sub-list for method output_type
-	17, // [17:27] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	27, // 11: token.v1.Family.created_at:type_name -> google.protobuf.Timestamp
+	27, // 12: token.v1.Family.last_refreshed_at:type_name -> google.protobuf.Timestamp
+	27, // 13: token.v1.Family.revoked_at:type_name -> google.protobuf.Timestamp
+	27, // 14: token.v1.Family.refresh_expires_at:type_name -> google.protobuf.Timestamp
+	25, // 15: token.v1.WatchRevocationsResponse.revocation:type_name -> token.v1.Revocation
+	24, // 16: token.v1.WatchRevocationsResponse.heartbeat:type_name -> token.v1.Heartbeat
+	27, // 17: token.v1.Heartbeat.at:type_name -> google.protobuf.Timestamp
+	27, // 18: token.v1.Revocation.revoked_at:type_name -> google.protobuf.Timestamp
+	27, // 19: token.v1.Revocation.access_expires_at:type_name -> google.protobuf.Timestamp
+	0,  // 20: token.v1.TokenService.GenerateTokens:input_type -> token.v1.GenerateTokensRequest
+	1,  // 21: token.v1.TokenService.RefreshTokens:input_type -> token.v1.RefreshTokensRequest
+	3,  // 22: token.v1.TokenService.RevokeToken:input_type -> token.v1.RevokeTokenRequest
+	5,  // 23: token.v1.TokenService.GetJWKS:input_type -> token.v1.GetJWKSRequest
+	8,  // 24: token.v1.TokenService.ValidateDPoP:input_type -> token.v1.ValidateDPoPRequest
+	11, // 25: token.v1.TokenService.RotateSigningKey:input_type -> token.v1.RotateSigningKeyRequest
+	13, // 26: token.v1.TokenService.ListSigningKeys:input_type -> token.v1.ListSigningKeysRequest
+	16, // 27: token.v1.TokenService.IntrospectToken:input_type -> token.v1.IntrospectTokenRequest
+	19, // 28: token.v1.TokenService.ListFamilies:input_type -> token.v1.ListFamiliesRequest
+	22, // 29: token.v1.TokenService.WatchRevocations:input_type -> token.v1.WatchRevocationsRequest
+	2,  // 30: token.v1.TokenService.GenerateTokens:output_type -> token.v1.TokenResponse
+	2,  // 31: token.v1.TokenService.RefreshTokens:output_type -> token.v1.TokenResponse
+	4,  // 32: token.v1.TokenService.RevokeToken:output_type -> token.v1.RevokeTokenResponse
+	6,  // 33: token.v1.TokenService.GetJWKS:output_type -> token.v1.GetJWKSResponse
+	9,  // 34: token.v1.TokenService.ValidateDPoP:output_type -> token.v1.ValidateDPoPResponse
+	12, // 35: token.v1.TokenService.RotateSigningKey:output_type -> token.v1.RotateSigningKeyResponse
+	14, // 36: token.v1.TokenService.ListSigningKeys:output_type -> token.v1.ListSigningKeysResponse
+	17, // 37: token.v1.TokenService.IntrospectToken:output_type -> token.v1.IntrospectTokenResponse
+	20, // 38: token.v1.TokenService.ListFamilies:output_type -> token.v1.ListFamiliesResponse
+	23, // 39: token.v1.TokenService.WatchRevocations:output_type -> token.v1.WatchRevocationsResponse
+	30, // [30:40] is the sub-list for method output_type
+	20, // [20:30] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_token_v1_token_proto_init() }
@@ -2126,7 +2271,12 @@ func file_token_v1_token_proto_init() {
 		(*RevokeTokenRequest_Subject)(nil),
 		(*RevokeTokenRequest_AccessToken)(nil),
 	}
+	file_token_v1_token_proto_msgTypes[17].OneofWrappers = []any{}
 	file_token_v1_token_proto_msgTypes[23].OneofWrappers = []any{
+		(*WatchRevocationsResponse_Revocation)(nil),
+		(*WatchRevocationsResponse_Heartbeat)(nil),
+	}
+	file_token_v1_token_proto_msgTypes[25].OneofWrappers = []any{
 		(*Revocation_FamilyId)(nil),
 		(*Revocation_Subject)(nil),
 	}
@@ -2136,7 +2286,7 @@ func file_token_v1_token_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_token_v1_token_proto_rawDesc), len(file_token_v1_token_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   24,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

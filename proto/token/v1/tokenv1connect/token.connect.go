@@ -98,7 +98,7 @@ type TokenServiceClient interface {
 	// WatchRevocations (resource server) streams revocations as they are
 	// appended to the log, for clients that cannot subscribe to NATS. Resume
 	// after a disconnect with the sequence of the last revocation received.
-	WatchRevocations(context.Context, *connect.Request[v1.WatchRevocationsRequest]) (*connect.ServerStreamForClient[v1.Revocation], error)
+	WatchRevocations(context.Context, *connect.Request[v1.WatchRevocationsRequest]) (*connect.ServerStreamForClient[v1.WatchRevocationsResponse], error)
 }
 
 // NewTokenServiceClient constructs a client for the token.v1.TokenService service. By default, it
@@ -170,7 +170,7 @@ func NewTokenServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
-		watchRevocations: connect.NewClient[v1.WatchRevocationsRequest, v1.Revocation](
+		watchRevocations: connect.NewClient[v1.WatchRevocationsRequest, v1.WatchRevocationsResponse](
 			httpClient,
 			baseURL+TokenServiceWatchRevocationsProcedure,
 			connect.WithSchema(tokenServiceMethods.ByName("WatchRevocations")),
@@ -190,7 +190,7 @@ type tokenServiceClient struct {
 	listSigningKeys  *connect.Client[v1.ListSigningKeysRequest, v1.ListSigningKeysResponse]
 	introspectToken  *connect.Client[v1.IntrospectTokenRequest, v1.IntrospectTokenResponse]
 	listFamilies     *connect.Client[v1.ListFamiliesRequest, v1.ListFamiliesResponse]
-	watchRevocations *connect.Client[v1.WatchRevocationsRequest, v1.Revocation]
+	watchRevocations *connect.Client[v1.WatchRevocationsRequest, v1.WatchRevocationsResponse]
 }
 
 // GenerateTokens calls token.v1.TokenService.GenerateTokens.
@@ -239,7 +239,7 @@ func (c *tokenServiceClient) ListFamilies(ctx context.Context, req *connect.Requ
 }
 
 // WatchRevocations calls token.v1.TokenService.WatchRevocations.
-func (c *tokenServiceClient) WatchRevocations(ctx context.Context, req *connect.Request[v1.WatchRevocationsRequest]) (*connect.ServerStreamForClient[v1.Revocation], error) {
+func (c *tokenServiceClient) WatchRevocations(ctx context.Context, req *connect.Request[v1.WatchRevocationsRequest]) (*connect.ServerStreamForClient[v1.WatchRevocationsResponse], error) {
 	return c.watchRevocations.CallServerStream(ctx, req)
 }
 
@@ -274,7 +274,7 @@ type TokenServiceHandler interface {
 	// WatchRevocations (resource server) streams revocations as they are
 	// appended to the log, for clients that cannot subscribe to NATS. Resume
 	// after a disconnect with the sequence of the last revocation received.
-	WatchRevocations(context.Context, *connect.Request[v1.WatchRevocationsRequest], *connect.ServerStream[v1.Revocation]) error
+	WatchRevocations(context.Context, *connect.Request[v1.WatchRevocationsRequest], *connect.ServerStream[v1.WatchRevocationsResponse]) error
 }
 
 // NewTokenServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -415,6 +415,6 @@ func (UnimplementedTokenServiceHandler) ListFamilies(context.Context, *connect.R
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("token.v1.TokenService.ListFamilies is not implemented"))
 }
 
-func (UnimplementedTokenServiceHandler) WatchRevocations(context.Context, *connect.Request[v1.WatchRevocationsRequest], *connect.ServerStream[v1.Revocation]) error {
+func (UnimplementedTokenServiceHandler) WatchRevocations(context.Context, *connect.Request[v1.WatchRevocationsRequest], *connect.ServerStream[v1.WatchRevocationsResponse]) error {
 	return connect.NewError(connect.CodeUnimplemented, errors.New("token.v1.TokenService.WatchRevocations is not implemented"))
 }
