@@ -40,6 +40,10 @@ type EmbeddedConfig struct {
 	Cluster *ClusterConfig
 	// Logs, if true, lets the server log to stderr.
 	Logs bool
+	// Accounts, if set, makes every client authenticate and separates the
+	// log from subscribers (see Accounts); the service then connects with
+	// Connect(Accounts.ServiceOption()). Default: no authentication.
+	Accounts *Accounts
 }
 
 // ClusterConfig configures the clustering of an embedded server.
@@ -78,6 +82,11 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 		NoLog:        !cfg.Logs,
 		MaxPayload:   1 << 20,
 	}
+	if cfg.Accounts != nil {
+		if err := cfg.Accounts.configure(opts); err != nil {
+			return nil, fmt.Errorf("eventlog: embedded server accounts: %w", err)
+		}
+	}
 	if len(cfg.EncryptionKey) > 0 {
 		opts.JetStreamKey = jetStreamKey(cfg.EncryptionKey)
 		opts.JetStreamCipher = server.AES
@@ -110,6 +119,12 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 	if !srv.ReadyForConnections(10 * time.Second) {
 		srv.Shutdown()
 		return nil, errors.New("eventlog: embedded server did not start within 10s")
+	}
+	if cfg.Accounts != nil {
+		if err := cfg.Accounts.enableJetStream(srv); err != nil {
+			srv.Shutdown()
+			return nil, fmt.Errorf("eventlog: embedded server accounts: %w", err)
+		}
 	}
 	return &Embedded{srv: srv}, nil
 }

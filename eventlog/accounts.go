@@ -1,0 +1,350 @@
+package eventlog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
+)
+
+// Names used by the embedded server's accounts. They are part of the
+// subscriber contract (see the package documentation).
+const (
+	// SubscriberAccount is the NATS account of subscribers.
+	SubscriberAccount = "SUBSCRIBERS"
+	// DefaultFeedStream is the default name of the subscribers' stream.
+	DefaultFeedStream = "TOKENS_FEED"
+	// SubscriberSeedFile is the file, under the data directory, that holds
+	// the generated subscriber nkey seed.
+	SubscriberSeedFile = "nats-subscriber.nk"
+
+	// feedAPIPrefix is where the subscriber account sees the service
+	// account's consumer-creation API (only the filters exported to it).
+	feedAPIPrefix = "_TOKEND.API"
+	// feedDeliverPrefix is the prefix of the delivery subjects of the
+	// consumers that feed the subscribers' stream.
+	feedDeliverPrefix = "_TOKEND.FEED"
+	// Limits of the subscriber account: the feed stream only, and a bound
+	// on the consumers subscribers may keep.
+	subscriberMaxStreams   = 1
+	subscriberMaxConsumers = 1000
+)
+
+// AccountsConfig configures the accounts of an embedded server.
+type AccountsConfig struct {
+	// Stream is the event log's stream. Default "TOKENS".
+	Stream string
+	// Prefix is the subject prefix of the log. Default "token".
+	Prefix string
+	// FeedStream names the subscribers' stream. Default "TOKENS_FEED".
+	FeedStream string
+	// SubscriberKeys are the public user nkeys ("U...") of the subscriber
+	// user(s). At least one is required; SubscriberSeed makes one.
+	SubscriberKeys []string
+}
+
+// Accounts is the authentication and authorization of an embedded server
+// (EmbeddedConfig.Accounts). Without it the server accepts any client.
+//
+// With it the server has two accounts:
+//
+//   - the global account, which holds the event log: only the service's
+//     user exists in it, authenticated with an nkey generated in memory at
+//     each start (ServiceOption), with full rights;
+//   - SUBSCRIBERS, which holds one stream (FeedStream) that JetStream
+//     sources from the log with three filters: family revocations, subject
+//     revocations and key events. Subscribers read that stream through
+//     consumers and can do nothing else. An admin user, also with an
+//     in-memory nkey, creates the stream (ProvisionFeed).
+//
+// The boundary is the account, not user permissions inside the log's
+// account, because a user who may create consumers on a stream can also
+// update a durable consumer of the same name (the families projector's),
+// pull from the service's consumers, or name a delivery subject that the
+// server then publishes to (a KV bucket's subject, for instance): none of
+// that can be expressed as a permission on subjects. Across accounts the
+// global account exports only consumer creation with the three filters in
+// the API subject (nats-server refuses a request whose filter differs from
+// the one in its subject), so nothing but revocations and key events can
+// leave it, and nothing a subscriber does can reach the log.
+//
+// Subscribers connect to the embedded server's listener with their nkey
+// (nats.NkeyOptionFromSeed, or nats --nkey) and read FeedStream with any
+// kind of consumer (ordered, durable, pull, or push delivering under
+// _INBOX). The feed keeps the log's order within each of its three filters,
+// not across them; its messages keep their subjects and headers (event
+// type, ID, correlation ID, actor). The feed's files are under the data
+// directory too, encrypted like the log's.
+//
+// An Accounts is immutable and safe for concurrent use.
+type Accounts struct {
+	cfg     AccountsConfig
+	service nkeys.KeyPair
+	admin   nkeys.KeyPair
+}
+
+// NewAccounts returns the accounts of cfg, with fresh in-memory keys for
+// the service and admin users. It returns an error if no subscriber key is
+// given or one is not a public user nkey.
+func NewAccounts(cfg AccountsConfig) (*Accounts, error) {
+	if cfg.Stream == "" {
+		cfg.Stream = "TOKENS"
+	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = "token"
+	}
+	if cfg.FeedStream == "" {
+		cfg.FeedStream = DefaultFeedStream
+	}
+	for _, name := range []string{cfg.Stream, cfg.FeedStream, cfg.Prefix} {
+		if !validToken(name) {
+			return nil, fmt.Errorf("eventlog: accounts: %q is not a valid stream name or subject token", name)
+		}
+	}
+	if cfg.Stream == cfg.FeedStream {
+		return nil, errors.New("eventlog: accounts: the feed stream needs a name of its own")
+	}
+	if len(cfg.SubscriberKeys) == 0 {
+		return nil, errors.New("eventlog: accounts: at least one subscriber nkey is required")
+	}
+	for _, k := range cfg.SubscriberKeys {
+		if !nkeys.IsValidPublicUserKey(k) {
+			return nil, fmt.Errorf("eventlog: accounts: subscriber key %q is not a public user nkey (U...)", k)
+		}
+	}
+	cfg.SubscriberKeys = append([]string(nil), cfg.SubscriberKeys...)
+	service, err := nkeys.CreateUser()
+	if err != nil {
+		return nil, fmt.Errorf("eventlog: accounts: service key: %w", err)
+	}
+	admin, err := nkeys.CreateUser()
+	if err != nil {
+		return nil, fmt.Errorf("eventlog: accounts: admin key: %w", err)
+	}
+	return &Accounts{cfg: cfg, service: service, admin: admin}, nil
+}
+
+// FeedStream returns the name of the subscribers' stream.
+func (a *Accounts) FeedStream() string { return a.cfg.FeedStream }
+
+// FeedFilters returns the filters the feed stream sources from the log:
+// family revocations, subject revocations and key events.
+func (a *Accounts) FeedFilters() []string {
+	s := NewSubjects(a.cfg.Prefix)
+	return []string{
+		s.prefix + ".family.*.revoked",
+		s.prefix + ".subject.*.revoked",
+		s.Keys(),
+	}
+}
+
+// ServiceOption returns the option that authenticates the service's own
+// connection (Embedded.Connect(a.ServiceOption())).
+func (a *Accounts) ServiceOption() nats.Option { return nkeyOption(a.service) }
+
+func nkeyOption(kp nkeys.KeyPair) nats.Option {
+	pub, _ := kp.PublicKey() // cannot fail for a key made by CreateUser
+	return nats.Nkey(pub, kp.Sign)
+}
+
+// ProvisionFeed creates the subscribers' stream, or updates its
+// configuration, through an in-process connection of the admin user. The
+// stream then catches up with the log in the background. Call it after the
+// log's stream exists (Open).
+func (a *Accounts) ProvisionFeed(ctx context.Context, e *Embedded) error {
+	nc, err := e.Connect(nkeyOption(a.admin), nats.Name("tokend-feed-admin"))
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("eventlog: feed: jetstream: %w", err)
+	}
+	sc := jetstream.StreamConfig{
+		Name:        a.cfg.FeedStream,
+		Description: "revocation and key events of " + a.cfg.Stream + ", for subscribers",
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		Replicas:    1,
+		AllowDirect: true,
+		DenyDelete:  true,
+		DenyPurge:   true,
+	}
+	for _, f := range a.FeedFilters() {
+		sc.Sources = append(sc.Sources, &jetstream.StreamSource{
+			Name:          a.cfg.Stream,
+			FilterSubject: f,
+			External: &jetstream.ExternalStream{
+				APIPrefix:     feedAPIPrefix,
+				DeliverPrefix: feedDeliverPrefix,
+			},
+		})
+	}
+	if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+		return fmt.Errorf("eventlog: feed: create stream %s: %w", a.cfg.FeedStream, err)
+	}
+	return nil
+}
+
+// configure adds the accounts and users to the options of a server that
+// is not started yet. The log stays in the global account, where a server
+// without accounts kept it: the account's name is part of where its files
+// are and of the key that encrypts them, so adding accounts moves nothing.
+// The global account cannot be declared in configuration text, hence the
+// API; enableJetStream completes it once the server runs.
+func (a *Accounts) configure(opts *server.Options) error {
+	global := server.NewAccount(server.DEFAULT_GLOBAL_ACCOUNT)
+	subs := server.NewAccount(SubscriberAccount)
+	consumerCreate := "$JS.API.CONSUMER.CREATE." + a.cfg.Stream + ".*."
+	for _, f := range a.FeedFilters() {
+		// Only consumer creation with the filter in the subject:
+		// nats-server refuses a request whose configured filter differs
+		// from the subject's, or that adds filter_subjects.
+		if err := global.AddServiceExportWithResponse(consumerCreate+f, server.Streamed, []*server.Account{subs}); err != nil {
+			return err
+		}
+	}
+	// Flow control of the sourcing consumers, and their deliveries.
+	if err := global.AddServiceExport("$JS.FC.>", []*server.Account{subs}); err != nil {
+		return err
+	}
+	if err := global.AddStreamExport(feedDeliverPrefix+".>", []*server.Account{subs}); err != nil {
+		return err
+	}
+	for _, f := range a.FeedFilters() {
+		local := feedAPIPrefix + ".CONSUMER.CREATE." + a.cfg.Stream + ".*." + f
+		if err := subs.AddServiceImport(global, local, consumerCreate+f); err != nil {
+			return err
+		}
+	}
+	if err := subs.AddServiceImport(global, "$JS.FC.>", "$JS.FC.>"); err != nil {
+		return err
+	}
+	if err := subs.AddStreamImport(global, feedDeliverPrefix+".>", ""); err != nil {
+		return err
+	}
+	servicePub, _ := a.service.PublicKey()
+	adminPub, _ := a.admin.PublicKey()
+	opts.Accounts = append(opts.Accounts, global, subs)
+	opts.Nkeys = append(opts.Nkeys,
+		&server.NkeyUser{Nkey: servicePub, Account: global},
+		&server.NkeyUser{Nkey: adminPub, Account: subs},
+	)
+	perms := a.subscriberPermissions()
+	for _, k := range a.cfg.SubscriberKeys {
+		opts.Nkeys = append(opts.Nkeys, &server.NkeyUser{Nkey: k, Account: subs, Permissions: perms})
+	}
+	return nil
+}
+
+// enableJetStream enables JetStream in both accounts of a running server
+// (which recovers the log's stream from its files).
+func (a *Accounts) enableJetStream(srv *server.Server) error {
+	if err := srv.GlobalAccount().EnableJetStream(nil, nil); err != nil {
+		return fmt.Errorf("jetstream in the global account: %w", err)
+	}
+	subs, err := srv.LookupAccount(SubscriberAccount)
+	if err != nil {
+		return err
+	}
+	limits := map[string]server.JetStreamAccountLimits{"": {
+		MaxMemory: -1, MaxStore: -1, MaxAckPending: -1,
+		MaxStreams: subscriberMaxStreams, MaxConsumers: subscriberMaxConsumers,
+	}}
+	if err := subs.EnableJetStream(limits, nil); err != nil {
+		return fmt.Errorf("jetstream in account %s: %w", SubscriberAccount, err)
+	}
+	return nil
+}
+
+// subscriberPermissions allows subscribers to read the feed stream with
+// consumers of any kind (ordered, durable, pull, or push with a delivery
+// subject under _INBOX), direct gets and stream info, and nothing else:
+// no publish to any other subject, in particular not to the imported API
+// subjects, and no stream management.
+func (a *Accounts) subscriberPermissions() *server.Permissions {
+	feed := a.cfg.FeedStream
+	return &server.Permissions{
+		Publish: &server.SubjectPermission{Allow: []string{
+			"$JS.API.INFO",
+			"$JS.API.STREAM.NAMES",
+			"$JS.API.STREAM.LIST",
+			"$JS.API.STREAM.INFO." + feed,
+			"$JS.API.STREAM.MSG.GET." + feed,
+			"$JS.API.DIRECT.GET." + feed,
+			"$JS.API.DIRECT.GET." + feed + ".>",
+			"$JS.API.CONSUMER.CREATE." + feed,
+			"$JS.API.CONSUMER.*." + feed,        // NAMES, LIST
+			"$JS.API.CONSUMER.*." + feed + ".>", // CREATE, INFO, DELETE, ...
+			"$JS.API.CONSUMER.MSG.NEXT." + feed + ".*",
+			"$JS.API.CONSUMER.DURABLE.CREATE." + feed + ".*",
+			"$JS.ACK." + feed + ".>",
+			"$JS.FC." + feed + ".>",
+			"$JS.FC.*.*." + feed + ".>",
+		}},
+		Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>"}},
+	}
+}
+
+// SubscriberSeed returns the public key of the subscriber nkey whose seed
+// is in dir/nats-subscriber.nk, creating the key and the file (mode 0600)
+// if the file does not exist. The file holds only the seed, the format that
+// nats.NkeyOptionFromSeed and the nats CLI's --nkey read. The server
+// itself needs only the public key.
+func SubscriberSeed(dir string) (publicKey, path string, err error) {
+	path = filepath.Join(dir, SubscriberSeedFile)
+	data, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		kp, err := nkeys.ParseDecoratedNKey(data)
+		if err != nil {
+			return "", "", fmt.Errorf("eventlog: subscriber seed %s: %w", path, err)
+		}
+		defer kp.Wipe()
+		pub, err := kp.PublicKey()
+		if err != nil || !nkeys.IsValidPublicUserKey(pub) {
+			return "", "", fmt.Errorf("eventlog: subscriber seed %s: not a user nkey seed", path)
+		}
+		return pub, path, nil
+	case !errors.Is(err, fs.ErrNotExist):
+		return "", "", fmt.Errorf("eventlog: subscriber seed: %w", err)
+	}
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		return "", "", fmt.Errorf("eventlog: subscriber seed: %w", err)
+	}
+	defer kp.Wipe()
+	seed, err := kp.Seed()
+	if err != nil {
+		return "", "", fmt.Errorf("eventlog: subscriber seed: %w", err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", "", fmt.Errorf("eventlog: subscriber seed: %w", err)
+	}
+	// O_EXCL: two processes starting on one data directory keep one key.
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return SubscriberSeed(dir)
+		}
+		return "", "", fmt.Errorf("eventlog: subscriber seed: %w", err)
+	}
+	_, werr := f.Write(append(seed, '\n'))
+	if cerr := f.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr != nil {
+		_ = os.Remove(path)
+		return "", "", fmt.Errorf("eventlog: subscriber seed %s: %w", path, werr)
+	}
+	pub, _ := kp.PublicKey()
+	return pub, path, nil
+}

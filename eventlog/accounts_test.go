@@ -1,0 +1,508 @@
+package eventlog_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/auth-platform/tokenservice/eventlog"
+)
+
+// securedNode is an embedded server with accounts, the service's log on an
+// in-process connection, and the subscriber's seed file.
+type securedNode struct {
+	e        *eventlog.Embedded
+	acc      *eventlog.Accounts
+	log      *eventlog.Log
+	seedFile string
+	dir      string
+}
+
+func startSecured(t *testing.T, dir string, key []byte) *securedNode {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	pub, seedFile, err := eventlog.SubscriberSeed(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	acc, err := eventlog.NewAccounts(eventlog.AccountsConfig{SubscriberKeys: []string{pub}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := eventlog.StartEmbedded(eventlog.EmbeddedConfig{DataDir: filepath.Join(dir, "jetstream"), Listen: "127.0.0.1:0", Accounts: acc, EncryptionKey: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Shutdown)
+	nc, err := e.Connect(acc.ServiceOption())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	l, err := eventlog.Open(ctx, nc, eventlog.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := acc.ProvisionFeed(ctx, e); err != nil {
+		t.Fatal(err)
+	}
+	return &securedNode{e: e, acc: acc, log: l, seedFile: seedFile, dir: dir}
+}
+
+// subscriber connects over TCP as the subscriber user; errs receives the
+// asynchronous errors (permission violations) of the connection.
+func (n *securedNode) subscriber(t *testing.T) (*nats.Conn, <-chan error) {
+	t.Helper()
+	opt, err := nats.NkeyOptionFromSeed(n.seedFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 16)
+	nc, err := nats.Connect(n.e.ClientURL(), opt, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		select {
+		case errs <- err:
+		default:
+		}
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc, errs
+}
+
+// appendAll appends one event of every kind and returns the subjects a
+// subscriber may see, in order.
+func appendAll(ctx context.Context, t *testing.T, l *eventlog.Log, fid string) (visible []string) {
+	t.Helper()
+	s := l.Subjects()
+	events := []struct {
+		ev      eventlog.Event
+		visible bool
+	}{
+		{eventlog.Event{Subject: s.Family(fid, "issued"), Type: "family.issued", Data: []byte("issued")}, false},
+		{eventlog.Event{Subject: s.Grace(fid, "g1"), Type: "grace", Data: []byte("sealed successor")}, false},
+		{eventlog.Event{Subject: s.Family(fid, "rotated"), Type: "family.rotated", Data: []byte("rotated")}, false},
+		{eventlog.Event{Subject: s.DPoP("jkt1", "h"+fid), Type: "dpop.proof_used", Data: []byte("proof")}, false},
+		{eventlog.Event{Subject: s.Key("kid-"+fid, "activated"), Type: "key.activated", Data: []byte("key")}, true},
+		{eventlog.Event{Subject: s.Family(fid, "revoked"), Type: "family.revoked", Data: []byte("revoked")}, true},
+		{eventlog.Event{Subject: s.SubjectRevoked("sid-" + fid), Type: "subject.revoked", Data: []byte("cut-off")}, true},
+	}
+	ctx = eventlog.WithActor(ctx, "apikey:test")
+	for _, e := range events {
+		if _, err := l.Append(ctx, e.ev, eventlog.Expect{}); err != nil {
+			t.Fatalf("append %s: %v", e.ev.Subject, err)
+		}
+		if e.visible {
+			visible = append(visible, e.ev.Subject)
+		}
+	}
+	return visible
+}
+
+// readFeed reads want records from the feed with an ordered consumer on
+// filters, and then checks that nothing else is pending.
+func readFeed(ctx context.Context, t *testing.T, js jetstream.JetStream, feed string, filters []string, want int) []eventlog.Record {
+	t.Helper()
+	cons, err := js.OrderedConsumer(ctx, feed, jetstream.OrderedConsumerConfig{FilterSubjects: filters})
+	if err != nil {
+		t.Fatalf("ordered consumer on %v: %v", filters, err)
+	}
+	var got []eventlog.Record
+	for len(got) < want {
+		msgs, err := cons.Fetch(want-len(got), jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for m := range msgs.Messages() {
+			rec, err := eventlog.RecordOf(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, rec)
+		}
+		if msgs.Error() != nil && !errors.Is(msgs.Error(), nats.ErrTimeout) {
+			t.Fatal(msgs.Error())
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("read %d of %d records on %v", len(got), want, filters)
+		}
+	}
+	if info, err := cons.Info(ctx); err != nil {
+		t.Fatal(err)
+	} else if info.NumPending != 0 {
+		t.Fatalf("%d more records than the %d expected on %v", info.NumPending, want, filters)
+	}
+	return got
+}
+
+func TestSubscriberReceivesRevocationsAndKeys(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	n := startSecured(t, t.TempDir(), nil)
+	visible := appendAll(ctx, t, n.log, "f1")
+
+	sc, _ := n.subscriber(t)
+	js, err := jetstream.New(sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := n.log.Subjects()
+	revocations := []string{s.Family("*", "revoked"), s.SubjectRevoked("*")}
+	// The feed keeps the order of each filter, not across them.
+	got := map[string]eventlog.Record{}
+	for _, r := range readFeed(ctx, t, js, n.acc.FeedStream(), revocations, 2) {
+		got[r.Subject] = r
+	}
+	fam, ok := got[s.Family("f1", "revoked")]
+	if !ok || string(fam.Data) != "revoked" {
+		t.Fatalf("family revocation missing: %+v", got)
+	}
+	if _, ok := got[s.SubjectRevoked("sid-f1")]; !ok {
+		t.Fatalf("subject revocation missing: %+v", got)
+	}
+	if fam.Actor != "apikey:test" || fam.Type != "family.revoked" {
+		t.Fatalf("headers not carried to the feed: %+v", fam)
+	}
+
+	// Live: a revocation appended now reaches a consumer that is already
+	// caught up.
+	cons, err := js.OrderedConsumer(ctx, n.acc.FeedStream(), jetstream.OrderedConsumerConfig{
+		FilterSubjects: revocations, DeliverPolicy: jetstream.DeliverNewPolicy,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs := make(chan eventlog.Record, 4)
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		if rec, err := eventlog.RecordOf(m); err == nil {
+			recs <- rec
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Stop()
+	if _, err := n.log.Append(ctx, eventlog.Event{Subject: s.Family("f2", "revoked"), Type: "family.revoked", Data: []byte("r2")}, eventlog.Expect{}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case rec := <-recs:
+		if rec.Subject != s.Family("f2", "revoked") {
+			t.Fatalf("live record %s", rec.Subject)
+		}
+	case <-ctx.Done():
+		t.Fatal("live revocation not received")
+	}
+
+	// The whole feed holds the revocations and key events only.
+	all := readFeed(ctx, t, js, n.acc.FeedStream(), nil, len(visible)+1)
+	seen := map[string]bool{}
+	for _, r := range all {
+		seen[r.Subject] = true
+	}
+	for _, v := range append(visible, s.Family("f2", "revoked")) {
+		if !seen[v] {
+			t.Errorf("feed lacks %s (has %v)", v, seen)
+		}
+	}
+	st, err := js.Stream(ctx, n.acc.FeedStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := st.Info(ctx, jetstream.WithSubjectFilter(">")); err != nil {
+		t.Fatal(err)
+	} else if len(info.State.Subjects) != len(visible)+1 {
+		t.Fatalf("feed subjects = %v, want only %v", info.State.Subjects, visible)
+	}
+}
+
+func TestSubscriberCannotPublish(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	n := startSecured(t, t.TempDir(), nil)
+	sc, errs := n.subscriber(t)
+	s := n.log.Subjects()
+
+	for _, subject := range []string{
+		s.Family("X", "revoked"),
+		s.SubjectRevoked("X"),
+		s.Key("X", "activated"),
+		// The imported consumer-creation API and the feed's delivery
+		// subjects are the service's, not the subscriber's.
+		"_TOKEND.API.CONSUMER.CREATE.TOKENS.x." + s.Keys(),
+		"_TOKEND.FEED.x",
+		// Managing the feed stream.
+		"$JS.API.STREAM.DELETE." + n.acc.FeedStream(),
+		"$JS.API.STREAM.PURGE." + n.acc.FeedStream(),
+		"$JS.API.STREAM.UPDATE." + n.acc.FeedStream(),
+		"$JS.API.STREAM.CREATE.EVIL",
+	} {
+		if err := sc.Publish(subject, []byte("{}")); err != nil {
+			t.Fatal(err)
+		}
+		_ = sc.Flush()
+		select {
+		case err := <-errs:
+			if !errors.Is(err, nats.ErrPermissionViolation) {
+				t.Errorf("publish %s: %v, want a permissions violation", subject, err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Errorf("publish %s: no permissions violation", subject)
+		}
+	}
+	if _, err := n.log.Last(ctx, s.FamilyFilter("X")); !errors.Is(err, eventlog.ErrNotFound) {
+		t.Fatalf("log holds a family X: %v", err)
+	}
+	if seq, err := n.log.LastSeq(ctx); err != nil || seq != 0 {
+		t.Fatalf("log last seq = %d, %v; want 0", seq, err)
+	}
+	js, err := jetstream.New(sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Stream(ctx, n.acc.FeedStream()); err != nil {
+		t.Fatalf("feed stream gone: %v", err)
+	}
+}
+
+func TestSubscriberCannotReadDPoPOrGrace(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	n := startSecured(t, t.TempDir(), nil)
+	visible := appendAll(ctx, t, n.log, "f1")
+	s := n.log.Subjects()
+	// refused runs call and checks that it failed with a permissions
+	// violation (a refused request is otherwise seen only as a timeout).
+	refused := func(t *testing.T, errs <-chan error, what string, call func(context.Context) error) {
+		t.Helper()
+		c, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		if err := call(c); err == nil {
+			t.Fatalf("%s: allowed", what)
+		}
+		select {
+		case err := <-errs:
+			if !errors.Is(err, nats.ErrPermissionViolation) {
+				t.Fatalf("%s: %v, want a permissions violation", what, err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: no permissions violation", what)
+		}
+	}
+
+	t.Run("filters", func(t *testing.T) {
+		for _, filter := range []string{s.Prefix() + ".dpop.>", s.Prefix() + ".grace.>", s.All(), s.Families()} {
+			t.Run(strings.ReplaceAll(filter, ">", "all"), func(t *testing.T) {
+				t.Parallel()
+				sc, errs := n.subscriber(t)
+				// On the log's stream, through the subscriber account's
+				// own API: the log is not in that account, and the
+				// subject is not allowed.
+				js, err := jetstream.New(sc)
+				if err != nil {
+					t.Fatal(err)
+				}
+				refused(t, errs, "consumer on the log", func(c context.Context) error {
+					_, err := js.CreateConsumer(c, "TOKENS", jetstream.ConsumerConfig{FilterSubject: filter})
+					return err
+				})
+				// Through the consumer-creation API the service account
+				// exports: the subscriber may not publish there (and the
+				// export carries only the feed's filters).
+				xjs, err := jetstream.NewWithAPIPrefix(sc, "_TOKEND.API")
+				if err != nil {
+					t.Fatal(err)
+				}
+				refused(t, errs, "consumer on the log through the export", func(c context.Context) error {
+					_, err := xjs.CreateConsumer(c, "TOKENS", jetstream.ConsumerConfig{FilterSubject: filter, DeliverSubject: sc.NewRespInbox()})
+					return err
+				})
+				// On the feed: allowed, and it delivers nothing of the kind.
+				cons, err := js.CreateConsumer(ctx, n.acc.FeedStream(), jetstream.ConsumerConfig{FilterSubject: filter, AckPolicy: jetstream.AckNonePolicy})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer func() { _ = js.DeleteConsumer(ctx, n.acc.FeedStream(), cons.CachedInfo().Name) }()
+				msgs, err := cons.Fetch(10, jetstream.FetchMaxWait(500*time.Millisecond))
+				if err != nil {
+					t.Fatal(err)
+				}
+				for m := range msgs.Messages() {
+					if k := s.Kind(m.Subject()); k == "dpop" || k == "grace" || strings.HasSuffix(m.Subject(), ".issued") || strings.HasSuffix(m.Subject(), ".rotated") {
+						t.Fatalf("feed delivered %s", m.Subject())
+					}
+				}
+			})
+		}
+	})
+	sc, errs := n.subscriber(t)
+	// Wait until the feed caught up, then check its whole content.
+	js, _ := jetstream.New(sc)
+	for _, r := range readFeed(ctx, t, js, n.acc.FeedStream(), nil, len(visible)) {
+		if k := s.Kind(r.Subject); k != "key" && !strings.HasSuffix(r.Subject, ".revoked") {
+			t.Fatalf("feed holds %s", r.Subject)
+		}
+	}
+
+	// Core NATS: the events are published on their subjects, which the
+	// subscriber may not subscribe to (and which do not exist in its
+	// account anyway).
+	drain(errs)
+	if _, err := sc.SubscribeSync(s.All()); err != nil {
+		t.Fatal(err)
+	}
+	_ = sc.Flush()
+	select {
+	case err := <-errs:
+		if !errors.Is(err, nats.ErrPermissionViolation) {
+			t.Fatalf("subscribe %s: %v", s.All(), err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("subscribe %s: no permissions violation", s.All())
+	}
+}
+
+func drain(c <-chan error) {
+	for {
+		select {
+		case <-c:
+		default:
+			return
+		}
+	}
+}
+
+func TestAccountsRequireCredentials(t *testing.T) {
+	t.Parallel()
+	n := startSecured(t, t.TempDir(), nil)
+	if nc, err := nats.Connect(n.e.ClientURL(), nats.MaxReconnects(0)); err == nil {
+		nc.Close()
+		t.Fatal("anonymous TCP connection accepted")
+	}
+	// A user key the server does not know.
+	_, otherSeed, err := eventlog.SubscriberSeed(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	opt, err := nats.NkeyOptionFromSeed(otherSeed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nc, err := nats.Connect(n.e.ClientURL(), opt, nats.MaxReconnects(0)); err == nil {
+		nc.Close()
+		t.Fatal("unknown nkey accepted")
+	}
+	// The configured subscriber key works.
+	sc, _ := n.subscriber(t)
+	if !sc.IsConnected() {
+		t.Fatal("subscriber not connected")
+	}
+}
+
+// TestAccountsKeepExistingLog checks that turning accounts on keeps the log
+// a server without them wrote (encrypted at rest, as tokend does): the log
+// stays in the global account. A restart keeps the feed.
+func TestAccountsKeepExistingLog(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	dir := t.TempDir()
+	key := []byte("0123456789abcdef0123456789abcdef")
+	e, err := eventlog.StartEmbedded(eventlog.EmbeddedConfig{DataDir: filepath.Join(dir, "jetstream"), Listen: "127.0.0.1:0", EncryptionKey: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := e.Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := eventlog.Open(ctx, nc, eventlog.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := l.Subjects()
+	seq, err := l.Append(ctx, eventlog.Event{Subject: s.Family("old", "revoked"), Type: "family.revoked", Data: []byte("old")}, eventlog.Expect{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc.Close()
+	e.Shutdown()
+
+	for round := range 2 {
+		n := startSecured(t, dir, key)
+		if last, err := n.log.LastSeq(ctx); err != nil || last != seq {
+			t.Fatalf("round %d: last seq after enabling accounts = %d, %v; want %d", round, last, err, seq)
+		}
+		sc, _ := n.subscriber(t)
+		js, _ := jetstream.New(sc)
+		got := readFeed(ctx, t, js, n.acc.FeedStream(), nil, 1)
+		if got[0].Subject != s.Family("old", "revoked") {
+			t.Fatalf("round %d: feed = %+v", round, got)
+		}
+		sc.Close()
+		n.e.Shutdown()
+	}
+}
+
+func TestSubscriberSeed(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "data")
+	pub, path, err := eventlog.SubscriberSeed(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(pub, "U") || path != filepath.Join(dir, eventlog.SubscriberSeedFile) {
+		t.Fatalf("pub %q path %q", pub, path)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Fatalf("seed file mode %v, want 0600", fi.Mode().Perm())
+	}
+	again, _, err := eventlog.SubscriberSeed(dir)
+	if err != nil || again != pub {
+		t.Fatalf("second call = %q, %v; want the same key %q", again, err, pub)
+	}
+	if err := os.WriteFile(path, []byte("not a seed\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := eventlog.SubscriberSeed(dir); err == nil {
+		t.Fatal("a corrupt seed file was accepted")
+	}
+}
+
+func TestNewAccountsValidates(t *testing.T) {
+	t.Parallel()
+	pub, _, err := eventlog.SubscriberSeed(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		cfg  eventlog.AccountsConfig
+	}{
+		{"no subscriber", eventlog.AccountsConfig{}},
+		{"seed instead of public key", eventlog.AccountsConfig{SubscriberKeys: []string{"SUAM"}}},
+		{"account key", eventlog.AccountsConfig{SubscriberKeys: []string{"A" + pub[1:]}}},
+		{"feed named like the log", eventlog.AccountsConfig{SubscriberKeys: []string{pub}, FeedStream: "TOKENS"}},
+		{"wildcard prefix", eventlog.AccountsConfig{SubscriberKeys: []string{pub}, Prefix: "token.>"}},
+	} {
+		if _, err := eventlog.NewAccounts(tc.cfg); err == nil {
+			t.Errorf("%s: accepted", tc.name)
+		}
+	}
+}
