@@ -9,13 +9,18 @@ BENCHTIME ?= 3s
 BENCHCOUNT ?= 1
 FUZZTIME  ?= 30s
 
-.PHONY: run build test test-short bench proto lint lint-proto fmt interop-deps softhsm
+.PHONY: run build test test-short bench proto lint lint-proto fmt interop-deps cluster softhsm
 
 run:
 	HOST=$(HOST) PORT=$(PORT) DATA_DIR=$(DATA_DIR) $(GO) run ./cmd/tokend
 
 build:
 	$(GO) build -o bin/ ./cmd/...
+
+# A 3-node NATS JetStream cluster and 3 tokend replicas on loopback, without
+# containers, until Ctrl-C (deploy/loopback/run.sh; state in ./data/loopback).
+cluster:
+	GO=$(GO) deploy/loopback/run.sh
 
 # The race detector runs on every package; the embedded NATS servers
 # (single node and 3-node clusters on loopback) are started by the tests.
