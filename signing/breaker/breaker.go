@@ -21,8 +21,8 @@ import (
 // Observer is told of every call and state change, for metrics and
 // events. Implementations must be safe for concurrent use and not block.
 type Observer interface {
-	// Call reports one operation ("sign"), its outcome ("ok", "error",
-	// "rejected") and its duration.
+	// Call reports one operation ("sign", "encrypt", "decrypt"), its
+	// outcome ("ok", "error", "rejected") and its duration.
 	Call(op, status string, d time.Duration)
 	// StateChanged reports the breaker opening (true) or closing.
 	StateChanged(open bool)
@@ -49,19 +49,18 @@ type Config struct {
 	Observer Observer
 }
 
-// Signer is a signing.Signer behind a breaker. It is safe for concurrent
-// use.
-type Signer struct {
-	signing.Signer
+// Breaker runs calls to a remote backend behind the circuit breaker, the
+// rate limiter and the timeout of its Config. Signer uses one per key; a
+// backend's other operations (a crypto service's Encrypt and Decrypt) use
+// their own. It is safe for concurrent use.
+type Breaker struct {
 	cb      *gobreaker.CircuitBreaker[[]byte]
 	limiter *rate.Limiter
 	cfg     Config
 }
 
-var _ signing.Signer = (*Signer)(nil)
-
-// New wraps s.
-func New(s signing.Signer, cfg Config) *Signer {
+// NewBreaker returns a closed breaker.
+func NewBreaker(cfg Config) *Breaker {
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 2 * time.Second
 	}
@@ -71,7 +70,7 @@ func New(s signing.Signer, cfg Config) *Signer {
 	if cfg.OpenFor <= 0 {
 		cfg.OpenFor = 10 * time.Second
 	}
-	b := &Signer{Signer: s, cfg: cfg}
+	b := &Breaker{cfg: cfg}
 	if cfg.RateLimit > 0 {
 		burst := cfg.Burst
 		if burst <= 0 {
@@ -97,43 +96,70 @@ func New(s signing.Signer, cfg Config) *Signer {
 }
 
 // Open reports whether the breaker is open: calls fail at once.
-func (b *Signer) Open() bool { return b.cb.State() == gobreaker.StateOpen }
+func (b *Breaker) Open() bool { return b.cb.State() == gobreaker.StateOpen }
 
-// Sign signs through the breaker. It returns an error wrapping
-// signing.ErrUnavailable when the breaker is open, the rate limit is
-// reached or the call timed out.
-func (b *Signer) Sign(ctx context.Context, input []byte) ([]byte, error) {
+// Do runs f, the operation op ("sign", "encrypt", "decrypt"), through the
+// breaker with a context bounded by the timeout, and reports it to the
+// Observer. It returns an error wrapping signing.ErrUnavailable when the
+// breaker is open, the rate limit is reached, or f failed (f's error is
+// in the message, not in the chain: what a caller may match is only that
+// the backend is unavailable).
+func (b *Breaker) Do(ctx context.Context, op string, f func(context.Context) ([]byte, error)) ([]byte, error) {
 	var start time.Time
 	if b.cfg.Observer != nil {
 		start = time.Now()
 	}
 	if b.limiter != nil && !b.limiter.Allow() {
-		b.observe("rejected", start)
+		b.observe(op, "rejected", start)
 		return nil, fmt.Errorf("%w: rate limit of %.0f/s reached", signing.ErrUnavailable, b.cfg.RateLimit)
 	}
-	sig, err := b.cb.Execute(func() ([]byte, error) {
+	out, err := b.cb.Execute(func() ([]byte, error) {
 		if b.cfg.Timeout < 0 {
-			return b.Signer.Sign(ctx, input)
+			return f(ctx)
 		}
 		cctx, cancel := context.WithTimeout(ctx, b.cfg.Timeout)
 		defer cancel()
-		return b.Signer.Sign(cctx, input)
+		return f(cctx)
 	})
 	switch {
 	case err == nil:
-		b.observe("ok", start)
-		return sig, nil
+		b.observe(op, "ok", start)
+		return out, nil
 	case errors.Is(err, gobreaker.ErrOpenState), errors.Is(err, gobreaker.ErrTooManyRequests):
-		b.observe("rejected", start)
+		b.observe(op, "rejected", start)
 		return nil, fmt.Errorf("%w: circuit breaker open", signing.ErrUnavailable)
 	default:
-		b.observe("error", start)
+		b.observe(op, "error", start)
 		return nil, fmt.Errorf("%w: %v", signing.ErrUnavailable, err)
 	}
 }
 
-func (b *Signer) observe(status string, start time.Time) {
+func (b *Breaker) observe(op, status string, start time.Time) {
 	if b.cfg.Observer != nil {
-		b.cfg.Observer.Call("sign", status, time.Since(start))
+		b.cfg.Observer.Call(op, status, time.Since(start))
 	}
+}
+
+// Signer is a signing.Signer behind a breaker. It is safe for concurrent
+// use.
+type Signer struct {
+	signing.Signer
+	b *Breaker
+}
+
+var _ signing.Signer = (*Signer)(nil)
+
+// New wraps s.
+func New(s signing.Signer, cfg Config) *Signer {
+	return &Signer{Signer: s, b: NewBreaker(cfg)}
+}
+
+// Open reports whether the breaker is open: calls fail at once.
+func (s *Signer) Open() bool { return s.b.Open() }
+
+// Sign signs through the breaker. It returns an error wrapping
+// signing.ErrUnavailable when the breaker is open, the rate limit is
+// reached or the call failed or timed out.
+func (s *Signer) Sign(ctx context.Context, input []byte) ([]byte, error) {
+	return s.b.Do(ctx, "sign", func(ctx context.Context) ([]byte, error) { return s.Signer.Sign(ctx, input) })
 }
