@@ -1,0 +1,64 @@
+// Command lint checks tokend's container manifests with the validators of
+// the tools that consume them, since no container runtime or cluster is at
+// hand to try them:
+//
+//   - k8s/*.yaml: decoded strictly into the typed objects of k8s.io/api
+//     (an unknown or misspelt field, a duplicate key or a wrong type is an
+//     error), defaulted and validated by the API server's own validation
+//     (k8s.io/kubernetes/pkg/apis/.../validation, as kubectl apply would
+//     meet it), checked against the Pod Security Standards "restricted"
+//     profile (k8s.io/pod-security-admission), plus the references no
+//     validator follows: selectors match their pods, probe and Service
+//     target ports exist, volumes, ConfigMaps and the headless Service
+//     exist, the NATS configuration parses (nats-server's own parser) and
+//     its routes and tokend's NATS_URL name every StatefulSet pod.
+//   - compose.yaml: loaded by compose-go (the Compose JSON schema and its
+//     consistency checks), with the same NATS checks.
+//   - Dockerfile: parsed and linted by BuildKit (the rules of
+//     docker build --check), base images taken as known without pulling.
+//
+// Usage:
+//
+//	lint DIR
+//
+// DIR is the deploy directory. Every finding is printed as "file: message";
+// the exit status is 1 if there is one, 2 on a usage error.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+)
+
+// report collects findings.
+type report struct{ findings []string }
+
+func (r *report) addf(where, format string, args ...any) {
+	r.findings = append(r.findings, where+": "+fmt.Sprintf(format, args...))
+}
+
+func main() {
+	if len(os.Args) != 2 {
+		fmt.Fprintln(os.Stderr, "usage: lint DIR (the deploy directory)")
+		os.Exit(2)
+	}
+	dir := os.Args[1]
+	r := &report{}
+	ctx := context.Background()
+	lintKubernetes(r, dir)
+	lintCompose(ctx, r, dir)
+	lintDockerfile(ctx, r, dir)
+	sort.Strings(r.findings)
+	for _, f := range r.findings {
+		fmt.Println(f)
+	}
+	if len(r.findings) > 0 {
+		fmt.Fprintf(os.Stderr, "lint: %d findings in %s\n", len(r.findings), dir)
+		os.Exit(1)
+	}
+	fmt.Fprintf(os.Stderr, "lint: %s, %s and %s are clean\n",
+		filepath.Join(dir, "k8s"), filepath.Join(dir, "compose.yaml"), filepath.Join(dir, "Dockerfile"))
+}
