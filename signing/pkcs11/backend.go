@@ -47,6 +47,7 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 	c11, err := crypto11.Configure(&crypto11.Config{
 		Path: cfg.Module, TokenLabel: cfg.TokenLabel, Pin: cfg.PIN,
 		MaxSessions: cfg.MaxSessions, PoolWaitTimeout: cfg.SessionWait,
+		GCMIVLength: NonceSize, // AEAD: the 96-bit nonces of NIST SP 800-38D §8.2
 	})
 	switch {
 	case isCKR(err, p11.CKR_PIN_INCORRECT):
@@ -114,7 +115,7 @@ func (b *Backend) Create(ctx context.Context, alg signing.Algorithm, intent stri
 	if _, err := io.ReadFull(b.rand(), id); err != nil {
 		return signing.StoredKey{}, fmt.Errorf("pkcs11: CKA_ID: %w", err)
 	}
-	key, err := b.generate(alg, id, label)
+	key, err := b.generateBits(alg, id, label, b.cfg.RSABits)
 	if err != nil {
 		return signing.StoredKey{}, fmt.Errorf("pkcs11: generate %s key for intent %q: %w", alg, intent, err)
 	}
@@ -156,7 +157,8 @@ func (b *Backend) findIntent(ctx context.Context, label string) (string, bool, e
 	return slices.Min(refs), true, nil
 }
 
-func (b *Backend) generate(alg signing.Algorithm, id []byte, label string) (crypto11.Signer, error) {
+// generateBits generates a pair for alg; RSA keys have bits bits.
+func (b *Backend) generateBits(alg signing.Algorithm, id []byte, label string, bits int) (crypto11.Signer, error) {
 	public, err := crypto11.NewAttributeSetWithIDAndLabel(id, []byte(label))
 	if err != nil {
 		return nil, err
@@ -185,7 +187,7 @@ func (b *Backend) generate(alg signing.Algorithm, id []byte, label string) (cryp
 		if err := private.Set(crypto11.CkaDecrypt, false); err != nil {
 			return nil, err
 		}
-		return b.c11.GenerateRSAKeyPairWithAttributes(public, private, b.cfg.RSABits)
+		return b.c11.GenerateRSAKeyPairWithAttributes(public, private, bits)
 	case signing.ES256:
 		return b.c11.GenerateECDSAKeyPairWithAttributes(public, private, elliptic.P256())
 	case signing.ES384:

@@ -61,6 +61,15 @@
 // head, not a lagging projection. Deployments that share a token need
 // different label prefixes, or each would delete the other's keys.
 //
+// # The key store
+//
+// A crypto service in front of the token (cmd/cryptod) keeps its keys
+// here too, named by their labels: Generate makes an RSA, EC or AES-256
+// key under a label, idempotently like Create; Find looks a label up;
+// Signer opens a pair and SignDigest signs a digest the caller hashed;
+// AEAD encrypts and decrypts with an AES key inside the token
+// (CKM_AES_GCM, which SoftHSM2 implements); Destroy deletes a key.
+//
 // A Backend is safe for concurrent use; its Signers take a session from
 // a pool (Config.MaxSessions) for each signature. PKCS#11 calls cannot be
 // cancelled, so remote signing belongs behind signing/breaker, which

@@ -16,6 +16,10 @@ var (
 	// ErrKeyNotFound is returned by Open for a key whose objects are not
 	// on the token (deleted, or another token).
 	ErrKeyNotFound = errors.New("pkcs11: key not found on the token")
+	// ErrDecrypt is returned by AEAD.Open for a ciphertext that does not
+	// decrypt: another key, other associated data, or altered bytes. It
+	// says no more on purpose.
+	ErrDecrypt = errors.New("pkcs11: cannot decrypt")
 	// ErrClosed is returned after Close.
 	ErrClosed = errors.New("pkcs11: backend closed")
 )

@@ -19,8 +19,9 @@ type KeyObject struct {
 	// Intent is the intent the key was made for: CKA_LABEL without the
 	// label prefix.
 	Intent string
-	// Private and Public report which halves exist.
-	Private, Public bool
+	// Private and Public report which halves of a pair exist; Secret, a
+	// secret key (Generate's AES256).
+	Private, Public, Secret bool
 
 	objs []object
 }
@@ -59,6 +60,8 @@ func group(objs []object) []KeyObject {
 			ko.Private = true
 		case p11.CKO_PUBLIC_KEY:
 			ko.Public = true
+		case p11.CKO_SECRET_KEY:
+			ko.Secret = true
 		}
 	}
 	out := make([]KeyObject, len(keys))

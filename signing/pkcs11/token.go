@@ -72,7 +72,7 @@ func isCKR(err error, code uint) bool {
 	return errors.As(err, &e) && uint(e) == code
 }
 
-// object is one key object: a private or public half.
+// object is one key object: a private or public half, or a secret key.
 type object struct {
 	handle p11.ObjectHandle
 	class  uint
@@ -80,12 +80,12 @@ type object struct {
 	label  string
 }
 
-// find returns the token's private and public key objects that match
-// template.
+// find returns the token's private, public and secret key objects that
+// match template.
 func (t *token) find(ctx context.Context, template []*p11.Attribute) ([]object, error) {
 	var out []object
 	err := t.session(ctx, func(sh p11.SessionHandle) error {
-		for _, class := range []uint{p11.CKO_PRIVATE_KEY, p11.CKO_PUBLIC_KEY} {
+		for _, class := range []uint{p11.CKO_PRIVATE_KEY, p11.CKO_PUBLIC_KEY, p11.CKO_SECRET_KEY} {
 			handles, err := t.findHandles(sh, append([]*p11.Attribute{p11.NewAttribute(p11.CKA_CLASS, class)}, template...))
 			if err != nil {
 				return err
@@ -127,12 +127,13 @@ func (t *token) findHandles(sh p11.SessionHandle, template []*p11.Attribute) (ha
 	}
 }
 
-// destroy deletes objs, private halves first: an interruption leaves at
-// most public material, which the next Discard or the reconciler removes.
+// destroy deletes objs, private halves and secret keys first: an
+// interruption leaves at most public material, which the next Discard or
+// the reconciler removes.
 // An object already gone is deleted.
 func (t *token) destroy(ctx context.Context, objs []object) error {
 	return t.session(ctx, func(sh p11.SessionHandle) error {
-		for _, class := range []uint{p11.CKO_PRIVATE_KEY, p11.CKO_PUBLIC_KEY} {
+		for _, class := range []uint{p11.CKO_SECRET_KEY, p11.CKO_PRIVATE_KEY, p11.CKO_PUBLIC_KEY} {
 			for _, o := range objs {
 				if o.class != class {
 					continue
