@@ -160,6 +160,7 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Log, error) {
 		MaxConsumers: -1,
 	}
 	var stream jetstream.Stream
+	var lastErr error
 	for {
 		stream, err = js.CreateOrUpdateStream(ctx, sc)
 		if err == nil {
@@ -168,8 +169,9 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Log, error) {
 		// A cluster that just formed answers "no meta leader" or
 		// times out for a while: retry until ctx ends.
 		if ctx.Err() != nil {
-			return nil, fmt.Errorf("eventlog: create stream %s: %w", cfg.Stream, err)
+			return nil, fmt.Errorf("eventlog: create stream %s: %w (last error: %v)", cfg.Stream, ctx.Err(), lastErr)
 		}
+		lastErr = err
 		select {
 		case <-ctx.Done():
 		case <-time.After(200 * time.Millisecond):

@@ -13,15 +13,25 @@ import (
 // that is active now: its family exists, is neither revoked nor cut off by
 // a revocation of its subject, the token is the family's current one, and
 // it has not expired. ok is false for any other token (RFC 7662: an
-// inactive token is not an error). It reads this replica's copy of the
-// stream, so a revocation acknowledged elsewhere is seen once replicated.
-// Errors are server errors only.
+// inactive token is not an error). It reads the nearest copy of the stream,
+// so a revocation acknowledged elsewhere is seen once replicated; a token
+// that copy does not know yet (just issued or rotated through another
+// replica) is looked up again on the stream leader. Errors are server
+// errors only.
 func (i *Issuer) IntrospectRefreshToken(ctx context.Context, token string) (st *eventsv1.FamilyState, ok bool, err error) {
 	rt, err := parseRefreshToken(token)
 	if err != nil {
 		return nil, false, nil
 	}
-	f, err := i.load(ctx, rt.familyID, false)
+	st, ok, err = i.introspectRefresh(ctx, rt, false)
+	if err == nil && !ok {
+		st, ok, err = i.introspectRefresh(ctx, rt, true)
+	}
+	return st, ok, err
+}
+
+func (i *Issuer) introspectRefresh(ctx context.Context, rt refreshToken, consistent bool) (st *eventsv1.FamilyState, ok bool, err error) {
+	f, err := i.load(ctx, rt.familyID, consistent)
 	if errors.Is(err, eventlog.ErrNotFound) {
 		return nil, false, nil
 	}

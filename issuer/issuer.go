@@ -368,6 +368,9 @@ func (i *Issuer) Refresh(ctx context.Context, req RefreshRequest) (t Tokens, err
 		}
 		f, err := i.load(ctx, rt.familyID, attempt > 0)
 		if errors.Is(err, eventlog.ErrNotFound) {
+			if attempt == 0 {
+				continue // a follower may not have the family yet: ask the leader
+			}
 			return Tokens{}, ErrUnknownToken
 		}
 		if err != nil {
@@ -379,6 +382,12 @@ func (i *Issuer) Refresh(ctx context.Context, req RefreshRequest) (t Tokens, err
 		isSpent := isPrevious || matchesSpent(st.GetSpentSecretPrefixes(), h)
 		switch {
 		case !isCurrent && !isSpent:
+			if attempt == 0 {
+				// The first read may come from a follower that lags: a
+				// token just rotated on another replica would look
+				// unknown. Ask the leader before refusing.
+				continue
+			}
 			// A guess, or a generation older than the family remembers:
 			// refused, nothing revoked.
 			return Tokens{}, ErrUnknownToken

@@ -1,6 +1,7 @@
 // Package ctl implements tokenctl. Run parses the command line and runs a
-// command against the event log (NATS, read only) and, for replay
-// --verify, the service. Output is readable text by default and JSON with
+// command against the event log (NATS; it never appends: projections
+// rebuild only drops the families read model) and, for replay --verify and
+// keys, the service. Output is readable text by default and JSON with
 // --json; events tail and export always write JSON lines. Long replays
 // report progress on stderr.
 package ctl
@@ -17,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/auth-platform/tokenservice/eventlog"
+	"github.com/auth-platform/tokenservice/projections/subscriber"
 )
 
 const usage = `usage: tokenctl [flags] <command> [args]
@@ -33,6 +35,12 @@ commands:
   replay --verify [--service URL]
                                rebuild every projection from the log and
                                compare it with the live one of tokend
+  revocations watch [--from-seq N] [--since DURATION]
+                               print revocations as they happen (from now,
+                               after sequence N, or from DURATION ago)
+  projections rebuild [--wait DURATION]
+                               drop the families read model; the running
+                               replicas rebuild it from the first event
   keys list                    signing keys and their lifecycle
   keys rotate [--immediate] [--revoke-families]
                                ask tokend to stage a new key, or with
@@ -161,6 +169,26 @@ func (o *options) command(args []string) (func(context.Context) error, error) {
 			return nil, fmt.Errorf("audit at: time %q is not RFC 3339 (2026-11-28T12:00:00Z)", args[2])
 		}
 		return func(ctx context.Context) error { return o.auditAt(ctx, at, args[3]) }, nil
+	case "revocations watch":
+		fs := sub("revocations watch")
+		var start subscriber.Start
+		var since time.Duration
+		fs.Uint64Var(&start.AfterSeq, "from-seq", 0, "start after this sequence instead of now")
+		fs.DurationVar(&since, "since", 0, "start this long ago instead of now (e.g. 15m: every revocation a live access token can need)")
+		if err := fs.Parse(args[2:]); err != nil {
+			return nil, err
+		}
+		if since > 0 && start.AfterSeq == 0 {
+			start.Since = time.Now().Add(-since)
+		}
+		return func(ctx context.Context) error { return o.watchRevocations(ctx, start) }, nil
+	case "projections rebuild":
+		fs := sub("projections rebuild")
+		wait := fs.Duration("wait", 0, "wait up to this long for the rebuild to catch up, and report it")
+		if err := fs.Parse(args[2:]); err != nil {
+			return nil, err
+		}
+		return func(ctx context.Context) error { return o.rebuildFamilies(ctx, *wait) }, nil
 	case "keys list":
 		return o.keysList, nil
 	case "keys rotate":

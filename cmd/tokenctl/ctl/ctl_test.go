@@ -351,3 +351,70 @@ func TestKeysRotate(t *testing.T) {
 		t.Fatalf("keys list after rotations:\n%s", out)
 	}
 }
+
+// TestRevocationsWatchAndRebuild: revocations watch --since prints the
+// scenario's revocations; projections rebuild drops the families read
+// model and the running tokend rebuilds it to the same listing.
+func TestRevocationsWatchAndRebuild(t *testing.T) {
+	e := start(t)
+	a, b, _ := scenario(t, e)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var mu sync.Mutex
+	var out bytes.Buffer
+	done := make(chan int)
+	getenv := func(k string) string { return map[string]string{"NATS_URL": e.m.SubscriberURL()}[k] }
+	go func() {
+		done <- ctl.Run(ctx, []string{"--json", "revocations", "watch", "--since", "1h"}, getenv, lockedWriter{&mu, &out}, &bytes.Buffer{})
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		mu.Lock()
+		got := out.String()
+		mu.Unlock()
+		if strings.Count(got, "\n") >= 2 {
+			ls := lines(t, got)
+			if ls[0]["family_id"] != a.GetFamilyId() || ls[0]["reason"] != "reuse" || ls[1]["family_id"] != b.GetFamilyId() ||
+				ls[1]["subject"] != "auditee" || ls[1]["kind"] != "family" {
+				t.Fatalf("watch: %s", got)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("watch printed %q", got)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	if code := <-done; code != 0 {
+		t.Fatalf("watch exit %d", code)
+	}
+
+	list := func() []*tokenv1.Family {
+		resp, err := e.client.ListFamilies(context.Background(), connect.NewRequest(&tokenv1.ListFamiliesRequest{Subject: "auditee", IncludeInactive: true}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.Msg.GetFamilies()
+	}
+	for deadline := time.Now().Add(10 * time.Second); len(list()) != 2; {
+		if time.Now().After(deadline) {
+			t.Fatalf("read model before the rebuild: %v", list())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	before := list()
+	code, stdout, stderr := e.run(t, "projections", "rebuild", "--wait", "20s")
+	if code != 0 || !strings.Contains(stdout, "rebuilt up to seq") {
+		t.Fatalf("rebuild (exit %d): %s %s", code, stdout, stderr)
+	}
+	after := list()
+	if len(after) != len(before) {
+		t.Fatalf("after the rebuild: %v, before: %v", after, before)
+	}
+	for i := range after {
+		if !proto.Equal(after[i], before[i]) {
+			t.Fatalf("family %d after the rebuild: %v, before: %v", i, after[i], before[i])
+		}
+	}
+}
