@@ -1,0 +1,27 @@
+package auth
+
+import "errors"
+
+// Sentinel errors. The first four are why a caller is refused; they reach
+// the log, while the caller gets only a short message (see Guard).
+var (
+	// ErrNoCredential means the request carried no credential (no API key
+	// and no client certificate that the policy knows).
+	ErrNoCredential = errors.New("auth: no credential")
+	// ErrUnknownCredential means an API key, or a client certificate
+	// identity, that the policy does not hold, or a malformed
+	// Authorization header.
+	ErrUnknownCredential = errors.New("auth: unknown credential")
+	// ErrExpiredCredential means an API key past its expiry.
+	ErrExpiredCredential = errors.New("auth: expired credential")
+	// ErrPermissionDenied means the caller's roles do not allow the call,
+	// or the procedure is not in the policy table (default deny).
+	ErrPermissionDenied = errors.New("auth: permission denied")
+	// ErrClientNotAllowed means the caller may not act for the client_id
+	// of the request.
+	ErrClientNotAllowed = errors.New("auth: client_id not allowed for this caller")
+	// ErrRateLimited means the caller exceeded its rate limit.
+	ErrRateLimited = errors.New("auth: rate limit exceeded")
+	// ErrInvalidPolicy wraps every error in a policy file.
+	ErrInvalidPolicy = errors.New("auth: invalid policy")
+)

@@ -1,0 +1,378 @@
+package auth
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/auth-platform/tokenservice/eventlog"
+	tokenv1 "github.com/auth-platform/tokenservice/proto/token/v1"
+)
+
+// Reason is why a call was refused, as counted by an Observer.
+type Reason string
+
+// The reasons of a refusal.
+const (
+	ReasonUnauthenticated  Reason = "unauthenticated"
+	ReasonPermissionDenied Reason = "permission_denied"
+	ReasonClientNotAllowed Reason = "client_not_allowed"
+	ReasonRateLimited      Reason = "rate_limited"
+)
+
+// Reasons returns every Reason, so that counters can exist from start-up.
+func Reasons() []Reason {
+	return []Reason{ReasonUnauthenticated, ReasonPermissionDenied, ReasonClientNotAllowed, ReasonRateLimited}
+}
+
+// UnknownPath is the procedure label of a refused request for a path that
+// is in no policy table (attackers choose paths; labels stay bounded).
+const UnknownPath = "unknown"
+
+// Observer counts refused calls. Implementations must be safe for
+// concurrent use.
+type Observer interface {
+	// Refused reports one refused call of procedure (a full procedure
+	// name, an HTTP path of the policy, or UnknownPath).
+	Refused(procedure string, reason Reason)
+}
+
+// Config configures a Guard. The zero value of every field but Policy
+// selects the documented default.
+type Config struct {
+	// Policy holds the callers. Required unless Disabled.
+	Policy *Policy
+	// Disabled turns authentication, authorization and rate limits off
+	// (AUTH_MODE=none): every call is allowed as an identity of KindNone.
+	// Security: only for a service that listens on loopback (IsLoopback);
+	// the caller enforces that and logs a warning.
+	Disabled bool
+	// PublicPaths are HTTP paths, besides /.well-known/jwks.json, /healthz,
+	// /readyz and the gRPC health check, that anyone may call, for example
+	// "/metrics" on a port that only a scraper reaches. Default none.
+	PublicPaths []string
+	// Observer, if set, counts refused calls.
+	Observer Observer
+	// Logger receives the details of refused calls. Default slog.Default().
+	Logger *slog.Logger
+	// Now is the clock of key expiry and rate limits. Default time.Now.
+	Now func() time.Time
+	// MaxCallers bounds the rate limiters kept. Default 20,000.
+	MaxCallers int
+}
+
+// Guard authenticates callers and enforces the policy: as an HTTP
+// middleware (Middleware) around the whole handler, and as a Connect
+// interceptor (Interceptor) on the service. It is safe for concurrent use.
+//
+// The middleware reads the verified client certificate (Connect does not
+// expose TLS to interceptors), enforces the policy of the paths that are
+// not RPCs of the service, and makes a first, coarse check of the RPCs (an
+// identity with a role that may call the procedure at all). The interceptor
+// makes the exact check, which may depend on the request (RevokeToken by
+// subject, a client_id the caller may not use), applies the caller's rate
+// limit and records the caller as the actor of the events the call
+// appends. Without the middleware the interceptor still authenticates API
+// keys, and refuses certificate callers; without the interceptor the
+// middleware still keeps out callers without a suitable role.
+type Guard struct {
+	policy     *Policy
+	disabled   bool
+	procedures map[string]rule
+	paths      map[string]rule
+	limiters   *limiters
+	obs        Observer
+	log        *slog.Logger
+	now        func() time.Time
+	errWriter  *connect.ErrorWriter
+}
+
+// New returns a Guard. It returns an error if Policy is nil and Disabled is
+// false.
+func New(cfg Config) (*Guard, error) {
+	if cfg.Policy == nil && !cfg.Disabled {
+		return nil, errors.New("auth: a policy is required unless authentication is disabled")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.MaxCallers <= 0 {
+		cfg.MaxCallers = 2 * maxPolicyEntries
+	}
+	return &Guard{
+		policy:     cfg.Policy,
+		disabled:   cfg.Disabled,
+		procedures: procedureRules(),
+		paths:      httpRules(cfg.PublicPaths),
+		limiters:   newLimiters(cfg.MaxCallers),
+		obs:        cfg.Observer,
+		log:        cfg.Logger,
+		now:        cfg.Now,
+		// A plain GET (of /metrics, say) is not a Connect call unless it
+		// says so.
+		errWriter: connect.NewErrorWriter(connect.WithRequireConnectProtocolHeader()),
+	}, nil
+}
+
+// Interceptor returns the Connect interceptor (unary and streaming
+// handlers; clients pass through).
+func (g *Guard) Interceptor() connect.Interceptor { return interceptor{g} }
+
+type interceptor struct{ g *Guard }
+
+func (i interceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		if req.Spec().IsClient {
+			return next(ctx, req)
+		}
+		ctx, err := i.g.check(ctx, req.Spec().Procedure, req.Header(), req.Peer().Addr, req.Any())
+		if err != nil {
+			return nil, err
+		}
+		return next(ctx, req)
+	}
+}
+
+func (i interceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return next
+}
+
+func (i interceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
+		// The request message is not read yet: rules that depend on it
+		// give their strictest answer.
+		ctx, err := i.g.check(ctx, conn.Spec().Procedure, conn.RequestHeader(), conn.Peer().Addr, nil)
+		if err != nil {
+			return err
+		}
+		return next(ctx, conn)
+	}
+}
+
+// check enforces the policy on one call and returns the context of the
+// handler: with the identity, and the actor for the event log.
+func (g *Guard) check(ctx context.Context, procedure string, header http.Header, peer string, msg any) (context.Context, error) {
+	if g.disabled {
+		return NewContext(ctx, Identity{Kind: KindNone}), nil
+	}
+	r, known := g.procedures[procedure]
+	if known && r.public {
+		return NewContext(ctx, Identity{Kind: KindNone}), nil
+	}
+	id, ok := FromContext(ctx) // authenticated by the middleware
+	if !ok || id.Kind == KindNone {
+		var err error
+		if id, err = g.authenticate(ctx, header); err != nil {
+			return ctx, g.refuse(ctx, procedure, ReasonUnauthenticated, err, id, peer)
+		}
+		ctx = NewContext(ctx, id)
+	}
+	ctx = eventlog.WithActor(ctx, id.Actor())
+	if !g.limiters.allow(id.Actor(), g.limitOf(id), g.now()) {
+		return ctx, g.refuse(ctx, procedure, ReasonRateLimited, ErrRateLimited, id, peer)
+	}
+	if !known {
+		return ctx, g.refuse(ctx, procedure, ReasonPermissionDenied, fmt.Errorf("%w: procedure not in the policy", ErrPermissionDenied), id, peer)
+	}
+	if !hasAny(id, r.rolesFor(msg)) {
+		return ctx, g.refuse(ctx, procedure, ReasonPermissionDenied, ErrPermissionDenied, id, peer)
+	}
+	if r.clientBound {
+		m, ok := msg.(clientIDer)
+		if !ok || !id.MayUseClient(m.GetClientId()) {
+			return ctx, g.refuse(ctx, procedure, ReasonClientNotAllowed, ErrClientNotAllowed, id, peer)
+		}
+	}
+	return ctx, nil
+}
+
+// Middleware returns next behind the guard (see Guard).
+func (g *Guard) Middleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx := r.Context()
+		if r.TLS != nil {
+			ctx = withPeerCertificate(ctx, r.TLS)
+		}
+		if g.disabled {
+			next.ServeHTTP(w, r.WithContext(NewContext(ctx, Identity{Kind: KindNone})))
+			return
+		}
+		path := r.URL.Path
+		rl, isRPC := g.procedures[path]
+		if !isRPC {
+			var ok bool
+			if rl, ok = g.paths[path]; !ok {
+				path = UnknownPath
+			}
+		}
+		if rl.public {
+			next.ServeHTTP(w, r.WithContext(ctx))
+			return
+		}
+		id, err := g.authenticate(ctx, r.Header)
+		if err != nil {
+			g.refuseHTTP(w, r, path, ReasonUnauthenticated, err, id)
+			return
+		}
+		ctx = NewContext(ctx, id)
+		if !isRPC {
+			// RPCs are rate-limited by the interceptor, once.
+			if !g.limiters.allow(id.Actor(), g.limitOf(id), g.now()) {
+				g.refuseHTTP(w, r.WithContext(ctx), path, ReasonRateLimited, ErrRateLimited, id)
+				return
+			}
+		}
+		if !hasAny(id, rl.anyRoles()) {
+			g.refuseHTTP(w, r.WithContext(ctx), path, ReasonPermissionDenied, ErrPermissionDenied, id)
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
+
+// authenticate returns the caller of a request. An API key in the
+// Authorization header takes precedence over a client certificate: a
+// caller behind a mesh that terminates mTLS for it still names itself. A
+// presented credential that fails is never replaced by the other one.
+func (g *Guard) authenticate(ctx context.Context, header http.Header) (Identity, error) {
+	pol := g.policy.current()
+	if hs := header.Values("Authorization"); len(hs) > 0 {
+		if len(hs) > 1 {
+			return Identity{}, fmt.Errorf("%w: several Authorization headers", ErrUnknownCredential)
+		}
+		key, ok := bearer(hs[0])
+		if !ok {
+			return Identity{}, fmt.Errorf("%w: not a bearer API key", ErrUnknownCredential)
+		}
+		return pol.lookupKey(key, g.now())
+	}
+	if pc, ok := ctx.Value(peerKey{}).(peerCertificate); ok {
+		if pc.err != nil {
+			return Identity{}, pc.err
+		}
+		id, ok := pol.mtls[pc.identity]
+		if !ok {
+			return Identity{Kind: KindMTLS, Subject: pc.identity}, fmt.Errorf("%w: certificate identity not in the policy", ErrUnknownCredential)
+		}
+		return id, nil
+	}
+	return Identity{}, ErrNoCredential
+}
+
+func (g *Guard) limitOf(id Identity) RateLimit {
+	if id.RateLimit != nil {
+		return *id.RateLimit
+	}
+	return g.policy.current().defaultLimit
+}
+
+// refuse logs and counts a refusal and returns the error for the caller.
+func (g *Guard) refuse(ctx context.Context, procedure string, reason Reason, err error, id Identity, peer string) error {
+	if g.obs != nil {
+		g.obs.Refused(procedure, reason)
+	}
+	level := slog.LevelInfo
+	if reason == ReasonRateLimited {
+		level = slog.LevelDebug // a flood must not flood the log
+	}
+	g.log.LogAttrs(ctx, level, "call refused",
+		slog.String("procedure", procedure), slog.String("reason", string(reason)),
+		slog.String("caller", id.Name), slog.String("credential", string(id.Kind)), slog.String("subject", id.Subject),
+		slog.String("peer", peer), slog.String("correlation_id", eventlog.CorrelationID(ctx)),
+		slog.String("error", err.Error()))
+	return refusal(err)
+}
+
+func (g *Guard) refuseHTTP(w http.ResponseWriter, r *http.Request, path string, reason Reason, err error, id Identity) {
+	ce := g.refuse(r.Context(), path, reason, err, id, r.RemoteAddr).(*connect.Error)
+	if ce.Code() == connect.CodeUnauthenticated {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="tokend"`)
+	}
+	if g.errWriter.IsSupported(r) {
+		_ = g.errWriter.Write(w, r, ce)
+		return
+	}
+	status := http.StatusForbidden
+	switch ce.Code() {
+	case connect.CodeUnauthenticated:
+		status = http.StatusUnauthorized
+	case connect.CodeResourceExhausted:
+		status = http.StatusTooManyRequests
+	}
+	http.Error(w, ce.Message(), status)
+}
+
+// refused is the error a refused caller sees: a short message that does
+// not tell an unknown key from an expired one, wrapping the sentinel.
+type refused struct {
+	msg   string
+	cause error
+}
+
+func (e *refused) Error() string { return e.msg }
+func (e *refused) Unwrap() error { return e.cause }
+
+// refusal maps a sentinel error to the Connect error of a refused call,
+// with an OAuth error code first in its message and in a detail, like every
+// refusal of the service.
+func refusal(err error) error {
+	var code connect.Code
+	var oauth, desc string
+	switch {
+	case errors.Is(err, ErrNoCredential):
+		code, oauth, desc = connect.CodeUnauthenticated, "invalid_client", "authentication required"
+	case errors.Is(err, ErrUnknownCredential), errors.Is(err, ErrExpiredCredential):
+		code, oauth, desc = connect.CodeUnauthenticated, "invalid_client", "invalid credential"
+	case errors.Is(err, ErrClientNotAllowed):
+		code, oauth, desc = connect.CodePermissionDenied, "unauthorized_client", "client_id not allowed for this caller"
+	case errors.Is(err, ErrRateLimited):
+		code, oauth, desc = connect.CodeResourceExhausted, "temporarily_unavailable", "rate limit exceeded"
+	default:
+		code, oauth, desc = connect.CodePermissionDenied, "unauthorized_client", "permission denied"
+	}
+	ce := connect.NewError(code, &refused{msg: oauth + ": " + desc, cause: err})
+	if d, derr := connect.NewErrorDetail(&tokenv1.OAuthError{Error: oauth, ErrorDescription: desc}); derr == nil {
+		ce.AddDetail(d)
+	}
+	return ce
+}
+
+type peerKey struct{}
+
+// peerCertificate is the identity of a verified client certificate.
+type peerCertificate struct {
+	identity string
+	err      error
+}
+
+// withPeerCertificate records the identity of the verified client
+// certificate of cs, if any: its URI SAN (SPIFFE IDs have exactly one), or
+// else its subject CN. Only chains the server verified count.
+func withPeerCertificate(ctx context.Context, cs *tls.ConnectionState) context.Context {
+	if len(cs.VerifiedChains) == 0 || len(cs.VerifiedChains[0]) == 0 {
+		return ctx
+	}
+	leaf := cs.VerifiedChains[0][0]
+	var pc peerCertificate
+	switch len(leaf.URIs) {
+	case 0:
+		pc.identity = leaf.Subject.CommonName
+		if pc.identity == "" {
+			pc.err = fmt.Errorf("%w: client certificate without URI SAN or CN", ErrUnknownCredential)
+		}
+	case 1:
+		pc.identity = leaf.URIs[0].String()
+	default:
+		pc.err = fmt.Errorf("%w: client certificate with %d URI SANs", ErrUnknownCredential, len(leaf.URIs))
+	}
+	return context.WithValue(ctx, peerKey{}, pc)
+}

@@ -1,0 +1,115 @@
+package auth
+
+import (
+	"context"
+	"slices"
+)
+
+// Role is a set of procedures a caller may call (see the rules table).
+type Role string
+
+// The roles of the policy.
+const (
+	// RoleIssuer mints, refreshes and revokes tokens for families or
+	// tokens (the login front end).
+	RoleIssuer Role = "issuer"
+	// RoleResourceServer validates DPoP proofs, introspects tokens and
+	// watches revocations.
+	RoleResourceServer Role = "resource-server"
+	// RoleAdmin manages signing keys, lists families and revokes by
+	// subject.
+	RoleAdmin Role = "admin"
+)
+
+// Roles returns every role, in a fixed order.
+func Roles() []Role { return []Role{RoleIssuer, RoleResourceServer, RoleAdmin} }
+
+func validRole(r Role) bool { return slices.Contains(Roles(), r) }
+
+// Kind says how a caller authenticated.
+type Kind string
+
+// The kinds of identity.
+const (
+	// KindNone is a caller without credential, allowed only with
+	// AUTH_MODE=none (Config.Disabled) or on public procedures.
+	KindNone Kind = "none"
+	// KindAPIKey is a caller that presented an API key as a bearer
+	// credential.
+	KindAPIKey Kind = "apikey"
+	// KindMTLS is a caller identified by a verified client certificate.
+	KindMTLS Kind = "mtls"
+)
+
+// Identity is an authenticated caller.
+type Identity struct {
+	// Kind is how the caller authenticated.
+	Kind Kind
+	// Name is the policy entry's name.
+	Name string
+	// Subject is what the credential proves: the certificate identity (a
+	// URI SAN such as a SPIFFE ID, or else the subject CN) for mTLS, the
+	// entry's name for an API key, "" for none.
+	Subject string
+	// Roles are the caller's roles.
+	Roles []Role
+	// ClientIDs are the OAuth clients the caller may mint tokens for;
+	// empty means any.
+	ClientIDs []string
+	// RateLimit is the caller's own rate limit; nil means the policy's
+	// default.
+	RateLimit *RateLimit
+}
+
+// Actor returns how the identity is recorded on the events it causes
+// ("apikey:<name>", "mtls:<certificate identity>"), or "" for none.
+func (id Identity) Actor() string {
+	switch id.Kind {
+	case KindAPIKey, KindMTLS:
+		return string(id.Kind) + ":" + id.Subject
+	}
+	return ""
+}
+
+// HasRole reports whether the identity holds r.
+func (id Identity) HasRole(r Role) bool { return slices.Contains(id.Roles, r) }
+
+// MayUseClient reports whether the identity may act for clientID. An
+// identity restricted to a list of client IDs may not act for an empty
+// one.
+func (id Identity) MayUseClient(clientID string) bool {
+	if len(id.ClientIDs) == 0 {
+		return true
+	}
+	return clientID != "" && slices.Contains(id.ClientIDs, clientID)
+}
+
+type identityKey struct{}
+
+// NewContext returns a context that carries id.
+func NewContext(ctx context.Context, id Identity) context.Context {
+	return context.WithValue(ctx, identityKey{}, id)
+}
+
+// FromContext returns the identity the Guard put in ctx.
+func FromContext(ctx context.Context) (Identity, bool) {
+	id, ok := ctx.Value(identityKey{}).(Identity)
+	return id, ok
+}
+
+// AllowedClient returns nil if the caller of ctx may mint tokens for
+// clientID, and otherwise a *connect.Error with CodePermissionDenied that
+// wraps ErrClientNotAllowed (or, without identity in ctx, CodeUnauthenticated
+// wrapping ErrNoCredential). The Guard already applies it to the client_id
+// of GenerateTokens and RefreshTokens; handlers call it for any other
+// client_id they act on.
+func AllowedClient(ctx context.Context, clientID string) error {
+	id, ok := FromContext(ctx)
+	if !ok {
+		return refusal(ErrNoCredential)
+	}
+	if !id.MayUseClient(clientID) {
+		return refusal(ErrClientNotAllowed)
+	}
+	return nil
+}

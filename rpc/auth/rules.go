@@ -1,0 +1,111 @@
+package auth
+
+import (
+	"connectrpc.com/grpchealth"
+
+	tokenv1 "github.com/auth-platform/tokenservice/proto/token/v1"
+	"github.com/auth-platform/tokenservice/proto/token/v1/tokenv1connect"
+)
+
+// rule says who may call one procedure or HTTP path.
+type rule struct {
+	// public: anyone, without credential.
+	public bool
+	// roles: any one of them suffices.
+	roles []Role
+	// forRequest, if set, replaces roles with the roles the request
+	// message needs (nil message for a stream: the strictest answer).
+	forRequest func(msg any) []Role
+	// clientBound: the request's client_id must be one the caller may
+	// mint tokens for.
+	clientBound bool
+}
+
+// procedureRules is the authorization policy of the RPCs. A procedure that
+// is not in it is refused to every caller (default deny).
+func procedureRules() map[string]rule {
+	var (
+		issuer         = []Role{RoleIssuer}
+		resourceServer = []Role{RoleResourceServer}
+		admin          = []Role{RoleAdmin}
+	)
+	return map[string]rule{
+		// Verifiers fetch the keys without credential.
+		tokenv1connect.TokenServiceGetJWKSProcedure: {public: true},
+
+		tokenv1connect.TokenServiceGenerateTokensProcedure: {roles: issuer, clientBound: true},
+		tokenv1connect.TokenServiceRefreshTokensProcedure:  {roles: issuer, clientBound: true},
+		// One family or token: issuer; every family of a subject: admin.
+		tokenv1connect.TokenServiceRevokeTokenProcedure: {roles: []Role{RoleIssuer, RoleAdmin}, forRequest: revokeRoles},
+
+		tokenv1connect.TokenServiceValidateDPoPProcedure:     {roles: resourceServer},
+		tokenv1connect.TokenServiceIntrospectTokenProcedure:  {roles: resourceServer},
+		tokenv1connect.TokenServiceWatchRevocationsProcedure: {roles: resourceServer},
+
+		tokenv1connect.TokenServiceRotateSigningKeyProcedure: {roles: admin},
+		tokenv1connect.TokenServiceListSigningKeysProcedure:  {roles: admin},
+		tokenv1connect.TokenServiceListFamiliesProcedure:     {roles: admin},
+	}
+}
+
+// revokeRoles: revoking by subject ends every session of a user and is an
+// admin's call; revoking one family or token is the issuer's (an admin may
+// too: it is less than what admins can already do).
+func revokeRoles(msg any) []Role {
+	m, ok := msg.(*tokenv1.RevokeTokenRequest)
+	if !ok {
+		return []Role{RoleAdmin}
+	}
+	if _, bySubject := m.GetTarget().(*tokenv1.RevokeTokenRequest_Subject); bySubject {
+		return []Role{RoleAdmin}
+	}
+	return []Role{RoleIssuer, RoleAdmin}
+}
+
+// httpRules is the policy of the other paths of the port: the JWKS and
+// health are public, metrics and the projections digest are for admins,
+// reflection for any known caller. Anything else is refused.
+func httpRules(extraPublic []string) map[string]rule {
+	health := "/" + grpchealth.HealthV1ServiceName + "/"
+	r := map[string]rule{
+		"/.well-known/jwks.json": {public: true},
+		"/healthz":               {public: true},
+		"/readyz":                {public: true},
+		health + "Check":         {public: true},
+		health + "Watch":         {public: true},
+
+		"/metrics":            {roles: []Role{RoleAdmin}},
+		"/projections/digest": {roles: []Role{RoleAdmin}},
+
+		"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo":      {roles: Roles()},
+		"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": {roles: Roles()},
+	}
+	for _, p := range extraPublic {
+		r[p] = rule{public: true}
+	}
+	return r
+}
+
+// rolesFor returns the roles that allow a call of r with msg.
+func (r rule) rolesFor(msg any) []Role {
+	if r.forRequest != nil {
+		return r.forRequest(msg)
+	}
+	return r.roles
+}
+
+// anyRoles returns every role that can allow some call of r (the HTTP
+// layer's coarse check, before the message is read).
+func (r rule) anyRoles() []Role { return r.roles }
+
+func hasAny(id Identity, roles []Role) bool {
+	for _, want := range roles {
+		if id.HasRole(want) {
+			return true
+		}
+	}
+	return false
+}
+
+// clientIDer is a request that names the OAuth client it acts for.
+type clientIDer interface{ GetClientId() string }
