@@ -7,6 +7,13 @@
 // cannot be moved to another record. A Sealer holds one key that seals and
 // any number of older keys that still open, which lets ENCRYPTION_KEY be
 // rotated while old values are re-sealed.
+//
+// With an Envelope (WithEnvelope), new values are sealed under a random
+// data key that a crypto service wraps instead: version 2 || length of
+// the wrapped key (2 bytes) || wrapped key || nonce || ciphertext and
+// tag. Values of both formats open with the same Sealer, so turning
+// envelope encryption on or off leaves what was sealed before readable;
+// NeedsReseal then reports the values to move to the current format.
 package seal
 
 import (
@@ -47,6 +54,7 @@ type Sealer struct {
 	current key
 	all     []key
 	rand    io.Reader
+	env     *envelope // nil: local keys only
 }
 
 // New returns a Sealer that seals with current and opens with current and
@@ -90,8 +98,16 @@ func newKey(k []byte) (key, error) {
 	return kk, nil
 }
 
-// Seal encrypts plaintext bound to aad.
+// Seal encrypts plaintext bound to aad: with the envelope when it seals,
+// else (or when the envelope's service fails and its Fallback is on)
+// with the current local key.
 func (s *Sealer) Seal(plaintext, aad []byte) ([]byte, error) {
+	if s.env != nil && s.env.cfg.Seal {
+		out, ok, err := s.env.seal(plaintext, aad)
+		if ok || err != nil {
+			return out, err
+		}
+	}
 	out := make([]byte, 1+idSize+12, overhead+len(plaintext))
 	out[0] = version
 	copy(out[1:], s.current.id[:])
@@ -102,9 +118,18 @@ func (s *Sealer) Seal(plaintext, aad []byte) ([]byte, error) {
 	return s.current.aead.Seal(out, nonce, plaintext, aad), nil
 }
 
-// Open decrypts a value sealed with aad by any key of s. It returns ErrOpen
-// if that fails for any reason.
+// Open decrypts a value sealed with aad by any key of s, or with the
+// envelope. It returns ErrOpen if that fails for any reason but one: an
+// envelope value whose data key cannot be unwrapped now (the service is
+// unavailable, or none is configured: ErrNoWrapper) is an error that
+// says so.
 func (s *Sealer) Open(sealed, aad []byte) ([]byte, error) {
+	if len(sealed) > 0 && sealed[0] == envelopeVersion {
+		if s.env == nil {
+			return nil, ErrNoWrapper
+		}
+		return s.env.open(sealed, aad)
+	}
 	if len(sealed) < overhead || sealed[0] != version {
 		return nil, ErrOpen
 	}
@@ -121,8 +146,19 @@ func (s *Sealer) Open(sealed, aad []byte) ([]byte, error) {
 	return nil, ErrOpen
 }
 
-// NeedsReseal reports whether sealed was made with a key other than the
-// current one.
+// NeedsReseal reports whether sealed should be sealed again: it was made
+// with a local key other than the current one, or in the format the
+// Sealer no longer seals with. While the envelope seals, a value under
+// the current local key needs it only when a data key is current (see
+// Prepare), so that resealing during an outage of the service does not
+// fall back to the local key again and again.
 func (s *Sealer) NeedsReseal(sealed []byte) bool {
-	return len(sealed) < overhead || !hmac.Equal(s.current.id[:], sealed[1:1+idSize])
+	envelopeSeals := s.env != nil && s.env.cfg.Seal
+	if len(sealed) > 0 && sealed[0] == envelopeVersion {
+		return !envelopeSeals
+	}
+	if len(sealed) < overhead || !hmac.Equal(s.current.id[:], sealed[1:1+idSize]) {
+		return true
+	}
+	return envelopeSeals && s.env.ready()
 }
