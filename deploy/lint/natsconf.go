@@ -5,6 +5,7 @@ import (
 	"path"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/nats-io/nats-server/v2/server"
 )
@@ -35,7 +36,7 @@ func checkNATSConfig(r *report, where, conf string, env map[string]string, want 
 	}
 	opts := &server.Options{CheckConfig: true}
 	if err := opts.ProcessConfigString(conf); err != nil {
-		r.addf(where, "nats-server refuses the configuration: %v", err)
+		r.addf(where, "nats-server refuses the configuration: %s", strings.TrimSpace(err.Error()))
 		return
 	}
 	if opts.ServerName == "" {
