@@ -155,9 +155,9 @@ for ((i = 1; i <= n; i++)); do
 	wait_http "http://127.0.0.1:$((monitor_base + i - 1))/healthz" "nats-$i"
 done
 # On a restart the stream (from an earlier run) has no leader for a few
-# seconds more, and a JetStream API request sent then goes unanswered:
-# tokend would wait for it until its start-up timeout (eventlog.Open has no
-# per-attempt timeout). Wait until every stream has a leader.
+# seconds more, and a JetStream API request sent then goes unanswered: a
+# replica would wait for its attempt to time out. Wait until every stream
+# has a leader.
 deadline=$((SECONDS + ready_timeout))
 for ((i = 1; i <= n; i++)); do
 	until curl -fsS --max-time 2 "http://127.0.0.1:$((monitor_base + i - 1))/jsz?streams=true" 2>/dev/null |
@@ -175,7 +175,7 @@ start_tokend() {
 }
 # tokend-1 creates the stream before the others start: replicas that race
 # to create an R3 stream on a fresh cluster can wait for an API answer
-# that never comes (eventlog.Open has no per-attempt timeout).
+# that never comes, until their attempt times out.
 start_tokend 1
 wait_http "http://127.0.0.1:$tokend_base/readyz" tokend-1
 for ((i = 2; i <= n; i++)); do
