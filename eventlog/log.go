@@ -162,7 +162,11 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Log, error) {
 	var stream jetstream.Stream
 	var lastErr error
 	for {
-		stream, err = js.CreateOrUpdateStream(ctx, sc)
+		// Each attempt is bounded: while a cluster elects its meta leader
+		// a request may get no answer at all.
+		actx, cancel := context.WithTimeout(ctx, cfg.AttemptTimeout)
+		stream, err = js.CreateOrUpdateStream(actx, sc)
+		cancel()
 		if err == nil {
 			break
 		}

@@ -62,16 +62,16 @@ func (i *Issuer) revokeLoaded(ctx context.Context, fid string, reason eventsv1.R
 			return 0, err
 		}
 		f, err := i.load(ctx, fid, attempt > 0)
-		if errors.Is(err, eventlog.ErrNotFound) {
-			return 0, nil
-		}
-		if err != nil {
+		if err != nil && !errors.Is(err, eventlog.ErrNotFound) {
 			return 0, err
 		}
-		if match != nil && !match(f.st) {
-			return 0, nil
-		}
-		if f.st.GetStatus() == eventsv1.FamilyStatus_FAMILY_STATUS_REVOKED {
+		if err != nil || (match != nil && !match(f.st)) || f.st.GetStatus() == eventsv1.FamilyStatus_FAMILY_STATUS_REVOKED {
+			if attempt == 0 {
+				// The first read may come from a follower that has not
+				// stored a family issued or rotated a moment ago through
+				// another replica: ask the leader before revoking nothing.
+				continue
+			}
 			return 0, nil
 		}
 		err = i.revoke(ctx, f, reason, now)

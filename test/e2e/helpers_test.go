@@ -50,11 +50,17 @@ const (
 )
 
 var (
-	buildOnce sync.Once
-	buildDir  string
-	buildBin  string
-	buildErr  error
+	buildDirOnce sync.Once
+	buildDir     string
+	buildDirErr  error
+	builds       sync.Map // package path → *build
 )
+
+type build struct {
+	once sync.Once
+	bin  string
+	err  error
+}
 
 func TestMain(m *testing.M) {
 	code := m.Run()
@@ -64,17 +70,28 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// tokendBinary builds cmd/tokend once per test run. The binary lives in a
-// directory of the run, not of one test, because several tests use it;
-// TestMain removes it.
-func tokendBinary(t *testing.T) string {
+// tokendBinary builds cmd/tokend once per test run.
+func tokendBinary(t *testing.T) string { return goBinary(t, "./cmd/tokend", "tokend") }
+
+// natsServerBinary builds nats-server from the module go.mod requires, so
+// that tests can SIGKILL a NATS node as a process.
+func natsServerBinary(t *testing.T) string {
+	return goBinary(t, "github.com/nats-io/nats-server/v2", "nats-server")
+}
+
+// goBinary builds pkg once per test run. The binary lives in a directory
+// of the run, not of one test, because several tests use it; TestMain
+// removes it.
+func goBinary(t *testing.T, pkg, name string) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		buildDir, buildErr = os.MkdirTemp("", "tokend-e2e-")
-		if buildErr != nil {
-			return
-		}
-		buildBin = filepath.Join(buildDir, "tokend")
+	buildDirOnce.Do(func() { buildDir, buildDirErr = os.MkdirTemp("", "tokend-e2e-") })
+	if buildDirErr != nil {
+		t.Fatal(buildDirErr)
+	}
+	v, _ := builds.LoadOrStore(pkg, &build{})
+	b := v.(*build)
+	b.once.Do(func() {
+		b.bin = filepath.Join(buildDir, name)
 		goTool, err := exec.LookPath("go")
 		if err != nil {
 			goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
@@ -82,17 +99,17 @@ func tokendBinary(t *testing.T) string {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()
 		// The test runs in test/e2e; the module root is two levels up.
-		cmd := exec.CommandContext(ctx, goTool, "build", "-o", buildBin, "./cmd/tokend")
+		cmd := exec.CommandContext(ctx, goTool, "build", "-o", b.bin, pkg)
 		cmd.Dir = filepath.Join("..", "..")
 		out, err := cmd.CombinedOutput()
 		if err != nil {
-			buildErr = fmt.Errorf("go build ./cmd/tokend: %v\n%s", err, out)
+			b.err = fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
 		}
 	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
+	if b.err != nil {
+		t.Fatal(b.err)
 	}
-	return buildBin
+	return b.bin
 }
 
 // freePorts returns n distinct free TCP ports on 127.0.0.1. The listeners
@@ -171,19 +188,26 @@ type child struct {
 // SIGKILL) if the test did not, and shows its log if the test failed.
 func startChild(t *testing.T, env childEnv) *child {
 	t.Helper()
-	bin := tokendBinary(t)
-	logFile, err := os.CreateTemp(t.TempDir(), "tokend-*.log")
+	return startProcess(t, tokendBinary(t), nil, env.environ())
+}
+
+// startProcess starts bin with args and exactly the environment environ.
+// A cleanup stops it (SIGTERM, then SIGKILL) if the test did not, and
+// shows its log if the test failed.
+func startProcess(t *testing.T, bin string, args, environ []string) *child {
+	t.Helper()
+	logFile, err := os.CreateTemp(t.TempDir(), filepath.Base(bin)+"-*.log")
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin)
-	cmd.Env = env.environ()
+	cmd := exec.Command(bin, args...)
+	cmd.Env = environ
 	cmd.Stdout = logFile // an *os.File is handed to the child: no copying goroutine
 	cmd.Stderr = logFile
 	dieWithParent(cmd)
 	if err := cmd.Start(); err != nil {
 		logFile.Close()
-		t.Fatalf("start tokend: %v", err)
+		t.Fatalf("start %s: %v", bin, err)
 	}
 	logFile.Close() // the child holds its own descriptor
 	c := &child{t: t, cmd: cmd, pid: cmd.Process.Pid, logPath: logFile.Name(), done: make(chan struct{})}
@@ -197,7 +221,7 @@ func startChild(t *testing.T, env childEnv) *child {
 			c.stop(10 * time.Second)
 		}
 		if t.Failed() {
-			t.Logf("log of tokend pid %d:\n%s", c.pid, c.logTail(8<<10))
+			t.Logf("log of %s pid %d:\n%s", filepath.Base(bin), c.pid, c.logTail(8<<10))
 		}
 	})
 	return c
