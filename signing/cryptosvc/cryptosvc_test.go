@@ -1,0 +1,258 @@
+package cryptosvc_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"testing"
+
+	"github.com/auth-platform/tokenservice/cmd/cryptod/cryptodtest"
+	"github.com/auth-platform/tokenservice/signing"
+	"github.com/auth-platform/tokenservice/signing/cryptosvc"
+	"github.com/auth-platform/tokenservice/signing/keyring"
+	"github.com/auth-platform/tokenservice/signing/seal"
+	"github.com/auth-platform/tokenservice/signing/signingtest"
+)
+
+var _ keyring.Backend = cryptosvc.Backend{}
+var _ seal.KeyWrapper = (*cryptosvc.KeyWrapper)(nil)
+
+// client returns a client of srv authenticated with the fixture's client
+// certificate.
+func client(t testing.TB, f *cryptodtest.Fixture, srv *cryptodtest.Server) *cryptosvc.Client {
+	t.Helper()
+	c, err := cryptosvc.New(cryptosvc.Config{Address: srv.URL, TLS: f.ClientTLS(t, f.ClientCert, f.ClientKey), Namespace: cryptodtest.Namespace})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// TestContract runs the signing contract against cmd/cryptod serving a
+// SoftHSM2 token, over TLS with mTLS: keys created by the Backend as the
+// keyring creates them (per intent), opened again by Open.
+func TestContract(t *testing.T) {
+	f := cryptodtest.New(t)
+	srv := f.Start(t)
+	b := cryptosvc.Backend{Client: client(t, f, srv)}
+	signingtest.Run(t, cryptosvc.Algorithms, func(t *testing.T, alg signing.Algorithm) (signing.Signer, signing.JWK) {
+		ctx := context.Background()
+		key, err := b.Create(ctx, alg, "contract-"+string(alg))
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := b.Open(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s, key.JWK
+	})
+}
+
+// TestContractAPIKey runs the contract for one algorithm with a caller
+// that authenticates with an API key and no client certificate, and an
+// RSA-3072 key.
+func TestContractAPIKey(t *testing.T) {
+	f := cryptodtest.New(t)
+	srv := f.Start(t)
+	c, err := cryptosvc.New(cryptosvc.Config{Address: srv.URL, TLS: f.ClientTLS(t, "", ""), APIKey: cryptodtest.APIKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := cryptosvc.Backend{Client: c, RSABits: 3072}
+	signingtest.Run(t, []signing.Algorithm{signing.PS256}, func(t *testing.T, alg signing.Algorithm) (signing.Signer, signing.JWK) {
+		key, err := b.Create(context.Background(), alg, "api-key")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := b.Open(context.Background(), key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s, key.JWK
+	})
+}
+
+// TestIdempotentCreation: a Create retried for one intent (after a crash,
+// or by a second replica) returns the same key; Discard destroys it, and
+// a destroyed key no longer opens; a key recorded with another ID is
+// refused.
+func TestIdempotentCreation(t *testing.T) {
+	f := cryptodtest.New(t)
+	srv := f.Start(t)
+	b := cryptosvc.Backend{Client: client(t, f, srv)}
+	ctx := context.Background()
+	first, err := b.Create(ctx, signing.ES256, "intent-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := b.Create(ctx, signing.ES256, "intent-1")
+	if err != nil || again.ID != first.ID || again.Ref != first.Ref || first.Ref != cryptodtest.Namespace+"/"+cryptosvc.KeyName("intent-1")+"/1" {
+		t.Fatalf("retried creation: %+v (%v), first %+v", again, err, first)
+	}
+	if n := f.Token.Objects(t); n != 2 {
+		t.Fatalf("%d objects on the token after a retried creation, want one pair", n)
+	}
+	if _, err := b.Create(ctx, signing.RS256, "intent-1"); err == nil {
+		t.Fatal("the intent's name was reused for another key type")
+	}
+	other, err := b.Create(ctx, signing.ES256, "intent-2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrongID := first
+	wrongID.ID = other.ID
+	if _, err := b.Open(ctx, wrongID); !errors.Is(err, signing.ErrInvalidKey) {
+		t.Fatalf("a key recorded with another ID: %v", err)
+	}
+	for range 2 {
+		if err := b.Discard(ctx, first); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := b.Open(ctx, first); !errors.Is(err, cryptosvc.ErrKeyNotFound) {
+		t.Fatalf("a destroyed key: %v", err)
+	}
+	if n := f.Token.Objects(t); n != 2 {
+		t.Fatalf("%d objects after the destruction, want the other pair", n)
+	}
+}
+
+// TestKeysSurviveRestart: cryptod keeps no state but the token: after a
+// restart on the same token a key signs as before.
+func TestKeysSurviveRestart(t *testing.T) {
+	f := cryptodtest.New(t)
+	srv := f.Start(t)
+	b := cryptosvc.Backend{Client: client(t, f, srv)}
+	ctx := context.Background()
+	key, err := b.Create(ctx, signing.ES384, "restart")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Stop()
+	srv = srv.Restart(t)
+	b = cryptosvc.Backend{Client: client(t, f, srv)}
+	s, err := b.Open(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig, err := s.Sign(ctx, []byte("e30.e30"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := key.JWK.PublicKey()
+	if err := signing.Verify(signing.ES384, pub, []byte("e30.e30"), sig); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestEnvelopeWithCryptod: signing/seal's envelope with the KeyWrapper of
+// a real cryptod: the wrapping key is made on first use, values open on
+// another Sealer (another replica) with the service, and what the local
+// key sealed before still opens.
+func TestEnvelopeWithCryptod(t *testing.T) {
+	f := cryptodtest.New(t)
+	srv := f.Start(t)
+	w := client(t, f, srv).KeyWrapper(cryptosvc.DefaultWrapKeyName, nil)
+	key := bytes.Repeat([]byte{3}, 32)
+	local, err := seal.New(rand.Reader, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, err := local.Seal([]byte("local"), []byte("k"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, err := local.WithEnvelope(seal.Envelope{Wrapper: w, Seal: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := env.Seal([]byte("private key"), []byte("kid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v[0] != 2 {
+		t.Fatalf("sealed in format %d, want the envelope", v[0])
+	}
+	if n := f.Token.Objects(t); n != 1 {
+		t.Fatalf("%d objects on the token, want the wrapping key", n)
+	}
+	replicaLocal, _ := seal.New(rand.Reader, key)
+	replica, _ := replicaLocal.WithEnvelope(seal.Envelope{Wrapper: client(t, f, srv).KeyWrapper(cryptosvc.DefaultWrapKeyName, nil), Seal: true})
+	if pt, err := replica.Open(v, []byte("kid")); err != nil || string(pt) != "private key" {
+		t.Fatalf("open on a replica: %q, %v", pt, err)
+	}
+	if pt, err := replica.Open(before, []byte("k")); err != nil || string(pt) != "local" {
+		t.Fatalf("open a value sealed before the envelope: %q, %v", pt, err)
+	}
+	// The service refuses a wrapped key under other associated data or
+	// altered: the value does not open.
+	v[5] ^= 1
+	third, _ := replicaLocal.WithEnvelope(seal.Envelope{Wrapper: client(t, f, srv).KeyWrapper(cryptosvc.DefaultWrapKeyName, nil)})
+	if _, err := third.Open(v, []byte("kid")); err == nil {
+		t.Fatal("an altered wrapped data key opened")
+	}
+}
+
+// TestAuthorization: the service refuses a caller without credentials,
+// with a wrong API key, or with a certificate of another namespace, and
+// the client's errors never contain the API key.
+func TestAuthorization(t *testing.T) {
+	f := cryptodtest.New(t)
+	srv := f.Start(t)
+	ctx := context.Background()
+	tests := []struct {
+		name string
+		cfg  cryptosvc.Config
+		want string
+	}{
+		{"no credential", cryptosvc.Config{TLS: f.ClientTLS(t, "", "")}, "unauthenticated"},
+		{"wrong API key", cryptosvc.Config{TLS: f.ClientTLS(t, "", ""), APIKey: "not-the-key"}, "unauthenticated"},
+		{"another caller's namespace", cryptosvc.Config{TLS: f.ClientTLS(t, f.OtherCert, f.OtherKey)}, "permission_denied"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.cfg.Address = srv.URL
+			c, err := cryptosvc.New(tc.cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = cryptosvc.Backend{Client: c}.Create(ctx, signing.ES256, "denied")
+			if err == nil || !strings.Contains(err.Error(), tc.want) || (tc.cfg.APIKey != "" && strings.Contains(err.Error(), tc.cfg.APIKey)) {
+				t.Fatalf("got %v, want %s", err, tc.want)
+			}
+		})
+	}
+	if n := f.Token.Objects(t); n != 0 {
+		t.Fatalf("%d objects made by refused callers", n)
+	}
+	cfg := cryptosvc.Config{Address: srv.URL, APIKey: "s3cret-api-key"}
+	var sb strings.Builder
+	slog.New(slog.NewJSONHandler(&sb, nil)).Info("crypto service", "config", cfg)
+	for _, out := range []string{fmt.Sprintf("%v %+v %#v %s", cfg, cfg, cfg, cfg), sb.String()} {
+		if strings.Contains(out, cfg.APIKey) || !strings.Contains(out, srv.URL) {
+			t.Fatalf("printed %q", out)
+		}
+	}
+}
+
+func TestConfig(t *testing.T) {
+	for _, addr := range []string{"", "http://127.0.0.1:1", "https://", "https://h:1/path"} {
+		if _, err := cryptosvc.New(cryptosvc.Config{Address: addr}); !errors.Is(err, cryptosvc.ErrConfig) {
+			t.Fatalf("address %q: %v", addr, err)
+		}
+	}
+	c, err := cryptosvc.New(cryptosvc.Config{Address: "cryptod:8443"})
+	if err != nil || c.Namespace() != cryptosvc.DefaultNamespace {
+		t.Fatalf("host:port: %v, namespace %q", err, c.Namespace())
+	}
+	for _, ref := range []string{"", "a/b", "a/b/0", "a//1", "a/b/x"} {
+		if _, err := cryptosvc.ParseRef(ref); !errors.Is(err, signing.ErrInvalidKey) {
+			t.Fatalf("ref %q: %v", ref, err)
+		}
+	}
+}

@@ -1,0 +1,28 @@
+// Package cryptosvc is the signing backend whose keys live in a
+// platform's central crypto service: the client of crypto.v1
+// (proto/crypto/v1), the contract the token service expects from such a
+// service. cmd/cryptod implements it over PKCS#11.
+//
+// Signing. Sign hashes the JWS signing input here and sends only the
+// digest; the service signs it with a key that never leaves its HSM.
+// RS256 (RSASSA-PKCS1-v1_5), PS256 (RSASSA-PSS with a salt as long as the
+// hash, RFC 7518 §3.5), ES256 and ES384, whose DER signatures are
+// converted to the JOSE R||S of RFC 7518 §3.4.
+//
+// Keys. Backend is the keyring's backend: it names each signing key
+// after the keyring's creation intent ("signing-<intent>" in the
+// configured namespace), and CreateKey is idempotent per name, so a
+// creation retried after a crash finds the key the crashed attempt made
+// and never leaves an orphan; the key's Ref is "namespace/name/version".
+//
+// Envelope encryption. KeyWrapper wraps data keys with an AES key of the
+// service (Encrypt and Decrypt), for signing/seal's envelope: local keys
+// and grace-window successors are then sealed with a data key that only
+// the service can unwrap.
+//
+// Resilience is the caller's: the keyring puts each signer behind
+// signing/breaker, and KeyWrapper runs its calls through a
+// breaker.Breaker. The client speaks gRPC (over HTTP/2 and TLS), so any
+// gRPC implementation of crypto.v1 serves it; it authenticates with a
+// client certificate (mTLS) or an API key, or both.
+package cryptosvc
