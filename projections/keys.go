@@ -180,6 +180,22 @@ func (k *Keys) PendingIntent() (Intent, bool) {
 	return *out, true
 }
 
+// PendingIntents returns every intent no key fulfils yet, oldest first
+// (the keyring finishes one at a time, but the reconciler of a remote
+// backend must keep the objects of all of them).
+func (k *Keys) PendingIntents() []Intent {
+	var out []Intent
+	for _, in := range k.intents {
+		if in.KeyID == "" {
+			out = append(out, *in)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		return out[i].At.Before(out[j].At) || out[i].At.Equal(out[j].At) && out[i].ID < out[j].ID
+	})
+	return out
+}
+
 // Seq returns the sequence of the last key event, 0 if none.
 func (k *Keys) Seq() uint64 { return k.seq }
 

@@ -85,6 +85,14 @@ func (s *Set) PendingKeyIntent() (Intent, bool) {
 	return s.keys.PendingIntent()
 }
 
+// PendingKeyIntents returns every key creation not finished yet, oldest
+// first.
+func (s *Set) PendingKeyIntents() []Intent {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.keys.PendingIntents()
+}
+
 // Key returns key id.
 func (s *Set) Key(id string) (Key, bool) {
 	s.mu.RLock()
