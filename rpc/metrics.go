@@ -93,13 +93,13 @@ func NewMetrics(lag func() float64) *Metrics {
 		}, []string{"projection"}),
 	}
 	m.fallback = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "token_service_crypto_fallback_total", Help: "Operations done with the local fallback key because the remote backend was unavailable.",
+		Name: "token_service_crypto_fallback_total", Help: "Operations done with a local key because the remote backend was unavailable (sign: the fallback signing key; seal: ENCRYPTION_KEY instead of a data key of the crypto service).",
 	}, []string{"operation"})
 	m.breakerOpen = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "token_service_crypto_circuit_breaker_open", Help: "1 while the remote signing backend's circuit breaker is open.",
 	})
 	m.cryptoOps = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "token_service_crypto_operations_total", Help: "Remote signing backend operations by outcome (ok, error, rejected).",
+		Name: "token_service_crypto_operations_total", Help: "Remote backend operations (sign; encrypt and decrypt of data keys) by outcome (ok, error, rejected).",
 	}, []string{"operation", "status"})
 	m.cryptoLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "token_service_crypto_latency_seconds", Help: "Remote signing backend latency.",
@@ -110,9 +110,14 @@ func NewMetrics(lag func() float64) *Metrics {
 	}, []string{"operation", "status"})
 	r.MustRegister(m.fallback, m.breakerOpen, m.cryptoOps, m.cryptoLatency, m.kmsOps)
 	m.fallback.WithLabelValues("sign")
-	m.cryptoLatency.WithLabelValues("sign")
+	m.fallback.WithLabelValues("seal")
+	for _, op := range []string{"sign", "encrypt", "decrypt"} {
+		m.cryptoLatency.WithLabelValues(op)
+		for _, st := range []string{"ok", "error", "rejected"} {
+			m.cryptoOps.WithLabelValues(op, st)
+		}
+	}
 	for _, st := range []string{"ok", "error", "rejected"} {
-		m.cryptoOps.WithLabelValues("sign", st)
 		m.kmsOps.WithLabelValues("sign", st)
 	}
 	r.MustRegister(m.issued, m.refreshed, m.revoked, m.security, m.dpop, m.latency, m.appendLatency, m.appends, m.badRecords)
@@ -199,6 +204,10 @@ func (m *Metrics) dpopValidated(err error) {
 
 // FallbackSigned implements issuer.Observer.
 func (m *Metrics) FallbackSigned() { m.fallback.WithLabelValues("sign").Inc() }
+
+// FallbackSealed counts a value sealed under the local key because the
+// crypto service could not wrap a data key (envelope encryption).
+func (m *Metrics) FallbackSealed() { m.fallback.WithLabelValues("seal").Inc() }
 
 // BreakerObserver returns the observer of the breaker in front of backend
 // (its calls also count as KMS operations when backend is "awskms").
