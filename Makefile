@@ -24,7 +24,7 @@ cluster:
 
 # The race detector runs on every package; the embedded NATS servers
 # (single node and 3-node clusters on loopback) are started by the tests.
-test: lint interop-deps
+test: lint interop-deps softhsm
 	$(GO) test -race -count=1 -timeout 25m ./...
 	$(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $(FUZZTIME) ./dpop/
 
