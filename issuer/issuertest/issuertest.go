@@ -56,6 +56,7 @@ type Options struct {
 	Grace      time.Duration     // default 0 (off)
 	Clock      *Clock            // default: a new clock at 2026-01-01
 	Key        []byte            // sealing key; default fixed test key
+	Sealer     *seal.Sealer      // default: a local sealer of Key
 	Observer   issuer.Observer
 	// Prepublish, Retention and RotationPeriod configure the keyring
 	// (keyring defaults).
@@ -120,9 +121,12 @@ func New(t testing.TB, o Options) *Env {
 	case <-time.After(30 * time.Second):
 		t.Fatal("projections not ready after 30s")
 	}
-	sealer, err := seal.New(rand.Reader, o.Key)
-	if err != nil {
-		t.Fatal(err)
+	sealer := o.Sealer
+	if sealer == nil {
+		var err error
+		if sealer, err = seal.New(rand.Reader, o.Key); err != nil {
+			t.Fatal(err)
+		}
 	}
 	kr, err := keyring.New(log, set, runner, sealer, keyring.Config{Rand: rand.Reader, Now: o.Clock.Now, Algorithm: o.Algorithm,
 		Prepublish: o.Prepublish, Retention: o.Retention, RotationPeriod: o.RotationPeriod, Backend: o.Backend, Fallback: o.Fallback, Breaker: o.Breaker})

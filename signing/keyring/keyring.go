@@ -303,14 +303,21 @@ func (k *Keyring) EnsureActive(ctx context.Context) (string, error) {
 	if _, err := k.signer(key); err != nil {
 		return "", err
 	}
+	k.Fallback() // opened now, while whatever sealed it can be reached
 	return key.ID, nil
 }
 
 // Tick moves the key lifecycle along at the current time (see the package
 // documentation). Every replica may call it; key events are serialized,
-// so they agree on one outcome.
+// so they agree on one outcome. It opens the fallback key ahead of need:
+// sealed with a crypto service's data key, it could not be opened during
+// the outage it is for.
 func (k *Keyring) Tick(ctx context.Context) error {
-	return k.converge(ctx, &goal{})
+	if err := k.converge(ctx, &goal{}); err != nil {
+		return err
+	}
+	k.Fallback()
+	return nil
 }
 
 // Rotation is the outcome of Rotate.
