@@ -48,6 +48,10 @@ type Observer interface {
 type Config struct {
 	// Policy holds the callers. Required unless Disabled.
 	Policy *Policy
+	// RefuseAPIKeys refuses every API key, so that only client
+	// certificates authenticate (AUTH_MODE=mtls): a key presented is an
+	// unknown credential, whatever the policy file holds. Default false.
+	RefuseAPIKeys bool
 	// Disabled turns authentication, authorization and rate limits off
 	// (AUTH_MODE=none): every call is allowed as an identity of KindNone.
 	// Security: only for a service that listens on loopback (IsLoopback);
@@ -84,6 +88,7 @@ type Config struct {
 type Guard struct {
 	policy     *Policy
 	disabled   bool
+	noAPIKeys  bool
 	procedures map[string]rule
 	paths      map[string]rule
 	limiters   *limiters
@@ -111,6 +116,7 @@ func New(cfg Config) (*Guard, error) {
 	return &Guard{
 		policy:     cfg.Policy,
 		disabled:   cfg.Disabled,
+		noAPIKeys:  cfg.RefuseAPIKeys,
 		procedures: procedureRules(),
 		paths:      httpRules(cfg.PublicPaths),
 		limiters:   newLimiters(cfg.MaxCallers),
@@ -252,6 +258,9 @@ func (g *Guard) authenticate(ctx context.Context, header http.Header) (Identity,
 		key, ok := bearer(hs[0])
 		if !ok {
 			return Identity{}, fmt.Errorf("%w: not a bearer API key", ErrUnknownCredential)
+		}
+		if g.noAPIKeys {
+			return Identity{}, fmt.Errorf("%w: API keys are not accepted, only client certificates", ErrUnknownCredential)
 		}
 		return pol.lookupKey(key, g.now())
 	}

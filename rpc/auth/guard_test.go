@@ -827,3 +827,53 @@ func TestNewRequiresPolicy(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestRefuseAPIKeys: with certificates only (AUTH_MODE=mtls), a key the
+// policy holds is refused like an unknown one; certificates still work.
+func TestRefuseAPIKeys(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, func(c *auth.Config) { c.RefuseAPIKeys = true })
+	ctx := context.Background()
+	withKey := tokenv1connect.NewTokenServiceClient(e.httpClient(nil, nil), e.url, clientOpts(false, bearer(e.keys["admin"]))...)
+	err := rotate(ctx, withKey)
+	if code := connect.CodeOf(err); code != connect.CodeUnauthenticated {
+		t.Fatalf("admin key: %v, want unauthenticated", err)
+	}
+	checkRefusal(t, err)
+	// A key with a certificate is still a presented credential that fails.
+	both := tokenv1connect.NewTokenServiceClient(e.httpClient(e.ca.ClientCN(t, adminCN), nil), e.url, clientOpts(true, bearer(e.keys["admin"]))...)
+	if code := connect.CodeOf(rotate(ctx, both)); code != connect.CodeUnauthenticated {
+		t.Fatalf("admin key with admin certificate: %v, want unauthenticated", code)
+	}
+	withCert := tokenv1connect.NewTokenServiceClient(e.httpClient(e.ca.ClientCN(t, adminCN), nil), e.url, connect.WithGRPC())
+	if err := rotate(ctx, withCert); err != nil {
+		t.Fatalf("admin certificate: %v", err)
+	}
+	if got := e.svc.take(); len(got) != 1 || got[0].actor != "mtls:"+adminCN {
+		t.Fatalf("reached %+v", got)
+	}
+}
+
+// TestRefusalLabels: the labels an Observer receives are the non-public
+// procedures and paths, and "unknown".
+func TestRefusalLabels(t *testing.T) {
+	t.Parallel()
+	labels := auth.RefusalLabels()
+	has := map[string]bool{}
+	for _, l := range labels {
+		has[l] = true
+	}
+	for _, want := range []string{tokenv1connect.TokenServiceGenerateTokensProcedure, tokenv1connect.TokenServiceWatchRevocationsProcedure, "/metrics", "/projections/digest", auth.UnknownPath} {
+		if !has[want] {
+			t.Errorf("%s missing from %v", want, labels)
+		}
+	}
+	for _, public := range []string{tokenv1connect.TokenServiceGetJWKSProcedure, "/healthz", "/readyz", "/.well-known/jwks.json"} {
+		if has[public] {
+			t.Errorf("public %s in %v", public, labels)
+		}
+	}
+	if labels[len(labels)-1] != auth.UnknownPath {
+		t.Errorf("last label %q, want %q", labels[len(labels)-1], auth.UnknownPath)
+	}
+}

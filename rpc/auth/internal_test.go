@@ -70,6 +70,16 @@ func TestReloadReportsOnce(t *testing.T) {
 	if news, err := p.reload(false); !news || err != nil {
 		t.Fatalf("good file back: news %v, err %v", news, err)
 	}
+	// An empty file, as a rewrite in place shows for a moment: polling
+	// keeps the policy; a forced reload applies it (no one is admitted).
+	good = p.current()
+	write("")
+	if news, err := p.reload(false); news || err != nil || p.current() != good {
+		t.Fatalf("empty file, poll: news %v, err %v, replaced %v", news, err, p.current() != good)
+	}
+	if err := p.Reload(); err != nil || countKeys(p.current()) != 0 {
+		t.Fatalf("empty file, forced reload: %v, %d keys", err, countKeys(p.current()))
+	}
 }
 
 // TestRulesCoverService: every RPC of token.v1.TokenService has a rule.

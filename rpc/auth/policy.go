@@ -331,6 +331,13 @@ func (p *Policy) reload(force bool) (news bool, err error) {
 		return news, fmt.Errorf("auth: policy file: %w", err)
 	}
 	p.lastErr = ""
+	if len(data) == 0 && !force {
+		// A file rewritten in place is empty between the truncation and
+		// the write; an empty file is a valid policy that admits no one,
+		// so it would lock every caller out until the next change. Watch
+		// waits for content; Reload (SIGHUP) applies an empty file.
+		return false, nil
+	}
 	sum := sha256.Sum256(data)
 	news = sum != p.lastSeen
 	p.lastSeen = sum
@@ -360,7 +367,9 @@ func countKeys(p *policy) int {
 // policy stays in force. Watch reads and hashes the whole file each time:
 // that catches every kind of replacement (rename, symlink swap of a
 // mounted secret, in-place write within one mtime tick) at the cost of
-// reading a few KB. It returns ctx's error when ctx ends.
+// reading a few KB. An empty file is not applied by Watch (it is what a
+// file being rewritten in place looks like for a moment); Reload applies
+// it. It returns ctx's error when ctx ends.
 func (p *Policy) Watch(ctx context.Context, interval time.Duration) error {
 	return poll(ctx, interval, func() {
 		if news, err := p.reload(false); err != nil && news {

@@ -1,6 +1,8 @@
 package auth
 
 import (
+	"sort"
+
 	"connectrpc.com/grpchealth"
 
 	tokenv1 "github.com/auth-platform/tokenservice/proto/token/v1"
@@ -84,6 +86,22 @@ func httpRules(extraPublic []string) map[string]rule {
 		r[p] = rule{public: true}
 	}
 	return r
+}
+
+// RefusalLabels returns every procedure label an Observer can receive: the
+// RPCs and HTTP paths that are not public, sorted, then UnknownPath. A
+// counter labelled with them can exist from start-up.
+func RefusalLabels() []string {
+	var out []string
+	for _, rules := range []map[string]rule{procedureRules(), httpRules(nil)} {
+		for p, r := range rules {
+			if !r.public {
+				out = append(out, p)
+			}
+		}
+	}
+	sort.Strings(out)
+	return append(out, UnknownPath)
 }
 
 // rolesFor returns the roles that allow a call of r with msg.
