@@ -48,6 +48,16 @@ type AccountsConfig struct {
 	// SubscriberKeys are the public user nkeys ("U...") of the subscriber
 	// user(s). At least one is required; SubscriberSeed makes one.
 	SubscriberKeys []string
+	// OperatorKeys are public user nkeys of operators' tools (tokenctl):
+	// users of the log's account with the service's rights, who can read
+	// the whole log (audits) and could append to it. Default none.
+	OperatorKeys []string
+	// Anonymous lets connections without credentials in as operators.
+	// Security: only for a development server whose listener is on
+	// loopback and whose RPC port has no authentication either (tokend's
+	// AUTH_MODE=none), where it keeps tools that read the log working
+	// without credentials. Default false: every connection authenticates.
+	Anonymous bool
 }
 
 // Accounts is the authentication and authorization of an embedded server
@@ -55,9 +65,10 @@ type AccountsConfig struct {
 //
 // With it the server has two accounts:
 //
-//   - the global account, which holds the event log: only the service's
-//     user exists in it, authenticated with an nkey generated in memory at
-//     each start (ServiceOption), with full rights;
+//   - the global account, which holds the event log: the service's user
+//     exists in it, authenticated with an nkey generated in memory at each
+//     start (ServiceOption), with full rights, and so do the operators of
+//     OperatorKeys (and, with Anonymous, connections without credentials);
 //   - SUBSCRIBERS, which holds one stream (FeedStream) that JetStream
 //     sources from the log with three filters: family revocations, subject
 //     revocations and key events. Subscribers read that stream through
@@ -85,9 +96,10 @@ type AccountsConfig struct {
 //
 // An Accounts is immutable and safe for concurrent use.
 type Accounts struct {
-	cfg     AccountsConfig
-	service nkeys.KeyPair
-	admin   nkeys.KeyPair
+	cfg       AccountsConfig
+	service   nkeys.KeyPair
+	admin     nkeys.KeyPair
+	anonymous nkeys.KeyPair // nil unless cfg.Anonymous
 }
 
 // NewAccounts returns the accounts of cfg, with fresh in-memory keys for
@@ -119,7 +131,20 @@ func NewAccounts(cfg AccountsConfig) (*Accounts, error) {
 			return nil, fmt.Errorf("eventlog: accounts: subscriber key %q is not a public user nkey (U...)", k)
 		}
 	}
+	seen := map[string]bool{}
+	for _, k := range append(append([]string(nil), cfg.SubscriberKeys...), cfg.OperatorKeys...) {
+		if seen[k] {
+			return nil, fmt.Errorf("eventlog: accounts: nkey %q is given twice", k)
+		}
+		seen[k] = true
+	}
+	for _, k := range cfg.OperatorKeys {
+		if !nkeys.IsValidPublicUserKey(k) {
+			return nil, fmt.Errorf("eventlog: accounts: operator key %q is not a public user nkey (U...)", k)
+		}
+	}
 	cfg.SubscriberKeys = append([]string(nil), cfg.SubscriberKeys...)
+	cfg.OperatorKeys = append([]string(nil), cfg.OperatorKeys...)
 	service, err := nkeys.CreateUser()
 	if err != nil {
 		return nil, fmt.Errorf("eventlog: accounts: service key: %w", err)
@@ -128,7 +153,13 @@ func NewAccounts(cfg AccountsConfig) (*Accounts, error) {
 	if err != nil {
 		return nil, fmt.Errorf("eventlog: accounts: admin key: %w", err)
 	}
-	return &Accounts{cfg: cfg, service: service, admin: admin}, nil
+	a := &Accounts{cfg: cfg, service: service, admin: admin}
+	if cfg.Anonymous {
+		if a.anonymous, err = nkeys.CreateUser(); err != nil {
+			return nil, fmt.Errorf("eventlog: accounts: anonymous key: %w", err)
+		}
+	}
+	return a, nil
 }
 
 // FeedStream returns the name of the subscribers' stream.
@@ -241,6 +272,16 @@ func (a *Accounts) configure(opts *server.Options) error {
 	perms := a.subscriberPermissions()
 	for _, k := range a.cfg.SubscriberKeys {
 		opts.Nkeys = append(opts.Nkeys, &server.NkeyUser{Nkey: k, Account: subs, Permissions: perms})
+	}
+	for _, k := range a.cfg.OperatorKeys {
+		opts.Nkeys = append(opts.Nkeys, &server.NkeyUser{Nkey: k, Account: global})
+	}
+	if a.anonymous != nil {
+		// A connection without credentials becomes this user, whose key
+		// nobody holds: nats-server skips the signature for it.
+		pub, _ := a.anonymous.PublicKey()
+		opts.Nkeys = append(opts.Nkeys, &server.NkeyUser{Nkey: pub, Account: global})
+		opts.NoAuthUser = pub
 	}
 	return nil
 }

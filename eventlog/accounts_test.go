@@ -506,3 +506,84 @@ func TestNewAccountsValidates(t *testing.T) {
 		}
 	}
 }
+
+// TestOperatorsAndAnonymous: an operator key reads the whole log; with
+// Anonymous a connection without credentials does too (development on
+// loopback), while the subscriber stays confined to the feed.
+func TestOperatorsAndAnonymous(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	dir := t.TempDir()
+	subPub, subSeed, err := eventlog.SubscriberSeed(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opDir := t.TempDir()
+	opPub, opSeed, err := eventlog.SubscriberSeed(opDir) // any user nkey
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := eventlog.NewAccounts(eventlog.AccountsConfig{SubscriberKeys: []string{subPub}, OperatorKeys: []string{subPub}}); err == nil {
+		t.Fatal("one key as subscriber and operator accepted")
+	}
+	if _, err := eventlog.NewAccounts(eventlog.AccountsConfig{SubscriberKeys: []string{subPub}, OperatorKeys: []string{"SUAM"}}); err == nil {
+		t.Fatal("a seed as operator key accepted")
+	}
+	acc, err := eventlog.NewAccounts(eventlog.AccountsConfig{SubscriberKeys: []string{subPub}, OperatorKeys: []string{opPub}, Anonymous: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := eventlog.StartEmbedded(eventlog.EmbeddedConfig{DataDir: filepath.Join(dir, "jetstream"), Listen: "127.0.0.1:0", Accounts: acc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Shutdown)
+	nc, err := e.Connect(acc.ServiceOption())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	l, err := eventlog.Open(ctx, nc, eventlog.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := acc.ProvisionFeed(ctx, e); err != nil {
+		t.Fatal(err)
+	}
+	appendAll(ctx, t, l, "f1")
+	want, err := l.LastSeq(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opOpt, err := nats.NkeyOptionFromSeed(opSeed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, opts := range map[string][]nats.Option{"operator": {opOpt}, "anonymous": nil} {
+		c, err := nats.Connect(e.ClientURL(), append(opts, nats.MaxReconnects(0))...)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		rl, err := eventlog.Attach(ctx, c, eventlog.Config{})
+		if err != nil {
+			t.Fatalf("%s: attach the log: %v", name, err)
+		}
+		if got, err := rl.LastSeq(ctx); err != nil || got != want {
+			t.Fatalf("%s: last seq %d, %v; want %d", name, got, err, want)
+		}
+		c.Close()
+	}
+	subOpt, err := nats.NkeyOptionFromSeed(subSeed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, err := nats.Connect(e.ClientURL(), subOpt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	if _, err := eventlog.Attach(ctx, sc, eventlog.Config{}); err == nil {
+		t.Fatal("the subscriber attached to the log")
+	}
+}
