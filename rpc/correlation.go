@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"net/http"
 
 	"connectrpc.com/connect"
 
@@ -36,13 +37,34 @@ func newCorrelationID() string {
 	return hex.EncodeToString(b[:])
 }
 
-// correlationInterceptor reads X-Correlation-ID (or makes one), echoes it
-// and puts it in the context, from where the event log stamps it on every
-// event the request causes.
+// withCorrelationID reads X-Correlation-ID (or makes one), echoes it in
+// the response headers and puts it in the request's context, from where
+// the event log stamps it on every event the request causes and the logs
+// (of a refused caller too) record it. It is the outermost layer of the
+// handler, so that every answer carries the ID, a refusal by the guard's
+// middleware included.
+func withCorrelationID(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := r.Header.Get(HeaderCorrelationID)
+		if !validCorrelationID(id) {
+			id = newCorrelationID()
+		}
+		w.Header().Set(HeaderCorrelationID, id)
+		next.ServeHTTP(w, r.WithContext(eventlog.WithCorrelationID(r.Context(), id)))
+	})
+}
+
+// correlationInterceptor does what withCorrelationID does for a call that
+// did not pass through it; after it, the ID is already in the context and
+// the response headers (setting it again would repeat the header, as
+// Connect appends a response's headers to the writer's).
 type correlationInterceptor struct{}
 
 func (correlationInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		if eventlog.CorrelationID(ctx) != "" {
+			return next(ctx, req)
+		}
 		id := req.Header().Get(HeaderCorrelationID)
 		if !validCorrelationID(id) {
 			id = newCorrelationID()
@@ -65,6 +87,9 @@ func (correlationInterceptor) WrapStreamingClient(next connect.StreamingClientFu
 
 func (correlationInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
 	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
+		if eventlog.CorrelationID(ctx) != "" {
+			return next(ctx, conn)
+		}
 		id := conn.RequestHeader().Get(HeaderCorrelationID)
 		if !validCorrelationID(id) {
 			id = newCorrelationID()

@@ -3,16 +3,19 @@ package rpc
 import (
 	"context"
 	"errors"
+	"net/http"
 	"time"
 
 	"connectrpc.com/connect"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/auth-platform/tokenservice/dpop"
 	"github.com/auth-platform/tokenservice/eventlog"
 	"github.com/auth-platform/tokenservice/issuer"
 	"github.com/auth-platform/tokenservice/proto/token/v1/tokenv1connect"
+	"github.com/auth-platform/tokenservice/rpc/auth"
 	"github.com/auth-platform/tokenservice/signing"
 	"github.com/auth-platform/tokenservice/signing/breaker"
 )
@@ -38,10 +41,12 @@ type Metrics struct {
 	cryptoLatency *prometheus.HistogramVec
 	kmsOps        *prometheus.CounterVec
 	projectionLag prometheus.GaugeFunc
+	authRefused   *prometheus.CounterVec
 }
 
 var _ issuer.Observer = (*Metrics)(nil)
 var _ eventlog.Observer = (*Metrics)(nil)
+var _ auth.Observer = (*Metrics)(nil)
 
 var procedures = []string{
 	tokenv1connect.TokenServiceGenerateTokensProcedure,
@@ -108,7 +113,17 @@ func NewMetrics(lag func() float64) *Metrics {
 	m.kmsOps = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "token_service_kms_operations_total", Help: "AWS KMS operations by outcome (ok, error, rejected).",
 	}, []string{"operation", "status"})
-	r.MustRegister(m.fallback, m.breakerOpen, m.cryptoOps, m.cryptoLatency, m.kmsOps)
+	// Procedures and paths come from the policy table, so a path an
+	// attacker makes up is counted as "unknown", not as a new series.
+	m.authRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "token_service_auth_refused_total", Help: "Calls refused by caller authentication, authorization or rate limits, by procedure (or HTTP path, or unknown) and reason.",
+	}, []string{"procedure", "reason"})
+	r.MustRegister(m.fallback, m.breakerOpen, m.cryptoOps, m.cryptoLatency, m.kmsOps, m.authRefused)
+	for _, p := range auth.RefusalLabels() {
+		for _, reason := range auth.Reasons() {
+			m.authRefused.WithLabelValues(p, string(reason))
+		}
+	}
 	m.fallback.WithLabelValues("sign")
 	m.fallback.WithLabelValues("seal")
 	for _, op := range []string{"sign", "encrypt", "decrypt"} {
@@ -234,6 +249,16 @@ func (b breakerMetrics) StateChanged(open bool) {
 	} else {
 		b.m.breakerOpen.Set(0)
 	}
+}
+
+// Refused implements auth.Observer: one call refused by the caller policy.
+func (m *Metrics) Refused(procedure string, reason auth.Reason) {
+	m.authRefused.WithLabelValues(procedure, string(reason)).Inc()
+}
+
+// Handler serves the metrics (GET /metrics), for a listener of its own.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{})
 }
 
 // BadRecord counts a log record a projection skipped: "replica" (the

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"sort"
@@ -56,8 +57,14 @@ func scrapeSnapshot(t *testing.T, c *http.Client, base string) metricSnapshot {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("/metrics: %s", resp.Status)
 	}
+	return parseSnapshot(t, resp.Body)
+}
+
+// parseSnapshot parses the text exposition format.
+func parseSnapshot(t *testing.T, r io.Reader) metricSnapshot {
+	t.Helper()
 	parser := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := parser.TextToMetricFamilies(resp.Body)
+	fams, err := parser.TextToMetricFamilies(r)
 	if err != nil {
 		t.Fatalf("parse /metrics: %v", err)
 	}

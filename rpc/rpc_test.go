@@ -41,6 +41,12 @@ func newServer(t *testing.T) *server { return newServerNonce(t, false) }
 
 func newServerNonce(t *testing.T, nonceRequired bool) *server {
 	t.Helper()
+	return newServerWith(t, nonceRequired, nil)
+}
+
+// newServerWith starts a server whose configuration mutate may change.
+func newServerWith(t *testing.T, nonceRequired bool, mutate func(*rpc.Config)) *server {
+	t.Helper()
 	metrics := rpc.NewMetrics(nil)
 	env := issuertest.New(t, issuertest.Options{RefreshTTL: time.Hour, Observer: metrics})
 	nonces, err := dpop.NewNonces(issuertest.TestKey, time.Minute, env.Clock.Now)
@@ -57,9 +63,13 @@ func newServerNonce(t *testing.T, nonceRequired bool) *server {
 	projectorDone := make(chan struct{})
 	go func() { defer close(projectorDone); _ = projector.Run(pctx) }()
 	t.Cleanup(func() { stopProjector(); <-projectorDone })
-	h := rpc.New(rpc.Config{Issuer: env.Issuer, DPoP: verifier, Keys: env.Set, KeyAdmin: env.Keyring, Revocations: env.Set, Metrics: metrics, Ready: func() bool { return true },
+	cfg := rpc.Config{Issuer: env.Issuer, DPoP: verifier, Keys: env.Set, KeyAdmin: env.Keyring, Revocations: env.Set, Metrics: metrics, Ready: func() bool { return true },
 		Families: projections.NewFamilyStore(env.Log.JetStream(), ""), Feed: feed{env.Log.JetStream()},
-		MaxRequestBytes: 8 << 10, Now: env.Clock.Now})
+		MaxRequestBytes: 8 << 10, Now: env.Clock.Now}
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	h := rpc.New(cfg)
 	h.SetServing(true)
 	srv := httptest.NewUnstartedServer(h)
 	srv.EnableHTTP2 = true

@@ -14,13 +14,13 @@ import (
 	"connectrpc.com/grpchealth"
 	"connectrpc.com/grpcreflect"
 	"connectrpc.com/otelconnect"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/auth-platform/tokenservice/dpop"
 	"github.com/auth-platform/tokenservice/issuer"
 	"github.com/auth-platform/tokenservice/proto/token/v1/tokenv1connect"
+	"github.com/auth-platform/tokenservice/rpc/auth"
 	"github.com/auth-platform/tokenservice/signing"
 )
 
@@ -56,6 +56,15 @@ type Config struct {
 	}
 	// Metrics, if set, is served on /metrics and observes every call.
 	Metrics *Metrics
+	// NoMetricsEndpoint keeps /metrics off this handler, for a service
+	// that serves Metrics.Handler on a listener of its own. Default false.
+	NoMetricsEndpoint bool
+	// Guard, if set, authenticates and authorizes every call (see package
+	// auth): its middleware wraps the whole handler, inside the one that
+	// sets the correlation ID, so refusals carry it too, and its
+	// interceptor runs inside the correlation and metrics interceptors.
+	// Default: no guard, every call is allowed.
+	Guard *auth.Guard
 	// Logger receives server errors. Default slog.Default().
 	Logger *slog.Logger
 	// MaxRequestBytes bounds a request body. Default 64 KiB.
@@ -123,6 +132,9 @@ func New(cfg Config) *Handler {
 	if cfg.Metrics != nil {
 		interceptors = append(interceptors, cfg.Metrics.interceptor())
 	}
+	if cfg.Guard != nil {
+		interceptors = append(interceptors, cfg.Guard.Interceptor())
+	}
 	opts := []connect.HandlerOption{
 		connect.WithInterceptors(interceptors...),
 		connect.WithReadMaxBytes(cfg.MaxRequestBytes),
@@ -184,15 +196,18 @@ func New(cfg Config) *Handler {
 		}
 		_, _ = w.Write([]byte("ready\n"))
 	})
-	if cfg.Metrics != nil {
-		mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Metrics.Registry, promhttp.HandlerOpts{}))
+	if cfg.Metrics != nil && !cfg.NoMetricsEndpoint {
+		mux.Handle("GET /metrics", cfg.Metrics.Handler())
 	}
-	limited := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	var inner http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// Bound every body, also of paths Connect does not serve.
 		r.Body = http.MaxBytesReader(w, r.Body, int64(cfg.MaxRequestBytes)+1024)
 		mux.ServeHTTP(w, r)
 	})
-	hd := &Handler{Handler: limited, health: health}
+	if cfg.Guard != nil {
+		inner = cfg.Guard.Middleware(inner)
+	}
+	hd := &Handler{Handler: withCorrelationID(inner), health: health}
 	hd.SetServing(false)
 	return hd
 }

@@ -1,0 +1,138 @@
+package rpc_test
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"connectrpc.com/connect"
+
+	tokenv1 "github.com/auth-platform/tokenservice/proto/token/v1"
+	"github.com/auth-platform/tokenservice/proto/token/v1/tokenv1connect"
+	"github.com/auth-platform/tokenservice/rpc"
+	"github.com/auth-platform/tokenservice/rpc/auth"
+)
+
+// TestGuard: with a Guard, every refusal (by the middleware or by the
+// interceptor) carries the correlation ID once, is counted in
+// token_service_auth_refused_total, and an allowed caller is the actor of
+// the events it causes.
+func TestGuard(t *testing.T) {
+	dir := t.TempDir()
+	issuerKey, issuerEntry, err := auth.GenerateAPIKey(rand.Reader, "login", auth.RoleIssuer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rsKey, rsEntry, err := auth.GenerateAPIKey(rand.Reader, "api", auth.RoleResourceServer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	policyFile := filepath.Join(dir, "policy.yaml")
+	if err := os.WriteFile(policyFile, []byte("api_keys:\n  "+issuerEntry.Line()+"\n  "+rsEntry.Line()+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.DiscardHandler)
+	pol, err := auth.LoadPolicy(policyFile, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var metrics *rpc.Metrics
+	s := newServerWith(t, false, func(c *rpc.Config) {
+		metrics = c.Metrics
+		g, err := auth.New(auth.Config{Policy: pol, Observer: c.Metrics, Logger: log})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Guard = g
+	})
+	ctx := context.Background()
+	refused := seriesKey("token_service_auth_refused_total", "procedure", procGenerate, "reason", "unauthenticated")
+	denied := seriesKey("token_service_auth_refused_total", "procedure", procGenerate, "reason", "permission_denied")
+	adminKey := seriesKey("token_service_auth_refused_total", "procedure", "/metrics", "reason", "unauthenticated")
+	scrape := func() metricSnapshot {
+		t.Helper()
+		// /metrics is for admins: read the registry directly.
+		rec := httptest.NewRecorder()
+		metrics.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+		return parseSnapshot(t, rec.Body)
+	}
+	before := scrape()
+	for _, k := range []string{refused, denied, adminKey} {
+		if _, ok := before[k]; !ok {
+			t.Fatalf("%s not exposed at start", k)
+		}
+	}
+	gen := &tokenv1.GenerateTokensRequest{Subject: "dave", ClientId: "web", Audience: []string{"api"}}
+	for _, tc := range []struct {
+		name string
+		opts []connect.ClientOption
+		key  string
+		want connect.Code
+	}{
+		{"connect, no credential (middleware)", nil, "", connect.CodeUnauthenticated},
+		{"grpc, no credential (middleware)", []connect.ClientOption{connect.WithGRPC()}, "", connect.CodeUnauthenticated},
+		{"grpc-web, wrong role (middleware)", []connect.ClientOption{connect.WithGRPCWeb()}, rsKey, connect.CodePermissionDenied},
+		{"connect, wrong role (middleware)", nil, rsKey, connect.CodePermissionDenied},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			client := tokenv1connect.NewTokenServiceClient(s.http, s.url, tc.opts...)
+			for _, sent := range []string{"guard-corr-1", ""} {
+				req := connect.NewRequest(gen)
+				if sent != "" {
+					req.Header().Set(rpc.HeaderCorrelationID, sent)
+				}
+				if tc.key != "" {
+					req.Header().Set("Authorization", "Bearer "+tc.key)
+				}
+				_, err := client.GenerateTokens(ctx, req)
+				var ce *connect.Error
+				if !errors.As(err, &ce) || ce.Code() != tc.want {
+					t.Fatalf("err = %v, want %v", err, tc.want)
+				}
+				ids := ce.Meta().Values(rpc.HeaderCorrelationID)
+				if len(ids) != 1 || ids[0] == "" || (sent != "" && ids[0] != sent) {
+					t.Fatalf("correlation IDs %q, want one (%q)", ids, sent)
+				}
+			}
+		})
+	}
+	req := connect.NewRequest(gen)
+	req.Header().Set("Authorization", "Bearer "+issuerKey)
+	req.Header().Set(rpc.HeaderCorrelationID, "guard-ok")
+	resp, err := s.client.GenerateTokens(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ids := resp.Header().Values(rpc.HeaderCorrelationID); len(ids) != 1 || ids[0] != "guard-ok" {
+		t.Fatalf("correlation IDs of a success %q", ids)
+	}
+	rec, err := s.env.Log.LastConsistent(ctx, s.env.Log.Subjects().FamilyFilter(resp.Msg.GetFamilyId()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.Actor != "apikey:login" || rec.CorrelationID != "guard-ok" {
+		t.Fatalf("event actor %q correlation %q", rec.Actor, rec.CorrelationID)
+	}
+	hr, err := s.http.Get(s.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hr.Body.Close()
+	if hr.StatusCode != http.StatusUnauthorized || len(hr.Header.Values(rpc.HeaderCorrelationID)) != 1 {
+		t.Fatalf("/metrics without credential: %s, correlation %q", hr.Status, hr.Header.Values(rpc.HeaderCorrelationID))
+	}
+	after := scrape()
+	assertOnlyMoved(t, "refusals", before, after, map[string]float64{
+		refused:  4,
+		denied:   4,
+		adminKey: 1,
+		seriesKey("token_service_tokens_issued_total", "token_type", "Bearer", "algorithm", "ES256"): 1,
+		latencyCount(procGenerate): 1,
+	})
+}
