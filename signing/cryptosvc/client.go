@@ -95,7 +95,9 @@ func New(cfg Config) (*Client, error) {
 			IdleConnTimeout:     90 * time.Second,
 		}}
 	}
-	opts := []connect.ClientOption{connect.WithGRPC()}
+	// Messages are a few hundred bytes: no gzip (it would cost more CPU
+	// than the bytes it saves).
+	opts := []connect.ClientOption{connect.WithGRPC(), connect.WithAcceptCompression("gzip", nil, nil)}
 	if cfg.APIKey != "" {
 		opts = append(opts, connect.WithInterceptors(bearer(cfg.APIKey)))
 	}
