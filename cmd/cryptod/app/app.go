@@ -17,6 +17,7 @@ import (
 
 	"github.com/auth-platform/tokenservice/cmd/cryptod/keystore"
 	"github.com/auth-platform/tokenservice/proto/crypto/v1/cryptov1connect"
+	"github.com/auth-platform/tokenservice/rpc/auth"
 	"github.com/auth-platform/tokenservice/signing/pkcs11"
 )
 
@@ -30,6 +31,9 @@ type Main struct {
 	server   *http.Server
 	listener net.Listener
 	serveErr chan error
+
+	stopWatch context.CancelFunc // stops the certificate watch
+	watchDone chan struct{}
 }
 
 // NewLogger returns the JSON (or text) logger of cfg on stderr.
@@ -61,32 +65,29 @@ func (m *Main) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	cert, err := certificate(cfg.TLSCertFile, cfg.TLSKeyFile, onError)
+	// TLS as tokend serves it (rpc/auth): the certificate is reloaded when
+	// its files change.
+	certs, err := auth.NewCertReloader(cfg.TLSCertFile, cfg.TLSKeyFile, m.Logger)
 	if err != nil {
 		return fmt.Errorf("CRYPTOD_TLS_CERT_FILE: %w", err)
 	}
-	tlsCfg := &tls.Config{
-		MinVersion:     tls.VersionTLS12,
-		NextProtos:     []string{"h2", "http/1.1"},
-		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return cert.get(), nil },
-	}
+	var clientCAs *x509.CertPool
 	if cfg.ClientCAFile != "" {
-		pem, err := os.ReadFile(cfg.ClientCAFile)
-		if err != nil {
+		if clientCAs, err = auth.LoadCertPool(cfg.ClientCAFile); err != nil {
 			return fmt.Errorf("CRYPTOD_TLS_CLIENT_CA_FILE: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return fmt.Errorf("CRYPTOD_TLS_CLIENT_CA_FILE %s: no PEM certificate", cfg.ClientCAFile)
-		}
-		tlsCfg.ClientCAs = pool
-		tlsCfg.ClientAuth = tls.RequireAndVerifyClientCert
-		if policy.get().hasAPIKeys() {
-			tlsCfg.ClientAuth = tls.VerifyClientCertIfGiven // API-key callers have no certificate
 		}
 	} else if !policy.get().hasAPIKeys() {
 		return errors.New("CRYPTOD_POLICY_FILE lists no API key and CRYPTOD_TLS_CLIENT_CA_FILE is unset: no caller could authenticate")
 	}
+	// Without API keys in the policy, a caller without a certificate is
+	// refused at the handshake.
+	tlsCfg := auth.ServerTLSConfig(certs, clientCAs, clientCAs != nil && !policy.get().hasAPIKeys())
+	watchCtx, stopWatch := context.WithCancel(context.Background())
+	m.stopWatch, m.watchDone = stopWatch, make(chan struct{})
+	go func() {
+		defer close(m.watchDone)
+		_ = certs.Watch(watchCtx, time.Second) // ends with watchCtx
+	}()
 
 	m.backend, err = pkcs11.New(ctx, cfg.PKCS11)
 	if err != nil {
@@ -145,6 +146,10 @@ func (m *Main) Close(ctx context.Context) error {
 		}
 	} else if m.listener != nil {
 		_ = m.listener.Close() // never served
+	}
+	if m.stopWatch != nil {
+		m.stopWatch()
+		<-m.watchDone
 	}
 	if m.backend != nil {
 		if err := m.backend.Close(); err != nil {

@@ -27,10 +27,11 @@ import (
 //	    api_key_sha256: ["9f86d0…"]  # sha256sum of the key, hex
 //	    namespaces: ["tokenservice"]
 //
-// An mTLS identity is the client certificate's first URI SAN (a SPIFFE
-// ID), or its subject CN when it has no URI SAN. An API key is sent as
-// "Authorization: Bearer <key>" and stored here only as its SHA-256. The
-// namespace "*" grants every namespace.
+// An mTLS identity is the client certificate's URI SAN (a SPIFFE ID), or
+// its subject CN when it has no URI SAN, as for tokend (rpc/auth). An API
+// key is sent as "Authorization: Bearer <key>" and stored here only as its
+// SHA-256 (rpc/auth.HashAPIKey, or sha256sum). The namespace "*" grants
+// every namespace.
 type Policy struct {
 	Callers []Caller `yaml:"callers"`
 }
@@ -94,11 +95,12 @@ var errUnauthenticated = errors.New("unauthenticated")
 // compared, in constant time, so the time taken says nothing about which
 // one nearly matched.
 func (p *Policy) authenticate(r *http.Request) (*Caller, error) {
-	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
-		id := identity(r.TLS.VerifiedChains[0][0])
-		for i := range p.Callers {
-			if slices.Contains(p.Callers[i].Identities, id) {
-				return &p.Callers[i], nil
+	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 && len(r.TLS.VerifiedChains[0]) > 0 {
+		if id, ok := identity(r.TLS.VerifiedChains[0][0]); ok {
+			for i := range p.Callers {
+				if slices.Contains(p.Callers[i].Identities, id) {
+					return &p.Callers[i], nil
+				}
 			}
 		}
 	}
@@ -121,12 +123,17 @@ func (p *Policy) authenticate(r *http.Request) (*Caller, error) {
 	return found, nil
 }
 
-// identity is a client certificate's first URI SAN, else its subject CN.
-func identity(cert *x509.Certificate) string {
-	if len(cert.URIs) > 0 {
-		return cert.URIs[0].String()
+// identity is a client certificate's URI SAN, else its subject CN, as
+// rpc/auth reads it; a certificate with several URI SANs, or neither,
+// identifies nobody.
+func identity(cert *x509.Certificate) (string, bool) {
+	switch len(cert.URIs) {
+	case 0:
+		return cert.Subject.CommonName, cert.Subject.CommonName != ""
+	case 1:
+		return cert.URIs[0].String(), true
 	}
-	return cert.Subject.CommonName
+	return "", false
 }
 
 type callerKey struct{}

@@ -1,7 +1,6 @@
 package app
 
 import (
-	"crypto/tls"
 	"fmt"
 	"os"
 	"sync"
@@ -14,8 +13,8 @@ import (
 // value and reports the error once per change through onError. It is
 // safe for concurrent use.
 //
-// It carries the server certificate and the policy until rpc/auth's
-// reloader (issue 7) can be shared.
+// It carries cryptod's policy, whose namespaces rpc/auth's policy (roles
+// of the token service) has no place for.
 type reloaded[T any] struct {
 	paths   []string
 	load    func() (T, error)
@@ -75,16 +74,4 @@ func (r *reloaded[T]) get() T {
 	}
 	r.val = v
 	return v
-}
-
-// certificate returns a reloaded TLS certificate from a chain and a key
-// file.
-func certificate(certFile, keyFile string, onError func(error)) (*reloaded[*tls.Certificate], error) {
-	return newReloaded(func() (*tls.Certificate, error) {
-		c, err := tls.LoadX509KeyPair(certFile, keyFile)
-		if err != nil {
-			return nil, fmt.Errorf("TLS certificate %s: %w", certFile, err)
-		}
-		return &c, nil
-	}, onError, certFile, keyFile)
 }

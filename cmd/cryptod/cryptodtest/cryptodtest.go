@@ -3,27 +3,16 @@
 // certificate and the callers' client certificates, a policy file, and
 // the service itself in process on a loopback port, or the environment a
 // child cryptod process needs to serve the same token. Nothing is faked:
-// calls go over TLS 1.3 with mTLS to the service, which signs and
+// calls go over TLS with mTLS to the service, which signs and
 // encrypts on the token.
 //
-// The CA stands in until rpc/auth/authtest (issue 7) can be shared.
+// Certificates come from rpc/auth/authtest.
 package cryptodtest
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/sha256"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/hex"
-	"encoding/pem"
-	"math/big"
-	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -31,6 +20,8 @@ import (
 	"time"
 
 	"github.com/auth-platform/tokenservice/cmd/cryptod/app"
+	"github.com/auth-platform/tokenservice/rpc/auth"
+	"github.com/auth-platform/tokenservice/rpc/auth/authtest"
 	"github.com/auth-platform/tokenservice/signing/pkcs11/hsmtest"
 )
 
@@ -47,90 +38,12 @@ const (
 	APIKey = "test-api-key-0123456789"
 )
 
-// CA is a test certificate authority (ECDSA P-256).
-type CA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	dir  string
-	// File is the CA certificate (PEM).
-	File string
-}
-
-// NewCA makes a CA whose files live in t.TempDir().
-func NewCA(t testing.TB) *CA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "cryptodtest CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	ca := &CA{cert: cert, key: key, dir: t.TempDir()}
-	ca.File = filepath.Join(ca.dir, "ca.pem")
-	writePEM(t, ca.File, "CERTIFICATE", der)
-	return ca
-}
-
-func writePEM(t testing.TB, path, typ string, der []byte) {
-	t.Helper()
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// Issue writes a certificate and key for name: a server certificate for
-// 127.0.0.1 and localhost, or a client certificate whose URI SAN is name
-// when it is a URI and whose subject CN is name otherwise. It returns the
-// files.
-func (ca *CA) Issue(t testing.TB, name string, server bool) (certFile, keyFile string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{
-		SerialNumber: serial, Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature,
-	}
-	if server {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
-		tmpl.DNSNames = []string{"localhost"}
-	} else {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
-		if u, err := url.Parse(name); err == nil && u.Scheme != "" {
-			tmpl.URIs = []*url.URL{u}
-		}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	base := filepath.Join(ca.dir, strings.NewReplacer("/", "_", ":", "_").Replace(name))
-	certFile, keyFile = base+".crt", base+".key"
-	writePEM(t, certFile, "CERTIFICATE", der)
-	writePEM(t, keyFile, "PRIVATE KEY", kder)
-	return certFile, keyFile
-}
-
 // Fixture is everything a cryptod needs, ready to start.
 type Fixture struct {
 	Token *hsmtest.Token
-	CA    *CA
+	// CA issued every certificate; CAFile holds it (PEM).
+	CA     *authtest.CA
+	CAFile string
 	// ServerCert and ServerKey are cryptod's certificate files.
 	ServerCert, ServerKey string
 	// ClientCert and ClientKey are the mTLS credentials of Identity.
@@ -147,15 +60,16 @@ type Fixture struct {
 // cannot be parallel.
 func New(t testing.TB) *Fixture {
 	t.Helper()
-	f := &Fixture{Token: hsmtest.New(t), CA: NewCA(t)}
-	f.ServerCert, f.ServerKey = f.CA.Issue(t, "cryptod", true)
-	f.ClientCert, f.ClientKey = f.CA.Issue(t, Identity, false)
-	f.OtherCert, f.OtherKey = f.CA.Issue(t, OtherIdentity, false)
-	sum := sha256.Sum256([]byte(APIKey))
+	dir := t.TempDir()
+	f := &Fixture{Token: hsmtest.New(t), CA: authtest.NewCA(t, "cryptodtest CA")}
+	f.CAFile = f.CA.WriteFile(t, dir, "ca.pem")
+	f.ServerCert, f.ServerKey = f.CA.ServerCert(t).WriteFiles(t, dir, "cryptod")
+	f.ClientCert, f.ClientKey = f.CA.ClientURI(t, Identity).WriteFiles(t, dir, "tokend")
+	f.OtherCert, f.OtherKey = f.CA.ClientURI(t, OtherIdentity).WriteFiles(t, dir, "other")
 	policy := "callers:\n" +
-		"  - name: tokend\n    identities: [\"" + Identity + "\"]\n    api_key_sha256: [\"" + hex.EncodeToString(sum[:]) + "\"]\n    namespaces: [" + Namespace + ", test]\n" +
+		"  - name: tokend\n    identities: [\"" + Identity + "\"]\n    api_key_sha256: [\"" + auth.HashAPIKey(APIKey) + "\"]\n    namespaces: [" + Namespace + ", test]\n" +
 		"  - name: other\n    identities: [\"" + OtherIdentity + "\"]\n    namespaces: [other]\n"
-	f.PolicyFile = filepath.Join(t.TempDir(), "policy.yaml")
+	f.PolicyFile = filepath.Join(dir, "policy.yaml")
 	if err := os.WriteFile(f.PolicyFile, []byte(policy), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -167,7 +81,7 @@ func New(t testing.TB) *Fixture {
 func (f *Fixture) Environ(listen string) []string {
 	env := map[string]string{
 		"CRYPTOD_LISTEN": listen, "CRYPTOD_TLS_CERT_FILE": f.ServerCert, "CRYPTOD_TLS_KEY_FILE": f.ServerKey,
-		"CRYPTOD_TLS_CLIENT_CA_FILE": f.CA.File, "CRYPTOD_POLICY_FILE": f.PolicyFile,
+		"CRYPTOD_TLS_CLIENT_CA_FILE": f.CAFile, "CRYPTOD_POLICY_FILE": f.PolicyFile,
 		"PKCS11_MODULE": f.Token.Config.Module, "PKCS11_TOKEN_LABEL": f.Token.Config.TokenLabel, "PKCS11_PIN": f.Token.Config.PIN,
 		"SOFTHSM2_CONF": os.Getenv("SOFTHSM2_CONF"), "LOG_LEVEL": "error", "LOG_FORMAT": "text",
 	}
@@ -197,13 +111,7 @@ func (f *Fixture) Config(t testing.TB, listen string) app.Config {
 // certFile and keyFile (none if empty) that trusts the CA.
 func (f *Fixture) ClientTLS(t testing.TB, certFile, keyFile string) *tls.Config {
 	t.Helper()
-	pool := x509.NewCertPool()
-	b, err := os.ReadFile(f.CA.File)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool.AppendCertsFromPEM(b)
-	cfg := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	cfg := authtest.ClientTLS(f.CA, nil)
 	if certFile != "" {
 		c, err := tls.LoadX509KeyPair(certFile, keyFile)
 		if err != nil {
