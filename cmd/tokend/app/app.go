@@ -61,6 +61,7 @@ type Main struct {
 
 	lifecycleDone chan struct{}
 	projectorDone chan struct{}
+	crypto        cryptoParts // KMS_PROVIDER=pkcs11's token and reconciler
 	cancel        context.CancelFunc
 	stopWatchers  context.CancelFunc // ends WatchRevocations streams on Close
 	watchCtx      context.Context
@@ -199,6 +200,11 @@ func (m *Main) start(ctx context.Context) error {
 		kcfg.Breaker = breaker.Config{RateLimit: cfg.CryptoRateLimit, Timeout: cfg.CryptoTimeout,
 			Observer: m.Metrics.BreakerObserver(awskms.BackendName)}
 	}
+	// KMS_PROVIDER=pkcs11 and cryptosvc, and the crypto service's envelope
+	// for sealing (crypto.go).
+	if sealer, err = m.setupCrypto(ctx, runCtx, &kcfg, sealer); err != nil {
+		return err
+	}
 	m.Keyring, err = keyring.New(m.Log, m.Set, m.Runner, sealer, kcfg)
 	if err != nil {
 		return err
@@ -328,6 +334,9 @@ func (m *Main) Close(ctx context.Context) error {
 		if m.projectorDone != nil {
 			<-m.projectorDone
 		}
+	}
+	if err := m.crypto.close(); err != nil {
+		errs = append(errs, fmt.Errorf("close the HSM: %w", err))
 	}
 	if m.stopTracing != nil {
 		if err := m.stopTracing(ctx); err != nil {

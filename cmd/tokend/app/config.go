@@ -73,6 +73,25 @@ type Config struct {
 	CryptoTimeout     time.Duration
 	FallbackAccessTTL time.Duration
 
+	// KMS_PROVIDER=pkcs11: the HSM's module, token and user PIN, and the
+	// label prefix of the keys tokend makes there.
+	PKCS11Module      string
+	PKCS11TokenLabel  string
+	PKCS11PIN         Secret
+	PKCS11LabelPrefix string
+	// The crypto service (KMS_PROVIDER=cryptosvc, and envelope sealing
+	// when CryptoEncryption): its address, the files that verify it and
+	// authenticate tokend (mTLS), an API key, and the namespace of
+	// tokend's keys.
+	CryptoServiceAddress  string
+	CryptoServiceCAFile   string
+	CryptoServiceCertFile string
+	CryptoServiceKeyFile  string
+	CryptoServiceAPIKey   Secret
+	CryptoSigning         bool
+	CryptoEncryption      bool
+	CryptoKeyNamespace    string
+
 	DPoPAlgorithms     []signing.Algorithm
 	DPoPTokenEndpoints []string
 	DPoPSkew           time.Duration
@@ -91,10 +110,23 @@ var Variables = []struct{ Name, Default, Meaning string }{
 	{"ACCESS_TOKEN_TTL", "900", "access-token lifetime (seconds, or a Go duration such as 15m)"},
 	{"REFRESH_TOKEN_TTL", "604800", "refresh-token lifetime, renewed by each rotation"},
 	{"REFRESH_REUSE_GRACE", "5", "grace window in which the previous refresh token returns the same successor; 0 disables"},
-	{"KMS_PROVIDER", "local", "signing backend: local (mock is an alias) or aws (AWS KMS; region and credentials from the AWS SDK's standard settings, e.g. AWS_REGION)"},
+	{"KMS_PROVIDER", "local", "signing backend: local (mock is an alias), aws (AWS KMS; region and credentials from the AWS SDK's standard settings, e.g. AWS_REGION), pkcs11 (an HSM) or cryptosvc (a crypto service)"},
 	{"KMS_KEY_ID", "", "an existing AWS KMS key (ID, ARN or alias) to sign with first; later rotations create keys"},
 	{"KMS_ENDPOINT", "", "AWS KMS endpoint URL, for an emulator or a VPC endpoint (the SDK's AWS_ENDPOINT_URL_KMS works too)"},
-	{"CRYPTO_FALLBACK_ENABLED", "true with aws", "keep a local key pre-published in the JWKS and sign with it while the remote backend is unavailable"},
+	{"PKCS11_MODULE", "", "KMS_PROVIDER=pkcs11: path of the HSM's PKCS#11 library (SoftHSM2: /usr/lib/softhsm/libsofthsm2.so)"},
+	{"PKCS11_TOKEN_LABEL", "", "KMS_PROVIDER=pkcs11: label of the token that holds the signing keys"},
+	{"PKCS11_PIN", "", "KMS_PROVIDER=pkcs11: the token's user PIN (or PKCS11_PIN_FILE); never logged"},
+	{"PKCS11_PIN_FILE", "", "file holding the user PIN (a mounted secret); wins over PKCS11_PIN"},
+	{"PKCS11_LABEL_PREFIX", "tokenservice-signing/", "start of the CKA_LABEL of the keys tokend makes; the reconciler deletes unreferenced objects with it, so deployments sharing a token need different ones"},
+	{"CRYPTO_SERVICE_ADDRESS", "", "crypto service (crypto.v1, e.g. cmd/cryptod): https://host:port"},
+	{"CRYPTO_SERVICE_CA_FILE", "", "CA bundle (PEM) that verifies the crypto service (default: the system roots)"},
+	{"CRYPTO_SERVICE_CERT_FILE", "", "client certificate (PEM) tokend presents to the crypto service (mTLS), with CRYPTO_SERVICE_KEY_FILE"},
+	{"CRYPTO_SERVICE_KEY_FILE", "", "private key (PEM) of CRYPTO_SERVICE_CERT_FILE"},
+	{"CRYPTO_SERVICE_API_KEY_FILE", "", "file holding an API key sent to the crypto service as a bearer credential; never logged"},
+	{"CRYPTO_SIGNING_ENABLED", "true with cryptosvc", "sign with the crypto service: true is the same as KMS_PROVIDER=cryptosvc"},
+	{"CRYPTO_ENCRYPTION_ENABLED", "false", "seal local keys and grace records with envelope encryption: data keys wrapped by the crypto service (needs CRYPTO_SERVICE_ADDRESS)"},
+	{"CRYPTO_KEY_NAMESPACE", "tokenservice", "the crypto service namespace of tokend's keys"},
+	{"CRYPTO_FALLBACK_ENABLED", "true with aws, pkcs11, cryptosvc", "keep a local key pre-published in the JWKS and sign with it while the remote backend is unavailable; seal under ENCRYPTION_KEY while the crypto service cannot wrap a data key"},
 	{"CRYPTO_RATE_LIMIT", "0", "remote signing calls per second (0: unlimited); excess calls go to the fallback key"},
 	{"CRYPTO_TIMEOUT", "2s", "timeout of one remote signing call"},
 	{"FALLBACK_ACCESS_TOKEN_TTL", "300", "lifetime of access tokens signed by the fallback key (at most ACCESS_TOKEN_TTL)"},
@@ -204,6 +236,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		p.fail("JWT_ALGORITHM", err.Error())
 	}
 	c.Algorithm = alg
+	c.cryptoFromEnv(&p)
 	switch c.KMSProvider {
 	case "local", "mock":
 		c.KMSProvider = "local"
@@ -211,8 +244,12 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		if c.Algorithm != signing.RS256 && c.Algorithm != signing.PS256 && c.Algorithm != signing.ES256 {
 			p.fail("JWT_ALGORITHM", "AWS KMS signs RS256, PS256 or ES256")
 		}
+	case "pkcs11", "cryptosvc":
+		if c.Algorithm == signing.EdDSA {
+			p.fail("JWT_ALGORITHM", "KMS_PROVIDER="+c.KMSProvider+" signs RS256, PS256, ES256 or ES384")
+		}
 	default:
-		p.fail("KMS_PROVIDER", fmt.Sprintf("%q is not supported (want local, mock or aws)", c.KMSProvider))
+		p.fail("KMS_PROVIDER", fmt.Sprintf("%q is not supported (want local, mock, aws, pkcs11 or cryptosvc)", c.KMSProvider))
 	}
 	if v := getenv("ENCRYPTION_KEY_PREVIOUS"); v != "" {
 		for _, k := range strings.Split(v, ",") {
@@ -229,7 +266,8 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	}
 	c.KMSEndpoint = p.str("KMS_ENDPOINT", "")
 	c.KMSKeyID = p.str("KMS_KEY_ID", "")
-	switch v := p.str("CRYPTO_FALLBACK_ENABLED", map[bool]string{true: "true", false: "false"}[c.KMSProvider == "aws"]); v {
+	remote := c.KMSProvider == "aws" || c.KMSProvider == "pkcs11" || c.KMSProvider == "cryptosvc"
+	switch v := p.str("CRYPTO_FALLBACK_ENABLED", map[bool]string{true: "true", false: "false"}[remote]); v {
 	case "true", "1":
 		c.CryptoFallback = true
 	case "false", "0":

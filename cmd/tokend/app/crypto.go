@@ -1,0 +1,236 @@
+package app
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"regexp"
+	"time"
+
+	"github.com/auth-platform/tokenservice/rpc/auth"
+	"github.com/auth-platform/tokenservice/signing/breaker"
+	"github.com/auth-platform/tokenservice/signing/cryptosvc"
+	"github.com/auth-platform/tokenservice/signing/keyring"
+	"github.com/auth-platform/tokenservice/signing/seal"
+)
+
+// Secret is a setting that is never printed or logged: a PIN, an API
+// key.
+type Secret string
+
+// String prints a redacted secret.
+func (s Secret) String() string {
+	if s == "" {
+		return ""
+	}
+	return "[redacted]"
+}
+
+// GoString prints a redacted secret, for %#v.
+func (s Secret) GoString() string { return s.String() }
+
+// LogValue logs a redacted secret.
+func (s Secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
+
+// defaultPKCS11LabelPrefix is pkcs11.DefaultLabelPrefix, repeated so that
+// the configuration builds without cgo.
+const defaultPKCS11LabelPrefix = "tokenservice-signing/"
+
+var namespaceRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
+
+// cryptoFromEnv reads the settings of the HSM and the crypto service.
+func (c *Config) cryptoFromEnv(p *envParser) {
+	c.PKCS11Module = p.str("PKCS11_MODULE", "")
+	c.PKCS11TokenLabel = p.str("PKCS11_TOKEN_LABEL", "")
+	c.PKCS11LabelPrefix = p.str("PKCS11_LABEL_PREFIX", defaultPKCS11LabelPrefix)
+	c.PKCS11PIN = Secret(p.getenv("PKCS11_PIN"))
+	if f := p.getenv("PKCS11_PIN_FILE"); f != "" {
+		pin, err := readSecret(f)
+		if err != nil {
+			p.fail("PKCS11_PIN_FILE", err.Error())
+		}
+		c.PKCS11PIN = pin
+	}
+	c.CryptoServiceAddress = p.str("CRYPTO_SERVICE_ADDRESS", "")
+	c.CryptoServiceCAFile = p.str("CRYPTO_SERVICE_CA_FILE", "")
+	c.CryptoServiceCertFile = p.str("CRYPTO_SERVICE_CERT_FILE", "")
+	c.CryptoServiceKeyFile = p.str("CRYPTO_SERVICE_KEY_FILE", "")
+	if f := p.getenv("CRYPTO_SERVICE_API_KEY_FILE"); f != "" {
+		key, err := readSecret(f)
+		if err != nil {
+			p.fail("CRYPTO_SERVICE_API_KEY_FILE", err.Error())
+		}
+		c.CryptoServiceAPIKey = key
+	}
+	c.CryptoKeyNamespace = p.str("CRYPTO_KEY_NAMESPACE", cryptosvc.DefaultNamespace)
+	if !namespaceRE.MatchString(c.CryptoKeyNamespace) {
+		p.fail("CRYPTO_KEY_NAMESPACE", "must be 1 to 63 of a-z, 0-9, '.', '_' and '-', starting with a letter or digit")
+	}
+
+	switch v := p.getenv("CRYPTO_SIGNING_ENABLED"); v {
+	case "":
+		c.CryptoSigning = c.KMSProvider == "cryptosvc"
+	case "true", "1":
+		c.CryptoSigning = true
+		switch {
+		case p.getenv("KMS_PROVIDER") == "":
+			c.KMSProvider = "cryptosvc"
+		case c.KMSProvider != "cryptosvc":
+			p.fail("CRYPTO_SIGNING_ENABLED", "true means KMS_PROVIDER=cryptosvc, not "+c.KMSProvider)
+		}
+	case "false", "0":
+		if c.KMSProvider == "cryptosvc" {
+			p.fail("CRYPTO_SIGNING_ENABLED", "false contradicts KMS_PROVIDER=cryptosvc")
+		}
+	default:
+		p.fail("CRYPTO_SIGNING_ENABLED", "must be true or false")
+	}
+	switch v := p.str("CRYPTO_ENCRYPTION_ENABLED", "false"); v {
+	case "true", "1":
+		c.CryptoEncryption = true
+	case "false", "0":
+	default:
+		p.fail("CRYPTO_ENCRYPTION_ENABLED", "must be true or false")
+	}
+	if c.CryptoServiceAddress == "" {
+		if c.KMSProvider == "cryptosvc" {
+			p.fail("CRYPTO_SERVICE_ADDRESS", "is required with KMS_PROVIDER=cryptosvc")
+		}
+		if c.CryptoEncryption {
+			p.fail("CRYPTO_SERVICE_ADDRESS", "is required with CRYPTO_ENCRYPTION_ENABLED=true")
+		}
+	}
+	if (c.CryptoServiceCertFile == "") != (c.CryptoServiceKeyFile == "") {
+		p.fail("CRYPTO_SERVICE_CERT_FILE", "and CRYPTO_SERVICE_KEY_FILE go together")
+	}
+	if c.KMSProvider == "pkcs11" {
+		if c.PKCS11Module == "" {
+			p.fail("PKCS11_MODULE", "is required with KMS_PROVIDER=pkcs11")
+		}
+		if c.PKCS11TokenLabel == "" {
+			p.fail("PKCS11_TOKEN_LABEL", "is required with KMS_PROVIDER=pkcs11")
+		}
+		if c.PKCS11PIN == "" {
+			p.fail("PKCS11_PIN", "(or PKCS11_PIN_FILE) is required with KMS_PROVIDER=pkcs11")
+		}
+	}
+}
+
+// readSecret reads a secret from a file (a mounted secret): its content
+// without a final line ending. Errors name the file, never its content.
+func readSecret(path string) (Secret, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	b = bytes.TrimSuffix(bytes.TrimSuffix(b, []byte("\n")), []byte("\r"))
+	if len(b) == 0 {
+		return "", fmt.Errorf("%s is empty", path)
+	}
+	return Secret(b), nil
+}
+
+// cryptoParts are what the HSM and crypto-service backends add to tokend:
+// background tasks, stopped with the run context, and what to close after
+// them.
+type cryptoParts struct {
+	done    []chan struct{}
+	closers []func() error
+}
+
+// close waits for the tasks (their context is cancelled) and closes the
+// parts in reverse order.
+func (c *cryptoParts) close() error {
+	for _, d := range c.done {
+		<-d
+	}
+	var errs []error
+	for i := len(c.closers) - 1; i >= 0; i-- {
+		errs = append(errs, c.closers[i]())
+	}
+	c.done, c.closers = nil, nil
+	return errors.Join(errs...)
+}
+
+// setupCrypto configures kcfg's backend for KMS_PROVIDER=pkcs11 and
+// cryptosvc, behind the breaker with the crypto metrics, and returns the
+// sealer: with the crypto service's envelope when CRYPTO_SERVICE_ADDRESS
+// is set (sealing with it when CRYPTO_ENCRYPTION_ENABLED; otherwise only
+// opening what it sealed, which the keyring moves back under
+// ENCRYPTION_KEY). Background tasks run until runCtx ends.
+func (m *Main) setupCrypto(ctx, runCtx context.Context, kcfg *keyring.Config, sealer *seal.Sealer) (*seal.Sealer, error) {
+	cfg := m.Config
+	var client *cryptosvc.Client
+	if cfg.CryptoServiceAddress != "" {
+		ccfg, certs, err := cryptoServiceConfig(cfg, m.Logger)
+		if err != nil {
+			return nil, err
+		}
+		if certs != nil {
+			done := make(chan struct{})
+			m.crypto.done = append(m.crypto.done, done)
+			go func() {
+				defer close(done)
+				_ = certs.Watch(runCtx, time.Second) // ends with runCtx
+			}()
+		}
+		if client, err = cryptosvc.New(ccfg); err != nil {
+			return nil, fmt.Errorf("CRYPTO_SERVICE_ADDRESS: %w", err)
+		}
+		m.Logger.Info("crypto service", "config", ccfg, "signing", cfg.CryptoSigning, "encryption", cfg.CryptoEncryption)
+		wrapper := client.KeyWrapper(cryptosvc.DefaultWrapKeyName, breaker.NewBreaker(breaker.Config{
+			Name: "crypto-service-envelope", Timeout: cfg.CryptoTimeout, Observer: m.Metrics.BreakerObserver(cryptosvc.BackendName),
+		}))
+		sealer, err = sealer.WithEnvelope(seal.Envelope{Wrapper: wrapper, Seal: cfg.CryptoEncryption,
+			Fallback: cfg.CryptoFallback, OnFallback: m.Metrics.FallbackSealed})
+		if err != nil {
+			return nil, err
+		}
+		if err := sealer.Prepare(ctx); err != nil {
+			m.Logger.Warn("envelope encryption: the crypto service wraps no data key yet; sealing under ENCRYPTION_KEY until it does", "error", err)
+		}
+	}
+	switch cfg.KMSProvider {
+	case "cryptosvc":
+		kcfg.Backend = cryptosvc.Backend{Client: client}
+	case "pkcs11":
+		b, err := m.startPKCS11(ctx, runCtx)
+		if err != nil {
+			return nil, err
+		}
+		kcfg.Backend = b
+	default:
+		return sealer, nil
+	}
+	kcfg.Breaker = breaker.Config{RateLimit: cfg.CryptoRateLimit, Timeout: cfg.CryptoTimeout,
+		Observer: m.Metrics.BreakerObserver(kcfg.Backend.Name())}
+	return sealer, nil
+}
+
+// cryptoServiceConfig builds the client configuration: the CA that
+// verifies the service, tokend's client certificate (reloaded when its
+// files change, by the returned reloader's Watch), its API key.
+func cryptoServiceConfig(cfg Config, log *slog.Logger) (cryptosvc.Config, *auth.CertReloader, error) {
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if cfg.CryptoServiceCAFile != "" {
+		pool, err := auth.LoadCertPool(cfg.CryptoServiceCAFile)
+		if err != nil {
+			return cryptosvc.Config{}, nil, fmt.Errorf("CRYPTO_SERVICE_CA_FILE: %w", err)
+		}
+		tc.RootCAs = pool
+	}
+	var certs *auth.CertReloader
+	if cfg.CryptoServiceCertFile != "" {
+		var err error
+		if certs, err = auth.NewCertReloader(cfg.CryptoServiceCertFile, cfg.CryptoServiceKeyFile, log); err != nil {
+			return cryptosvc.Config{}, nil, fmt.Errorf("CRYPTO_SERVICE_CERT_FILE: %w", err)
+		}
+		tc.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return certs.GetCertificate(nil) }
+	}
+	return cryptosvc.Config{Address: cfg.CryptoServiceAddress, TLS: tc, APIKey: string(cfg.CryptoServiceAPIKey),
+		Namespace: cfg.CryptoKeyNamespace}, certs, nil
+}
