@@ -149,11 +149,14 @@ func New(cfg Config) *Handler {
 	path, h := tokenv1connect.NewTokenServiceHandler(svc, opts...)
 	mux.Handle(path, h)
 
+	// Health and reflection read at most what the service does, so an
+	// oversized request gets resource_exhausted everywhere.
+	bounded := connect.WithReadMaxBytes(cfg.MaxRequestBytes)
 	health := grpchealth.NewStaticChecker(tokenv1connect.TokenServiceName)
-	mux.Handle(grpchealth.NewHandler(health))
+	mux.Handle(grpchealth.NewHandler(health, bounded))
 	reflector := grpcreflect.NewStaticReflector(tokenv1connect.TokenServiceName, grpchealth.HealthV1ServiceName)
-	mux.Handle(grpcreflect.NewHandlerV1(reflector))
-	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
+	mux.Handle(grpcreflect.NewHandlerV1(reflector, bounded))
+	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector, bounded))
 
 	mux.HandleFunc("GET /.well-known/jwks.json", func(w http.ResponseWriter, r *http.Request) {
 		body, err := json.Marshal(struct {

@@ -23,6 +23,11 @@ func main() {
 	logger := app.NewLogger(cfg)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	// SIGHUP reloads the caller policy and the TLS certificate (both are
+	// also reloaded when their files change); one during start-up waits.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 
 	startCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	m, err := app.Start(startCtx, cfg, logger)
@@ -31,13 +36,22 @@ func main() {
 		logger.Error("start failed", "error", err)
 		os.Exit(1)
 	}
-	failed := false
-	select {
-	case <-ctx.Done():
-		logger.Info("shutting down: draining calls in flight", "timeout", cfg.ShutdownTimeout.String())
-	case err := <-m.Err():
-		failed = true // a supervisor must see it and restart us
-		logger.Error("server failed", "error", err)
+	failed, running := false, true
+	for running {
+		select {
+		case <-hup:
+			if err := m.Reload(); err != nil {
+				logger.Error("reload on SIGHUP: what did not load stays as it was", "error", err)
+			} else {
+				logger.Info("reloaded the caller policy and the TLS certificate on SIGHUP")
+			}
+		case <-ctx.Done():
+			running = false
+			logger.Info("shutting down: draining calls in flight", "timeout", cfg.ShutdownTimeout.String())
+		case err := <-m.Err():
+			running, failed = false, true // a supervisor must see it and restart us
+			logger.Error("server failed", "error", err)
+		}
 	}
 	closeCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()

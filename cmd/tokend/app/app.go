@@ -62,6 +62,7 @@ type Main struct {
 	lifecycleDone chan struct{}
 	projectorDone chan struct{}
 	crypto        cryptoParts // KMS_PROVIDER=pkcs11's token and reconciler
+	callers       callers     // caller authentication, TLS, metrics listener (callers.go)
 	cancel        context.CancelFunc
 	stopWatchers  context.CancelFunc // ends WatchRevocations streams on Close
 	watchCtx      context.Context
@@ -96,6 +97,9 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (*Main, error) 
 
 func (m *Main) start(ctx context.Context) error {
 	cfg := m.Config
+	if err := m.setupCallers(); err != nil {
+		return err
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("DATA_DIR: %w", err)
 	}
@@ -117,23 +121,32 @@ func (m *Main) start(ctx context.Context) error {
 	}
 
 	if cfg.NATSURL == "" {
+		acc, err := m.embeddedAccounts()
+		if err != nil {
+			return err
+		}
 		m.embedded, err = eventlog.StartEmbedded(eventlog.EmbeddedConfig{
 			DataDir: filepath.Join(cfg.DataDir, "jetstream"), Listen: cfg.NATSListen,
 			EncryptionKey: key, PreviousEncryptionKey: first(cfg.PreviousKeys), SyncAlways: cfg.NATSSyncAlways, SyncInterval: cfg.NATSSync,
+			Accounts: acc,
 		})
 		if err != nil {
 			return err
 		}
-		m.nc, err = m.embedded.Connect()
+		m.nc, err = m.embedded.Connect(acc.ServiceOption())
 		if err != nil {
 			return err
 		}
 		m.Logger.Info("embedded NATS server started", "subscribers_url", m.embedded.ClientURL(),
 			"sync_always", cfg.NATSSyncAlways, "sync_interval", cfg.NATSSync.String())
 	} else {
-		m.nc, err = nats.Connect(cfg.NATSURL, nats.Name("tokend"), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true),
+		natsOpts, err := natsOptions(cfg)
+		if err != nil {
+			return err
+		}
+		m.nc, err = nats.Connect(cfg.NATSURL, append(natsOpts, nats.Name("tokend"), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true),
 			nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { m.Logger.Warn("NATS disconnected", "error", err) }),
-			nats.ReconnectHandler(func(nc *nats.Conn) { m.Logger.Info("NATS reconnected", "url", nc.ConnectedUrlRedacted()) }))
+			nats.ReconnectHandler(func(nc *nats.Conn) { m.Logger.Info("NATS reconnected", "url", nc.ConnectedUrlRedacted()) }))...)
 		if err != nil {
 			return fmt.Errorf("NATS_URL: %w", err)
 		}
@@ -151,6 +164,9 @@ func (m *Main) start(ctx context.Context) error {
 		MaxPayload: 256 << 10, Tracer: tracer(m.tracerProvider, "github.com/auth-platform/tokenservice/eventlog"),
 	})
 	if err != nil {
+		return err
+	}
+	if err := m.provisionFeed(ctx); err != nil {
 		return err
 	}
 	m.Runner = projections.NewRunner(m.Log, m.Set, func(rec eventlog.Record, err error) {
@@ -239,6 +255,7 @@ func (m *Main) start(ctx context.Context) error {
 		Issuer: m.Issuer, DPoP: m.DPoP, Keys: m.Set, KeyAdmin: m.Keyring, Revocations: m.Set, TokenEndpoints: cfg.DPoPTokenEndpoints, Projections: m.Set,
 		Families: m.Families, Feed: revocationFeed{m: m}, Metrics: m.Metrics, Logger: m.Logger,
 		MaxRequestBytes: cfg.MaxRequestBytes, JWKSMaxAge: cfg.JWKSMaxAge, TracerProvider: m.tracerProvider,
+		Guard: m.callers.guard, NoMetricsEndpoint: cfg.MetricsAddr != "",
 		Ready: func() bool {
 			if m.closing.Load() {
 				return false
@@ -260,22 +277,28 @@ func (m *Main) start(ctx context.Context) error {
 	}
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)
-	protocols.SetUnencryptedHTTP2(true) // h2c: gRPC without TLS
+	protocols.SetHTTP2(true)                            // with TLS, by ALPN
+	protocols.SetUnencryptedHTTP2(m.callers.tls == nil) // h2c: gRPC without TLS, for loopback development
 	m.server = &http.Server{
 		Handler:           m.handler,
 		Protocols:         protocols,
+		TLSConfig:         m.callers.tls,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(m.Logger.Handler(), slog.LevelWarn),
 	}
+	serve := m.server.Serve
+	if m.callers.tls != nil {
+		serve = func(l net.Listener) error { return m.server.ServeTLS(l, "", "") }
+	}
 	go func() {
-		if err := m.server.Serve(m.listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := serve(m.listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			m.serveErr <- err
 		}
 	}()
-	m.Logger.Info("serving", "addr", m.listener.Addr().String(), "issuer", cfg.Issuer)
-	return nil
+	m.Logger.Info("serving", "addr", m.listener.Addr().String(), "issuer", cfg.Issuer, "tls", m.callers.tls != nil, "auth_mode", cfg.AuthMode.String())
+	return m.serveMetrics()
 }
 
 // revocationFeed serves WatchRevocations from the log; its streams end
@@ -324,6 +347,9 @@ func (m *Main) Close(ctx context.Context) error {
 		}
 	} else if m.listener != nil {
 		m.listener.Close()
+	}
+	if err := m.closeCallers(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("metrics listener: %w", err))
 	}
 	if m.cancel != nil {
 		m.cancel()

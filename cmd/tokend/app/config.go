@@ -66,6 +66,10 @@ type Config struct {
 	// environment variable.
 	TracerProvider trace.TracerProvider
 
+	// CallerConfig: caller authentication, TLS, the metrics listener and
+	// NATS credentials (callers.go).
+	CallerConfig
+
 	KMSEndpoint       string
 	KMSKeyID          string
 	CryptoFallback    bool
@@ -104,7 +108,13 @@ type Config struct {
 // default, in the order of the README.
 var Variables = []struct{ Name, Default, Meaning string }{
 	{"HOST", "0.0.0.0", "address the RPC/HTTP port binds to"},
-	{"PORT", "50051", "RPC/HTTP port (Connect, gRPC, gRPC-Web, JWKS, health, metrics)"},
+	{"PORT", "50051", "RPC/HTTP port (Connect, gRPC, gRPC-Web, JWKS, health, metrics unless METRICS_ADDR)"},
+	{"AUTH_MODE", "apikey with AUTH_POLICY_FILE (apikey,mtls with TLS_CLIENT_CA_FILE too), else none", "how callers authenticate: apikey (bearer API keys), mtls (client certificates), apikey,mtls (either), or none (no authentication: only when HOST is loopback; any other HOST refuses to start)"},
+	{"AUTH_POLICY_FILE", "", "the caller policy (YAML): API-key hashes and certificate identities with their roles, client_ids, expiry and rate limit; reloaded when it changes and on SIGHUP"},
+	{"TLS_CERT_FILE", "", "certificate chain (PEM) of the port: TLS with HTTP/2 by ALPN (unset: h2c, for loopback development); reloaded when the file changes"},
+	{"TLS_KEY_FILE", "", "private key (PEM) of TLS_CERT_FILE"},
+	{"TLS_CLIENT_CA_FILE", "", "CA certificates (PEM) that verify client certificates (AUTH_MODE with mtls); a certificate is asked for, not required, so probes and JWKS fetchers need none"},
+	{"METRICS_ADDR", "", "host:port of a listener of its own for GET /metrics (plain HTTP, no authentication); /metrics then leaves the main port, where it needs the admin role"},
 	{"JWT_ISSUER", "auth-platform", "iss claim of access tokens"},
 	{"JWT_ALGORITHM", "RS256", "signing algorithm: RS256, PS256, ES256, ES384 or EdDSA"},
 	{"ACCESS_TOKEN_TTL", "900", "access-token lifetime (seconds, or a Go duration such as 15m)"},
@@ -139,6 +149,13 @@ var Variables = []struct{ Name, Default, Meaning string }{
 	{"NATS_SYNC", "2m", "embedded server's disk sync: an interval, or always (fsync before every acknowledgement)"},
 	{"NATS_STREAM", "TOKENS", "stream name"},
 	{"NATS_SUBJECT_PREFIX", "token", "subject prefix of every event"},
+	{"NATS_CREDS", "", "credentials file (JWT and seed, from nsc) tokend authenticates to NATS_URL with"},
+	{"NATS_NKEY_SEED", "", "file holding the nkey seed tokend authenticates to NATS_URL with (instead of NATS_CREDS)"},
+	{"NATS_CA_FILE", "", "CA certificates (PEM) that verify NATS_URL's TLS certificate"},
+	{"NATS_CERT_FILE", "", "client certificate (PEM) tokend presents to NATS_URL, with NATS_KEY_FILE"},
+	{"NATS_KEY_FILE", "", "private key (PEM) of NATS_CERT_FILE"},
+	{"NATS_SUBSCRIBER_KEY", "generated", "comma-separated public nkeys (U...) of the embedded server's subscriber users, who may only read revocations and key events (stream TOKENS_FEED); unset: one is generated and its seed written to DATA_DIR/nats-subscriber.nk"},
+	{"NATS_OPERATOR_KEY", "", "comma-separated public nkeys (U...) of operators (tokenctl) with full access to the embedded server's log; with AUTH_MODE=none, connections without credentials have it too"},
 	{"JWKS_MAX_AGE", "300", "Cache-Control max-age of the JWKS"},
 	{"JWKS_KEY_RETENTION", "86400", "how long a retired key stays in the JWKS (at least ACCESS_TOKEN_TTL)"},
 	{"JWKS_PREPUBLISH", "JWKS_MAX_AGE + 60", "how long a new key is in the JWKS before it signs (at least JWKS_MAX_AGE)"},
@@ -342,6 +359,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	if c.LogFormat != "json" && c.LogFormat != "text" {
 		p.fail("LOG_FORMAT", "must be json or text")
 	}
+	c.callersFromEnv(&p)
 	c.DataDir = filepath.Clean(c.DataDir)
 	return c, errors.Join(p.errs...)
 }

@@ -1,0 +1,423 @@
+package app
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
+
+	"github.com/auth-platform/tokenservice/eventlog"
+	"github.com/auth-platform/tokenservice/rpc/auth"
+)
+
+// AuthMode says how callers of the RPC port authenticate: with API keys,
+// with client certificates (mTLS), with either, or not at all (the zero
+// value, AUTH_MODE=none, allowed only on loopback).
+type AuthMode struct {
+	APIKey bool
+	MTLS   bool
+}
+
+// None reports whether callers are not authenticated.
+func (m AuthMode) None() bool { return !m.APIKey && !m.MTLS }
+
+// String returns the AUTH_MODE value of m: none, apikey, mtls or
+// apikey,mtls.
+func (m AuthMode) String() string {
+	switch {
+	case m.APIKey && m.MTLS:
+		return "apikey,mtls"
+	case m.APIKey:
+		return "apikey"
+	case m.MTLS:
+		return "mtls"
+	}
+	return "none"
+}
+
+// ParseAuthMode parses an AUTH_MODE value: none, or a comma-separated
+// list of apikey and mtls.
+func ParseAuthMode(s string) (AuthMode, error) {
+	var m AuthMode
+	if strings.TrimSpace(s) == "none" {
+		return m, nil
+	}
+	for _, part := range strings.Split(s, ",") {
+		switch strings.TrimSpace(part) {
+		case "apikey":
+			m.APIKey = true
+		case "mtls":
+			m.MTLS = true
+		default:
+			return AuthMode{}, fmt.Errorf("%q is not none, apikey, mtls or apikey,mtls", s)
+		}
+	}
+	return m, nil
+}
+
+// CallerConfig is the part of Config that decides who may reach tokend:
+// caller authentication on the RPC port, its TLS, the metrics listener,
+// and the credentials of the NATS connections. ConfigFromEnv documents
+// each variable (see Variables).
+type CallerConfig struct {
+	// AuthMode is how callers authenticate (AUTH_MODE).
+	AuthMode AuthMode
+	// AuthPolicyFile is the caller policy (AUTH_POLICY_FILE; see
+	// auth.PolicyFile), reloaded when it changes and on SIGHUP.
+	AuthPolicyFile string
+	// TLSCertFile and TLSKeyFile serve TLS on the port, reloaded when they
+	// change; empty serves h2c (loopback development).
+	TLSCertFile string
+	TLSKeyFile  string
+	// TLSClientCAFile verifies client certificates (AUTH_MODE mtls).
+	TLSClientCAFile string
+	// MetricsAddr, if set, serves /metrics on a listener of its own
+	// (plain HTTP, no authentication) instead of the main port.
+	MetricsAddr string
+	// NATSCredsFile, NATSNkeySeedFile, NATSCAFile, NATSCertFile and
+	// NATSKeyFile authenticate tokend to an external NATS (NATS_URL) and
+	// verify it.
+	NATSCredsFile    string
+	NATSNkeySeedFile string
+	NATSCAFile       string
+	NATSCertFile     string
+	NATSKeyFile      string
+	// NATSSubscriberKeys are the public nkeys of the embedded server's
+	// subscriber users; empty: one generated, its seed in DATA_DIR.
+	NATSSubscriberKeys []string
+	// NATSOperatorKeys are the public nkeys of operators (tokenctl) with
+	// full access to the embedded server's log.
+	NATSOperatorKeys []string
+}
+
+// callersFromEnv reads the CallerConfig variables; it runs after HOST,
+// NATS_URL and NATS_LISTEN are read. Whether the result exposes the
+// service is Start's decision (checkExposure), so that a Config built
+// in code is held to it too.
+func (c *Config) callersFromEnv(p *envParser) {
+	c.AuthPolicyFile = p.str("AUTH_POLICY_FILE", "")
+	c.TLSCertFile = p.str("TLS_CERT_FILE", "")
+	c.TLSKeyFile = p.str("TLS_KEY_FILE", "")
+	c.TLSClientCAFile = p.str("TLS_CLIENT_CA_FILE", "")
+	c.MetricsAddr = p.str("METRICS_ADDR", "")
+	c.NATSCredsFile = p.str("NATS_CREDS", "")
+	c.NATSNkeySeedFile = p.str("NATS_NKEY_SEED", "")
+	c.NATSCAFile = p.str("NATS_CA_FILE", "")
+	c.NATSCertFile = p.str("NATS_CERT_FILE", "")
+	c.NATSKeyFile = p.str("NATS_KEY_FILE", "")
+
+	// The default follows what is configured: a policy file means API
+	// keys, a client CA means certificates too; nothing means none.
+	mode := AuthMode{APIKey: c.AuthPolicyFile != "", MTLS: c.AuthPolicyFile != "" && c.TLSClientCAFile != ""}
+	if v := p.getenv("AUTH_MODE"); v != "" {
+		m, err := ParseAuthMode(v)
+		if err != nil {
+			p.fail("AUTH_MODE", err.Error())
+		}
+		mode = m
+	}
+	c.AuthMode = mode
+	switch {
+	case mode.None() && c.AuthPolicyFile != "":
+		p.fail("AUTH_POLICY_FILE", "is set but AUTH_MODE=none ignores it (set AUTH_MODE=apikey, mtls or apikey,mtls)")
+	case !mode.None() && c.AuthPolicyFile == "":
+		p.fail("AUTH_POLICY_FILE", "AUTH_MODE="+mode.String()+" needs the policy file that lists the callers")
+	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		p.fail("TLS_CERT_FILE", "TLS_CERT_FILE and TLS_KEY_FILE go together")
+	}
+	if mode.MTLS && (c.TLSClientCAFile == "" || c.TLSCertFile == "") {
+		p.fail("TLS_CLIENT_CA_FILE", "AUTH_MODE="+mode.String()+" needs TLS_CERT_FILE, TLS_KEY_FILE and TLS_CLIENT_CA_FILE (client certificates are verified in the TLS handshake)")
+	}
+	if !mode.MTLS && c.TLSClientCAFile != "" {
+		p.fail("TLS_CLIENT_CA_FILE", "is set but AUTH_MODE="+mode.String()+" does not authenticate client certificates (add mtls)")
+	}
+	if c.MetricsAddr != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
+			p.fail("METRICS_ADDR", "must be host:port")
+		}
+	}
+
+	if c.NATSCredsFile != "" && c.NATSNkeySeedFile != "" {
+		p.fail("NATS_CREDS", "NATS_CREDS and NATS_NKEY_SEED are two ways to authenticate: set one")
+	}
+	if (c.NATSCertFile == "") != (c.NATSKeyFile == "") {
+		p.fail("NATS_CERT_FILE", "NATS_CERT_FILE and NATS_KEY_FILE go together")
+	}
+	for _, v := range []struct{ name, value string }{
+		{"NATS_CREDS", c.NATSCredsFile}, {"NATS_NKEY_SEED", c.NATSNkeySeedFile},
+		{"NATS_CA_FILE", c.NATSCAFile}, {"NATS_CERT_FILE", c.NATSCertFile},
+	} {
+		if v.value != "" && c.NATSURL == "" {
+			p.fail(v.name, "is for an external NATS (NATS_URL); the embedded server authenticates tokend itself")
+		}
+	}
+	c.NATSSubscriberKeys = publicKeys(p, "NATS_SUBSCRIBER_KEY")
+	c.NATSOperatorKeys = publicKeys(p, "NATS_OPERATOR_KEY")
+	if c.NATSURL != "" && (len(c.NATSSubscriberKeys) > 0 || len(c.NATSOperatorKeys) > 0) {
+		p.fail("NATS_SUBSCRIBER_KEY", "NATS_SUBSCRIBER_KEY and NATS_OPERATOR_KEY configure the embedded server; with NATS_URL, users are your cluster's")
+	}
+}
+
+// publicKeys reads a comma-separated list of public user nkeys.
+func publicKeys(p *envParser, name string) []string {
+	var keys []string
+	for _, k := range strings.Split(p.getenv(name), ",") {
+		if k = strings.TrimSpace(k); k == "" {
+			continue
+		}
+		if !nkeys.IsValidPublicUserKey(k) {
+			p.fail(name, fmt.Sprintf("%q is not a public user nkey (U..., from nsc or `nk -gen user -pubout`)", k))
+			continue
+		}
+		keys = append(keys, k)
+	}
+	return keys
+}
+
+// checkExposure refuses a configuration in which something reachable from
+// outside the machine has no authentication: the RPC port with
+// AUTH_MODE=none on a non-loopback HOST, or the embedded NATS server,
+// which lets connections without credentials at the log in that mode, on
+// a non-loopback NATS_LISTEN.
+func (c Config) checkExposure() error {
+	if !c.AuthMode.None() {
+		return nil
+	}
+	if !auth.IsLoopback(c.Host) {
+		return fmt.Errorf("AUTH_MODE: refusing to start: HOST=%s is not a loopback address and callers are not authenticated (AUTH_MODE=none, no AUTH_POLICY_FILE), "+
+			"so anyone who reaches the port could mint tokens for any subject, rotate the signing keys and revoke every session. "+
+			"Set AUTH_POLICY_FILE (API keys, AUTH_MODE=apikey) and/or TLS_CERT_FILE, TLS_KEY_FILE and TLS_CLIENT_CA_FILE (client certificates, AUTH_MODE=mtls), "+
+			"or bind HOST=127.0.0.1 for development", c.Host)
+	}
+	if c.NATSURL == "" && !auth.IsLoopback(c.NATSListen) {
+		return fmt.Errorf("AUTH_MODE: refusing to start: NATS_LISTEN=%s is not a loopback address, and with AUTH_MODE=none the embedded NATS server lets connections without credentials read and append to the event log. "+
+			"Authenticate callers (AUTH_POLICY_FILE) or keep NATS_LISTEN on 127.0.0.1", c.NATSListen)
+	}
+	return nil
+}
+
+// callers holds the running parts of CallerConfig: the guard, the policy
+// and certificate watchers, and the metrics listener.
+type callers struct {
+	guard         *auth.Guard
+	policy        *auth.Policy       // nil with AUTH_MODE=none
+	certs         *auth.CertReloader // nil without TLS
+	tls           *tls.Config        // nil without TLS
+	accounts      *eventlog.Accounts // the embedded server's, nil with NATS_URL
+	seedFile      string             // the generated subscriber seed, if any
+	metricsServer *http.Server
+	metricsLn     net.Listener
+	stopWatchers  context.CancelFunc
+	watchers      sync.WaitGroup
+}
+
+// setupCallers refuses an exposed configuration (checkExposure), loads the
+// policy and the certificates and makes the guard; the watchers run until
+// closeCallers.
+func (m *Main) setupCallers() error {
+	cfg, c := m.Config, &m.callers
+	if err := cfg.checkExposure(); err != nil {
+		return err
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	c.stopWatchers = cancel
+	var err error
+	if cfg.TLSCertFile != "" {
+		if c.certs, err = auth.NewCertReloader(cfg.TLSCertFile, cfg.TLSKeyFile, m.Logger); err != nil {
+			return fmt.Errorf("TLS_CERT_FILE: %w", err)
+		}
+		var clientCAs *x509.CertPool // nil: no client certificate asked for
+		if cfg.AuthMode.MTLS {
+			if clientCAs, err = auth.LoadCertPool(cfg.TLSClientCAFile); err != nil {
+				return fmt.Errorf("TLS_CLIENT_CA_FILE: %w", err)
+			}
+		}
+		c.tls = auth.ServerTLSConfig(c.certs, clientCAs, false)
+		c.watch(runCtx, c.certs.Watch)
+	}
+	if cfg.AuthMode.None() {
+		m.Logger.Warn("AUTH_MODE=none: callers are not authenticated and may call every RPC, the admin ones included; allowed only because HOST is loopback. Set AUTH_POLICY_FILE before binding anywhere else",
+			"host", cfg.Host)
+		c.guard, err = auth.New(auth.Config{Disabled: true, Logger: m.Logger})
+		return err
+	}
+	if c.policy, err = auth.LoadPolicy(cfg.AuthPolicyFile, m.Logger); err != nil {
+		return fmt.Errorf("AUTH_POLICY_FILE: %w", err)
+	}
+	c.watch(runCtx, c.policy.Watch)
+	c.guard, err = auth.New(auth.Config{Policy: c.policy, RefuseAPIKeys: !cfg.AuthMode.APIKey, Observer: refusals{m}, Logger: m.Logger})
+	if err != nil {
+		return err
+	}
+	if c.tls == nil && cfg.AuthMode.APIKey && !auth.IsLoopback(cfg.Host) {
+		m.Logger.Warn("API keys reach this port in clear text: set TLS_CERT_FILE and TLS_KEY_FILE unless a proxy or mesh in front of tokend terminates TLS", "host", cfg.Host)
+	}
+	m.Logger.Info("callers authenticated", "auth_mode", cfg.AuthMode.String(), "policy_file", cfg.AuthPolicyFile, "tls", c.tls != nil)
+	return nil
+}
+
+// refusals counts refused calls in the metrics, which exist once the
+// service serves (they are made after the guard).
+type refusals struct{ m *Main }
+
+func (r refusals) Refused(procedure string, reason auth.Reason) {
+	r.m.Metrics.Refused(procedure, reason)
+}
+
+// watch runs a reloader's Watch until ctx ends.
+func (c *callers) watch(ctx context.Context, watch func(context.Context, time.Duration) error) {
+	c.watchers.Go(func() { _ = watch(ctx, 0) })
+}
+
+// serveMetrics starts the METRICS_ADDR listener, if configured.
+func (m *Main) serveMetrics() error {
+	if m.Config.MetricsAddr == "" {
+		return nil
+	}
+	ln, err := net.Listen("tcp", m.Config.MetricsAddr)
+	if err != nil {
+		return fmt.Errorf("listen on METRICS_ADDR %s: %w", m.Config.MetricsAddr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", m.Metrics.Handler())
+	m.callers.metricsLn = ln
+	m.callers.metricsServer = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 16 << 10}
+	go func() {
+		if err := m.callers.metricsServer.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			select {
+			case m.serveErr <- fmt.Errorf("metrics listener: %w", err):
+			default: // the main listener failed first
+			}
+		}
+	}()
+	m.Logger.Info("serving metrics", "addr", ln.Addr().String())
+	return nil
+}
+
+// closeCallers stops the metrics listener and the watchers.
+func (m *Main) closeCallers(ctx context.Context) error {
+	var err error
+	if s := m.callers.metricsServer; s != nil {
+		err = s.Shutdown(ctx)
+	}
+	if m.callers.stopWatchers != nil {
+		m.callers.stopWatchers()
+	}
+	m.callers.watchers.Wait()
+	return err
+}
+
+// provisionFeed creates or updates the subscribers' stream of the
+// embedded server (after the log's stream exists).
+func (m *Main) provisionFeed(ctx context.Context) error {
+	acc := m.callers.accounts
+	if acc == nil {
+		return nil
+	}
+	if err := acc.ProvisionFeed(ctx, m.embedded); err != nil {
+		return err
+	}
+	attrs := []any{"url", m.embedded.ClientURL(), "stream", acc.FeedStream()}
+	if m.callers.seedFile != "" {
+		attrs = append(attrs, "seed_file", m.callers.seedFile)
+	}
+	m.Logger.Info("NATS subscribers read revocations and key events with the subscriber nkey", attrs...)
+	return nil
+}
+
+// Reload reads the caller policy and the TLS certificate files again (on
+// SIGHUP). What does not load is reported, and the previous policy or
+// certificate stays in force.
+func (m *Main) Reload() error {
+	var errs []error
+	if p := m.callers.policy; p != nil {
+		if err := p.Reload(); err != nil {
+			errs = append(errs, fmt.Errorf("AUTH_POLICY_FILE: %w", err))
+		}
+	}
+	if c := m.callers.certs; c != nil {
+		if err := c.Reload(); err != nil {
+			errs = append(errs, fmt.Errorf("TLS_CERT_FILE: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// MetricsAddr returns the address of the METRICS_ADDR listener, or "".
+func (m *Main) MetricsAddr() string {
+	if m.callers.metricsLn == nil {
+		return ""
+	}
+	return m.callers.metricsLn.Addr().String()
+}
+
+// SubscriberSeedFile returns the file of the generated subscriber nkey
+// seed of the embedded server ("" with NATS_SUBSCRIBER_KEY or NATS_URL).
+func (m *Main) SubscriberSeedFile() string { return m.callers.seedFile }
+
+// FeedStream returns the stream subscribers of the embedded server read
+// (TOKENS_FEED), or "" with NATS_URL.
+func (m *Main) FeedStream() string {
+	if m.callers.accounts == nil {
+		return ""
+	}
+	return m.callers.accounts.FeedStream()
+}
+
+// embeddedAccounts returns the accounts of the embedded server: the
+// subscriber users (a generated seed in DATA_DIR unless
+// NATS_SUBSCRIBER_KEY), the operators, and, with AUTH_MODE=none,
+// connections without credentials let in as operators.
+func (m *Main) embeddedAccounts() (*eventlog.Accounts, error) {
+	cfg := m.Config
+	keys := cfg.NATSSubscriberKeys
+	if len(keys) == 0 {
+		pub, path, err := eventlog.SubscriberSeed(cfg.DataDir)
+		if err != nil {
+			return nil, err
+		}
+		keys, m.callers.seedFile = []string{pub}, path
+	}
+	acc, err := eventlog.NewAccounts(eventlog.AccountsConfig{
+		Stream: cfg.Stream, Prefix: cfg.SubjectPrefix, SubscriberKeys: keys,
+		OperatorKeys: cfg.NATSOperatorKeys, Anonymous: cfg.AuthMode.None(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	m.callers.accounts = acc
+	return acc, nil
+}
+
+// natsOptions returns the credentials and TLS options of the connection
+// to an external NATS.
+func natsOptions(cfg Config) ([]nats.Option, error) {
+	var opts []nats.Option
+	switch {
+	case cfg.NATSCredsFile != "":
+		opts = append(opts, nats.UserCredentials(cfg.NATSCredsFile))
+	case cfg.NATSNkeySeedFile != "":
+		opt, err := nats.NkeyOptionFromSeed(cfg.NATSNkeySeedFile)
+		if err != nil {
+			return nil, fmt.Errorf("NATS_NKEY_SEED: %w", err)
+		}
+		opts = append(opts, opt)
+	}
+	if cfg.NATSCAFile != "" {
+		opts = append(opts, nats.RootCAs(cfg.NATSCAFile))
+	}
+	if cfg.NATSCertFile != "" {
+		opts = append(opts, nats.ClientCert(cfg.NATSCertFile, cfg.NATSKeyFile))
+	}
+	return opts, nil
+}
