@@ -45,6 +45,14 @@ commands:
   keys rotate [--immediate] [--revoke-families]
                                ask tokend to stage a new key, or with
                                --immediate replace a compromised one at once
+  apikey new --name NAME --role ROLE [--client-id ID] [--expires TIME]
+                               make an API key for a caller and print it
+                               with its AUTH_POLICY_FILE entry (offline)
+
+With tokend's embedded NATS server and authenticated callers, commands
+that read the log need an operator nkey (NATS_OPERATOR_KEY); revocations
+watch also works with the subscriber's seed and --stream TOKENS_FEED.
+Commands that call tokend need an admin API key or certificate.
 
 flags (environment in brackets):
 `
@@ -67,6 +75,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.StringVar(&o.prefix, "prefix", def("NATS_SUBJECT_PREFIX", "token"), "subject prefix [NATS_SUBJECT_PREFIX]")
 	fs.StringVar(&o.service, "service", def("TOKEND_URL", "http://127.0.0.1:50051"), "tokend base URL, for replay --verify [TOKEND_URL]")
 	fs.BoolVar(&o.json, "json", false, "machine-readable JSON output")
+	o.creds.flags(fs, def, getenv)
 	fs.Usage = func() {
 		fmt.Fprint(stderr, usage)
 		fs.PrintDefaults()
@@ -87,11 +96,13 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintf(stderr, "tokenctl: %v\n", err)
 		return 2
 	}
-	if err := o.connect(ctx); err != nil {
-		fmt.Fprintf(stderr, "tokenctl: %v\n", err)
-		return 1
+	if rest[0] != "apikey" { // offline
+		if err := o.connect(ctx); err != nil {
+			fmt.Fprintf(stderr, "tokenctl: %v\n", err)
+			return 1
+		}
+		defer o.nc.Close()
 	}
-	defer o.nc.Close()
 	if err := cmd(ctx); err != nil {
 		if errors.Is(err, errFailed) {
 			return 1
@@ -112,13 +123,18 @@ var errFailed = errors.New("failed")
 type options struct {
 	natsURL, stream, prefix, service string
 	json                             bool
+	creds                            credentials
 	stdout, stderr                   io.Writer
 	nc                               *nats.Conn
 	log                              *eventlog.Log
 }
 
 func (o *options) connect(ctx context.Context) error {
-	nc, err := nats.Connect(o.natsURL, nats.Name("tokenctl"), nats.Timeout(5*time.Second))
+	opts, err := o.creds.natsOptions()
+	if err != nil {
+		return err
+	}
+	nc, err := nats.Connect(o.natsURL, append(opts, nats.Name("tokenctl"), nats.Timeout(5*time.Second))...)
 	if err != nil {
 		return fmt.Errorf("connect to NATS at %s: %w", o.natsURL, err)
 	}
@@ -127,6 +143,10 @@ func (o *options) connect(ctx context.Context) error {
 	l, err := eventlog.Attach(actx, nc, eventlog.Config{Stream: o.stream, Prefix: o.prefix})
 	if err != nil {
 		nc.Close()
+		if o.stream != eventlog.DefaultFeedStream && (o.creds.natsNkey != "" || o.creds.natsCreds != "") {
+			// A subscriber of tokend's embedded server sees only the feed.
+			return fmt.Errorf("%w (a subscriber of tokend's embedded server reads --stream %s)", err, eventlog.DefaultFeedStream)
+		}
 		return err
 	}
 	o.nc, o.log = nc, l
@@ -201,6 +221,11 @@ func (o *options) command(args []string) (func(context.Context) error, error) {
 		return func(ctx context.Context) error { return o.keysRotate(ctx, *immediate, *revoke) }, nil
 	}
 	switch args[0] {
+	case "apikey":
+		if len(args) < 2 || args[1] != "new" {
+			return nil, errors.New("apikey takes the command new")
+		}
+		return o.apikeyCommand(sub("apikey new"), args[2:])
 	case "export":
 		fs := sub("export")
 		var from, to uint64

@@ -75,7 +75,11 @@ func (o *options) liveSnapshot(ctx context.Context) (snapshot, error) {
 	if err != nil {
 		return snapshot{}, err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	hc, err := o.creds.httpClient()
+	if err != nil {
+		return snapshot{}, err
+	}
+	resp, err := hc.Do(req)
 	if err != nil {
 		return snapshot{}, fmt.Errorf("ask tokend for its projections: %w", err)
 	}
@@ -129,7 +133,11 @@ func (o *options) keysList(ctx context.Context) error {
 // keysRotate asks tokend to rotate: key material never passes through
 // tokenctl (only the service can seal it).
 func (o *options) keysRotate(ctx context.Context, immediate, revoke bool) error {
-	client := tokenv1connect.NewTokenServiceClient(http.DefaultClient, strings.TrimRight(o.service, "/"))
+	hc, err := o.creds.httpClient()
+	if err != nil {
+		return err
+	}
+	client := tokenv1connect.NewTokenServiceClient(hc, strings.TrimRight(o.service, "/"))
 	resp, err := client.RotateSigningKey(ctx, connect.NewRequest(&tokenv1.RotateSigningKeyRequest{Immediate: immediate, RevokeFamilies: revoke}))
 	if err != nil {
 		return fmt.Errorf("rotate: %w", err)

@@ -1,0 +1,178 @@
+package ctl
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/auth-platform/tokenservice/rpc/auth"
+)
+
+// credentials are how tokenctl authenticates to NATS and to tokend.
+type credentials struct {
+	// NATS: a creds file or an nkey seed file (a subscriber's, to watch
+	// revocations on tokend's embedded server; an operator's for the rest),
+	// and TLS.
+	natsCreds, natsNkey, natsCA, natsCert, natsKey string
+	// tokend: an API key (TOKEND_API_KEY, or a file), the CA that verifies
+	// its certificate, and a client certificate (mTLS).
+	apiKey, apiKeyFile, tokendCA, tokendCert, tokendKey string
+}
+
+// flags registers the credential flags, their defaults from getenv.
+func (c *credentials) flags(fs *flag.FlagSet, def func(name, fallback string) string, getenv func(string) string) {
+	fs.StringVar(&c.natsCreds, "nats-creds", def("NATS_CREDS", ""), "NATS credentials file (user JWT and seed) [NATS_CREDS]")
+	fs.StringVar(&c.natsNkey, "nats-nkey", def("NATS_NKEY_SEED", ""), "file holding an nkey seed, e.g. tokend's DATA_DIR/nats-subscriber.nk [NATS_NKEY_SEED]")
+	fs.StringVar(&c.natsCA, "nats-ca", def("NATS_CA_FILE", ""), "CA certificates (PEM) that verify the NATS server [NATS_CA_FILE]")
+	fs.StringVar(&c.natsCert, "nats-cert", def("NATS_CERT_FILE", ""), "client certificate (PEM) for NATS, with --nats-key [NATS_CERT_FILE]")
+	fs.StringVar(&c.natsKey, "nats-key", def("NATS_KEY_FILE", ""), "private key (PEM) of --nats-cert [NATS_KEY_FILE]")
+	c.apiKey = getenv("TOKEND_API_KEY")
+	fs.StringVar(&c.apiKeyFile, "api-key-file", def("TOKEND_API_KEY_FILE", ""), "file holding an admin API key for tokend (or set TOKEND_API_KEY) [TOKEND_API_KEY_FILE]")
+	fs.StringVar(&c.tokendCA, "tokend-ca", def("TOKEND_CA_FILE", ""), "CA certificates (PEM) that verify tokend's certificate (default: the system roots) [TOKEND_CA_FILE]")
+	fs.StringVar(&c.tokendCert, "tokend-cert", def("TOKEND_CERT_FILE", ""), "client certificate (PEM) presented to tokend, with --tokend-key [TOKEND_CERT_FILE]")
+	fs.StringVar(&c.tokendKey, "tokend-key", def("TOKEND_KEY_FILE", ""), "private key (PEM) of --tokend-cert [TOKEND_KEY_FILE]")
+}
+
+// natsOptions returns the options of the NATS connection.
+func (c *credentials) natsOptions() ([]nats.Option, error) {
+	var opts []nats.Option
+	switch {
+	case c.natsCreds != "" && c.natsNkey != "":
+		return nil, errors.New("--nats-creds and --nats-nkey: give one")
+	case c.natsCreds != "":
+		opts = append(opts, nats.UserCredentials(c.natsCreds))
+	case c.natsNkey != "":
+		opt, err := nats.NkeyOptionFromSeed(c.natsNkey)
+		if err != nil {
+			return nil, fmt.Errorf("--nats-nkey: %w", err)
+		}
+		opts = append(opts, opt)
+	}
+	if c.natsCA != "" {
+		opts = append(opts, nats.RootCAs(c.natsCA))
+	}
+	if (c.natsCert == "") != (c.natsKey == "") {
+		return nil, errors.New("--nats-cert and --nats-key go together")
+	}
+	if c.natsCert != "" {
+		opts = append(opts, nats.ClientCert(c.natsCert, c.natsKey))
+	}
+	return opts, nil
+}
+
+// httpClient returns the client for tokend: TLS with the given CA and
+// client certificate, HTTP/2 where TLS offers it, and the API key as a
+// bearer credential on every request.
+func (c *credentials) httpClient() (*http.Client, error) {
+	key := c.apiKey
+	if c.apiKeyFile != "" {
+		b, err := os.ReadFile(c.apiKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("--api-key-file: %w", err)
+		}
+		key = strings.TrimSpace(string(b))
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if c.tokendCA != "" {
+		pem, err := os.ReadFile(c.tokendCA)
+		if err != nil {
+			return nil, fmt.Errorf("--tokend-ca: %w", err)
+		}
+		cfg.RootCAs = x509.NewCertPool()
+		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--tokend-ca %s: no PEM certificate", c.tokendCA)
+		}
+	}
+	if (c.tokendCert == "") != (c.tokendKey == "") {
+		return nil, errors.New("--tokend-cert and --tokend-key go together")
+	}
+	if c.tokendCert != "" {
+		pair, err := tls.LoadX509KeyPair(c.tokendCert, c.tokendKey)
+		if err != nil {
+			return nil, fmt.Errorf("--tokend-cert: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{pair}
+	}
+	tr := &http.Transport{TLSClientConfig: cfg, ForceAttemptHTTP2: true, Proxy: http.ProxyFromEnvironment}
+	return &http.Client{Transport: bearerTransport{key: key, next: tr}, Timeout: time.Minute}, nil
+}
+
+// bearerTransport adds the API key to every request.
+type bearerTransport struct {
+	key  string
+	next http.RoundTripper
+}
+
+func (b bearerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if b.key != "" {
+		r = r.Clone(r.Context())
+		r.Header.Set("Authorization", "Bearer "+b.key)
+	}
+	return b.next.RoundTrip(r)
+}
+
+// stringList is a flag that may be repeated and holds comma-separated
+// values.
+type stringList []string
+
+func (l *stringList) String() string { return strings.Join(*l, ",") }
+
+func (l *stringList) Set(v string) error {
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			*l = append(*l, s)
+		}
+	}
+	return nil
+}
+
+// apikeyNew makes a new API key and prints it with the policy entry that
+// admits it; nothing is stored, and NATS and tokend are not contacted.
+func (o *options) apikeyNew(name string, roles, clientIDs []string, expires string) error {
+	rs := make([]auth.Role, len(roles))
+	for i, r := range roles {
+		rs[i] = auth.Role(r)
+	}
+	key, entry, err := auth.GenerateAPIKey(rand.Reader, name, rs...)
+	if err != nil {
+		return err
+	}
+	entry.ClientIDs, entry.Expires = clientIDs, expires
+	// The entry must be one the policy accepts as it will be written.
+	if _, err := auth.ParsePolicy([]byte("api_keys:\n" + entry.Line() + "\n")); err != nil {
+		return err
+	}
+	if o.json {
+		return json.NewEncoder(o.stdout).Encode(map[string]any{"key": key, "entry": entry})
+	}
+	_, err = fmt.Fprintf(o.stdout, "# The key, for the caller only (tokend keeps its SHA-256, never the key):\n%s\n\n"+
+		"# Append under api_keys: in AUTH_POLICY_FILE (tokend reloads it by itself):\n%s\n", key, entry.Line())
+	return err
+}
+
+// apikeyCommand parses apikey new.
+func (o *options) apikeyCommand(fs *flag.FlagSet, args []string) (func(context.Context) error, error) {
+	name := fs.String("name", "", "the caller's name, recorded as the actor of the events it causes (apikey:<name>)")
+	var roles, clientIDs stringList
+	fs.Var(&roles, "role", "a role: issuer, resource-server or admin (repeat, or comma-separate)")
+	fs.Var(&clientIDs, "client-id", "a client_id the caller may mint tokens for (repeat; none: any)")
+	expires := fs.String("expires", "", "when the key stops working, RFC 3339 (default: never)")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if *name == "" || len(roles) == 0 {
+		return nil, errors.New("apikey new needs --name and at least one --role")
+	}
+	return func(context.Context) error { return o.apikeyNew(*name, roles, clientIDs, *expires) }, nil
+}
