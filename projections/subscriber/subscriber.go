@@ -3,8 +3,13 @@
 // service's event stream over NATS, so that the resource server checks a
 // token's revocation in memory with no call to the token service.
 //
-// It reads only revocation events (one filter, <prefix>.*.*.revoked), which
-// the embedded server's subscriber user is allowed to consume. It starts
+// It reads only revocation events (one filter, <prefix>.*.*.revoked). On the
+// token service's embedded NATS server, connect as its subscriber user (the
+// nkey seed tokend writes to DATA_DIR/nats-subscriber.nk, or one whose public
+// key is in NATS_SUBSCRIBER_KEY) and set Config.Stream to TOKENS_FEED
+// (eventlog.DefaultFeedStream): that user reads only the feed, which holds
+// the revocations and key events of the log, so the same filter selects the
+// same revocations there. It starts
 // AccessTTL (plus a minute of clock leeway) in the past: a revocation older
 // than that concerns only access tokens that have expired.
 //
@@ -37,7 +42,9 @@ import (
 // Config configures a Subscriber. Its zero value subscribes to the token
 // service's defaults.
 type Config struct {
-	// Stream is the token service's stream. Default "TOKENS".
+	// Stream is the stream to read: the token service's log, or
+	// TOKENS_FEED for the subscriber user of its embedded server. Default
+	// "TOKENS".
 	Stream string
 	// Prefix is its subject prefix. Default "token".
 	Prefix string
