@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -75,6 +76,8 @@ func (l *Log) read(ctx context.Context, from uint64, filters []string, fn func(R
 	// for a callback in flight).
 	var mu sync.Mutex
 	stopped := false
+	caught := false
+	var lastSeq uint64         // stream sequence of the last record given to fn
 	initial := info.NumPending // records on the filters when the read started
 	defer func() {
 		mu.Lock()
@@ -94,6 +97,7 @@ func (l *Log) read(ctx context.Context, from uint64, filters []string, fn func(R
 		rec := recordOf(m.Subject(), md.Sequence.Stream, md.Timestamp, m.Headers(), m.Data())
 		rec.Pending = md.NumPending
 		fn(rec)
+		lastSeq = rec.Seq
 		if initial > 0 {
 			initial--
 		}
@@ -103,6 +107,7 @@ func (l *Log) read(ctx context.Context, from uint64, filters []string, fn func(R
 			if stopAtEnd {
 				stopped = true // records appended since the start are not part of a replay
 			}
+			caught = true
 			done()
 		}
 	}, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
@@ -115,7 +120,39 @@ func (l *Log) read(ctx context.Context, from uint64, filters []string, fn func(R
 		return fmt.Errorf("consume: %w", err)
 	}
 	defer cc.Stop()
-	<-rctx.Done()
+	// Records counted at the start can vanish before they are delivered
+	// (a grace record or a DPoP claim reaching its TTL): then neither test
+	// above ever passes. Ask the server now and then: nothing pending and
+	// everything delivered given to fn is caught up too.
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for waiting := true; waiting; {
+		select {
+		case <-rctx.Done():
+			waiting = false
+		case <-tick.C:
+			mu.Lock()
+			if caught {
+				mu.Unlock()
+				tick.Stop()
+				continue
+			}
+			mu.Unlock()
+			ci, err := cons.Info(rctx)
+			if err != nil {
+				continue
+			}
+			mu.Lock()
+			if !caught && ci.NumPending == 0 && lastSeq >= ci.Delivered.Stream {
+				if stopAtEnd {
+					stopped = true
+				}
+				caught = true
+				done()
+			}
+			mu.Unlock()
+		}
+	}
 	if stopAtEnd && ctx.Err() == nil {
 		return nil
 	}

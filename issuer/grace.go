@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/auth-platform/tokenservice/eventlog"
+	"github.com/auth-platform/tokenservice/projections"
 	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
 )
 
@@ -38,7 +39,7 @@ func (i *Issuer) writeGrace(ctx context.Context, fid string, t Tokens) (string, 
 		return "", err
 	}
 	if _, err := i.log.Append(ctx, eventlog.Event{
-		Subject: i.subj.Grace(fid, gid), Type: "grace", Data: data, TTL: i.cfg.Grace + graceTTLMargin,
+		Subject: i.subj.Grace(fid, gid), Type: projections.TypeGrace, Data: data, TTL: i.cfg.Grace + graceTTLMargin,
 	}, eventlog.Expect{}); err != nil {
 		return "", fmt.Errorf("write grace record: %w", err)
 	}

@@ -28,6 +28,19 @@ const (
 	TypeKeyDeleted     = "key.material_deleted"
 )
 
+// Types of the records that are in the stream but are no projection's
+// events: sealed grace successors and DPoP jti claims.
+const (
+	TypeGrace         = "grace"
+	TypeDPoPProofUsed = "dpop.proof_used"
+)
+
+// Projected reports whether rec is an event of some projection; grace
+// records and DPoP claims are not.
+func Projected(rec eventlog.Record) bool {
+	return rec.Type != TypeGrace && rec.Type != TypeDPoPProofUsed
+}
+
 // ErrBadRecord is returned by Decode for a record whose type is unknown or
 // whose payload does not parse.
 var ErrBadRecord = errors.New("projections: bad record")

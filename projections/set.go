@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/auth-platform/tokenservice/eventlog"
 	"github.com/auth-platform/tokenservice/signing"
 )
@@ -33,13 +35,23 @@ func NewSet(accessTTL time.Duration) *Set {
 
 // Apply decodes rec and applies it to every projection it concerns. It
 // returns ErrBadRecord (and changes nothing but the position) for a record
-// that does not decode.
+// that does not decode. A record that is no projection's event (a grace
+// record, a DPoP claim) only moves the position, and a record at or before
+// the position is ignored.
 func (s *Set) Apply(rec eventlog.Record) error {
-	m, err := Decode(rec)
+	var m proto.Message
+	var err error
+	if Projected(rec) {
+		m, err = Decode(rec)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if rec.Seq > s.seq {
-		s.seq = rec.Seq
+	if rec.Seq != 0 && rec.Seq <= s.seq {
+		return nil // applied already: a reader that delivers a record twice changes nothing
+	}
+	s.seq = max(s.seq, rec.Seq)
+	if !Projected(rec) {
+		return nil
 	}
 	if err != nil {
 		s.bad++

@@ -8,6 +8,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/auth-platform/tokenservice/dpop"
 	"github.com/auth-platform/tokenservice/eventlog"
 	"github.com/auth-platform/tokenservice/projections"
 	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
@@ -73,5 +74,24 @@ func TestRevocationsPruneByEventTime(t *testing.T) {
 	apply(t0.Add(20*time.Minute), 5000)
 	if _, ok := s.RevokedFamily("f1"); ok {
 		t.Fatal("revocation kept after every access token expired")
+	}
+}
+
+// TestUnprojectedRecords: grace records and DPoP claims, which the runner
+// reads since it reads the whole stream, change nothing but the position
+// and are not bad records.
+func TestUnprojectedRecords(t *testing.T) {
+	if projections.TypeDPoPProofUsed != dpop.TypeProofUsed {
+		t.Fatalf("projections skips %q, dpop appends %q", projections.TypeDPoPProofUsed, dpop.TypeProofUsed)
+	}
+	s := projections.NewSet(time.Minute)
+	before := s.Digest()
+	for _, typ := range []string{projections.TypeGrace, projections.TypeDPoPProofUsed} {
+		if err := s.Apply(eventlog.Record{Seq: 7, Type: typ, Data: []byte{0xff}}); err != nil {
+			t.Fatalf("%s: %v", typ, err)
+		}
+	}
+	if s.BadRecords() != 0 || s.Seq() != 7 || s.Digest() != before {
+		t.Fatalf("bad %d seq %d, state changed %v", s.BadRecords(), s.Seq(), s.Digest() != before)
 	}
 }

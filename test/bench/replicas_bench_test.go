@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"net/http"
 	"runtime"
@@ -151,8 +152,9 @@ func BenchmarkRevocationPropagation(b *testing.B) {
 	b.ReportMetric(float64(n), "revocations")
 }
 
-// rebuildEvents is how many events BenchmarkRebuild replays.
-const rebuildEvents = 1_000_000
+// rebuildEvents is how many events BenchmarkRebuild replays: 1,000,000
+// unless -rebuild-events says otherwise (for a quick look).
+var rebuildEvents = flag.Int("rebuild-events", 1_000_000, "events BenchmarkRebuild writes and replays")
 
 // BenchmarkRebuild replays a stream of 1,000,000 family events (issued,
 // rotated and revoked, in the proportions of a busy day: each family
@@ -173,7 +175,7 @@ const rebuildEvents = 1_000_000
 func BenchmarkRebuild(b *testing.B) {
 	node := eventlogtest.SingleNode(b)
 	log := eventlogtest.OpenLog(b, node.Conn, eventlog.Config{})
-	fillStream(b, node, log, rebuildEvents)
+	fillStream(b, node, log, *rebuildEvents)
 	filters := projections.Filters(log.Subjects())
 	ctx := context.Background()
 
@@ -186,8 +188,8 @@ func BenchmarkRebuild(b *testing.B) {
 			b.Fatal(err)
 		}
 		raw += time.Since(start)
-		if count != rebuildEvents {
-			b.Fatalf("raw read %d records, want %d", count, rebuildEvents)
+		if count != *rebuildEvents {
+			b.Fatalf("raw read %d records, want %d", count, *rebuildEvents)
 		}
 
 		runtime.GC()
@@ -208,8 +210,8 @@ func BenchmarkRebuild(b *testing.B) {
 		}
 		runtime.KeepAlive(set)
 	}
-	rawRate := float64(rebuildEvents*b.N) / raw.Seconds()
-	replayRate := float64(rebuildEvents*b.N) / replay.Seconds()
+	rawRate := float64(*rebuildEvents*b.N) / raw.Seconds()
+	replayRate := float64(*rebuildEvents*b.N) / replay.Seconds()
 	b.ReportMetric(rawRate, "raw_events/s")
 	b.ReportMetric(replayRate, "replay_events/s")
 	b.ReportMetric(replayRate/rawRate, "x_raw")
@@ -241,7 +243,7 @@ func sampleHeap(peak *uint64) (stop func()) {
 // fillStream writes n family events: families of 5 events (issued, 3
 // rotations, and every 8th family revoked instead of its last rotation),
 // with realistic family states, through async publishes.
-func fillStream(b *testing.B, node *eventlogtest.Node, log *eventlog.Log, n int) {
+func fillStream(b testing.TB, node *eventlogtest.Node, log *eventlog.Log, n int) {
 	b.Helper()
 	js, err := jetstream.New(node.Conn, jetstream.WithPublishAsyncMaxPending(16384))
 	if err != nil {
