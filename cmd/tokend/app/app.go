@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -183,9 +184,12 @@ func (m *Main) start(ctx context.Context) error {
 			m.Logger.Error("projection runner stopped", "error", err)
 		}
 	}()
+	restoreGC := catchUpGC()
 	select {
 	case <-m.Runner.Ready():
+		restoreGC()
 	case <-ctx.Done():
+		restoreGC()
 		return fmt.Errorf("projections did not catch up: %w", ctx.Err())
 	}
 	m.Projector = projections.NewFamilyProjector(m.Log, projections.ProjectorConfig{
@@ -299,6 +303,24 @@ func (m *Main) start(ctx context.Context) error {
 	}()
 	m.Logger.Info("serving", "addr", m.listener.Addr().String(), "issuer", cfg.Issuer, "tls", m.callers.tls != nil, "auth_mode", cfg.AuthMode.String())
 	return m.serveMetrics()
+}
+
+// CatchUpGCPercent is the GOGC tokend runs with while its projections
+// replay the log at start, unless the operator set GOGC. The replay only
+// grows the heap, so collecting it at the default pace is wasted work: on
+// a million events the default pace replays at 0.63 of the raw consumer
+// rate, this one at 0.80 (README, Benchmarks), for a higher peak heap
+// during start-up only.
+const CatchUpGCPercent = 400
+
+// catchUpGC raises the GC percentage for the start-up replay and returns
+// the function that restores it.
+func catchUpGC() (restore func()) {
+	if os.Getenv("GOGC") != "" {
+		return func() {}
+	}
+	prev := debug.SetGCPercent(CatchUpGCPercent)
+	return func() { debug.SetGCPercent(prev) }
 }
 
 // revocationFeed serves WatchRevocations from the log; its streams end
