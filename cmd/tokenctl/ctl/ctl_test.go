@@ -226,11 +226,12 @@ func TestReplayVerify(t *testing.T) {
 		t.Fatalf("verify of an intact service: exit %d\n%s%s", code, out, stderr)
 	}
 	// Corrupt the live projection on purpose: a revocation that is not in
-	// the log.
+	// the log, applied without a position (a record at or before the
+	// position would be ignored), so the position stays where it was.
 	st := &eventsv1.FamilyState{FamilyId: "forged-family-0000000000", Subject: "victim", Status: eventsv1.FamilyStatus_FAMILY_STATUS_REVOKED,
 		RevokedAt: timestamppb.Now(), AccessExpiresAt: timestamppb.New(time.Now().Add(time.Hour))}
 	data, _ := proto.Marshal(&eventsv1.FamilyRevoked{State: st, Reason: eventsv1.RevocationReason_REVOCATION_REASON_ADMIN})
-	if err := e.m.Set.Apply(eventlog.Record{Seq: e.m.Set.Seq(), Type: projections.TypeFamilyRevoked, Data: data}); err != nil {
+	if err := e.m.Set.Apply(eventlog.Record{Type: projections.TypeFamilyRevoked, Data: data}); err != nil {
 		t.Fatal(err)
 	}
 	code, out, _ = e.run(t, "--json", "replay", "--verify")
