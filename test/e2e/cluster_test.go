@@ -212,3 +212,44 @@ func sameProjections(t *testing.T, reps []*replica) digest {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// waitStreamHealthy waits until the TOKENS stream has a leader and every
+// replica is current: after a node restarts, reads may otherwise meet a
+// stream that is still catching up ("no responders").
+func waitStreamHealthy(t *testing.T, nodes []*natsNode) {
+	t.Helper()
+	nc, err := nats.Connect(clusterURLs(nodes))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		healthy := false
+		var last any
+		if s, err := js.Stream(ctx, streamName); err == nil {
+			if info, err := s.Info(ctx); err == nil && info.Cluster != nil && info.Cluster.Leader != "" {
+				healthy = len(info.Cluster.Replicas) == len(nodes)-1
+				for _, r := range info.Cluster.Replicas {
+					healthy = healthy && r.Current && !r.Offline
+				}
+				last = info.Cluster
+			}
+		} else {
+			last = err
+		}
+		cancel()
+		if healthy {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stream not healthy within 60s: %+v", last)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

@@ -284,6 +284,7 @@ func TestReplicaFailures(t *testing.T) {
 	stopLoad()
 	wg.Wait()
 
+	waitStreamHealthy(t, nodes)
 	d := checkDurability(t, led.snapshot(), readFamilies(t, clusterURLs(nodes)))
 	t.Logf("acknowledged: %d families, %d rotations; stored but unacknowledged: %d rotations, %d families",
 		d.Families, d.Rotations, d.LostResponses, d.Orphans)
