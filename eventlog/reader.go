@@ -40,6 +40,9 @@ func (l *Log) read(ctx context.Context, from uint64, filters []string, fn func(R
 		FilterSubjects: filters,
 		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:    from,
+		// Removed by the server this long after the last pull, not the
+		// default 5 minutes: every replay and tail makes one.
+		InactiveThreshold: 10 * time.Second,
 	}
 	cons, err := l.stream.OrderedConsumer(ctx, cfg)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/auth-platform/tokenservice/eventlog"
 	"github.com/auth-platform/tokenservice/projections"
+	"github.com/auth-platform/tokenservice/signing/seal"
 	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
 )
 
@@ -68,6 +69,12 @@ func (i *Issuer) graceSuccessor(ctx context.Context, st *eventsv1.FamilyState) (
 		return Tokens{}, errGraceMissing
 	}
 	plain, err := i.sealer.Open(gr.GetSealedResponse(), []byte(fid+"."+gid))
+	if err != nil && !errors.Is(err, seal.ErrOpen) {
+		// The crypto service could not unwrap the data key (it is
+		// down): a server error the client retries, not a refusal that
+		// would end its session.
+		return Tokens{}, fmt.Errorf("open grace record: %w", err)
+	}
 	if err != nil {
 		return Tokens{}, errGraceMissing
 	}

@@ -29,7 +29,7 @@ func startProjector(t *testing.T, node *eventlogtest.Node, bad *badCount) *proje
 	}
 	log := eventlogtest.OpenLog(t, nc, eventlog.Config{})
 	p := projections.NewFamilyProjector(log, projections.ProjectorConfig{
-		PinnedTTL: time.Second, AckWait: 2 * time.Second,
+		PinnedTTL: 3 * time.Second, AckWait: 4 * time.Second, // long enough that a loaded CI machine does not move the pin
 		OnBadRecord: func(eventlog.Record, error) { bad.add() },
 	})
 	ctx, cancel := context.WithCancel(context.Background())

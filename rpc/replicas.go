@@ -162,7 +162,12 @@ func (s *service) WatchRevocations(ctx context.Context, req *connect.Request[tok
 	// and the backlog delivered: a client that has it receives every
 	// revocation appended from then on.
 	subscribed := make(chan struct{})
-	go func() {
+	var heartbeats sync.WaitGroup
+	// The heartbeat goroutine must be gone before the handler returns:
+	// Connect closes the response then, and a late Send would race it.
+	defer heartbeats.Wait()
+	defer cancel(nil)
+	heartbeats.Go(func() {
 		select {
 		case <-subscribed:
 		case <-ctx.Done():
@@ -180,7 +185,7 @@ func (s *service) WatchRevocations(ctx context.Context, req *connect.Request[tok
 				return
 			}
 		}
-	}()
+	})
 	err := s.feed.WatchRevocations(ctx, req.Msg.GetAfterSequence(), func() {
 		if heartbeat() == nil {
 			close(subscribed)

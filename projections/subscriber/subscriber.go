@@ -130,6 +130,9 @@ func (c *Config) setDefaults() {
 // leeway covers the clock difference between the service and this process.
 const leeway = time.Minute
 
+// nowLeeway is how far before now a watch "from now" starts.
+const nowLeeway = 2 * time.Second
+
 // Run follows the revocations until ctx ends, resuming after the last one
 // applied when the consumer has to be set up again.
 func (s *Subscriber) Run(ctx context.Context) error {
@@ -208,7 +211,8 @@ func (s *Subscriber) Seq() uint64 {
 }
 
 // Start is where Watch starts: after a stream sequence, or at a time; the
-// zero Start delivers the revocations appended from now on.
+// zero Start delivers the revocations appended from now on (and from up to
+// two seconds before, to cover the clock difference with the server).
 type Start struct {
 	AfterSeq uint64
 	Since    time.Time
@@ -249,15 +253,27 @@ type revocationEvent = proto.Message
 // watch runs one ordered consumer until ctx ends or it fails. Its apply
 // calls are serialised and never happen after watch returns.
 func watch(ctx context.Context, js jetstream.JetStream, cfg Config, start Start, apply func(eventlog.Record, revocationEvent, Revocation), caughtUp func(), tick <-chan time.Time, onTick func()) error {
-	oc := jetstream.OrderedConsumerConfig{FilterSubjects: []string{eventlog.NewSubjects(cfg.Prefix).Revocations()}}
+	oc := jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{eventlog.NewSubjects(cfg.Prefix).Revocations()},
+		// The server removes the consumer this long after the last pull:
+		// a watcher that went away leaves nothing behind for long.
+		InactiveThreshold: 10 * time.Second,
+	}
+	since := start.Since
+	if start.AfterSeq == 0 && since.IsZero() {
+		// "From now" is a time, not NATS's deliver-new policy: an ordered
+		// consumer that must be set up again before its first message
+		// (the connection dropped) would then start from the new "now"
+		// and skip what was appended in between. A little before now
+		// covers the clock difference with the server; a client may see
+		// a revocation of the last seconds twice (its sequence tells).
+		since = time.Now().Add(-nowLeeway)
+	}
 	switch {
 	case start.AfterSeq > 0:
 		oc.DeliverPolicy, oc.OptStartSeq = jetstream.DeliverByStartSequencePolicy, start.AfterSeq+1
-	case !start.Since.IsZero():
-		t := start.Since
-		oc.DeliverPolicy, oc.OptStartTime = jetstream.DeliverByStartTimePolicy, &t
 	default:
-		oc.DeliverPolicy = jetstream.DeliverNewPolicy
+		oc.DeliverPolicy, oc.OptStartTime = jetstream.DeliverByStartTimePolicy, &since
 	}
 	cons, err := js.OrderedConsumer(ctx, cfg.Stream, oc)
 	if err != nil {
