@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"connectrpc.com/connect"
@@ -375,8 +376,15 @@ func withPeerCertificate(ctx context.Context, cs *tls.ConnectionState) context.C
 	switch len(leaf.URIs) {
 	case 0:
 		pc.identity = leaf.Subject.CommonName
-		if pc.identity == "" {
+		switch {
+		case pc.identity == "":
 			pc.err = fmt.Errorf("%w: client certificate without URI SAN or CN", ErrUnknownCredential)
+		case strings.Contains(pc.identity, ":"):
+			// URI SANs and CNs share the policy's identity table: a CN
+			// that looks like a URI would pass for the SAN identity of
+			// another workload (CN=spiffe://…/admin).
+			pc.err = fmt.Errorf("%w: client certificate CN %q looks like a URI; put the identity in a URI SAN", ErrUnknownCredential, pc.identity)
+			pc.identity = ""
 		}
 	case 1:
 		pc.identity = leaf.URIs[0].String()

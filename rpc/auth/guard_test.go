@@ -346,6 +346,7 @@ func TestSecurityMatrix(t *testing.T) {
 	unknownCert := e.ca.ClientURI(t, "spiffe://test.example/ns/x/sa/unknown")
 	twoURIs := e.ca.Issue(t, authtest.Options{URIs: []string{issuerURI, "spiffe://test.example/other"}})
 	cnNotInPolicy := e.ca.ClientCN(t, "not-in-policy")
+	cnLikeURI := e.ca.ClientCN(t, issuerURI) // passing for the issuer's SPIFFE ID
 
 	type caller struct {
 		name string
@@ -366,6 +367,7 @@ func TestSecurityMatrix(t *testing.T) {
 		mUnknown = caller{name: "mtls identity not in policy", cert: unknownCert}
 		mTwoURIs = caller{name: "mtls two URI SANs", cert: twoURIs}
 		mNoEntry = caller{name: "mtls CN not in policy", cert: cnNotInPolicy}
+		mCNURI   = caller{name: "mtls CN spelling a URI SAN", cert: cnLikeURI}
 		keyWins  = caller{name: "rs key over issuer cert", cert: issuerCert, auth: bearer(e.keys["rs"])}
 		badKey   = caller{name: "unknown key with issuer cert", cert: issuerCert, auth: bearer("tdk_nope")}
 	)
@@ -424,6 +426,7 @@ func TestSecurityMatrix(t *testing.T) {
 		{mUnknown, G, generate("web"), unauth, ""},
 		{mTwoURIs, G, generate("web"), unauth, ""},
 		{mNoEntry, tokenv1connect.TokenServiceValidateDPoPProcedure, validateDPoP, unauth, ""},
+		{mCNURI, tokenv1connect.TokenServiceGenerateTokensProcedure, generate("web"), unauth, ""},
 		{keyWins, G, generate("web"), denied, ""},
 		{keyWins, tokenv1connect.TokenServiceValidateDPoPProcedure, validateDPoP, ok, "apikey:rs"},
 		{badKey, G, generate("web"), unauth, ""},
