@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -54,6 +55,24 @@ func (i *Issuer) RevokeFamily(ctx context.Context, fid string, reason eventsv1.R
 	return i.revokeLoaded(ctx, fid, reason, nil)
 }
 
+type clientScopeKey struct{}
+
+// WithClientScope returns a context in which RevokeFamily,
+// RevokeRefreshToken and RevokeAccessToken revoke only families issued to
+// one of clientIDs (RFC 7009 §2.1: a client revokes its own tokens). A
+// family of another client is left alone and counts as nothing revoked,
+// so a caller learns nothing about other clients' families. An empty list
+// means no restriction.
+func WithClientScope(ctx context.Context, clientIDs []string) context.Context {
+	return context.WithValue(ctx, clientScopeKey{}, clientIDs)
+}
+
+// inClientScope reports whether ctx's client scope admits clientID.
+func inClientScope(ctx context.Context, clientID string) bool {
+	ids, _ := ctx.Value(clientScopeKey{}).([]string)
+	return len(ids) == 0 || slices.Contains(ids, clientID)
+}
+
 // revokeLoaded revokes fid if match (when set) accepts its state.
 func (i *Issuer) revokeLoaded(ctx context.Context, fid string, reason eventsv1.RevocationReason, match func(*eventsv1.FamilyState) bool) (int, error) {
 	now := i.cfg.Now()
@@ -64,6 +83,9 @@ func (i *Issuer) revokeLoaded(ctx context.Context, fid string, reason eventsv1.R
 		f, err := i.load(ctx, fid, attempt > 0)
 		if err != nil && !errors.Is(err, eventlog.ErrNotFound) {
 			return 0, err
+		}
+		if err == nil && !inClientScope(ctx, f.st.GetClientId()) {
+			return 0, nil // a family's client never changes: no need to ask the leader
 		}
 		if err != nil || (match != nil && !match(f.st)) || f.st.GetStatus() == eventsv1.FamilyStatus_FAMILY_STATUS_REVOKED {
 			if attempt == 0 {

@@ -13,6 +13,7 @@ import (
 	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
 	tokenv1 "github.com/auth-platform/tokenservice/proto/token/v1"
 	"github.com/auth-platform/tokenservice/proto/token/v1/tokenv1connect"
+	"github.com/auth-platform/tokenservice/rpc/auth"
 	"github.com/auth-platform/tokenservice/signing"
 )
 
@@ -108,21 +109,27 @@ func (s *service) RevokeToken(ctx context.Context, req *connect.Request[tokenv1.
 	m := req.Msg
 	var n int
 	var err error
+	// A caller restricted to some clients revokes only their families;
+	// revocation by subject is for admins, across clients.
+	scoped := ctx
+	if id, ok := auth.FromContext(ctx); ok && len(id.ClientIDs) > 0 {
+		scoped = issuer.WithClientScope(ctx, id.ClientIDs)
+	}
 	switch t := m.GetTarget().(type) {
 	case *tokenv1.RevokeTokenRequest_RefreshToken:
 		var reason eventsv1.RevocationReason
 		if reason, err = issuer.ParseReason(m.GetReason(), eventsv1.RevocationReason_REVOCATION_REASON_CLIENT); err == nil {
-			n, err = s.issuer.RevokeRefreshToken(ctx, t.RefreshToken, reason)
+			n, err = s.issuer.RevokeRefreshToken(scoped, t.RefreshToken, reason)
 		}
 	case *tokenv1.RevokeTokenRequest_FamilyId:
 		var reason eventsv1.RevocationReason
 		if reason, err = issuer.ParseReason(m.GetReason(), eventsv1.RevocationReason_REVOCATION_REASON_CLIENT); err == nil {
-			n, err = s.issuer.RevokeFamily(ctx, t.FamilyId, reason)
+			n, err = s.issuer.RevokeFamily(scoped, t.FamilyId, reason)
 		}
 	case *tokenv1.RevokeTokenRequest_AccessToken:
 		var reason eventsv1.RevocationReason
 		if reason, err = issuer.ParseReason(m.GetReason(), eventsv1.RevocationReason_REVOCATION_REASON_CLIENT); err == nil {
-			n, err = s.issuer.RevokeAccessToken(ctx, t.AccessToken, reason)
+			n, err = s.issuer.RevokeAccessToken(scoped, t.AccessToken, reason)
 		}
 	case *tokenv1.RevokeTokenRequest_Subject:
 		var reason eventsv1.RevocationReason
