@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"golang.org/x/time/rate"
 
 	"github.com/auth-platform/tokenservice/eventlog"
 	tokenv1 "github.com/auth-platform/tokenservice/proto/token/v1"
@@ -95,6 +96,7 @@ type Guard struct {
 	limiters   *limiters
 	obs        Observer
 	log        *slog.Logger
+	logLimit   *rate.Limiter // refusals logged at Info: a flood of bad credentials is counted, not all logged
 	now        func() time.Time
 	errWriter  *connect.ErrorWriter
 }
@@ -123,6 +125,7 @@ func New(cfg Config) (*Guard, error) {
 		limiters:   newLimiters(cfg.MaxCallers),
 		obs:        cfg.Observer,
 		log:        cfg.Logger,
+		logLimit:   rate.NewLimiter(refusalLogRate, refusalLogBurst),
 		now:        cfg.Now,
 		// A plain GET (of /metrics, say) is not a Connect call unless it
 		// says so.
@@ -285,14 +288,24 @@ func (g *Guard) limitOf(id Identity) RateLimit {
 	return g.policy.current().defaultLimit
 }
 
+// refusalLogRate and refusalLogBurst bound the refusals logged at Info.
+const (
+	refusalLogRate  = 20
+	refusalLogBurst = 100
+)
+
 // refuse logs and counts a refusal and returns the error for the caller.
 func (g *Guard) refuse(ctx context.Context, procedure string, reason Reason, err error, id Identity, peer string) error {
 	if g.obs != nil {
 		g.obs.Refused(procedure, reason)
 	}
 	level := slog.LevelInfo
-	if reason == ReasonRateLimited {
-		level = slog.LevelDebug // a flood must not flood the log
+	if reason == ReasonRateLimited || !g.logLimit.Allow() {
+		// A flood (over a caller's limit, or of bad credentials, which
+		// have no caller to limit) must not flood the log: every
+		// refusal is counted in the metrics, and logged at Info up to
+		// refusalLogRate a second.
+		level = slog.LevelDebug
 	}
 	g.log.LogAttrs(ctx, level, "call refused",
 		slog.String("procedure", procedure), slog.String("reason", string(reason)),
