@@ -11,8 +11,8 @@ import (
 
 	"github.com/auth-platform/tokenservice/eventlog"
 	"github.com/auth-platform/tokenservice/projections"
-	"github.com/auth-platform/tokenservice/signing/seal"
 	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
+	"github.com/auth-platform/tokenservice/signing/seal"
 )
 
 // graceTTLMargin keeps a grace record a little longer than the window, so

@@ -25,9 +25,13 @@ func TestRevokeClientScope(t *testing.T) {
 	scoped := issuer.WithClientScope(ctx, []string{"web"})
 	reason := eventsv1.RevocationReason_REVOCATION_REASON_CLIENT
 	for name, revoke := range map[string]func(context.Context) (int, error){
-		"family":        func(c context.Context) (int, error) { return env.Issuer.RevokeFamily(c, other.FamilyID, reason) },
-		"refresh token": func(c context.Context) (int, error) { return env.Issuer.RevokeRefreshToken(c, other.RefreshToken, reason) },
-		"access token":  func(c context.Context) (int, error) { return env.Issuer.RevokeAccessToken(c, other.AccessToken, reason) },
+		"family": func(c context.Context) (int, error) { return env.Issuer.RevokeFamily(c, other.FamilyID, reason) },
+		"refresh token": func(c context.Context) (int, error) {
+			return env.Issuer.RevokeRefreshToken(c, other.RefreshToken, reason)
+		},
+		"access token": func(c context.Context) (int, error) {
+			return env.Issuer.RevokeAccessToken(c, other.AccessToken, reason)
+		},
 	} {
 		if n, err := revoke(scoped); n != 0 || err != nil {
 			t.Fatalf("%s of another client's family: %d revoked, %v", name, n, err)
