@@ -83,6 +83,17 @@ func newServerWith(t *testing.T, nonceRequired bool, mutate func(*rpc.Config)) *
 type feed struct{ js jetstream.JetStream }
 
 func (f feed) WatchRevocations(ctx context.Context, after uint64, subscribed func(), fn func(subscriber.Revocation) error) error {
+	if after == 0 { // as tokend does: from the stream's last sequence
+		s, err := f.js.Stream(ctx, "TOKENS")
+		if err != nil {
+			return err
+		}
+		info, err := s.Info(ctx)
+		if err != nil {
+			return err
+		}
+		after = info.State.LastSeq
+	}
 	return subscriber.Watch(ctx, f.js, subscriber.Config{OnCaughtUp: subscribed}, subscriber.Start{AfterSeq: after}, fn)
 }
 

@@ -1690,8 +1690,7 @@ func (x *Family) GetScopes() []string {
 type WatchRevocationsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Resume after this stream sequence (the sequence of the last revocation
-	// received); 0 starts with the revocations appended from now on (and up
-	// to 2 s before, to cover clock differences: deduplicate by sequence).
+	// received); 0 starts with the revocations appended from now on.
 	AfterSequence uint64 `protobuf:"varint,1,opt,name=after_sequence,json=afterSequence,proto3" json:"after_sequence,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
