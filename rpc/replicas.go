@@ -3,6 +3,7 @@ package rpc
 import (
 	"context"
 	"errors"
+	"math"
 	"strings"
 	"sync"
 	"time"
@@ -50,11 +51,11 @@ func (s *service) IntrospectToken(ctx context.Context, req *connect.Request[toke
 	}
 	out := &tokenv1.IntrospectTokenResponse{
 		Active: proto.Bool(true), Scope: strings.Join(st.GetScopes(), " "), ClientId: st.GetClientId(), TokenType: "refresh_token",
-		Exp: st.GetRefreshExpiresAt().AsTime().Unix(), Iat: st.GetCreatedAt().AsTime().Unix(), Sub: st.GetSubject(),
+		Exp: unixSeconds(st.GetRefreshExpiresAt().AsTime()), Iat: unixSeconds(st.GetCreatedAt().AsTime()), Sub: st.GetSubject(),
 		Aud: st.GetAudience(), Sid: st.GetFamilyId(),
 	}
 	if st.GetRotatedAt().IsValid() {
-		out.Iat = st.GetRotatedAt().AsTime().Unix() // when this token was issued
+		out.Iat = unixSeconds(st.GetRotatedAt().AsTime()) // when this token was issued
 	}
 	if jkt := st.GetDpopJkt(); jkt != "" {
 		out.Cnf = &tokenv1.Confirmation{Jkt: jkt}
@@ -72,13 +73,18 @@ func (s *service) introspectAccess(tok string) *tokenv1.IntrospectTokenResponse 
 	}
 	out := &tokenv1.IntrospectTokenResponse{
 		Active: proto.Bool(true), Scope: at.Scope, ClientId: at.ClientID, TokenType: "Bearer",
-		Exp: at.Expiry.Unix(), Iat: at.IssuedAt.Unix(), Sub: at.Subject, Aud: at.Audience,
+		Exp: unixSeconds(at.Expiry), Iat: unixSeconds(at.IssuedAt), Sub: at.Subject, Aud: at.Audience,
 		Iss: at.Issuer, Jti: at.ID, Sid: at.FamilyID,
 	}
 	if at.JKT != "" {
 		out.TokenType, out.Cnf = "DPoP", &tokenv1.Confirmation{Jkt: at.JKT}
 	}
 	return out
+}
+
+// unixSeconds is t as seconds since the epoch, clamped to uint32.
+func unixSeconds(t time.Time) uint32 {
+	return uint32(min(max(t.Unix(), 0), math.MaxUint32))
 }
 
 // inactive is the whole answer for a token that is not active (RFC 7662

@@ -119,8 +119,16 @@ func TestIntrospect(t *testing.T) {
 		t.Fatalf("inactive answer: %v", m)
 	}
 	live := s.gen(t, "carol")
-	if m := post(live.GetAccessToken()); m["active"] != true || m["client_id"] != "web" || m["token_type"] != "Bearer" || m["sub"] != "carol" {
+	m := post(live.GetAccessToken())
+	if m["active"] != true || m["client_id"] != "web" || m["token_type"] != "Bearer" || m["sub"] != "carol" {
 		t.Fatalf("active answer: %v", m)
+	}
+	// exp and iat are JSON numbers (RFC 7662 §2.2), not strings.
+	if _, ok := m["exp"].(float64); !ok {
+		t.Fatalf("exp is %T in %v, want a number", m["exp"], m)
+	}
+	if _, ok := m["iat"].(float64); !ok {
+		t.Fatalf("iat is %T in %v, want a number", m["iat"], m)
 	}
 }
 

@@ -1284,13 +1284,16 @@ type IntrospectTokenResponse struct {
 	ClientId string `protobuf:"bytes,3,opt,name=client_id,proto3" json:"client_id,omitempty"`
 	// "Bearer" or "DPoP" for an access token (RFC 9449 §6.2),
 	// "refresh_token" for a refresh token.
-	TokenType string   `protobuf:"bytes,4,opt,name=token_type,proto3" json:"token_type,omitempty"`
-	Exp       int64    `protobuf:"varint,5,opt,name=exp,proto3" json:"exp,omitempty"`
-	Iat       int64    `protobuf:"varint,6,opt,name=iat,proto3" json:"iat,omitempty"`
-	Sub       string   `protobuf:"bytes,7,opt,name=sub,proto3" json:"sub,omitempty"`
-	Aud       []string `protobuf:"bytes,8,rep,name=aud,proto3" json:"aud,omitempty"`
-	Iss       string   `protobuf:"bytes,9,opt,name=iss,proto3" json:"iss,omitempty"`
-	Jti       string   `protobuf:"bytes,10,opt,name=jti,proto3" json:"jti,omitempty"`
+	TokenType string `protobuf:"bytes,4,opt,name=token_type,proto3" json:"token_type,omitempty"`
+	// Seconds since the epoch. uint32, so that JSON carries a number as RFC
+	// 7662 has it (protobuf's JSON writes 64-bit integers as strings); good
+	// until 2106.
+	Exp uint32   `protobuf:"varint,5,opt,name=exp,proto3" json:"exp,omitempty"`
+	Iat uint32   `protobuf:"varint,6,opt,name=iat,proto3" json:"iat,omitempty"`
+	Sub string   `protobuf:"bytes,7,opt,name=sub,proto3" json:"sub,omitempty"`
+	Aud []string `protobuf:"bytes,8,rep,name=aud,proto3" json:"aud,omitempty"`
+	Iss string   `protobuf:"bytes,9,opt,name=iss,proto3" json:"iss,omitempty"`
+	Jti string   `protobuf:"bytes,10,opt,name=jti,proto3" json:"jti,omitempty"`
 	// The token family (session) the token belongs to.
 	Sid string `protobuf:"bytes,11,opt,name=sid,proto3" json:"sid,omitempty"`
 	// Confirmation of a DPoP-bound token (RFC 9449 §6.2).
@@ -1357,14 +1360,14 @@ func (x *IntrospectTokenResponse) GetTokenType() string {
 	return ""
 }
 
-func (x *IntrospectTokenResponse) GetExp() int64 {
+func (x *IntrospectTokenResponse) GetExp() uint32 {
 	if x != nil {
 		return x.Exp
 	}
 	return 0
 }
 
-func (x *IntrospectTokenResponse) GetIat() int64 {
+func (x *IntrospectTokenResponse) GetIat() uint32 {
 	if x != nil {
 		return x.Iat
 	}
@@ -2102,8 +2105,8 @@ const file_token_v1_token_proto_rawDesc = "" +
 	"\n" +
 	"token_type\x18\x04 \x01(\tR\n" +
 	"token_type\x12\x10\n" +
-	"\x03exp\x18\x05 \x01(\x03R\x03exp\x12\x10\n" +
-	"\x03iat\x18\x06 \x01(\x03R\x03iat\x12\x10\n" +
+	"\x03exp\x18\x05 \x01(\rR\x03exp\x12\x10\n" +
+	"\x03iat\x18\x06 \x01(\rR\x03iat\x12\x10\n" +
 	"\x03sub\x18\a \x01(\tR\x03sub\x12\x10\n" +
 	"\x03aud\x18\b \x03(\tR\x03aud\x12\x10\n" +
 	"\x03iss\x18\t \x01(\tR\x03iss\x12\x10\n" +
