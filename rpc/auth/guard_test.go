@@ -128,17 +128,16 @@ func (r *refusals) count(procedure string, reason auth.Reason) int {
 // env is a TLS server with the guard in front of a fake service, and the
 // credentials of the test policy.
 type env struct {
-	t       *testing.T
-	dir     string
-	url     string
-	ca      *authtest.CA
-	svc     *fakeService
-	obs     *refusals
-	policy  *auth.Policy
-	certs   *auth.CertReloader
-	keys    map[string]string // name -> API key
-	now     time.Time
-	certDir string
+	t      *testing.T
+	dir    string
+	url    string
+	ca     *authtest.CA
+	svc    *fakeService
+	obs    *refusals
+	policy *auth.Policy
+	certs  *auth.CertReloader
+	keys   map[string]string // name -> API key
+	now    time.Time
 }
 
 const (

@@ -291,7 +291,7 @@ func TestLogsHoldNoCredentials(t *testing.T) {
 func spanMentions(sp tracetest.SpanStub, s string) bool {
 	check := func(kvs []attribute.KeyValue) bool {
 		for _, kv := range kvs {
-			if strings.Contains(kv.Value.Emit(), s) {
+			if strings.Contains(kv.Value.String(), s) {
 				return true
 			}
 		}
