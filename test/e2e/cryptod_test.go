@@ -55,7 +55,6 @@ func startCryptod(t *testing.T, f *cryptodtest.Fixture, listen string) *child {
 type issued struct {
 	at     time.Time
 	access string
-	kid    string
 }
 
 // TestCryptodKilledUnderLoad: tokend signs with cmd/cryptod (SoftHSM2,
@@ -163,7 +162,7 @@ func TestCryptodKilledUnderLoad(t *testing.T) {
 	duringOutage := count()
 
 	restartedAt := time.Now()
-	cryptod = startCryptod(t, f, listen)
+	startCryptod(t, f, listen) // stopped by the test's cleanup
 	back := waitFor("signing returns to the crypto service", 40*time.Second, func() bool { return lastKid() == primary })
 	time.Sleep(500 * time.Millisecond)
 	stopLoad()

@@ -19,7 +19,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -94,7 +93,8 @@ func goBinary(t *testing.T, pkg, name string) string {
 		b.bin = filepath.Join(buildDir, name)
 		goTool, err := exec.LookPath("go")
 		if err != nil {
-			goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
+			b.err = fmt.Errorf("the go command is not in PATH: %w", err)
+			return
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()
