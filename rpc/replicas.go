@@ -16,6 +16,7 @@ import (
 	"github.com/auth-platform/tokenservice/projections/subscriber"
 	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
 	tokenv1 "github.com/auth-platform/tokenservice/proto/token/v1"
+	"github.com/auth-platform/tokenservice/rpc/auth"
 )
 
 // FamilyLister lists a subject's families from the families read model;
@@ -149,6 +150,14 @@ func (s *service) WatchRevocations(ctx context.Context, req *connect.Request[tok
 	default:
 		return connect.NewError(connect.CodeResourceExhausted, errors.New("too many revocation watchers"))
 	}
+	// One caller may not take every slot: authenticated callers have a
+	// share of their own.
+	if id, ok := auth.FromContext(ctx); ok && id.Name != "" {
+		if !s.perCaller.acquire(id.Name) {
+			return connect.NewError(connect.CodeResourceExhausted, errors.New("too many revocation watchers for this caller"))
+		}
+		defer s.perCaller.release(id.Name)
+	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	var mu sync.Mutex // Send is not safe for concurrent use
@@ -210,4 +219,29 @@ func (s *service) WatchRevocations(ctx context.Context, req *connect.Request[tok
 		return nil // the client went away, or the server is stopping
 	}
 	return toConnect(ctx, s.log, req.Spec().Procedure, err)
+}
+
+// watcherCounts counts the WatchRevocations streams of each caller.
+type watcherCounts struct {
+	mu    sync.Mutex
+	max   int
+	count map[string]int
+}
+
+func (w *watcherCounts) acquire(caller string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.count[caller] >= w.max {
+		return false
+	}
+	w.count[caller]++
+	return true
+}
+
+func (w *watcherCounts) release(caller string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.count[caller]--; w.count[caller] <= 0 {
+		delete(w.count, caller)
+	}
 }

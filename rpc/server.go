@@ -43,6 +43,9 @@ type Config struct {
 	// MaxWatchers bounds the concurrent WatchRevocations streams; more
 	// are refused with resource_exhausted. Default 1024.
 	MaxWatchers int
+	// MaxWatchersPerCaller bounds the streams of one authenticated
+	// caller. Default 64.
+	MaxWatchersPerCaller int
 	// TokenEndpoints are the absolute URIs of the token endpoints whose
 	// DPoP proofs GenerateTokens and RefreshTokens accept (http_uri must
 	// be one of them). Default: any URI (POST, no ath) is accepted.
@@ -112,6 +115,9 @@ func New(cfg Config) *Handler {
 	if cfg.MaxWatchers <= 0 {
 		cfg.MaxWatchers = 1024
 	}
+	if cfg.MaxWatchersPerCaller <= 0 {
+		cfg.MaxWatchersPerCaller = 64
+	}
 	var interceptors []connect.Interceptor
 	if cfg.TracerProvider != nil {
 		// Outermost, so that the correlation ID, the metrics and the
@@ -145,7 +151,8 @@ func New(cfg Config) *Handler {
 		connect.WithCompressMinBytes(4 << 10),
 	}
 	mux := http.NewServeMux()
-	svc := &service{issuer: cfg.Issuer, dpop: cfg.DPoP, keys: cfg.Keys, keyAdmin: cfg.KeyAdmin, revocations: cfg.Revocations, families: cfg.Families, feed: cfg.Feed, watchers: make(chan struct{}, cfg.MaxWatchers), tokenEndpoints: normalizeAll(cfg.TokenEndpoints), log: cfg.Logger, metrics: cfg.Metrics, now: cfg.Now}
+	svc := &service{issuer: cfg.Issuer, dpop: cfg.DPoP, keys: cfg.Keys, keyAdmin: cfg.KeyAdmin, revocations: cfg.Revocations, families: cfg.Families, feed: cfg.Feed, watchers: make(chan struct{}, cfg.MaxWatchers),
+		perCaller: &watcherCounts{max: cfg.MaxWatchersPerCaller, count: map[string]int{}}, tokenEndpoints: normalizeAll(cfg.TokenEndpoints), log: cfg.Logger, metrics: cfg.Metrics, now: cfg.Now}
 	path, h := tokenv1connect.NewTokenServiceHandler(svc, opts...)
 	mux.Handle(path, h)
 

@@ -33,7 +33,8 @@ type service struct {
 	families       FamilyLister
 	feed           RevocationFeed
 	watchers       chan struct{} // a slot per WatchRevocations stream
-	tokenEndpoints []string      // normalised
+	perCaller      *watcherCounts
+	tokenEndpoints []string // normalised
 	keys           KeySource
 	log            *slog.Logger
 	metrics        *Metrics // may be nil
