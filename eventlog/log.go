@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -165,7 +166,7 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Log, error) {
 		// Each attempt is bounded: while a cluster elects its meta leader
 		// a request may get no answer at all.
 		actx, cancel := context.WithTimeout(ctx, cfg.AttemptTimeout)
-		stream, err = js.CreateOrUpdateStream(actx, sc)
+		stream, err = openStream(actx, js, sc)
 		cancel()
 		if err == nil {
 			break
@@ -182,6 +183,34 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Log, error) {
 		}
 	}
 	return &Log{nc: nc, js: js, stream: stream, cfg: cfg, subjects: NewSubjects(cfg.Prefix)}, nil
+}
+
+// openStream returns the stream of sc, creating it, or updating it only if
+// its configuration differs: every replica opens the log at start, and an
+// update that changes nothing still rewrites the store's configuration on
+// the server, concurrently with the consumers other replicas create (a
+// data race inside nats-server 2.15.2 that the race detector reports).
+func openStream(ctx context.Context, js jetstream.JetStream, sc jetstream.StreamConfig) (jetstream.Stream, error) {
+	s, err := js.Stream(ctx, sc.Name)
+	if err == nil {
+		if info := s.CachedInfo(); info != nil && sameStreamConfig(info.Config, sc) {
+			return s, nil
+		}
+	} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, err
+	}
+	return js.CreateOrUpdateStream(ctx, sc)
+}
+
+// sameStreamConfig compares the fields Open sets.
+func sameStreamConfig(have, want jetstream.StreamConfig) bool {
+	return have.Description == want.Description && slices.Equal(have.Subjects, want.Subjects) &&
+		have.Storage == want.Storage && have.Retention == want.Retention && have.Discard == want.Discard &&
+		have.Replicas == want.Replicas && have.Duplicates == want.Duplicates &&
+		have.AllowDirect == want.AllowDirect && have.AllowMsgTTL == want.AllowMsgTTL &&
+		have.MaxAge == want.MaxAge && have.MaxMsgSize == want.MaxMsgSize &&
+		have.DenyDelete == want.DenyDelete && have.DenyPurge == want.DenyPurge &&
+		have.AllowRollup == want.AllowRollup && have.MaxConsumers == want.MaxConsumers
 }
 
 // Subjects returns the subject scheme of the log.
