@@ -13,7 +13,6 @@ import (
 	"connectrpc.com/connect"
 	"connectrpc.com/grpchealth"
 	"connectrpc.com/grpcreflect"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -64,7 +63,7 @@ func newServerWith(t *testing.T, nonceRequired bool, mutate func(*rpc.Config)) *
 	go func() { defer close(projectorDone); _ = projector.Run(pctx) }()
 	t.Cleanup(func() { stopProjector(); <-projectorDone })
 	cfg := rpc.Config{Issuer: env.Issuer, DPoP: verifier, Keys: env.Set, KeyAdmin: env.Keyring, Revocations: env.Set, Metrics: metrics, Ready: func() bool { return true },
-		Families: projections.NewFamilyStore(env.Log.JetStream(), ""), Feed: feed{env.Log.JetStream()},
+		Families: projections.NewFamilyStore(env.Log.JetStream(), ""), Feed: subscriber.Feed{JS: env.Log.JetStream()},
 		MaxRequestBytes: 8 << 10, Now: env.Clock.Now}
 	if mutate != nil {
 		mutate(&cfg)
@@ -77,24 +76,6 @@ func newServerWith(t *testing.T, nonceRequired bool, mutate func(*rpc.Config)) *
 	t.Cleanup(srv.Close)
 	return &server{env: env, url: srv.URL, http: srv.Client(), metrics: metrics, nonces: nonces,
 		client: tokenv1connect.NewTokenServiceClient(srv.Client(), srv.URL)}
-}
-
-// feed serves WatchRevocations straight from the log.
-type feed struct{ js jetstream.JetStream }
-
-func (f feed) WatchRevocations(ctx context.Context, after uint64, subscribed func(), fn func(subscriber.Revocation) error) error {
-	if after == 0 { // as tokend does: from the stream's last sequence
-		s, err := f.js.Stream(ctx, "TOKENS")
-		if err != nil {
-			return err
-		}
-		info, err := s.Info(ctx)
-		if err != nil {
-			return err
-		}
-		after = info.State.LastSeq
-	}
-	return subscriber.Watch(ctx, f.js, subscriber.Config{OnCaughtUp: subscribed}, subscriber.Start{AfterSeq: after}, fn)
 }
 
 // oauthCode returns the OAuth error code carried by err, checking that the

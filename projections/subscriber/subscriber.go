@@ -347,3 +347,29 @@ func decode(rec eventlog.Record) (revocationEvent, Revocation, bool) {
 	}
 	return m, r, true
 }
+
+// Feed serves watches for a process that may read the stream's state (the
+// token service itself): a watch from now starts after the stream's last
+// sequence, exactly, rather than a little before now. A watch then starts
+// by sequence, which also survives its consumer being set up again.
+type Feed struct {
+	JS     jetstream.JetStream
+	Config Config
+}
+
+// WatchRevocations calls fn with every revocation after stream sequence
+// after (0: from now on) until ctx ends or fn fails; subscribed is called
+// once the revocations that existed at the start were delivered.
+func (f Feed) WatchRevocations(ctx context.Context, after uint64, subscribed func(), fn func(Revocation) error) error {
+	cfg := f.Config
+	cfg.setDefaults()
+	if after == 0 {
+		s, err := f.JS.Stream(ctx, cfg.Stream)
+		if err != nil {
+			return fmt.Errorf("subscriber: stream %s: %w", cfg.Stream, err)
+		}
+		after = s.CachedInfo().State.LastSeq
+	}
+	cfg.OnCaughtUp = subscribed
+	return Watch(ctx, f.JS, cfg, Start{AfterSeq: after}, fn)
+}

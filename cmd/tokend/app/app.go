@@ -332,18 +332,8 @@ func (f revocationFeed) WatchRevocations(ctx context.Context, after uint64, subs
 	defer cancel()
 	stop := context.AfterFunc(f.m.watchCtx, cancel)
 	defer stop()
-	if after == 0 {
-		// "From now" is the stream's last sequence, exactly: the watch
-		// then starts by sequence, which survives its consumer being set
-		// up again, and delivers nothing from before the call.
-		last, err := f.m.Log.LastSeq(ctx)
-		if err != nil {
-			return err
-		}
-		after = last
-	}
-	cfg := subscriber.Config{Stream: f.m.Config.Stream, Prefix: f.m.Config.SubjectPrefix, OnCaughtUp: subscribed}
-	return subscriber.Watch(ctx, f.m.Log.JetStream(), cfg, subscriber.Start{AfterSeq: after}, fn)
+	feed := subscriber.Feed{JS: f.m.Log.JetStream(), Config: subscriber.Config{Stream: f.m.Config.Stream, Prefix: f.m.Config.SubjectPrefix}}
+	return feed.WatchRevocations(ctx, after, subscribed, fn)
 }
 
 // Addr returns the address the service listens on.
