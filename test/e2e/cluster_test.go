@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/auth-platform/tokenservice/eventlog/eventlogtest"
 	"github.com/auth-platform/tokenservice/proto/token/v1/tokenv1connect"
 )
 
@@ -32,7 +33,7 @@ func (n *natsNode) url() string { return fmt.Sprintf("nats://127.0.0.1:%d", n.cl
 // cluster, and waits until each answers its health check.
 func startNATSCluster(t *testing.T, n int) []*natsNode {
 	t.Helper()
-	ports := freePorts(t, 3*n)
+	ports := eventlogtest.FreePorts(t, 3*n)
 	nodes := make([]*natsNode, n)
 	routes := make([]string, n)
 	for i := range n {
@@ -136,18 +137,26 @@ func (r *replica) start(t *testing.T) {
 	}
 }
 
-// streamLeader returns the node that leads the TOKENS stream.
-func streamLeader(t *testing.T, nodes []*natsNode) *natsNode {
+// clusterJetStream connects to the cluster as an outside client; the
+// connection closes when the test ends.
+func clusterJetStream(t *testing.T, nodes []*natsNode) jetstream.JetStream {
 	t.Helper()
 	nc, err := nats.Connect(clusterURLs(nodes))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
+	t.Cleanup(nc.Close)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return js
+}
+
+// streamLeader returns the node that leads the TOKENS stream.
+func streamLeader(t *testing.T, nodes []*natsNode) *natsNode {
+	t.Helper()
+	js := clusterJetStream(t, nodes)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	s, err := js.Stream(ctx, streamName)
@@ -218,15 +227,7 @@ func sameProjections(t *testing.T, reps []*replica) digest {
 // stream that is still catching up ("no responders").
 func waitStreamHealthy(t *testing.T, nodes []*natsNode) {
 	t.Helper()
-	nc, err := nats.Connect(clusterURLs(nodes))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := clusterJetStream(t, nodes)
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

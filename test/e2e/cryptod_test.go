@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/auth-platform/tokenservice/cmd/cryptod/cryptodtest"
+	"github.com/auth-platform/tokenservice/eventlog/eventlogtest"
 	tokenv1 "github.com/auth-platform/tokenservice/proto/token/v1"
 )
 
@@ -69,7 +70,7 @@ type issued struct {
 // outage.
 func TestCryptodKilledUnderLoad(t *testing.T) {
 	f := cryptodtest.New(t)
-	listen := fmt.Sprintf("127.0.0.1:%d", freePorts(t, 1)[0])
+	listen := fmt.Sprintf("127.0.0.1:%d", eventlogtest.FreePorts(t, 1)[0])
 	cryptod := startCryptod(t, f, listen)
 	env := newChildEnv(t, map[string]string{
 		"KMS_PROVIDER": "cryptosvc", "JWT_ALGORITHM": "ES256", "CRYPTO_SERVICE_ADDRESS": "https://" + listen,

@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -33,6 +32,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/auth-platform/tokenservice/eventlog/eventlogtest"
 	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
 	tokenv1 "github.com/auth-platform/tokenservice/proto/token/v1"
 	"github.com/auth-platform/tokenservice/proto/token/v1/tokenv1connect"
@@ -112,28 +112,6 @@ func goBinary(t *testing.T, pkg, name string) string {
 	return b.bin
 }
 
-// freePorts returns n distinct free TCP ports on 127.0.0.1. The listeners
-// are held open together so the ports differ.
-func freePorts(t *testing.T, n int) []int {
-	t.Helper()
-	ports := make([]int, 0, n)
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports
-}
-
 // childEnv is the environment of one tokend child: its own data
 // directory and loopback ports, nothing inherited from the test's
 // environment (a NATS_URL there must not redirect the child).
@@ -145,7 +123,7 @@ type childEnv struct {
 }
 
 func newChildEnv(t *testing.T, extra map[string]string) childEnv {
-	ports := freePorts(t, 2)
+	ports := eventlogtest.FreePorts(t, 2)
 	return childEnv{DataDir: t.TempDir(), HTTPPort: ports[0], NATSPort: ports[1], Extra: extra}
 }
 
