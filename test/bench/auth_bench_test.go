@@ -21,7 +21,6 @@ import (
 
 	"connectrpc.com/connect"
 
-	"github.com/auth-platform/tokenservice/cmd/tokend/app"
 	tokenv1 "github.com/auth-platform/tokenservice/proto/token/v1"
 	"github.com/auth-platform/tokenservice/proto/token/v1/tokenv1connect"
 	"github.com/auth-platform/tokenservice/rpc/auth"
@@ -143,23 +142,7 @@ func startAuthServer(b *testing.B, mode string) *server {
 	case "mtls":
 		env["AUTH_MODE"], env["AUTH_POLICY_FILE"], env["TLS_CLIENT_CA_FILE"] = "mtls", policy, ca.WriteFile(b, dir, "ca.pem")
 	}
-	cfg, err := app.ConfigFromEnv(func(k string) string { return env[k] })
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	m, err := app.Start(ctx, cfg, app.NewLogger(cfg))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if err := m.Close(ctx); err != nil {
-			b.Errorf("close app: %v", err)
-		}
-	})
+	m := startApp(b, env)
 	var cert *authtest.Cert
 	var opts []connect.ClientOption
 	switch mode {
@@ -173,6 +156,8 @@ func startAuthServer(b *testing.B, mode string) *server {
 	tr := &http.Transport{TLSClientConfig: tlsCfg, ForceAttemptHTTP2: true, MaxConnsPerHost: 1}
 	b.Cleanup(tr.CloseIdleConnections)
 	s := &server{main: m, client: tokenv1connect.NewTokenServiceClient(&http.Client{Transport: tr}, "https://"+m.Addr(), opts...)}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
 	if _, err := s.client.GenerateTokens(ctx, connect.NewRequest(generateRequest(-1))); err != nil {
 		b.Fatalf("%s: warm-up GenerateTokens: %v", mode, err)
 	}

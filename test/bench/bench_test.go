@@ -149,32 +149,10 @@ func startServer(b *testing.B, alg signing.Algorithm) *server {
 		"ENCRYPTION_KEY": encryptionKey,
 		"JWT_ALGORITHM":  string(alg),
 	}
-	cfg, err := app.ConfigFromEnv(func(k string) string { return env[k] })
-	if err != nil {
-		b.Fatal(err)
-	}
+	m := startApp(b, env)
+	s := &server{main: m, client: h2cClient(b, m.Addr())}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	m, err := app.Start(ctx, cfg, app.NewLogger(cfg))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if err := m.Close(ctx); err != nil {
-			b.Errorf("close app: %v", err)
-		}
-	})
-
-	protocols := new(http.Protocols)
-	protocols.SetUnencryptedHTTP2(true) // h2c, no HTTP/1 fallback
-	tr := &http.Transport{Protocols: protocols}
-	b.Cleanup(tr.CloseIdleConnections)
-	s := &server{
-		main:   m,
-		client: tokenv1connect.NewTokenServiceClient(&http.Client{Transport: tr}, "http://"+m.Addr()),
-	}
 
 	// Warm up the connection and check one response.
 	resp, err := s.client.GenerateTokens(ctx, connect.NewRequest(generateRequest(-1)))
@@ -194,6 +172,40 @@ func startServer(b *testing.B, alg signing.Algorithm) *server {
 	}
 	s.rawRate, s.rawCPU = rawSignRate(b, signer, rawSignDuration)
 	return s
+}
+
+// startApp starts tokend in process with the environment env and closes
+// it when b ends.
+func startApp(b testing.TB, env map[string]string) *app.Main {
+	b.Helper()
+	cfg, err := app.ConfigFromEnv(func(k string) string { return env[k] })
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	m, err := app.Start(ctx, cfg, app.NewLogger(cfg))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := m.Close(ctx); err != nil {
+			b.Errorf("close app: %v", err)
+		}
+	})
+	return m
+}
+
+// h2cClient is a client of the service at addr over HTTP/2 cleartext, no
+// HTTP/1 fallback.
+func h2cClient(b testing.TB, addr string) tokenv1connect.TokenServiceClient {
+	protocols := new(http.Protocols)
+	protocols.SetUnencryptedHTTP2(true)
+	tr := &http.Transport{Protocols: protocols}
+	b.Cleanup(tr.CloseIdleConnections)
+	return tokenv1connect.NewTokenServiceClient(&http.Client{Transport: tr}, "http://"+addr)
 }
 
 func generateRequest(n int) *tokenv1.GenerateTokensRequest {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"net/http"
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
@@ -32,32 +31,11 @@ import (
 // startReplica starts tokend in process on an external NATS cluster.
 func startReplica(b *testing.B, natsURL string) (*app.Main, tokenv1connect.TokenServiceClient) {
 	b.Helper()
-	env := map[string]string{
+	m := startApp(b, map[string]string{
 		"HOST": "127.0.0.1", "PORT": "0", "DATA_DIR": b.TempDir(), "LOG_LEVEL": "error",
 		"ENCRYPTION_KEY": encryptionKey, "JWT_ALGORITHM": "ES256", "NATS_URL": natsURL, "NATS_REPLICAS": "3",
-	}
-	cfg, err := app.ConfigFromEnv(func(k string) string { return env[k] })
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	m, err := app.Start(ctx, cfg, app.NewLogger(cfg))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if err := m.Close(ctx); err != nil {
-			b.Errorf("close replica: %v", err)
-		}
 	})
-	protocols := new(http.Protocols)
-	protocols.SetUnencryptedHTTP2(true)
-	tr := &http.Transport{Protocols: protocols}
-	b.Cleanup(tr.CloseIdleConnections)
-	return m, tokenv1connect.NewTokenServiceClient(&http.Client{Transport: tr}, "http://"+m.Addr())
+	return m, h2cClient(b, m.Addr())
 }
 
 // BenchmarkRevocationPropagation measures, on a 3-node JetStream cluster
