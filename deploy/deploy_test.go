@@ -367,6 +367,7 @@ func TestAlerts(t *testing.T) {
 		"CryptoCircuitBreakerOpen":  "1m",
 		"ProjectionLagHigh":         "2m",
 		"ProjectionBadRecords":      "",
+		"EventLogForgedRecords":     "",
 		"EventLogAppendErrors":      "5m",
 		"HighRPCLatency":            "10m",
 	}

@@ -52,13 +52,40 @@ type AccountsConfig struct {
 	// users of the log's account with the service's rights, who can read
 	// the whole log (audits) and could append to it. Default none.
 	OperatorKeys []string
-	// Anonymous lets connections without credentials in as operators.
-	// Security: only for a development server whose listener is on
-	// loopback and whose RPC port has no authentication either (tokend's
-	// AUTH_MODE=none), where it keeps tools that read the log working
-	// without credentials. Default false: every connection authenticates.
+	// Anonymous lets connections without credentials in as subscribers:
+	// they read the feed and nothing else, like a subscriber user (for a
+	// development server, where a resource server or `tokenctl
+	// revocations watch` then needs no seed). Never more: the log is
+	// written only by the service's identity. Default false: every
+	// connection authenticates.
 	Anonymous bool
+	// ServiceSecrets derive the service user's nkey (ServiceKey): the
+	// first is the ENCRYPTION_KEY, the others its previous keys, whose
+	// users are admitted too so that replicas still on a previous key join
+	// during a rotation. Default: a key made in memory at each start,
+	// which no other process can present.
+	ServiceSecrets [][]byte
 }
+
+// ServiceKey returns the NATS user nkey of the service, derived from its
+// ENCRYPTION_KEY: every replica that holds the key presents the same
+// identity, and nothing else does (the key is never sent; nkeys answer a
+// challenge with an Ed25519 signature). A replica that connects to
+// another's embedded server, or to a cluster whose configuration lists the
+// public key (tokenctl nats service-key), needs no other credential.
+func ServiceKey(encryptionKey []byte) (nkeys.KeyPair, error) {
+	if len(encryptionKey) < 32 {
+		return nil, errors.New("eventlog: service key: the encryption key is shorter than 32 bytes")
+	}
+	kp, err := nkeys.FromRawSeed(nkeys.PrefixByteUser, DeriveKey(encryptionKey, "tokenservice nats service nkey v1"))
+	if err != nil {
+		return nil, fmt.Errorf("eventlog: service key: %w", err)
+	}
+	return kp, nil
+}
+
+// NkeyOption returns the NATS option that authenticates as user kp.
+func NkeyOption(kp nkeys.KeyPair) nats.Option { return nkeyOption(kp) }
 
 // Accounts is the authentication and authorization of an embedded server
 // (EmbeddedConfig.Accounts). Without it the server accepts any client.
@@ -66,14 +93,16 @@ type AccountsConfig struct {
 // With it the server has two accounts:
 //
 //   - the global account, which holds the event log: the service's user
-//     exists in it, authenticated with an nkey generated in memory at each
-//     start (ServiceOption), with full rights, and so do the operators of
-//     OperatorKeys (and, with Anonymous, connections without credentials);
+//     exists in it, authenticated with the nkey derived from the
+//     ENCRYPTION_KEY (ServiceKey; one made in memory without
+//     ServiceSecrets), with full rights, and so do the operators of
+//     OperatorKeys;
 //   - SUBSCRIBERS, which holds one stream (FeedStream) that JetStream
 //     sources from the log with three filters: family revocations, subject
 //     revocations and key events. Subscribers read that stream through
 //     consumers and can do nothing else. An admin user, also with an
-//     in-memory nkey, creates the stream (ProvisionFeed).
+//     in-memory nkey, creates the stream (ProvisionFeed). With Anonymous,
+//     connections without credentials are subscribers too.
 //
 // The boundary is the account, not user permissions inside the log's
 // account, because a user who may create consumers on a stream can also
@@ -98,6 +127,7 @@ type AccountsConfig struct {
 type Accounts struct {
 	cfg       AccountsConfig
 	service   nkeys.KeyPair
+	previous  []nkeys.KeyPair // service users of the previous keys
 	admin     nkeys.KeyPair
 	anonymous nkeys.KeyPair // nil unless cfg.Anonymous
 }
@@ -145,15 +175,31 @@ func NewAccounts(cfg AccountsConfig) (*Accounts, error) {
 	}
 	cfg.SubscriberKeys = append([]string(nil), cfg.SubscriberKeys...)
 	cfg.OperatorKeys = append([]string(nil), cfg.OperatorKeys...)
-	service, err := nkeys.CreateUser()
-	if err != nil {
-		return nil, fmt.Errorf("eventlog: accounts: service key: %w", err)
+	var service nkeys.KeyPair
+	var previous []nkeys.KeyPair
+	var err error
+	for i, secret := range cfg.ServiceSecrets {
+		kp, err := ServiceKey(secret)
+		if err != nil {
+			return nil, err
+		}
+		if i == 0 {
+			service = kp
+		} else {
+			previous = append(previous, kp)
+		}
+	}
+	if service == nil {
+		if service, err = nkeys.CreateUser(); err != nil {
+			return nil, fmt.Errorf("eventlog: accounts: service key: %w", err)
+		}
 	}
 	admin, err := nkeys.CreateUser()
 	if err != nil {
 		return nil, fmt.Errorf("eventlog: accounts: admin key: %w", err)
 	}
-	a := &Accounts{cfg: cfg, service: service, admin: admin}
+	cfg.ServiceSecrets = nil // the keys are derived; the secrets are not kept
+	a := &Accounts{cfg: cfg, service: service, previous: previous, admin: admin}
 	if cfg.Anonymous {
 		if a.anonymous, err = nkeys.CreateUser(); err != nil {
 			return nil, fmt.Errorf("eventlog: accounts: anonymous key: %w", err)
@@ -269,6 +315,12 @@ func (a *Accounts) configure(opts *server.Options) error {
 		&server.NkeyUser{Nkey: servicePub, Account: global},
 		&server.NkeyUser{Nkey: adminPub, Account: subs},
 	)
+	for _, kp := range a.previous {
+		pub, _ := kp.PublicKey()
+		if pub != servicePub {
+			opts.Nkeys = append(opts.Nkeys, &server.NkeyUser{Nkey: pub, Account: global})
+		}
+	}
 	perms := a.subscriberPermissions()
 	for _, k := range a.cfg.SubscriberKeys {
 		opts.Nkeys = append(opts.Nkeys, &server.NkeyUser{Nkey: k, Account: subs, Permissions: perms})
@@ -278,9 +330,10 @@ func (a *Accounts) configure(opts *server.Options) error {
 	}
 	if a.anonymous != nil {
 		// A connection without credentials becomes this user, whose key
-		// nobody holds: nats-server skips the signature for it.
+		// nobody holds (nats-server skips the signature for it): a
+		// subscriber, with a subscriber's rights.
 		pub, _ := a.anonymous.PublicKey()
-		opts.Nkeys = append(opts.Nkeys, &server.NkeyUser{Nkey: pub, Account: global})
+		opts.Nkeys = append(opts.Nkeys, &server.NkeyUser{Nkey: pub, Account: subs, Permissions: perms})
 		opts.NoAuthUser = pub
 	}
 	return nil

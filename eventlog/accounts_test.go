@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/auth-platform/tokenservice/eventlog"
+	"github.com/auth-platform/tokenservice/eventlog/eventlogtest"
 )
 
 // securedNode is an embedded server with accounts, the service's log on an
@@ -47,7 +48,7 @@ func startSecured(t *testing.T, dir string, key []byte) *securedNode {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	l, err := eventlog.Open(ctx, nc, eventlog.Config{})
+	l, err := eventlog.Open(ctx, nc, eventlog.Config{Auth: eventlogtest.Auth(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,21 +87,20 @@ func appendAll(ctx context.Context, t *testing.T, l *eventlog.Log, fid string) (
 	s := l.Subjects()
 	events := []struct {
 		ev      eventlog.Event
+		filter  string
 		visible bool
 	}{
-		{eventlog.Event{Subject: s.Family(fid, "issued"), Type: "family.issued", Data: []byte("issued")}, false},
-		{eventlog.Event{Subject: s.Grace(fid, "g1"), Type: "grace", Data: []byte("sealed successor")}, false},
-		{eventlog.Event{Subject: s.Family(fid, "rotated"), Type: "family.rotated", Data: []byte("rotated")}, false},
-		{eventlog.Event{Subject: s.DPoP("jkt1", "h"+fid), Type: "dpop.proof_used", Data: []byte("proof")}, false},
-		{eventlog.Event{Subject: s.Key("kid-"+fid, "activated"), Type: "key.activated", Data: []byte("key")}, true},
-		{eventlog.Event{Subject: s.Family(fid, "revoked"), Type: "family.revoked", Data: []byte("revoked")}, true},
-		{eventlog.Event{Subject: s.SubjectRevoked("sid-" + fid), Type: "subject.revoked", Data: []byte("cut-off")}, true},
+		{eventlog.Event{Subject: s.Family(fid, "issued"), Type: "family.issued", Data: []byte("issued")}, s.FamilyFilter(fid), false},
+		{eventlog.Event{Subject: s.Grace(fid, "g1"), Type: "grace", Data: []byte("sealed successor")}, s.Grace(fid, "g1"), false},
+		{eventlog.Event{Subject: s.Family(fid, "rotated"), Type: "family.rotated", Data: []byte("rotated")}, s.FamilyFilter(fid), false},
+		{eventlog.Event{Subject: s.DPoP("jkt1", "h"+fid), Type: "dpop.proof_used", Data: []byte("proof")}, s.DPoP("jkt1", "h"+fid), false},
+		{eventlog.Event{Subject: s.Key("kid-"+fid, "activated"), Type: "key.activated", Data: []byte("key")}, s.Keys(), true},
+		{eventlog.Event{Subject: s.Family(fid, "revoked"), Type: "family.revoked", Data: []byte("revoked")}, s.FamilyFilter(fid), true},
+		{eventlog.Event{Subject: s.SubjectRevoked("sid-" + fid), Type: "subject.revoked", Data: []byte("cut-off")}, s.SubjectRevoked("sid-" + fid), true},
 	}
 	ctx = eventlog.WithActor(ctx, "apikey:test")
 	for _, e := range events {
-		if _, err := l.Append(ctx, e.ev, eventlog.Expect{}); err != nil {
-			t.Fatalf("append %s: %v", e.ev.Subject, err)
-		}
+		eventlogtest.Append(ctx, t, l, e.ev, e.filter)
 		if e.visible {
 			visible = append(visible, e.ev.Subject)
 		}
@@ -192,9 +192,7 @@ func TestSubscriberReceivesRevocationsAndKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cc.Stop()
-	if _, err := n.log.Append(ctx, eventlog.Event{Subject: s.Family("f2", "revoked"), Type: "family.revoked", Data: []byte("r2")}, eventlog.Expect{}); err != nil {
-		t.Fatal(err)
-	}
+	eventlogtest.Append(ctx, t, n.log, eventlog.Event{Subject: s.Family("f2", "revoked"), Type: "family.revoked", Data: []byte("r2")}, s.FamilyFilter("f2"))
 	select {
 	case rec := <-recs:
 		if rec.Subject != s.Family("f2", "revoked") {
@@ -428,15 +426,12 @@ func TestAccountsKeepExistingLog(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := eventlog.Open(ctx, nc, eventlog.Config{})
+	l, err := eventlog.Open(ctx, nc, eventlog.Config{Auth: eventlogtest.Auth(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := l.Subjects()
-	seq, err := l.Append(ctx, eventlog.Event{Subject: s.Family("old", "revoked"), Type: "family.revoked", Data: []byte("old")}, eventlog.Expect{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	seq := eventlogtest.Append(ctx, t, l, eventlog.Event{Subject: s.Family("old", "revoked"), Type: "family.revoked", Data: []byte("old")}, s.FamilyFilter("old"))
 	nc.Close()
 	e.Shutdown()
 
@@ -508,8 +503,9 @@ func TestNewAccountsValidates(t *testing.T) {
 }
 
 // TestOperatorsAndAnonymous: an operator key reads the whole log; with
-// Anonymous a connection without credentials does too (development on
-// loopback), while the subscriber stays confined to the feed.
+// Anonymous a connection without credentials is a subscriber (development
+// on loopback): it reads the feed, never the log, and cannot append, as the
+// start-up probe confirms; the subscriber stays confined to the feed.
 func TestOperatorsAndAnonymous(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -544,7 +540,7 @@ func TestOperatorsAndAnonymous(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	l, err := eventlog.Open(ctx, nc, eventlog.Config{})
+	l, err := eventlog.Open(ctx, nc, eventlog.Config{Auth: eventlogtest.Auth(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -560,19 +556,37 @@ func TestOperatorsAndAnonymous(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name, opts := range map[string][]nats.Option{"operator": {opOpt}, "anonymous": nil} {
-		c, err := nats.Connect(e.ClientURL(), append(opts, nats.MaxReconnects(0))...)
-		if err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-		rl, err := eventlog.Attach(ctx, c, eventlog.Config{})
-		if err != nil {
-			t.Fatalf("%s: attach the log: %v", name, err)
-		}
-		if got, err := rl.LastSeq(ctx); err != nil || got != want {
-			t.Fatalf("%s: last seq %d, %v; want %d", name, got, err, want)
-		}
-		c.Close()
+	c, err := nats.Connect(e.ClientURL(), opOpt, nats.MaxReconnects(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rl, err := eventlog.Attach(ctx, c, eventlog.Config{})
+	if err != nil {
+		t.Fatalf("operator: attach the log: %v", err)
+	}
+	if got, err := rl.LastSeq(ctx); err != nil || got != want {
+		t.Fatalf("operator: last seq %d, %v; want %d", got, err, want)
+	}
+	c.Close()
+
+	anon, err := nats.Connect(e.ClientURL(), nats.MaxReconnects(0), nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer anon.Close()
+	actx, acancel := context.WithTimeout(ctx, 2*time.Second) // a refused request is not answered
+	defer acancel()
+	if _, err := eventlog.Attach(actx, anon, eventlog.Config{}); err == nil {
+		t.Fatal("an anonymous connection attached to the log")
+	}
+	if _, err := eventlog.Attach(ctx, anon, eventlog.Config{Stream: acc.FeedStream()}); err != nil {
+		t.Fatalf("an anonymous connection cannot read the feed: %v", err)
+	}
+	if err := l.ProbeAnonymousAppend(ctx, e.ClientURL()); err != nil {
+		t.Fatalf("probe: %v", err)
+	}
+	if got, err := l.LastSeq(ctx); err != nil || got != want {
+		t.Fatalf("after the probe the log's last seq is %d, %v; want %d", got, err, want)
 	}
 	subOpt, err := nats.NkeyOptionFromSeed(subSeed)
 	if err != nil {
@@ -583,7 +597,9 @@ func TestOperatorsAndAnonymous(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sc.Close()
-	if _, err := eventlog.Attach(ctx, sc, eventlog.Config{}); err == nil {
+	sctx, scancel := context.WithTimeout(ctx, 2*time.Second)
+	defer scancel()
+	if _, err := eventlog.Attach(sctx, sc, eventlog.Config{}); err == nil {
 		t.Fatal("the subscriber attached to the log")
 	}
 }

@@ -10,7 +10,8 @@ import (
 
 // Attach returns a Log over an existing stream without creating it or
 // changing its configuration: for readers such as operator tools. The
-// stream's replica count is read from its configuration.
+// stream's replica count is read from its configuration. Without
+// cfg.Auth its reads are not checked and it cannot append.
 func Attach(ctx context.Context, nc *nats.Conn, cfg Config) (*Log, error) {
 	cfg.setDefaults()
 	js, err := jetstream.New(nc)
@@ -24,5 +25,5 @@ func Attach(ctx context.Context, nc *nats.Conn, cfg Config) (*Log, error) {
 	if info := stream.CachedInfo(); info != nil {
 		cfg.Replicas = info.Config.Replicas
 	}
-	return &Log{nc: nc, js: js, stream: stream, cfg: cfg, subjects: NewSubjects(cfg.Prefix)}, nil
+	return newLog(nc, js, stream, cfg), nil
 }

@@ -19,4 +19,11 @@ var (
 	// ErrAmbiguous is returned by Append when the outcome of an append could
 	// not be learned before the context ended: it may or may not be stored.
 	ErrAmbiguous = errors.New("eventlog: append outcome unknown")
+
+	// ErrForged is returned for a record that is not an authentic event of
+	// the service: its authenticator is missing or does not verify (it
+	// was not made with the service's ENCRYPTION_KEY), or it does not
+	// follow its aggregate's previous message (an authentic event
+	// published again). Such a record never becomes state.
+	ErrForged = errors.New("eventlog: forged record")
 )

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -40,6 +41,15 @@ type Config struct {
 	NewID func() string
 	// Observer, if set, is told the latency and outcome of every append.
 	Observer Observer
+	// Auth authenticates every appended event and checks every record
+	// read (see Authenticator). Required by Open; a Log made by Attach
+	// without it reads records unchecked (an operator tool without the
+	// service's key).
+	Auth *Authenticator
+	// OnForged, if set, is told once per record (by sequence, for as long
+	// as this Log lives) of every record a read refused with ErrForged.
+	// It must not block.
+	OnForged func(Record, error)
 	// Tracer, if set, records a span around every Append. Its attributes
 	// are the event type, whether the append is conditional, the outcome
 	// and the sequence; never the subject, which holds IDs. Default: a
@@ -89,6 +99,12 @@ type Record struct {
 	CorrelationID string
 	Actor         string
 	Data          []byte
+	// Aggregate is the filter of the event's aggregate and Prev the
+	// sequence of the aggregate's message this event follows: the
+	// compare-and-set expectation it was appended with, which its
+	// authenticator binds.
+	Aggregate string
+	Prev      uint64
 	// Pending is, for records delivered by Follow and Replay, how many
 	// records on the reader's filters followed this one when it was
 	// delivered.
@@ -103,6 +119,7 @@ type Log struct {
 	stream   jetstream.Stream
 	cfg      Config
 	subjects Subjects
+	forged   *reported
 }
 
 func (c *Config) setDefaults() {
@@ -136,6 +153,9 @@ func (c *Config) setDefaults() {
 // over it. nc stays owned by the caller.
 func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Log, error) {
 	cfg.setDefaults()
+	if cfg.Auth == nil {
+		return nil, errors.New("eventlog: Config.Auth is required: every event the service appends is authenticated")
+	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("eventlog: jetstream: %w", err)
@@ -182,7 +202,11 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Log, error) {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-	return &Log{nc: nc, js: js, stream: stream, cfg: cfg, subjects: NewSubjects(cfg.Prefix)}, nil
+	return newLog(nc, js, stream, cfg), nil
+}
+
+func newLog(nc *nats.Conn, js jetstream.JetStream, stream jetstream.Stream, cfg Config) *Log {
+	return &Log{nc: nc, js: js, stream: stream, cfg: cfg, subjects: NewSubjects(cfg.Prefix), forged: &reported{seen: map[uint64]struct{}{}}}
 }
 
 // openStream returns the stream of sc, creating it, or updating it only if
@@ -235,7 +259,6 @@ func (l *Log) Append(ctx context.Context, ev Event, exp Expect) (seq uint64, err
 			attribute.String("messaging.system", "nats"),
 			attribute.String("messaging.destination.name", l.cfg.Stream),
 			attribute.String("eventlog.event_type", ev.Type),
-			attribute.Bool("eventlog.conditional", exp.Filter != ""),
 		))
 	defer func() { endAppendSpan(span, seq, err) }()
 	if err := l.checkEvent(ev, exp); err != nil {
@@ -260,10 +283,12 @@ func (l *Log) Append(ctx context.Context, ev Event, exp Expect) (seq uint64, err
 		secs := int64((ev.TTL + time.Second - 1) / time.Second)
 		msg.Header.Set(HeaderTTL, strconv.FormatInt(secs, 10)+"s")
 	}
-	if exp.Filter != "" {
-		msg.Header.Set(jetstream.ExpectedLastSubjSeqSubjHeader, exp.Filter)
-		msg.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(exp.Seq, 10))
+	msg.Header.Set(jetstream.ExpectedLastSubjSeqSubjHeader, exp.Filter)
+	msg.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(exp.Seq, 10))
+	if l.cfg.Auth == nil {
+		return 0, fmt.Errorf("%w: this log was attached without the service's key and cannot append", ErrInvalidEvent)
 	}
+	msg.Header.Set(HeaderAuth, l.cfg.Auth.sign(inputOf(ev.Subject, msg.Header, ev.Data, exp.Seq)))
 
 	ambiguous := false
 	var lastErr error
@@ -284,7 +309,7 @@ func (l *Log) Append(ctx context.Context, ev Event, exp Expect) (seq uint64, err
 		cancel()
 		switch {
 		case err == nil:
-			if ack.Duplicate && exp.Filter != "" {
+			if ack.Duplicate {
 				// Cluster answer to a retried CAS append; the
 				// original may or may not be ours under this ID
 				// (IDs are unique), so it is: confirm by reading.
@@ -346,8 +371,8 @@ func endAppendSpan(span trace.Span, seq uint64, err error) {
 // aggregate is the one that won: it is ours if it carries our ID (the last
 // message would not do: another may have followed ours already).
 func (l *Log) resolve(ctx context.Context, ev Event, exp Expect) (uint64, error) {
-	rec, err := l.getMsg(ctx, msgGetRequest{Seq: exp.Seq + 1, NextFor: exp.Filter})
-	if errors.Is(err, ErrNotFound) {
+	rec, err := l.get(ctx, msgGetRequest{Seq: exp.Seq + 1, NextFor: exp.Filter}, true)
+	if errors.Is(err, ErrNotFound) || errors.Is(err, ErrForged) {
 		return 0, fmt.Errorf("append %s: %w", ev.Subject, ErrConflict)
 	}
 	if err != nil {
@@ -366,37 +391,103 @@ func (l *Log) checkEvent(ev Event, exp Expect) error {
 	if len(ev.Data) > l.cfg.MaxPayload {
 		return fmt.Errorf("%w: payload of %d bytes over %d", ErrInvalidEvent, len(ev.Data), l.cfg.MaxPayload)
 	}
-	if exp.Filter != "" && !strings.HasPrefix(exp.Filter, l.cfg.Prefix+".") {
-		return fmt.Errorf("%w: filter %q", ErrInvalidEvent, exp.Filter)
+	// Every event names the aggregate message it follows: that is what
+	// makes an authentic event published again detectable (Follows).
+	if !strings.HasPrefix(exp.Filter, l.cfg.Prefix+".") {
+		return fmt.Errorf("%w: filter %q: every append is conditional on its aggregate", ErrInvalidEvent, exp.Filter)
 	}
 	return nil
 }
 
 // Last returns the last message on filter through a direct get, which any
-// replica may answer. It returns ErrNotFound if there is none.
+// replica may answer. It returns ErrNotFound if there is none, and an error
+// wrapping ErrForged if that message is not an authentic event that
+// follows its aggregate's previous message (see Authenticator).
 func (l *Log) Last(ctx context.Context, filter string) (Record, error) {
-	actx, cancel := context.WithTimeout(ctx, l.cfg.AttemptTimeout)
-	defer cancel()
-	m, err := l.stream.GetLastMsgForSubject(actx, filter)
-	if err != nil {
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			return Record{}, ErrNotFound
-		}
-		return Record{}, fmt.Errorf("last %s: %w", filter, err)
-	}
-	return recordOf(m.Subject, m.Sequence, m.Time, m.Header, m.Data), nil
+	return l.last(ctx, filter, false)
 }
 
 // LastConsistent returns the last message on filter as the stream leader
-// has it: every append acknowledged before the call is visible. It returns
-// ErrNotFound if there is none.
+// has it: every append acknowledged before the call is visible. Its errors
+// are Last's.
 func (l *Log) LastConsistent(ctx context.Context, filter string) (Record, error) {
-	if l.cfg.Replicas == 1 {
-		// One replica: the direct get is answered by the leader itself,
-		// and skips the JSON API's encoding.
-		return l.Last(ctx, filter)
+	return l.last(ctx, filter, l.cfg.Replicas > 1)
+}
+
+func (l *Log) last(ctx context.Context, filter string, consistent bool) (Record, error) {
+	rec, err := l.get(ctx, msgGetRequest{LastFor: filter}, consistent)
+	if err != nil {
+		return Record{}, err
 	}
-	return l.getMsg(ctx, msgGetRequest{LastFor: filter})
+	if l.cfg.Auth == nil {
+		return rec, nil
+	}
+	// The chain: the first message of rec's aggregate after rec.Prev
+	// must be rec itself. A copy of an old event states the Prev of the
+	// original, which still follows it. (filter may span aggregates, such
+	// as every family event.)
+	chain := msgGetRequest{Seq: rec.Prev + 1, NextFor: rec.Aggregate}
+	next, err := l.get(ctx, chain, consistent)
+	if !consistent && (errors.Is(err, ErrNotFound) || (err == nil && next.Seq > rec.Seq)) {
+		// A lagging replica answered: only the leader can tell.
+		next, err = l.get(ctx, chain, l.cfg.Replicas > 1)
+	}
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return Record{}, ErrNotFound // rec reached its TTL meanwhile
+	case err != nil && !errors.Is(err, ErrForged):
+		return Record{}, fmt.Errorf("last %s: chain: %w", filter, err)
+	case err != nil || next.Seq != rec.Seq:
+		err := fmt.Errorf("last %s: %w: seq %d states that it follows seq %d, but the aggregate's next message after seq %d is seq %d (an event published again)",
+			filter, ErrForged, rec.Seq, rec.Prev, rec.Prev, next.Seq)
+		l.ReportForged(rec, err)
+		return Record{}, err
+	}
+	return rec, nil
+}
+
+// get reads one message: from the stream leader through the JSON API if
+// consistent, else with a direct get that any replica may answer. It
+// returns ErrNotFound if there is none and an error wrapping ErrForged
+// (reported to OnForged) for a message whose authenticator fails.
+func (l *Log) get(ctx context.Context, req msgGetRequest, consistent bool) (Record, error) {
+	filter := req.LastFor + req.NextFor
+	var m *jetstream.RawStreamMsg
+	var err error
+	if consistent {
+		m, err = l.getMsg(ctx, req)
+	} else {
+		actx, cancel := context.WithTimeout(ctx, l.cfg.AttemptTimeout)
+		if req.LastFor != "" {
+			m, err = l.stream.GetLastMsgForSubject(actx, req.LastFor)
+		} else {
+			m, err = l.stream.GetMsg(actx, req.Seq, jetstream.WithGetMsgSubject(req.NextFor))
+		}
+		cancel()
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			err = ErrNotFound
+		}
+	}
+	if errors.Is(err, ErrNotFound) {
+		return Record{}, ErrNotFound
+	}
+	if err != nil {
+		return Record{}, fmt.Errorf("get %s: %w", filter, err)
+	}
+	rec, err := l.record(m.Subject, m.Sequence, m.Time, m.Header, m.Data)
+	if err == nil && !consistent {
+		if err = spoofedDirectGet(m); err != nil {
+			// The server's own header comes last.
+			seqs := m.Header.Values(jetstream.SequenceHeader)
+			rec.Seq, _ = strconv.ParseUint(seqs[len(seqs)-1], 10, 64)
+		}
+	}
+	if err != nil {
+		err = fmt.Errorf("get %s: %w", filter, err)
+		l.ReportForged(rec, err)
+		return Record{}, err
+	}
+	return rec, nil
 }
 
 // msgGetRequest is the body of the stream leader's message-get API.
@@ -406,12 +497,13 @@ type msgGetRequest struct {
 	NextFor string `json:"next_by_subj,omitempty"`
 }
 
-// getMsg asks the stream leader for one message.
-func (l *Log) getMsg(ctx context.Context, mreq msgGetRequest) (Record, error) {
+// getMsg asks the stream leader for one message. It returns ErrNotFound if
+// there is none.
+func (l *Log) getMsg(ctx context.Context, mreq msgGetRequest) (*jetstream.RawStreamMsg, error) {
 	filter := mreq.LastFor + mreq.NextFor
 	req, err := json.Marshal(mreq)
 	if err != nil {
-		return Record{}, err
+		return nil, err
 	}
 	var resp struct {
 		Error *struct {
@@ -434,35 +526,35 @@ func (l *Log) getMsg(ctx context.Context, mreq msgGetRequest) (Record, error) {
 		if err != nil {
 			if (errors.Is(err, nats.ErrNoResponders) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)) && ctx.Err() == nil && attempt < 20 {
 				if err := sleepCtx(ctx, backoff(attempt+1)); err != nil {
-					return Record{}, err
+					return nil, err
 				}
 				continue
 			}
-			return Record{}, fmt.Errorf("last %s: %w", filter, err)
+			return nil, fmt.Errorf("message %s: %w", filter, err)
 		}
 		if err := json.Unmarshal(reply.Data, &resp); err != nil {
-			return Record{}, fmt.Errorf("last %s: decode: %w", filter, err)
+			return nil, fmt.Errorf("message %s: decode: %w", filter, err)
 		}
 		break
 	}
 	if resp.Error != nil {
 		if resp.Error.ErrCode == int(jetstream.JSErrCodeMessageNotFound) {
-			return Record{}, ErrNotFound
+			return nil, ErrNotFound
 		}
-		return Record{}, fmt.Errorf("last %s: %d %s", filter, resp.Error.ErrCode, resp.Error.Description)
+		return nil, fmt.Errorf("message %s: %d %s", filter, resp.Error.ErrCode, resp.Error.Description)
 	}
 	if resp.Message == nil {
-		return Record{}, fmt.Errorf("last %s: empty response", filter)
+		return nil, fmt.Errorf("message %s: empty response", filter)
 	}
 	var hdr nats.Header
 	if len(resp.Message.Header) > 0 {
 		hdr, err = nats.DecodeHeadersMsg(resp.Message.Header)
 		if err != nil {
-			return Record{}, fmt.Errorf("last %s: headers: %w", filter, err)
+			return nil, fmt.Errorf("message %s: headers: %w", filter, err)
 		}
 	}
 	m := resp.Message
-	return recordOf(m.Subject, m.Sequence, m.Time, hdr, m.Data), nil
+	return &jetstream.RawStreamMsg{Subject: m.Subject, Sequence: m.Sequence, Time: m.Time, Header: hdr, Data: m.Data}, nil
 }
 
 // LastSeq returns the sequence of the last message in the stream.
@@ -474,15 +566,78 @@ func (l *Log) LastSeq(ctx context.Context) (uint64, error) {
 	return info.State.LastSeq, nil
 }
 
-func recordOf(subject string, seq uint64, t time.Time, h nats.Header, data []byte) Record {
+// record returns the record of a stored message, and an error wrapping
+// ErrForged (with the record, for the report) if its authenticator fails.
+// Without Auth the record's Prev is read from its authenticator unchecked.
+func (l *Log) record(subject string, seq uint64, t time.Time, h nats.Header, data []byte) (Record, error) {
 	r := Record{Subject: subject, Seq: seq, Time: t, Data: data}
-	if h != nil {
-		r.Type = h.Get(HeaderEvent)
-		r.ID = h.Get(HeaderMsgID)
-		r.CorrelationID = h.Get(HeaderCorrelationID)
-		r.Actor = h.Get(HeaderActor)
+	if h == nil {
+		h = nats.Header{}
 	}
-	return r
+	r.Type = h.Get(HeaderEvent)
+	r.ID = h.Get(HeaderMsgID)
+	r.CorrelationID = h.Get(HeaderCorrelationID)
+	r.Actor = h.Get(HeaderActor)
+	r.Aggregate = h.Get(jetstream.ExpectedLastSubjSeqSubjHeader)
+	if l.cfg.Auth == nil {
+		if _, prev, _, err := parseAuth(h.Get(HeaderAuth)); err == nil {
+			r.Prev = prev
+		}
+		return r, nil
+	}
+	prev, err := l.cfg.Auth.verify(subject, h, data)
+	if err != nil {
+		return r, fmt.Errorf("seq %d: %w", seq, err)
+	}
+	r.Prev = prev
+	return r, nil
+}
+
+// spoofedDirectGet reports a message whose stored headers name a sequence,
+// subject, time or stream of their own: a direct get answers with these
+// headers added to the stored ones, and a client reads the first, so a
+// published message could pass for another sequence (and so another place
+// in its aggregate). The service never writes them.
+func spoofedDirectGet(m *jetstream.RawStreamMsg) error {
+	for _, h := range []string{jetstream.SequenceHeader, jetstream.SubjectHeader, jetstream.TimeStampHeaer, jetstream.StreamHeader} {
+		if len(m.Header.Values(h)) > 1 {
+			return fmt.Errorf("%w: the message carries its own %s header", ErrForged, h)
+		}
+	}
+	return nil
+}
+
+// ReportForged tells OnForged of rec and err, once per sequence. Readers
+// that find a record forged by its place in its aggregate (Follows) report
+// it here too, so each forged record is counted and logged once.
+func (l *Log) ReportForged(rec Record, err error) {
+	if l.cfg.OnForged == nil || !l.forged.first(rec.Seq) {
+		return
+	}
+	l.cfg.OnForged(rec, err)
+}
+
+// reported remembers the sequences of the forged records reported, up to
+// maxReported (then it forgets them all: a flood is still counted, its log
+// lines repeat at most once per maxReported).
+type reported struct {
+	mu   sync.Mutex
+	seen map[uint64]struct{}
+}
+
+const maxReported = 4096
+
+func (r *reported) first(seq uint64) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.seen[seq]; ok {
+		return false
+	}
+	if len(r.seen) >= maxReported {
+		clear(r.seen)
+	}
+	r.seen[seq] = struct{}{}
+	return true
 }
 
 func isConflict(err error) bool {

@@ -97,9 +97,13 @@ func (l *Log) read(ctx context.Context, from uint64, filters []string, fn func(R
 		if stopped {
 			return
 		}
-		rec := recordOf(m.Subject(), md.Sequence.Stream, md.Timestamp, m.Headers(), m.Data())
+		rec, err := l.record(m.Subject(), md.Sequence.Stream, md.Timestamp, m.Headers(), m.Data())
 		rec.Pending = md.NumPending
-		fn(rec)
+		if err != nil {
+			l.ReportForged(rec, err) // never delivered: it becomes no state
+		} else {
+			fn(rec)
+		}
 		lastSeq = rec.Seq
 		if initial > 0 {
 			initial--
@@ -164,13 +168,26 @@ func (l *Log) read(ctx context.Context, from uint64, filters []string, fn func(R
 
 // RecordOf returns the record of a message delivered by a consumer of the
 // stream (its Pending is the consumer's count of messages still to come).
-// It fails for a message that is not a stream message.
-func RecordOf(m jetstream.Msg) (Record, error) {
+// It fails for a message that is not a stream message, and with an error
+// wrapping ErrForged (reported to OnForged, and returned with the record)
+// for one whose authenticator fails.
+func (l *Log) RecordOf(m jetstream.Msg) (Record, error) {
 	md, err := m.Metadata()
 	if err != nil {
 		return Record{}, err
 	}
-	rec := recordOf(m.Subject(), md.Sequence.Stream, md.Timestamp, m.Headers(), m.Data())
+	rec, err := l.record(m.Subject(), md.Sequence.Stream, md.Timestamp, m.Headers(), m.Data())
 	rec.Pending = md.NumPending
-	return rec, nil
+	if err != nil {
+		l.ReportForged(rec, err)
+	}
+	return rec, err
+}
+
+// RecordOf returns the record of a message delivered by a consumer of the
+// stream, unchecked: for readers without the service's key (resource
+// servers), which read only what the service's NATS accounts let through.
+// It fails for a message that is not a stream message.
+func RecordOf(m jetstream.Msg) (Record, error) {
+	return (&Log{forged: &reported{seen: map[uint64]struct{}{}}}).RecordOf(m)
 }

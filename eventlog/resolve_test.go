@@ -23,7 +23,11 @@ func TestResolve(t *testing.T) {
 	defer nc.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	l, err := Open(ctx, nc, Config{})
+	auth, err := NewAuthenticator([]byte("resolve test key, 32 bytes long!"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := Open(ctx, nc, Config{Auth: auth})
 	if err != nil {
 		t.Fatal(err)
 	}

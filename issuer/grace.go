@@ -39,9 +39,10 @@ func (i *Issuer) writeGrace(ctx context.Context, fid string, t Tokens) (string, 
 	if err != nil {
 		return "", err
 	}
+	subject := i.subj.Grace(fid, gid)
 	if _, err := i.log.Append(ctx, eventlog.Event{
-		Subject: i.subj.Grace(fid, gid), Type: projections.TypeGrace, Data: data, TTL: i.cfg.Grace + graceTTLMargin,
-	}, eventlog.Expect{}); err != nil {
+		Subject: subject, Type: projections.TypeGrace, Data: data, TTL: i.cfg.Grace + graceTTLMargin,
+	}, eventlog.Expect{Filter: subject}); err != nil {
 		return "", fmt.Errorf("write grace record: %w", err)
 	}
 	return gid, nil

@@ -153,9 +153,7 @@ func (i *Issuer) RevokeSubject(ctx context.Context, subject string, reason event
 	if err != nil {
 		return 0, err
 	}
-	seq, err := i.log.Append(ctx, eventlog.Event{
-		Subject: i.subj.SubjectRevoked(subjectHash(subject)), Type: projections.TypeSubjectRevoked, Data: data,
-	}, eventlog.Expect{})
+	seq, err := i.appendCutoff(ctx, i.subj.SubjectRevoked(subjectHash(subject)), data)
 	if err != nil {
 		return 0, fmt.Errorf("revoke subject: %w", err)
 	}
@@ -178,6 +176,31 @@ func (i *Issuer) RevokeSubject(ctx context.Context, subject string, reason event
 		n += k
 	}
 	return n, nil
+}
+
+// appendCutoff appends a subject's cut-off after the subject's previous
+// one (compare-and-set on its subject, like every aggregate), retrying when
+// a concurrent cut-off of the same subject wins: each one stands.
+func (i *Issuer) appendCutoff(ctx context.Context, subject string, data []byte) (uint64, error) {
+	for attempt := 0; attempt < maxAttempts; attempt++ {
+		if err := conflictPause(ctx, attempt); err != nil {
+			return 0, err
+		}
+		var prev uint64
+		rec, err := i.log.LastConsistent(ctx, subject)
+		switch {
+		case err == nil:
+			prev = rec.Seq
+		case !errors.Is(err, eventlog.ErrNotFound):
+			return 0, err
+		}
+		seq, err := i.log.Append(ctx, eventlog.Event{Subject: subject, Type: projections.TypeSubjectRevoked, Data: data},
+			eventlog.Expect{Filter: subject, Seq: prev})
+		if !errors.Is(err, eventlog.ErrConflict) {
+			return seq, err
+		}
+	}
+	return 0, errors.New("too much contention")
 }
 
 // RevokeSignedBy revokes every active family that holds access tokens

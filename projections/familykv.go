@@ -154,7 +154,11 @@ func (p *FamilyProjector) run(ctx context.Context) error {
 // handle writes the state an event carries, unless the entry already holds
 // the state of this event or a later one.
 func (p *FamilyProjector) handle(ctx context.Context, kv jetstream.KeyValue, m jetstream.Msg) {
-	rec, err := eventlog.RecordOf(m)
+	rec, err := p.log.RecordOf(m)
+	if errors.Is(err, eventlog.ErrForged) {
+		_ = m.Ack() // reported by the log; it becomes no state
+		return
+	}
 	if err != nil {
 		return
 	}
@@ -174,7 +178,11 @@ func (p *FamilyProjector) handle(ctx context.Context, kv jetstream.KeyValue, m j
 		st = proto.Clone(st).(*eventsv1.FamilyState)
 		st.IssuedSeq = rec.Seq
 	}
-	if err := p.write(ctx, kv, rec, st); err != nil {
+	if err := p.write(ctx, kv, rec, st); errors.Is(err, eventlog.ErrForged) {
+		p.log.ReportForged(rec, err)
+		_ = m.Ack() // refused: it becomes no state
+		return
+	} else if err != nil {
 		if p.cfg.OnError != nil {
 			p.cfg.OnError(err)
 		}
@@ -195,6 +203,9 @@ func (p *FamilyProjector) write(ctx context.Context, kv jetstream.KeyValue, rec 
 		entry, err := kv.Get(ctx, key)
 		switch {
 		case errors.Is(err, jetstream.ErrKeyNotFound):
+			if err := rec.Follows(0); err != nil {
+				return err
+			}
 			_, err = kv.Create(ctx, key, data)
 		case err != nil:
 			return fmt.Errorf("families get %s: %w", key, err)
@@ -202,6 +213,9 @@ func (p *FamilyProjector) write(ctx context.Context, kv jetstream.KeyValue, rec 
 			var cur eventsv1.FamilyRecord
 			if proto.Unmarshal(entry.Value(), &cur) == nil && cur.GetSourceSeq() >= rec.Seq {
 				return nil // already holds this event or a later one
+			}
+			if err := rec.Follows(cur.GetSourceSeq()); err != nil {
+				return err
 			}
 			_, err = kv.Update(ctx, key, data, entry.Revision())
 		}

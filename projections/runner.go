@@ -33,7 +33,9 @@ type waiter struct {
 }
 
 // NewRunner returns a runner that feeds set from log. onBadRecord, if not
-// nil, is told of every record that does not decode (it is skipped);
+// nil, is told of every record that does not decode (it is skipped); a
+// forged record never reaches the set, or is refused by it, and is
+// reported to the log's OnForged;
 // onError, if not nil, of every failure to read the log (the runner
 // retries).
 func NewRunner(log *eventlog.Log, set *Set, onBadRecord func(eventlog.Record, error), onError func(error)) *Runner {
@@ -81,7 +83,11 @@ func (r *Runner) Run(ctx context.Context) error {
 
 func (r *Runner) apply(rec eventlog.Record) {
 	r.pending.Store(rec.Pending)
-	if err := r.set.Apply(rec); err != nil && r.onBadRecord != nil && errors.Is(err, ErrBadRecord) {
+	err := r.set.Apply(rec)
+	switch {
+	case errors.Is(err, eventlog.ErrForged):
+		r.log.ReportForged(rec, err) // an event published again
+	case err != nil && r.onBadRecord != nil && errors.Is(err, ErrBadRecord):
 		r.onBadRecord(rec, err)
 	}
 	r.notify()

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/auth-platform/tokenservice/eventlog"
+	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
 	"github.com/auth-platform/tokenservice/signing"
 )
 
@@ -57,6 +58,9 @@ func (s *Set) Apply(rec eventlog.Record) error {
 		s.bad++
 		return err
 	}
+	if err := s.followsLocked(rec, m); err != nil {
+		return err
+	}
 	switch rec.Type {
 	case TypeFamilyIssued, TypeFamilyRotated, TypeFamilyRevoked:
 		s.families.Apply(rec, m)
@@ -67,6 +71,30 @@ func (s *Set) Apply(rec eventlog.Record) error {
 		s.keys.Apply(rec, m)
 	}
 	return nil
+}
+
+// followsLocked checks that rec follows the last event of its aggregate
+// that the set holds (eventlog.Record.Follows): an authentic event
+// published again does not. A subject whose cut-off was pruned is not
+// checked (its previous sequence is forgotten); the issuer, which decides,
+// checks every record it reads against the log itself.
+func (s *Set) followsLocked(rec eventlog.Record, m proto.Message) error {
+	var prev uint64
+	switch rec.Type {
+	case TypeFamilyIssued, TypeFamilyRotated, TypeFamilyRevoked:
+		if f := s.families.byID[FamilyStateOf(m).GetFamilyId()]; f != nil {
+			prev = f.LastSeq
+		}
+	case TypeSubjectRevoked:
+		c, ok := s.revocations.subjects[m.(*eventsv1.SubjectRevoked).GetSubject()]
+		if !ok {
+			return nil
+		}
+		prev = c.Seq
+	default:
+		prev = s.keys.Seq()
+	}
+	return rec.Follows(prev)
 }
 
 // Seq returns the sequence of the last record applied.

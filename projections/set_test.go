@@ -2,6 +2,7 @@ package projections_test
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -60,7 +61,7 @@ func TestRevocationsPruneByEventTime(t *testing.T) {
 	seq := uint64(2)
 	apply := func(at time.Time, n int) {
 		for range n {
-			other := &eventsv1.FamilyState{FamilyId: "g", Subject: "bob", Status: eventsv1.FamilyStatus_FAMILY_STATUS_ACTIVE}
+			other := &eventsv1.FamilyState{FamilyId: fmt.Sprintf("g%d", seq), Subject: "bob", Status: eventsv1.FamilyStatus_FAMILY_STATUS_ACTIVE}
 			if err := s.Apply(record(t, seq, at, projections.TypeFamilyIssued, &eventsv1.FamilyIssued{State: other})); err != nil {
 				t.Fatal(err)
 			}
@@ -74,6 +75,46 @@ func TestRevocationsPruneByEventTime(t *testing.T) {
 	apply(t0.Add(20*time.Minute), 5000)
 	if _, ok := s.RevokedFamily("f1"); ok {
 		t.Fatal("revocation kept after every access token expired")
+	}
+}
+
+// TestReplayedEventRefused: an authentic event that does not follow the
+// last event of its aggregate the set holds (published again) is refused
+// with ErrForged and changes no state; the next event in its place is
+// applied.
+func TestReplayedEventRefused(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	s := projections.NewSet(15 * time.Minute)
+	st := &eventsv1.FamilyState{FamilyId: "f1", Subject: "alice", Generation: 1, Status: eventsv1.FamilyStatus_FAMILY_STATUS_ACTIVE}
+	issued := record(t, 1, t0, projections.TypeFamilyIssued, &eventsv1.FamilyIssued{State: st})
+	if err := s.Apply(issued); err != nil {
+		t.Fatal(err)
+	}
+	st2 := proto.Clone(st).(*eventsv1.FamilyState)
+	st2.Generation = 2
+	rotated := record(t, 2, t0, projections.TypeFamilyRotated, &eventsv1.FamilyRotated{State: st2})
+	rotated.Prev = 1
+	if err := s.Apply(rotated); err != nil {
+		t.Fatal(err)
+	}
+	before := s.Digest()
+	again := issued
+	again.Seq = 3 // the issued event, appended again: it states Prev 0
+	if err := s.Apply(again); !errors.Is(err, eventlog.ErrForged) {
+		t.Fatalf("replayed event: %v, want ErrForged", err)
+	}
+	if f, _ := s.Family("f1"); f.Generation != 2 || s.Digest() != before {
+		t.Fatalf("the replayed event changed state: generation %d", f.Generation)
+	}
+	st3 := proto.Clone(st2).(*eventsv1.FamilyState)
+	st3.Status = eventsv1.FamilyStatus_FAMILY_STATUS_REVOKED
+	revoked := record(t, 4, t0, projections.TypeFamilyRevoked, &eventsv1.FamilyRevoked{State: st3})
+	revoked.Prev = 2
+	if err := s.Apply(revoked); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := s.RevokedFamily("f1"); !ok {
+		t.Fatal("the revocation that follows was not applied")
 	}
 }
 

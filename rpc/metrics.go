@@ -35,6 +35,7 @@ type Metrics struct {
 	appendLatency prometheus.Histogram
 	appends       *prometheus.CounterVec
 	badRecords    *prometheus.CounterVec
+	forged        prometheus.Counter
 	fallback      *prometheus.CounterVec
 	breakerOpen   prometheus.Gauge
 	cryptoOps     *prometheus.CounterVec
@@ -96,6 +97,10 @@ func NewMetrics(lag func() float64) *Metrics {
 		badRecords: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "token_service_projection_bad_records_total", Help: "Log records a projection could not decode and skipped, by projection (replica: the in-memory projections; families: the families read model).",
 		}, []string{"projection"}),
+		forged: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "token_service_eventlog_forged_records_total",
+			Help: "Log records refused as forged: no valid MAC under the service's ENCRYPTION_KEY, or an authentic event published again out of its place. Each counted once per replica.",
+		}),
 	}
 	m.fallback = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "token_service_crypto_fallback_total", Help: "Operations done with a local key because the remote backend was unavailable (sign: the fallback signing key; seal: ENCRYPTION_KEY instead of a data key of the crypto service).",
@@ -135,7 +140,7 @@ func NewMetrics(lag func() float64) *Metrics {
 	for _, st := range []string{"ok", "error", "rejected"} {
 		m.kmsOps.WithLabelValues("sign", st)
 	}
-	r.MustRegister(m.issued, m.refreshed, m.revoked, m.security, m.dpop, m.latency, m.appendLatency, m.appends, m.badRecords)
+	r.MustRegister(m.issued, m.refreshed, m.revoked, m.security, m.dpop, m.latency, m.appendLatency, m.appends, m.badRecords, m.forged)
 	if lag != nil {
 		m.projectionLag = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "token_service_projection_lag_records", Help: "Records the projections have yet to apply.",
@@ -264,6 +269,9 @@ func (m *Metrics) Handler() http.Handler {
 // BadRecord counts a log record a projection skipped: "replica" (the
 // in-memory projections) or "families" (the read model).
 func (m *Metrics) BadRecord(projection string) { m.badRecords.WithLabelValues(projection).Inc() }
+
+// Forged counts a log record refused as forged (eventlog.ErrForged).
+func (m *Metrics) Forged() { m.forged.Inc() }
 
 // interceptor observes RPC latency per procedure (a bounded label: only
 // known procedures reach the handlers).

@@ -314,7 +314,7 @@ func TestEventLogMetricsMove(t *testing.T) {
 	// A record the projections cannot decode is skipped and counted.
 	before = scrape()
 	if _, err := m.Log.Append(ctx, eventlog.Event{Subject: subjects.Family("AAAAAAAAAAAAAAAAAAAAAA", "issued"), Type: "family.issued",
-		Data: []byte{0xff, 0xff, 0xff}}, eventlog.Expect{}); err != nil {
+		Data: []byte{0xff, 0xff, 0xff}}, eventlog.Expect{Filter: subjects.FamilyFilter("AAAAAAAAAAAAAAAAAAAAAA")}); err != nil {
 		t.Fatal(err)
 	}
 	var last metricSnapshot

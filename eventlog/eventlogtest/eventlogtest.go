@@ -4,6 +4,7 @@
 package eventlogtest
 
 import (
+	"errors"
 	"context"
 	"fmt"
 	"net"
@@ -96,9 +97,27 @@ func hasLeader(nodes []*Node) bool {
 	return false
 }
 
+// Key is the ENCRYPTION_KEY of the logs tests open: a fixed test value.
+const Key = "eventlogtest key, 32 bytes long!"
+
+// Auth returns the authenticator under Key, which OpenLog uses when the
+// configuration names none.
+func Auth(t testing.TB) *eventlog.Authenticator {
+	t.Helper()
+	a, err := eventlog.NewAuthenticator([]byte(Key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
 // OpenLog opens the event log on nc with a deadline and fails t on error.
+// Without cfg.Auth it authenticates events under Key.
 func OpenLog(t testing.TB, nc *nats.Conn, cfg eventlog.Config) *eventlog.Log {
 	t.Helper()
+	if cfg.Auth == nil {
+		cfg.Auth = Auth(t)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	l, err := eventlog.Open(ctx, nc, cfg)
@@ -106,6 +125,26 @@ func OpenLog(t testing.TB, nc *nats.Conn, cfg eventlog.Config) *eventlog.Log {
 		t.Fatal(err)
 	}
 	return l
+}
+
+// Append appends ev after the last message on filter (ev's aggregate),
+// whatever it is, and fails t on error: for tests that write events
+// without a write model.
+func Append(ctx context.Context, t testing.TB, l *eventlog.Log, ev eventlog.Event, filter string) uint64 {
+	t.Helper()
+	var prev uint64
+	rec, err := l.LastConsistent(ctx, filter)
+	switch {
+	case err == nil:
+		prev = rec.Seq
+	case !errors.Is(err, eventlog.ErrNotFound):
+		t.Fatalf("append %s: %v", ev.Subject, err)
+	}
+	seq, err := l.Append(ctx, ev, eventlog.Expect{Filter: filter, Seq: prev})
+	if err != nil {
+		t.Fatalf("append %s: %v", ev.Subject, err)
+	}
+	return seq
 }
 
 // FreePorts returns n distinct free TCP ports on 127.0.0.1.

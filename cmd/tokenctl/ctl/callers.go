@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/auth-platform/tokenservice/eventlog"
 	"github.com/auth-platform/tokenservice/rpc/auth"
 )
 
@@ -25,6 +27,10 @@ type credentials struct {
 	// revocations on tokend's embedded server; an operator's for the rest),
 	// and TLS.
 	natsCreds, natsNkey, natsCA, natsCert, natsKey string
+	// The service's ENCRYPTION_KEY (base64, or a file holding it): it
+	// checks every record's MAC, and without other NATS credentials
+	// authenticates as the service's user (its derived nkey).
+	encKey, encKeyFile string
 	// tokend: an API key (TOKEND_API_KEY, or a file), the CA that verifies
 	// its certificate, and a client certificate (mTLS).
 	apiKey, apiKeyFile, tokendCA, tokendCert, tokendKey string
@@ -37,6 +43,8 @@ func (c *credentials) flags(fs *flag.FlagSet, def func(name, fallback string) st
 	fs.StringVar(&c.natsCA, "nats-ca", def("NATS_CA_FILE", ""), "CA certificates (PEM) that verify the NATS server [NATS_CA_FILE]")
 	fs.StringVar(&c.natsCert, "nats-cert", def("NATS_CERT_FILE", ""), "client certificate (PEM) for NATS, with --nats-key [NATS_CERT_FILE]")
 	fs.StringVar(&c.natsKey, "nats-key", def("NATS_KEY_FILE", ""), "private key (PEM) of --nats-cert [NATS_KEY_FILE]")
+	c.encKey = getenv("ENCRYPTION_KEY")
+	fs.StringVar(&c.encKeyFile, "encryption-key-file", def("ENCRYPTION_KEY_FILE", ""), "file holding tokend's ENCRYPTION_KEY (base64; or set ENCRYPTION_KEY), e.g. DATA_DIR/encryption.key: records are checked against their MAC, and without other NATS credentials tokenctl connects as the service [ENCRYPTION_KEY_FILE]")
 	c.apiKey = getenv("TOKEND_API_KEY")
 	fs.StringVar(&c.apiKeyFile, "api-key-file", def("TOKEND_API_KEY_FILE", ""), "file holding an admin API key for tokend (or set TOKEND_API_KEY) [TOKEND_API_KEY_FILE]")
 	fs.StringVar(&c.tokendCA, "tokend-ca", def("TOKEND_CA_FILE", ""), "CA certificates (PEM) that verify tokend's certificate (default: the system roots) [TOKEND_CA_FILE]")
@@ -44,9 +52,34 @@ func (c *credentials) flags(fs *flag.FlagSet, def func(name, fallback string) st
 	fs.StringVar(&c.tokendKey, "tokend-key", def("TOKEND_KEY_FILE", ""), "private key (PEM) of --tokend-cert [TOKEND_KEY_FILE]")
 }
 
+// encryptionKey returns the service's ENCRYPTION_KEY, or nil if none is
+// given.
+func (c *credentials) encryptionKey() ([]byte, error) {
+	v := c.encKey
+	if c.encKeyFile != "" {
+		b, err := os.ReadFile(c.encKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("--encryption-key-file: %w", err)
+		}
+		v = string(b)
+	}
+	if v = strings.TrimSpace(v); v == "" {
+		return nil, nil
+	}
+	key, err := base64.StdEncoding.DecodeString(v)
+	if err != nil || len(key) != 32 {
+		return nil, errors.New("ENCRYPTION_KEY: not the base64 of 32 bytes")
+	}
+	return key, nil
+}
+
 // natsOptions returns the options of the NATS connection.
 func (c *credentials) natsOptions() ([]nats.Option, error) {
 	var opts []nats.Option
+	key, err := c.encryptionKey()
+	if err != nil {
+		return nil, err
+	}
 	switch {
 	case c.natsCreds != "" && c.natsNkey != "":
 		return nil, errors.New("--nats-creds and --nats-nkey: give one")
@@ -58,6 +91,12 @@ func (c *credentials) natsOptions() ([]nats.Option, error) {
 			return nil, fmt.Errorf("--nats-nkey: %w", err)
 		}
 		opts = append(opts, opt)
+	case key != nil:
+		kp, err := eventlog.ServiceKey(key)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, eventlog.NkeyOption(kp))
 	}
 	if c.natsCA != "" {
 		opts = append(opts, nats.RootCAs(c.natsCA))

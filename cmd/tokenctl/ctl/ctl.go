@@ -49,10 +49,12 @@ commands:
                                make an API key for a caller and print it
                                with its AUTH_POLICY_FILE entry (offline)
 
-With tokend's embedded NATS server and authenticated callers, commands
-that read the log need an operator nkey (NATS_OPERATOR_KEY); revocations
-watch also works with the subscriber's seed and --stream TOKENS_FEED.
-Commands that call tokend need an admin API key or certificate.
+Commands that read the log need an operator nkey (NATS_OPERATOR_KEY) or
+tokend's ENCRYPTION_KEY (which also checks every record's MAC: without it
+records are read unchecked); revocations watch also works with the
+subscriber's seed, or anonymously on a development server, and --stream
+TOKENS_FEED. Commands that call tokend need an admin API key or
+certificate.
 
 flags (environment in brackets):
 `
@@ -96,7 +98,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintf(stderr, "tokenctl: %v\n", err)
 		return 2
 	}
-	if rest[0] != "apikey" { // offline
+	if rest[0] != "apikey" && rest[0] != "nats" { // offline
 		if err := o.connect(ctx); err != nil {
 			fmt.Fprintf(stderr, "tokenctl: %v\n", err)
 			return 1
@@ -140,7 +142,22 @@ func (o *options) connect(ctx context.Context) error {
 	}
 	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	l, err := eventlog.Attach(actx, nc, eventlog.Config{Stream: o.stream, Prefix: o.prefix})
+	key, err := o.creds.encryptionKey()
+	if err != nil {
+		nc.Close()
+		return err
+	}
+	cfg := eventlog.Config{Stream: o.stream, Prefix: o.prefix}
+	if key != nil {
+		if cfg.Auth, err = eventlog.NewAuthenticator(key); err != nil {
+			nc.Close()
+			return err
+		}
+		cfg.OnForged = func(rec eventlog.Record, err error) {
+			fmt.Fprintf(o.stderr, "tokenctl: FORGED record refused: seq %d %s: %v\n", rec.Seq, rec.Subject, err)
+		}
+	}
+	l, err := eventlog.Attach(actx, nc, cfg)
 	if err != nil {
 		nc.Close()
 		if o.stream != eventlog.DefaultFeedStream && (o.creds.natsNkey != "" || o.creds.natsCreds != "") {
@@ -150,6 +167,28 @@ func (o *options) connect(ctx context.Context) error {
 		return err
 	}
 	o.nc, o.log = nc, l
+	return nil
+}
+
+// serviceKey prints the public nkey of the service's NATS user.
+func (o *options) serviceKey(context.Context) error {
+	key, err := o.creds.encryptionKey()
+	if err != nil {
+		return err
+	}
+	if key == nil {
+		return errors.New("nats service-key needs ENCRYPTION_KEY or --encryption-key-file")
+	}
+	kp, err := eventlog.ServiceKey(key)
+	if err != nil {
+		return err
+	}
+	defer kp.Wipe()
+	pub, err := kp.PublicKey()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(o.stdout, pub)
 	return nil
 }
 
@@ -226,6 +265,11 @@ func (o *options) command(args []string) (func(context.Context) error, error) {
 			return nil, errors.New("apikey takes the command new")
 		}
 		return o.apikeyCommand(sub("apikey new"), args[2:])
+	case "nats":
+		if len(args) != 2 || args[1] != "service-key" {
+			return nil, errors.New("nats takes the command service-key")
+		}
+		return o.serviceKey, nil
 	case "export":
 		fs := sub("export")
 		var from, to uint64

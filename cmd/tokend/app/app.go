@@ -122,7 +122,7 @@ func (m *Main) start(ctx context.Context) error {
 	}
 
 	if cfg.NATSURL == "" {
-		acc, err := m.embeddedAccounts()
+		acc, err := m.embeddedAccounts(key)
 		if err != nil {
 			return err
 		}
@@ -141,7 +141,7 @@ func (m *Main) start(ctx context.Context) error {
 		m.Logger.Info("embedded NATS server started", "subscribers_url", m.embedded.ClientURL(),
 			"sync_always", cfg.NATSSyncAlways, "sync_interval", cfg.NATSSync.String())
 	} else {
-		natsOpts, err := natsOptions(cfg)
+		natsOpts, err := natsOptions(cfg, key)
 		if err != nil {
 			return err
 		}
@@ -160,11 +160,19 @@ func (m *Main) start(ctx context.Context) error {
 		}
 		return float64(m.Runner.Lag())
 	})
+	logAuth, err := eventlog.NewAuthenticator(key, cfg.PreviousKeys...)
+	if err != nil {
+		return fmt.Errorf("ENCRYPTION_KEY: %w", err)
+	}
 	m.Log, err = eventlog.Open(ctx, m.nc, eventlog.Config{
 		Stream: cfg.Stream, Prefix: cfg.SubjectPrefix, Replicas: cfg.NATSReplicas, Observer: m.Metrics,
 		MaxPayload: 256 << 10, Tracer: tracer(m.tracerProvider, "github.com/auth-platform/tokenservice/eventlog"),
+		Auth: logAuth, OnForged: m.forged,
 	})
 	if err != nil {
+		return err
+	}
+	if err := m.checkLogClosed(ctx); err != nil {
 		return err
 	}
 	if err := m.provisionFeed(ctx); err != nil {
@@ -303,6 +311,14 @@ func (m *Main) start(ctx context.Context) error {
 	}()
 	m.Logger.Info("serving", "addr", m.listener.Addr().String(), "issuer", cfg.Issuer, "tls", m.callers.tls != nil, "auth_mode", cfg.AuthMode.String())
 	return m.serveMetrics()
+}
+
+// forged counts and logs a log record refused as forged (the log calls it
+// once per record).
+func (m *Main) forged(rec eventlog.Record, err error) {
+	m.Metrics.Forged()
+	m.Logger.Error("refused a forged event log record: the service did not write it, or not there; it changes no state. Someone other than tokend can publish to the log",
+		"seq", rec.Seq, "subject", rec.Subject, "type", rec.Type, "actor", rec.Actor, "error", err)
 }
 
 // CatchUpGCPercent is the GOGC tokend runs with while its projections

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -97,6 +98,9 @@ type CallerConfig struct {
 	// NATSOperatorKeys are the public nkeys of operators (tokenctl) with
 	// full access to the embedded server's log.
 	NATSOperatorKeys []string
+	// NATSAllowAnonymousAppend starts tokend even though a client without
+	// credentials can append to the log of NATS_URL (a loopback one only).
+	NATSAllowAnonymousAppend bool
 }
 
 // callersFromEnv reads the CallerConfig variables; it runs after HOST,
@@ -159,6 +163,12 @@ func (c *Config) callersFromEnv(p *envParser) {
 	} {
 		if v.value != "" && c.NATSURL == "" {
 			p.fail(v.name, "is for an external NATS (NATS_URL); the embedded server authenticates tokend itself")
+		}
+	}
+	c.NATSAllowAnonymousAppend = p.boolean("NATS_INSECURE_ALLOW_ANONYMOUS_APPEND", false)
+	if c.NATSAllowAnonymousAppend {
+		if u, err := url.Parse(c.NATSURL); c.NATSURL == "" || err != nil || !auth.IsLoopback(u.Hostname()) {
+			p.fail("NATS_INSECURE_ALLOW_ANONYMOUS_APPEND", "is only for a development NATS_URL on loopback (the embedded server never lets anonymous clients append)")
 		}
 	}
 	c.NATSSubscriberKeys = publicKeys(p, "NATS_SUBSCRIBER_KEY")
@@ -375,10 +385,11 @@ func (m *Main) FeedStream() string {
 }
 
 // embeddedAccounts returns the accounts of the embedded server: the
-// subscriber users (a generated seed in DATA_DIR unless
+// service's user, derived from the encryption key (and its previous keys),
+// the subscriber users (a generated seed in DATA_DIR unless
 // NATS_SUBSCRIBER_KEY), the operators, and, with AUTH_MODE=none,
-// connections without credentials let in as operators.
-func (m *Main) embeddedAccounts() (*eventlog.Accounts, error) {
+// connections without credentials let in as subscribers.
+func (m *Main) embeddedAccounts(key []byte) (*eventlog.Accounts, error) {
 	cfg := m.Config
 	keys := cfg.NATSSubscriberKeys
 	if len(keys) == 0 {
@@ -391,6 +402,7 @@ func (m *Main) embeddedAccounts() (*eventlog.Accounts, error) {
 	acc, err := eventlog.NewAccounts(eventlog.AccountsConfig{
 		Stream: cfg.Stream, Prefix: cfg.SubjectPrefix, SubscriberKeys: keys,
 		OperatorKeys: cfg.NATSOperatorKeys, Anonymous: cfg.AuthMode.None(),
+		ServiceSecrets: append([][]byte{key}, cfg.PreviousKeys...),
 	})
 	if err != nil {
 		return nil, err
@@ -400,9 +412,10 @@ func (m *Main) embeddedAccounts() (*eventlog.Accounts, error) {
 }
 
 // natsOptions returns the credentials and TLS options of the connection
-// to an external NATS.
-func natsOptions(cfg Config) ([]nats.Option, error) {
-	var opts []nats.Option
+// to an external NATS: NATS_CREDS, NATS_NKEY_SEED, or else the service's
+// nkey derived from key (the ENCRYPTION_KEY).
+func natsOptions(cfg Config, key []byte) ([]nats.Option, error) {
+	opts := natsTLSOptions(cfg)
 	switch {
 	case cfg.NATSCredsFile != "":
 		opts = append(opts, nats.UserCredentials(cfg.NATSCredsFile))
@@ -412,12 +425,47 @@ func natsOptions(cfg Config) ([]nats.Option, error) {
 			return nil, fmt.Errorf("NATS_NKEY_SEED: %w", err)
 		}
 		opts = append(opts, opt)
-	}
-	if cfg.NATSCAFile != "" {
-		opts = append(opts, nats.RootCAs(cfg.NATSCAFile))
+	default:
+		kp, err := eventlog.ServiceKey(key)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, eventlog.NkeyOption(kp))
 	}
 	if cfg.NATSCertFile != "" {
 		opts = append(opts, nats.ClientCert(cfg.NATSCertFile, cfg.NATSKeyFile))
 	}
 	return opts, nil
+}
+
+// natsTLSOptions returns how the connection to an external NATS verifies
+// the servers: what a client without credentials would use too.
+func natsTLSOptions(cfg Config) []nats.Option {
+	if cfg.NATSCAFile != "" {
+		return []nats.Option{nats.RootCAs(cfg.NATSCAFile)}
+	}
+	return nil
+}
+
+// checkLogClosed refuses to run on a NATS server whose log a client
+// without credentials can append to (eventlog.ProbeAnonymousAppend), unless
+// NATS_INSECURE_ALLOW_ANONYMOUS_APPEND allows it on loopback.
+func (m *Main) checkLogClosed(ctx context.Context) error {
+	url, opts := m.Config.NATSURL, natsTLSOptions(m.Config)
+	if m.embedded != nil {
+		url, opts = m.embedded.ClientURL(), nil
+	}
+	err := m.Log.ProbeAnonymousAppend(ctx, url, opts...)
+	switch {
+	case err == nil:
+		return nil
+	case !errors.Is(err, eventlog.ErrOpenLog):
+		return fmt.Errorf("NATS: checking that anonymous clients cannot append: %w", err)
+	case m.Config.NATSAllowAnonymousAppend:
+		m.Logger.Warn("NATS_INSECURE_ALLOW_ANONYMOUS_APPEND: anyone who reaches this NATS server can append to the event log, and so mint tokens and revoke sessions; events without the service's MAC are refused, but an attacker can still freeze any family. Development only", "nats_url", url)
+		return nil
+	}
+	return fmt.Errorf("NATS: refusing to start: %w. Anyone who reaches %s could append events (mint tokens, revive spent refresh tokens, publish signing keys). "+
+		"Give the NATS server accounts or users with permissions so that only tokend's user may publish to %s.> (deploy/ has configurations), "+
+		"or, for a throwaway development server on loopback only, set NATS_INSECURE_ALLOW_ANONYMOUS_APPEND=true", err, url, m.Config.SubjectPrefix)
 }

@@ -150,12 +150,13 @@ var Variables = []struct{ Name, Default, Meaning string }{
 	{"NATS_STREAM", "TOKENS", "stream name"},
 	{"NATS_SUBJECT_PREFIX", "token", "subject prefix of every event"},
 	{"NATS_CREDS", "", "credentials file (JWT and seed, from nsc) tokend authenticates to NATS_URL with"},
-	{"NATS_NKEY_SEED", "", "file holding the nkey seed tokend authenticates to NATS_URL with (instead of NATS_CREDS)"},
+	{"NATS_NKEY_SEED", "", "file holding the nkey seed tokend authenticates to NATS_URL with (instead of NATS_CREDS); with neither, tokend presents the nkey derived from ENCRYPTION_KEY (tokenctl nats service-key prints its public key)"},
+	{"NATS_INSECURE_ALLOW_ANONYMOUS_APPEND", "false", "true starts tokend even when a NATS client without credentials can append to the log (it refuses to by default); only for a throwaway development NATS_URL on loopback, refused for any other host"},
 	{"NATS_CA_FILE", "", "CA certificates (PEM) that verify NATS_URL's TLS certificate"},
 	{"NATS_CERT_FILE", "", "client certificate (PEM) tokend presents to NATS_URL, with NATS_KEY_FILE"},
 	{"NATS_KEY_FILE", "", "private key (PEM) of NATS_CERT_FILE"},
 	{"NATS_SUBSCRIBER_KEY", "generated", "comma-separated public nkeys (U...) of the embedded server's subscriber users, who may only read revocations and key events (stream TOKENS_FEED); unset: one is generated and its seed written to DATA_DIR/nats-subscriber.nk"},
-	{"NATS_OPERATOR_KEY", "", "comma-separated public nkeys (U...) of operators (tokenctl) with full access to the embedded server's log; with AUTH_MODE=none, connections without credentials have it too"},
+	{"NATS_OPERATOR_KEY", "", "comma-separated public nkeys (U...) of operators (tokenctl) with full access to the embedded server's log"},
 	{"JWKS_MAX_AGE", "300", "Cache-Control max-age of the JWKS"},
 	{"JWKS_KEY_RETENTION", "86400", "how long a retired key stays in the JWKS (at least ACCESS_TOKEN_TTL)"},
 	{"JWKS_PREPUBLISH", "JWKS_MAX_AGE + 60", "how long a new key is in the JWKS before it signs (at least JWKS_MAX_AGE)"},
@@ -220,13 +221,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	c.DPoPSkew = p.duration("DPOP_CLOCK_SKEW", 60*time.Second, time.Second)
 	c.DPoPJTITTL = p.duration("DPOP_JTI_TTL", 300*time.Second, time.Second)
 	c.DPoPNonceRotation = p.duration("DPOP_NONCE_ROTATION", 120*time.Second, time.Second)
-	switch v := p.str("DPOP_NONCE_REQUIRED", "false"); v {
-	case "true", "1":
-		c.DPoPNonceRequired = true
-	case "false", "0":
-	default:
-		p.fail("DPOP_NONCE_REQUIRED", "must be true or false")
-	}
+	c.DPoPNonceRequired = p.boolean("DPOP_NONCE_REQUIRED", false)
 	if v := getenv("DPOP_TOKEN_ENDPOINTS"); v != "" {
 		for _, u := range strings.Split(v, ",") {
 			u = strings.TrimSpace(u)
@@ -284,13 +279,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	c.KMSEndpoint = p.str("KMS_ENDPOINT", "")
 	c.KMSKeyID = p.str("KMS_KEY_ID", "")
 	remote := c.KMSProvider == "aws" || c.KMSProvider == "pkcs11" || c.KMSProvider == "cryptosvc"
-	switch v := p.str("CRYPTO_FALLBACK_ENABLED", map[bool]string{true: "true", false: "false"}[remote]); v {
-	case "true", "1":
-		c.CryptoFallback = true
-	case "false", "0":
-	default:
-		p.fail("CRYPTO_FALLBACK_ENABLED", "must be true or false")
-	}
+	c.CryptoFallback = p.boolean("CRYPTO_FALLBACK_ENABLED", remote)
 	if v := getenv("CRYPTO_RATE_LIMIT"); v != "" {
 		r, err := strconv.ParseFloat(v, 64)
 		if err != nil || r < 0 {
@@ -394,6 +383,20 @@ func (p *envParser) integer(name string, def, lo, hi int) int {
 		return def
 	}
 	return n
+}
+
+// boolean accepts true, 1, false and 0.
+func (p *envParser) boolean(name string, def bool) bool {
+	switch v := p.getenv(name); v {
+	case "":
+		return def
+	case "true", "1":
+		return true
+	case "false", "0":
+		return false
+	}
+	p.fail(name, "must be true or false")
+	return def
 }
 
 func (p *envParser) port(name string, def int) int { return p.integer(name, def, 0, 65535) }
