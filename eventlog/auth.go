@@ -85,8 +85,8 @@ func (a *Authenticator) KeyID() string { return a.keys[0].id }
 // authInput is what an event's MAC covers.
 type authInput struct {
 	subject, aggregate, typ, id, actor, correlation, ttl string
-	prev                                      uint64
-	data                                      []byte
+	prev                                                 uint64
+	data                                                 []byte
 }
 
 func (a *Authenticator) mac(key []byte, in authInput) []byte {

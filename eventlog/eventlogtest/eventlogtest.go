@@ -4,8 +4,8 @@
 package eventlogtest
 
 import (
-	"errors"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"testing"
