@@ -11,6 +11,7 @@ import (
 	"hash"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -41,7 +42,14 @@ const authVersion = "1"
 //
 // An Authenticator is immutable and safe for concurrent use.
 type Authenticator struct {
-	keys []macKey // keys[0] authenticates new events
+	keys    []macKey // keys[0] authenticates new events
+	vouched atomic.Pointer[vouch]
+}
+
+// vouch is a checkpoint of a key rotation (Vouch).
+type vouch struct {
+	through uint64
+	refused map[uint64]bool
 }
 
 type macKey struct {
@@ -77,6 +85,20 @@ func DeriveKey(key []byte, purpose string) []byte {
 	m := hmac.New(sha256.New, key)
 	m.Write([]byte(purpose))
 	return m.Sum(nil)
+}
+
+// Vouch accepts the records at or before sequence through whose MAC key
+// is no longer known (an ENCRYPTION_KEY dropped after a rotation), except
+// those in refused: the service verified them while it held that key and
+// recorded so under the current one (a token.log.rekeyed event), and the
+// log only grows, so nothing can have been inserted there since. Records
+// under a known key are checked as always. Call it before the log is read.
+func (a *Authenticator) Vouch(through uint64, refused []uint64) {
+	v := &vouch{through: through, refused: make(map[uint64]bool, len(refused))}
+	for _, seq := range refused {
+		v.refused[seq] = true
+	}
+	a.vouched.Store(v)
 }
 
 // KeyID returns the ID of the key that authenticates new events.
@@ -145,7 +167,7 @@ func parseAuth(v string) (keyID string, prev uint64, mac []byte, err error) {
 
 // verify checks the authenticator of a stored message and returns its prev.
 // The error wraps ErrForged.
-func (a *Authenticator) verify(subject string, h nats.Header, data []byte) (uint64, error) {
+func (a *Authenticator) verify(subject string, seq uint64, h nats.Header, data []byte) (uint64, error) {
 	v := h.Get(HeaderAuth)
 	if v == "" {
 		return 0, fmt.Errorf("%w: no authenticator", ErrForged)
@@ -162,6 +184,9 @@ func (a *Authenticator) verify(subject string, h nats.Header, data []byte) (uint
 			return prev, nil
 		}
 		return 0, fmt.Errorf("%w: MAC does not verify", ErrForged)
+	}
+	if v := a.vouched.Load(); v != nil && seq <= v.through && !v.refused[seq] {
+		return prev, nil // verified when its key was held (Vouch)
 	}
 	return 0, fmt.Errorf("%w: unknown MAC key %q (is the previous ENCRYPTION_KEY still configured?)", ErrForged, kid)
 }

@@ -585,7 +585,7 @@ func (l *Log) record(subject string, seq uint64, t time.Time, h nats.Header, dat
 		}
 		return r, nil
 	}
-	prev, err := l.cfg.Auth.verify(subject, h, data)
+	prev, err := l.cfg.Auth.verify(subject, seq, h, data)
 	if err != nil {
 		return r, fmt.Errorf("seq %d: %w", seq, err)
 	}

@@ -71,6 +71,10 @@ func (s Subjects) Grace(fid, graceID string) string {
 // DPoP returns the subject that claims a DPoP proof's jti (hash h) for key jkt.
 func (s Subjects) DPoP(jkt, h string) string { return s.prefix + ".dpop." + jkt + "." + h }
 
+// LogRekeyed returns the subject of the checkpoints of ENCRYPTION_KEY
+// rotations (Authenticator.Vouch).
+func (s Subjects) LogRekeyed() string { return s.prefix + ".log.rekeyed" }
+
 // Kind returns the second token of a subject of this scheme ("family",
 // "subject", "key", "grace", "dpop"), or "" if the subject is not under the
 // prefix.

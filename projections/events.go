@@ -29,16 +29,18 @@ const (
 )
 
 // Types of the records that are in the stream but are no projection's
-// events: sealed grace successors and DPoP jti claims.
+// events: sealed grace successors, DPoP jti claims and the checkpoints of
+// ENCRYPTION_KEY rotations.
 const (
 	TypeGrace         = "grace"
 	TypeDPoPProofUsed = "dpop.proof_used"
+	TypeLogRekeyed    = "log.rekeyed"
 )
 
 // Projected reports whether rec is an event of some projection; grace
-// records and DPoP claims are not.
+// records, DPoP claims and rotation checkpoints are not.
 func Projected(rec eventlog.Record) bool {
-	return rec.Type != TypeGrace && rec.Type != TypeDPoPProofUsed
+	return rec.Type != TypeGrace && rec.Type != TypeDPoPProofUsed && rec.Type != TypeLogRekeyed
 }
 
 // ErrBadRecord is returned by Decode for a record whose type is unknown or

@@ -62,6 +62,7 @@ type Main struct {
 
 	lifecycleDone chan struct{}
 	projectorDone chan struct{}
+	refused       refusedSeqs // forged records, for the rotation checkpoint (logkeys.go)
 	crypto        cryptoParts // KMS_PROVIDER=pkcs11's token and reconciler
 	callers       callers     // caller authentication, TLS, metrics listener (callers.go)
 	cancel        context.CancelFunc
@@ -175,6 +176,10 @@ func (m *Main) start(ctx context.Context) error {
 	if err := m.checkLogClosed(ctx); err != nil {
 		return err
 	}
+	checkpoint, err := m.readRekeyCheckpoint(ctx, logAuth)
+	if err != nil {
+		return err
+	}
 	if err := m.provisionFeed(ctx); err != nil {
 		return err
 	}
@@ -199,6 +204,11 @@ func (m *Main) start(ctx context.Context) error {
 	case <-ctx.Done():
 		restoreGC()
 		return fmt.Errorf("projections did not catch up: %w", ctx.Err())
+	}
+	if len(cfg.PreviousKeys) > 0 {
+		if err := m.writeRekeyCheckpoint(ctx, logAuth, checkpoint); err != nil {
+			return fmt.Errorf("ENCRYPTION_KEY rotation: %w", err)
+		}
 	}
 	m.Projector = projections.NewFamilyProjector(m.Log, projections.ProjectorConfig{
 		OnBadRecord: func(rec eventlog.Record, err error) {
@@ -317,6 +327,7 @@ func (m *Main) start(ctx context.Context) error {
 // once per record).
 func (m *Main) forged(rec eventlog.Record, err error) {
 	m.Metrics.Forged()
+	m.refused.add(rec.Seq)
 	m.Logger.Error("refused a forged event log record: the service did not write it, or not there; it changes no state. Someone other than tokend can publish to the log",
 		"seq", rec.Seq, "subject", rec.Subject, "type", rec.Type, "actor", rec.Actor, "error", err)
 }

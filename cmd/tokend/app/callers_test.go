@@ -489,10 +489,10 @@ func TestSubscriberUser(t *testing.T) {
 
 	// Something to hide: a DPoP jti claim and a grace record, made by
 	// tokend itself.
-	if _, err := s.m.Log.Append(ctx, eventlog.Event{Subject: subj.DPoP("jkt", "h1"), Type: "dpop.proof_used", Data: []byte("p")}, eventlog.Expect{}); err != nil {
+	if _, err := s.m.Log.Append(ctx, eventlog.Event{Subject: subj.DPoP("jkt", "h1"), Type: "dpop.proof_used", Data: []byte("p")}, eventlog.Expect{Filter: subj.DPoP("jkt", "h1")}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.m.Log.Append(ctx, eventlog.Event{Subject: subj.Grace("f1", "g1"), Type: "grace", Data: []byte("g")}, eventlog.Expect{}); err != nil {
+	if _, err := s.m.Log.Append(ctx, eventlog.Event{Subject: subj.Grace("f1", "g1"), Type: "grace", Data: []byte("g")}, eventlog.Expect{Filter: subj.Grace("f1", "g1")}); err != nil {
 		t.Fatal(err)
 	}
 	js, err := jetstream.New(nc)

@@ -1532,6 +1532,82 @@ func (x *FamilyRecord) GetUpdatedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+// LogRekeyed: token.log.rekeyed. The service verified every record of the
+// log up to verified_through under the MAC keys it then held (the current
+// ENCRYPTION_KEY's and the previous ones'), and vouches for them under the
+// current key: once the previous key is dropped, a record at or before
+// verified_through whose MAC key is no longer known is accepted by its
+// place (the log only grows, so nothing can be inserted there), unless it
+// is listed in refused (it failed verification then).
+type LogRekeyed struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	VerifiedThrough uint64                 `protobuf:"varint,1,opt,name=verified_through,json=verifiedThrough,proto3" json:"verified_through,omitempty"`
+	Refused         []uint64               `protobuf:"varint,2,rep,packed,name=refused,proto3" json:"refused,omitempty"`
+	// The MAC key ID of the current key.
+	KeyId         string                 `protobuf:"bytes,3,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	At            *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=at,proto3" json:"at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LogRekeyed) Reset() {
+	*x = LogRekeyed{}
+	mi := &file_token_events_v1_events_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LogRekeyed) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LogRekeyed) ProtoMessage() {}
+
+func (x *LogRekeyed) ProtoReflect() protoreflect.Message {
+	mi := &file_token_events_v1_events_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LogRekeyed.ProtoReflect.Descriptor instead.
+func (*LogRekeyed) Descriptor() ([]byte, []int) {
+	return file_token_events_v1_events_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *LogRekeyed) GetVerifiedThrough() uint64 {
+	if x != nil {
+		return x.VerifiedThrough
+	}
+	return 0
+}
+
+func (x *LogRekeyed) GetRefused() []uint64 {
+	if x != nil {
+		return x.Refused
+	}
+	return nil
+}
+
+func (x *LogRekeyed) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *LogRekeyed) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
 var File_token_events_v1_events_proto protoreflect.FileDescriptor
 
 const file_token_events_v1_events_proto_rawDesc = "" +
@@ -1644,7 +1720,13 @@ const file_token_events_v1_events_proto_rawDesc = "" +
 	"\n" +
 	"source_seq\x18\x02 \x01(\x04R\tsourceSeq\x129\n" +
 	"\n" +
-	"updated_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt*b\n" +
+	"updated_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\x94\x01\n" +
+	"\n" +
+	"LogRekeyed\x12)\n" +
+	"\x10verified_through\x18\x01 \x01(\x04R\x0fverifiedThrough\x12\x18\n" +
+	"\arefused\x18\x02 \x03(\x04R\arefused\x12\x15\n" +
+	"\x06key_id\x18\x03 \x01(\tR\x05keyId\x12*\n" +
+	"\x02at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x02at*b\n" +
 	"\fFamilyStatus\x12\x1d\n" +
 	"\x19FAMILY_STATUS_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14FAMILY_STATUS_ACTIVE\x10\x01\x12\x19\n" +
@@ -1677,7 +1759,7 @@ func file_token_events_v1_events_proto_rawDescGZIP() []byte {
 }
 
 var file_token_events_v1_events_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_token_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_token_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_token_events_v1_events_proto_goTypes = []any{
 	(FamilyStatus)(0),             // 0: token.events.v1.FamilyStatus
 	(RevocationReason)(0),         // 1: token.events.v1.RevocationReason
@@ -1700,43 +1782,45 @@ var file_token_events_v1_events_proto_goTypes = []any{
 	(*GraceRecord)(nil),           // 18: token.events.v1.GraceRecord
 	(*DPoPProofUsed)(nil),         // 19: token.events.v1.DPoPProofUsed
 	(*FamilyRecord)(nil),          // 20: token.events.v1.FamilyRecord
-	(*structpb.Struct)(nil),       // 21: google.protobuf.Struct
-	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
+	(*LogRekeyed)(nil),            // 21: token.events.v1.LogRekeyed
+	(*structpb.Struct)(nil),       // 22: google.protobuf.Struct
+	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
 }
 var file_token_events_v1_events_proto_depIdxs = []int32{
-	21, // 0: token.events.v1.FamilyState.extra_claims:type_name -> google.protobuf.Struct
+	22, // 0: token.events.v1.FamilyState.extra_claims:type_name -> google.protobuf.Struct
 	0,  // 1: token.events.v1.FamilyState.status:type_name -> token.events.v1.FamilyStatus
-	22, // 2: token.events.v1.FamilyState.created_at:type_name -> google.protobuf.Timestamp
-	22, // 3: token.events.v1.FamilyState.rotated_at:type_name -> google.protobuf.Timestamp
-	22, // 4: token.events.v1.FamilyState.refresh_expires_at:type_name -> google.protobuf.Timestamp
-	22, // 5: token.events.v1.FamilyState.access_expires_at:type_name -> google.protobuf.Timestamp
+	23, // 2: token.events.v1.FamilyState.created_at:type_name -> google.protobuf.Timestamp
+	23, // 3: token.events.v1.FamilyState.rotated_at:type_name -> google.protobuf.Timestamp
+	23, // 4: token.events.v1.FamilyState.refresh_expires_at:type_name -> google.protobuf.Timestamp
+	23, // 5: token.events.v1.FamilyState.access_expires_at:type_name -> google.protobuf.Timestamp
 	1,  // 6: token.events.v1.FamilyState.revoked_reason:type_name -> token.events.v1.RevocationReason
-	22, // 7: token.events.v1.FamilyState.revoked_at:type_name -> google.protobuf.Timestamp
+	23, // 7: token.events.v1.FamilyState.revoked_at:type_name -> google.protobuf.Timestamp
 	3,  // 8: token.events.v1.FamilyIssued.state:type_name -> token.events.v1.FamilyState
 	3,  // 9: token.events.v1.FamilyRotated.state:type_name -> token.events.v1.FamilyState
 	3,  // 10: token.events.v1.FamilyRevoked.state:type_name -> token.events.v1.FamilyState
 	1,  // 11: token.events.v1.FamilyRevoked.reason:type_name -> token.events.v1.RevocationReason
-	22, // 12: token.events.v1.SubjectRevoked.revoked_at:type_name -> google.protobuf.Timestamp
+	23, // 12: token.events.v1.SubjectRevoked.revoked_at:type_name -> google.protobuf.Timestamp
 	1,  // 13: token.events.v1.SubjectRevoked.reason:type_name -> token.events.v1.RevocationReason
 	8,  // 14: token.events.v1.KeyGenerated.public_key:type_name -> token.events.v1.PublicKey
-	22, // 15: token.events.v1.KeyGenerated.at:type_name -> google.protobuf.Timestamp
-	22, // 16: token.events.v1.KeyRequested.at:type_name -> google.protobuf.Timestamp
-	22, // 17: token.events.v1.KeyResealed.at:type_name -> google.protobuf.Timestamp
-	22, // 18: token.events.v1.KeyMaterialDeleted.at:type_name -> google.protobuf.Timestamp
-	22, // 19: token.events.v1.KeyFallbackEngaged.at:type_name -> google.protobuf.Timestamp
-	22, // 20: token.events.v1.KeyPublished.at:type_name -> google.protobuf.Timestamp
-	22, // 21: token.events.v1.KeyActivated.at:type_name -> google.protobuf.Timestamp
-	22, // 22: token.events.v1.KeyRetired.at:type_name -> google.protobuf.Timestamp
-	22, // 23: token.events.v1.KeyRetired.retain_until:type_name -> google.protobuf.Timestamp
-	22, // 24: token.events.v1.KeyDestroyed.at:type_name -> google.protobuf.Timestamp
-	22, // 25: token.events.v1.DPoPProofUsed.at:type_name -> google.protobuf.Timestamp
+	23, // 15: token.events.v1.KeyGenerated.at:type_name -> google.protobuf.Timestamp
+	23, // 16: token.events.v1.KeyRequested.at:type_name -> google.protobuf.Timestamp
+	23, // 17: token.events.v1.KeyResealed.at:type_name -> google.protobuf.Timestamp
+	23, // 18: token.events.v1.KeyMaterialDeleted.at:type_name -> google.protobuf.Timestamp
+	23, // 19: token.events.v1.KeyFallbackEngaged.at:type_name -> google.protobuf.Timestamp
+	23, // 20: token.events.v1.KeyPublished.at:type_name -> google.protobuf.Timestamp
+	23, // 21: token.events.v1.KeyActivated.at:type_name -> google.protobuf.Timestamp
+	23, // 22: token.events.v1.KeyRetired.at:type_name -> google.protobuf.Timestamp
+	23, // 23: token.events.v1.KeyRetired.retain_until:type_name -> google.protobuf.Timestamp
+	23, // 24: token.events.v1.KeyDestroyed.at:type_name -> google.protobuf.Timestamp
+	23, // 25: token.events.v1.DPoPProofUsed.at:type_name -> google.protobuf.Timestamp
 	3,  // 26: token.events.v1.FamilyRecord.state:type_name -> token.events.v1.FamilyState
-	22, // 27: token.events.v1.FamilyRecord.updated_at:type_name -> google.protobuf.Timestamp
-	28, // [28:28] is the sub-list for method output_type
-	28, // [28:28] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	23, // 27: token.events.v1.FamilyRecord.updated_at:type_name -> google.protobuf.Timestamp
+	23, // 28: token.events.v1.LogRekeyed.at:type_name -> google.protobuf.Timestamp
+	29, // [29:29] is the sub-list for method output_type
+	29, // [29:29] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_token_events_v1_events_proto_init() }
@@ -1750,7 +1834,7 @@ func file_token_events_v1_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_token_events_v1_events_proto_rawDesc), len(file_token_events_v1_events_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   18,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
