@@ -1,0 +1,183 @@
+package app_test
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/auth-platform/tokenservice/cmd/tokend/app"
+	"github.com/auth-platform/tokenservice/eventlog"
+	"github.com/auth-platform/tokenservice/issuer"
+	"github.com/auth-platform/tokenservice/projections"
+	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
+)
+
+// TestLogTrust runs the two experiments of the log-trust review on the
+// embedded default (make run): a captured family.issued event published
+// again after the family rotated, and key.generated/key.published events
+// for an attacker's key. A client without credentials cannot publish at
+// all; with a leaked NATS credential of the log's account (an operator's)
+// the records land in the stream, and neither changes state: the spent
+// refresh token still does not rotate, the attacker's key is not in the
+// JWKS, and each record is counted as forged.
+func TestLogTrust(t *testing.T) {
+	op, err := nkeys.CreateUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	opPub, _ := op.PublicKey()
+	m := startApp(t, map[string]string{"HOST": "127.0.0.1", "PORT": "0", "DATA_DIR": t.TempDir(), "NATS_LISTEN": "127.0.0.1:0",
+		"JWT_ALGORITHM": "ES256", "REFRESH_REUSE_GRACE": "0", "NATS_OPERATOR_KEY": opPub}, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	first, err := m.Issuer.Generate(ctx, issuer.GenerateRequest{Subject: "alice", ClientID: "web", Audience: []string{"api"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Issuer.Refresh(ctx, issuer.RefreshRequest{RefreshToken: first.RefreshToken, ClientID: "web"}); err != nil {
+		t.Fatal(err)
+	}
+	subj := m.Log.Subjects()
+	stream, err := m.Log.JetStream().Stream(ctx, m.Log.Stream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	issued, err := stream.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(subj.FamilyFilter(first.FamilyID)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	replay := func(id string) *nats.Msg {
+		msg := nats.NewMsg(issued.Subject)
+		msg.Data = issued.Data
+		for _, h := range []string{eventlog.HeaderEvent, eventlog.HeaderAuth, eventlog.HeaderCorrelationID, eventlog.HeaderActor} {
+			if v := issued.Header.Get(h); v != "" {
+				msg.Header.Set(h, v)
+			}
+		}
+		msg.Header.Set(eventlog.HeaderMsgID, id)
+		return msg
+	}
+	before := lastSeq(t, m)
+
+	// Without credentials: refused at the door of the log.
+	anon, err := nats.Connect(m.SubscriberURL(), nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer anon.Close()
+	ajs, err := jetstream.New(anon)
+	if err != nil {
+		t.Fatal(err)
+	}
+	actx, acancel := context.WithTimeout(ctx, 2*time.Second)
+	if _, err := ajs.PublishMsg(actx, replay(issued.Header.Get(eventlog.HeaderMsgID))); err == nil {
+		t.Fatal("an anonymous client appended to the log")
+	}
+	acancel()
+	if got := lastSeq(t, m); got != before {
+		t.Fatalf("an anonymous publish moved the log from %d to %d", before, got)
+	}
+
+	// With a leaked credential of the log's account.
+	oc, err := nats.Connect(m.SubscriberURL(), eventlog.NkeyOption(op))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer oc.Close()
+	ojs, err := jetstream.New(oc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Verbatim, it is a duplicate for two minutes; with another ID its MAC
+	// fails (the MAC binds the ID).
+	if ack, err := ojs.PublishMsg(ctx, replay(issued.Header.Get(eventlog.HeaderMsgID))); err != nil || !ack.Duplicate {
+		t.Fatalf("verbatim replay: %+v, %v; want a duplicate", ack, err)
+	}
+	if _, err := ojs.PublishMsg(ctx, replay("attacker-1")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Issuer.Refresh(ctx, issuer.RefreshRequest{RefreshToken: first.RefreshToken, ClientID: "web"}); err == nil {
+		t.Fatal("the spent refresh token rotated after the replay")
+	}
+	if f, ok := m.Set.Family(first.FamilyID); !ok || f.Generation != 2 {
+		t.Fatalf("family after the replay: %+v", f)
+	}
+
+	// An attacker's key, generated and published.
+	keys, seq := m.Set.Keys()
+	var gen eventsv1.KeyGenerated
+	for _, k := range keys {
+		rec, err := stream.GetMsg(ctx, k.GeneratedSeq)
+		if err == nil && proto.Unmarshal(rec.Data, &gen) == nil {
+			break
+		}
+	}
+	gen.KeyId, gen.SealedPrivateKey = "attacker", nil
+	genData, _ := proto.Marshal(&gen)
+	pubData, _ := proto.Marshal(&eventsv1.KeyPublished{KeyId: "attacker"})
+	for _, ev := range []struct {
+		subject, typ string
+		data         []byte
+	}{
+		{subj.Key("attacker", "generated"), projections.TypeKeyGenerated, genData},
+		{subj.Key("attacker", "published"), projections.TypeKeyPublished, pubData},
+	} {
+		msg := nats.NewMsg(ev.subject)
+		msg.Data = ev.data
+		msg.Header.Set(eventlog.HeaderEvent, ev.typ)
+		msg.Header.Set(jetstream.ExpectedLastSubjSeqSubjHeader, subj.Keys())
+		msg.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(seq, 10))
+		ack, err := ojs.PublishMsg(ctx, msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seq = ack.Sequence
+	}
+	// Forged records never reach the projections: wait until they are
+	// counted (the replayed family event and the two key events).
+	waitFor(t, "the forged records to be counted", func() bool {
+		return testutilCounter(t, m, "token_service_eventlog_forged_records_total") >= 3
+	})
+	if _, ok := m.Set.Key("attacker"); ok {
+		t.Fatal("the attacker's key became state")
+	}
+	for _, k := range m.Set.JWKS() {
+		if k.Kid == "attacker" {
+			t.Fatal("the JWKS serves the attacker's key")
+		}
+	}
+	// A writer without the key can freeze an aggregate, not change it:
+	// key changes now stop at the forged record, saying so, and the
+	// active key keeps signing.
+	if _, err := m.Keyring.EnsureActive(ctx); !errors.Is(err, eventlog.ErrForged) {
+		t.Fatalf("the key lifecycle after the forged key events: %v, want ErrForged", err)
+	}
+	if _, err := m.Issuer.Generate(ctx, issuer.GenerateRequest{Subject: "bob", ClientID: "web", Audience: []string{"api"}}); err != nil {
+		t.Fatalf("issuing after the forged events: %v", err)
+	}
+}
+
+// testutilCounter returns the value of a counter without labels.
+func testutilCounter(t *testing.T, m *app.Main, name string) float64 {
+	t.Helper()
+	mfs, err := m.Metrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
+}
+
