@@ -124,6 +124,17 @@ func checkNATSConfig(r *report, where, conf string, env map[string]string, want 
 	checkNATSAuthorization(r, where, opts)
 }
 
+// lintNATSFile checks the authorization of a configuration file as
+// nats-server reads it (its certificate files must exist).
+func lintNATSFile(r *report, file string) {
+	opts := &server.Options{CheckConfig: true}
+	if err := opts.ProcessConfigFile(file); err != nil {
+		r.addf(file, "nats-server refuses the configuration: %s", strings.TrimSpace(err.Error()))
+		return
+	}
+	checkNATSAuthorization(r, file, opts)
+}
+
 // checkNATSAuthorization: see checkNATSConfig.
 func checkNATSAuthorization(r *report, where string, opts *server.Options) {
 	if opts.NoAuthUser != "" {
