@@ -16,7 +16,7 @@ import (
 )
 
 // manifestFiles are the files deploy/lint checks, relative to deploy/.
-var manifestFiles = []string{"Dockerfile", "Dockerfile.dockerignore", "compose.yaml", "k8s/nats.yaml", "k8s/tokend.yaml"}
+var manifestFiles = []string{"Dockerfile", "Dockerfile.dockerignore", "compose.yaml", "k8s/nats.yaml", "k8s/networkpolicy.yaml", "k8s/tokend.yaml"}
 
 // buildLint builds deploy/lint, a module of its own (its validators stay
 // out of the service's go.mod), and returns the program's path.
@@ -74,6 +74,14 @@ func TestManifestsLint(t *testing.T) {
 		t.Fatalf("deploy/lint passed without saying what it checked:\n%s", out)
 	}
 
+	// The accounts of the compose NATS configuration run to the end of
+	// the file.
+	b, err := os.ReadFile("compose.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	composeAccounts := string(b[bytes.Index(b, []byte("      # No no_auth_user")):])
+
 	for _, c := range []struct {
 		name, file, old, new, want string
 	}{
@@ -97,9 +105,38 @@ func TestManifestsLint(t *testing.T) {
 		{"k8s encryption key in the manifest", "k8s/tokend.yaml",
 			"valueFrom:\n                secretKeyRef:\n                  name: tokend-encryption\n                  key: ENCRYPTION_KEY",
 			"value: bGludC1vbmx5LWtleS1ub3QtYS1yZWFsLW9uZS0zMmI=", "ENCRYPTION_KEY must come from a Secret"},
-		{"k8s nats config syntax", "k8s/nats.yaml", "jetstream {", "jetstrem {", `nats-server refuses the configuration: :4:1: unknown field "jetstrem"`},
+		{"k8s nats config syntax", "k8s/nats.yaml", "jetstream {\n      store_dir", "jetstrem {\n      store_dir", `nats-server refuses the configuration: :11:1: unknown field "jetstrem"`},
 		{"k8s nats routes", "k8s/nats.yaml", "nats://nats-2.nats-headless:6222", "nats://nats-3.nats-headless:6222", "routes name"},
 		{"k8s NATS_URL", "k8s/tokend.yaml", ",nats://nats-2.nats-headless:4222", "", "NATS_URL names"},
+		// Nobody appends to the log without the service's identity (issue 12).
+		{"k8s nats no_auth_user", "k8s/nats.yaml", "    system_account: SYS", "    no_auth_user: $TOKEND_NKEY\n    system_account: SYS",
+			"connections without credentials get in"},
+		{"k8s nats user without permissions", "k8s/nats.yaml", "users: [ { nkey: $SYS_NKEY } ]", "users: [ { user: ops, password: s3cret } ]",
+			"user ops has a password and no permissions"},
+		{"compose nats without accounts", "compose.yaml", composeAccounts, "", "no authorization: any client connects without credentials"},
+		{"k8s nats client TLS", "k8s/nats.yaml",
+			"    http: 127.0.0.1:8222\n    tls {\n      cert_file: /etc/nats/tls/tls.crt\n      key_file: /etc/nats/tls/tls.key\n      ca_file: /etc/nats/tls/ca.crt\n      timeout: 5\n    }\n",
+			"    http: 127.0.0.1:8222\n", "the client port has no TLS"},
+		{"compose nats route TLS", "compose.yaml",
+			"        tls {\n          cert_file: /etc/nats/tls/server.pem\n          key_file: /etc/nats/tls/server.key\n          ca_file: /etc/nats/tls/ca.pem\n          verify_cert_and_check_known_urls: true\n          timeout: 5\n        }\n",
+			"", "the cluster (route) port has no TLS"},
+		{"k8s nats route authorization", "k8s/nats.yaml", "        verify_cert_and_check_known_urls: true\n", "", "routes are not authorized"},
+		{"k8s nats TLS file not on a Secret", "k8s/nats.yaml", "      ca_file: /etc/nats/tls/ca.crt\n      timeout: 5\n    }\n    jetstream",
+			"      ca_file: /etc/nats/config/ca.crt\n      timeout: 5\n    }\n    jetstream", "TLS file /etc/nats/config/ca.crt is not on a mounted Secret"},
+		{"k8s nats monitoring public", "k8s/nats.yaml", "http: 127.0.0.1:8222", "http: 0.0.0.0:8222", `monitoring (http) listens on "0.0.0.0"`},
+		{"k8s nats monitoring in a Service", "k8s/nats.yaml", "      port: 6222\n      targetPort: cluster\n",
+			"      port: 6222\n      targetPort: cluster\n    - name: monitor\n      port: 8222\n", "exposes NATS monitoring"},
+		{"k8s no NetworkPolicy for nats", "k8s/networkpolicy.yaml", "  podSelector:\n    matchLabels:\n      app.kubernetes.io/name: nats\n",
+			"  podSelector:\n    matchLabels:\n      app.kubernetes.io/name: nats-old\n", "no NetworkPolicy selects the NATS pods"},
+		{"k8s NetworkPolicy admits monitoring", "k8s/networkpolicy.yaml", "        - port: client\n", "        - port: client\n        - port: 8222\n",
+			"admits the monitoring port 8222"},
+		{"k8s NetworkPolicy routes from anywhere", "k8s/networkpolicy.yaml", "    - from:\n        - podSelector:\n            matchLabels:\n              app.kubernetes.io/name: nats\n",
+			"    - from:\n        - podSelector:\n            matchLabels:\n              app.kubernetes.io/name: nats\n        - ipBlock:\n            cidr: 0.0.0.0/0\n",
+			"the route port admits more than the NATS pods"},
+		{"k8s tokend without NATS credentials", "k8s/tokend.yaml", "            - name: NATS_NKEY_SEED\n              value: /etc/tokend/nats/tokend.nk\n", "",
+			"without NATS_NKEY_SEED or NATS_CREDS"},
+		{"compose NATS port published", "compose.yaml", "      SERVER_NAME: nats-1\n    volumes:",
+			"      SERVER_NAME: nats-1\n    ports:\n      - 127.0.0.1:8222:8222\n    volumes:", "publishes port 8222"},
 		{"compose schema", "compose.yaml", "healthcheck:", "healthchek:", "healthchek"},
 		{"compose interpolation", "compose.yaml", "${ENCRYPTION_KEY:?set", "${ENCRYPTION_KEY:-set", "loads without ENCRYPTION_KEY"},
 		{"compose undefined volume", "compose.yaml", "volumes:\n  nats-1:\n", "volumes:\n", "refers to undefined volume nats-1"},

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -137,9 +138,11 @@ func assertAllStopped(t *testing.T, cmd *exec.Cmd, work string, want int) {
 // TestLoopbackScript runs loopback/run.sh --check on free ports: it builds
 // nats-server and tokend, starts a 3-node JetStream cluster and 3 tokend
 // replicas sharing one encryption key, issues tokens on replica 1, rotates
-// them on replica 2, finds the same JWKS on all three, and stops
-// everything. The test checks the outcome the script reports and that no
-// process it started is left.
+// them on replica 2, finds the same JWKS on all three, finds that every
+// NATS server refuses a connection without credentials, and stops
+// everything. The test checks the outcome the script reports, that no
+// process it started is left, and the NATS configurations it wrote with
+// deploy/lint (authorization and TLS).
 func TestLoopbackScript(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds tokend and nats-server and runs a cluster (about 15s)")
@@ -159,6 +162,7 @@ func TestLoopbackScript(t *testing.T) {
 		"check: GenerateTokens on tokend-1: family ",
 		"check: RefreshTokens on tokend-2: rotated within family ",
 		"check: JWKS identical on 3 replicas (same bytes and ETag",
+		"check: a connection without credentials is refused by the 3 servers",
 		"check: ok",
 		"loopback: stopping 6 processes",
 	} {
@@ -170,11 +174,30 @@ func TestLoopbackScript(t *testing.T) {
 		t.Errorf("encryption.key: %v, mode %v; want one file of mode 0600", err, fi.Mode())
 	}
 	assertAllStopped(t, cmd, work, 6)
+	lintLoopbackNATS(t, work)
+}
+
+// envInt returns the integer value of name in env.
+func envInt(t *testing.T, env []string, name string) int {
+	t.Helper()
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, name+"="); ok {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			return n
+		}
+	}
+	t.Fatalf("no %s in the environment", name)
+	return 0
 }
 
 // TestLoopbackScriptInterrupt runs loopback/run.sh as a person would,
-// calls every replica while it runs, then presses Ctrl-C (SIGINT): the
-// script must stop all six processes it started and exit.
+// calls every replica while it runs, checks the NATS cluster's
+// authorization with real clients (assertLoopbackNATS), then presses
+// Ctrl-C (SIGINT): the script must stop all six processes it started and
+// exit.
 func TestLoopbackScriptInterrupt(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds tokend and nats-server and runs a cluster (about 15s)")
@@ -210,6 +233,7 @@ func TestLoopbackScriptInterrupt(t *testing.T) {
 		t.Fatalf("run.sh exited before it was ready: %v\n%s", err, out.String())
 	}
 	client := &http.Client{Timeout: 10 * time.Second}
+	var fid string
 	for i := range 3 {
 		url := fmt.Sprintf("http://127.0.0.1:%d/token.v1.TokenService/GenerateTokens", base+i)
 		resp, err := client.Post(url, "application/json", strings.NewReader(`{"subject":"interrupt","client_id":"web","audience":["api"]}`))
@@ -221,7 +245,15 @@ func TestLoopbackScriptInterrupt(t *testing.T) {
 		if resp.StatusCode != http.StatusOK || !bytes.Contains(body, []byte(`"refreshToken"`)) {
 			t.Errorf("replica %d: GenerateTokens: %s %s", i+1, resp.Status, body)
 		}
+		var gen struct{ FamilyID string }
+		if err := json.Unmarshal(body, &gen); err == nil && gen.FamilyID != "" {
+			fid = gen.FamilyID
+		}
 	}
+	if fid == "" {
+		t.Fatal("no familyId from GenerateTokens")
+	}
+	assertLoopbackNATS(t, work, envInt(t, env, "NATS_CLIENT_PORT_BASE"), base, fid)
 	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}

@@ -22,12 +22,22 @@ const composeKey = "bGludC1vbmx5LWtleS1ub3QtYS1yZWFsLW9uZS0zMmI="
 // it describes.
 func lintCompose(ctx context.Context, r *report, dir string) {
 	file := filepath.Join(dir, "compose.yaml")
-	p, err := loadCompose(ctx, file, []string{"ENCRYPTION_KEY=" + composeKey})
+	// The NATS users' public nkeys, which the file must take from the
+	// environment too.
+	var natsEnv []string
+	for _, name := range []string{"TOKEND_NKEY", "SUBSCRIBER_NKEY", "FEED_ADMIN_NKEY", "SYS_NKEY"} {
+		pub, err := newPublicUserKey()
+		if err != nil {
+			r.addf(file, "nkey: %v", err)
+		}
+		natsEnv = append(natsEnv, name+"="+pub)
+	}
+	p, err := loadCompose(ctx, file, append([]string{"ENCRYPTION_KEY=" + composeKey}, natsEnv...))
 	if err != nil {
 		r.addf(file, "compose: %v", err)
 		return
 	}
-	if _, err := loadCompose(ctx, file, nil); err == nil {
+	if _, err := loadCompose(ctx, file, natsEnv); err == nil {
 		r.addf(file, "loads without ENCRYPTION_KEY in the environment: require it (${ENCRYPTION_KEY:?...})")
 	}
 
@@ -74,8 +84,12 @@ func lintCompose(ctx context.Context, r *report, dir string) {
 			}
 		}
 		checkNATSConfig(r, where, conf, env, natsExpect{
-			routeHosts: natsNames, clientPort: 4222, clusterPort: 6222, monitorPort: 8222, storeMounts: mounts,
+			routeHosts: natsNames, clientPort: 4222, clusterPort: 6222, monitorPort: natsMonitorPort, storeMounts: mounts,
+			secretMounts: composeSecretFiles(s),
 		})
+		for _, port := range s.Ports {
+			r.addf(where, "publishes port %d on the host: the NATS ports stay on the compose network", port.Target)
+		}
 	}
 	slices.Sort(serverNames)
 	if len(slices.Compact(slices.Clone(serverNames))) != len(serverNames) {
@@ -97,6 +111,13 @@ func lintCompose(ctx context.Context, r *report, dir string) {
 		if v := env["NATS_REPLICAS"]; v == nil || *v != "3" {
 			r.addf(where, "NATS_REPLICAS must be 3")
 		}
+		vars := map[string]string{}
+		for k, v := range env {
+			if v != nil {
+				vars[k] = *v
+			}
+		}
+		checkNATSClient(r, where, vars, composeSecretFiles(s))
 		for _, n := range natsNames {
 			if d, ok := s.DependsOn[n]; !ok || d.Condition != types.ServiceConditionHealthy {
 				r.addf(where, "depends_on %s: want condition service_healthy", n)
@@ -128,6 +149,23 @@ func lintCompose(ctx context.Context, r *report, dir string) {
 			}
 		}
 	}
+}
+
+// composeSecretFiles returns where the service's secrets are mounted (each
+// a file).
+func composeSecretFiles(s types.ServiceConfig) []string {
+	var out []string
+	for _, sec := range s.Secrets {
+		t := sec.Target
+		if t == "" {
+			t = sec.Source
+		}
+		if !filepath.IsAbs(t) {
+			t = "/run/secrets/" + t
+		}
+		out = append(out, t)
+	}
+	return out
 }
 
 func loadCompose(ctx context.Context, file string, env []string) (*types.Project, error) {

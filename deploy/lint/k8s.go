@@ -14,8 +14,10 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/nats-io/nkeys"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -35,6 +37,9 @@ import (
 	"k8s.io/kubernetes/pkg/apis/core"
 	_ "k8s.io/kubernetes/pkg/apis/core/install"
 	corevalidation "k8s.io/kubernetes/pkg/apis/core/validation"
+	"k8s.io/kubernetes/pkg/apis/networking"
+	_ "k8s.io/kubernetes/pkg/apis/networking/install"
+	networkingvalidation "k8s.io/kubernetes/pkg/apis/networking/validation"
 	"k8s.io/kubernetes/pkg/apis/policy"
 	_ "k8s.io/kubernetes/pkg/apis/policy/install"
 	policyvalidation "k8s.io/kubernetes/pkg/apis/policy/validation"
@@ -163,6 +168,8 @@ func validateWithAPIServer(r *report, m manifest) {
 		errs = corevalidation.ValidateServiceAccount(o)
 	case *policy.PodDisruptionBudget:
 		errs = policyvalidation.ValidatePodDisruptionBudget(o, policyvalidation.PodDisruptionBudgetValidationOptions{})
+	case *networking.NetworkPolicy:
+		errs = networkingvalidation.ValidateNetworkPolicy(o, networkingvalidation.NetworkPolicyValidationOptions{})
 	default:
 		r.addf(m.where, "lint does not validate kind %s yet: add it to deploy/lint/k8s.go", gvk.Kind)
 	}
@@ -223,8 +230,11 @@ func checkReferences(r *report, all []manifest) {
 	var workloads []workload
 	services := map[string]*corev1.Service{}
 	configMaps := map[string]*corev1.ConfigMap{}
+	var policies []manifest
 	for _, m := range all {
 		switch o := m.obj.(type) {
+		case *networkingv1.NetworkPolicy:
+			policies = append(policies, m)
 		case *appsv1.Deployment:
 			workloads = append(workloads, workload{m, o.Name, ptrOr(o.Spec.Replicas, 1), o.Spec.Selector, &o.Spec.Template, nil})
 		case *appsv1.StatefulSet:
@@ -255,7 +265,7 @@ func checkReferences(r *report, all []manifest) {
 			}
 		}
 	}
-	checkNATS(r, workloads, services, configMaps)
+	checkNATS(r, workloads, services, configMaps, policies)
 }
 
 func ptrOr(p *int32, def int32) int32 {
@@ -423,7 +433,7 @@ func checkPDB(r *report, m manifest, pdb *policyv1.PodDisruptionBudget, workload
 // checkNATS: the StatefulSet whose pods run nats-server mounts a ConfigMap
 // whose configuration nats-server accepts, clusters every pod with
 // JetStream on its volume, and every tokend's NATS_URL lists every pod.
-func checkNATS(r *report, workloads []workload, services map[string]*corev1.Service, configMaps map[string]*corev1.ConfigMap) {
+func checkNATS(r *report, workloads []workload, services map[string]*corev1.Service, configMaps map[string]*corev1.ConfigMap, policies []manifest) {
 	var nats *workload
 	var ss *appsv1.StatefulSet
 	for i, w := range workloads {
@@ -468,9 +478,18 @@ func checkNATS(r *report, workloads []workload, services map[string]*corev1.Serv
 	}
 	env := map[string]string{}
 	for _, e := range c.Env {
-		if e.ValueFrom != nil && e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.name" {
+		switch {
+		case e.ValueFrom != nil && e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.name":
 			env[e.Name] = ss.Name + "-0"
-		} else {
+		case e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil:
+			// The only values a NATS configuration takes from a Secret
+			// are users' public nkeys: stand a fresh one in.
+			pub, err := newPublicUserKey()
+			if err != nil {
+				r.addf(nats.where, "nkey for %s: %v", e.Name, err)
+			}
+			env[e.Name] = pub
+		default:
 			env[e.Name] = e.Value
 		}
 	}
@@ -481,16 +500,163 @@ func checkNATS(r *report, workloads []workload, services map[string]*corev1.Serv
 		}
 	}
 	checkNATSConfig(r, nats.where+" "+confWhere, conf, env, natsExpect{
-		routeHosts: pods, clusterPort: ports["cluster"], clientPort: ports["client"], monitorPort: ports["monitor"], storeMounts: mounts,
+		routeHosts: pods, clusterPort: ports["cluster"], clientPort: ports["client"], monitorPort: natsMonitorPort, storeMounts: mounts,
+		secretMounts: secretMounts(nats.tmpl, c),
 	})
-	for _, w := range workloads {
+	var tokend *workload
+	for i, w := range workloads {
 		for _, c := range w.tmpl.Spec.Containers {
+			var vars map[string]string
 			for _, e := range c.Env {
 				if e.Name == "NATS_URL" {
 					checkNATSURL(r, fmt.Sprintf("%s container %s", w.where, c.Name), e.Value, pods, ports["client"])
+					vars = map[string]string{}
+				}
+			}
+			if vars == nil {
+				continue
+			}
+			tokend = &workloads[i]
+			for _, e := range c.Env {
+				vars[e.Name] = e.Value
+			}
+			checkNATSClient(r, fmt.Sprintf("%s container %s", w.where, c.Name), vars, secretMounts(w.tmpl, c))
+		}
+	}
+	for _, svc := range services {
+		if len(svc.Spec.Selector) == 0 || !labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(nats.tmpl.Labels)) {
+			continue
+		}
+		for _, p := range svc.Spec.Ports {
+			if p.Port == natsMonitorPort || p.TargetPort.IntVal == natsMonitorPort || p.TargetPort.StrVal == "monitor" {
+				r.addf("Service "+svc.Name, "port %s exposes NATS monitoring (%d), which is not authenticated", p.Name, natsMonitorPort)
+			}
+		}
+	}
+	checkNetworkPolicies(r, policies, nats, tokend, ports)
+}
+
+// natsMonitorPort is where the NATS configurations serve monitoring, on
+// loopback.
+const natsMonitorPort = 8222
+
+func newPublicUserKey() (string, error) {
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		return "", err
+	}
+	return kp.PublicKey()
+}
+
+// secretMounts returns where the container mounts Secret volumes.
+func secretMounts(tmpl *corev1.PodTemplateSpec, c corev1.Container) []string {
+	secrets := map[string]bool{}
+	for _, v := range tmpl.Spec.Volumes {
+		if v.Secret != nil {
+			secrets[v.Name] = true
+		}
+	}
+	var out []string
+	for _, vm := range c.VolumeMounts {
+		if secrets[vm.Name] {
+			out = append(out, vm.MountPath)
+		}
+	}
+	return out
+}
+
+// checkNATSClient: tokend authenticates to NATS (NATS_NKEY_SEED or
+// NATS_CREDS) and verifies the servers (NATS_CA_FILE), from files on
+// mounted Secrets.
+func checkNATSClient(r *report, where string, env map[string]string, secretMounts []string) {
+	if env["NATS_NKEY_SEED"] == "" && env["NATS_CREDS"] == "" {
+		r.addf(where, "NATS_URL without NATS_NKEY_SEED or NATS_CREDS: tokend would connect to NATS without credentials")
+	}
+	if env["NATS_CA_FILE"] == "" {
+		r.addf(where, "NATS_URL without NATS_CA_FILE: tokend would not verify the servers' certificates")
+	}
+	for _, name := range []string{"NATS_NKEY_SEED", "NATS_CREDS", "NATS_CA_FILE", "NATS_CERT_FILE", "NATS_KEY_FILE"} {
+		if f := env[name]; f != "" && !slices.ContainsFunc(secretMounts, func(d string) bool { return underDir(f, d) }) {
+			r.addf(where, "%s=%s is not on a mounted Secret (%q)", name, f, secretMounts)
+		}
+	}
+}
+
+// checkNetworkPolicies: a NetworkPolicy selects the NATS pods and admits
+// only the client port from tokend (and labelled pods) and the route port
+// from NATS pods; another selects tokend's pods.
+func checkNetworkPolicies(r *report, policies []manifest, nats, tokend *workload, natsPorts map[string]int32) {
+	portNumber := func(p *intstr.IntOrString) int32 {
+		if p == nil {
+			return 0
+		}
+		if p.Type == intstr.String {
+			return natsPorts[p.StrVal]
+		}
+		return p.IntVal
+	}
+	selects := func(sel *metav1.LabelSelector, w *workload) bool {
+		s, err := metav1.LabelSelectorAsSelector(sel)
+		return err == nil && s.Matches(labels.Set(w.tmpl.Labels))
+	}
+	var natsPolicy, tokendPolicy bool
+	for _, m := range policies {
+		np := m.obj.(*networkingv1.NetworkPolicy)
+		if tokend != nil && selects(&np.Spec.PodSelector, tokend) {
+			tokendPolicy = true
+		}
+		if !selects(&np.Spec.PodSelector, nats) {
+			continue
+		}
+		if len(np.Spec.PolicyTypes) > 0 && !slices.Contains(np.Spec.PolicyTypes, networkingv1.PolicyTypeIngress) {
+			continue
+		}
+		natsPolicy = true
+		for i, rule := range np.Spec.Ingress {
+			where := fmt.Sprintf("%s ingress[%d]", m.where, i)
+			if len(rule.From) == 0 {
+				r.addf(where, "admits every source: name the pods")
+			}
+			if len(rule.Ports) == 0 {
+				r.addf(where, "admits every port of the NATS pods: name the client or cluster port")
+			}
+			for _, p := range rule.Ports {
+				switch portNumber(p.Port) {
+				case natsPorts["client"]:
+					tokendIn := false
+					for _, peer := range rule.From {
+						if peer.IPBlock != nil {
+							r.addf(where, "the client port admits an ipBlock: admit pods by label")
+						}
+						if peer.PodSelector != nil && peer.NamespaceSelector == nil && tokend != nil && selects(peer.PodSelector, tokend) {
+							tokendIn = true
+						}
+						if peer.PodSelector == nil || len(peer.PodSelector.MatchLabels)+len(peer.PodSelector.MatchExpressions) == 0 {
+							r.addf(where, "the client port admits every pod of a namespace: admit pods by label")
+						}
+					}
+					if !tokendIn {
+						r.addf(where, "the client port does not admit tokend's pods")
+					}
+				case natsPorts["cluster"]:
+					for _, peer := range rule.From {
+						if peer.IPBlock != nil || peer.NamespaceSelector != nil || peer.PodSelector == nil || !selects(peer.PodSelector, nats) {
+							r.addf(where, "the route port admits more than the NATS pods")
+						}
+					}
+				case natsMonitorPort:
+					r.addf(where, "admits the monitoring port %d", natsMonitorPort)
+				default:
+					r.addf(where, "admits port %s, which is neither the client nor the cluster port", p.Port)
 				}
 			}
 		}
+	}
+	if !natsPolicy {
+		r.addf("k8s", "no NetworkPolicy selects the NATS pods for ingress: every pod of the cluster reaches their ports")
+	}
+	if tokend != nil && !tokendPolicy {
+		r.addf("k8s", "no NetworkPolicy selects tokend's pods")
 	}
 }
 

@@ -20,9 +20,15 @@
 // Usage:
 //
 //	lint DIR
+//	lint -nats-config FILE...
 //
-// DIR is the deploy directory. Every finding is printed as "file: message";
-// the exit status is 1 if there is one, 2 on a usage error.
+// DIR is the deploy directory. The second form checks the authorization of
+// nats-server configuration files (those deploy/loopback/run.sh writes):
+// parsed by nats-server, clients authenticate (no no_auth_user), every
+// user has an nkey or permissions, TLS on the client and route ports,
+// routes authorized, monitoring on loopback. Every finding is printed as
+// "file: message"; the exit status is 1 if there is one, 2 on a usage
+// error.
 package main
 
 import (
@@ -41,8 +47,15 @@ func (r *report) addf(where, format string, args ...any) {
 }
 
 func main() {
+	if len(os.Args) > 2 && os.Args[1] == "-nats-config" {
+		r := &report{}
+		for _, f := range os.Args[2:] {
+			lintNATSFile(r, f)
+		}
+		exit(r, fmt.Sprintf("lint: the %d NATS configurations are authorized", len(os.Args)-2))
+	}
 	if len(os.Args) != 2 {
-		fmt.Fprintln(os.Stderr, "usage: lint DIR (the deploy directory)")
+		fmt.Fprintln(os.Stderr, "usage: lint DIR (the deploy directory) | lint -nats-config FILE...")
 		os.Exit(2)
 	}
 	dir := os.Args[1]
@@ -51,14 +64,20 @@ func main() {
 	lintKubernetes(r, dir)
 	lintCompose(ctx, r, dir)
 	lintDockerfile(ctx, r, dir)
+	exit(r, fmt.Sprintf("lint: %s, %s and %s are clean",
+		filepath.Join(dir, "k8s"), filepath.Join(dir, "compose.yaml"), filepath.Join(dir, "Dockerfile")))
+}
+
+// exit prints the findings and exits 1, or prints clean and exits 0.
+func exit(r *report, clean string) {
 	sort.Strings(r.findings)
 	for _, f := range r.findings {
 		fmt.Println(f)
 	}
 	if len(r.findings) > 0 {
-		fmt.Fprintf(os.Stderr, "lint: %d findings in %s\n", len(r.findings), dir)
+		fmt.Fprintf(os.Stderr, "lint: %d findings\n", len(r.findings))
 		os.Exit(1)
 	}
-	fmt.Fprintf(os.Stderr, "lint: %s, %s and %s are clean\n",
-		filepath.Join(dir, "k8s"), filepath.Join(dir, "compose.yaml"), filepath.Join(dir, "Dockerfile"))
+	fmt.Fprintln(os.Stderr, clean)
+	os.Exit(0)
 }

@@ -1,11 +1,22 @@
 package main
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
 	"os"
 	"path"
+	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 )
@@ -17,12 +28,44 @@ type natsExpect struct {
 	routeHosts                           []string
 	clusterPort, clientPort, monitorPort int32
 	storeMounts                          []string // persistent mount paths; the store must be under one
+	secretMounts                         []string // where Secrets are mounted; TLS files must be under one
 }
+
+// reTLSFile finds the files a tls block names.
+var reTLSFile = regexp.MustCompile(`(?m)^(\s*(?:cert_file|key_file|ca_file)\s*[:=]\s*)"?([^"\s]+)"?`)
 
 // checkNATSConfig parses conf as nats-server -t would (unknown fields are
 // errors), with env as the server's environment (a config refers to
-// $SERVER_NAME), and compares it with want.
+// $SERVER_NAME and the users' public nkeys), and compares it with want.
+// The certificate files a tls block names must be on a mounted Secret;
+// for the parse, which loads them, they are replaced by a throwaway pair.
+//
+// Then the authorization (issue 12: nobody appends to the log without
+// the service's identity): clients must authenticate (users, no
+// no_auth_user), every user has an nkey or permissions, the client and
+// route ports speak TLS, routes are authorized (a user, or a certificate
+// mapped or matched against the routes), and the monitoring port listens
+// on loopback only.
 func checkNATSConfig(r *report, where, conf string, env map[string]string, want natsExpect) {
+	for _, m := range reTLSFile.FindAllStringSubmatch(conf, -1) {
+		file := m[2]
+		if !slices.ContainsFunc(want.secretMounts, func(d string) bool { return underDir(file, d) }) {
+			r.addf(where, "TLS file %s is not on a mounted Secret (%q)", file, want.secretMounts)
+		}
+	}
+	if pair, err := throwawayTLS(); err != nil {
+		r.addf(where, "throwaway certificate for the parse: %v", err)
+	} else {
+		defer os.RemoveAll(pair.dir)
+		conf = reTLSFile.ReplaceAllStringFunc(conf, func(s string) string {
+			m := reTLSFile.FindStringSubmatch(s)
+			f := pair.cert
+			if strings.Contains(m[1], "key_file") {
+				f = pair.key
+			}
+			return m[1] + strconv.Quote(f)
+		})
+	}
 	for k, v := range env {
 		prev, had := os.LookupEnv(k)
 		os.Setenv(k, v)
@@ -78,4 +121,109 @@ func checkNATSConfig(r *report, where, conf string, env map[string]string, want 
 	if !underMount {
 		r.addf(where, "JetStream store_dir %q is not on a persistent volume (%q)", opts.StoreDir, want.storeMounts)
 	}
+	checkNATSAuthorization(r, where, opts)
+}
+
+// lintNATSFile checks the authorization of a configuration file as
+// nats-server reads it (its certificate files must exist).
+func lintNATSFile(r *report, file string) {
+	opts := &server.Options{CheckConfig: true}
+	if err := opts.ProcessConfigFile(file); err != nil {
+		r.addf(file, "nats-server refuses the configuration: %s", strings.TrimSpace(err.Error()))
+		return
+	}
+	checkNATSAuthorization(r, file, opts)
+}
+
+// checkNATSAuthorization: see checkNATSConfig.
+func checkNATSAuthorization(r *report, where string, opts *server.Options) {
+	if opts.NoAuthUser != "" {
+		r.addf(where, "no_auth_user %s: connections without credentials get in", opts.NoAuthUser)
+	}
+	if len(opts.Nkeys) == 0 && len(opts.Users) == 0 && opts.Username == "" && opts.Authorization == "" && len(opts.TrustedOperators) == 0 {
+		r.addf(where, "no authorization: any client connects without credentials and can append to the log (declare accounts with nkey users)")
+	}
+	if opts.Username != "" || opts.Authorization != "" {
+		r.addf(where, "a single user or token for every client: give tokend and subscribers users of their own accounts")
+	}
+	for _, u := range opts.Users {
+		if u.Permissions == nil {
+			r.addf(where, "user %s has a password and no permissions: give it permissions, or an nkey", u.Username)
+		}
+	}
+	if opts.TLSConfig == nil {
+		r.addf(where, "the client port has no TLS (a tls block with cert_file and key_file)")
+	} else if opts.AllowNonTLS {
+		r.addf(where, "allow_non_tls: clients may connect without TLS")
+	}
+	if opts.Cluster.Port != 0 {
+		if opts.Cluster.TLSConfig == nil {
+			r.addf(where, "the cluster (route) port has no TLS")
+		}
+		if opts.Cluster.Username == "" && !opts.Cluster.TLSMap && !opts.Cluster.TLSCheckKnownURLs {
+			r.addf(where, "routes are not authorized: any server that reaches the route port joins the cluster (cluster authorization, or tls verify_cert_and_check_known_urls)")
+		}
+	}
+	for _, l := range []struct {
+		name string
+		port int
+	}{{"http", opts.HTTPPort}, {"https", opts.HTTPSPort}} {
+		if l.port != 0 && !isLoopbackHost(opts.HTTPHost) {
+			r.addf(where, "monitoring (%s) listens on %q: bind it to 127.0.0.1, it is not authenticated", l.name, opts.HTTPHost)
+		}
+	}
+}
+
+func isLoopbackHost(h string) bool {
+	if h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
+}
+
+// underDir reports whether file is dir or under it.
+func underDir(file, dir string) bool {
+	f, d := path.Clean(file), path.Clean(dir)
+	return f == d || strings.HasPrefix(f, d+"/")
+}
+
+type tlsPair struct{ dir, cert, key string }
+
+// throwawayTLS writes a self-signed certificate and its key, which stands
+// for every certificate and CA file of a configuration while it is parsed.
+func throwawayTLS() (tlsPair, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tlsPair{}, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "lint"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, DNSNames: []string{"lint"},
+		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return tlsPair{}, err
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return tlsPair{}, err
+	}
+	dir, err := os.MkdirTemp("", "lint-tls-")
+	if err != nil {
+		return tlsPair{}, err
+	}
+	p := tlsPair{dir: dir, cert: filepath.Join(dir, "cert.pem"), key: filepath.Join(dir, "key.pem")}
+	if err := os.WriteFile(p.cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		os.RemoveAll(dir)
+		return tlsPair{}, err
+	}
+	if err := os.WriteFile(p.key, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		os.RemoveAll(dir)
+		return tlsPair{}, err
+	}
+	return p, nil
 }

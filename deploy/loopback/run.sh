@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Runs a 3-node NATS JetStream cluster and 3 tokend replicas on loopback,
 # without containers, until Ctrl-C or SIGTERM; then stops every process it
-# started (by PID) and exits.
+# started (by PID) and exits. The cluster is configured as deploy/k8s and
+# deploy/compose.yaml configure theirs: accounts (TOKENS for tokend,
+# SUBSCRIBERS for resource servers, SYS), users by nkey only, no anonymous
+# user, TLS on the client and route ports (routes authenticated by their
+# certificate), monitoring on 127.0.0.1.
 #
 #   deploy/loopback/run.sh            run until interrupted (make cluster)
 #   deploy/loopback/run.sh --check    start, check the cluster with curl, stop; exit 0 or 1
@@ -20,7 +24,9 @@
 # every replica.
 # The encryption key is generated once into WORK_DIR/encryption.key and
 # given to every replica (they must share it: it seals the signing keys in
-# the log and keys the DPoP nonces).
+# the log and keys the DPoP nonces). A throwaway CA and the servers'
+# certificate (openssl) go to WORK_DIR/tls, the users' nkey seeds
+# (deploy/loopback/natstool) to WORK_DIR/nkeys, each made once.
 set -euo pipefail
 
 die() { echo "loopback: $*" >&2; exit 1; }
@@ -33,7 +39,7 @@ case "${1:-}" in
 esac
 go=${GO:-go}
 command -v "$go" >/dev/null || die "$go (Go 1.26) is required"
-for tool in curl jq; do
+for tool in curl jq openssl; do
 	command -v "$tool" >/dev/null || die "$tool is required (Debian: apt-get install $tool)"
 done
 
@@ -110,9 +116,10 @@ wait_http() {
 	done
 }
 
-echo "loopback: building nats-server and tokend into $work/bin" >&2
+echo "loopback: building nats-server, tokend and natstool into $work/bin" >&2
 "$go" build -o "$work/bin/nats-server" github.com/nats-io/nats-server/v2
 "$go" build -o "$work/bin/tokend" ./cmd/tokend
+"$go" build -o "$work/bin/natstool" ./deploy/loopback/natstool
 
 if [[ ! -s "$work/encryption.key" ]]; then
 	(umask 077 && head -c 32 /dev/urandom | base64 >"$work/encryption.key")
@@ -121,10 +128,119 @@ fi
 key=$(<"$work/encryption.key")
 : >"$work/pids"
 
+# accounts_conf prints the accounts, the same as deploy/k8s/nats.yaml's
+# (see deploy/README.md, "NATS accounts"): TOKENS holds the log and only
+# tokend's user; it exports to SUBSCRIBERS only consumer creation on the
+# log with the feed's three filters in the subject (revocations and key
+# events), flow control and the feed's deliveries, as eventlog.Accounts
+# does for the embedded server. SUBSCRIBERS holds the feed stream
+# TOKENS_FEED (which its admin creates) and users who can only read it.
+# Nobody connects without an nkey: there is no no_auth_user.
+accounts_conf() {
+	local create='$JS.API.CONSUMER.CREATE.TOKENS.*' f
+	local filters=("token.family.*.revoked" "token.subject.*.revoked" "token.key.>")
+	cat <<EOF
+system_account: SYS
+accounts {
+  SYS {
+    users: [ { nkey: $sys_nkey } ]
+  }
+  TOKENS {
+    jetstream: enabled
+    users: [
+      {
+        nkey: $tokend_nkey
+        permissions {
+          publish { allow: ["token.>", "\$JS.API.>", "\$KV.TOKEN_FAMILIES.>", "\$JS.ACK.>", "\$JS.FC.>", "_INBOX.>"] }
+          subscribe { allow: ["_INBOX.>", "token.>", "\$KV.TOKEN_FAMILIES.>"] }
+        }
+      }
+    ]
+    exports: [
+EOF
+	for f in "${filters[@]}"; do
+		echo "      { service: \"$create.$f\", response_type: stream, accounts: [SUBSCRIBERS] }"
+	done
+	cat <<EOF
+      { service: "\$JS.FC.>", accounts: [SUBSCRIBERS] }
+      { stream: "_TOKEND.FEED.>", accounts: [SUBSCRIBERS] }
+    ]
+  }
+  SUBSCRIBERS {
+    jetstream { max_streams: 1, max_consumers: 1000 }
+    users: [
+      {
+        nkey: $subscriber_nkey
+        permissions {
+          publish { allow: [
+            "\$JS.API.INFO", "\$JS.API.STREAM.NAMES", "\$JS.API.STREAM.LIST",
+            "\$JS.API.STREAM.INFO.TOKENS_FEED", "\$JS.API.STREAM.MSG.GET.TOKENS_FEED",
+            "\$JS.API.DIRECT.GET.TOKENS_FEED", "\$JS.API.DIRECT.GET.TOKENS_FEED.>",
+            "\$JS.API.CONSUMER.CREATE.TOKENS_FEED", "\$JS.API.CONSUMER.*.TOKENS_FEED", "\$JS.API.CONSUMER.*.TOKENS_FEED.>",
+            "\$JS.API.CONSUMER.MSG.NEXT.TOKENS_FEED.*", "\$JS.API.CONSUMER.DURABLE.CREATE.TOKENS_FEED.*",
+            "\$JS.ACK.TOKENS_FEED.>", "\$JS.FC.TOKENS_FEED.>", "\$JS.FC.*.*.TOKENS_FEED.>"
+          ] }
+          subscribe { allow: ["_INBOX.>"] }
+        }
+      }
+      {
+        nkey: $feed_admin_nkey
+        permissions {
+          publish { allow: ["\$JS.API.INFO", "\$JS.API.STREAM.CREATE.TOKENS_FEED", "\$JS.API.STREAM.UPDATE.TOKENS_FEED", "\$JS.API.STREAM.INFO.TOKENS_FEED"] }
+          subscribe { allow: ["_INBOX.>"] }
+        }
+      }
+    ]
+    imports: [
+EOF
+	for f in "${filters[@]}"; do
+		echo "      { service: { account: TOKENS, subject: \"$create.$f\" }, to: \"_TOKEND.API.CONSUMER.CREATE.TOKENS.*.$f\" }"
+	done
+	cat <<EOF
+      { service: { account: TOKENS, subject: "\$JS.FC.>" } }
+      { stream: { account: TOKENS, subject: "_TOKEND.FEED.>" } }
+    ]
+  }
+}
+EOF
+}
+
+# A throwaway CA and one certificate for the three servers, valid for
+# localhost and 127.0.0.1, for clients (tokend verifies it with
+# NATS_CA_FILE) and for routes, which present it as a client certificate:
+# a route is admitted only with a certificate of this CA whose DNS name is
+# a host of the configured routes (verify_cert_and_check_known_urls), so
+# the routes name localhost, not 127.0.0.1.
+tls=$work/tls
+if [[ ! -s $tls/server.pem ]] || ! openssl x509 -checkend 86400 -noout -in "$tls/server.pem" >/dev/null 2>&1; then
+	mkdir -p "$tls"
+	(
+		umask 077
+		openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+			-subj "/CN=tokend loopback NATS CA" -keyout "$tls/ca.key" -out "$tls/ca.pem" \
+			-addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
+		openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+			-subj "/CN=localhost" -keyout "$tls/server.key" -out "$tls/server.csr"
+		printf '%s\n' "basicConstraints=critical,CA:FALSE" "keyUsage=critical,digitalSignature" \
+			"extendedKeyUsage=serverAuth,clientAuth" "subjectAltName=DNS:localhost,IP:127.0.0.1" >"$tls/server.ext"
+		openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" -CAcreateserial \
+			-days 30 -extfile "$tls/server.ext" -out "$tls/server.pem"
+	) >/dev/null 2>"$work/openssl.log" || die "openssl failed: $(cat "$work/openssl.log")"
+	echo "loopback: generated a CA and the servers' certificate in $tls" >&2
+fi
+
+# The users, by nkey: tokend (account TOKENS), a subscriber and the
+# feed's admin (account SUBSCRIBERS), an operator of the system account.
+nkeys=$work/nkeys
+tokend_nkey=$("$work/bin/natstool" nkey "$nkeys" tokend)
+subscriber_nkey=$("$work/bin/natstool" nkey "$nkeys" subscriber)
+feed_admin_nkey=$("$work/bin/natstool" nkey "$nkeys" feed-admin)
+sys_nkey=$("$work/bin/natstool" nkey "$nkeys" sys)
+
 routes=""
 urls=""
 for ((i = 1; i <= n; i++)); do
-	routes+="    nats-route://127.0.0.1:$((cluster_base + i - 1))"$'\n'
+	routes+="    nats-route://localhost:$((cluster_base + i - 1))"$'\n'
 	urls+="${urls:+,}nats://127.0.0.1:$((client_base + i - 1))"
 done
 for ((i = 1; i <= n; i++)); do
@@ -134,15 +250,29 @@ for ((i = 1; i <= n; i++)); do
 server_name: loopback-$i
 listen: 127.0.0.1:$((client_base + i - 1))
 http: 127.0.0.1:$((monitor_base + i - 1))
+tls {
+  cert_file: "$tls/server.pem"
+  key_file: "$tls/server.key"
+  ca_file: "$tls/ca.pem"
+  timeout: 5
+}
 jetstream {
   store_dir: "$work/nats-$i"
 }
 cluster {
   name: tokend-loopback
   listen: 127.0.0.1:$((cluster_base + i - 1))
+  tls {
+    cert_file: "$tls/server.pem"
+    key_file: "$tls/server.key"
+    ca_file: "$tls/ca.pem"
+    verify_cert_and_check_known_urls: true
+    timeout: 5
+  }
   routes: [
 $routes  ]
 }
+$(accounts_conf)
 EOF
 	"$work/bin/nats-server" -t -c "$work/nats-$i.conf" >/dev/null 2>&1 ||
 		die "nats-server refuses $work/nats-$i.conf: $("$work/bin/nats-server" -t -c "$work/nats-$i.conf" 2>&1)"
@@ -170,7 +300,8 @@ done
 
 start_tokend() {
 	start "tokend-$1" "$work/tokend-$1.log" env HOST=127.0.0.1 PORT=$((tokend_base + $1 - 1)) \
-		NATS_URL="$urls" NATS_REPLICAS=3 ENCRYPTION_KEY="$key" DATA_DIR="$work/tokend-$1" \
+		NATS_URL="$urls" NATS_REPLICAS=3 NATS_NKEY_SEED="$nkeys/tokend.nk" NATS_CA_FILE="$tls/ca.pem" \
+		ENCRYPTION_KEY="$key" DATA_DIR="$work/tokend-$1" \
 		"$work/bin/tokend"
 }
 # tokend-1 creates the stream before the others start: replicas that race
@@ -189,7 +320,8 @@ echo "loopback: ready in ${SECONDS}s"
 for ((i = 1; i <= n; i++)); do
 	echo "  tokend-$i  http://127.0.0.1:$((tokend_base + i - 1))   nats-$i  nats://127.0.0.1:$((client_base + i - 1))  (monitor http://127.0.0.1:$((monitor_base + i - 1)))"
 done
-echo "  NATS_URL=$urls"
+echo "  NATS_URL=$urls NATS_CA_FILE=$tls/ca.pem"
+echo "  nkey seeds: $nkeys/tokend.nk (account TOKENS), subscriber.nk and feed-admin.nk (SUBSCRIBERS), sys.nk (SYS)"
 echo "  logs and state: $work"
 
 # rpc PORT METHOD JSON calls a TokenService method with the Connect protocol
@@ -210,7 +342,7 @@ rpc() {
 fail() { echo "check: FAIL: $*"; exit 1; }
 
 run_check() {
-	local p1=$tokend_base p2=$((tokend_base + 1)) gen ref rt fid rt2 kid jwks etag first first_etag i
+	local p1=$tokend_base p2=$((tokend_base + 1)) gen ref rt fid rt2 kid jwks etag first first_etag i out
 	gen=$(rpc "$p1" GenerateTokens '{"subject":"loopback-check","client_id":"web","audience":["api"],"scopes":["openid","profile"]}') ||
 		fail "GenerateTokens on tokend-1"
 	rt=$(jq -er .refreshToken <<<"$gen") || fail "GenerateTokens: no refreshToken in $gen"
@@ -241,6 +373,13 @@ run_check() {
 		fi
 	done
 	echo "check: JWKS identical on $n replicas (same bytes and ETag $first_etag; $(jq '.keys | length' <<<"$first") keys, the signing key $kid among them)"
+	# Nobody appends to the log without tokend's nkey: a connection
+	# without credentials is refused by every server.
+	for ((i = 1; i <= n; i++)); do
+		out=$("$work/bin/natstool" anonymous "nats://127.0.0.1:$((client_base + i - 1))" "$tls/ca.pem" "token.family.anonymous.issued") ||
+			fail "nats-$i: $out"
+	done
+	echo "check: a connection without credentials is refused by the $n servers ($out)"
 	echo "check: ok"
 }
 
