@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"strings"
 	"time"
 
 	"connectrpc.com/connect"
@@ -378,31 +377,13 @@ type peerCertificate struct {
 }
 
 // withPeerCertificate records the identity of the verified client
-// certificate of cs, if any: its URI SAN (SPIFFE IDs have exactly one), or
-// else its subject CN. Only chains the server verified count.
+// certificate of cs, if any (CertificateIdentity). Only chains the server
+// verified count.
 func withPeerCertificate(ctx context.Context, cs *tls.ConnectionState) context.Context {
 	if len(cs.VerifiedChains) == 0 || len(cs.VerifiedChains[0]) == 0 {
 		return ctx
 	}
-	leaf := cs.VerifiedChains[0][0]
 	var pc peerCertificate
-	switch len(leaf.URIs) {
-	case 0:
-		pc.identity = leaf.Subject.CommonName
-		switch {
-		case pc.identity == "":
-			pc.err = fmt.Errorf("%w: client certificate without URI SAN or CN", ErrUnknownCredential)
-		case strings.Contains(pc.identity, ":"):
-			// URI SANs and CNs share the policy's identity table: a CN
-			// that looks like a URI would pass for the SAN identity of
-			// another workload (CN=spiffe://…/admin).
-			pc.err = fmt.Errorf("%w: client certificate CN %q looks like a URI; put the identity in a URI SAN", ErrUnknownCredential, pc.identity)
-			pc.identity = ""
-		}
-	case 1:
-		pc.identity = leaf.URIs[0].String()
-	default:
-		pc.err = fmt.Errorf("%w: client certificate with %d URI SANs", ErrUnknownCredential, len(leaf.URIs))
-	}
+	pc.identity, pc.err = CertificateIdentity(cs.VerifiedChains[0][0])
 	return context.WithValue(ctx, peerKey{}, pc)
 }
