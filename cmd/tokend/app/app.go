@@ -255,6 +255,12 @@ func (m *Main) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if len(cfg.DPoPTokenEndpoints) == 0 {
+		// RFC 9449 §4.3 check 9 (htu) is then left undone for token
+		// requests: a proof made for another server's token endpoint,
+		// with the same key, is accepted here.
+		m.Logger.Warn("DPOP_TOKEN_ENDPOINTS is not set: DPoP proofs of token requests are accepted for any http_uri; set it to the absolute URIs of your token endpoints so that a proof made for another server is refused")
+	}
 	m.handler = rpc.New(rpc.Config{
 		Issuer: m.Issuer, DPoP: m.DPoP, Keys: m.Set, KeyAdmin: m.Keyring, Revocations: m.Set, TokenEndpoints: cfg.DPoPTokenEndpoints, Projections: m.Set,
 		Families: m.Families, Feed: revocationFeed{m: m}, Metrics: m.Metrics, Logger: m.Logger,
