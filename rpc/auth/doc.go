@@ -75,5 +75,9 @@
 // Connect and gRPC-Web share the port; CertReloader replaces the
 // certificate when its files change, keeping the previous one if the new
 // pair does not load. IsLoopback supports the rule that authentication may
-// be disabled (Config.Disabled, AUTH_MODE=none) only on loopback.
+// be disabled (Config.Disabled, AUTH_MODE=none) only on loopback: the name
+// "localhost" counts only when it resolves to loopback addresses alone.
+// With authentication disabled the middleware serves only requests whose
+// Host header is a loopback name or address (LoopbackHost), against DNS
+// rebinding.
 package auth

@@ -22,6 +22,10 @@ var (
 	ErrClientNotAllowed = errors.New("auth: client_id not allowed for this caller")
 	// ErrRateLimited means the caller exceeded its rate limit.
 	ErrRateLimited = errors.New("auth: rate limit exceeded")
+	// ErrNotLoopbackHost means a request, with authentication disabled,
+	// is addressed to a Host that is not a loopback name or address: a
+	// web page whose name was rebound to 127.0.0.1 (DNS rebinding).
+	ErrNotLoopbackHost = errors.New("auth: Host is not a loopback name or address")
 	// ErrInvalidPolicy wraps every error in a policy file.
 	ErrInvalidPolicy = errors.New("auth: invalid policy")
 )

@@ -56,7 +56,11 @@ type Config struct {
 	// Disabled turns authentication, authorization and rate limits off
 	// (AUTH_MODE=none): every call is allowed as an identity of KindNone.
 	// Security: only for a service that listens on loopback (IsLoopback);
-	// the caller enforces that and logs a warning.
+	// the caller enforces that and logs a warning. The middleware then
+	// refuses a request whose Host header is not a loopback name or
+	// address (LoopbackHost, ErrNotLoopbackHost), so that a web page whose
+	// name an attacker rebinds to 127.0.0.1 cannot call the service from a
+	// developer's browser (DNS rebinding).
 	Disabled bool
 	// PublicPaths are HTTP paths, besides /.well-known/jwks.json, /healthz,
 	// /readyz and the gRPC health check, that anyone may call, for example
@@ -211,10 +215,6 @@ func (g *Guard) Middleware(next http.Handler) http.Handler {
 		if r.TLS != nil {
 			ctx = withPeerCertificate(ctx, r.TLS)
 		}
-		if g.disabled {
-			next.ServeHTTP(w, r.WithContext(NewContext(ctx, Identity{Kind: KindNone})))
-			return
-		}
 		path := r.URL.Path
 		rl, isRPC := g.procedures[path]
 		if !isRPC {
@@ -222,6 +222,17 @@ func (g *Guard) Middleware(next http.Handler) http.Handler {
 			if rl, ok = g.paths[path]; !ok {
 				path = UnknownPath
 			}
+		}
+		if g.disabled {
+			if !LoopbackHost(r.Host) {
+				// A page of a foreign name rebound to 127.0.0.1 reaches
+				// the port from the victim's browser: it would call every
+				// RPC unauthenticated.
+				g.refuseHTTP(w, r, path, ReasonPermissionDenied, fmt.Errorf("%w: %q", ErrNotLoopbackHost, r.Host), Identity{Kind: KindNone})
+				return
+			}
+			next.ServeHTTP(w, r.WithContext(NewContext(ctx, Identity{Kind: KindNone})))
+			return
 		}
 		if rl.public {
 			next.ServeHTTP(w, r.WithContext(ctx))
@@ -356,6 +367,9 @@ func refusal(err error) error {
 		code, oauth, desc = connect.CodeUnauthenticated, "invalid_client", "invalid credential"
 	case errors.Is(err, ErrClientNotAllowed):
 		code, oauth, desc = connect.CodePermissionDenied, "unauthorized_client", "client_id not allowed for this caller"
+	case errors.Is(err, ErrNotLoopbackHost):
+		code, oauth, desc = connect.CodePermissionDenied, "invalid_request",
+			"authentication is disabled (AUTH_MODE=none), so only requests addressed to localhost, 127.0.0.1 or [::1] are served; the Host of this one is not (DNS rebinding protection)"
 	case errors.Is(err, ErrRateLimited):
 		code, oauth, desc = connect.CodeResourceExhausted, "temporarily_unavailable", "rate limit exceeded"
 	default:
