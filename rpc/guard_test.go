@@ -34,7 +34,7 @@ func TestGuard(t *testing.T) {
 		t.Fatal(err)
 	}
 	policyFile := filepath.Join(dir, "policy.yaml")
-	if err := os.WriteFile(policyFile, []byte("api_keys:\n  "+issuerEntry.Line()+"\n  "+rsEntry.Line()+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(policyFile, []byte("api_keys:\n  "+issuerEntry.Line()+"\n  "+rsEntry.Line()+"\n"+auth.EndMarker+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.DiscardHandler)

@@ -33,6 +33,14 @@
 // strict (unknown fields are errors) and bounded (1 MiB, 10,000 entries).
 // A file that does not parse never replaces the policy in force.
 //
+// A policy file is whole only when its last line is EndMarker ("# end"),
+// which appears nowhere else in it (CheckComplete); otherwise it is
+// refused at start, on SIGHUP and by Watch alike. A file read while being
+// written is a prefix of the intended one, and a prefix of YAML can parse
+// to a weaker policy (an entry cut before client_ids or expires admits any
+// client, forever): no proper prefix of a whole file ends with its one
+// marker line, so a truncated file is never applied.
+//
 // The table of roles (rules.go) is the whole authorization policy:
 //
 //	issuer           GenerateTokens, RefreshTokens (client_id checked),

@@ -28,4 +28,8 @@ var (
 	ErrNotLoopbackHost = errors.New("auth: Host is not a loopback name or address")
 	// ErrInvalidPolicy wraps every error in a policy file.
 	ErrInvalidPolicy = errors.New("auth: invalid policy")
+	// ErrIncompletePolicy means a policy file whose last line is not
+	// EndMarker: cut short, still being written, or without the marker.
+	// It comes wrapped with ErrInvalidPolicy.
+	ErrIncompletePolicy = errors.New("auth: incomplete policy file")
 )

@@ -161,6 +161,7 @@ func writePolicy(t *testing.T, path string, entries map[string]string, extra str
 		fmt.Fprintf(&b, "  - name: %s\n    sha256: %s\n%s", name, e.SHA256, fields)
 	}
 	b.WriteString(extra)
+	b.WriteString(auth.EndMarker + "\n")
 	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -680,7 +681,7 @@ func TestPolicyReload(t *testing.T) {
 	if err := validateDPoP(ctx, fresh); err != nil {
 		t.Fatalf("new key: %v", err)
 	}
-	if err := os.WriteFile(path, []byte("api_keys:\n  - name: x\n    sha256: zz\n"), 0o600); err != nil {
+	if err := os.WriteFile(path, []byte("api_keys:\n  - name: x\n    sha256: zz\n"+auth.EndMarker+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if err := e.policy.Reload(); !errors.Is(err, auth.ErrInvalidPolicy) {

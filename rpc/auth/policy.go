@@ -33,8 +33,36 @@ const (
 // with bursts of 1000.
 func DefaultRateLimit() RateLimit { return RateLimit{PerSecond: 500, Burst: 1000} }
 
+// EndMarker is the line that must end every policy file, and appear
+// nowhere else in it (see CheckComplete).
+const EndMarker = "# end"
+
+// CheckComplete returns nil if data is a whole policy file: its last
+// non-blank line is EndMarker, and no earlier line is. A file read while
+// it is being written (in place, or by a tool that streams it) is a
+// prefix of the intended content, and a prefix of a YAML document is
+// often a valid, weaker one (an entry cut before its client_ids or
+// expires admits any client, forever). Every prefix of a complete file
+// lacks its one marker line, so only a whole file is ever applied. The
+// marker is a YAML comment, so the file stays YAML (and a JSON document
+// followed by the line is YAML too). It returns an error wrapping
+// ErrIncompletePolicy and ErrInvalidPolicy otherwise.
+func CheckComplete(data []byte) error {
+	lines := strings.Split(strings.TrimRight(string(data), " \t\r\n"), "\n")
+	for i, l := range lines {
+		if strings.TrimRight(l, " \t\r") != EndMarker {
+			continue
+		}
+		if i != len(lines)-1 {
+			return fmt.Errorf("%w: %w: %q on line %d, before the last line", ErrInvalidPolicy, ErrIncompletePolicy, EndMarker, i+1)
+		}
+		return nil
+	}
+	return fmt.Errorf("%w: %w: the last line is not %q (the file is being written, was cut short, or lacks the marker)", ErrInvalidPolicy, ErrIncompletePolicy, EndMarker)
+}
+
 // PolicyFile is the format of the policy file (YAML; JSON is YAML too).
-// Unknown fields are errors.
+// Unknown fields are errors. The file's last line must be EndMarker.
 //
 //	default_rate_limit: {per_second: 500, burst: 1000}  # optional
 //	api_keys:
@@ -49,6 +77,7 @@ func DefaultRateLimit() RateLimit { return RateLimit{PerSecond: 500, Burst: 1000
 //	    name: login-frontend-mtls
 //	    roles: [issuer]
 //	    client_ids: [web]
+//	# end
 type PolicyFile struct {
 	DefaultRateLimit *RateLimit    `yaml:"default_rate_limit,omitempty" json:"default_rate_limit,omitempty"`
 	APIKeys          []APIKeyEntry `yaml:"api_keys,omitempty" json:"api_keys,omitempty"`
@@ -121,8 +150,8 @@ type apiKey struct {
 	id      Identity
 }
 
-// ParsePolicy parses and validates a policy file. Every error wraps
-// ErrInvalidPolicy and names the entry at fault.
+// ParsePolicy parses and validates a whole policy file (CheckComplete).
+// Every error wraps ErrInvalidPolicy and names the entry at fault.
 func ParsePolicy(data []byte) (*PolicyFile, error) {
 	_, f, err := parsePolicy(data)
 	return f, err
@@ -131,6 +160,9 @@ func ParsePolicy(data []byte) (*PolicyFile, error) {
 func parsePolicy(data []byte) (*policy, *PolicyFile, error) {
 	if len(data) > maxPolicyBytes {
 		return nil, nil, fmt.Errorf("%w: larger than %d bytes", ErrInvalidPolicy, maxPolicyBytes)
+	}
+	if err := CheckComplete(data); err != nil {
+		return nil, nil, err
 	}
 	var f PolicyFile
 	dec := yaml.NewDecoder(bytes.NewReader(data))
@@ -331,13 +363,6 @@ func (p *Policy) reload(force bool) (news bool, err error) {
 		return news, fmt.Errorf("auth: policy file: %w", err)
 	}
 	p.lastErr = ""
-	if len(data) == 0 && !force {
-		// A file rewritten in place is empty between the truncation and
-		// the write; an empty file is a valid policy that admits no one,
-		// so it would lock every caller out until the next change. Watch
-		// waits for content; Reload (SIGHUP) applies an empty file.
-		return false, nil
-	}
 	sum := sha256.Sum256(data)
 	news = sum != p.lastSeen
 	p.lastSeen = sum
@@ -367,9 +392,10 @@ func countKeys(p *policy) int {
 // policy stays in force. Watch reads and hashes the whole file each time:
 // that catches every kind of replacement (rename, symlink swap of a
 // mounted secret, in-place write within one mtime tick) at the cost of
-// reading a few KB. An empty file is not applied by Watch (it is what a
-// file being rewritten in place looks like for a moment); Reload applies
-// it. It returns ctx's error when ctx ends.
+// reading a few KB. A file that does not end with EndMarker is not
+// applied (CheckComplete): it is what a file being written looks like for
+// a moment, and it is reported once, like any bad content. It returns
+// ctx's error when ctx ends.
 func (p *Policy) Watch(ctx context.Context, interval time.Duration) error {
 	return poll(ctx, interval, func() {
 		if news, err := p.reload(false); err != nil && news {

@@ -53,7 +53,7 @@ func TestAPIKeyNew(t *testing.T) {
 			line = l
 		}
 	}
-	f, err := auth.ParsePolicy([]byte("api_keys:\n" + line + "\n"))
+	f, err := auth.ParsePolicy([]byte("api_keys:\n" + line + "\n" + auth.EndMarker + "\n"))
 	if err != nil || len(f.APIKeys) != 1 || f.APIKeys[0].SHA256 != auth.HashAPIKey(key) {
 		t.Fatalf("printed entry %q for key %q: %v", line, key, err)
 	}

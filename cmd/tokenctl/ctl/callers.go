@@ -150,14 +150,14 @@ func (o *options) apikeyNew(name string, roles, clientIDs []string, expires stri
 	}
 	entry.ClientIDs, entry.Expires = clientIDs, expires
 	// The entry must be one the policy accepts as it will be written.
-	if _, err := auth.ParsePolicy([]byte("api_keys:\n" + entry.Line() + "\n")); err != nil {
+	if _, err := auth.ParsePolicy([]byte("api_keys:\n" + entry.Line() + "\n" + auth.EndMarker + "\n")); err != nil {
 		return err
 	}
 	if o.json {
 		return json.NewEncoder(o.stdout).Encode(map[string]any{"key": key, "entry": entry})
 	}
 	_, err = fmt.Fprintf(o.stdout, "# The key, for the caller only (tokend keeps its SHA-256, never the key):\n%s\n\n"+
-		"# Append under api_keys: in AUTH_POLICY_FILE (tokend reloads it by itself):\n%s\n", key, entry.Line())
+		"# Add under api_keys: in AUTH_POLICY_FILE, above its last line %q (tokend reloads it by itself):\n%s\n", key, auth.EndMarker, entry.Line())
 	return err
 }
 

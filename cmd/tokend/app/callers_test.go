@@ -25,6 +25,7 @@ import (
 	"github.com/auth-platform/tokenservice/projections/subscriber"
 	tokenv1 "github.com/auth-platform/tokenservice/proto/token/v1"
 	"github.com/auth-platform/tokenservice/proto/token/v1/tokenv1connect"
+	"github.com/auth-platform/tokenservice/rpc/auth"
 	"github.com/auth-platform/tokenservice/rpc/auth/authtest"
 )
 
@@ -328,7 +329,7 @@ func TestPolicyReload(t *testing.T) {
 	if err := introspect("orders-api"); connect.CodeOf(err) != connect.CodeUnauthenticated {
 		t.Fatalf("a key replaced in the file: %v, want unauthenticated", err)
 	}
-	if err := os.WriteFile(s.policy, []byte("api_keys:\n  - name: broken\n    roles: [root]\n"), 0o600); err != nil {
+	if err := os.WriteFile(s.policy, []byte("api_keys:\n  - name: broken\n    roles: [root]\n"+auth.EndMarker+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "the broken file reported", func() bool { return strings.Contains(s.logs.String(), "caller policy not reloaded") })
