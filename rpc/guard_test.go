@@ -9,10 +9,14 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
 
+	"github.com/auth-platform/tokenservice/issuer"
+	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
 	tokenv1 "github.com/auth-platform/tokenservice/proto/token/v1"
 	"github.com/auth-platform/tokenservice/proto/token/v1/tokenv1connect"
 	"github.com/auth-platform/tokenservice/rpc"
@@ -135,4 +139,140 @@ func TestGuard(t *testing.T) {
 		seriesKey("token_service_tokens_issued_total", "token_type", "Bearer", "algorithm", "ES256"): 1,
 		latencyCount(procGenerate): 1,
 	})
+}
+
+// TestWatchEndsWhenCallerWithdrawn: a WatchRevocations stream ends as
+// soon as its caller is no longer admitted: its key removed from the
+// policy (unauthenticated), its role taken away (permission_denied), or
+// its key expired (unauthenticated); the stream of a caller the policy
+// still admits goes on and receives revocations.
+func TestWatchEndsWhenCallerWithdrawn(t *testing.T) {
+	dir := t.TempDir()
+	keys := map[string]string{}
+	entries := map[string]auth.APIKeyEntry{}
+	for _, name := range []string{"kept", "removed", "demoted", "expiring"} {
+		key, e, err := auth.GenerateAPIKey(rand.Reader, name, auth.RoleResourceServer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys[name], entries[name] = key, e
+	}
+	expiring := entries["expiring"]
+	expiring.Expires = time.Now().Add(3 * time.Second).UTC().Format(time.RFC3339Nano)
+	entries["expiring"] = expiring
+	policyFile := filepath.Join(dir, "policy.yaml")
+	write := func(names ...string) {
+		t.Helper()
+		var b strings.Builder
+		b.WriteString("api_keys:\n")
+		for _, n := range names {
+			e := entries[n]
+			if n == "demoted" && len(names) < 4 {
+				e.Roles = []auth.Role{auth.RoleIssuer}
+			}
+			b.WriteString("  " + e.Line() + "\n")
+		}
+		b.WriteString(auth.EndMarker + "\n")
+		if err := os.WriteFile(policyFile, []byte(b.String()), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("kept", "removed", "demoted", "expiring")
+	log := slog.New(slog.DiscardHandler)
+	pol, err := auth.LoadPolicy(policyFile, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newServerWith(t, false, func(c *rpc.Config) {
+		g, err := auth.New(auth.Config{Policy: pol, Observer: c.Metrics, Logger: log})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Guard = g
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	type watch struct {
+		revocations chan *tokenv1.Revocation
+		ended       chan error
+	}
+	open := func(name string) watch {
+		t.Helper()
+		req := connect.NewRequest(&tokenv1.WatchRevocationsRequest{})
+		req.Header().Set("Authorization", "Bearer "+keys[name])
+		stream, err := s.client.WatchRevocations(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := watch{revocations: make(chan *tokenv1.Revocation, 16), ended: make(chan error, 1)}
+		subscribed := make(chan struct{})
+		go func() {
+			defer stream.Close()
+			first := true
+			for stream.Receive() {
+				if stream.Msg().GetHeartbeat() != nil {
+					if first {
+						first = false
+						close(subscribed)
+					}
+					continue
+				}
+				w.revocations <- stream.Msg().GetRevocation()
+			}
+			w.ended <- stream.Err()
+		}()
+		select {
+		case <-subscribed:
+		case err := <-w.ended:
+			t.Fatalf("%s: stream ended before it was subscribed: %v", name, err)
+		case <-ctx.Done():
+			t.Fatalf("%s: no heartbeat", name)
+		}
+		return w
+	}
+	watches := map[string]watch{}
+	for _, name := range []string{"kept", "removed", "demoted", "expiring"} {
+		watches[name] = open(name)
+	}
+	ends := func(name string, want connect.Code) {
+		t.Helper()
+		select {
+		case err := <-watches[name].ended:
+			if connect.CodeOf(err) != want {
+				t.Fatalf("%s: stream ended with %v, want %v", name, err, want)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("%s: stream still open", name)
+		}
+	}
+	write("kept", "demoted", "expiring")
+	if err := pol.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	ends("removed", connect.CodeUnauthenticated)
+	ends("demoted", connect.CodePermissionDenied)
+	ends("expiring", connect.CodeUnauthenticated)
+	// The caller the policy still admits keeps its stream.
+	select {
+	case err := <-watches["kept"].ended:
+		t.Fatalf("kept: stream ended: %v", err)
+	default:
+	}
+	gen, err := s.env.Issuer.Generate(ctx, issuer.GenerateRequest{Subject: "erin", ClientID: "web", Audience: []string{"api"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.env.Issuer.RevokeFamily(ctx, gen.FamilyID, eventsv1.RevocationReason_REVOCATION_REASON_CLIENT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-watches["kept"].revocations:
+		if r.GetFamilyId() != gen.FamilyID {
+			t.Fatalf("kept: revocation of %s, want %s", r.GetFamilyId(), gen.FamilyID)
+		}
+	case err := <-watches["kept"].ended:
+		t.Fatalf("kept: stream ended: %v", err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("kept: no revocation")
+	}
 }

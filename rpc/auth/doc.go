@@ -41,6 +41,12 @@
 // client, forever): no proper prefix of a whole file ends with its one
 // marker line, so a truncated file is never applied.
 //
+// A stream outlives the check made when it began, so the interceptor
+// checks a streaming caller again each time the policy is replaced and
+// when its credential (API key or client certificate) expires, and ends
+// the stream with a refusal wrapping ErrCallerWithdrawn once the caller
+// would no longer be admitted.
+//
 // The table of roles (rules.go) is the whole authorization policy:
 //
 //	issuer           GenerateTokens, RefreshTokens (client_id checked),

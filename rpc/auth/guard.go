@@ -163,12 +163,94 @@ func (i interceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) con
 	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
 		// The request message is not read yet: rules that depend on it
 		// give their strictest answer.
-		ctx, err := i.g.check(ctx, conn.Spec().Procedure, conn.RequestHeader(), conn.Peer().Addr, nil)
+		procedure, peer := conn.Spec().Procedure, conn.Peer().Addr
+		ctx, err := i.g.check(ctx, procedure, conn.RequestHeader(), peer, nil)
 		if err != nil {
 			return err
 		}
-		return next(ctx, conn)
+		bound, stop := i.g.bindCaller(ctx, procedure, conn.RequestHeader())
+		defer stop()
+		err = next(bound, conn)
+		if cause := context.Cause(bound); errors.Is(cause, ErrCallerWithdrawn) {
+			id, _ := FromContext(ctx)
+			reason := ReasonUnauthenticated
+			if errors.Is(cause, ErrPermissionDenied) {
+				reason = ReasonPermissionDenied
+			}
+			return i.g.refuse(ctx, procedure, reason, cause, id, peer)
+		}
+		return err
 	}
+}
+
+// bindCaller returns a context for a stream of the authenticated caller
+// of ctx that ends, with a cause wrapping ErrCallerWithdrawn, as soon as
+// the caller would no longer be admitted to procedure: checked again each
+// time the policy is replaced and when its credential expires. A stream
+// outlives the check made when it began; without this, a key removed from
+// the policy, or expired, would keep its streams for as long as the
+// client holds them. stop must be called when the stream ends.
+func (g *Guard) bindCaller(ctx context.Context, procedure string, header http.Header) (context.Context, func()) {
+	id, ok := FromContext(ctx)
+	if g.disabled || !ok || id.Kind == KindNone {
+		return ctx, func() {}
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			pol := g.policy.current()
+			again, err := g.admits(ctx, pol, procedure, header, id)
+			if err != nil {
+				cancel(fmt.Errorf("%w: %w", ErrCallerWithdrawn, err))
+				return
+			}
+			if !g.awaitChange(ctx, pol, again.Expires) {
+				return
+			}
+		}
+	}()
+	return ctx, func() {
+		cancel(nil)
+		<-done
+	}
+}
+
+// awaitChange waits until pol is replaced or expires passes (zero:
+// never), and reports false if ctx ended first.
+func (g *Guard) awaitChange(ctx context.Context, pol *policy, expires time.Time) bool {
+	var expiry <-chan time.Time
+	if !expires.IsZero() {
+		t := time.NewTimer(expires.Sub(g.now()))
+		defer t.Stop()
+		expiry = t.C
+	}
+	select {
+	case <-ctx.Done():
+		return false
+	case <-pol.replaced:
+	case <-expiry:
+	}
+	return true
+}
+
+// admits returns the caller as pol admits it now to procedure with the
+// credential of header (and of ctx's certificate), or an error if pol no
+// longer does: the same identity as when the call began (id), unexpired,
+// with a role that may call procedure.
+func (g *Guard) admits(ctx context.Context, pol *policy, procedure string, header http.Header, id Identity) (Identity, error) {
+	again, err := g.authenticateWith(ctx, pol, header)
+	if err != nil {
+		return again, err
+	}
+	if again.Actor() != id.Actor() {
+		return again, fmt.Errorf("%w: the credential now names %q", ErrUnknownCredential, again.Actor())
+	}
+	if r, known := g.procedures[procedure]; !known || !hasAny(again, r.rolesFor(nil)) {
+		return again, ErrPermissionDenied
+	}
+	return again, nil
 }
 
 // check enforces the policy on one call and returns the context of the
@@ -264,7 +346,10 @@ func (g *Guard) Middleware(next http.Handler) http.Handler {
 // caller behind a mesh that terminates mTLS for it still names itself. A
 // presented credential that fails is never replaced by the other one.
 func (g *Guard) authenticate(ctx context.Context, header http.Header) (Identity, error) {
-	pol := g.policy.current()
+	return g.authenticateWith(ctx, g.policy.current(), header)
+}
+
+func (g *Guard) authenticateWith(ctx context.Context, pol *policy, header http.Header) (Identity, error) {
 	if hs := header.Values("Authorization"); len(hs) > 0 {
 		if len(hs) > 1 {
 			return Identity{}, fmt.Errorf("%w: several Authorization headers", ErrUnknownCredential)
@@ -286,6 +371,11 @@ func (g *Guard) authenticate(ctx context.Context, header http.Header) (Identity,
 		if !ok {
 			return Identity{Kind: KindMTLS, Subject: pc.identity}, fmt.Errorf("%w: certificate identity not in the policy", ErrUnknownCredential)
 		}
+		if !g.now().Before(pc.notAfter) {
+			// Verified at the handshake; a long stream outlives it.
+			return id, fmt.Errorf("%w: client certificate expired", ErrExpiredCredential)
+		}
+		id.Expires = pc.notAfter
 		return id, nil
 	}
 	return Identity{}, ErrNoCredential
@@ -387,6 +477,7 @@ type peerKey struct{}
 // peerCertificate is the identity of a verified client certificate.
 type peerCertificate struct {
 	identity string
+	notAfter time.Time
 	err      error
 }
 
@@ -398,6 +489,8 @@ func withPeerCertificate(ctx context.Context, cs *tls.ConnectionState) context.C
 		return ctx
 	}
 	var pc peerCertificate
-	pc.identity, pc.err = CertificateIdentity(cs.VerifiedChains[0][0])
+	leaf := cs.VerifiedChains[0][0]
+	pc.identity, pc.err = CertificateIdentity(leaf)
+	pc.notAfter = leaf.NotAfter
 	return context.WithValue(ctx, peerKey{}, pc)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 )
 
 // Role is a set of procedures a caller may call (see the rules table).
@@ -62,6 +63,9 @@ type Identity struct {
 	// RateLimit is the caller's own rate limit; nil means the policy's
 	// default.
 	RateLimit *RateLimit
+	// Expires is when the credential stops working: the API key's expiry,
+	// or the client certificate's NotAfter; zero means never.
+	Expires time.Time
 }
 
 // Actor returns how the identity is recorded on the events it causes

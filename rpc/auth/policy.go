@@ -138,7 +138,8 @@ func (r *RateLimit) validate() error {
 // policy is one parsed, validated version of the policy file. It is never
 // modified after parsing.
 type policy struct {
-	hash         [32]byte // of the file's bytes
+	hash         [32]byte      // of the file's bytes
+	replaced     chan struct{} // closed when a newer policy replaces this one
 	defaultLimit RateLimit
 	keys         map[uint64][]apiKey // by the first 8 bytes of the key hash
 	mtls         map[string]Identity // by certificate identity
@@ -176,7 +177,7 @@ func parsePolicy(data []byte) (*policy, *PolicyFile, error) {
 	if n := len(f.APIKeys) + len(f.MTLS); n > maxPolicyEntries {
 		return nil, nil, bad("%d entries, at most %d", n, maxPolicyEntries)
 	}
-	p := &policy{hash: sha256.Sum256(data), defaultLimit: DefaultRateLimit(), keys: map[uint64][]apiKey{}, mtls: map[string]Identity{}}
+	p := &policy{hash: sha256.Sum256(data), replaced: make(chan struct{}), defaultLimit: DefaultRateLimit(), keys: map[uint64][]apiKey{}, mtls: map[string]Identity{}}
 	if f.DefaultRateLimit != nil {
 		if err := f.DefaultRateLimit.validate(); err != nil {
 			return nil, nil, bad("default_rate_limit: %v", err)
@@ -213,6 +214,7 @@ func parsePolicy(data []byte) (*policy, *PolicyFile, error) {
 		if k.id, err = entryIdentity(KindAPIKey, e.Name, e.Name, e.Roles, e.ClientIDs, e.RateLimit); err != nil {
 			return nil, nil, bad("%s: %v", where, err)
 		}
+		k.id.Expires = k.expires
 		p.keys[prefix] = append(p.keys[prefix], k)
 	}
 	for i, e := range f.MTLS {
@@ -373,7 +375,9 @@ func (p *Policy) reload(force bool) (news bool, err error) {
 	if err != nil {
 		return true, fmt.Errorf("%s: %w", p.path, err)
 	}
-	p.cur.Store(parsed)
+	// Streams of callers bound to the previous policy check their caller
+	// again (Guard.bindCaller).
+	close(p.cur.Swap(parsed).replaced)
 	p.log.Info("caller policy reloaded", "file", p.path, "api_keys", countKeys(parsed), "mtls_identities", len(parsed.mtls))
 	return true, nil
 }
