@@ -138,6 +138,9 @@ type GenerateRequest struct {
 	Audience []string
 	Scopes   []string
 	Extra    *structpb.Struct
+	// AllowedClaims are the authorization claims (ClaimAuthorization)
+	// Extra may set: those the caller's policy grants. Default none.
+	AllowedClaims []string
 	// DPoPJKT binds the family to a DPoP key (RFC 9449 §5), if set.
 	DPoPJKT string
 }
@@ -173,7 +176,9 @@ const (
 )
 
 // Generate starts a family and returns its first tokens. Errors:
-// ErrInvalidRequest for a malformed request; others are server errors.
+// ErrInvalidRequest for a malformed request (ErrClaimNotAllowed for an
+// authorization claim in Extra that AllowedClaims does not list); others
+// are server errors.
 func (i *Issuer) Generate(ctx context.Context, req GenerateRequest) (Tokens, error) {
 	if err := checkText("subject", req.Subject, MaxSubjectLen); err != nil {
 		return Tokens{}, err
@@ -188,7 +193,7 @@ func (i *Issuer) Generate(ctx context.Context, req GenerateRequest) (Tokens, err
 	if err != nil {
 		return Tokens{}, err
 	}
-	if err := checkExtraClaims(req.Extra); err != nil {
+	if err := checkExtraClaims(req.Extra, req.AllowedClaims); err != nil {
 		return Tokens{}, err
 	}
 	if req.DPoPJKT != "" && !eventlog.ValidToken(req.DPoPJKT) {

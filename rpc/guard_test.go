@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/auth-platform/tokenservice/issuer"
 	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
@@ -274,5 +275,54 @@ func TestWatchEndsWhenCallerWithdrawn(t *testing.T) {
 		t.Fatalf("kept: stream ended: %v", err)
 	case <-time.After(20 * time.Second):
 		t.Fatal("kept: no revocation")
+	}
+}
+
+// TestExtraClaimsFromPolicy: GenerateTokens sets an authorization claim
+// (roles) through extra_claims only for a caller whose policy entry lists
+// it under extra_claims; another issuer is refused with invalid_request.
+func TestExtraClaimsFromPolicy(t *testing.T) {
+	dir := t.TempDir()
+	grantedKey, granted, err := auth.GenerateAPIKey(rand.Reader, "granted", auth.RoleIssuer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	granted.ExtraClaims = []string{"roles"}
+	plainKey, plain, err := auth.GenerateAPIKey(rand.Reader, "plain", auth.RoleIssuer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	policyFile := filepath.Join(dir, "policy.yaml")
+	if err := os.WriteFile(policyFile, []byte("api_keys:\n  "+granted.Line()+"\n  "+plain.Line()+"\n"+auth.EndMarker+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.DiscardHandler)
+	pol, err := auth.LoadPolicy(policyFile, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newServerWith(t, false, func(c *rpc.Config) {
+		g, err := auth.New(auth.Config{Policy: pol, Logger: log})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Guard = g
+	})
+	roles, err := structpb.NewStruct(map[string]any{"roles": []any{"admin"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	generate := func(key string) error {
+		req := connect.NewRequest(&tokenv1.GenerateTokensRequest{Subject: "frank", ClientId: "web", Audience: []string{"api"}, ExtraClaims: roles})
+		req.Header().Set("Authorization", "Bearer "+key)
+		_, err := s.client.GenerateTokens(context.Background(), req)
+		return err
+	}
+	if err := generate(grantedKey); err != nil {
+		t.Fatalf("a caller allowed roles: %v", err)
+	}
+	err = generate(plainKey)
+	if code, oauth := oauthCode(t, err); code != connect.CodeInvalidArgument || oauth != "invalid_request" {
+		t.Fatalf("a caller not allowed roles: %v", err)
 	}
 }

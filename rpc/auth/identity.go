@@ -63,6 +63,9 @@ type Identity struct {
 	// RateLimit is the caller's own rate limit; nil means the policy's
 	// default.
 	RateLimit *RateLimit
+	// ExtraClaims are the authorization claims the caller may set through
+	// extra_claims (the policy entry's extra_claims); empty means none.
+	ExtraClaims []string
 	// Expires is when the credential stops working: the API key's expiry,
 	// or the client certificate's NotAfter; zero means never.
 	Expires time.Time

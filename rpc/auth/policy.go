@@ -26,6 +26,7 @@ const (
 	maxIdentityLen   = 1024
 	maxClientIDLen   = 128
 	maxClientIDs     = 1000
+	maxExtraClaims   = 64
 )
 
 // DefaultRateLimit returns the rate limit of a caller when neither its
@@ -72,6 +73,7 @@ func CheckComplete(data []byte) error {
 //	    client_ids: [web, ios]            # optional; absent: any client_id
 //	    expires: "2027-01-01T00:00:00Z"   # optional, RFC 3339
 //	    rate_limit: {per_second: 2000, burst: 4000}  # optional
+//	    extra_claims: [roles, groups]     # optional: authorization claims it may set
 //	mtls:
 //	  - identity: spiffe://example.org/ns/auth/sa/login
 //	    name: login-frontend-mtls
@@ -101,6 +103,10 @@ type APIKeyEntry struct {
 	Expires string `yaml:"expires,omitempty" json:"expires,omitempty"`
 	// RateLimit, if set, replaces the default rate limit for this caller.
 	RateLimit *RateLimit `yaml:"rate_limit,omitempty" json:"rate_limit,omitempty"`
+	// ExtraClaims, if set, are the authorization claims (roles, groups,
+	// act, …: issuer.ClassifyClaim) the caller may set through
+	// GenerateTokens' extra_claims. Default none: such a claim is refused.
+	ExtraClaims []string `yaml:"extra_claims,omitempty" json:"extra_claims,omitempty"`
 }
 
 // MTLSEntry admits the holder of a client certificate with one identity.
@@ -109,10 +115,11 @@ type MTLSEntry struct {
 	// subject CN when it has no URI SAN; unique.
 	Identity string `yaml:"identity" json:"identity"`
 	// Name names the entry in logs; the actor is "mtls:<identity>".
-	Name      string     `yaml:"name" json:"name"`
-	Roles     []Role     `yaml:"roles" json:"roles"`
-	ClientIDs []string   `yaml:"client_ids,omitempty" json:"client_ids,omitempty"`
-	RateLimit *RateLimit `yaml:"rate_limit,omitempty" json:"rate_limit,omitempty"`
+	Name        string     `yaml:"name" json:"name"`
+	Roles       []Role     `yaml:"roles" json:"roles"`
+	ClientIDs   []string   `yaml:"client_ids,omitempty" json:"client_ids,omitempty"`
+	RateLimit   *RateLimit `yaml:"rate_limit,omitempty" json:"rate_limit,omitempty"`
+	ExtraClaims []string   `yaml:"extra_claims,omitempty" json:"extra_claims,omitempty"`
 }
 
 // RateLimit is a token bucket: PerSecond calls per second on average, Burst
@@ -211,7 +218,7 @@ func parsePolicy(data []byte) (*policy, *PolicyFile, error) {
 				return nil, nil, bad("%s: expires must be an RFC 3339 time", where)
 			}
 		}
-		if k.id, err = entryIdentity(KindAPIKey, e.Name, e.Name, e.Roles, e.ClientIDs, e.RateLimit); err != nil {
+		if k.id, err = entryIdentity(KindAPIKey, e.Name, e.Name, e.Roles, e.ClientIDs, e.ExtraClaims, e.RateLimit); err != nil {
 			return nil, nil, bad("%s: %v", where, err)
 		}
 		k.id.Expires = k.expires
@@ -228,7 +235,7 @@ func parsePolicy(data []byte) (*policy, *PolicyFile, error) {
 		if err := validName(e.Name); err != nil {
 			return nil, nil, bad("%s: name %v", where, err)
 		}
-		id, err := entryIdentity(KindMTLS, e.Name, e.Identity, e.Roles, e.ClientIDs, e.RateLimit)
+		id, err := entryIdentity(KindMTLS, e.Name, e.Identity, e.Roles, e.ClientIDs, e.ExtraClaims, e.RateLimit)
 		if err != nil {
 			return nil, nil, bad("%s: %v", where, err)
 		}
@@ -237,7 +244,7 @@ func parsePolicy(data []byte) (*policy, *PolicyFile, error) {
 	return p, &f, nil
 }
 
-func entryIdentity(kind Kind, name, subject string, roles []Role, clientIDs []string, limit *RateLimit) (Identity, error) {
+func entryIdentity(kind Kind, name, subject string, roles []Role, clientIDs, extraClaims []string, limit *RateLimit) (Identity, error) {
 	if len(roles) == 0 {
 		return Identity{}, errors.New("no roles")
 	}
@@ -254,10 +261,18 @@ func entryIdentity(kind Kind, name, subject string, roles []Role, clientIDs []st
 			return Identity{}, fmt.Errorf("client_id %q must be 1 to %d bytes", c, maxClientIDLen)
 		}
 	}
+	if len(extraClaims) > maxExtraClaims {
+		return Identity{}, fmt.Errorf("more than %d extra_claims", maxExtraClaims)
+	}
+	for _, c := range extraClaims {
+		if c == "" || len(c) > maxNameLen {
+			return Identity{}, fmt.Errorf("extra_claims name %q must be 1 to %d bytes", c, maxNameLen)
+		}
+	}
 	if err := limit.validate(); err != nil {
 		return Identity{}, err
 	}
-	return Identity{Kind: kind, Name: name, Subject: subject, Roles: roles, ClientIDs: clientIDs, RateLimit: limit}, nil
+	return Identity{Kind: kind, Name: name, Subject: subject, Roles: roles, ClientIDs: clientIDs, ExtraClaims: extraClaims, RateLimit: limit}, nil
 }
 
 // validName accepts what can be written as is in a log line and in the
