@@ -84,3 +84,26 @@ func TestClassifyClaim(t *testing.T) {
 		}
 	}
 }
+
+func TestAudienceAcceptable(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		aud     []string
+		want    string
+		allowed []string
+		ok      bool
+	}{
+		{"no expectation, no restriction", []string{"a"}, "", nil, true},
+		{"expected, held", []string{"a", "b"}, "b", nil, true},
+		{"expected, not held", []string{"a"}, "b", nil, false},
+		{"restricted, shared", []string{"a", "b"}, "", []string{"b", "c"}, true},
+		{"restricted, not shared", []string{"a"}, "", []string{"b"}, false},
+		{"restricted, expected within", []string{"a", "b"}, "b", []string{"b"}, true},
+		{"restricted, expected outside the restriction", []string{"a", "b"}, "a", []string{"b"}, false},
+		{"token without audience, restricted", nil, "", []string{"b"}, false},
+	} {
+		if got := issuer.AudienceAcceptable(tc.aud, tc.want, tc.allowed); got != tc.ok {
+			t.Errorf("%s: AudienceAcceptable(%v, %q, %v) = %v, want %v", tc.name, tc.aud, tc.want, tc.allowed, got, tc.ok)
+		}
+	}
+}

@@ -16,12 +16,14 @@ import (
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/auth-platform/tokenservice/dpop/dpoptest"
 	"github.com/auth-platform/tokenservice/issuer"
 	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
 	tokenv1 "github.com/auth-platform/tokenservice/proto/token/v1"
 	"github.com/auth-platform/tokenservice/proto/token/v1/tokenv1connect"
 	"github.com/auth-platform/tokenservice/rpc"
 	"github.com/auth-platform/tokenservice/rpc/auth"
+	"github.com/auth-platform/tokenservice/signing"
 )
 
 // TestGuard: with a Guard, every refusal (by the middleware or by the
@@ -324,5 +326,107 @@ func TestExtraClaimsFromPolicy(t *testing.T) {
 	err = generate(plainKey)
 	if code, oauth := oauthCode(t, err); code != connect.CodeInvalidArgument || oauth != "invalid_request" {
 		t.Fatalf("a caller not allowed roles: %v", err)
+	}
+}
+
+// TestAudiences: a resource server restricted to some audiences in the
+// policy, or naming the audience it serves, introspects a token for
+// another audience as {"active":false} and has ValidateDPoP refuse it as
+// invalid_token (RFC 7662 §4); tokens for its audience are answered in
+// full.
+func TestAudiences(t *testing.T) {
+	dir := t.TempDir()
+	ordersKey, orders, err := auth.GenerateAPIKey(rand.Reader, "orders", auth.RoleResourceServer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	orders.Audiences = []string{"orders"}
+	anyKey, anyRS, err := auth.GenerateAPIKey(rand.Reader, "any", auth.RoleResourceServer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	policyFile := filepath.Join(dir, "policy.yaml")
+	if err := os.WriteFile(policyFile, []byte("api_keys:\n  "+orders.Line()+"\n  "+anyRS.Line()+"\n"+auth.EndMarker+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.DiscardHandler)
+	pol, err := auth.LoadPolicy(policyFile, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newServerWith(t, false, func(c *rpc.Config) {
+		g, err := auth.New(auth.Config{Policy: pol, Logger: log})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Guard = g
+	})
+	ctx := context.Background()
+	gen := func(aud string) issuer.Tokens {
+		tok, err := s.env.Issuer.Generate(ctx, issuer.GenerateRequest{Subject: "hana", ClientID: "web", Audience: []string{aud}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	forOrders, forBilling := gen("orders"), gen("billing")
+	introspect := func(key, tok, aud string) *tokenv1.IntrospectTokenResponse {
+		t.Helper()
+		req := connect.NewRequest(&tokenv1.IntrospectTokenRequest{Token: tok, Audience: aud})
+		req.Header().Set("Authorization", "Bearer "+key)
+		resp, err := s.client.IntrospectToken(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.Msg
+	}
+	for _, tc := range []struct {
+		name       string
+		key, token string
+		audience   string
+		active     bool
+	}{
+		{"restricted, its audience", ordersKey, forOrders.AccessToken, "", true},
+		{"restricted, its audience named", ordersKey, forOrders.AccessToken, "orders", true},
+		{"restricted, another audience", ordersKey, forBilling.AccessToken, "", false},
+		{"restricted, another audience named", ordersKey, forBilling.AccessToken, "billing", false},
+		{"restricted, refresh token of another audience", ordersKey, forBilling.RefreshToken, "", false},
+		{"restricted, refresh token of its audience", ordersKey, forOrders.RefreshToken, "", true},
+		{"unrestricted", anyKey, forBilling.AccessToken, "", true},
+		{"unrestricted, names the token's audience", anyKey, forBilling.AccessToken, "billing", true},
+		{"unrestricted, names another audience", anyKey, forBilling.AccessToken, "orders", false},
+		{"unrestricted, refresh token, names another audience", anyKey, forBilling.RefreshToken, "orders", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := introspect(tc.key, tc.token, tc.audience)
+			if r.GetActive() != tc.active {
+				t.Fatalf("active %v, want %v", r.GetActive(), tc.active)
+			}
+			if !tc.active && (r.GetSub() != "" || len(r.GetAud()) != 0 || r.GetClientId() != "") {
+				t.Fatalf("an inactive answer discloses %v", r)
+			}
+		})
+	}
+	k := dpoptest.NewKey(signing.ES256)
+	const rs = "https://orders.example.com/v1"
+	validate := func(key, tok, aud string) *tokenv1.ValidateDPoPResponse {
+		t.Helper()
+		proof := k.Proof("GET", rs, s.env.Clock.Now(), func(p *dpoptest.Parts) { p.Claims["ath"] = dpoptest.ATH(tok) })
+		req := connect.NewRequest(&tokenv1.ValidateDPoPRequest{Proof: proof, HttpMethod: "GET", HttpUri: rs, AccessToken: tok, Audience: aud})
+		req.Header().Set("Authorization", "Bearer "+key)
+		resp, err := s.client.ValidateDPoP(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.Msg
+	}
+	if r := validate(ordersKey, forOrders.AccessToken, "orders"); !r.GetValid() {
+		t.Fatalf("ValidateDPoP of a token for the caller's audience: %s %s", r.GetError(), r.GetErrorDescription())
+	}
+	if r := validate(ordersKey, forBilling.AccessToken, ""); r.GetValid() || r.GetError() != "invalid_token" {
+		t.Fatalf("ValidateDPoP of a token for another audience (restricted caller): valid %v %q", r.GetValid(), r.GetError())
+	}
+	if r := validate(anyKey, forBilling.AccessToken, "orders"); r.GetValid() || r.GetError() != "invalid_token" {
+		t.Fatalf("ValidateDPoP of a token for another audience (named): valid %v %q", r.GetValid(), r.GetError())
 	}
 }

@@ -26,8 +26,10 @@
 // The policy file (LoadPolicy, reloaded by Policy.Reload on SIGHUP or by
 // Policy.Watch when its content changes) lists API keys and certificate
 // identities, each with a name, roles, optional client_ids it may mint
-// tokens for, an optional expiry (keys) and an optional rate limit; see
-// PolicyFile. It is YAML, because the module already depends on a YAML
+// tokens for, optional extra_claims (authorization claims it may set),
+// optional audiences (the only token audiences a resource server may
+// validate or introspect, RFC 7662 §4), an optional expiry (keys) and
+// an optional rate limit; see PolicyFile. It is YAML, because the module already depends on a YAML
 // parser, because operators edit the file by hand and want comments, and
 // because JSON is YAML: a generated JSON file loads too. Decoding is
 // strict (unknown fields are errors) and bounded (1 MiB, 10,000 entries).

@@ -66,6 +66,9 @@ type Identity struct {
 	// ExtraClaims are the authorization claims the caller may set through
 	// extra_claims (the policy entry's extra_claims); empty means none.
 	ExtraClaims []string
+	// Audiences are the token audiences a resource server may validate
+	// and introspect tokens for; empty means any.
+	Audiences []string
 	// Expires is when the credential stops working: the API key's expiry,
 	// or the client certificate's NotAfter; zero means never.
 	Expires time.Time

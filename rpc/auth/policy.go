@@ -27,6 +27,7 @@ const (
 	maxClientIDLen   = 128
 	maxClientIDs     = 1000
 	maxExtraClaims   = 64
+	maxAudienceLen   = 255
 )
 
 // DefaultRateLimit returns the rate limit of a caller when neither its
@@ -74,6 +75,10 @@ func CheckComplete(data []byte) error {
 //	    expires: "2027-01-01T00:00:00Z"   # optional, RFC 3339
 //	    rate_limit: {per_second: 2000, burst: 4000}  # optional
 //	    extra_claims: [roles, groups]     # optional: authorization claims it may set
+//	  - name: orders-api
+//	    sha256: 60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752
+//	    roles: [resource-server]
+//	    audiences: [orders]               # optional; absent: any audience
 //	mtls:
 //	  - identity: spiffe://example.org/ns/auth/sa/login
 //	    name: login-frontend-mtls
@@ -107,6 +112,10 @@ type APIKeyEntry struct {
 	// act, …: issuer.ClassifyClaim) the caller may set through
 	// GenerateTokens' extra_claims. Default none: such a claim is refused.
 	ExtraClaims []string `yaml:"extra_claims,omitempty" json:"extra_claims,omitempty"`
+	// Audiences, if set, are the only token audiences a resource server
+	// may validate or introspect tokens for: a token for none of them is
+	// invalid (ValidateDPoP) or inactive (IntrospectToken), RFC 7662 §4.
+	Audiences []string `yaml:"audiences,omitempty" json:"audiences,omitempty"`
 }
 
 // MTLSEntry admits the holder of a client certificate with one identity.
@@ -120,6 +129,7 @@ type MTLSEntry struct {
 	ClientIDs   []string   `yaml:"client_ids,omitempty" json:"client_ids,omitempty"`
 	RateLimit   *RateLimit `yaml:"rate_limit,omitempty" json:"rate_limit,omitempty"`
 	ExtraClaims []string   `yaml:"extra_claims,omitempty" json:"extra_claims,omitempty"`
+	Audiences   []string   `yaml:"audiences,omitempty" json:"audiences,omitempty"`
 }
 
 // RateLimit is a token bucket: PerSecond calls per second on average, Burst
@@ -218,7 +228,7 @@ func parsePolicy(data []byte) (*policy, *PolicyFile, error) {
 				return nil, nil, bad("%s: expires must be an RFC 3339 time", where)
 			}
 		}
-		if k.id, err = entryIdentity(KindAPIKey, e.Name, e.Name, e.Roles, e.ClientIDs, e.ExtraClaims, e.RateLimit); err != nil {
+		if k.id, err = entryIdentity(KindAPIKey, e.Name, e.Name, e.Roles, e.ClientIDs, e.ExtraClaims, e.Audiences, e.RateLimit); err != nil {
 			return nil, nil, bad("%s: %v", where, err)
 		}
 		k.id.Expires = k.expires
@@ -235,7 +245,7 @@ func parsePolicy(data []byte) (*policy, *PolicyFile, error) {
 		if err := validName(e.Name); err != nil {
 			return nil, nil, bad("%s: name %v", where, err)
 		}
-		id, err := entryIdentity(KindMTLS, e.Name, e.Identity, e.Roles, e.ClientIDs, e.ExtraClaims, e.RateLimit)
+		id, err := entryIdentity(KindMTLS, e.Name, e.Identity, e.Roles, e.ClientIDs, e.ExtraClaims, e.Audiences, e.RateLimit)
 		if err != nil {
 			return nil, nil, bad("%s: %v", where, err)
 		}
@@ -244,7 +254,7 @@ func parsePolicy(data []byte) (*policy, *PolicyFile, error) {
 	return p, &f, nil
 }
 
-func entryIdentity(kind Kind, name, subject string, roles []Role, clientIDs, extraClaims []string, limit *RateLimit) (Identity, error) {
+func entryIdentity(kind Kind, name, subject string, roles []Role, clientIDs, extraClaims, audiences []string, limit *RateLimit) (Identity, error) {
 	if len(roles) == 0 {
 		return Identity{}, errors.New("no roles")
 	}
@@ -269,10 +279,18 @@ func entryIdentity(kind Kind, name, subject string, roles []Role, clientIDs, ext
 			return Identity{}, fmt.Errorf("extra_claims name %q must be 1 to %d bytes", c, maxNameLen)
 		}
 	}
+	if len(audiences) > maxClientIDs {
+		return Identity{}, fmt.Errorf("more than %d audiences", maxClientIDs)
+	}
+	for _, a := range audiences {
+		if a == "" || len(a) > maxAudienceLen {
+			return Identity{}, fmt.Errorf("audience %q must be 1 to %d bytes", a, maxAudienceLen)
+		}
+	}
 	if err := limit.validate(); err != nil {
 		return Identity{}, err
 	}
-	return Identity{Kind: kind, Name: name, Subject: subject, Roles: roles, ClientIDs: clientIDs, ExtraClaims: extraClaims, RateLimit: limit}, nil
+	return Identity{Kind: kind, Name: name, Subject: subject, Roles: roles, ClientIDs: clientIDs, ExtraClaims: extraClaims, Audiences: audiences, RateLimit: limit}, nil
 }
 
 // validName accepts what can be written as is in a log line and in the

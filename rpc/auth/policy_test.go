@@ -59,6 +59,8 @@ mtls:
 		{"zero burst", "default_rate_limit: {per_second: 1, burst: 0}\n", auth.ErrInvalidPolicy},
 		{"extra_claims", "api_keys:\n  - {name: k, sha256: " + hashA + ", roles: [issuer], extra_claims: [roles, groups]}\n", nil},
 		{"empty extra claim", "api_keys:\n  - {name: k, sha256: " + hashA + ", roles: [issuer], extra_claims: [\"\"]}\n", auth.ErrInvalidPolicy},
+		{"audiences", "api_keys:\n  - {name: k, sha256: " + hashA + ", roles: [resource-server], audiences: [orders, billing]}\n", nil},
+		{"empty audience", "mtls:\n  - {identity: a, name: a, roles: [resource-server], audiences: [\"\"]}\n", auth.ErrInvalidPolicy},
 		{"empty client_id", "api_keys:\n  - {name: k, sha256: " + hashA + ", roles: [issuer], client_ids: [\"\"]}\n", auth.ErrInvalidPolicy},
 		{"duplicate identity", "mtls:\n  - {identity: a, name: a, roles: [admin]}\n  - {identity: a, name: b, roles: [admin]}\n", auth.ErrInvalidPolicy},
 		{"identity with control character", "mtls:\n  - {identity: \"a\\nb\", name: a, roles: [admin]}\n", auth.ErrInvalidPolicy},
