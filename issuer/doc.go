@@ -25,10 +25,14 @@
 //   - A refresh that lost a race to a concurrent rotation of the same token
 //     is refused without revoking (it was not a replay: the token was
 //     current when it was read), or inside the grace window gets the
-//     winner's response.
+//     winner's response if no one had it yet.
 //   - Grace window: the immediately previous token, presented again within
 //     it (with the same DPoP key if the family is bound), returns the same
-//     successor response, not a new sibling. The response is sealed
+//     successor response, not a new sibling, once: handing it out appends
+//     a record marking it used, with compare-and-set on the grace subject,
+//     and a further presentation of that token is a replay (the family is
+//     revoked, reason reuse), so a stolen spent Bearer token cannot fetch
+//     the live session again and again. The response is sealed
 //     (AES-256-GCM) on token.grace.<fid>.<grace ID> with a TTL of the
 //     window, written before the rotation, and honoured only if the family
 //     state names that grace ID.

@@ -28,6 +28,10 @@ var (
 	// key.
 	ErrInvalidDPoPProof = errors.New(CodeInvalidDPoPProof)
 
+	// ErrClaimNotAllowed: extra_claims set an authorization claim
+	// (ClaimAuthorization) that the caller may not set.
+	ErrClaimNotAllowed = fmt.Errorf("%w: extra_claims may not set this authorization claim for this caller", ErrInvalidRequest)
+
 	// ErrMalformedToken: the refresh token does not have the form
 	// "<22 chars>.<43 chars>" of base64url.
 	ErrMalformedToken = fmt.Errorf("%w: malformed refresh token", ErrInvalidGrant)

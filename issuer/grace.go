@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/auth-platform/tokenservice/eventlog"
 	"github.com/auth-platform/tokenservice/projections"
@@ -39,6 +40,7 @@ func (i *Issuer) writeGrace(ctx context.Context, fid string, t Tokens) (string, 
 	if err != nil {
 		return "", err
 	}
+	// The grace ID is new: the record is the first on its subject.
 	subject := i.subj.Grace(fid, gid)
 	if _, err := i.log.Append(ctx, eventlog.Event{
 		Subject: subject, Type: projections.TypeGrace, Data: data, TTL: i.cfg.Grace + graceTTLMargin,
@@ -53,12 +55,20 @@ func (i *Issuer) writeGrace(ctx context.Context, fid string, t Tokens) (string, 
 // revoked, since the client may be honest.
 var errGraceMissing = fmt.Errorf("%w: refresh token already rotated", ErrInvalidGrant)
 
+// errGraceUsed: the successor was already handed out to a presentation of
+// the spent token. Refresh treats the presentation as reuse.
+var errGraceUsed = errors.New("issuer: grace successor already handed out")
+
 // graceSuccessor returns the response of the family's last rotation to a
-// client that presents the previous token inside the grace window.
-// The DPoP binding was checked by Refresh.
-func (i *Issuer) graceSuccessor(ctx context.Context, st *eventsv1.FamilyState) (Tokens, error) {
+// client that presents the previous token inside the grace window, at
+// most once: it appends, with compare-and-set on the grace record's
+// subject, a record that marks the successor as handed out. It returns
+// errGraceUsed if it was already, and eventlog.ErrConflict if a concurrent
+// presentation marked it first. The DPoP binding was checked by Refresh.
+func (i *Issuer) graceSuccessor(ctx context.Context, st *eventsv1.FamilyState, now time.Time) (Tokens, error) {
 	fid, gid := st.GetFamilyId(), st.GetGraceId()
-	rec, err := i.log.LastConsistent(ctx, i.subj.Grace(fid, gid))
+	subject := i.subj.Grace(fid, gid)
+	rec, err := i.log.LastConsistent(ctx, subject)
 	if errors.Is(err, eventlog.ErrNotFound) {
 		return Tokens{}, errGraceMissing
 	}
@@ -68,6 +78,9 @@ func (i *Issuer) graceSuccessor(ctx context.Context, st *eventsv1.FamilyState) (
 	var gr eventsv1.GraceRecord
 	if err := proto.Unmarshal(rec.Data, &gr); err != nil || gr.GetGraceId() != gid {
 		return Tokens{}, errGraceMissing
+	}
+	if gr.GetUsedAt() != nil {
+		return Tokens{}, errGraceUsed
 	}
 	plain, err := i.sealer.Open(gr.GetSealedResponse(), []byte(fid+"."+gid))
 	if err != nil && !errors.Is(err, seal.ErrOpen) {
@@ -82,6 +95,18 @@ func (i *Issuer) graceSuccessor(ctx context.Context, st *eventsv1.FamilyState) (
 	var t Tokens
 	if err := json.Unmarshal(plain, &t); err != nil {
 		return Tokens{}, errGraceMissing
+	}
+	used, err := proto.Marshal(&eventsv1.GraceRecord{GraceId: gid, UsedAt: timestamppb.New(now)})
+	if err != nil {
+		return Tokens{}, err
+	}
+	if _, err := i.log.Append(ctx, eventlog.Event{
+		Subject: subject, Type: projections.TypeGrace, Data: used, TTL: i.cfg.Grace + graceTTLMargin,
+	}, eventlog.Expect{Filter: subject, Seq: rec.Seq}); err != nil {
+		if errors.Is(err, eventlog.ErrConflict) {
+			return Tokens{}, err
+		}
+		return Tokens{}, fmt.Errorf("mark grace successor handed out: %w", err)
 	}
 	return t, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/subtle"
 	"errors"
+	"slices"
 
 	"github.com/auth-platform/tokenservice/eventlog"
 	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
@@ -53,4 +54,18 @@ func (i *Issuer) introspectRefresh(ctx context.Context, rt refreshToken, consist
 		return nil, false, nil
 	}
 	return st, true, nil
+}
+
+// AudienceAcceptable reports whether a token for the audiences aud may be
+// accepted by, or disclosed to, a resource server that expects want ("":
+// no expectation) and whose caller policy restricts it to allowed (empty:
+// no restriction): want, if set, is one of aud and, under a restriction,
+// one of allowed; under a restriction, aud shares an audience with allowed.
+// RFC 7662 §4: a resource server learns nothing of tokens meant for
+// others.
+func AudienceAcceptable(aud []string, want string, allowed []string) bool {
+	if want != "" && (!slices.Contains(aud, want) || (len(allowed) > 0 && !slices.Contains(allowed, want))) {
+		return false
+	}
+	return len(allowed) == 0 || slices.ContainsFunc(aud, func(a string) bool { return slices.Contains(allowed, a) })
 }

@@ -138,6 +138,9 @@ type GenerateRequest struct {
 	Audience []string
 	Scopes   []string
 	Extra    *structpb.Struct
+	// AllowedClaims are the authorization claims (ClaimAuthorization)
+	// Extra may set: those the caller's policy grants. Default none.
+	AllowedClaims []string
 	// DPoPJKT binds the family to a DPoP key (RFC 9449 §5), if set.
 	DPoPJKT string
 }
@@ -173,7 +176,9 @@ const (
 )
 
 // Generate starts a family and returns its first tokens. Errors:
-// ErrInvalidRequest for a malformed request; others are server errors.
+// ErrInvalidRequest for a malformed request (ErrClaimNotAllowed for an
+// authorization claim in Extra that AllowedClaims does not list); others
+// are server errors.
 func (i *Issuer) Generate(ctx context.Context, req GenerateRequest) (Tokens, error) {
 	if err := checkText("subject", req.Subject, MaxSubjectLen); err != nil {
 		return Tokens{}, err
@@ -188,7 +193,7 @@ func (i *Issuer) Generate(ctx context.Context, req GenerateRequest) (Tokens, err
 	if err != nil {
 		return Tokens{}, err
 	}
-	if err := checkExtraClaims(req.Extra); err != nil {
+	if err := checkExtraClaims(req.Extra, req.AllowedClaims); err != nil {
 		return Tokens{}, err
 	}
 	if req.DPoPJKT != "" && !eventlog.ValidToken(req.DPoPJKT) {
@@ -420,11 +425,31 @@ func (i *Issuer) Refresh(ctx context.Context, req RefreshRequest) (t Tokens, err
 			if err := i.checkSubjectCutoff(ctx, f, 0, now); err != nil {
 				return Tokens{}, err
 			}
-			t, err := i.graceSuccessor(ctx, st)
-			if err == nil {
+			t, err := i.graceSuccessor(ctx, st, now)
+			switch {
+			case err == nil:
 				status = StatusGrace
+				return t, nil
+			case errors.Is(err, eventlog.ErrConflict):
+				continue // a concurrent presentation took it: decide again
+			case !errors.Is(err, errGraceUsed):
+				return Tokens{}, err
+			case racedGen != 0 && st.GetGeneration() == racedGen+1:
+				// Presented while current, lost the race to the very
+				// next rotation, and the successor is taken: refused,
+				// nothing revoked (a concurrent request, not a replay).
+				return Tokens{}, ErrTokenRotated
 			}
-			return t, err
+			// The successor went to an earlier presentation of this
+			// spent token: a second one is a replay.
+			if err := i.revokeReused(ctx, f, now); err != nil {
+				if errors.Is(err, eventlog.ErrConflict) {
+					continue
+				}
+				return Tokens{}, err
+			}
+			status = StatusReuse
+			return Tokens{}, ErrTokenReused
 		case racedGen != 0 && isPrevious && st.GetGeneration() == racedGen+1:
 			// Lost the race to the very next rotation: a concurrent
 			// request, not a replay (a stale first read does not count:
@@ -432,15 +457,13 @@ func (i *Issuer) Refresh(ctx context.Context, req RefreshRequest) (t Tokens, err
 			return Tokens{}, ErrTokenRotated
 		default:
 			// Replay of a spent token outside the grace window.
-			if err := i.revoke(ctx, f, eventsv1.RevocationReason_REVOCATION_REASON_REUSE, now); err != nil {
+			if err := i.revokeReused(ctx, f, now); err != nil {
 				if errors.Is(err, eventlog.ErrConflict) {
 					continue
 				}
 				return Tokens{}, err
 			}
 			status = StatusReuse
-			i.cfg.Observer.SecurityEvent(SecurityRefreshReuse)
-			i.cfg.Observer.Revoked(reasonLabel(eventsv1.RevocationReason_REVOCATION_REASON_REUSE), 1)
 			return Tokens{}, ErrTokenReused
 		}
 	}
@@ -553,6 +576,17 @@ func (i *Issuer) checkSubjectCutoff(ctx context.Context, f family, before uint64
 	}
 	i.cfg.Observer.Revoked(reasonLabel(eventsv1.RevocationReason_REVOCATION_REASON_SUBJECT), 1)
 	return ErrFamilyRevoked
+}
+
+// revokeReused revokes f because a spent token was replayed, and reports
+// it as a security event.
+func (i *Issuer) revokeReused(ctx context.Context, f family, now time.Time) error {
+	if err := i.revoke(ctx, f, eventsv1.RevocationReason_REVOCATION_REASON_REUSE, now); err != nil {
+		return err
+	}
+	i.cfg.Observer.SecurityEvent(SecurityRefreshReuse)
+	i.cfg.Observer.Revoked(reasonLabel(eventsv1.RevocationReason_REVOCATION_REASON_REUSE), 1)
+	return nil
 }
 
 // revoke appends the revocation of f with compare-and-set.

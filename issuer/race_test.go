@@ -24,7 +24,11 @@ import (
 // family (strict rotation, RFC 9700 §4.14.2), which is why the grace window
 // exists. A caller that read the token as current and then lost the
 // compare-and-set is refused without revoking. With the grace window the
-// race never revokes.
+// successor is handed out once more, at most: to a caller that lost the
+// compare-and-set (the others are refused without revoking), or to the
+// first caller that read the state after the rotation; a second caller of
+// that kind presents a spent token whose successor is gone, a replay that
+// revokes the family.
 func TestConcurrentRefresh(t *testing.T) {
 	const n = 12
 	for _, topo := range []string{"single", "cluster"} {
@@ -105,14 +109,19 @@ func raceOnce(t *testing.T, envs []*issuertest.Env, n int, grace bool) {
 			pairs[results[i].RefreshToken]++
 		case errors.Is(errs[i], issuer.ErrTokenRotated):
 			refused++
-		case !grace && (errors.Is(errs[i], issuer.ErrTokenReused) || errors.Is(errs[i], issuer.ErrFamilyRevoked)):
-			replays++ // read the state after the rotation: a replay
+		case errors.Is(errs[i], issuer.ErrTokenReused) || errors.Is(errs[i], issuer.ErrFamilyRevoked):
+			replays++ // read the state after the rotation (and, with grace, after the successor was handed out): a replay
 		default:
 			t.Fatalf("caller %d: unexpected error %v", i, errs[i])
 		}
 	}
 	if len(pairs) != 1 {
 		t.Fatalf("%d distinct new pairs came out, want exactly 1 (%d refused)", len(pairs), refused)
+	}
+	for _, got := range pairs {
+		if want := map[bool]int{false: 1, true: 2}[grace]; got > want {
+			t.Fatalf("the new pair went to %d callers, want at most %d (the winner, and one grace successor)", got, want)
+		}
 	}
 	if !grace && refused+replays != n-1 {
 		t.Fatalf("without grace %d callers were refused, want %d", refused+replays, n-1)

@@ -1,6 +1,8 @@
 package issuer
 
 import (
+	"fmt"
+	"slices"
 	"unicode/utf8"
 
 	"google.golang.org/protobuf/proto"
@@ -19,10 +21,33 @@ const (
 	MaxExtraDepth     = 8
 )
 
-// registeredClaims may not be set through extra claims.
-var registeredClaims = map[string]bool{
-	"iss": true, "sub": true, "aud": true, "exp": true, "nbf": true, "iat": true, "jti": true,
-	"client_id": true, "scope": true, "sid": true, "cnf": true, "auth_time": true, "acr": true, "amr": true,
+// ClaimClass says who may set a claim through extra_claims.
+type ClaimClass int
+
+// The classes of claims.
+const (
+	// ClaimFree: any caller may set it.
+	ClaimFree ClaimClass = iota
+	// ClaimAuthorization: resource servers grant access on it (RFC 9068
+	// §2.2.3.1 roles, groups and entitlements; RFC 8693 act and may_act;
+	// azp; scp): only a caller whose policy entry lists it may set it.
+	ClaimAuthorization
+	// ClaimRegistered: the issuer sets it (iss, sub, aud, exp, cnf, …);
+	// nobody may set it through extra_claims.
+	ClaimRegistered
+)
+
+// ClassifyClaim returns who may set the claim name through extra_claims.
+// It is the one list of reserved claims.
+func ClassifyClaim(name string) ClaimClass {
+	switch name {
+	case "iss", "sub", "aud", "exp", "nbf", "iat", "jti",
+		"client_id", "scope", "sid", "cnf", "auth_time", "acr", "amr":
+		return ClaimRegistered
+	case "azp", "act", "may_act", "roles", "groups", "entitlements", "scp":
+		return ClaimAuthorization
+	}
+	return ClaimFree
 }
 
 func checkText(field, s string, maxLen int) error {
@@ -100,7 +125,10 @@ func checkAudience(aud []string) error {
 	return nil
 }
 
-func checkExtraClaims(s *structpb.Struct) error {
+// checkExtraClaims refuses extra claims that are too large or deep, that
+// set a registered claim, or that set an authorization claim not in
+// allowed (ErrClaimNotAllowed).
+func checkExtraClaims(s *structpb.Struct, allowed []string) error {
 	if s == nil {
 		return nil
 	}
@@ -113,8 +141,13 @@ func checkExtraClaims(s *structpb.Struct) error {
 		return invalidRequest("extra_claims are larger than %d bytes as JSON", MaxExtraClaimsLen)
 	}
 	for k, v := range s.GetFields() {
-		if registeredClaims[k] {
+		switch ClassifyClaim(k) {
+		case ClaimRegistered:
 			return invalidRequest("extra_claims may not set the registered claim %q", k)
+		case ClaimAuthorization:
+			if !slices.Contains(allowed, k) {
+				return fmt.Errorf("%w: %q", ErrClaimNotAllowed, k)
+			}
 		}
 		if k == "" || !utf8.ValidString(k) {
 			return invalidRequest("extra_claims has an empty or invalid name")

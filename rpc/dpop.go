@@ -10,6 +10,7 @@ import (
 	"github.com/auth-platform/tokenservice/issuer"
 	"github.com/auth-platform/tokenservice/projections"
 	tokenv1 "github.com/auth-platform/tokenservice/proto/token/v1"
+	"github.com/auth-platform/tokenservice/rpc/auth"
 )
 
 // HeaderDPoPNonce carries a fresh DPoP nonce (RFC 9449 §8.1).
@@ -95,6 +96,10 @@ func (s *service) ValidateDPoP(ctx context.Context, req *connect.Request[tokenv1
 		if s.revoked(at) {
 			s.metrics.dpopValidated(errInvalidToken)
 			return refuse("invalid_token", "access token is revoked")
+		}
+		if id, _ := auth.FromContext(ctx); !issuer.AudienceAcceptable(at.Audience, m.GetAudience(), id.Audiences) {
+			s.metrics.dpopValidated(errInvalidToken)
+			return refuse("invalid_token", "access token is not for this audience")
 		}
 		boundJKT = at.JKT
 		if boundJKT != "" && m.GetProof() == "" {

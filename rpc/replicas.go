@@ -38,16 +38,20 @@ func (s *service) IntrospectToken(ctx context.Context, req *connect.Request[toke
 	if tok == "" {
 		return nil, invalidRequest("token is required")
 	}
+	// A caller restricted to some audiences learns nothing of tokens for
+	// others (RFC 7662 §4).
+	id, _ := auth.FromContext(ctx)
+	acceptable := func(aud []string) bool { return issuer.AudienceAcceptable(aud, m.GetAudience(), id.Audiences) }
 	// A JWT has two dots, a refresh token one: the hint only orders the
 	// attempts, and a token of the other kind is still found.
 	if strings.Count(tok, ".") == 2 {
-		return connect.NewResponse(s.introspectAccess(tok)), nil
+		return connect.NewResponse(s.introspectAccess(tok, acceptable)), nil
 	}
 	st, ok, err := s.issuer.IntrospectRefreshToken(ctx, tok)
 	if err != nil {
 		return nil, toConnect(ctx, s.log, req.Spec().Procedure, err)
 	}
-	if !ok {
+	if !ok || !acceptable(st.GetAudience()) {
 		return connect.NewResponse(inactive()), nil
 	}
 	out := &tokenv1.IntrospectTokenResponse{
@@ -65,11 +69,12 @@ func (s *service) IntrospectToken(ctx context.Context, req *connect.Request[toke
 }
 
 // introspectAccess answers for an access token: active if its signature,
-// issuer and lifetime check out and this replica's projections know no
-// revocation of its family or subject.
-func (s *service) introspectAccess(tok string) *tokenv1.IntrospectTokenResponse {
+// issuer and lifetime check out, its audience is acceptable to the caller
+// and this replica's projections know no revocation of its family or
+// subject.
+func (s *service) introspectAccess(tok string, acceptable func(aud []string) bool) *tokenv1.IntrospectTokenResponse {
 	at, err := s.issuer.VerifyAccessToken(tok, true)
-	if err != nil || s.revoked(at) {
+	if err != nil || !acceptable(at.Audience) || s.revoked(at) {
 		return inactive()
 	}
 	out := &tokenv1.IntrospectTokenResponse{

@@ -46,6 +46,10 @@ type Config struct {
 	// MaxWatchersPerCaller bounds the streams of one authenticated
 	// caller. Default 64.
 	MaxWatchersPerCaller int
+	// MaxHealthWatchers bounds the concurrent gRPC health Watch streams,
+	// which are public; more are refused with resource_exhausted. Check,
+	// which probes use, is not limited. Default 64.
+	MaxHealthWatchers int
 	// TokenEndpoints are the absolute URIs of the token endpoints whose
 	// DPoP proofs GenerateTokens and RefreshTokens accept (http_uri must
 	// be one of them). Default: any URI (POST, no ath) is accepted.
@@ -85,7 +89,7 @@ type Config struct {
 // Handler is the service's HTTP handler plus its health checker.
 type Handler struct {
 	http.Handler
-	health *grpchealth.StaticChecker
+	health *cappedHealth
 }
 
 // SetServing flips the gRPC health status of the service.
@@ -117,6 +121,9 @@ func New(cfg Config) *Handler {
 	}
 	if cfg.MaxWatchersPerCaller <= 0 {
 		cfg.MaxWatchersPerCaller = 64
+	}
+	if cfg.MaxHealthWatchers <= 0 {
+		cfg.MaxHealthWatchers = 64
 	}
 	var interceptors []connect.Interceptor
 	if cfg.TracerProvider != nil {
@@ -159,7 +166,7 @@ func New(cfg Config) *Handler {
 	// Health and reflection read at most what the service does, so an
 	// oversized request gets resource_exhausted everywhere.
 	bounded := connect.WithReadMaxBytes(cfg.MaxRequestBytes)
-	health := grpchealth.NewStaticChecker(tokenv1connect.TokenServiceName)
+	health := &cappedHealth{StaticChecker: grpchealth.NewStaticChecker(tokenv1connect.TokenServiceName), slots: make(chan struct{}, cfg.MaxHealthWatchers)}
 	mux.Handle(grpchealth.NewHandler(health, bounded))
 	reflector := grpcreflect.NewStaticReflector(tokenv1connect.TokenServiceName, grpchealth.HealthV1ServiceName)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector, bounded))

@@ -49,9 +49,10 @@ func (s *service) GenerateTokens(ctx context.Context, req *connect.Request[token
 	if err != nil {
 		return nil, s.refuse(ctx, req.Spec().Procedure, err)
 	}
+	id, _ := auth.FromContext(ctx)
 	t, err := s.issuer.Generate(ctx, issuer.GenerateRequest{
 		Subject: m.GetSubject(), ClientID: m.GetClientId(), Audience: m.GetAudience(), Scopes: m.GetScopes(), Extra: m.GetExtraClaims(),
-		DPoPJKT: jkt,
+		AllowedClaims: id.ExtraClaims, DPoPJKT: jkt,
 	})
 	if err != nil {
 		return nil, s.refuse(ctx, req.Spec().Procedure, err)

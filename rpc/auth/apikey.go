@@ -29,7 +29,7 @@ func GenerateAPIKey(random io.Reader, name string, roles ...Role) (key string, e
 	if err := validName(name); err != nil {
 		return "", APIKeyEntry{}, fmt.Errorf("auth: API key name %v", err)
 	}
-	if _, err := entryIdentity(KindAPIKey, name, name, roles, nil, nil); err != nil {
+	if _, err := entryIdentity(KindAPIKey, name, name, roles, nil, nil, nil, nil); err != nil {
 		return "", APIKeyEntry{}, fmt.Errorf("auth: API key: %w", err)
 	}
 	b := make([]byte, apiKeyBytes)

@@ -26,12 +26,28 @@
 // The policy file (LoadPolicy, reloaded by Policy.Reload on SIGHUP or by
 // Policy.Watch when its content changes) lists API keys and certificate
 // identities, each with a name, roles, optional client_ids it may mint
-// tokens for, an optional expiry (keys) and an optional rate limit; see
-// PolicyFile. It is YAML, because the module already depends on a YAML
+// tokens for, optional extra_claims (authorization claims it may set),
+// optional audiences (the only token audiences a resource server may
+// validate or introspect, RFC 7662 §4), an optional expiry (keys) and
+// an optional rate limit; see PolicyFile. It is YAML, because the module already depends on a YAML
 // parser, because operators edit the file by hand and want comments, and
 // because JSON is YAML: a generated JSON file loads too. Decoding is
 // strict (unknown fields are errors) and bounded (1 MiB, 10,000 entries).
 // A file that does not parse never replaces the policy in force.
+//
+// A policy file is whole only when its last line is EndMarker ("# end"),
+// which appears nowhere else in it (CheckComplete); otherwise it is
+// refused at start, on SIGHUP and by Watch alike. A file read while being
+// written is a prefix of the intended one, and a prefix of YAML can parse
+// to a weaker policy (an entry cut before client_ids or expires admits any
+// client, forever): no proper prefix of a whole file ends with its one
+// marker line, so a truncated file is never applied.
+//
+// A stream outlives the check made when it began, so the interceptor
+// checks a streaming caller again each time the policy is replaced and
+// when its credential (API key or client certificate) expires, and ends
+// the stream with a refusal wrapping ErrCallerWithdrawn once the caller
+// would no longer be admitted.
 //
 // The table of roles (rules.go) is the whole authorization policy:
 //
@@ -75,5 +91,9 @@
 // Connect and gRPC-Web share the port; CertReloader replaces the
 // certificate when its files change, keeping the previous one if the new
 // pair does not load. IsLoopback supports the rule that authentication may
-// be disabled (Config.Disabled, AUTH_MODE=none) only on loopback.
+// be disabled (Config.Disabled, AUTH_MODE=none) only on loopback: the name
+// "localhost" counts only when it resolves to loopback addresses alone.
+// With authentication disabled the middleware serves only requests whose
+// Host header is a loopback name or address (LoopbackHost), against DNS
+// rebinding.
 package auth

@@ -22,6 +22,20 @@ var (
 	ErrClientNotAllowed = errors.New("auth: client_id not allowed for this caller")
 	// ErrRateLimited means the caller exceeded its rate limit.
 	ErrRateLimited = errors.New("auth: rate limit exceeded")
+	// ErrCallerWithdrawn means a stream's caller, admitted when the
+	// stream began, no longer is: its entry left the policy or changed,
+	// its key or certificate expired, or it lost the role. It comes
+	// wrapped with the reason (ErrUnknownCredential, ErrExpiredCredential,
+	// ErrPermissionDenied).
+	ErrCallerWithdrawn = errors.New("auth: caller no longer admitted")
+	// ErrNotLoopbackHost means a request, with authentication disabled,
+	// is addressed to a Host that is not a loopback name or address: a
+	// web page whose name was rebound to 127.0.0.1 (DNS rebinding).
+	ErrNotLoopbackHost = errors.New("auth: Host is not a loopback name or address")
 	// ErrInvalidPolicy wraps every error in a policy file.
 	ErrInvalidPolicy = errors.New("auth: invalid policy")
+	// ErrIncompletePolicy means a policy file whose last line is not
+	// EndMarker: cut short, still being written, or without the marker.
+	// It comes wrapped with ErrInvalidPolicy.
+	ErrIncompletePolicy = errors.New("auth: incomplete policy file")
 )

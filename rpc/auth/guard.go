@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"strings"
 	"time"
 
 	"connectrpc.com/connect"
@@ -57,7 +56,11 @@ type Config struct {
 	// Disabled turns authentication, authorization and rate limits off
 	// (AUTH_MODE=none): every call is allowed as an identity of KindNone.
 	// Security: only for a service that listens on loopback (IsLoopback);
-	// the caller enforces that and logs a warning.
+	// the caller enforces that and logs a warning. The middleware then
+	// refuses a request whose Host header is not a loopback name or
+	// address (LoopbackHost, ErrNotLoopbackHost), so that a web page whose
+	// name an attacker rebinds to 127.0.0.1 cannot call the service from a
+	// developer's browser (DNS rebinding).
 	Disabled bool
 	// PublicPaths are HTTP paths, besides /.well-known/jwks.json, /healthz,
 	// /readyz and the gRPC health check, that anyone may call, for example
@@ -160,12 +163,94 @@ func (i interceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) con
 	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
 		// The request message is not read yet: rules that depend on it
 		// give their strictest answer.
-		ctx, err := i.g.check(ctx, conn.Spec().Procedure, conn.RequestHeader(), conn.Peer().Addr, nil)
+		procedure, peer := conn.Spec().Procedure, conn.Peer().Addr
+		ctx, err := i.g.check(ctx, procedure, conn.RequestHeader(), peer, nil)
 		if err != nil {
 			return err
 		}
-		return next(ctx, conn)
+		bound, stop := i.g.bindCaller(ctx, procedure, conn.RequestHeader())
+		defer stop()
+		err = next(bound, conn)
+		if cause := context.Cause(bound); errors.Is(cause, ErrCallerWithdrawn) {
+			id, _ := FromContext(ctx)
+			reason := ReasonUnauthenticated
+			if errors.Is(cause, ErrPermissionDenied) {
+				reason = ReasonPermissionDenied
+			}
+			return i.g.refuse(ctx, procedure, reason, cause, id, peer)
+		}
+		return err
 	}
+}
+
+// bindCaller returns a context for a stream of the authenticated caller
+// of ctx that ends, with a cause wrapping ErrCallerWithdrawn, as soon as
+// the caller would no longer be admitted to procedure: checked again each
+// time the policy is replaced and when its credential expires. A stream
+// outlives the check made when it began; without this, a key removed from
+// the policy, or expired, would keep its streams for as long as the
+// client holds them. stop must be called when the stream ends.
+func (g *Guard) bindCaller(ctx context.Context, procedure string, header http.Header) (context.Context, func()) {
+	id, ok := FromContext(ctx)
+	if g.disabled || !ok || id.Kind == KindNone {
+		return ctx, func() {}
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			pol := g.policy.current()
+			again, err := g.admits(ctx, pol, procedure, header, id)
+			if err != nil {
+				cancel(fmt.Errorf("%w: %w", ErrCallerWithdrawn, err))
+				return
+			}
+			if !g.awaitChange(ctx, pol, again.Expires) {
+				return
+			}
+		}
+	}()
+	return ctx, func() {
+		cancel(nil)
+		<-done
+	}
+}
+
+// awaitChange waits until pol is replaced or expires passes (zero:
+// never), and reports false if ctx ended first.
+func (g *Guard) awaitChange(ctx context.Context, pol *policy, expires time.Time) bool {
+	var expiry <-chan time.Time
+	if !expires.IsZero() {
+		t := time.NewTimer(expires.Sub(g.now()))
+		defer t.Stop()
+		expiry = t.C
+	}
+	select {
+	case <-ctx.Done():
+		return false
+	case <-pol.replaced:
+	case <-expiry:
+	}
+	return true
+}
+
+// admits returns the caller as pol admits it now to procedure with the
+// credential of header (and of ctx's certificate), or an error if pol no
+// longer does: the same identity as when the call began (id), unexpired,
+// with a role that may call procedure.
+func (g *Guard) admits(ctx context.Context, pol *policy, procedure string, header http.Header, id Identity) (Identity, error) {
+	again, err := g.authenticateWith(ctx, pol, header)
+	if err != nil {
+		return again, err
+	}
+	if again.Actor() != id.Actor() {
+		return again, fmt.Errorf("%w: the credential now names %q", ErrUnknownCredential, again.Actor())
+	}
+	if r, known := g.procedures[procedure]; !known || !hasAny(again, r.rolesFor(nil)) {
+		return again, ErrPermissionDenied
+	}
+	return again, nil
 }
 
 // check enforces the policy on one call and returns the context of the
@@ -212,10 +297,6 @@ func (g *Guard) Middleware(next http.Handler) http.Handler {
 		if r.TLS != nil {
 			ctx = withPeerCertificate(ctx, r.TLS)
 		}
-		if g.disabled {
-			next.ServeHTTP(w, r.WithContext(NewContext(ctx, Identity{Kind: KindNone})))
-			return
-		}
 		path := r.URL.Path
 		rl, isRPC := g.procedures[path]
 		if !isRPC {
@@ -223,6 +304,17 @@ func (g *Guard) Middleware(next http.Handler) http.Handler {
 			if rl, ok = g.paths[path]; !ok {
 				path = UnknownPath
 			}
+		}
+		if g.disabled {
+			if !LoopbackHost(r.Host) {
+				// A page of a foreign name rebound to 127.0.0.1 reaches
+				// the port from the victim's browser: it would call every
+				// RPC unauthenticated.
+				g.refuseHTTP(w, r, path, ReasonPermissionDenied, fmt.Errorf("%w: %q", ErrNotLoopbackHost, r.Host), Identity{Kind: KindNone})
+				return
+			}
+			next.ServeHTTP(w, r.WithContext(NewContext(ctx, Identity{Kind: KindNone})))
+			return
 		}
 		if rl.public {
 			next.ServeHTTP(w, r.WithContext(ctx))
@@ -254,7 +346,10 @@ func (g *Guard) Middleware(next http.Handler) http.Handler {
 // caller behind a mesh that terminates mTLS for it still names itself. A
 // presented credential that fails is never replaced by the other one.
 func (g *Guard) authenticate(ctx context.Context, header http.Header) (Identity, error) {
-	pol := g.policy.current()
+	return g.authenticateWith(ctx, g.policy.current(), header)
+}
+
+func (g *Guard) authenticateWith(ctx context.Context, pol *policy, header http.Header) (Identity, error) {
 	if hs := header.Values("Authorization"); len(hs) > 0 {
 		if len(hs) > 1 {
 			return Identity{}, fmt.Errorf("%w: several Authorization headers", ErrUnknownCredential)
@@ -276,6 +371,11 @@ func (g *Guard) authenticate(ctx context.Context, header http.Header) (Identity,
 		if !ok {
 			return Identity{Kind: KindMTLS, Subject: pc.identity}, fmt.Errorf("%w: certificate identity not in the policy", ErrUnknownCredential)
 		}
+		if !g.now().Before(pc.notAfter) {
+			// Verified at the handshake; a long stream outlives it.
+			return id, fmt.Errorf("%w: client certificate expired", ErrExpiredCredential)
+		}
+		id.Expires = pc.notAfter
 		return id, nil
 	}
 	return Identity{}, ErrNoCredential
@@ -357,6 +457,9 @@ func refusal(err error) error {
 		code, oauth, desc = connect.CodeUnauthenticated, "invalid_client", "invalid credential"
 	case errors.Is(err, ErrClientNotAllowed):
 		code, oauth, desc = connect.CodePermissionDenied, "unauthorized_client", "client_id not allowed for this caller"
+	case errors.Is(err, ErrNotLoopbackHost):
+		code, oauth, desc = connect.CodePermissionDenied, "invalid_request",
+			"authentication is disabled (AUTH_MODE=none), so only requests addressed to localhost, 127.0.0.1 or [::1] are served; the Host of this one is not (DNS rebinding protection)"
 	case errors.Is(err, ErrRateLimited):
 		code, oauth, desc = connect.CodeResourceExhausted, "temporarily_unavailable", "rate limit exceeded"
 	default:
@@ -374,35 +477,20 @@ type peerKey struct{}
 // peerCertificate is the identity of a verified client certificate.
 type peerCertificate struct {
 	identity string
+	notAfter time.Time
 	err      error
 }
 
 // withPeerCertificate records the identity of the verified client
-// certificate of cs, if any: its URI SAN (SPIFFE IDs have exactly one), or
-// else its subject CN. Only chains the server verified count.
+// certificate of cs, if any (CertificateIdentity). Only chains the server
+// verified count.
 func withPeerCertificate(ctx context.Context, cs *tls.ConnectionState) context.Context {
 	if len(cs.VerifiedChains) == 0 || len(cs.VerifiedChains[0]) == 0 {
 		return ctx
 	}
-	leaf := cs.VerifiedChains[0][0]
 	var pc peerCertificate
-	switch len(leaf.URIs) {
-	case 0:
-		pc.identity = leaf.Subject.CommonName
-		switch {
-		case pc.identity == "":
-			pc.err = fmt.Errorf("%w: client certificate without URI SAN or CN", ErrUnknownCredential)
-		case strings.Contains(pc.identity, ":"):
-			// URI SANs and CNs share the policy's identity table: a CN
-			// that looks like a URI would pass for the SAN identity of
-			// another workload (CN=spiffe://…/admin).
-			pc.err = fmt.Errorf("%w: client certificate CN %q looks like a URI; put the identity in a URI SAN", ErrUnknownCredential, pc.identity)
-			pc.identity = ""
-		}
-	case 1:
-		pc.identity = leaf.URIs[0].String()
-	default:
-		pc.err = fmt.Errorf("%w: client certificate with %d URI SANs", ErrUnknownCredential, len(leaf.URIs))
-	}
+	leaf := cs.VerifiedChains[0][0]
+	pc.identity, pc.err = CertificateIdentity(leaf)
+	pc.notAfter = leaf.NotAfter
 	return context.WithValue(ctx, peerKey{}, pc)
 }

@@ -161,6 +161,7 @@ func writePolicy(t *testing.T, path string, entries map[string]string, extra str
 		fmt.Fprintf(&b, "  - name: %s\n    sha256: %s\n%s", name, e.SHA256, fields)
 	}
 	b.WriteString(extra)
+	b.WriteString(auth.EndMarker + "\n")
 	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -680,7 +681,7 @@ func TestPolicyReload(t *testing.T) {
 	if err := validateDPoP(ctx, fresh); err != nil {
 		t.Fatalf("new key: %v", err)
 	}
-	if err := os.WriteFile(path, []byte("api_keys:\n  - name: x\n    sha256: zz\n"), 0o600); err != nil {
+	if err := os.WriteFile(path, []byte("api_keys:\n  - name: x\n    sha256: zz\n"+auth.EndMarker+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if err := e.policy.Reload(); !errors.Is(err, auth.ErrInvalidPolicy) {
@@ -753,6 +754,61 @@ func TestDisabled(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("/metrics: %d", resp.StatusCode)
 	}
+}
+
+// TestDisabledRefusesForeignHost: with AUTH_MODE=none a request whose
+// Host is a foreign name (a page rebound to 127.0.0.1) is refused with a
+// message that says why; localhost and loopback addresses are served.
+func TestDisabledRefusesForeignHost(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, func(c *auth.Config) { c.Disabled = true })
+	_, port, _ := net.SplitHostPort(strings.TrimPrefix(e.url, "https://"))
+	for _, tc := range []struct {
+		host string
+		ok   bool
+	}{
+		{"127.0.0.1:" + port, true},
+		{"localhost:" + port, true},
+		{"[::1]:" + port, true},
+		{"attacker.example:" + port, false},
+		{"127.0.0.1.nip.io:" + port, false},
+	} {
+		t.Run(tc.host, func(t *testing.T) {
+			hc := e.httpClient(nil, nil)
+			hc.Transport = hostTransport{host: tc.host, next: hc.Transport}
+			client := tokenv1connect.NewTokenServiceClient(hc, e.url)
+			err := rotate(context.Background(), client)
+			if tc.ok {
+				if err != nil {
+					t.Fatalf("Host %q: %v", tc.host, err)
+				}
+				return
+			}
+			if connect.CodeOf(err) != connect.CodePermissionDenied || !strings.Contains(err.Error(), "AUTH_MODE=none") || !strings.Contains(err.Error(), "DNS rebinding") {
+				t.Fatalf("Host %q: %v, want permission_denied naming AUTH_MODE=none and DNS rebinding", tc.host, err)
+			}
+			resp, err := hc.Get(e.url + "/healthz")
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusForbidden {
+				t.Fatalf("GET /healthz with Host %q: %d, want 403", tc.host, resp.StatusCode)
+			}
+		})
+	}
+}
+
+// hostTransport sends every request with Host (HTTP/2 :authority) host.
+type hostTransport struct {
+	host string
+	next http.RoundTripper
+}
+
+func (h hostTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Host = h.host
+	return h.next.RoundTrip(r)
 }
 
 // TestInterceptorAlone: without the middleware, API keys still work and

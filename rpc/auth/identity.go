@@ -2,7 +2,11 @@ package auth
 
 import (
 	"context"
+	"crypto/x509"
+	"fmt"
 	"slices"
+	"strings"
+	"time"
 )
 
 // Role is a set of procedures a caller may call (see the rules table).
@@ -59,6 +63,15 @@ type Identity struct {
 	// RateLimit is the caller's own rate limit; nil means the policy's
 	// default.
 	RateLimit *RateLimit
+	// ExtraClaims are the authorization claims the caller may set through
+	// extra_claims (the policy entry's extra_claims); empty means none.
+	ExtraClaims []string
+	// Audiences are the token audiences a resource server may validate
+	// and introspect tokens for; empty means any.
+	Audiences []string
+	// Expires is when the credential stops working: the API key's expiry,
+	// or the client certificate's NotAfter; zero means never.
+	Expires time.Time
 }
 
 // Actor returns how the identity is recorded on the events it causes
@@ -112,4 +125,29 @@ func AllowedClient(ctx context.Context, clientID string) error {
 		return refusal(ErrClientNotAllowed)
 	}
 	return nil
+}
+
+// CertificateIdentity returns the caller identity of a client certificate
+// that the server verified: its URI SAN (a SPIFFE ID has exactly one), or
+// else its subject CN. It is the one rule of certificate identity, used by
+// tokend's Guard and by cryptod. It returns an error wrapping
+// ErrUnknownCredential for a certificate with several URI SANs, with
+// neither a URI SAN nor a CN, or whose CN contains ':': URI SANs and CNs
+// share one identity table, so a CN that looks like a URI
+// (CN=spiffe://…/admin) would pass for another workload's URI SAN.
+func CertificateIdentity(cert *x509.Certificate) (string, error) {
+	switch len(cert.URIs) {
+	case 0:
+		cn := cert.Subject.CommonName
+		switch {
+		case cn == "":
+			return "", fmt.Errorf("%w: client certificate without URI SAN or CN", ErrUnknownCredential)
+		case strings.Contains(cn, ":"):
+			return "", fmt.Errorf("%w: client certificate CN %q looks like a URI; put the identity in a URI SAN", ErrUnknownCredential, cn)
+		}
+		return cn, nil
+	case 1:
+		return cert.URIs[0].String(), nil
+	}
+	return "", fmt.Errorf("%w: client certificate with %d URI SANs", ErrUnknownCredential, len(cert.URIs))
 }

@@ -31,7 +31,7 @@ func TestReloadReportsOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	write("api_keys:\n" + e.Line() + "\n")
+	write("api_keys:\n" + e.Line() + "\n" + EndMarker + "\n")
 	p, err := LoadPolicy(path, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -42,7 +42,7 @@ func TestReloadReportsOnce(t *testing.T) {
 			t.Fatalf("unchanged file, poll %d: news %v, err %v", i, news, err)
 		}
 	}
-	write("api_keys: [")
+	write("api_keys: [\n" + EndMarker + "\n")
 	if news, err := p.reload(false); !news || !errors.Is(err, ErrInvalidPolicy) {
 		t.Fatalf("bad file, first poll: news %v, err %v", news, err)
 	}
@@ -66,19 +66,27 @@ func TestReloadReportsOnce(t *testing.T) {
 	if news, _ := p.reload(false); news {
 		t.Fatal("missing file reported twice")
 	}
-	write("api_keys:\n" + e.Line() + "\n")
+	write("api_keys:\n" + e.Line() + "\n" + EndMarker + "\n")
 	if news, err := p.reload(false); !news || err != nil {
 		t.Fatalf("good file back: news %v, err %v", news, err)
 	}
-	// An empty file, as a rewrite in place shows for a moment: polling
-	// keeps the policy; a forced reload applies it (no one is admitted).
+	// An empty file, as a rewrite in place shows for a moment, and a
+	// file cut short have no end marker: neither a poll nor a forced
+	// reload applies them.
 	good = p.current()
-	write("")
-	if news, err := p.reload(false); news || err != nil || p.current() != good {
-		t.Fatalf("empty file, poll: news %v, err %v, replaced %v", news, err, p.current() != good)
+	for _, partial := range []string{"", "api_keys:\n  - {\"name\":\"k\",\"sha256\":\"" + e.SHA256 + "\",\"roles\":[\"admin\"]"} {
+		write(partial)
+		if _, err := p.reload(false); !errors.Is(err, ErrIncompletePolicy) || p.current() != good {
+			t.Fatalf("partial file %q, poll: err %v, replaced %v", partial, err, p.current() != good)
+		}
+		if err := p.Reload(); !errors.Is(err, ErrIncompletePolicy) || p.current() != good {
+			t.Fatalf("partial file %q, forced reload: err %v, replaced %v", partial, err, p.current() != good)
+		}
 	}
+	// An empty policy is written as the marker alone.
+	write(EndMarker + "\n")
 	if err := p.Reload(); err != nil || countKeys(p.current()) != 0 {
-		t.Fatalf("empty file, forced reload: %v, %d keys", err, countKeys(p.current()))
+		t.Fatalf("marker only, forced reload: %v, %d keys", err, countKeys(p.current()))
 	}
 }
 
@@ -157,7 +165,7 @@ func BenchmarkCheck(b *testing.B) {
 		b.Fatal(err)
 	}
 	e.RateLimit = &RateLimit{PerSecond: 1e9, Burst: 1e9}
-	policy := "api_keys:\n" + e.Line() + "\nmtls:\n  - {identity: \"spiffe://a/b\", name: m, roles: [issuer], rate_limit: {per_second: 1e9, burst: 1000000000}}\n"
+	policy := "api_keys:\n" + e.Line() + "\nmtls:\n  - {identity: \"spiffe://a/b\", name: m, roles: [issuer], rate_limit: {per_second: 1e9, burst: 1000000000}}\n" + EndMarker + "\n"
 	if err := os.WriteFile(path, []byte(policy), 0o600); err != nil {
 		b.Fatal(err)
 	}

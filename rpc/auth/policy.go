@@ -26,6 +26,8 @@ const (
 	maxIdentityLen   = 1024
 	maxClientIDLen   = 128
 	maxClientIDs     = 1000
+	maxExtraClaims   = 64
+	maxAudienceLen   = 255
 )
 
 // DefaultRateLimit returns the rate limit of a caller when neither its
@@ -33,8 +35,36 @@ const (
 // with bursts of 1000.
 func DefaultRateLimit() RateLimit { return RateLimit{PerSecond: 500, Burst: 1000} }
 
+// EndMarker is the line that must end every policy file, and appear
+// nowhere else in it (see CheckComplete).
+const EndMarker = "# end"
+
+// CheckComplete returns nil if data is a whole policy file: its last
+// non-blank line is EndMarker, and no earlier line is. A file read while
+// it is being written (in place, or by a tool that streams it) is a
+// prefix of the intended content, and a prefix of a YAML document is
+// often a valid, weaker one (an entry cut before its client_ids or
+// expires admits any client, forever). Every prefix of a complete file
+// lacks its one marker line, so only a whole file is ever applied. The
+// marker is a YAML comment, so the file stays YAML (and a JSON document
+// followed by the line is YAML too). It returns an error wrapping
+// ErrIncompletePolicy and ErrInvalidPolicy otherwise.
+func CheckComplete(data []byte) error {
+	lines := strings.Split(strings.TrimRight(string(data), " \t\r\n"), "\n")
+	for i, l := range lines {
+		if strings.TrimRight(l, " \t\r") != EndMarker {
+			continue
+		}
+		if i != len(lines)-1 {
+			return fmt.Errorf("%w: %w: %q on line %d, before the last line", ErrInvalidPolicy, ErrIncompletePolicy, EndMarker, i+1)
+		}
+		return nil
+	}
+	return fmt.Errorf("%w: %w: the last line is not %q (the file is being written, was cut short, or lacks the marker)", ErrInvalidPolicy, ErrIncompletePolicy, EndMarker)
+}
+
 // PolicyFile is the format of the policy file (YAML; JSON is YAML too).
-// Unknown fields are errors.
+// Unknown fields are errors. The file's last line must be EndMarker.
 //
 //	default_rate_limit: {per_second: 500, burst: 1000}  # optional
 //	api_keys:
@@ -44,11 +74,17 @@ func DefaultRateLimit() RateLimit { return RateLimit{PerSecond: 500, Burst: 1000
 //	    client_ids: [web, ios]            # optional; absent: any client_id
 //	    expires: "2027-01-01T00:00:00Z"   # optional, RFC 3339
 //	    rate_limit: {per_second: 2000, burst: 4000}  # optional
+//	    extra_claims: [roles, groups]     # optional: authorization claims it may set
+//	  - name: orders-api
+//	    sha256: 60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752
+//	    roles: [resource-server]
+//	    audiences: [orders]               # optional; absent: any audience
 //	mtls:
 //	  - identity: spiffe://example.org/ns/auth/sa/login
 //	    name: login-frontend-mtls
 //	    roles: [issuer]
 //	    client_ids: [web]
+//	# end
 type PolicyFile struct {
 	DefaultRateLimit *RateLimit    `yaml:"default_rate_limit,omitempty" json:"default_rate_limit,omitempty"`
 	APIKeys          []APIKeyEntry `yaml:"api_keys,omitempty" json:"api_keys,omitempty"`
@@ -72,6 +108,14 @@ type APIKeyEntry struct {
 	Expires string `yaml:"expires,omitempty" json:"expires,omitempty"`
 	// RateLimit, if set, replaces the default rate limit for this caller.
 	RateLimit *RateLimit `yaml:"rate_limit,omitempty" json:"rate_limit,omitempty"`
+	// ExtraClaims, if set, are the authorization claims (roles, groups,
+	// act, …: issuer.ClassifyClaim) the caller may set through
+	// GenerateTokens' extra_claims. Default none: such a claim is refused.
+	ExtraClaims []string `yaml:"extra_claims,omitempty" json:"extra_claims,omitempty"`
+	// Audiences, if set, are the only token audiences a resource server
+	// may validate or introspect tokens for: a token for none of them is
+	// invalid (ValidateDPoP) or inactive (IntrospectToken), RFC 7662 §4.
+	Audiences []string `yaml:"audiences,omitempty" json:"audiences,omitempty"`
 }
 
 // MTLSEntry admits the holder of a client certificate with one identity.
@@ -80,10 +124,12 @@ type MTLSEntry struct {
 	// subject CN when it has no URI SAN; unique.
 	Identity string `yaml:"identity" json:"identity"`
 	// Name names the entry in logs; the actor is "mtls:<identity>".
-	Name      string     `yaml:"name" json:"name"`
-	Roles     []Role     `yaml:"roles" json:"roles"`
-	ClientIDs []string   `yaml:"client_ids,omitempty" json:"client_ids,omitempty"`
-	RateLimit *RateLimit `yaml:"rate_limit,omitempty" json:"rate_limit,omitempty"`
+	Name        string     `yaml:"name" json:"name"`
+	Roles       []Role     `yaml:"roles" json:"roles"`
+	ClientIDs   []string   `yaml:"client_ids,omitempty" json:"client_ids,omitempty"`
+	RateLimit   *RateLimit `yaml:"rate_limit,omitempty" json:"rate_limit,omitempty"`
+	ExtraClaims []string   `yaml:"extra_claims,omitempty" json:"extra_claims,omitempty"`
+	Audiences   []string   `yaml:"audiences,omitempty" json:"audiences,omitempty"`
 }
 
 // RateLimit is a token bucket: PerSecond calls per second on average, Burst
@@ -109,7 +155,8 @@ func (r *RateLimit) validate() error {
 // policy is one parsed, validated version of the policy file. It is never
 // modified after parsing.
 type policy struct {
-	hash         [32]byte // of the file's bytes
+	hash         [32]byte      // of the file's bytes
+	replaced     chan struct{} // closed when a newer policy replaces this one
 	defaultLimit RateLimit
 	keys         map[uint64][]apiKey // by the first 8 bytes of the key hash
 	mtls         map[string]Identity // by certificate identity
@@ -121,8 +168,8 @@ type apiKey struct {
 	id      Identity
 }
 
-// ParsePolicy parses and validates a policy file. Every error wraps
-// ErrInvalidPolicy and names the entry at fault.
+// ParsePolicy parses and validates a whole policy file (CheckComplete).
+// Every error wraps ErrInvalidPolicy and names the entry at fault.
 func ParsePolicy(data []byte) (*PolicyFile, error) {
 	_, f, err := parsePolicy(data)
 	return f, err
@@ -131,6 +178,9 @@ func ParsePolicy(data []byte) (*PolicyFile, error) {
 func parsePolicy(data []byte) (*policy, *PolicyFile, error) {
 	if len(data) > maxPolicyBytes {
 		return nil, nil, fmt.Errorf("%w: larger than %d bytes", ErrInvalidPolicy, maxPolicyBytes)
+	}
+	if err := CheckComplete(data); err != nil {
+		return nil, nil, err
 	}
 	var f PolicyFile
 	dec := yaml.NewDecoder(bytes.NewReader(data))
@@ -144,7 +194,7 @@ func parsePolicy(data []byte) (*policy, *PolicyFile, error) {
 	if n := len(f.APIKeys) + len(f.MTLS); n > maxPolicyEntries {
 		return nil, nil, bad("%d entries, at most %d", n, maxPolicyEntries)
 	}
-	p := &policy{hash: sha256.Sum256(data), defaultLimit: DefaultRateLimit(), keys: map[uint64][]apiKey{}, mtls: map[string]Identity{}}
+	p := &policy{hash: sha256.Sum256(data), replaced: make(chan struct{}), defaultLimit: DefaultRateLimit(), keys: map[uint64][]apiKey{}, mtls: map[string]Identity{}}
 	if f.DefaultRateLimit != nil {
 		if err := f.DefaultRateLimit.validate(); err != nil {
 			return nil, nil, bad("default_rate_limit: %v", err)
@@ -178,9 +228,10 @@ func parsePolicy(data []byte) (*policy, *PolicyFile, error) {
 				return nil, nil, bad("%s: expires must be an RFC 3339 time", where)
 			}
 		}
-		if k.id, err = entryIdentity(KindAPIKey, e.Name, e.Name, e.Roles, e.ClientIDs, e.RateLimit); err != nil {
+		if k.id, err = entryIdentity(KindAPIKey, e.Name, e.Name, e.Roles, e.ClientIDs, e.ExtraClaims, e.Audiences, e.RateLimit); err != nil {
 			return nil, nil, bad("%s: %v", where, err)
 		}
+		k.id.Expires = k.expires
 		p.keys[prefix] = append(p.keys[prefix], k)
 	}
 	for i, e := range f.MTLS {
@@ -194,7 +245,7 @@ func parsePolicy(data []byte) (*policy, *PolicyFile, error) {
 		if err := validName(e.Name); err != nil {
 			return nil, nil, bad("%s: name %v", where, err)
 		}
-		id, err := entryIdentity(KindMTLS, e.Name, e.Identity, e.Roles, e.ClientIDs, e.RateLimit)
+		id, err := entryIdentity(KindMTLS, e.Name, e.Identity, e.Roles, e.ClientIDs, e.ExtraClaims, e.Audiences, e.RateLimit)
 		if err != nil {
 			return nil, nil, bad("%s: %v", where, err)
 		}
@@ -203,7 +254,7 @@ func parsePolicy(data []byte) (*policy, *PolicyFile, error) {
 	return p, &f, nil
 }
 
-func entryIdentity(kind Kind, name, subject string, roles []Role, clientIDs []string, limit *RateLimit) (Identity, error) {
+func entryIdentity(kind Kind, name, subject string, roles []Role, clientIDs, extraClaims, audiences []string, limit *RateLimit) (Identity, error) {
 	if len(roles) == 0 {
 		return Identity{}, errors.New("no roles")
 	}
@@ -220,10 +271,26 @@ func entryIdentity(kind Kind, name, subject string, roles []Role, clientIDs []st
 			return Identity{}, fmt.Errorf("client_id %q must be 1 to %d bytes", c, maxClientIDLen)
 		}
 	}
+	if len(extraClaims) > maxExtraClaims {
+		return Identity{}, fmt.Errorf("more than %d extra_claims", maxExtraClaims)
+	}
+	for _, c := range extraClaims {
+		if c == "" || len(c) > maxNameLen {
+			return Identity{}, fmt.Errorf("extra_claims name %q must be 1 to %d bytes", c, maxNameLen)
+		}
+	}
+	if len(audiences) > maxClientIDs {
+		return Identity{}, fmt.Errorf("more than %d audiences", maxClientIDs)
+	}
+	for _, a := range audiences {
+		if a == "" || len(a) > maxAudienceLen {
+			return Identity{}, fmt.Errorf("audience %q must be 1 to %d bytes", a, maxAudienceLen)
+		}
+	}
 	if err := limit.validate(); err != nil {
 		return Identity{}, err
 	}
-	return Identity{Kind: kind, Name: name, Subject: subject, Roles: roles, ClientIDs: clientIDs, RateLimit: limit}, nil
+	return Identity{Kind: kind, Name: name, Subject: subject, Roles: roles, ClientIDs: clientIDs, ExtraClaims: extraClaims, Audiences: audiences, RateLimit: limit}, nil
 }
 
 // validName accepts what can be written as is in a log line and in the
@@ -331,13 +398,6 @@ func (p *Policy) reload(force bool) (news bool, err error) {
 		return news, fmt.Errorf("auth: policy file: %w", err)
 	}
 	p.lastErr = ""
-	if len(data) == 0 && !force {
-		// A file rewritten in place is empty between the truncation and
-		// the write; an empty file is a valid policy that admits no one,
-		// so it would lock every caller out until the next change. Watch
-		// waits for content; Reload (SIGHUP) applies an empty file.
-		return false, nil
-	}
 	sum := sha256.Sum256(data)
 	news = sum != p.lastSeen
 	p.lastSeen = sum
@@ -348,7 +408,9 @@ func (p *Policy) reload(force bool) (news bool, err error) {
 	if err != nil {
 		return true, fmt.Errorf("%s: %w", p.path, err)
 	}
-	p.cur.Store(parsed)
+	// Streams of callers bound to the previous policy check their caller
+	// again (Guard.bindCaller).
+	close(p.cur.Swap(parsed).replaced)
 	p.log.Info("caller policy reloaded", "file", p.path, "api_keys", countKeys(parsed), "mtls_identities", len(parsed.mtls))
 	return true, nil
 }
@@ -367,9 +429,10 @@ func countKeys(p *policy) int {
 // policy stays in force. Watch reads and hashes the whole file each time:
 // that catches every kind of replacement (rename, symlink swap of a
 // mounted secret, in-place write within one mtime tick) at the cost of
-// reading a few KB. An empty file is not applied by Watch (it is what a
-// file being rewritten in place looks like for a moment); Reload applies
-// it. It returns ctx's error when ctx ends.
+// reading a few KB. A file that does not end with EndMarker is not
+// applied (CheckComplete): it is what a file being written looks like for
+// a moment, and it is reported once, like any bad content. It returns
+// ctx's error when ctx ends.
 func (p *Policy) Watch(ctx context.Context, interval time.Duration) error {
 	return poll(ctx, interval, func() {
 		if news, err := p.reload(false); err != nil && news {

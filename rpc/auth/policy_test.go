@@ -57,6 +57,10 @@ mtls:
 		{"bad expiry", "api_keys:\n  - {name: k, sha256: " + hashA + ", roles: [admin], expires: tomorrow}\n", auth.ErrInvalidPolicy},
 		{"zero rate", "api_keys:\n  - {name: k, sha256: " + hashA + ", roles: [admin], rate_limit: {per_second: 0, burst: 1}}\n", auth.ErrInvalidPolicy},
 		{"zero burst", "default_rate_limit: {per_second: 1, burst: 0}\n", auth.ErrInvalidPolicy},
+		{"extra_claims", "api_keys:\n  - {name: k, sha256: " + hashA + ", roles: [issuer], extra_claims: [roles, groups]}\n", nil},
+		{"empty extra claim", "api_keys:\n  - {name: k, sha256: " + hashA + ", roles: [issuer], extra_claims: [\"\"]}\n", auth.ErrInvalidPolicy},
+		{"audiences", "api_keys:\n  - {name: k, sha256: " + hashA + ", roles: [resource-server], audiences: [orders, billing]}\n", nil},
+		{"empty audience", "mtls:\n  - {identity: a, name: a, roles: [resource-server], audiences: [\"\"]}\n", auth.ErrInvalidPolicy},
 		{"empty client_id", "api_keys:\n  - {name: k, sha256: " + hashA + ", roles: [issuer], client_ids: [\"\"]}\n", auth.ErrInvalidPolicy},
 		{"duplicate identity", "mtls:\n  - {identity: a, name: a, roles: [admin]}\n  - {identity: a, name: b, roles: [admin]}\n", auth.ErrInvalidPolicy},
 		{"identity with control character", "mtls:\n  - {identity: \"a\\nb\", name: a, roles: [admin]}\n", auth.ErrInvalidPolicy},
@@ -65,11 +69,60 @@ mtls:
 		{"too large", "# " + strings.Repeat("x", 1<<20) + "\n", auth.ErrInvalidPolicy},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := auth.ParsePolicy([]byte(tc.file))
+			_, err := auth.ParsePolicy([]byte(tc.file + "\n" + auth.EndMarker + "\n"))
 			if !errors.Is(err, tc.wantErr) || (tc.wantErr == nil) != (err == nil) {
 				t.Fatalf("err = %v, want %v", err, tc.wantErr)
 			}
 		})
+	}
+}
+
+// TestPolicyEndMarker: no proper prefix of a policy file parses, whatever
+// byte it is cut at: the marker line is what makes a file whole. Without
+// it, the file cut before "client_ids" and "expires" admitted its key for
+// any client, forever.
+func TestPolicyEndMarker(t *testing.T) {
+	t.Parallel()
+	whole := "default_rate_limit: {per_second: 10, burst: 20}\n" +
+		"api_keys:\n" +
+		"  - name: login\n" +
+		"    sha256: " + hashA + "\n" +
+		"    roles: [issuer]\n" +
+		"    client_ids: [web]\n" +
+		"    expires: \"2027-01-01T00:00:00Z\"\n" +
+		"  - {\"name\":\"ops\",\"sha256\":\"" + hashB + "\",\"roles\":[\"admin\"]}\n" +
+		auth.EndMarker + "\n"
+	f, err := auth.ParsePolicy([]byte(whole))
+	if err != nil || len(f.APIKeys) != 2 {
+		t.Fatalf("the whole file: %v, %+v", err, f)
+	}
+	complete := strings.TrimRight(whole, "\n")
+	for n := range len(whole) {
+		if n >= len(complete) {
+			continue // cut in the trailing newline only: the file is whole
+		}
+		if _, err := auth.ParsePolicy([]byte(whole[:n])); !errors.Is(err, auth.ErrIncompletePolicy) || !errors.Is(err, auth.ErrInvalidPolicy) {
+			t.Fatalf("cut at byte %d (%q…): %v, want ErrIncompletePolicy", n, whole[max(0, n-20):n], err)
+		}
+	}
+	for _, tc := range []struct {
+		name, file string
+		wantErr    error
+	}{
+		{"marker only: no callers", auth.EndMarker + "\n", nil},
+		{"no final newline, trailing spaces", "api_keys: []\n" + auth.EndMarker + "  ", nil},
+		{"CRLF", "api_keys: []\r\n" + auth.EndMarker + "\r\n", nil},
+		{"JSON then the marker", `{"api_keys": [{"name": "k", "sha256": "` + hashA + `", "roles": ["admin"]}]}` + "\n" + auth.EndMarker + "\n", nil},
+		{"empty", "", auth.ErrIncompletePolicy},
+		{"no marker", "api_keys: []\n", auth.ErrIncompletePolicy},
+		{"marker not last", auth.EndMarker + "\napi_keys: []\n", auth.ErrIncompletePolicy},
+		{"marker twice", "api_keys: []\n" + auth.EndMarker + "\n" + auth.EndMarker + "\n", auth.ErrIncompletePolicy},
+		{"marker cut", "api_keys: []\n# en", auth.ErrIncompletePolicy},
+		{"marker indented", "api_keys: []\n  " + auth.EndMarker + "\n", auth.ErrIncompletePolicy},
+	} {
+		if _, err := auth.ParsePolicy([]byte(tc.file)); !errors.Is(err, tc.wantErr) || (tc.wantErr == nil) != (err == nil) {
+			t.Errorf("%s: %v, want %v", tc.name, err, tc.wantErr)
+		}
 	}
 }
 
@@ -87,7 +140,7 @@ func TestGeneratedKeyLine(t *testing.T) {
 	if entry.SHA256 != auth.HashAPIKey(key) || strings.Contains(entry.Line(), key) {
 		t.Fatal("entry holds the key, or not its hash")
 	}
-	f, err := auth.ParsePolicy([]byte("api_keys:\n" + entry.Line() + "\n"))
+	f, err := auth.ParsePolicy([]byte("api_keys:\n" + entry.Line() + "\n" + auth.EndMarker + "\n"))
 	if err != nil {
 		t.Fatalf("%s: %v", entry.Line(), err)
 	}
@@ -170,7 +223,7 @@ func TestPolicyWatch(t *testing.T) {
 	}
 	waitFor(t, func() bool { return admits(next["two"]) && !admits(keys["one"]) })
 
-	if err := os.WriteFile(path, []byte("api_keys: [\n"), 0o600); err != nil {
+	if err := os.WriteFile(path, []byte("api_keys: [\n"+auth.EndMarker+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, func() bool { return logs.count() >= 1 })

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -184,22 +185,68 @@ func LoadCertPool(file string) (*x509.CertPool, error) {
 	return pool, nil
 }
 
+// Resolver looks up the addresses of a host name; *net.Resolver
+// implements it.
+type Resolver interface {
+	LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error)
+}
+
 // IsLoopback reports whether host (as in HOST, or the host of a host:port;
 // an IP literal, possibly in brackets or with a zone, or a name) is a
-// loopback address: 127.0.0.0/8, ::1 or "localhost". Any other name is not
-// resolved and is false, as are "" and the unspecified addresses (which
-// bind every interface).
-func IsLoopback(host string) bool {
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
-	}
-	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
-	if strings.EqualFold(strings.TrimSuffix(host, "."), "localhost") {
+// loopback address: 127.0.0.0/8 or ::1, or the name "localhost" when every
+// address r (net.DefaultResolver if nil) resolves it to is loopback. A
+// /etc/hosts or a DNS server can point "localhost" anywhere, and a service
+// bound there is not on loopback. Any other name is not resolved and is
+// false, as are "" and the unspecified addresses (which bind every
+// interface). A failed lookup is false.
+func IsLoopback(ctx context.Context, r Resolver, host string) bool {
+	if LoopbackAddress(host) {
 		return true
 	}
+	name := hostOnly(host)
+	if !strings.EqualFold(strings.TrimSuffix(name, "."), "localhost") {
+		return false
+	}
+	if r == nil {
+		r = net.DefaultResolver
+	}
+	addrs, err := r.LookupNetIP(ctx, "ip", "localhost")
+	if err != nil || len(addrs) == 0 {
+		return false
+	}
+	for _, a := range addrs {
+		if !a.Unmap().IsLoopback() {
+			return false
+		}
+	}
+	return true
+}
+
+// LoopbackAddress reports whether host (an IP literal, possibly in
+// brackets or with a zone, or the host of a host:port) is a loopback
+// address: 127.0.0.0/8 or ::1. Names are false: see IsLoopback.
+func LoopbackAddress(host string) bool {
+	host = hostOnly(host)
 	if i := strings.IndexByte(host, '%'); i >= 0 {
 		host = host[:i]
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// LoopbackHost reports whether a request's Host header names this machine
+// by loopback: a loopback address (LoopbackAddress) or the name
+// "localhost", with or without a port. The name is not resolved: the
+// header says what the client asked for, and a DNS rebinding attack is
+// precisely a foreign name that resolves to 127.0.0.1.
+func LoopbackHost(host string) bool {
+	return LoopbackAddress(host) || strings.EqualFold(strings.TrimSuffix(hostOnly(host), "."), "localhost")
+}
+
+// hostOnly strips the port and the brackets of an address.
+func hostOnly(host string) string {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	return strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"testing"
@@ -41,8 +42,61 @@ func TestIsLoopback(t *testing.T) {
 		{"localhost.example.com", false},
 		{"127.0.0.1.nip.io", false},
 	} {
-		if got := auth.IsLoopback(tc.host); got != tc.want {
+		if got := auth.IsLoopback(context.Background(), nil, tc.host); got != tc.want {
 			t.Errorf("IsLoopback(%q) = %v, want %v", tc.host, got, tc.want)
+		}
+	}
+}
+
+// TestLocalhostMustResolveToLoopback: "localhost" is loopback only when
+// every address it resolves to is; a hosts file or DNS server can point it
+// elsewhere (the resolver is faked: the machine's cannot be made to lie).
+func TestLocalhostMustResolveToLoopback(t *testing.T) {
+	t.Parallel()
+	lo4, lo6, lan := netip.MustParseAddr("127.0.0.1"), netip.IPv6Loopback(), netip.MustParseAddr("192.0.2.7")
+	for _, tc := range []struct {
+		name  string
+		addrs []netip.Addr
+		err   error
+		want  bool
+	}{
+		{"loopback only", []netip.Addr{lo4, lo6}, nil, true},
+		{"a LAN address", []netip.Addr{lan}, nil, false},
+		{"loopback and a LAN address", []netip.Addr{lo4, lan}, nil, false},
+		{"IPv4-mapped loopback", []netip.Addr{netip.AddrFrom16(lo4.As16())}, nil, true},
+		{"no address", nil, nil, false},
+		{"lookup fails", nil, errors.New("no such host"), false},
+	} {
+		r := fakeResolver{addrs: tc.addrs, err: tc.err}
+		for _, host := range []string{"localhost", "localhost:50051", "LocalHost."} {
+			if got := auth.IsLoopback(context.Background(), r, host); got != tc.want {
+				t.Errorf("%s: IsLoopback(%q) = %v, want %v", tc.name, host, got, tc.want)
+			}
+		}
+		// An address literal is never looked up.
+		if !auth.IsLoopback(context.Background(), r, "127.0.0.1") {
+			t.Errorf("%s: 127.0.0.1 not loopback", tc.name)
+		}
+	}
+}
+
+type fakeResolver struct {
+	addrs []netip.Addr
+	err   error
+}
+
+func (f fakeResolver) LookupNetIP(context.Context, string, string) ([]netip.Addr, error) {
+	return f.addrs, f.err
+}
+
+func TestLoopbackHost(t *testing.T) {
+	t.Parallel()
+	for host, want := range map[string]bool{
+		"localhost": true, "localhost:50051": true, "127.0.0.1:50051": true, "[::1]:50051": true, "127.9.9.9": true,
+		"attacker.example": false, "127.0.0.1.nip.io:80": false, "localhost.attacker.example": false, "": false, "0.0.0.0:50051": false,
+	} {
+		if got := auth.LoopbackHost(host); got != want {
+			t.Errorf("LoopbackHost(%q) = %v, want %v", host, got, want)
 		}
 	}
 }

@@ -62,7 +62,7 @@ func TestCryptoServiceEnvelope(t *testing.T) {
 	if !ok {
 		t.Fatal("no fallback key")
 	}
-	if k, _ := before.Set.Key(fb.KeyID()); len(k.Sealed) == 0 || k.Sealed[0] != 1 {
+	if k, _ := before.Set.Key(fb.KeyID()); len(k.Sealed) == 0 || k.Sealed[0] != 3 {
 		t.Fatal("the fallback key is not sealed under the local key")
 	}
 	first := newReplica(true, true)

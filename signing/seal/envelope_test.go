@@ -177,7 +177,7 @@ func TestEnvelopeOutage(t *testing.T) {
 	w.down.Store(true)
 	s := withEnvelope(t, localSealer(t), seal.Envelope{Wrapper: w, Seal: true, Fallback: true, OnFallback: func() { fallbacks.Add(1) }})
 	local, err := s.Seal([]byte("during the outage"), []byte("aad"))
-	if err != nil || local[0] != 1 || fallbacks.Load() != 1 {
+	if err != nil || local[0] != 3 || fallbacks.Load() != 1 {
 		t.Fatalf("fallback seal: format %d, %v, %d fallbacks", local[0], err, fallbacks.Load())
 	}
 	if s.NeedsReseal(local) {
@@ -219,7 +219,7 @@ func TestEnvelopeOff(t *testing.T) {
 		t.Fatalf("open %q, %v; needs reseal %v", pt, err, off.NeedsReseal(v))
 	}
 	nv, err := off.Seal([]byte("y"), nil)
-	if err != nil || nv[0] != 1 || off.NeedsReseal(nv) || w.wraps.Load() != 1 {
+	if err != nil || nv[0] != 3 || off.NeedsReseal(nv) || w.wraps.Load() != 1 {
 		t.Fatalf("seal with the envelope off: format %d, %v, %d wraps", nv[0], err, w.wraps.Load())
 	}
 	if _, err := localSealer(t).Open(v, nil); !errors.Is(err, seal.ErrNoWrapper) {

@@ -1,8 +1,17 @@
 // Package seal encrypts secrets that are stored in the event log (local
 // private keys, grace-window successors) with AES-256-GCM (NIST SP 800-38D).
 //
-// A sealed value is: version (1 byte) || key ID (8 bytes, a hash of the
-// key) || nonce (12 random bytes) || ciphertext and tag. The additional data
+// A sealed value is: version 3 (1 byte) || key ID (8 bytes, a hash of the
+// key) || salt (32 random bytes) || nonce (12 random bytes) || ciphertext
+// and tag, under an AES-256 key of its own, derived from the sealing key
+// and the salt with HKDF-SHA256 (RFC 5869). With one key and random
+// 96-bit nonces, NIST SP 800-38D §8.3 allows 2^32 seals in all; a grace
+// record is sealed at every rotation, so a long-lived ENCRYPTION_KEY
+// would reach that bound. A key per record sees one seal, so the bound
+// holds for the service's lifetime, whatever the number of records
+// (two records share a derived key only if their 256-bit salts collide).
+// Values of version 1 (one AES key per sealing key, random nonce), which
+// earlier releases wrote, still open and are no longer written. The additional data
 // binds a sealed value to where it is stored (a key ID, a family ID), so it
 // cannot be moved to another record. A Sealer holds one key that seals and
 // any number of older keys that still open, which lets ENCRYPTION_KEY be
@@ -19,6 +28,7 @@ package seal
 import (
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/hkdf"
 	"crypto/hmac"
 	"crypto/sha256"
 	"errors"
@@ -30,9 +40,13 @@ import (
 const KeySize = 32
 
 const (
-	version  = 1
-	idSize   = 8
-	overhead = 1 + idSize + 12 + 16
+	versionShared  = 1 // one AES key per sealing key
+	versionDerived = 3 // one AES key per value, derived with HKDF
+	idSize         = 8
+	saltSize       = 32
+	nonceSize      = 12
+	overhead       = 1 + idSize + nonceSize + 16
+	overheadV3     = overhead + saltSize
 )
 
 var (
@@ -45,7 +59,8 @@ var (
 
 type key struct {
 	id   [idSize]byte
-	aead cipher.AEAD
+	aead cipher.AEAD // of version 1 values
+	ikm  []byte      // HKDF input of version 3 values
 }
 
 // Sealer seals with its current key and opens with the current or an older
@@ -95,7 +110,23 @@ func newKey(k []byte) (key, error) {
 	var kk key
 	copy(kk.id[:], idm.Sum(nil))
 	kk.aead = aead
+	ikm := hmac.New(sha256.New, k)
+	ikm.Write([]byte("tokenservice seal per-value hkdf v3"))
+	kk.ikm = ikm.Sum(nil)
 	return kk, nil
+}
+
+// recordAEAD returns the AES-256-GCM of the one value sealed with salt.
+func (k key) recordAEAD(salt []byte) (cipher.AEAD, error) {
+	aesKey, err := hkdf.Key(sha256.New, k.ikm, salt, "tokenservice seal value aes-256-gcm v3", KeySize)
+	if err != nil {
+		return nil, err
+	}
+	block, err := aes.NewCipher(aesKey)
+	if err != nil {
+		return nil, err
+	}
+	return cipher.NewGCM(block)
 }
 
 // Seal encrypts plaintext bound to aad: with the envelope when it seals,
@@ -108,14 +139,18 @@ func (s *Sealer) Seal(plaintext, aad []byte) ([]byte, error) {
 			return out, err
 		}
 	}
-	out := make([]byte, 1+idSize+12, overhead+len(plaintext))
-	out[0] = version
+	out := make([]byte, 1+idSize+saltSize+nonceSize, overheadV3+len(plaintext))
+	out[0] = versionDerived
 	copy(out[1:], s.current.id[:])
-	nonce := out[1+idSize:]
-	if _, err := io.ReadFull(s.rand, nonce); err != nil {
-		return nil, fmt.Errorf("seal: nonce: %w", err)
+	if _, err := io.ReadFull(s.rand, out[1+idSize:]); err != nil {
+		return nil, fmt.Errorf("seal: salt and nonce: %w", err)
 	}
-	return s.current.aead.Seal(out, nonce, plaintext, aad), nil
+	salt, nonce := out[1+idSize:1+idSize+saltSize], out[1+idSize+saltSize:]
+	aead, err := s.current.recordAEAD(salt)
+	if err != nil {
+		return nil, fmt.Errorf("seal: derive the value's key: %w", err)
+	}
+	return aead.Seal(out, nonce, plaintext, aad), nil
 }
 
 // Open decrypts a value sealed with aad by any key of s, or with the
@@ -130,18 +165,27 @@ func (s *Sealer) Open(sealed, aad []byte) ([]byte, error) {
 		}
 		return s.env.open(sealed, aad)
 	}
-	if len(sealed) < overhead || sealed[0] != version {
+	if len(sealed) < overhead || (sealed[0] != versionShared && sealed[0] != versionDerived) ||
+		(sealed[0] == versionDerived && len(sealed) < overheadV3) {
 		return nil, ErrOpen
 	}
 	for _, k := range s.all {
-		if hmac.Equal(k.id[:], sealed[1:1+idSize]) {
-			nonce := sealed[1+idSize : 1+idSize+12]
-			pt, err := k.aead.Open(nil, nonce, sealed[1+idSize+12:], aad)
-			if err != nil {
+		if !hmac.Equal(k.id[:], sealed[1:1+idSize]) {
+			continue
+		}
+		aead, rest := k.aead, sealed[1+idSize:]
+		if sealed[0] == versionDerived {
+			var err error
+			if aead, err = k.recordAEAD(rest[:saltSize]); err != nil {
 				return nil, ErrOpen
 			}
-			return pt, nil
+			rest = rest[saltSize:]
 		}
+		pt, err := aead.Open(nil, rest[:nonceSize], rest[nonceSize:], aad)
+		if err != nil {
+			return nil, ErrOpen
+		}
+		return pt, nil
 	}
 	return nil, ErrOpen
 }

@@ -127,7 +127,7 @@ func startAuthServer(b *testing.B, mode string) *server {
 	limit := "rate_limit: {per_second: 1000000000, burst: 1000000000}"
 	policy := filepath.Join(dir, "policy.yaml")
 	if err := os.WriteFile(policy, []byte(fmt.Sprintf("api_keys:\n  - name: %s\n    sha256: %s\n    roles: [issuer]\n    client_ids: [%s]\n    %s\n"+
-		"mtls:\n  - identity: %s\n    name: bench-login-mtls\n    roles: [issuer]\n    client_ids: [%s]\n    %s\n",
+		"mtls:\n  - identity: %s\n    name: bench-login-mtls\n    roles: [issuer]\n    client_ids: [%s]\n    %s\n"+auth.EndMarker+"\n",
 		entry.Name, entry.SHA256, clientID, limit, clientCert.Leaf.URIs[0], clientID, limit)), 0o600); err != nil {
 		b.Fatal(err)
 	}
@@ -210,6 +210,7 @@ func BenchmarkGuard(b *testing.B) {
 	limit := "{per_second: 1000000000, burst: 1000000000}"
 	fmt.Fprintf(&policy, "  - {name: %s, sha256: %s, roles: [issuer], client_ids: [%s], rate_limit: %s}\n", entry.Name, entry.SHA256, clientID, limit)
 	fmt.Fprintf(&policy, "mtls:\n  - {identity: %q, name: bench-mtls, roles: [issuer], client_ids: [%s], rate_limit: %s}\n", clientCert.Leaf.URIs[0].String(), clientID, limit)
+	policy.WriteString(auth.EndMarker + "\n")
 	path := filepath.Join(dir, "policy.yaml")
 	if err := os.WriteFile(path, []byte(policy.String()), 0o600); err != nil {
 		b.Fatal(err)

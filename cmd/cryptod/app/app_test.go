@@ -186,8 +186,8 @@ func TestService(t *testing.T) {
 }
 
 // TestAuthentication: TLS without a client certificate or API key, an
-// unknown API key, a certificate from another CA and an expired one are
-// refused; an API key alone is accepted.
+// unknown API key, a certificate from another CA, an expired one and one
+// whose CN spells a caller's URI SAN are refused; an API key alone is accepted.
 func TestAuthentication(t *testing.T) {
 	f := cryptodtest.New(t)
 	srv := f.Start(t)
@@ -195,6 +195,9 @@ func TestAuthentication(t *testing.T) {
 	otherCA := authtest.NewCA(t, "another CA")
 	strangerCert, strangerKey := otherCA.ClientURI(t, cryptodtest.Identity).WriteFiles(t, t.TempDir(), "stranger")
 	expiredCert, expiredKey := f.CA.Expired(t, cryptodtest.Identity).WriteFiles(t, t.TempDir(), "expired")
+	// A CN spelling the URI SAN of a caller of the policy: tokend's guard
+	// refuses it, and cryptod reads identities with the same function.
+	cnCert, cnKey := f.CA.ClientCN(t, cryptodtest.Identity).WriteFiles(t, t.TempDir(), "cn-uri")
 	call := func(c cryptov1connect.CryptoServiceClient) error {
 		_, err := c.DestroyKey(ctx, connect.NewRequest(&cryptov1.DestroyKeyRequest{Namespace: cryptodtest.Namespace, Name: "x"}))
 		return err
@@ -210,6 +213,9 @@ func TestAuthentication(t *testing.T) {
 	}
 	if err := call(api(t, f, srv, expiredCert, expiredKey)); err == nil {
 		t.Fatal("an expired certificate was accepted")
+	}
+	if err := call(api(t, f, srv, cnCert, cnKey)); connect.CodeOf(err) != connect.CodeUnauthenticated {
+		t.Fatalf("a CN that looks like the URI SAN of a caller: %v", err)
 	}
 	if err := call(api(t, f, srv, "", "", connect.WithInterceptors(bearer(cryptodtest.APIKey)))); err != nil {
 		t.Fatalf("API key: %v", err)

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
-	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -16,6 +15,8 @@ import (
 
 	"connectrpc.com/connect"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/auth-platform/tokenservice/rpc/auth"
 )
 
 // Policy is the content of CRYPTOD_POLICY_FILE: who may call, and which
@@ -28,7 +29,9 @@ import (
 //	    namespaces: ["tokenservice"]
 //
 // An mTLS identity is the client certificate's URI SAN (a SPIFFE ID), or
-// its subject CN when it has no URI SAN, as for tokend (rpc/auth). An API
+// its subject CN when it has no URI SAN, read by the same function as
+// tokend's (rpc/auth.CertificateIdentity): a CN that looks like a URI
+// identifies nobody. An API
 // key is sent as "Authorization: Bearer <key>" and stored here only as its
 // SHA-256 (rpc/auth.HashAPIKey, or sha256sum). The namespace "*" grants
 // every namespace.
@@ -96,7 +99,7 @@ var errUnauthenticated = errors.New("unauthenticated")
 // one nearly matched.
 func (p *Policy) authenticate(r *http.Request) (*Caller, error) {
 	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 && len(r.TLS.VerifiedChains[0]) > 0 {
-		if id, ok := identity(r.TLS.VerifiedChains[0][0]); ok {
+		if id, err := auth.CertificateIdentity(r.TLS.VerifiedChains[0][0]); err == nil {
 			for i := range p.Callers {
 				if slices.Contains(p.Callers[i].Identities, id) {
 					return &p.Callers[i], nil
@@ -121,19 +124,6 @@ func (p *Policy) authenticate(r *http.Request) (*Caller, error) {
 		return nil, errUnauthenticated
 	}
 	return found, nil
-}
-
-// identity is a client certificate's URI SAN, else its subject CN, as
-// rpc/auth reads it; a certificate with several URI SANs, or neither,
-// identifies nobody.
-func identity(cert *x509.Certificate) (string, bool) {
-	switch len(cert.URIs) {
-	case 0:
-		return cert.Subject.CommonName, cert.Subject.CommonName != ""
-	case 1:
-		return cert.URIs[0].String(), true
-	}
-	return "", false
 }
 
 type callerKey struct{}

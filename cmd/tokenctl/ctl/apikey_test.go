@@ -40,9 +40,12 @@ func TestAPIKeyNew(t *testing.T) {
 		t.Fatalf("key %q entry %+v", got.Key, got.Entry)
 	}
 	// The readable form: the key, then a line for the policy file.
-	code, out, _ = run("apikey", "new", "--name", "orders-api", "--role", "resource-server")
+	code, out, _ = run("apikey", "new", "--name", "orders-api", "--role", "resource-server", "--audience", "orders", "--extra-claim", "roles")
 	if code != 0 {
 		t.Fatalf("exit %d", code)
+	}
+	if !strings.Contains(out, "above its last line \""+auth.EndMarker+"\"") {
+		t.Fatalf("the output does not say where the entry goes:\n%s", out)
 	}
 	var key, line string
 	for _, l := range strings.Split(out, "\n") {
@@ -53,8 +56,9 @@ func TestAPIKeyNew(t *testing.T) {
 			line = l
 		}
 	}
-	f, err := auth.ParsePolicy([]byte("api_keys:\n" + line + "\n"))
-	if err != nil || len(f.APIKeys) != 1 || f.APIKeys[0].SHA256 != auth.HashAPIKey(key) {
+	f, err := auth.ParsePolicy([]byte("api_keys:\n" + line + "\n" + auth.EndMarker + "\n"))
+	if err != nil || len(f.APIKeys) != 1 || f.APIKeys[0].SHA256 != auth.HashAPIKey(key) ||
+		strings.Join(f.APIKeys[0].Audiences, ",") != "orders" || strings.Join(f.APIKeys[0].ExtraClaims, ",") != "roles" {
 		t.Fatalf("printed entry %q for key %q: %v", line, key, err)
 	}
 	for _, bad := range [][]string{

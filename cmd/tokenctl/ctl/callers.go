@@ -178,7 +178,7 @@ func (l *stringList) Set(v string) error {
 
 // apikeyNew makes a new API key and prints it with the policy entry that
 // admits it; nothing is stored, and NATS and tokend are not contacted.
-func (o *options) apikeyNew(name string, roles, clientIDs []string, expires string) error {
+func (o *options) apikeyNew(name string, roles, clientIDs, audiences, extraClaims []string, expires string) error {
 	rs := make([]auth.Role, len(roles))
 	for i, r := range roles {
 		rs[i] = auth.Role(r)
@@ -187,25 +187,27 @@ func (o *options) apikeyNew(name string, roles, clientIDs []string, expires stri
 	if err != nil {
 		return err
 	}
-	entry.ClientIDs, entry.Expires = clientIDs, expires
+	entry.ClientIDs, entry.Audiences, entry.ExtraClaims, entry.Expires = clientIDs, audiences, extraClaims, expires
 	// The entry must be one the policy accepts as it will be written.
-	if _, err := auth.ParsePolicy([]byte("api_keys:\n" + entry.Line() + "\n")); err != nil {
+	if _, err := auth.ParsePolicy([]byte("api_keys:\n" + entry.Line() + "\n" + auth.EndMarker + "\n")); err != nil {
 		return err
 	}
 	if o.json {
 		return json.NewEncoder(o.stdout).Encode(map[string]any{"key": key, "entry": entry})
 	}
 	_, err = fmt.Fprintf(o.stdout, "# The key, for the caller only (tokend keeps its SHA-256, never the key):\n%s\n\n"+
-		"# Append under api_keys: in AUTH_POLICY_FILE (tokend reloads it by itself):\n%s\n", key, entry.Line())
+		"# Add under api_keys: in AUTH_POLICY_FILE, above its last line %q (tokend reloads it by itself):\n%s\n", key, auth.EndMarker, entry.Line())
 	return err
 }
 
 // apikeyCommand parses apikey new.
 func (o *options) apikeyCommand(fs *flag.FlagSet, args []string) (func(context.Context) error, error) {
 	name := fs.String("name", "", "the caller's name, recorded as the actor of the events it causes (apikey:<name>)")
-	var roles, clientIDs stringList
+	var roles, clientIDs, audiences, extraClaims stringList
 	fs.Var(&roles, "role", "a role: issuer, resource-server or admin (repeat, or comma-separate)")
 	fs.Var(&clientIDs, "client-id", "a client_id the caller may mint tokens for (repeat; none: any)")
+	fs.Var(&audiences, "audience", "a token audience a resource server may validate and introspect tokens for (repeat; none: any)")
+	fs.Var(&extraClaims, "extra-claim", "an authorization claim (roles, groups, act, …) the caller may set in extra_claims (repeat; none: none)")
 	expires := fs.String("expires", "", "when the key stops working, RFC 3339 (default: never)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -213,5 +215,7 @@ func (o *options) apikeyCommand(fs *flag.FlagSet, args []string) (func(context.C
 	if *name == "" || len(roles) == 0 {
 		return nil, errors.New("apikey new needs --name and at least one --role")
 	}
-	return func(context.Context) error { return o.apikeyNew(*name, roles, clientIDs, *expires) }, nil
+	return func(context.Context) error {
+		return o.apikeyNew(*name, roles, clientIDs, audiences, extraClaims, *expires)
+	}, nil
 }

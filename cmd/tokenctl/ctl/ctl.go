@@ -45,7 +45,7 @@ commands:
   keys rotate [--immediate] [--revoke-families]
                                ask tokend to stage a new key, or with
                                --immediate replace a compromised one at once
-  apikey new --name NAME --role ROLE [--client-id ID] [--expires TIME]
+  apikey new --name NAME --role ROLE [--client-id ID] [--audience AUD] [--extra-claim CLAIM] [--expires TIME]
                                make an API key for a caller and print it
                                with its AUTH_POLICY_FILE entry (offline)
 

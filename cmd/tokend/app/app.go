@@ -99,7 +99,7 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (*Main, error) 
 
 func (m *Main) start(ctx context.Context) error {
 	cfg := m.Config
-	if err := m.setupCallers(); err != nil {
+	if err := m.setupCallers(ctx); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
@@ -272,6 +272,12 @@ func (m *Main) start(ctx context.Context) error {
 	})
 	if err != nil {
 		return err
+	}
+	if len(cfg.DPoPTokenEndpoints) == 0 {
+		// RFC 9449 §4.3 check 9 (htu) is then left undone for token
+		// requests: a proof made for another server's token endpoint,
+		// with the same key, is accepted here.
+		m.Logger.Warn("DPOP_TOKEN_ENDPOINTS is not set: DPoP proofs of token requests are accepted for any http_uri; set it to the absolute URIs of your token endpoints so that a proof made for another server is refused")
 	}
 	m.handler = rpc.New(rpc.Config{
 		Issuer: m.Issuer, DPoP: m.DPoP, Keys: m.Set, KeyAdmin: m.Keyring, Revocations: m.Set, TokenEndpoints: cfg.DPoPTokenEndpoints, Projections: m.Set,

@@ -167,7 +167,7 @@ func (c *Config) callersFromEnv(p *envParser) {
 	}
 	c.NATSAllowAnonymousAppend = p.boolean("NATS_INSECURE_ALLOW_ANONYMOUS_APPEND", false)
 	if c.NATSAllowAnonymousAppend {
-		if u, err := url.Parse(c.NATSURL); c.NATSURL == "" || err != nil || !auth.IsLoopback(u.Hostname()) {
+		if u, err := url.Parse(c.NATSURL); c.NATSURL == "" || err != nil || !auth.IsLoopback(context.Background(), nil, u.Hostname()) {
 			p.fail("NATS_INSECURE_ALLOW_ANONYMOUS_APPEND", "is only for a development NATS_URL on loopback (the embedded server never lets anonymous clients append)")
 		}
 	}
@@ -199,17 +199,17 @@ func publicKeys(p *envParser, name string) []string {
 // AUTH_MODE=none on a non-loopback HOST, or the embedded NATS server,
 // which lets connections without credentials at the log in that mode, on
 // a non-loopback NATS_LISTEN.
-func (c Config) checkExposure() error {
+func (c Config) checkExposure(ctx context.Context) error {
 	if !c.AuthMode.None() {
 		return nil
 	}
-	if !auth.IsLoopback(c.Host) {
+	if !auth.IsLoopback(ctx, nil, c.Host) {
 		return fmt.Errorf("AUTH_MODE: refusing to start: HOST=%s is not a loopback address and callers are not authenticated (AUTH_MODE=none, no AUTH_POLICY_FILE), "+
 			"so anyone who reaches the port could mint tokens for any subject, rotate the signing keys and revoke every session. "+
 			"Set AUTH_POLICY_FILE (API keys, AUTH_MODE=apikey) and/or TLS_CERT_FILE, TLS_KEY_FILE and TLS_CLIENT_CA_FILE (client certificates, AUTH_MODE=mtls), "+
 			"or bind HOST=127.0.0.1 for development", c.Host)
 	}
-	if c.NATSURL == "" && !auth.IsLoopback(c.NATSListen) {
+	if c.NATSURL == "" && !auth.IsLoopback(ctx, nil, c.NATSListen) {
 		return fmt.Errorf("AUTH_MODE: refusing to start: NATS_LISTEN=%s is not a loopback address, and with AUTH_MODE=none the embedded NATS server lets connections without credentials read and append to the event log. "+
 			"Authenticate callers (AUTH_POLICY_FILE) or keep NATS_LISTEN on 127.0.0.1", c.NATSListen)
 	}
@@ -234,9 +234,9 @@ type callers struct {
 // setupCallers refuses an exposed configuration (checkExposure), loads the
 // policy and the certificates and makes the guard; the watchers run until
 // closeCallers.
-func (m *Main) setupCallers() error {
+func (m *Main) setupCallers(ctx context.Context) error {
 	cfg, c := m.Config, &m.callers
-	if err := cfg.checkExposure(); err != nil {
+	if err := cfg.checkExposure(ctx); err != nil {
 		return err
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
@@ -269,7 +269,7 @@ func (m *Main) setupCallers() error {
 	if err != nil {
 		return err
 	}
-	if c.tls == nil && cfg.AuthMode.APIKey && !auth.IsLoopback(cfg.Host) {
+	if c.tls == nil && cfg.AuthMode.APIKey && !auth.IsLoopback(ctx, nil, cfg.Host) {
 		m.Logger.Warn("API keys reach this port in clear text: set TLS_CERT_FILE and TLS_KEY_FILE unless a proxy or mesh in front of tokend terminates TLS", "host", cfg.Host)
 	}
 	m.Logger.Info("callers authenticated", "auth_mode", cfg.AuthMode.String(), "policy_file", cfg.AuthPolicyFile, "tls", c.tls != nil)

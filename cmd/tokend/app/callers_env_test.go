@@ -86,6 +86,7 @@ func writePolicy(t testing.TB, path string, entries []struct{ name, fields strin
 		fmt.Fprintf(&b, "  - name: %s\n    sha256: %s\n%s", e.name, entry.SHA256, e.fields)
 	}
 	b.WriteString(extra)
+	b.WriteString(auth.EndMarker + "\n")
 	// Write and rename, as a secret mount or an editor replaces a file.
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, []byte(b.String()), 0o600); err != nil {

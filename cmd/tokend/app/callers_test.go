@@ -25,6 +25,7 @@ import (
 	"github.com/auth-platform/tokenservice/projections/subscriber"
 	tokenv1 "github.com/auth-platform/tokenservice/proto/token/v1"
 	"github.com/auth-platform/tokenservice/proto/token/v1/tokenv1connect"
+	"github.com/auth-platform/tokenservice/rpc/auth"
 	"github.com/auth-platform/tokenservice/rpc/auth/authtest"
 )
 
@@ -80,6 +81,9 @@ func TestStartRefusesUnauthenticatedExposure(t *testing.T) {
 		if !strings.Contains(logs.String(), "AUTH_MODE=none: callers are not authenticated") {
 			t.Fatalf("no warning:\n%s", logs)
 		}
+		if !strings.Contains(logs.String(), "DPOP_TOKEN_ENDPOINTS is not set") {
+			t.Fatalf("no warning about DPOP_TOKEN_ENDPOINTS:\n%s", logs)
+		}
 		// Development stays open: a call without credential works.
 		client := tokenv1connect.NewTokenServiceClient(h2cClient(t), "http://"+m.Addr(), connect.WithGRPC())
 		if _, err := client.RotateSigningKey(context.Background(), connect.NewRequest(&tokenv1.RotateSigningKeyRequest{})); err != nil {
@@ -92,10 +96,14 @@ func TestStartRefusesUnauthenticatedExposure(t *testing.T) {
 		policy := filepath.Join(dir, "p.yaml")
 		writePolicy(t, policy, policyEntries, "")
 		vars["HOST"], vars["AUTH_POLICY_FILE"] = "0.0.0.0", policy
+		vars["DPOP_TOKEN_ENDPOINTS"] = "https://login.example/token"
 		logs := &logBuffer{}
 		m := startApp(t, vars, logs)
 		if !strings.Contains(logs.String(), "API keys reach this port in clear text") {
 			t.Fatalf("no clear-text warning:\n%s", logs)
+		}
+		if strings.Contains(logs.String(), "DPOP_TOKEN_ENDPOINTS is not set") {
+			t.Fatalf("warned about DPOP_TOKEN_ENDPOINTS, which is set:\n%s", logs)
 		}
 		_, port, _ := net.SplitHostPort(m.Addr())
 		client := tokenv1connect.NewTokenServiceClient(h2cClient(t), "http://127.0.0.1:"+port, connect.WithGRPC())
@@ -321,7 +329,7 @@ func TestPolicyReload(t *testing.T) {
 	if err := introspect("orders-api"); connect.CodeOf(err) != connect.CodeUnauthenticated {
 		t.Fatalf("a key replaced in the file: %v, want unauthenticated", err)
 	}
-	if err := os.WriteFile(s.policy, []byte("api_keys:\n  - name: broken\n    roles: [root]\n"), 0o600); err != nil {
+	if err := os.WriteFile(s.policy, []byte("api_keys:\n  - name: broken\n    roles: [root]\n"+auth.EndMarker+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "the broken file reported", func() bool { return strings.Contains(s.logs.String(), "caller policy not reloaded") })

@@ -180,4 +180,3 @@ func testutilCounter(t *testing.T, m *app.Main, name string) float64 {
 	t.Fatalf("no metric %s", name)
 	return 0
 }
-

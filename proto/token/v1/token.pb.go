@@ -696,7 +696,11 @@ type ValidateDPoPRequest struct {
 	HttpMethod string                 `protobuf:"bytes,2,opt,name=http_method,json=httpMethod,proto3" json:"http_method,omitempty"`
 	HttpUri    string                 `protobuf:"bytes,3,opt,name=http_uri,json=httpUri,proto3" json:"http_uri,omitempty"`
 	// Optional access token the proof accompanies (checks ath and cnf.jkt).
-	AccessToken   string `protobuf:"bytes,4,opt,name=access_token,json=accessToken,proto3" json:"access_token,omitempty"`
+	AccessToken string `protobuf:"bytes,4,opt,name=access_token,json=accessToken,proto3" json:"access_token,omitempty"`
+	// Optional audience the resource server serves: an access token whose
+	// aud does not hold it is refused (invalid_token). A caller restricted to
+	// some audiences in the policy is refused a token for none of them too.
+	Audience      string `protobuf:"bytes,5,opt,name=audience,proto3" json:"audience,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -755,6 +759,13 @@ func (x *ValidateDPoPRequest) GetHttpUri() string {
 func (x *ValidateDPoPRequest) GetAccessToken() string {
 	if x != nil {
 		return x.AccessToken
+	}
+	return ""
+}
+
+func (x *ValidateDPoPRequest) GetAudience() string {
+	if x != nil {
+		return x.Audience
 	}
 	return ""
 }
@@ -1225,6 +1236,10 @@ type IntrospectTokenRequest struct {
 	Token string `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
 	// "access_token" or "refresh_token"; a hint only (RFC 7662 §2.1).
 	TokenTypeHint string `protobuf:"bytes,2,opt,name=token_type_hint,json=tokenTypeHint,proto3" json:"token_type_hint,omitempty"`
+	// Optional audience the resource server serves: a token whose aud does
+	// not hold it is inactive. A caller restricted to some audiences in the
+	// policy learns only of tokens for them (RFC 7662 §4).
+	Audience      string `protobuf:"bytes,3,opt,name=audience,proto3" json:"audience,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1269,6 +1284,13 @@ func (x *IntrospectTokenRequest) GetToken() string {
 func (x *IntrospectTokenRequest) GetTokenTypeHint() string {
 	if x != nil {
 		return x.TokenTypeHint
+	}
+	return ""
+}
+
+func (x *IntrospectTokenRequest) GetAudience() string {
+	if x != nil {
+		return x.Audience
 	}
 	return ""
 }
@@ -2052,13 +2074,14 @@ const file_token_v1_token_proto_rawDesc = "" +
 	"\x01e\x18\x06 \x01(\tR\x01e\x12\x10\n" +
 	"\x03crv\x18\a \x01(\tR\x03crv\x12\f\n" +
 	"\x01x\x18\b \x01(\tR\x01x\x12\f\n" +
-	"\x01y\x18\t \x01(\tR\x01y\"\x8a\x01\n" +
+	"\x01y\x18\t \x01(\tR\x01y\"\xa6\x01\n" +
 	"\x13ValidateDPoPRequest\x12\x14\n" +
 	"\x05proof\x18\x01 \x01(\tR\x05proof\x12\x1f\n" +
 	"\vhttp_method\x18\x02 \x01(\tR\n" +
 	"httpMethod\x12\x19\n" +
 	"\bhttp_uri\x18\x03 \x01(\tR\ahttpUri\x12!\n" +
-	"\faccess_token\x18\x04 \x01(\tR\vaccessToken\"\x97\x01\n" +
+	"\faccess_token\x18\x04 \x01(\tR\vaccessToken\x12\x1a\n" +
+	"\baudience\x18\x05 \x01(\tR\baudience\"\x97\x01\n" +
 	"\x14ValidateDPoPResponse\x12\x14\n" +
 	"\x05valid\x18\x01 \x01(\bR\x05valid\x12\x10\n" +
 	"\x03jkt\x18\x02 \x01(\tR\x03jkt\x12\x14\n" +
@@ -2094,10 +2117,11 @@ const file_token_v1_token_proto_rawDesc = "" +
 	"\fretain_until\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\vretainUntil\x12\x1f\n" +
 	"\vbackend_ref\x18\n" +
 	" \x01(\tR\n" +
-	"backendRef\"V\n" +
+	"backendRef\"r\n" +
 	"\x16IntrospectTokenRequest\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12&\n" +
-	"\x0ftoken_type_hint\x18\x02 \x01(\tR\rtokenTypeHint\"\xbd\x02\n" +
+	"\x0ftoken_type_hint\x18\x02 \x01(\tR\rtokenTypeHint\x12\x1a\n" +
+	"\baudience\x18\x03 \x01(\tR\baudience\"\xbd\x02\n" +
 	"\x17IntrospectTokenResponse\x12\x1b\n" +
 	"\x06active\x18\x01 \x01(\bH\x00R\x06active\x88\x01\x01\x12\x14\n" +
 	"\x05scope\x18\x02 \x01(\tR\x05scope\x12\x1c\n" +

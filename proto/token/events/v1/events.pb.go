@@ -1350,8 +1350,13 @@ type GraceRecord struct {
 	// The TokenResponse of the rotation, sealed with AES-256-GCM
 	// (nonce || ciphertext), additional data family_id "." grace_id.
 	SealedResponse []byte `protobuf:"bytes,2,opt,name=sealed_response,json=sealedResponse,proto3" json:"sealed_response,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Set on the record appended (compare-and-set on the grace subject)
+	// when the successor was handed out to a presentation of the spent
+	// token, which then has no sealed_response: the successor is returned
+	// at most once, and a further presentation is reuse.
+	UsedAt        *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=used_at,json=usedAt,proto3" json:"used_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GraceRecord) Reset() {
@@ -1394,6 +1399,13 @@ func (x *GraceRecord) GetGraceId() string {
 func (x *GraceRecord) GetSealedResponse() []byte {
 	if x != nil {
 		return x.SealedResponse
+	}
+	return nil
+}
+
+func (x *GraceRecord) GetUsedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UsedAt
 	}
 	return nil
 }
@@ -1707,10 +1719,11 @@ const file_token_events_v1_events_proto_rawDesc = "" +
 	"\fretain_until\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\vretainUntil\"Q\n" +
 	"\fKeyDestroyed\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12*\n" +
-	"\x02at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"Q\n" +
+	"\x02at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"\x86\x01\n" +
 	"\vGraceRecord\x12\x19\n" +
 	"\bgrace_id\x18\x01 \x01(\tR\agraceId\x12'\n" +
-	"\x0fsealed_response\x18\x02 \x01(\fR\x0esealedResponse\"h\n" +
+	"\x0fsealed_response\x18\x02 \x01(\fR\x0esealedResponse\x123\n" +
+	"\aused_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x06usedAt\"h\n" +
 	"\rDPoPProofUsed\x12\x10\n" +
 	"\x03jkt\x18\x01 \x01(\tR\x03jkt\x12\x19\n" +
 	"\bjti_hash\x18\x02 \x01(\tR\ajtiHash\x12*\n" +
@@ -1812,15 +1825,16 @@ var file_token_events_v1_events_proto_depIdxs = []int32{
 	23, // 22: token.events.v1.KeyRetired.at:type_name -> google.protobuf.Timestamp
 	23, // 23: token.events.v1.KeyRetired.retain_until:type_name -> google.protobuf.Timestamp
 	23, // 24: token.events.v1.KeyDestroyed.at:type_name -> google.protobuf.Timestamp
-	23, // 25: token.events.v1.DPoPProofUsed.at:type_name -> google.protobuf.Timestamp
-	3,  // 26: token.events.v1.FamilyRecord.state:type_name -> token.events.v1.FamilyState
-	23, // 27: token.events.v1.FamilyRecord.updated_at:type_name -> google.protobuf.Timestamp
-	23, // 28: token.events.v1.LogRekeyed.at:type_name -> google.protobuf.Timestamp
-	29, // [29:29] is the sub-list for method output_type
-	29, // [29:29] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	23, // 25: token.events.v1.GraceRecord.used_at:type_name -> google.protobuf.Timestamp
+	23, // 26: token.events.v1.DPoPProofUsed.at:type_name -> google.protobuf.Timestamp
+	3,  // 27: token.events.v1.FamilyRecord.state:type_name -> token.events.v1.FamilyState
+	23, // 28: token.events.v1.FamilyRecord.updated_at:type_name -> google.protobuf.Timestamp
+	23, // 29: token.events.v1.LogRekeyed.at:type_name -> google.protobuf.Timestamp
+	30, // [30:30] is the sub-list for method output_type
+	30, // [30:30] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_token_events_v1_events_proto_init() }
