@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -58,8 +59,8 @@ func republish(t *testing.T, l *eventlog.Log, seq uint64, spoof bool) {
 	msg.Data = m.Data
 	for k, v := range m.Header {
 		switch k {
-		case "Nats-Expected-Last-Subject-Sequence", "Nats-Expected-Last-Subject-Sequence-Subject":
-			continue // no expectation: it would fail
+		case "Nats-Expected-Last-Subject-Sequence":
+			continue // the original expectation would fail: the attacker's holds (below)
 		case "Nats-Sequence", "Nats-Subject", "Nats-Time-Stamp", "Nats-Stream":
 			if !spoof {
 				continue // added by the direct get, not stored
@@ -67,6 +68,14 @@ func republish(t *testing.T, l *eventlog.Log, seq uint64, spoof bool) {
 		}
 		msg.Header[k] = v
 	}
+	// The MAC binds the aggregate's name, which the server accepts only
+	// with an expectation: the attacker gives the current one.
+	agg := m.Header.Get("Nats-Expected-Last-Subject-Sequence-Subject")
+	last, err := s.GetLastMsgForSubject(ctx, agg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg.Header.Set("Nats-Expected-Last-Subject-Sequence", strconv.FormatUint(last.Sequence, 10))
 	// The same Nats-Msg-Id (the MAC binds it) passes once the duplicate
 	// window is over.
 	for {

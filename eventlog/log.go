@@ -475,8 +475,9 @@ func (l *Log) get(ctx context.Context, req msgGetRequest, consistent bool) (Reco
 		return Record{}, fmt.Errorf("get %s: %w", filter, err)
 	}
 	rec, err := l.record(m.Subject, m.Sequence, m.Time, m.Header, m.Data)
-	if err == nil && !consistent {
-		if err = spoofedDirectGet(m); err != nil {
+	if !consistent {
+		if serr := spoofedDirectGet(m); serr != nil {
+			err = serr
 			// The server's own header comes last.
 			seqs := m.Header.Values(jetstream.SequenceHeader)
 			rec.Seq, _ = strconv.ParseUint(seqs[len(seqs)-1], 10, 64)
