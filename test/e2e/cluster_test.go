@@ -30,9 +30,26 @@ type natsNode struct {
 func (n *natsNode) url() string { return fmt.Sprintf("nats://127.0.0.1:%d", n.client) }
 
 // startNATSCluster starts n nats-server processes forming one JetStream
-// cluster, and waits until each answers its health check.
+// cluster whose one account admits only the service's user (the nkey
+// derived from testEncryptionKey), and waits until each answers its
+// health check.
 func startNATSCluster(t *testing.T, n int) []*natsNode {
 	t.Helper()
+	return startNATS(t, n, true)
+}
+
+// startNATS starts n nodes; without secured, clients need no credentials
+// and may do anything (what tokend must refuse).
+func startNATS(t *testing.T, n int, secured bool) []*natsNode {
+	t.Helper()
+	accounts := ""
+	if secured {
+		pub, err := serviceKey(t).PublicKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		accounts = fmt.Sprintf("accounts {\n  TOKENS {\n    jetstream: enabled\n    users: [ { nkey: %s } ]\n  }\n}\n", pub)
+	}
 	ports := eventlogtest.FreePorts(t, 3*n)
 	nodes := make([]*natsNode, n)
 	routes := make([]string, n)
@@ -42,16 +59,15 @@ func startNATSCluster(t *testing.T, n int) []*natsNode {
 	}
 	for _, nd := range nodes {
 		nd.conf = filepath.Join(nd.dir, "nats.conf")
+		cluster := ""
+		if n > 1 {
+			cluster = fmt.Sprintf("cluster {\n  name: \"tokens-e2e\"\n  listen: \"127.0.0.1:%d\"\n  routes: [%s]\n}\n", nd.route, strings.Join(routes, ", "))
+		}
 		conf := fmt.Sprintf(`server_name: %s
 listen: "127.0.0.1:%d"
 http: "127.0.0.1:%d"
 jetstream { store_dir: %q }
-cluster {
-  name: "tokens-e2e"
-  listen: "127.0.0.1:%d"
-  routes: [%s]
-}
-`, nd.name, nd.client, nd.monitor, filepath.Join(nd.dir, "js"), nd.route, strings.Join(routes, ", "))
+%s%s`, nd.name, nd.client, nd.monitor, filepath.Join(nd.dir, "js"), cluster, accounts)
 		if err := os.WriteFile(nd.conf, []byte(conf), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -141,7 +157,7 @@ func (r *replica) start(t *testing.T) {
 // connection closes when the test ends.
 func clusterJetStream(t *testing.T, nodes []*natsNode) jetstream.JetStream {
 	t.Helper()
-	nc, err := nats.Connect(clusterURLs(nodes))
+	nc, err := nats.Connect(clusterURLs(nodes), serviceNkey(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -311,7 +311,7 @@ func hasKeyEvent(t *testing.T, natsURL, kid, event string) bool {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	nc, err := nats.Connect(natsURL, nats.Timeout(5*time.Second))
+	nc, err := nats.Connect(natsURL, serviceNkey(t), nats.Timeout(5*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -30,8 +30,10 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/auth-platform/tokenservice/eventlog"
 	"github.com/auth-platform/tokenservice/eventlog/eventlogtest"
 	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
 	tokenv1 "github.com/auth-platform/tokenservice/proto/token/v1"
@@ -41,6 +43,27 @@ import (
 // testEncryptionKey is a fixed ENCRYPTION_KEY (base64 of 32 bytes): a
 // restarted child must unseal what the killed one sealed.
 var testEncryptionKey = base64.StdEncoding.EncodeToString([]byte("e2e-test-key-0123456789abcdefghi"))
+
+// serviceNkey returns the option that authenticates as the service's NATS
+// user, derived from testEncryptionKey as tokend derives it: the e2e
+// clusters list its public key, and tokend's embedded servers admit it.
+func serviceNkey(t testing.TB) nats.Option {
+	t.Helper()
+	return eventlog.NkeyOption(serviceKey(t))
+}
+
+func serviceKey(t testing.TB) nkeys.KeyPair {
+	t.Helper()
+	key, err := base64.StdEncoding.DecodeString(testEncryptionKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kp, err := eventlog.ServiceKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kp
+}
 
 // Defaults of the stream and subject scheme (NATS_STREAM, NATS_SUBJECT_PREFIX).
 const (
@@ -471,7 +494,7 @@ func readFamilies(t *testing.T, natsURL string) map[string]*storedFamily {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	nc, err := nats.Connect(natsURL, nats.Name("e2e-reader"), nats.Timeout(5*time.Second))
+	nc, err := nats.Connect(natsURL, serviceNkey(t), nats.Name("e2e-reader"), nats.Timeout(5*time.Second))
 	if err != nil {
 		t.Fatalf("connect to %s: %v", natsURL, err)
 	}

@@ -52,7 +52,7 @@ func TestReplicas(t *testing.T) {
 	defer cancel()
 
 	// A resource server's subscriber on the third NATS node.
-	nc, err := nats.Connect(nodes[2].url())
+	nc, err := nats.Connect(nodes[2].url(), serviceNkey(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -146,6 +146,9 @@ func (m *Main) start(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		if natsOpts, err = m.openServerOptions(natsOpts); err != nil {
+			return err
+		}
 		m.nc, err = nats.Connect(cfg.NATSURL, append(natsOpts, nats.Name("tokend"), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true),
 			nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { m.Logger.Warn("NATS disconnected", "error", err) }),
 			nats.ReconnectHandler(func(nc *nats.Conn) { m.Logger.Info("NATS reconnected", "url", nc.ConnectedUrlRedacted()) }))...)

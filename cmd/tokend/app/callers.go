@@ -447,6 +447,32 @@ func natsTLSOptions(cfg Config) []nats.Option {
 	return nil
 }
 
+// openServerOptions handles a NATS_URL server without any authentication:
+// it has no nonce for the derived nkey, so the connection would fail with
+// nats.ErrNkeysNotSupported, over and over. tokend refuses such a server
+// (anyone can append), or connects without credentials with
+// NATS_INSECURE_ALLOW_ANONYMOUS_APPEND. A server it cannot reach yet keeps
+// opts: the connection retries.
+func (m *Main) openServerOptions(opts []nats.Option) ([]nats.Option, error) {
+	cfg := m.Config
+	if cfg.NATSCredsFile != "" || cfg.NATSNkeySeedFile != "" {
+		return opts, nil
+	}
+	nc, err := nats.Connect(cfg.NATSURL, append(opts, nats.Name("tokend-auth-check"), nats.Timeout(5*time.Second), nats.NoReconnect())...)
+	if err == nil {
+		nc.Close()
+		return opts, nil
+	}
+	if !errors.Is(err, nats.ErrNkeysNotSupported) {
+		return opts, nil
+	}
+	if !cfg.NATSAllowAnonymousAppend {
+		return nil, fmt.Errorf("NATS: refusing to start: %w: the server at NATS_URL authenticates no client (no users, no accounts), so a NATS client without credentials can append to the event log: anyone who reaches it could mint tokens and revive spent refresh tokens. "+
+			"Give it accounts and users (deploy/ has configurations; tokenctl nats service-key prints tokend's public nkey), or, for a throwaway development server on loopback only, set NATS_INSECURE_ALLOW_ANONYMOUS_APPEND=true", eventlog.ErrOpenLog)
+	}
+	return natsTLSOptions(cfg), nil
+}
+
 // checkLogClosed refuses to run on a NATS server whose log a client
 // without credentials can append to (eventlog.ProbeAnonymousAppend), unless
 // NATS_INSECURE_ALLOW_ANONYMOUS_APPEND allows it on loopback.
