@@ -28,14 +28,16 @@ import (
 type env struct {
 	m      *app.Main
 	client tokenv1connect.TokenServiceClient
+	key    string // tokend's ENCRYPTION_KEY: tokenctl reads the log as the service, checking MACs
 }
 
 func start(t *testing.T) *env {
 	t.Helper()
+	key := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{3}, 32))
 	vars := map[string]string{
 		"HOST": "127.0.0.1", "PORT": "0", "DATA_DIR": t.TempDir(), "NATS_LISTEN": "127.0.0.1:0",
 		"LOG_LEVEL": "error", "JWT_ALGORITHM": "ES256", "REFRESH_REUSE_GRACE": "0",
-		"ENCRYPTION_KEY": base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{3}, 32)),
+		"ENCRYPTION_KEY": key,
 	}
 	cfg, err := app.ConfigFromEnv(func(k string) string { return vars[k] })
 	if err != nil {
@@ -48,7 +50,7 @@ func start(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = m.Close(context.Background()) })
-	return &env{m: m, client: tokenv1connect.NewTokenServiceClient(httpClient(), "http://"+m.Addr())}
+	return &env{m: m, client: tokenv1connect.NewTokenServiceClient(httpClient(), "http://"+m.Addr()), key: key}
 }
 
 // run runs tokenctl against e and returns its exit code and output.
@@ -56,7 +58,7 @@ func (e *env) run(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
 	var out, errOut bytes.Buffer
 	getenv := func(k string) string {
-		return map[string]string{"NATS_URL": e.m.SubscriberURL(), "TOKEND_URL": "http://" + e.m.Addr()}[k]
+		return map[string]string{"NATS_URL": e.m.SubscriberURL(), "TOKEND_URL": "http://" + e.m.Addr(), "ENCRYPTION_KEY": e.key}[k]
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -255,7 +257,7 @@ func TestTailExportKeys(t *testing.T) {
 	var tailOut bytes.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int)
-	getenv := func(k string) string { return map[string]string{"NATS_URL": e.m.SubscriberURL()}[k] }
+	getenv := func(k string) string { return map[string]string{"NATS_URL": e.m.SubscriberURL(), "ENCRYPTION_KEY": e.key}[k] }
 	go func() {
 		done <- ctl.Run(ctx, []string{"events", "tail", "--type", "family.revoked", "--from-seq", fmt.Sprint(last + 1)}, getenv, lockedWriter{&mu, &tailOut}, &bytes.Buffer{})
 	}()
@@ -364,7 +366,7 @@ func TestRevocationsWatchAndRebuild(t *testing.T) {
 	var mu sync.Mutex
 	var out bytes.Buffer
 	done := make(chan int)
-	getenv := func(k string) string { return map[string]string{"NATS_URL": e.m.SubscriberURL()}[k] }
+	getenv := func(k string) string { return map[string]string{"NATS_URL": e.m.SubscriberURL(), "ENCRYPTION_KEY": e.key}[k] }
 	go func() {
 		done <- ctl.Run(ctx, []string{"--json", "revocations", "watch", "--since", "1h"}, getenv, lockedWriter{&mu, &out}, &bytes.Buffer{})
 	}()
@@ -417,5 +419,36 @@ func TestRevocationsWatchAndRebuild(t *testing.T) {
 		if !proto.Equal(after[i], before[i]) {
 			t.Fatalf("family %d after the rebuild: %v, before: %v", i, after[i], before[i])
 		}
+	}
+}
+
+// TestServiceKey: tokenctl prints the public nkey tokend derives from its
+// ENCRYPTION_KEY (what a cluster's configuration lists), offline; and
+// without credentials it cannot read the log of tokend's embedded server.
+func TestServiceKey(t *testing.T) {
+	e := start(t)
+	key, err := base64.StdEncoding.DecodeString(e.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kp, err := eventlog.ServiceKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := kp.PublicKey()
+	var out, errOut bytes.Buffer
+	if code := ctl.Run(context.Background(), []string{"nats", "service-key"}, func(k string) string {
+		return map[string]string{"ENCRYPTION_KEY": e.key}[k]
+	}, &out, &errOut); code != 0 || strings.TrimSpace(out.String()) != want {
+		t.Fatalf("nats service-key: exit %d, %q (%s); want %s", code, out.String(), errOut.String(), want)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	out.Reset()
+	errOut.Reset()
+	if code := ctl.Run(ctx, []string{"export"}, func(k string) string {
+		return map[string]string{"NATS_URL": e.m.SubscriberURL()}[k]
+	}, &out, &errOut); code == 0 {
+		t.Fatalf("an anonymous tokenctl exported the log: %s", out.String())
 	}
 }
