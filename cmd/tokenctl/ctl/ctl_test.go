@@ -257,7 +257,9 @@ func TestTailExportKeys(t *testing.T) {
 	var tailOut bytes.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int)
-	getenv := func(k string) string { return map[string]string{"NATS_URL": e.m.SubscriberURL(), "ENCRYPTION_KEY": e.key}[k] }
+	getenv := func(k string) string {
+		return map[string]string{"NATS_URL": e.m.SubscriberURL(), "ENCRYPTION_KEY": e.key}[k]
+	}
 	go func() {
 		done <- ctl.Run(ctx, []string{"events", "tail", "--type", "family.revoked", "--from-seq", fmt.Sprint(last + 1)}, getenv, lockedWriter{&mu, &tailOut}, &bytes.Buffer{})
 	}()
@@ -366,7 +368,9 @@ func TestRevocationsWatchAndRebuild(t *testing.T) {
 	var mu sync.Mutex
 	var out bytes.Buffer
 	done := make(chan int)
-	getenv := func(k string) string { return map[string]string{"NATS_URL": e.m.SubscriberURL(), "ENCRYPTION_KEY": e.key}[k] }
+	getenv := func(k string) string {
+		return map[string]string{"NATS_URL": e.m.SubscriberURL(), "ENCRYPTION_KEY": e.key}[k]
+	}
 	go func() {
 		done <- ctl.Run(ctx, []string{"--json", "revocations", "watch", "--since", "1h"}, getenv, lockedWriter{&mu, &out}, &bytes.Buffer{})
 	}()
