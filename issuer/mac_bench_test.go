@@ -57,3 +57,43 @@ func BenchmarkLogMAC(b *testing.B) {
 	b.ReportMetric(100*float64(mac)/float64(generate), "mac-%-of-generate")
 	b.ReportMetric(float64(len(m.Data)), "event-bytes")
 }
+
+// BenchmarkLastChain measures, side by side in one run, a raw direct get
+// of a family's last event and Log.Last, which also checks its MAC and
+// that it follows the aggregate's previous event (one more direct get):
+// the read cost of the chain check on every Refresh, revocation and
+// refresh-token introspection.
+func BenchmarkLastChain(b *testing.B) {
+	e := issuertest.New(b, issuertest.Options{})
+	ctx := context.Background()
+	tok, err := e.Issuer.Generate(ctx, issuer.GenerateRequest{Subject: "alice", ClientID: "web", Audience: []string{"api"}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := e.Issuer.Refresh(ctx, issuer.RefreshRequest{RefreshToken: tok.RefreshToken, ClientID: "web"}); err != nil {
+		b.Fatal(err)
+	}
+	stream, err := e.Log.JetStream().Stream(ctx, e.Log.Stream())
+	if err != nil {
+		b.Fatal(err)
+	}
+	filter := e.Log.Subjects().FamilyFilter(tok.FamilyID)
+	b.ResetTimer()
+	start := time.Now()
+	for range b.N {
+		if _, err := stream.GetLastMsgForSubject(ctx, filter); err != nil {
+			b.Fatal(err)
+		}
+	}
+	raw := time.Since(start)
+	start = time.Now()
+	for range b.N {
+		if _, err := e.Log.Last(ctx, filter); err != nil {
+			b.Fatal(err)
+		}
+	}
+	checked := time.Since(start)
+	b.ReportMetric(float64(raw.Nanoseconds())/float64(b.N), "raw-get-ns/op")
+	b.ReportMetric(float64(checked.Nanoseconds())/float64(b.N), "last-checked-ns/op")
+	b.ReportMetric(float64(checked)/float64(raw), "checked/raw")
+}
