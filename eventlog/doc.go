@@ -34,6 +34,28 @@
 // consumer (never Fetch in a loop); a reader is caught up when the consumer
 // reports nothing pending.
 //
+// # Authentication
+//
+// Only the service may write the log, and a reader does not take that on
+// trust (DESIGN: the log is authenticated, not merely access-controlled).
+// Every append carries a Token-Auth header: an HMAC-SHA256 under a key
+// derived from ENCRYPTION_KEY over the subject, the aggregate's filter, the
+// event type, message ID, actor, correlation ID, TTL, payload and the
+// sequence the event follows in its aggregate (the compare-and-set
+// expectation, which is why every append is conditional). Every read
+// checks it: a record without a valid MAC is ErrForged, as is an authentic
+// event published again, since its aggregate's message after its stated
+// predecessor is the original, not the copy (Last and LastConsistent
+// check that with one more get; readers in stream order with
+// Record.Follows). Forged records are never delivered, and are reported
+// once each to Config.OnForged. After an ENCRYPTION_KEY rotation the old
+// key's records verify while it is configured; Authenticator.Vouch accepts
+// them by position once the service has recorded that it verified them.
+//
+// The service's NATS user is derived from the same key (ServiceKey), so
+// replicas share one identity and nothing else holds it; ProbeAnonymousAppend
+// tells whether a client without credentials could append.
+//
 // # Durability
 //
 // Append returns after the server acknowledged the message. With the

@@ -51,8 +51,7 @@ type Config struct {
 	// It must not block.
 	OnForged func(Record, error)
 	// Tracer, if set, records a span around every Append. Its attributes
-	// are the event type, whether the append is conditional, the outcome
-	// and the sequence; never the subject, which holds IDs. Default: a
+	// are the event type, the outcome and the sequence; never the subject, which holds IDs. Default: a
 	// no-op tracer.
 	Tracer trace.Tracer
 }
@@ -243,7 +242,9 @@ func (l *Log) Subjects() Subjects { return l.subjects }
 // Stream returns the stream name.
 func (l *Log) Stream() string { return l.cfg.Stream }
 
-// Append writes ev if exp holds and returns its stream sequence.
+// Append writes ev if exp holds and returns its stream sequence. Every
+// append is conditional (exp.Filter names ev's aggregate) and carries the
+// authenticator of ev under Config.Auth.
 //
 // It returns ErrConflict if the aggregate changed, ErrInvalidEvent for an
 // event the log refuses, and ErrAmbiguous (wrapping the cause) if the
@@ -285,9 +286,6 @@ func (l *Log) Append(ctx context.Context, ev Event, exp Expect) (seq uint64, err
 	}
 	msg.Header.Set(jetstream.ExpectedLastSubjSeqSubjHeader, exp.Filter)
 	msg.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(exp.Seq, 10))
-	if l.cfg.Auth == nil {
-		return 0, fmt.Errorf("%w: this log was attached without the service's key and cannot append", ErrInvalidEvent)
-	}
 	msg.Header.Set(HeaderAuth, l.cfg.Auth.sign(inputOf(ev.Subject, msg.Header, ev.Data, exp.Seq)))
 
 	ambiguous := false
@@ -385,6 +383,9 @@ func (l *Log) resolve(ctx context.Context, ev Event, exp Expect) (uint64, error)
 }
 
 func (l *Log) checkEvent(ev Event, exp Expect) error {
+	if l.cfg.Auth == nil {
+		return fmt.Errorf("%w: this log was attached without the service's key and cannot append", ErrInvalidEvent)
+	}
 	if !strings.HasPrefix(ev.Subject, l.cfg.Prefix+".") || strings.ContainsAny(ev.Subject, "*> \t\r\n") {
 		return fmt.Errorf("%w: subject %q", ErrInvalidEvent, ev.Subject)
 	}
