@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
 
 	"github.com/auth-platform/tokenservice/rpc/auth"
 )
@@ -69,6 +70,29 @@ func (c *credentials) natsOptions() ([]nats.Option, error) {
 		opts = append(opts, nats.ClientCert(c.natsCert, c.natsKey))
 	}
 	return opts, nil
+}
+
+// consumerName returns the name of the feed consumer a subscriber may
+// manage on tokend's embedded server: the public key of --nats-nkey; "" (a
+// random name) without it.
+func (c *credentials) consumerName() (string, error) {
+	if c.natsNkey == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(c.natsNkey)
+	if err != nil {
+		return "", fmt.Errorf("--nats-nkey: %w", err)
+	}
+	kp, err := nkeys.ParseDecoratedNKey(b)
+	if err != nil {
+		return "", fmt.Errorf("--nats-nkey: %w", err)
+	}
+	defer kp.Wipe()
+	pub, err := kp.PublicKey()
+	if err != nil {
+		return "", fmt.Errorf("--nats-nkey: %w", err)
+	}
+	return pub, nil
 }
 
 // httpClient returns the client for tokend: TLS with the given CA and
