@@ -6,12 +6,14 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
 )
 
 // Config configures a Subscriber. Its zero value reads the token service's
@@ -135,12 +137,17 @@ func (s *Subscriber) Run(ctx context.Context) error {
 }
 
 func (s *Subscriber) apply(seq, pending uint64, r *Revocation, k *Key) {
+	// What no live token can need is not kept (the feed may hold years
+	// of revocations written recently, after an upgrade).
+	horizon := s.cfg.Now().Add(-leeway)
 	s.mu.Lock()
 	switch {
 	case r != nil && r.FamilyID != "":
-		s.families[r.FamilyID] = r.AccessExpiresAt
+		if !r.AccessExpiresAt.Before(horizon) {
+			s.families[r.FamilyID] = r.AccessExpiresAt
+		}
 	case r != nil:
-		if cur, ok := s.cutoffs[r.Subject]; !ok || r.RevokedAt.After(cur) {
+		if cur, ok := s.cutoffs[r.Subject]; (!ok || r.RevokedAt.After(cur)) && !r.RevokedAt.Add(s.cfg.AccessTTL).Before(horizon) {
 			s.cutoffs[r.Subject] = r.RevokedAt
 		}
 	}
@@ -373,6 +380,26 @@ func watch(ctx context.Context, js jetstream.JetStream, cfg Config, start Start,
 			onTick()
 		}
 	}
+}
+
+// ConsumerName returns the consumer name of the subscriber user whose nkey
+// seed is in seedFile (its public key, U...): Config.Consumer on the token
+// service's embedded server.
+func ConsumerName(seedFile string) (string, error) {
+	b, err := os.ReadFile(seedFile)
+	if err != nil {
+		return "", fmt.Errorf("subscriber: seed: %w", err)
+	}
+	kp, err := nkeys.ParseDecoratedNKey(b)
+	if err != nil {
+		return "", fmt.Errorf("subscriber: seed %s: %w", seedFile, err)
+	}
+	defer kp.Wipe()
+	pub, err := kp.PublicKey()
+	if err != nil || !nkeys.IsValidPublicUserKey(pub) {
+		return "", fmt.Errorf("subscriber: seed %s: not a user nkey seed", seedFile)
+	}
+	return pub, nil
 }
 
 func randomName() string {

@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nkeys"
 
+	"github.com/auth-platform/tokenservice/projections/subscriber"
 	"github.com/auth-platform/tokenservice/rpc/auth"
 )
 
@@ -79,20 +79,11 @@ func (c *credentials) consumerName() (string, error) {
 	if c.natsNkey == "" {
 		return "", nil
 	}
-	b, err := os.ReadFile(c.natsNkey)
+	name, err := subscriber.ConsumerName(c.natsNkey)
 	if err != nil {
 		return "", fmt.Errorf("--nats-nkey: %w", err)
 	}
-	kp, err := nkeys.ParseDecoratedNKey(b)
-	if err != nil {
-		return "", fmt.Errorf("--nats-nkey: %w", err)
-	}
-	defer kp.Wipe()
-	pub, err := kp.PublicKey()
-	if err != nil {
-		return "", fmt.Errorf("--nats-nkey: %w", err)
-	}
-	return pub, nil
+	return name, nil
 }
 
 // httpClient returns the client for tokend: TLS with the given CA and

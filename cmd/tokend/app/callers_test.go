@@ -446,7 +446,7 @@ func TestSubscriberUser(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pub, _, err := eventlog.SubscriberSeed(filepath.Dir(seed)) // the consumer's name
+	pub, err := subscriber.ConsumerName(seed)
 	if err != nil {
 		t.Fatal(err)
 	}
