@@ -353,15 +353,33 @@ func TestSubscribersOwnConsumers(t *testing.T) {
 	if _, err := ajs.CreateOrUpdateConsumer(ctx, feed, jetstream.ConsumerConfig{Name: aPub, DeliverSubject: "tokenfeed.family.x.revoked", AckPolicy: jetstream.AckNonePolicy}); err == nil {
 		t.Fatal("a consumer delivering into the feed was created")
 	}
+	// Nor can it make the server send the JetStream API a request on its
+	// behalf: its own push consumer delivering to b's delete subject.
+	writeFeed(ctx, t, n, "tokenfeed.key.k1.published")
+	if err := ajs.DeleteConsumer(ctx, feed, aPub); err != nil {
+		t.Fatal(err)
+	}
+	push, err := ajs.CreateConsumer(ctx, feed, jetstream.ConsumerConfig{Name: aPub, DeliverSubject: "$JS.API.CONSUMER.DELETE." + feed + "." + bPub,
+		AckPolicy: jetstream.AckNonePolicy, InactiveThreshold: time.Second})
+	for err == nil {
+		// Until the server delivered the feed's message there, or removed
+		// the consumer for want of interest in that subject (what it
+		// does: the API is not a subscriber).
+		ci, ierr := push.Info(ctx)
+		if errors.Is(ierr, jetstream.ErrConsumerNotFound) || (ierr == nil && ci.Delivered.Consumer >= 1) {
+			break
+		}
+		if ierr != nil || ctx.Err() != nil {
+			t.Fatalf("push consumer: %v", ierr)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	info, err := bjs.Consumer(ctx, feed, bPub)
 	if err != nil {
 		t.Fatalf("b's consumer is gone: %v", err)
 	}
 	if ci := info.CachedInfo(); ci.Config.Description != "" || ci.Paused {
 		t.Fatalf("b's consumer was changed: %+v", ci.Config)
-	}
-	if err := ajs.DeleteConsumer(ctx, feed, aPub); err != nil {
-		t.Fatalf("a deletes its own consumer: %v", err)
 	}
 }
 
