@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/auth-platform/tokenservice/eventlog"
+	"github.com/auth-platform/tokenservice/projections/subscriber"
 	"github.com/auth-platform/tokenservice/rpc/auth"
 )
 
@@ -344,9 +345,13 @@ func (m *Main) provisionFeed(ctx context.Context) (jetstream.JetStream, error) {
 	if err != nil {
 		return nil, fmt.Errorf("feed: jetstream: %w", err)
 	}
-	attrs := []any{"url", m.embedded.ClientURL(), "stream", acc.FeedStream(), "consumer", "the subscriber's public nkey"}
+	attrs := []any{"url", m.embedded.ClientURL(), "stream", acc.FeedStream()}
 	if m.callers.seedFile != "" {
-		attrs = append(attrs, "seed_file", m.callers.seedFile)
+		name, err := subscriber.ConsumerName(m.callers.seedFile)
+		if err != nil {
+			return nil, err
+		}
+		attrs = append(attrs, "seed_file", m.callers.seedFile, "consumer", name)
 	}
 	m.Logger.Info("NATS subscribers read public revocations and key events with a subscriber nkey, through the consumer named after its public key", attrs...)
 	return js, nil
