@@ -2,6 +2,8 @@ package subscriber_test
 
 import (
 	"context"
+	"fmt"
+	"strconv"
 	"testing"
 	"time"
 
@@ -39,6 +41,25 @@ func startFeed(t *testing.T, env *issuertest.Env) {
 	t.Cleanup(func() { stop(); <-done })
 }
 
+// feedHolds waits until the feed holds the log's events up to seq: it
+// trails the log by one publish.
+func feedHolds(t *testing.T, env *issuertest.Env, seq uint64) {
+	t.Helper()
+	ctx := context.Background()
+	waitFor(t, fmt.Sprintf("the feed up to log seq %d", seq), func() bool {
+		st, err := env.Log.JetStream().Stream(ctx, subscriber.DefaultStream)
+		if err != nil || st.CachedInfo().State.LastSeq == 0 {
+			return false
+		}
+		m, err := st.GetMsg(ctx, st.CachedInfo().State.LastSeq)
+		if err != nil {
+			return false
+		}
+		src, _ := strconv.ParseUint(m.Header.Get(subscriber.HeaderSourceSeq), 10, 64)
+		return src >= seq
+	})
+}
+
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
@@ -63,6 +84,7 @@ func TestSubscriber(t *testing.T) {
 	if _, err := env.Issuer.RevokeFamily(ctx, early.FamilyID, eventsv1.RevocationReason_REVOCATION_REASON_CLIENT); err != nil {
 		t.Fatal(err)
 	}
+	feedHolds(t, env, env.LastSeq(t))
 
 	nc, err := node.Embedded.Connect()
 	if err != nil {
