@@ -324,7 +324,9 @@ func TestFeedWriterTakeover(t *testing.T) {
 	<-doneB
 	<-doneC
 	checkFeed(t, feed, want, secrets)
-	if total := a.Written() + b.Written() + c.Written(); total != uint64(len(want)) {
+	// The feed's content above is the proof; the counts can only miss the
+	// one publish of a that its stop cut before the answer came back.
+	if total := a.Written() + b.Written() + c.Written(); total > uint64(len(want)) || total+1 < uint64(len(want)) {
 		t.Fatalf("writers wrote %d messages (a %d, b %d, c %d), want %d", total, a.Written(), b.Written(), c.Written(), len(want))
 	}
 	t.Logf("a wrote %d, b %d, c %d", a.Written(), b.Written(), c.Written())
