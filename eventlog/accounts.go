@@ -7,11 +7,14 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
+
+	"github.com/auth-platform/tokenservice/projections/subscriber"
 )
 
 // Names used by the embedded server's accounts. They are part of the
@@ -20,17 +23,14 @@ const (
 	// SubscriberAccount is the NATS account of subscribers.
 	SubscriberAccount = "SUBSCRIBERS"
 	// DefaultFeedStream is the default name of the subscribers' stream.
-	DefaultFeedStream = "TOKENS_FEED"
+	DefaultFeedStream = subscriber.DefaultStream
+	// AnonymousConsumer is the one consumer of the feed that connections
+	// without credentials may use (Anonymous).
+	AnonymousConsumer = "anonymous"
 	// SubscriberSeedFile is the file, under the data directory, that holds
 	// the generated subscriber nkey seed.
 	SubscriberSeedFile = "nats-subscriber.nk"
 
-	// feedAPIPrefix is where the subscriber account sees the service
-	// account's consumer-creation API (only the filters exported to it).
-	feedAPIPrefix = "_TOKEND.API"
-	// feedDeliverPrefix is the prefix of the delivery subjects of the
-	// consumers that feed the subscribers' stream.
-	feedDeliverPrefix = "_TOKEND.FEED"
 	// Limits of the subscriber account: the feed stream only, and a bound
 	// on the consumers subscribers may keep.
 	subscriberMaxStreams   = 1
@@ -43,10 +43,13 @@ type AccountsConfig struct {
 	Stream string
 	// Prefix is the subject prefix of the log. Default "token".
 	Prefix string
-	// FeedStream names the subscribers' stream. Default "TOKENS_FEED".
+	// FeedStream names the subscribers' stream, the feed. Default
+	// "TOKENS_FEED".
 	FeedStream string
 	// SubscriberKeys are the public user nkeys ("U...") of the subscriber
-	// user(s). At least one is required; SubscriberSeed makes one.
+	// users, one per resource server (or per process): each may manage
+	// only the consumer named after its key. At least one is required;
+	// SubscriberSeed makes one.
 	SubscriberKeys []string
 	// OperatorKeys are public user nkeys of operators' tools (tokenctl):
 	// users of the log's account with the service's rights, who can read
@@ -97,31 +100,33 @@ func NkeyOption(kp nkeys.KeyPair) nats.Option { return nkeyOption(kp) }
 //     ENCRYPTION_KEY (ServiceKey; one made in memory without
 //     ServiceSecrets), with full rights, and so do the operators of
 //     OperatorKeys;
-//   - SUBSCRIBERS, which holds one stream (FeedStream) that JetStream
-//     sources from the log with three filters: family revocations, subject
-//     revocations and key events. Subscribers read that stream through
-//     consumers and can do nothing else. An admin user, also with an
-//     in-memory nkey, creates the stream (ProvisionFeed). With Anonymous,
-//     connections without credentials are subscribers too.
+//   - SUBSCRIBERS, which holds one stream (FeedStream), the subscriber
+//     feed: public revocations and key lifecycle that tokend derives from
+//     the log and writes there (projections.FeedWriter), never a copy of
+//     a log event. An admin user, also with an in-memory nkey, creates the
+//     stream (ProvisionFeed) and writes it (ConnectFeed). Each subscriber
+//     user may read the stream, and create, read and delete one consumer,
+//     named after its public key; nothing else. With Anonymous,
+//     connections without credentials are subscribers too, whose consumer
+//     is named AnonymousConsumer.
 //
 // The boundary is the account, not user permissions inside the log's
 // account, because a user who may create consumers on a stream can also
 // update a durable consumer of the same name (the families projector's),
 // pull from the service's consumers, or name a delivery subject that the
 // server then publishes to (a KV bucket's subject, for instance): none of
-// that can be expressed as a permission on subjects. Across accounts the
-// global account exports only consumer creation with the three filters in
-// the API subject (nats-server refuses a request whose filter differs from
-// the one in its subject), so nothing but revocations and key events can
-// leave it, and nothing a subscriber does can reach the log.
+// that can be expressed as a permission on subjects. No import or export
+// joins the two accounts: nothing a subscriber does can reach the log, and
+// nothing but what tokend writes reaches the feed. Inside SUBSCRIBERS,
+// consumer names keep subscribers apart: the consumer API carries the
+// consumer's name in its subject, so one subscriber cannot delete, pause
+// or update another's consumer.
 //
 // Subscribers connect to the embedded server's listener with their nkey
-// (nats.NkeyOptionFromSeed, or nats --nkey) and read FeedStream with any
-// kind of consumer (ordered, durable, pull, or push delivering under
-// _INBOX). The feed keeps the log's order within each of its three filters,
-// not across them; its messages keep their subjects and headers (event
-// type, ID, correlation ID, actor). The feed's files are under the data
-// directory too, encrypted like the log's.
+// (nats.NkeyOptionFromSeed, or nats --nkey) and read FeedStream through the
+// consumer named after their public key (projections/subscriber,
+// Config.Consumer). The feed's files are under the data directory too,
+// encrypted like the log's.
 //
 // An Accounts is immutable and safe for concurrent use.
 type Accounts struct {
@@ -211,14 +216,25 @@ func NewAccounts(cfg AccountsConfig) (*Accounts, error) {
 // FeedStream returns the name of the subscribers' stream.
 func (a *Accounts) FeedStream() string { return a.cfg.FeedStream }
 
-// FeedFilters returns the filters the feed stream sources from the log:
-// family revocations, subject revocations and key events.
-func (a *Accounts) FeedFilters() []string {
-	s := NewSubjects(a.cfg.Prefix)
-	return []string{
-		s.prefix + ".family.*.revoked",
-		s.prefix + ".subject.*.revoked",
-		s.Keys(),
+// FeedSubjects returns the subjects of the feed stream.
+func (a *Accounts) FeedSubjects() string { return subscriber.NewSubjects(a.cfg.Prefix).All() }
+
+// FeedStreamConfig returns the configuration of a feed stream named name
+// for the log prefix: the feed's subjects, file storage, no deletes or
+// purges. tokend uses it on the embedded server (ProvisionFeed) and on a
+// cluster of yours (NATS_URL).
+func FeedStreamConfig(name, prefix string, replicas int) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        name,
+		Description: "public revocations and key lifecycle, written by tokend for subscribers",
+		Subjects:    []string{subscriber.NewSubjects(prefix).All()},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		Replicas:    replicas,
+		AllowDirect: true,
+		DenyDelete:  true,
+		DenyPurge:   true,
+		Duplicates:  2 * time.Minute,
 	}
 }
 
@@ -232,11 +248,11 @@ func nkeyOption(kp nkeys.KeyPair) nats.Option {
 }
 
 // ProvisionFeed creates the subscribers' stream, or updates its
-// configuration, through an in-process connection of the admin user. The
-// stream then catches up with the log in the background. Call it after the
-// log's stream exists (Open).
+// configuration, through an in-process connection of the admin user. A
+// feed of an earlier version, which JetStream sourced from the log (and
+// which held sealed keys and family states), is deleted first.
 func (a *Accounts) ProvisionFeed(ctx context.Context, e *Embedded) error {
-	nc, err := e.Connect(nkeyOption(a.admin), nats.Name("tokend-feed-admin"))
+	nc, err := a.ConnectFeed(e)
 	if err != nil {
 		return err
 	}
@@ -245,30 +261,22 @@ func (a *Accounts) ProvisionFeed(ctx context.Context, e *Embedded) error {
 	if err != nil {
 		return fmt.Errorf("eventlog: feed: jetstream: %w", err)
 	}
-	sc := jetstream.StreamConfig{
-		Name:        a.cfg.FeedStream,
-		Description: "revocation and key events of " + a.cfg.Stream + ", for subscribers",
-		Storage:     jetstream.FileStorage,
-		Retention:   jetstream.LimitsPolicy,
-		Replicas:    1,
-		AllowDirect: true,
-		DenyDelete:  true,
-		DenyPurge:   true,
+	if st, err := js.Stream(ctx, a.cfg.FeedStream); err == nil && len(st.CachedInfo().Config.Sources) > 0 {
+		if err := js.DeleteStream(ctx, a.cfg.FeedStream); err != nil {
+			return fmt.Errorf("eventlog: feed: delete the sourced feed %s: %w", a.cfg.FeedStream, err)
+		}
 	}
-	for _, f := range a.FeedFilters() {
-		sc.Sources = append(sc.Sources, &jetstream.StreamSource{
-			Name:          a.cfg.Stream,
-			FilterSubject: f,
-			External: &jetstream.ExternalStream{
-				APIPrefix:     feedAPIPrefix,
-				DeliverPrefix: feedDeliverPrefix,
-			},
-		})
-	}
-	if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+	if _, err := js.CreateOrUpdateStream(ctx, FeedStreamConfig(a.cfg.FeedStream, a.cfg.Prefix, 1)); err != nil {
 		return fmt.Errorf("eventlog: feed: create stream %s: %w", a.cfg.FeedStream, err)
 	}
 	return nil
+}
+
+// ConnectFeed returns an in-process connection of the admin user of the
+// subscribers' account, which may write the feed stream; the caller closes
+// it.
+func (a *Accounts) ConnectFeed(e *Embedded) (*nats.Conn, error) {
+	return e.Connect(nkeyOption(a.admin), nats.Name("tokend-feed"))
 }
 
 // configure adds the accounts and users to the options of a server that
@@ -280,34 +288,6 @@ func (a *Accounts) ProvisionFeed(ctx context.Context, e *Embedded) error {
 func (a *Accounts) configure(opts *server.Options) error {
 	global := server.NewAccount(server.DEFAULT_GLOBAL_ACCOUNT)
 	subs := server.NewAccount(SubscriberAccount)
-	consumerCreate := "$JS.API.CONSUMER.CREATE." + a.cfg.Stream + ".*."
-	for _, f := range a.FeedFilters() {
-		// Only consumer creation with the filter in the subject:
-		// nats-server refuses a request whose configured filter differs
-		// from the subject's, or that adds filter_subjects.
-		if err := global.AddServiceExportWithResponse(consumerCreate+f, server.Streamed, []*server.Account{subs}); err != nil {
-			return err
-		}
-	}
-	// Flow control of the sourcing consumers, and their deliveries.
-	if err := global.AddServiceExport("$JS.FC.>", []*server.Account{subs}); err != nil {
-		return err
-	}
-	if err := global.AddStreamExport(feedDeliverPrefix+".>", []*server.Account{subs}); err != nil {
-		return err
-	}
-	for _, f := range a.FeedFilters() {
-		local := feedAPIPrefix + ".CONSUMER.CREATE." + a.cfg.Stream + ".*." + f
-		if err := subs.AddServiceImport(global, local, consumerCreate+f); err != nil {
-			return err
-		}
-	}
-	if err := subs.AddServiceImport(global, "$JS.FC.>", "$JS.FC.>"); err != nil {
-		return err
-	}
-	if err := subs.AddStreamImport(global, feedDeliverPrefix+".>", ""); err != nil {
-		return err
-	}
 	servicePub, _ := a.service.PublicKey()
 	adminPub, _ := a.admin.PublicKey()
 	opts.Accounts = append(opts.Accounts, global, subs)
@@ -321,9 +301,8 @@ func (a *Accounts) configure(opts *server.Options) error {
 			opts.Nkeys = append(opts.Nkeys, &server.NkeyUser{Nkey: pub, Account: global})
 		}
 	}
-	perms := a.subscriberPermissions()
 	for _, k := range a.cfg.SubscriberKeys {
-		opts.Nkeys = append(opts.Nkeys, &server.NkeyUser{Nkey: k, Account: subs, Permissions: perms})
+		opts.Nkeys = append(opts.Nkeys, &server.NkeyUser{Nkey: k, Account: subs, Permissions: a.subscriberPermissions(k)})
 	}
 	for _, k := range a.cfg.OperatorKeys {
 		opts.Nkeys = append(opts.Nkeys, &server.NkeyUser{Nkey: k, Account: global})
@@ -333,7 +312,7 @@ func (a *Accounts) configure(opts *server.Options) error {
 		// nobody holds (nats-server skips the signature for it): a
 		// subscriber, with a subscriber's rights.
 		pub, _ := a.anonymous.PublicKey()
-		opts.Nkeys = append(opts.Nkeys, &server.NkeyUser{Nkey: pub, Account: subs, Permissions: perms})
+		opts.Nkeys = append(opts.Nkeys, &server.NkeyUser{Nkey: pub, Account: subs, Permissions: a.subscriberPermissions(AnonymousConsumer)})
 		opts.NoAuthUser = pub
 	}
 	return nil
@@ -359,13 +338,16 @@ func (a *Accounts) enableJetStream(srv *server.Server) error {
 	return nil
 }
 
-// subscriberPermissions allows subscribers to read the feed stream with
-// consumers of any kind (ordered, durable, pull, or push with a delivery
-// subject under _INBOX), direct gets and stream info, and nothing else:
-// no publish to any other subject, in particular not to the imported API
-// subjects, and no stream management.
-func (a *Accounts) subscriberPermissions() *server.Permissions {
+// subscriberPermissions allows a subscriber to read the feed stream
+// (stream info, message gets) and to create, read, pull from and delete
+// the one consumer named consumer (its public key); nothing else: no
+// publish to any other subject, in particular not to the feed's subjects,
+// no other consumer's API (create, which updates, pause, delete), no
+// stream management. A push consumer cannot deliver into the feed: the
+// server refuses a delivery subject that the stream captures.
+func (a *Accounts) subscriberPermissions(consumer string) *server.Permissions {
 	feed := a.cfg.FeedStream
+	own := feed + "." + consumer
 	return &server.Permissions{
 		Publish: &server.SubjectPermission{Allow: []string{
 			"$JS.API.INFO",
@@ -375,14 +357,13 @@ func (a *Accounts) subscriberPermissions() *server.Permissions {
 			"$JS.API.STREAM.MSG.GET." + feed,
 			"$JS.API.DIRECT.GET." + feed,
 			"$JS.API.DIRECT.GET." + feed + ".>",
-			"$JS.API.CONSUMER.CREATE." + feed,
-			"$JS.API.CONSUMER.*." + feed,        // NAMES, LIST
-			"$JS.API.CONSUMER.*." + feed + ".>", // CREATE, INFO, DELETE, ...
-			"$JS.API.CONSUMER.MSG.NEXT." + feed + ".*",
-			"$JS.API.CONSUMER.DURABLE.CREATE." + feed + ".*",
-			"$JS.ACK." + feed + ".>",
-			"$JS.FC." + feed + ".>",
-			"$JS.FC.*.*." + feed + ".>",
+			"$JS.API.CONSUMER.CREATE." + own,
+			"$JS.API.CONSUMER.CREATE." + own + ".>", // with a filter in the subject
+			"$JS.API.CONSUMER.INFO." + own,
+			"$JS.API.CONSUMER.DELETE." + own,
+			"$JS.API.CONSUMER.MSG.NEXT." + own,
+			"$JS.ACK." + own + ".>",
+			"$JS.FC." + own + ".>",
 		}},
 		Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>"}},
 	}

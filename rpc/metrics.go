@@ -173,7 +173,7 @@ func NewMetrics(lag func() float64) *Metrics {
 	for _, res := range []string{"ok", "conflict", "error"} {
 		m.appends.WithLabelValues(res)
 	}
-	for _, p := range []string{"replica", "families"} {
+	for _, p := range []string{"replica", "families", "feed"} {
 		m.badRecords.WithLabelValues(p)
 	}
 	return m
@@ -267,7 +267,8 @@ func (m *Metrics) Handler() http.Handler {
 }
 
 // BadRecord counts a log record a projection skipped: "replica" (the
-// in-memory projections) or "families" (the read model).
+// in-memory projections), "families" (the read model) or "feed" (the
+// subscriber feed's writer).
 func (m *Metrics) BadRecord(projection string) { m.badRecords.WithLabelValues(projection).Inc() }
 
 // Forged counts a log record refused as forged (eventlog.ErrForged).

@@ -20,7 +20,6 @@ import (
 	"github.com/auth-platform/tokenservice/dpop"
 	"github.com/auth-platform/tokenservice/issuer/issuertest"
 	"github.com/auth-platform/tokenservice/projections"
-	"github.com/auth-platform/tokenservice/projections/subscriber"
 	tokenv1 "github.com/auth-platform/tokenservice/proto/token/v1"
 	"github.com/auth-platform/tokenservice/proto/token/v1/tokenv1connect"
 	"github.com/auth-platform/tokenservice/rpc"
@@ -63,7 +62,7 @@ func newServerWith(t *testing.T, nonceRequired bool, mutate func(*rpc.Config)) *
 	go func() { defer close(projectorDone); _ = projector.Run(pctx) }()
 	t.Cleanup(func() { stopProjector(); <-projectorDone })
 	cfg := rpc.Config{Issuer: env.Issuer, DPoP: verifier, Keys: env.Set, KeyAdmin: env.Keyring, Revocations: env.Set, Metrics: metrics, Ready: func() bool { return true },
-		Families: projections.NewFamilyStore(env.Log.JetStream(), ""), Feed: subscriber.Feed{JS: env.Log.JetStream()},
+		Families: projections.NewFamilyStore(env.Log.JetStream(), ""), Feed: projections.RevocationFeed{Log: env.Log},
 		MaxRequestBytes: 8 << 10, Now: env.Clock.Now}
 	if mutate != nil {
 		mutate(&cfg)

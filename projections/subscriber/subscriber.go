@@ -1,84 +1,67 @@
-// Package subscriber keeps, inside a resource server, the set of
-// revocations that can still affect live access tokens, fed from the token
-// service's event stream over NATS, so that the resource server checks a
-// token's revocation in memory with no call to the token service.
-//
-// It reads only revocation events (one filter, <prefix>.*.*.revoked). On the
-// token service's embedded NATS server, connect as its subscriber user (the
-// nkey seed tokend writes to DATA_DIR/nats-subscriber.nk, or one whose public
-// key is in NATS_SUBSCRIBER_KEY) and set Config.Stream to TOKENS_FEED
-// (eventlog.DefaultFeedStream): that user reads only the feed, which holds
-// the revocations and key events of the log, so the same filter selects the
-// same revocations there. It starts
-// AccessTTL (plus a minute of clock leeway) in the past: a revocation older
-// than that concerns only access tokens that have expired.
-//
-// A revoked family revokes every access token whose sid claim names it. A
-// subject cut-off revokes every access token of the subject issued at or
-// before the cut-off; iat has one-second precision, so a token issued in
-// the same second as the cut-off but after it is refused too (the safe
-// side).
-//
-// Until Ready is closed the set is still catching up: a resource server
-// should refuse tokens (or wait) until then, and watch Lag.
 package subscriber
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"google.golang.org/protobuf/proto"
-
-	"github.com/auth-platform/tokenservice/eventlog"
-	"github.com/auth-platform/tokenservice/projections"
-	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
+	"github.com/nats-io/nkeys"
 )
 
-// Config configures a Subscriber. Its zero value subscribes to the token
-// service's defaults.
+// Config configures a Subscriber. Its zero value reads the token service's
+// default feed with a consumer of a random name.
 type Config struct {
-	// Stream is the stream to read: the token service's log, or
-	// TOKENS_FEED for the subscriber user of its embedded server. Default
-	// "TOKENS".
+	// Stream is the feed's stream. Default DefaultStream (TOKENS_FEED).
 	Stream string
-	// Prefix is its subject prefix. Default "token".
+	// Prefix is the subject prefix of the token service's log
+	// (NATS_SUBJECT_PREFIX); the feed's subjects are under <prefix>feed.
+	// Default "token".
 	Prefix string
+	// Consumer names the consumer the subscriber reads through. On the
+	// token service's embedded server it must be the subscriber user's
+	// public nkey (U...), the only consumer that user may manage. Default:
+	// a random name, for servers where a reader may name any consumer.
+	// One Consumer serves one reader at a time: a second reader with the
+	// same name replaces the first's consumer.
+	Consumer string
 	// AccessTTL is the longest access-token lifetime the service issues
 	// (its ACCESS_TOKEN_TTL). Default 15 minutes.
 	AccessTTL time.Duration
 	// OnRevocation, if set, is called with each revocation once IsRevoked
 	// reflects it, in stream order, on one goroutine.
 	OnRevocation func(Revocation)
-	// OnCaughtUp, if set, is called once every revocation that existed
-	// when reading started has been delivered (at once if there were
-	// none): from then on, new revocations arrive as they are appended.
+	// OnKey, if set, is called with each key event, in stream order, on
+	// the goroutine of OnRevocation.
+	OnKey func(Key)
+	// OnCaughtUp, if set, is called once every message that existed when
+	// reading started has been delivered (at once if there were none):
+	// from then on, new ones arrive as they are written.
 	OnCaughtUp func()
 	// Now is the clock that prunes expired entries. Default time.Now.
 	Now func() time.Time
 }
 
-// Revocation is a revocation event: a family's, or a subject cut-off.
-type Revocation struct {
-	// Seq is the event's stream sequence.
-	Seq uint64
-	// FamilyID is the revoked family (the sid claim of its access tokens);
-	// empty for a subject cut-off.
-	FamilyID string
-	// Subject is the family's subject, or the subject cut off.
-	Subject string
-	// Reason is reuse, client, subject, key_compromise or admin.
-	Reason    string
-	RevokedAt time.Time
-	// AccessExpiresAt is, for a family, when its last access token
-	// expires.
-	AccessExpiresAt time.Time
-	// AppendedAt is when the event was stored in the stream.
-	AppendedAt time.Time
+func (c *Config) setDefaults() {
+	if c.Stream == "" {
+		c.Stream = DefaultStream
+	}
+	if c.Prefix == "" {
+		c.Prefix = DefaultPrefix
+	}
+	if c.AccessTTL <= 0 {
+		c.AccessTTL = 15 * time.Minute
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
 }
 
 // Claims are the access-token claims a revocation check needs.
@@ -93,9 +76,10 @@ type Subscriber struct {
 	js  jetstream.JetStream
 	cfg Config
 
-	mu  sync.RWMutex
-	rev *projections.Revocations
-	seq uint64
+	mu       sync.RWMutex
+	families map[string]time.Time // family ID → when its last access token expires
+	cutoffs  map[string]time.Time // subject → cut-off
+	seq      uint64               // last feed sequence applied
 
 	pending   atomic.Uint64
 	ready     chan struct{}
@@ -109,22 +93,7 @@ func New(nc *nats.Conn, cfg Config) (*Subscriber, error) {
 		return nil, fmt.Errorf("subscriber: jetstream: %w", err)
 	}
 	cfg.setDefaults()
-	return &Subscriber{js: js, cfg: cfg, rev: projections.NewRevocations(cfg.AccessTTL), ready: make(chan struct{})}, nil
-}
-
-func (c *Config) setDefaults() {
-	if c.Stream == "" {
-		c.Stream = "TOKENS"
-	}
-	if c.Prefix == "" {
-		c.Prefix = "token"
-	}
-	if c.AccessTTL <= 0 {
-		c.AccessTTL = 15 * time.Minute
-	}
-	if c.Now == nil {
-		c.Now = time.Now
-	}
+	return &Subscriber{js: js, cfg: cfg, families: map[string]time.Time{}, cutoffs: map[string]time.Time{}, ready: make(chan struct{})}, nil
 }
 
 // leeway covers the clock difference between the service and this process.
@@ -133,8 +102,13 @@ const leeway = time.Minute
 // nowLeeway is how far before now a watch "from now" starts.
 const nowLeeway = 2 * time.Second
 
-// Run follows the revocations until ctx ends, resuming after the last one
-// applied when the consumer has to be set up again.
+// retryEvery is how long a reader waits before it sets its consumer up
+// again.
+const retryEvery = 250 * time.Millisecond
+
+// Run follows the feed until ctx ends, resuming after the last message
+// applied whenever the consumer has to be set up again (the connection or
+// the stream's leader went away).
 func (s *Subscriber) Run(ctx context.Context) error {
 	prune := time.NewTicker(time.Minute)
 	defer prune.Stop()
@@ -146,64 +120,87 @@ func (s *Subscriber) Run(ctx context.Context) error {
 		if after == 0 {
 			start = Start{Since: s.cfg.Now().Add(-s.cfg.AccessTTL - leeway)}
 		}
-		err := watch(ctx, s.js, s.cfg, start, s.apply, func() {
+		_ = watch(ctx, s.js, s.cfg, start, s.apply, func() {
 			s.readyOnce.Do(func() {
 				close(s.ready)
 				if s.cfg.OnCaughtUp != nil {
 					s.cfg.OnCaughtUp()
 				}
 			})
-		}, prune.C, s.prune)
-		if ctx.Err() != nil {
-			return nil
-		}
-		_ = err // the connection or the stream leader is away: set up again
+		}, prune.C, s.prune) // its error only says why to set up again
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(250 * time.Millisecond):
+		case <-time.After(retryEvery):
 		}
 	}
 }
 
-func (s *Subscriber) apply(rec eventlog.Record, m revocationEvent, r Revocation) {
+func (s *Subscriber) apply(seq, pending uint64, r *Revocation, k *Key) {
+	// What no live token can need is not kept (the feed may hold years
+	// of revocations written recently, after an upgrade).
+	horizon := s.cfg.Now().Add(-leeway)
 	s.mu.Lock()
-	s.rev.Apply(rec, m)
-	s.seq = rec.Seq
+	switch {
+	case r != nil && r.FamilyID != "":
+		if !r.AccessExpiresAt.Before(horizon) {
+			s.families[r.FamilyID] = r.AccessExpiresAt
+		}
+	case r != nil:
+		if cur, ok := s.cutoffs[r.Subject]; (!ok || r.RevokedAt.After(cur)) && !r.RevokedAt.Add(s.cfg.AccessTTL).Before(horizon) {
+			s.cutoffs[r.Subject] = r.RevokedAt
+		}
+	}
+	s.seq = seq
 	s.mu.Unlock()
-	s.pending.Store(rec.Pending)
-	if s.cfg.OnRevocation != nil {
-		s.cfg.OnRevocation(r)
+	s.pending.Store(pending)
+	if r != nil && s.cfg.OnRevocation != nil {
+		s.cfg.OnRevocation(*r)
+	}
+	if k != nil && s.cfg.OnKey != nil {
+		s.cfg.OnKey(*k)
 	}
 }
 
+// prune forgets the families whose access tokens have all expired and the
+// cut-offs older than the access-token lifetime.
 func (s *Subscriber) prune() {
+	now := s.cfg.Now().Add(-leeway)
 	s.mu.Lock()
-	s.rev.Prune(s.cfg.Now().Add(-leeway))
-	s.mu.Unlock()
+	defer s.mu.Unlock()
+	for fid, exp := range s.families {
+		if exp.Before(now) {
+			delete(s.families, fid)
+		}
+	}
+	for sub, at := range s.cutoffs {
+		if at.Add(s.cfg.AccessTTL).Before(now) {
+			delete(s.cutoffs, sub)
+		}
+	}
 }
 
 // IsRevoked reports whether the token with claims c is revoked, as far as
-// the events received so far tell.
+// the messages received so far tell.
 func (s *Subscriber) IsRevoked(c Claims) bool {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if _, ok := s.rev.Family(c.FamilyID); ok && c.FamilyID != "" {
+	if _, ok := s.families[c.FamilyID]; ok && c.FamilyID != "" {
 		return true
 	}
-	cut, ok := s.rev.Subject(c.Subject)
-	return ok && !c.IssuedAt.After(cut.At)
+	cut, ok := s.cutoffs[c.Subject]
+	return ok && !c.IssuedAt.After(cut)
 }
 
-// Ready is closed once every revocation that existed when Run started has
+// Ready is closed once every message that existed when Run started has
 // been applied.
 func (s *Subscriber) Ready() <-chan struct{} { return s.ready }
 
-// Lag returns how many revocation events were still to be applied when the
-// last one arrived: 0 when caught up.
+// Lag returns how many messages were still to be applied when the last
+// one arrived: 0 when caught up.
 func (s *Subscriber) Lag() uint64 { return s.pending.Load() }
 
-// Seq returns the stream sequence of the last revocation applied.
+// Seq returns the feed sequence of the last message applied.
 func (s *Subscriber) Seq() uint64 {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -211,19 +208,26 @@ func (s *Subscriber) Seq() uint64 {
 }
 
 // Start is where Watch starts: after a stream sequence, or at a time; the
-// zero Start delivers the revocations appended from now on (and from up to
-// two seconds before, to cover the clock difference with the server).
+// zero Start delivers the messages written from now on (and from up to two
+// seconds before, to cover the clock difference with the server).
 type Start struct {
 	AfterSeq uint64
 	Since    time.Time
 }
 
-// Watch calls fn with every revocation from start on, in stream order,
-// until ctx ends or fn returns an error (which Watch returns); fn and
-// cfg.OnCaughtUp run on one goroutine at a time. It reads the
-// stream over js with an ordered consumer on the revocation filter only.
+// Watch calls fn with every revocation of the feed from start on, in
+// stream order, until ctx ends (it returns ctx's error) or fn returns an
+// error (which Watch returns); fn and cfg.OnKey and cfg.OnCaughtUp run on
+// one goroutine at a time. It sets its consumer up again after a failure,
+// resuming after the last message delivered, but returns the error of the
+// first set-up (no such stream, no permission).
 func Watch(ctx context.Context, js jetstream.JetStream, cfg Config, start Start, fn func(Revocation) error) error {
 	cfg.setDefaults()
+	if start.AfterSeq == 0 && start.Since.IsZero() {
+		// "From now" is fixed once: a consumer set up again later
+		// resumes by sequence, or from this time, and skips nothing.
+		start.Since = time.Now().Add(-nowLeeway)
+	}
 	var fnErr error
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -233,60 +237,96 @@ func Watch(ctx context.Context, js jetstream.JetStream, cfg Config, start Start,
 			once.Do(cfg.OnCaughtUp)
 		}
 	}
-	err := watch(wctx, js, cfg, start, func(_ eventlog.Record, _ revocationEvent, r Revocation) {
-		if fnErr != nil {
-			return
+	for first := true; ; first = false {
+		err := watch(wctx, js, cfg, start, func(seq, _ uint64, r *Revocation, k *Key) {
+			start = Start{AfterSeq: seq}
+			if fnErr != nil {
+				return
+			}
+			if k != nil && cfg.OnKey != nil {
+				cfg.OnKey(*k)
+			}
+			if r != nil {
+				if fnErr = fn(*r); fnErr != nil {
+					cancel()
+				}
+			}
+		}, caughtUp, nil, nil)
+		switch {
+		case fnErr != nil:
+			return fnErr
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case first && errors.Is(err, errSetUp):
+			return err
 		}
-		if fnErr = fn(r); fnErr != nil {
-			cancel()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(retryEvery):
 		}
-	}, caughtUp, nil, nil)
-	if fnErr != nil {
-		return fnErr
 	}
-	return err
 }
 
-// revocationEvent is a decoded FamilyRevoked or SubjectRevoked.
-type revocationEvent = proto.Message
+// errSetUp marks a failure to set the consumer up.
+var errSetUp = errors.New("subscriber: set up")
 
-// watch runs one ordered consumer until ctx ends or it fails. Its apply
-// calls are serialised and never happen after watch returns.
-func watch(ctx context.Context, js jetstream.JetStream, cfg Config, start Start, apply func(eventlog.Record, revocationEvent, Revocation), caughtUp func(), tick <-chan time.Time, onTick func()) error {
-	oc := jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{eventlog.NewSubjects(cfg.Prefix).Revocations()},
+// errGap is a message delivered out of the consumer's order: the consumer
+// is set up again after the last message applied.
+var errGap = errors.New("subscriber: gap in the consumer's deliveries")
+
+// watch reads the feed with one consumer until ctx ends or the consumer
+// fails. Its apply calls are serialised and never happen after it
+// returns.
+func watch(ctx context.Context, js jetstream.JetStream, cfg Config, start Start, apply func(seq, pending uint64, r *Revocation, k *Key), caughtUp func(), tick <-chan time.Time, onTick func()) error {
+	name := cfg.Consumer
+	if name == "" {
+		name = randomName()
+	}
+	cc := jetstream.ConsumerConfig{
+		Name:          name,
+		Description:   "token feed reader",
+		FilterSubject: NewSubjects(cfg.Prefix).All(),
+		AckPolicy:     jetstream.AckNonePolicy,
+		MemoryStorage: true,
+		Replicas:      1,
 		// The server removes the consumer this long after the last pull:
-		// a watcher that went away leaves nothing behind for long.
+		// a reader that went away leaves nothing behind for long.
 		InactiveThreshold: 10 * time.Second,
 	}
 	since := start.Since
 	if start.AfterSeq == 0 && since.IsZero() {
-		// "From now" is a time, not NATS's deliver-new policy: an ordered
-		// consumer that must be set up again before its first message
-		// (the connection dropped) would then start from the new "now"
-		// and skip what was appended in between. A little before now
-		// covers the clock difference with the server; a client may see
-		// a revocation of the last seconds twice (its sequence tells).
 		since = time.Now().Add(-nowLeeway)
 	}
-	switch {
-	case start.AfterSeq > 0:
-		oc.DeliverPolicy, oc.OptStartSeq = jetstream.DeliverByStartSequencePolicy, start.AfterSeq+1
-	default:
-		oc.DeliverPolicy, oc.OptStartTime = jetstream.DeliverByStartTimePolicy, &since
+	if start.AfterSeq > 0 {
+		cc.DeliverPolicy, cc.OptStartSeq = jetstream.DeliverByStartSequencePolicy, start.AfterSeq+1
+	} else {
+		cc.DeliverPolicy, cc.OptStartTime = jetstream.DeliverByStartTimePolicy, &since
 	}
-	cons, err := js.OrderedConsumer(ctx, cfg.Stream, oc)
+	// A consumer of this name left by an earlier reader starts elsewhere,
+	// and its start cannot be updated: replace it.
+	if err := js.DeleteConsumer(ctx, cfg.Stream, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return fmt.Errorf("%w: delete consumer %s: %w", errSetUp, name, err)
+	}
+	cons, err := js.CreateConsumer(ctx, cfg.Stream, cc)
 	if err != nil {
-		return fmt.Errorf("subscriber: ordered consumer: %w", err)
+		return fmt.Errorf("%w: consumer %s on %s: %w", errSetUp, name, cfg.Stream, err)
 	}
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		_ = js.DeleteConsumer(dctx, cfg.Stream, name) // best effort: InactiveThreshold removes it otherwise
+	}()
 	info := cons.CachedInfo()
-	if info == nil {
-		if info, err = cons.Info(ctx); err != nil {
-			return fmt.Errorf("subscriber: consumer info: %w", err)
-		}
-	}
 	if info.NumPending == 0 && caughtUp != nil {
 		caughtUp()
+	}
+	failed := make(chan error, 1)
+	fail := func(err error) {
+		select {
+		case failed <- err:
+		default:
+		}
 	}
 	var mu sync.Mutex
 	stopped := false
@@ -295,8 +335,9 @@ func watch(ctx context.Context, js jetstream.JetStream, cfg Config, start Start,
 		stopped = true
 		mu.Unlock()
 	}()
-	cc, err := cons.Consume(func(m jetstream.Msg) {
-		rec, err := eventlog.RecordOf(m)
+	next := uint64(1) // the consumer sequence of the next delivery
+	consume, err := cons.Consume(func(m jetstream.Msg) {
+		md, err := m.Metadata()
 		if err != nil {
 			return
 		}
@@ -305,71 +346,64 @@ func watch(ctx context.Context, js jetstream.JetStream, cfg Config, start Start,
 		if stopped {
 			return
 		}
-		if ev, r, ok := decode(rec); ok {
-			apply(rec, ev, r)
+		if md.Sequence.Consumer != next {
+			// Acknowledgement none: a message lost on the way (a slow
+			// client) is not redelivered. Set up again after the last one.
+			stopped = true
+			fail(errGap)
+			return
 		}
-		if rec.Pending == 0 && caughtUp != nil {
+		next++
+		r, k, err := Decode(md.Sequence.Stream, md.Timestamp, m.Headers(), m.Data())
+		if err == nil {
+			apply(md.Sequence.Stream, md.NumPending, r, k)
+		}
+		if md.NumPending == 0 && caughtUp != nil {
 			caughtUp()
 		}
-	}, jetstream.PullMaxMessages(512), jetstream.ConsumeErrHandler(func(jetstream.ConsumeContext, error) {}))
+	}, jetstream.PullMaxMessages(512), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+		if errors.Is(err, jetstream.ErrNoHeartbeat) || errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
+			fail(err)
+		}
+	}))
 	if err != nil {
-		return fmt.Errorf("subscriber: consume: %w", err)
+		return fmt.Errorf("%w: consume: %w", errSetUp, err)
 	}
-	defer cc.Stop()
+	defer consume.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case err := <-failed:
+			return err
 		case <-tick:
 			onTick()
 		}
 	}
 }
 
-// decode returns the revocation a record holds; ok is false for a record
-// that is not one (it is skipped).
-func decode(rec eventlog.Record) (revocationEvent, Revocation, bool) {
-	m, err := projections.Decode(rec)
+// ConsumerName returns the consumer name of the subscriber user whose nkey
+// seed is in seedFile (its public key, U...): Config.Consumer on the token
+// service's embedded server.
+func ConsumerName(seedFile string) (string, error) {
+	b, err := os.ReadFile(seedFile)
 	if err != nil {
-		return nil, Revocation{}, false
+		return "", fmt.Errorf("subscriber: seed: %w", err)
 	}
-	r := Revocation{Seq: rec.Seq, AppendedAt: rec.Time}
-	switch e := m.(type) {
-	case *eventsv1.FamilyRevoked:
-		st := e.GetState()
-		r.FamilyID, r.Subject = st.GetFamilyId(), st.GetSubject()
-		r.Reason = projections.ReasonName(e.GetReason())
-		r.RevokedAt, r.AccessExpiresAt = st.GetRevokedAt().AsTime(), st.GetAccessExpiresAt().AsTime()
-	case *eventsv1.SubjectRevoked:
-		r.Subject, r.Reason, r.RevokedAt = e.GetSubject(), projections.ReasonName(e.GetReason()), e.GetRevokedAt().AsTime()
-	default:
-		return nil, Revocation{}, false
+	kp, err := nkeys.ParseDecoratedNKey(b)
+	if err != nil {
+		return "", fmt.Errorf("subscriber: seed %s: %w", seedFile, err)
 	}
-	return m, r, true
+	defer kp.Wipe()
+	pub, err := kp.PublicKey()
+	if err != nil || !nkeys.IsValidPublicUserKey(pub) {
+		return "", fmt.Errorf("subscriber: seed %s: not a user nkey seed", seedFile)
+	}
+	return pub, nil
 }
 
-// Feed serves watches for a process that may read the stream's state (the
-// token service itself): a watch from now starts after the stream's last
-// sequence, exactly, rather than a little before now. A watch then starts
-// by sequence, which also survives its consumer being set up again.
-type Feed struct {
-	JS     jetstream.JetStream
-	Config Config
-}
-
-// WatchRevocations calls fn with every revocation after stream sequence
-// after (0: from now on) until ctx ends or fn fails; subscribed is called
-// once the revocations that existed at the start were delivered.
-func (f Feed) WatchRevocations(ctx context.Context, after uint64, subscribed func(), fn func(Revocation) error) error {
-	cfg := f.Config
-	cfg.setDefaults()
-	if after == 0 {
-		s, err := f.JS.Stream(ctx, cfg.Stream)
-		if err != nil {
-			return fmt.Errorf("subscriber: stream %s: %w", cfg.Stream, err)
-		}
-		after = s.CachedInfo().State.LastSeq
-	}
-	cfg.OnCaughtUp = subscribed
-	return Watch(ctx, f.JS, cfg, Start{AfterSeq: after}, fn)
+func randomName() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
+	return "feed_" + hex.EncodeToString(b[:])
 }

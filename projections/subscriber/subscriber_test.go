@@ -2,12 +2,16 @@ package subscriber_test
 
 import (
 	"context"
+	"fmt"
+	"strconv"
 	"testing"
 	"time"
 
+	"github.com/auth-platform/tokenservice/eventlog"
 	"github.com/auth-platform/tokenservice/eventlog/eventlogtest"
 	"github.com/auth-platform/tokenservice/issuer"
 	"github.com/auth-platform/tokenservice/issuer/issuertest"
+	"github.com/auth-platform/tokenservice/projections"
 	"github.com/auth-platform/tokenservice/projections/subscriber"
 	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
 )
@@ -19,6 +23,41 @@ func generate(t *testing.T, env *issuertest.Env, subject string) issuer.Tokens {
 		t.Fatal(err)
 	}
 	return tok
+}
+
+// startFeed makes the feed stream on node and runs a feed writer of env's
+// log until the test ends, as tokend does.
+func startFeed(t *testing.T, env *issuertest.Env) {
+	t.Helper()
+	ctx := context.Background()
+	js := env.Log.JetStream()
+	if _, err := js.CreateOrUpdateStream(ctx, eventlog.FeedStreamConfig(subscriber.DefaultStream, "token", 1)); err != nil {
+		t.Fatal(err)
+	}
+	w := projections.NewFeedWriter(env.Log, js, projections.FeedConfig{})
+	wctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = w.Run(wctx) }()
+	t.Cleanup(func() { stop(); <-done })
+}
+
+// feedHolds waits until the feed holds the log's events up to seq: it
+// trails the log by one publish.
+func feedHolds(t *testing.T, env *issuertest.Env, seq uint64) {
+	t.Helper()
+	ctx := context.Background()
+	waitFor(t, fmt.Sprintf("the feed up to log seq %d", seq), func() bool {
+		st, err := env.Log.JetStream().Stream(ctx, subscriber.DefaultStream)
+		if err != nil || st.CachedInfo().State.LastSeq == 0 {
+			return false
+		}
+		m, err := st.GetMsg(ctx, st.CachedInfo().State.LastSeq)
+		if err != nil {
+			return false
+		}
+		src, _ := strconv.ParseUint(m.Header.Get(subscriber.HeaderSourceSeq), 10, 64)
+		return src >= seq
+	})
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
@@ -33,16 +72,19 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 // TestSubscriber: a resource server's subscriber, on its own connection,
-// learns revocations made before it started and after, and answers
-// IsRevoked for families and subject cut-offs.
+// learns from the feed the revocations made before it started and after,
+// and answers IsRevoked for families and subject cut-offs; it sees the
+// signing keys' steps in order.
 func TestSubscriber(t *testing.T) {
 	node := eventlogtest.SingleNode(t)
 	env := issuertest.New(t, issuertest.Options{Conn: node.Conn})
+	startFeed(t, env)
 	ctx := context.Background()
 	early := generate(t, env, "alice")
 	if _, err := env.Issuer.RevokeFamily(ctx, early.FamilyID, eventsv1.RevocationReason_REVOCATION_REASON_CLIENT); err != nil {
 		t.Fatal(err)
 	}
+	feedHolds(t, env, env.LastSeq(t))
 
 	nc, err := node.Embedded.Connect()
 	if err != nil {
@@ -50,7 +92,9 @@ func TestSubscriber(t *testing.T) {
 	}
 	defer nc.Close()
 	got := make(chan subscriber.Revocation, 16)
-	sub, err := subscriber.New(nc, subscriber.Config{OnRevocation: func(r subscriber.Revocation) { got <- r }})
+	keys := make(chan subscriber.Key, 16)
+	sub, err := subscriber.New(nc, subscriber.Config{Consumer: "rs1", Now: env.Clock.Now,
+		OnRevocation: func(r subscriber.Revocation) { got <- r }, OnKey: func(k subscriber.Key) { keys <- k }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,8 +110,15 @@ func TestSubscriber(t *testing.T) {
 	if !sub.IsRevoked(subscriber.Claims{Subject: "alice", FamilyID: early.FamilyID}) {
 		t.Fatal("a revocation made before the subscriber started is unknown")
 	}
-	if r := <-got; r.FamilyID != early.FamilyID || r.Subject != "alice" || r.Reason != "client" || r.Seq == 0 {
+	if r := <-got; r.FamilyID != early.FamilyID || r.Subject != "alice" || r.Reason != "client" || r.Seq == 0 || r.SourceSeq == 0 {
 		t.Fatalf("revocation %+v", r)
+	}
+	// The first key, published then activated, with its public key.
+	for _, want := range []string{"published", "activated"} {
+		k := <-keys
+		if k.Status != want || k.PublicKey == nil || k.PublicKey.GetKid() != k.ID || k.Algorithm != "ES256" {
+			t.Fatalf("key step %+v, want %s", k, want)
+		}
 	}
 
 	live := generate(t, env, "bob")
@@ -101,11 +152,12 @@ func TestSubscriber(t *testing.T) {
 	}
 }
 
-// TestWatchResumes: Watch from a sequence delivers exactly the revocations
-// after it, in order, and skips every other event.
+// TestWatchResumes: Watch from a feed sequence delivers exactly the
+// revocations after it, in order, and skips the key events.
 func TestWatchResumes(t *testing.T) {
 	node := eventlogtest.SingleNode(t)
 	env := issuertest.New(t, issuertest.Options{Conn: node.Conn})
+	startFeed(t, env)
 	ctx := context.Background()
 	var fids []string
 	for range 4 {

@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/auth-platform/tokenservice/eventlog"
+	"github.com/auth-platform/tokenservice/projections/subscriber"
 	"github.com/auth-platform/tokenservice/rpc/auth"
 )
 
@@ -108,6 +109,20 @@ func (c *credentials) natsOptions() ([]nats.Option, error) {
 		opts = append(opts, nats.ClientCert(c.natsCert, c.natsKey))
 	}
 	return opts, nil
+}
+
+// consumerName returns the name of the feed consumer a subscriber may
+// manage on tokend's embedded server: the public key of --nats-nkey; "" (a
+// random name) without it.
+func (c *credentials) consumerName() (string, error) {
+	if c.natsNkey == "" {
+		return "", nil
+	}
+	name, err := subscriber.ConsumerName(c.natsNkey)
+	if err != nil {
+		return "", fmt.Errorf("--nats-nkey: %w", err)
+	}
+	return name, nil
 }
 
 // httpClient returns the client for tokend: TLS with the given CA and

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/auth-platform/tokenservice/eventlog"
 	"github.com/auth-platform/tokenservice/projections"
 	"github.com/auth-platform/tokenservice/projections/subscriber"
 )
@@ -23,12 +24,14 @@ type revocationView struct {
 }
 
 // watchRevocations prints revocations as they are appended: from now, after
-// a sequence, or from a time in the past. It reads only the revocation
-// filter, as a resource server's subscriber does.
+// a sequence, or from a time in the past. On the feed (--stream
+// TOKENS_FEED, a subscriber's view) it reads as a resource server's
+// subscriber does, through the consumer named after the nkey's public key;
+// on the log (an operator's view) it reads the revocation events. Sequences
+// are those of the stream read.
 func (o *options) watchRevocations(ctx context.Context, start subscriber.Start) error {
-	cfg := subscriber.Config{Stream: o.stream, Prefix: o.prefix}
 	enc := json.NewEncoder(o.stdout)
-	return subscriber.Watch(ctx, o.log.JetStream(), cfg, start, func(r subscriber.Revocation) error {
+	show := func(r subscriber.Revocation) error {
 		v := revocationView{Seq: r.Seq, Kind: "family", FamilyID: r.FamilyID, Subject: r.Subject, Reason: r.Reason,
 			RevokedAt: r.RevokedAt.UTC(), AppendedAt: r.AppendedAt.UTC()}
 		if r.FamilyID == "" {
@@ -48,7 +51,24 @@ func (o *options) watchRevocations(ctx context.Context, start subscriber.Start) 
 		_, err := fmt.Fprintf(o.stdout, "%s seq=%d family %s revoked subject=%q reason=%s (its access tokens live until %s)\n",
 			v.AppendedAt.Format(time.RFC3339Nano), v.Seq, v.FamilyID, v.Subject, v.Reason, v.AccessExpiresAt.Format(time.RFC3339))
 		return err
-	})
+	}
+	if o.stream == eventlog.DefaultFeedStream {
+		consumer, err := o.creds.consumerName()
+		if err != nil {
+			return err
+		}
+		cfg := subscriber.Config{Stream: o.stream, Prefix: o.prefix, Consumer: consumer}
+		return subscriber.Watch(ctx, o.log.JetStream(), cfg, start, show)
+	}
+	after := start.AfterSeq
+	if after == 0 && start.Since.IsZero() {
+		last, err := o.log.LastSeq(ctx)
+		if err != nil {
+			return err
+		}
+		after = last
+	}
+	return projections.WatchRevocations(ctx, o.log, after, start.Since, nil, show)
 }
 
 // rebuildFamilies drops the families read model; the running tokend

@@ -55,6 +55,10 @@ type Main struct {
 	server    *http.Server
 	listener  net.Listener
 
+	// FeedWriter writes the subscriber feed (every replica runs one; the
+	// feed's compare-and-set keeps each message once).
+	FeedWriter *projections.FeedWriter
+
 	tracerProvider trace.TracerProvider // nil: tracing off
 	stopTracing    func(context.Context) error
 
@@ -63,6 +67,8 @@ type Main struct {
 	lifecycleDone chan struct{}
 	projectorDone chan struct{}
 	refused       refusedSeqs // forged records, for the rotation checkpoint (logkeys.go)
+	feedDone      chan struct{}
+	feedConn      *nats.Conn // the embedded server's feed account; nil with NATS_URL
 	crypto        cryptoParts // KMS_PROVIDER=pkcs11's token and reconciler
 	callers       callers     // caller authentication, TLS, metrics listener (callers.go)
 	cancel        context.CancelFunc
@@ -183,7 +189,8 @@ func (m *Main) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := m.provisionFeed(ctx); err != nil {
+	feedJS, err := m.provisionFeed(ctx)
+	if err != nil {
 		return err
 	}
 	m.Runner = projections.NewRunner(m.Log, m.Set, func(rec eventlog.Record, err error) {
@@ -225,6 +232,19 @@ func (m *Main) start(ctx context.Context) error {
 	go func() {
 		defer close(m.projectorDone)
 		_ = m.Projector.Run(runCtx)
+	}()
+	m.FeedWriter = projections.NewFeedWriter(m.Log, feedJS, projections.FeedConfig{
+		Stream: m.FeedStream(),
+		OnBadRecord: func(rec eventlog.Record, err error) {
+			m.Metrics.BadRecord("feed")
+			m.Logger.Error("feed writer skipped a record it cannot decode", "seq", rec.Seq, "subject", rec.Subject, "error", err)
+		},
+		OnError: func(err error) { m.Logger.Warn("feed writer: retrying", "error", err) },
+	})
+	m.feedDone = make(chan struct{})
+	go func() {
+		defer close(m.feedDone)
+		_ = m.FeedWriter.Run(runCtx)
 	}()
 	m.watchCtx, m.stopWatchers = context.WithCancel(context.Background())
 
@@ -368,8 +388,7 @@ func (f revocationFeed) WatchRevocations(ctx context.Context, after uint64, subs
 	defer cancel()
 	stop := context.AfterFunc(f.m.watchCtx, cancel)
 	defer stop()
-	feed := subscriber.Feed{JS: f.m.Log.JetStream(), Config: subscriber.Config{Stream: f.m.Config.Stream, Prefix: f.m.Config.SubjectPrefix}}
-	return feed.WatchRevocations(ctx, after, subscribed, fn)
+	return projections.RevocationFeed{Log: f.m.Log}.WatchRevocations(ctx, after, subscribed, fn)
 }
 
 // Addr returns the address the service listens on.
@@ -418,6 +437,12 @@ func (m *Main) Close(ctx context.Context) error {
 		if m.projectorDone != nil {
 			<-m.projectorDone
 		}
+		if m.feedDone != nil {
+			<-m.feedDone
+		}
+	}
+	if m.feedConn != nil {
+		m.feedConn.Close()
 	}
 	if err := m.crypto.close(); err != nil {
 		errs = append(errs, fmt.Errorf("close the HSM: %w", err))

@@ -14,9 +14,11 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
 
 	"github.com/auth-platform/tokenservice/eventlog"
+	"github.com/auth-platform/tokenservice/projections/subscriber"
 	"github.com/auth-platform/tokenservice/rpc/auth"
 )
 
@@ -327,22 +329,42 @@ func (m *Main) closeCallers(ctx context.Context) error {
 	return err
 }
 
-// provisionFeed creates or updates the subscribers' stream of the
-// embedded server (after the log's stream exists).
-func (m *Main) provisionFeed(ctx context.Context) error {
+// provisionFeed creates or updates the subscribers' stream, the feed
+// (after the log's stream exists), and returns the JetStream of the
+// account that holds it: on the embedded server, the subscribers' account,
+// reached as its admin user; with NATS_URL, tokend's own account (give
+// subscribers an account that may read only the feed).
+func (m *Main) provisionFeed(ctx context.Context) (jetstream.JetStream, error) {
 	acc := m.callers.accounts
 	if acc == nil {
-		return nil
+		js := m.Log.JetStream()
+		if _, err := js.CreateOrUpdateStream(ctx, eventlog.FeedStreamConfig(m.FeedStream(), m.Config.SubjectPrefix, m.Log.Replicas())); err != nil {
+			return nil, fmt.Errorf("feed stream %s: %w", m.FeedStream(), err)
+		}
+		return js, nil
 	}
 	if err := acc.ProvisionFeed(ctx, m.embedded); err != nil {
-		return err
+		return nil, err
+	}
+	nc, err := acc.ConnectFeed(m.embedded)
+	if err != nil {
+		return nil, err
+	}
+	m.feedConn = nc
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("feed: jetstream: %w", err)
 	}
 	attrs := []any{"url", m.embedded.ClientURL(), "stream", acc.FeedStream()}
 	if m.callers.seedFile != "" {
-		attrs = append(attrs, "seed_file", m.callers.seedFile)
+		name, err := subscriber.ConsumerName(m.callers.seedFile)
+		if err != nil {
+			return nil, err
+		}
+		attrs = append(attrs, "seed_file", m.callers.seedFile, "consumer", name)
 	}
-	m.Logger.Info("NATS subscribers read revocations and key events with the subscriber nkey", attrs...)
-	return nil
+	m.Logger.Info("NATS subscribers read public revocations and key events with a subscriber nkey, through the consumer named after its public key", attrs...)
+	return js, nil
 }
 
 // Reload reads the caller policy and the TLS certificate files again (on
@@ -375,11 +397,12 @@ func (m *Main) MetricsAddr() string {
 // seed of the embedded server ("" with NATS_SUBSCRIBER_KEY or NATS_URL).
 func (m *Main) SubscriberSeedFile() string { return m.callers.seedFile }
 
-// FeedStream returns the stream subscribers of the embedded server read
-// (TOKENS_FEED), or "" with NATS_URL.
+// FeedStream returns the stream subscribers read, the feed (TOKENS_FEED):
+// in the embedded server's subscribers' account, or with NATS_URL in
+// tokend's own account.
 func (m *Main) FeedStream() string {
 	if m.callers.accounts == nil {
-		return ""
+		return eventlog.DefaultFeedStream
 	}
 	return m.callers.accounts.FeedStream()
 }

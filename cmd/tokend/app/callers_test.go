@@ -454,6 +454,10 @@ func TestSubscriberUser(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	pub, err := subscriber.ConsumerName(seed)
+	if err != nil {
+		t.Fatal(err)
+	}
 	errs := make(chan error, 16)
 	nc, err := nats.Connect(s.m.SubscriberURL(), opt, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 		select {
@@ -480,7 +484,7 @@ func TestSubscriberUser(t *testing.T) {
 
 	t.Run("cannot publish a revocation", func(t *testing.T) {
 		before := lastSeq(t, s.m)
-		for _, subject := range []string{subj.Family("X", "revoked"), subj.SubjectRevoked("X"), "$JS.API.STREAM.PURGE." + s.m.FeedStream()} {
+		for _, subject := range []string{subj.Family("X", "revoked"), subj.SubjectRevoked("X"), "tokenfeed.family.X.revoked", "$JS.API.STREAM.PURGE." + s.m.FeedStream()} {
 			if err := nc.Publish(subject, []byte("{}")); err != nil {
 				t.Fatal(err)
 			}
@@ -516,32 +520,24 @@ func TestSubscriberUser(t *testing.T) {
 				t.Fatalf("consumer on %s of the log created", filter)
 			}
 			violation("consumer on " + filter)
-			// Through the export the service account offers the feed.
-			xjs, err := jetstream.NewWithAPIPrefix(nc, "_TOKEND.API")
-			if err != nil {
-				t.Fatal(err)
-			}
-			cctx, cancel = context.WithTimeout(ctx, 2*time.Second)
-			_, err = xjs.CreateConsumer(cctx, s.m.Config.Stream, jetstream.ConsumerConfig{FilterSubject: filter, DeliverSubject: nc.NewRespInbox()})
-			cancel()
-			if err == nil {
-				t.Fatalf("consumer on %s through the export created", filter)
-			}
-			violation("exported consumer on " + filter)
-			// On the feed: allowed, and empty of such subjects.
-			cons, err := js.CreateConsumer(ctx, s.m.FeedStream(), jetstream.ConsumerConfig{FilterSubject: filter, AckPolicy: jetstream.AckNonePolicy})
+			// On the feed, through the consumer named after the key:
+			// allowed, and the feed has no such subjects.
+			cons, err := js.CreateConsumer(ctx, s.m.FeedStream(), jetstream.ConsumerConfig{Name: pub, FilterSubject: filter, AckPolicy: jetstream.AckNonePolicy})
 			if err != nil {
 				t.Fatal(err)
 			}
 			if info, err := cons.Info(ctx); err != nil || info.NumPending != 0 {
 				t.Fatalf("feed consumer on %s: %d pending, %v", filter, info.NumPending, err)
 			}
+			if err := js.DeleteConsumer(ctx, s.m.FeedStream(), pub); err != nil {
+				t.Fatal(err)
+			}
 		}
 	})
 
 	t.Run("receives revocations", func(t *testing.T) {
 		got := make(chan subscriber.Revocation, 16)
-		sub, err := subscriber.New(nc, subscriber.Config{Stream: s.m.FeedStream(), OnRevocation: func(r subscriber.Revocation) { got <- r }})
+		sub, err := subscriber.New(nc, subscriber.Config{Stream: s.m.FeedStream(), Consumer: pub, OnRevocation: func(r subscriber.Revocation) { got <- r }})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -637,8 +633,12 @@ func TestExternalNATSCredentials(t *testing.T) {
 	if _, err := client.GenerateTokens(context.Background(), connect.NewRequest(&tokenv1.GenerateTokensRequest{Subject: "ext", ClientId: "web", Audience: []string{"api"}})); err != nil {
 		t.Fatal(err)
 	}
-	if m.SubscriberSeedFile() != "" || m.FeedStream() != "" {
+	if m.SubscriberSeedFile() != "" {
 		t.Fatal("subscriber accounts made for an external NATS")
+	}
+	// The feed is in tokend's account there.
+	if _, err := m.Log.JetStream().Stream(context.Background(), m.FeedStream()); err != nil || m.FeedStream() != eventlog.DefaultFeedStream {
+		t.Fatalf("feed %q on the external NATS: %v", m.FeedStream(), err)
 	}
 
 	// Without the nkey the server refuses tokend.

@@ -155,7 +155,7 @@ var Variables = []struct{ Name, Default, Meaning string }{
 	{"NATS_CA_FILE", "", "CA certificates (PEM) that verify NATS_URL's TLS certificate"},
 	{"NATS_CERT_FILE", "", "client certificate (PEM) tokend presents to NATS_URL, with NATS_KEY_FILE"},
 	{"NATS_KEY_FILE", "", "private key (PEM) of NATS_CERT_FILE"},
-	{"NATS_SUBSCRIBER_KEY", "generated", "comma-separated public nkeys (U...) of the embedded server's subscriber users, who may only read revocations and key events (stream TOKENS_FEED); unset: one is generated and its seed written to DATA_DIR/nats-subscriber.nk"},
+	{"NATS_SUBSCRIBER_KEY", "generated", "comma-separated public nkeys (U...) of the embedded server's subscriber users, one per resource server: each may only read the feed of public revocations and key events (stream TOKENS_FEED) through the one consumer named after its key; unset: one is generated and its seed written to DATA_DIR/nats-subscriber.nk"},
 	{"NATS_OPERATOR_KEY", "", "comma-separated public nkeys (U...) of operators (tokenctl) with full access to the embedded server's log"},
 	{"JWKS_MAX_AGE", "300", "Cache-Control max-age of the JWKS"},
 	{"JWKS_KEY_RETENTION", "86400", "how long a retired key stays in the JWKS (at least ACCESS_TOKEN_TTL)"},
