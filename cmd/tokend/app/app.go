@@ -68,7 +68,7 @@ type Main struct {
 	projectorDone chan struct{}
 	refused       refusedSeqs // forged records, for the rotation checkpoint (logkeys.go)
 	feedDone      chan struct{}
-	feedConn      *nats.Conn // the embedded server's feed account; nil with NATS_URL
+	feedConn      *nats.Conn  // the embedded server's feed account; nil with NATS_URL
 	crypto        cryptoParts // KMS_PROVIDER=pkcs11's token and reconciler
 	callers       callers     // caller authentication, TLS, metrics listener (callers.go)
 	cancel        context.CancelFunc
