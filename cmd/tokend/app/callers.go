@@ -475,19 +475,27 @@ func natsTLSOptions(cfg Config) []nats.Option {
 // nats.ErrNkeysNotSupported, over and over. tokend refuses such a server
 // (anyone can append), or connects without credentials with
 // NATS_INSECURE_ALLOW_ANONYMOUS_APPEND. A server it cannot reach yet keeps
-// opts: the connection retries.
+// opts: the connection retries. A server that refuses the credentials stops
+// the start with an error that names them.
 func (m *Main) openServerOptions(opts []nats.Option) ([]nats.Option, error) {
 	cfg := m.Config
-	if cfg.NATSCredsFile != "" || cfg.NATSNkeySeedFile != "" {
-		return opts, nil
-	}
 	nc, err := nats.Connect(cfg.NATSURL, append(opts, nats.Name("tokend-auth-check"), nats.Timeout(5*time.Second), nats.NoReconnect())...)
 	if err == nil {
 		nc.Close()
 		return opts, nil
 	}
-	if !errors.Is(err, nats.ErrNkeysNotSupported) {
-		return opts, nil
+	if errors.Is(err, nats.ErrAuthorization) {
+		cred := "the nkey derived from ENCRYPTION_KEY (tokenctl nats service-key prints its public key)"
+		switch {
+		case cfg.NATSCredsFile != "":
+			cred = "NATS_CREDS"
+		case cfg.NATSNkeySeedFile != "":
+			cred = "NATS_NKEY_SEED"
+		}
+		return nil, fmt.Errorf("NATS_URL: the server refused tokend's credentials, %s: %w", cred, err)
+	}
+	if !errors.Is(err, nats.ErrNkeysNotSupported) || cfg.NATSCredsFile != "" || cfg.NATSNkeySeedFile != "" {
+		return opts, nil // not reachable yet: the connection retries
 	}
 	if !cfg.NATSAllowAnonymousAppend {
 		return nil, fmt.Errorf("NATS: refusing to start: %w: the server at NATS_URL authenticates no client (no users, no accounts), so a NATS client without credentials can append to the event log: anyone who reaches it could mint tokens and revive spent refresh tokens. "+

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -179,4 +180,47 @@ func testutilCounter(t *testing.T, m *app.Main, name string) float64 {
 	}
 	t.Fatalf("no metric %s", name)
 	return 0
+}
+
+// TestSecondReplicaJoinsWithTheKey: a second tokend on the same machine
+// joins the first one's embedded server with NATS_URL and the shared
+// ENCRYPTION_KEY alone (it presents the nkey derived from it); the two
+// serve one log. With another key it is refused.
+func TestSecondReplicaJoinsWithTheKey(t *testing.T) {
+	key := "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+	base := func(extra map[string]string) map[string]string {
+		vars := map[string]string{"HOST": "127.0.0.1", "PORT": "0", "DATA_DIR": t.TempDir(), "NATS_LISTEN": "127.0.0.1:0",
+			"JWT_ALGORITHM": "ES256", "ENCRYPTION_KEY": key}
+		for k, v := range extra {
+			vars[k] = v
+		}
+		return vars
+	}
+	a := startApp(t, base(nil), nil)
+	b := startApp(t, base(map[string]string{"NATS_URL": a.SubscriberURL(), "NATS_REPLICAS": "1"}), nil)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	tok, err := b.Issuer.Generate(ctx, issuer.GenerateRequest{Subject: "alice", ClientID: "web", Audience: []string{"api"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Issuer.Refresh(ctx, issuer.RefreshRequest{RefreshToken: tok.RefreshToken, ClientID: "web"}); err != nil {
+		t.Fatalf("replica A refreshing B's family: %v", err)
+	}
+
+	cfg, err := app.ConfigFromEnv(func(k string) string {
+		return base(map[string]string{"NATS_URL": a.SubscriberURL(), "NATS_REPLICAS": "1",
+			"ENCRYPTION_KEY": "HyAhIiMkJSYnKCkqKywtLi8wMTIzNDU2Nzg5Ojs8PT4="})[k]
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sctx, scancel := context.WithTimeout(ctx, 5*time.Second)
+	defer scancel()
+	if m, err := app.Start(sctx, cfg, discardLogger()); err == nil {
+		m.Close(context.Background())
+		t.Fatal("a replica with another ENCRYPTION_KEY joined the log")
+	} else if !strings.Contains(err.Error(), "refused tokend's credentials") {
+		t.Fatalf("refused without naming the cause: %v", err)
+	}
 }
