@@ -340,6 +340,31 @@ func (l *Log) Append(ctx context.Context, ev Event, exp Expect) (seq uint64, err
 	}
 }
 
+// AppendNext appends ev after whatever the last message on filter (ev's
+// aggregate) is, with compare-and-set on it, and reads again when another
+// writer wins, up to maxAttempts times: for an event that records a fact
+// rather than a decision taken from the aggregate's state (a subject's
+// cut-off, a fallback engaged, a rotation checkpoint). Its errors are
+// Append's and LastConsistent's (an aggregate whose last message is
+// forged cannot be appended to).
+func (l *Log) AppendNext(ctx context.Context, ev Event, filter string) (uint64, error) {
+	for range maxAttempts {
+		var prev uint64
+		rec, err := l.LastConsistent(ctx, filter)
+		switch {
+		case err == nil:
+			prev = rec.Seq
+		case !errors.Is(err, ErrNotFound):
+			return 0, err
+		}
+		seq, err := l.Append(ctx, ev, Expect{Filter: filter, Seq: prev})
+		if !errors.Is(err, ErrConflict) {
+			return seq, err
+		}
+	}
+	return 0, fmt.Errorf("append %s: %w (too much contention)", ev.Subject, ErrConflict)
+}
+
 // endAppendSpan records the outcome of an Append on span and ends it. The
 // error text stays out of the span: it names the subject.
 func endAppendSpan(span trace.Span, seq uint64, err error) {

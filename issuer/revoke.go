@@ -153,7 +153,9 @@ func (i *Issuer) RevokeSubject(ctx context.Context, subject string, reason event
 	if err != nil {
 		return 0, err
 	}
-	seq, err := i.appendCutoff(ctx, i.subj.SubjectRevoked(subjectHash(subject)), data)
+	// A cut-off records a fact: it follows the subject's previous one.
+	cutoff := i.subj.SubjectRevoked(subjectHash(subject))
+	seq, err := i.log.AppendNext(ctx, eventlog.Event{Subject: cutoff, Type: projections.TypeSubjectRevoked, Data: data}, cutoff)
 	if err != nil {
 		return 0, fmt.Errorf("revoke subject: %w", err)
 	}
@@ -176,31 +178,6 @@ func (i *Issuer) RevokeSubject(ctx context.Context, subject string, reason event
 		n += k
 	}
 	return n, nil
-}
-
-// appendCutoff appends a subject's cut-off after the subject's previous
-// one (compare-and-set on its subject, like every aggregate), retrying when
-// a concurrent cut-off of the same subject wins: each one stands.
-func (i *Issuer) appendCutoff(ctx context.Context, subject string, data []byte) (uint64, error) {
-	for attempt := 0; attempt < maxAttempts; attempt++ {
-		if err := conflictPause(ctx, attempt); err != nil {
-			return 0, err
-		}
-		var prev uint64
-		rec, err := i.log.LastConsistent(ctx, subject)
-		switch {
-		case err == nil:
-			prev = rec.Seq
-		case !errors.Is(err, eventlog.ErrNotFound):
-			return 0, err
-		}
-		seq, err := i.log.Append(ctx, eventlog.Event{Subject: subject, Type: projections.TypeSubjectRevoked, Data: data},
-			eventlog.Expect{Filter: subject, Seq: prev})
-		if !errors.Is(err, eventlog.ErrConflict) {
-			return seq, err
-		}
-	}
-	return 0, errors.New("too much contention")
 }
 
 // RevokeSignedBy revokes every active family that holds access tokens

@@ -5,7 +5,6 @@ package eventlogtest
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"testing"
@@ -128,19 +127,11 @@ func OpenLog(t testing.TB, nc *nats.Conn, cfg eventlog.Config) *eventlog.Log {
 }
 
 // Append appends ev after the last message on filter (ev's aggregate),
-// whatever it is, and fails t on error: for tests that write events
-// without a write model.
+// whatever it is (Log.AppendNext), and fails t on error: for tests that
+// write events without a write model.
 func Append(ctx context.Context, t testing.TB, l *eventlog.Log, ev eventlog.Event, filter string) uint64 {
 	t.Helper()
-	var prev uint64
-	rec, err := l.LastConsistent(ctx, filter)
-	switch {
-	case err == nil:
-		prev = rec.Seq
-	case !errors.Is(err, eventlog.ErrNotFound):
-		t.Fatalf("append %s: %v", ev.Subject, err)
-	}
-	seq, err := l.Append(ctx, ev, eventlog.Expect{Filter: filter, Seq: prev})
+	seq, err := l.AppendNext(ctx, ev, filter)
 	if err != nil {
 		t.Fatalf("append %s: %v", ev.Subject, err)
 	}

@@ -233,18 +233,7 @@ func (k *Keyring) recordFallback() {
 	// It records a fact: appended after whatever key event is last, like
 	// every key event (compare-and-set on the keys aggregate).
 	ev := eventlog.Event{Subject: k.log.Subjects().Key(fb.KeyID(), "fallback_engaged"), Type: projections.TypeKeyFallback, Data: data}
-	for range 5 {
-		var prev uint64
-		rec, err := k.log.LastConsistent(ctx, k.log.Subjects().Keys())
-		if err == nil {
-			prev = rec.Seq
-		} else if !errors.Is(err, eventlog.ErrNotFound) {
-			return // the breaker is open for a reason: the metric counts the fallback
-		}
-		if _, err = k.log.Append(ctx, ev, eventlog.Expect{Filter: k.log.Subjects().Keys(), Seq: prev}); !errors.Is(err, eventlog.ErrConflict) {
-			return
-		}
-	}
+	_, _ = k.log.AppendNext(ctx, ev, k.log.Subjects().Keys()) // best effort: the breaker is open for a reason, and the metric counts the fallback
 }
 
 func stored(key projections.Key) signing.StoredKey {

@@ -89,23 +89,10 @@ func (m *Main) writeRekeyCheckpoint(ctx context.Context, auth *eventlog.Authenti
 		return err
 	}
 	subject := m.Log.Subjects().LogRekeyed()
-	for range 10 {
-		var prev uint64
-		rec, err := m.Log.LastConsistent(ctx, subject)
-		switch {
-		case err == nil:
-			prev = rec.Seq
-		case !errors.Is(err, eventlog.ErrNotFound):
-			return err
-		}
-		_, err = m.Log.Append(ctx, eventlog.Event{Subject: subject, Type: projections.TypeLogRekeyed, Data: data}, eventlog.Expect{Filter: subject, Seq: prev})
-		if !errors.Is(err, eventlog.ErrConflict) {
-			if err == nil {
-				m.Logger.Info("ENCRYPTION_KEY rotation: the log is vouched for under the new key; ENCRYPTION_KEY_PREVIOUS can be dropped once every replica has restarted with the new key",
-					"verified_through", through, "refused", len(refused))
-			}
-			return err
-		}
+	if _, err := m.Log.AppendNext(ctx, eventlog.Event{Subject: subject, Type: projections.TypeLogRekeyed, Data: data}, subject); err != nil {
+		return err
 	}
-	return errors.New("ENCRYPTION_KEY rotation checkpoint: too much contention")
+	m.Logger.Info("ENCRYPTION_KEY rotation: the log is vouched for under the new key; ENCRYPTION_KEY_PREVIOUS can be dropped once every replica has restarted with the new key",
+		"verified_through", through, "refused", len(refused))
+	return nil
 }
