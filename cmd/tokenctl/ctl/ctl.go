@@ -164,6 +164,10 @@ func (o *options) connect(ctx context.Context) error {
 			// A subscriber of tokend's embedded server sees only the feed.
 			return fmt.Errorf("%w (a subscriber of tokend's embedded server reads --stream %s)", err, eventlog.DefaultFeedStream)
 		}
+		if o.stream != eventlog.DefaultFeedStream && key == nil && o.creds.natsNkey == "" && o.creds.natsCreds == "" {
+			// Without credentials, tokend's embedded server admits at most a reader of the feed.
+			return fmt.Errorf("%w (the log is readable with tokend's ENCRYPTION_KEY, --encryption-key-file DATA_DIR/encryption.key, or an operator nkey, --nats-nkey; without credentials only --stream %s)", err, eventlog.DefaultFeedStream)
+		}
 		return err
 	}
 	o.nc, o.log = nc, l
