@@ -183,11 +183,3 @@ func (l *Log) RecordOf(m jetstream.Msg) (Record, error) {
 	}
 	return rec, err
 }
-
-// RecordOf returns the record of a message delivered by a consumer of the
-// stream, unchecked: for readers without the service's key (resource
-// servers), which read only what the service's NATS accounts let through.
-// It fails for a message that is not a stream message.
-func RecordOf(m jetstream.Msg) (Record, error) {
-	return (&Log{forged: &reported{seen: map[uint64]struct{}{}}}).RecordOf(m)
-}
