@@ -114,6 +114,8 @@ func TestManifestsLint(t *testing.T) {
 		{"k8s nats user without permissions", "k8s/nats.yaml", "users: [ { nkey: $SYS_NKEY } ]", "users: [ { user: ops, password: s3cret } ]",
 			"user ops has a password and no permissions"},
 		{"compose nats without accounts", "compose.yaml", composeAccounts, "", "no authorization: any client connects without credentials"},
+		{"k8s nats users not on a Secret", "k8s/nats.yaml", `include "../subscribers/users.conf"`, `include "users.conf"`,
+			"included file /etc/nats/config/users.conf is not on a mounted Secret"},
 		{"k8s nats client TLS", "k8s/nats.yaml",
 			"    http: 127.0.0.1:8222\n    tls {\n      cert_file: /etc/nats/tls/tls.crt\n      key_file: /etc/nats/tls/tls.key\n      ca_file: /etc/nats/tls/ca.crt\n      timeout: 5\n    }\n",
 			"    http: 127.0.0.1:8222\n", "the client port has no TLS"},

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"net"
 	"os"
@@ -25,11 +26,15 @@ import (
 // container: routes to every server of the cluster on the cluster port,
 // the client and monitoring ports the container declares, JetStream on.
 type natsExpect struct {
+	confDir                              string // the configuration's directory in the container, for includes
 	routeHosts                           []string
 	clusterPort, clientPort, monitorPort int32
 	storeMounts                          []string // persistent mount paths; the store must be under one
 	secretMounts                         []string // where Secrets are mounted; TLS files must be under one
 }
+
+// reInclude finds the files a configuration includes.
+var reInclude = regexp.MustCompile(`(?m)^(\s*include\s+)"?([^"\s;]+)"?`)
 
 // reTLSFile finds the files a tls block names.
 var reTLSFile = regexp.MustCompile(`(?m)^(\s*(?:cert_file|key_file|ca_file)\s*[:=]\s*)"?([^"\s]+)"?`)
@@ -52,6 +57,30 @@ func checkNATSConfig(r *report, where, conf string, env map[string]string, want 
 		if !slices.ContainsFunc(want.secretMounts, func(d string) bool { return underDir(file, d) }) {
 			r.addf(where, "TLS file %s is not on a mounted Secret (%q)", file, want.secretMounts)
 		}
+	}
+	// An included file (the users of SUBSCRIBERS, which natstool
+	// subscriber-users writes) comes from a Secret too; for the parse, a
+	// sample of what natstool writes stands in.
+	for _, m := range reInclude.FindAllStringSubmatch(conf, -1) {
+		file := path.Join(want.confDir, m[2])
+		if !slices.ContainsFunc(want.secretMounts, func(d string) bool { return underDir(file, d) }) {
+			r.addf(where, "included file %s is not on a mounted Secret (%q)", file, want.secretMounts)
+		}
+	}
+	if users, err := sampleSubscriberUsers(); err != nil {
+		r.addf(where, "sample users for the parse: %v", err)
+	} else {
+		defer os.Remove(users)
+		// nats-server resolves an include of a configuration given as a
+		// string against the working directory.
+		if wd, err := os.Getwd(); err == nil {
+			if rel, err := filepath.Rel(wd, users); err == nil {
+				users = rel
+			}
+		}
+		conf = reInclude.ReplaceAllStringFunc(conf, func(s string) string {
+			return reInclude.FindStringSubmatch(s)[1] + strconv.Quote(users)
+		})
 	}
 	if pair, err := throwawayTLS(); err != nil {
 		r.addf(where, "throwaway certificate for the parse: %v", err)
@@ -226,4 +255,33 @@ func throwawayTLS() (tlsPair, error) {
 		return tlsPair{}, err
 	}
 	return p, nil
+}
+
+// sampleSubscriberUsers writes a file of the form natstool
+// subscriber-users writes (the feed admin and one resource server, fresh
+// keys) and returns its path.
+func sampleSubscriberUsers() (string, error) {
+	admin, err := newPublicUserKey()
+	if err != nil {
+		return "", err
+	}
+	rs, err := newPublicUserKey()
+	if err != nil {
+		return "", err
+	}
+	f, err := os.CreateTemp("", "lint-users-*.conf")
+	if err != nil {
+		return "", err
+	}
+	_, werr := fmt.Fprintf(f, `users: [{nkey: %q, permissions: {publish: {allow: ["$JS.API.INFO", "$JS.API.STREAM.CREATE.TOKENS_FEED"]}, subscribe: {allow: ["_INBOX.>"]}}}, `+
+		`{nkey: %q, permissions: {publish: {allow: ["$JS.API.STREAM.INFO.TOKENS_FEED", "$JS.API.CONSUMER.CREATE.TOKENS_FEED.%s.>"]}, subscribe: {allow: ["_INBOX.>"]}}}]`+"\n",
+		admin, rs, rs)
+	if cerr := f.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr != nil {
+		os.Remove(f.Name())
+		return "", werr
+	}
+	return f.Name(), nil
 }

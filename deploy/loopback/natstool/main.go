@@ -13,9 +13,18 @@
 //	    CA_FILE) and publishes to SUBJECT, waiting for the server's answer.
 //	    Exit 0 if the server refused the connection or the publish, 1 if
 //	    it accepted them, 2 on a usage or TLS error.
+//	natstool subscriber-users ADMIN_KEY [SUBSCRIBER_KEY...]
+//	    Prints, on one line, the users of the account SUBSCRIBERS as a
+//	    nats-server configuration line "users: [...]", which the
+//	    deployments' configurations include in the account:
+//	    the feed admin ADMIN_KEY, who may create, update and inspect the
+//	    stream TOKENS_FEED, and one user per resource server, who may read
+//	    TOKENS_FEED and create, inspect, pull from and delete only the
+//	    consumer named after its own public key (eventlog.Accounts'
+//	    subscriber permissions). The keys are public user nkeys (U...).
 //
 // The deploy configurations use it too, to make the nkeys of their users
-// (see deploy/README.md).
+// and the SUBSCRIBERS users (see deploy/README.md).
 package main
 
 import (
@@ -24,6 +33,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -47,8 +57,16 @@ func run(args []string) int {
 		return 0
 	case len(args) == 4 && args[0] == "anonymous":
 		return anonymous(args[1], args[2], args[3])
+	case len(args) >= 2 && args[0] == "subscriber-users":
+		users, err := subscriberUsers(feedStream, args[1], args[2:])
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "natstool:", err)
+			return 2
+		}
+		fmt.Println(users)
+		return 0
 	}
-	fmt.Fprintln(os.Stderr, "usage: natstool nkey DIR NAME | natstool anonymous URL CA_FILE SUBJECT")
+	fmt.Fprintln(os.Stderr, "usage: natstool nkey DIR NAME | natstool anonymous URL CA_FILE SUBJECT | natstool subscriber-users ADMIN_KEY [SUBSCRIBER_KEY...]")
 	return 2
 }
 
@@ -137,4 +155,65 @@ func anonymous(url, caFile, subject string) int {
 	}
 	fmt.Printf("ACCEPTED: a connection without credentials published to %s\n", subject)
 	return 1
+}
+
+// feedStream is the stream of the account SUBSCRIBERS that mirrors the
+// feed tokend writes (subscriber.DefaultStream).
+const feedStream = "TOKENS_FEED"
+
+// subscriberUsers returns the users of the account SUBSCRIBERS as a
+// nats-server configuration line (users: [...]): the feed admin, then one user per
+// resource server whose rights are those of eventlog.Accounts'
+// subscriberPermissions, with its public key as the consumer's name (the
+// permission's subject carries the name, so one resource server cannot
+// read through, replace or delete another's consumer). nats-server
+// configuration cannot build a subject from a variable (nor take users
+// with permissions from the environment), hence a generated file.
+func subscriberUsers(feed, admin string, subscribers []string) (string, error) {
+	seen := map[string]bool{}
+	for _, k := range append([]string{admin}, subscribers...) {
+		if !nkeys.IsValidPublicUserKey(k) {
+			return "", fmt.Errorf("subscriber-users: %q is not a public user nkey (U...)", k)
+		}
+		if seen[k] {
+			return "", fmt.Errorf("subscriber-users: %s is given twice", k)
+		}
+		seen[k] = true
+	}
+	users := []string{user(admin, []string{
+		"$JS.API.INFO",
+		"$JS.API.STREAM.CREATE." + feed,
+		"$JS.API.STREAM.UPDATE." + feed,
+		"$JS.API.STREAM.INFO." + feed,
+	})}
+	for _, k := range subscribers {
+		own := feed + "." + k
+		users = append(users, user(k, []string{
+			"$JS.API.INFO",
+			"$JS.API.STREAM.NAMES",
+			"$JS.API.STREAM.LIST",
+			"$JS.API.STREAM.INFO." + feed,
+			"$JS.API.STREAM.MSG.GET." + feed,
+			"$JS.API.DIRECT.GET." + feed,
+			"$JS.API.DIRECT.GET." + feed + ".>",
+			"$JS.API.CONSUMER.CREATE." + own,
+			"$JS.API.CONSUMER.CREATE." + own + ".>", // with a filter in the subject
+			"$JS.API.CONSUMER.INFO." + own,
+			"$JS.API.CONSUMER.DELETE." + own,
+			"$JS.API.CONSUMER.MSG.NEXT." + own,
+			"$JS.ACK." + own + ".>",
+			"$JS.FC." + own + ".>",
+		}))
+	}
+	return "users: [" + strings.Join(users, ", ") + "]", nil
+}
+
+// user returns one user of a nats-server configuration: the nkey, the
+// subjects it may publish to, and replies on _INBOX.> only.
+func user(key string, publish []string) string {
+	q := make([]string, len(publish))
+	for i, s := range publish {
+		q[i] = strconv.Quote(s)
+	}
+	return fmt.Sprintf(`{nkey: %q, permissions: {publish: {allow: [%s]}, subscribe: {allow: ["_INBOX.>"]}}}`, key, strings.Join(q, ", "))
 }
