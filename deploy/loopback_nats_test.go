@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -22,8 +23,9 @@ import (
 
 // lintLoopbackNATS runs deploy/lint -nats-config on the configurations
 // run.sh wrote into work, which must carry authorization and TLS; then on
-// a copy of one with no_auth_user, which it must refuse (so the check is
-// shown to run on these files).
+// a copy of one with no_auth_user and one that exports the log to
+// SUBSCRIBERS, which it must refuse (so the checks are shown to run on
+// these files).
 func lintLoopbackNATS(t *testing.T, work string) {
 	t.Helper()
 	confs, err := filepath.Glob(filepath.Join(work, "nats-*.conf"))
@@ -47,6 +49,21 @@ func lintLoopbackNATS(t *testing.T, work string) {
 	out, err = exec.Command(bin, "-nats-config", open).CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "connections without credentials get in") {
 		t.Fatalf("deploy/lint -nats-config accepted a configuration with no_auth_user: %v\n%s", err, out)
+	}
+	// The old layout, where SUBSCRIBERS sourced the log itself.
+	const feedExport = `{ service: "$JS.API.CONSUMER.CREATE.TOKENS_FEED.*.tokenfeed.>", response_type: stream, accounts: [SUBSCRIBERS] }`
+	if !bytes.Contains(b, []byte(feedExport)) {
+		t.Fatalf("%s does not export the feed as %s", confs[0], feedExport)
+	}
+	leak := filepath.Join(filepath.Dir(confs[0]), "leak.conf") // next to subscribers.conf, which it includes
+	t.Cleanup(func() { os.Remove(leak) })
+	logExport := `{ service: "$JS.API.CONSUMER.CREATE.TOKENS.*.token.family.*.revoked", response_type: stream, accounts: [SUBSCRIBERS] }`
+	if err := os.WriteFile(leak, bytes.Replace(b, []byte(feedExport), []byte(feedExport+"\n      "+logExport), 1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err = exec.Command(bin, "-nats-config", leak).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "which reaches the log") {
+		t.Fatalf("deploy/lint -nats-config accepted a configuration that exports the log: %v\n%s", err, out)
 	}
 }
 
