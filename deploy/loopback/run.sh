@@ -8,7 +8,7 @@
 # certificate), monitoring on 127.0.0.1.
 #
 #   deploy/loopback/run.sh            run until interrupted (make cluster)
-#   deploy/loopback/run.sh --check    start, check the cluster with curl, stop; exit 0 or 1
+#   deploy/loopback/run.sh --check    start, check the cluster (curl, natstool), stop; exit 0 or 1
 #
 # Settings (environment; the defaults avoid make run's 50051 and 4222):
 #   WORK_DIR                 state, logs, configs, binaries   (./data/loopback from the repo root; git ignores it)
@@ -354,6 +354,14 @@ run_check() {
 			fail "nats-$i: $out"
 	done
 	echo "check: a connection without credentials is refused by the $n servers ($out)"
+	# The feed admin creates the mirror of tokend's feed in SUBSCRIBERS;
+	# after a revocation the resource server reads it there, through the
+	# consumer named after its key, and finds nothing but feed messages.
+	rpc "$p1" RevokeToken "$(jq -nc --arg fid "$fid" '{family_id:$fid,reason:"admin"}')" >/dev/null ||
+		fail "RevokeToken on tokend-1"
+	out=$("$work/bin/natstool" feed "nats://127.0.0.1:$client_base" "$tls/ca.pem" "$nkeys" deploy/nats-feed.json "$fid") ||
+		fail "feed: $out"
+	echo "check: $out"
 	echo "check: ok"
 }
 
