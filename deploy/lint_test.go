@@ -16,7 +16,7 @@ import (
 )
 
 // manifestFiles are the files deploy/lint checks, relative to deploy/.
-var manifestFiles = []string{"Dockerfile", "Dockerfile.dockerignore", "compose.yaml", "k8s/nats.yaml", "k8s/networkpolicy.yaml", "k8s/tokend.yaml"}
+var manifestFiles = []string{"Dockerfile", "Dockerfile.dockerignore", "compose.yaml", "k8s/nats.yaml", "k8s/networkpolicy.yaml", "k8s/tokend.yaml", "nats-feed.json"}
 
 // buildLint builds deploy/lint, a module of its own (its validators stay
 // out of the service's go.mod), and returns the program's path.
@@ -114,6 +114,17 @@ func TestManifestsLint(t *testing.T) {
 		{"k8s nats user without permissions", "k8s/nats.yaml", "users: [ { nkey: $SYS_NKEY } ]", "users: [ { user: ops, password: s3cret } ]",
 			"user ops has a password and no permissions"},
 		{"compose nats without accounts", "compose.yaml", composeAccounts, "", "no authorization: any client connects without credentials"},
+		// The old layout: SUBSCRIBERS sourced the log itself, which ships
+		// secret hashes and sealed keys to every resource server.
+		{"k8s nats exports the log", "k8s/nats.yaml", `          { stream: "_TOKEND.FEED.>", accounts: [SUBSCRIBERS] }`,
+			`          { stream: "_TOKEND.FEED.>", accounts: [SUBSCRIBERS] }` + "\n" + `          { service: "$JS.API.CONSUMER.CREATE.TOKENS.*.token.key.>", response_type: stream, accounts: [SUBSCRIBERS] }`,
+			`account TOKENS exports the service "$JS.API.CONSUMER.CREATE.TOKENS.*.token.key.>", which reaches the log`},
+		{"compose nats exports the log's subjects", "compose.yaml", `            { stream: "_TOKEND.FEED.>", accounts: [SUBSCRIBERS] }`,
+			`            { stream: "_TOKEND.FEED.>", accounts: [SUBSCRIBERS] }` + "\n" + `            { stream: "token.>", accounts: [SUBSCRIBERS] }`, `account TOKENS exports the stream "token.>", which reaches the log`},
+		{"feed stream sources the log", "nats-feed.json", `"mirror": {"name": "TOKENS_FEED", "filter_subject": "tokenfeed.>"`,
+			`"mirror": {"name": "TOKENS", "filter_subject": "token.key.>"`, `stream TOKENS_FEED reads stream TOKENS with the filter "token.key.>", which reaches the log`},
+		{"k8s nats users not on a Secret", "k8s/nats.yaml", `include "../subscribers/users.conf"`, `include "users.conf"`,
+			"included file /etc/nats/config/users.conf is not on a mounted Secret"},
 		{"k8s nats client TLS", "k8s/nats.yaml",
 			"    http: 127.0.0.1:8222\n    tls {\n      cert_file: /etc/nats/tls/tls.crt\n      key_file: /etc/nats/tls/tls.key\n      ca_file: /etc/nats/tls/ca.crt\n      timeout: 5\n    }\n",
 			"    http: 127.0.0.1:8222\n", "the client port has no TLS"},

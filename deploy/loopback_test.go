@@ -139,8 +139,10 @@ func assertAllStopped(t *testing.T, cmd *exec.Cmd, work string, want int) {
 // nats-server and tokend, starts a 3-node JetStream cluster and 3 tokend
 // replicas sharing one encryption key, issues tokens on replica 1, rotates
 // them on replica 2, finds the same JWKS on all three, finds that every
-// NATS server refuses a connection without credentials, and stops
-// everything. The test checks the outcome the script reports, that no
+// NATS server refuses a connection without credentials, revokes the
+// family and reads the revocation, as a resource server, from the mirror
+// of the feed in SUBSCRIBERS, where every message is a feed message, and
+// stops everything. The test checks the outcome the script reports, that no
 // process it started is left, and the NATS configurations it wrote with
 // deploy/lint (authorization and TLS).
 func TestLoopbackScript(t *testing.T) {
@@ -163,6 +165,8 @@ func TestLoopbackScript(t *testing.T) {
 		"check: RefreshTokens on tokend-2: rotated within family ",
 		"check: JWKS identical on 3 replicas (same bytes and ETag",
 		"check: a connection without credentials is refused by the 3 servers",
+		"check: the resource server read the revocation of ",
+		"are all feed messages",
 		"check: ok",
 		"loopback: stopping 6 processes",
 	} {

@@ -25,13 +25,14 @@ func lintCompose(ctx context.Context, r *report, dir string) {
 	// The NATS users' public nkeys, which the file must take from the
 	// environment too.
 	var natsEnv []string
-	for _, name := range []string{"TOKEND_NKEY", "SUBSCRIBER_NKEY", "FEED_ADMIN_NKEY", "SYS_NKEY"} {
+	for _, name := range []string{"TOKEND_NKEY", "SYS_NKEY"} {
 		pub, err := newPublicUserKey()
 		if err != nil {
 			r.addf(file, "nkey: %v", err)
 		}
 		natsEnv = append(natsEnv, name+"="+pub)
 	}
+
 	p, err := loadCompose(ctx, file, append([]string{"ENCRYPTION_KEY=" + composeKey}, natsEnv...))
 	if err != nil {
 		r.addf(file, "compose: %v", err)
@@ -65,7 +66,7 @@ func lintCompose(ctx context.Context, r *report, dir string) {
 		if s.HealthCheck == nil || s.HealthCheck.Disable || !strings.Contains(strings.Join(s.HealthCheck.Test, " "), ":8222/healthz") {
 			r.addf(where, "want a healthcheck on the monitoring port's /healthz (:8222/healthz)")
 		}
-		conf, ok := composeNATSConfig(p, s)
+		conf, confDir, ok := composeNATSConfig(p, s)
 		if !ok {
 			r.addf(where, "the --config file is not one of the service's configs")
 			continue
@@ -84,6 +85,7 @@ func lintCompose(ctx context.Context, r *report, dir string) {
 			}
 		}
 		checkNATSConfig(r, where, conf, env, natsExpect{
+			confDir:    confDir,
 			routeHosts: natsNames, clientPort: 4222, clusterPort: 6222, monitorPort: natsMonitorPort, storeMounts: mounts,
 			secretMounts: composeSecretFiles(s),
 		})
@@ -178,7 +180,7 @@ func loadCompose(ctx context.Context, file string, env []string) (*types.Project
 
 // composeNATSConfig returns the content of the config file the service's
 // --config names.
-func composeNATSConfig(p *types.Project, s types.ServiceConfig) (string, bool) {
+func composeNATSConfig(p *types.Project, s types.ServiceConfig) (content, dir string, ok bool) {
 	for i, a := range s.Command {
 		if (a != "--config" && a != "-c") || i+1 >= len(s.Command) {
 			continue
@@ -186,10 +188,10 @@ func composeNATSConfig(p *types.Project, s types.ServiceConfig) (string, bool) {
 		for _, c := range s.Configs {
 			if c.Target == s.Command[i+1] {
 				if cfg, ok := p.Configs[c.Source]; ok && cfg.Content != "" {
-					return cfg.Content, true
+					return cfg.Content, filepath.Dir(c.Target), true
 				}
 			}
 		}
 	}
-	return "", false
+	return "", "", false
 }

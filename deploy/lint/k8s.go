@@ -447,7 +447,7 @@ func checkNATS(r *report, workloads []workload, services map[string]*corev1.Serv
 		return
 	}
 	c := ss.Spec.Template.Spec.Containers[0]
-	var conf, confWhere string
+	var conf, confWhere, confDir string
 	for _, v := range ss.Spec.Template.Spec.Volumes {
 		if v.ConfigMap == nil || configMaps[v.ConfigMap.Name] == nil {
 			continue
@@ -460,6 +460,7 @@ func checkNATS(r *report, workloads []workload, services map[string]*corev1.Serv
 				if (a == "--config" || a == "-c") && i+1 < len(c.Args) && filepath.Dir(c.Args[i+1]) == filepath.Clean(vm.MountPath) {
 					key := filepath.Base(c.Args[i+1])
 					conf, confWhere = configMaps[v.ConfigMap.Name].Data[key], "ConfigMap "+v.ConfigMap.Name+" key "+key
+					confDir = filepath.Dir(c.Args[i+1])
 				}
 			}
 		}
@@ -500,6 +501,7 @@ func checkNATS(r *report, workloads []workload, services map[string]*corev1.Serv
 		}
 	}
 	checkNATSConfig(r, nats.where+" "+confWhere, conf, env, natsExpect{
+		confDir:    confDir,
 		routeHosts: pods, clusterPort: ports["cluster"], clientPort: ports["client"], monitorPort: natsMonitorPort, storeMounts: mounts,
 		secretMounts: secretMounts(nats.tmpl, c),
 	})

@@ -16,6 +16,13 @@
 //     consistency checks), with the same NATS checks.
 //   - Dockerfile: parsed and linted by BuildKit (the rules of
 //     docker build --check), base images taken as known without pulling.
+//   - nats-feed.json: the feed admin's stream mirrors or sources the feed
+//     only, never the log's stream or subjects.
+//
+// In every NATS configuration no account may export the log: its
+// subjects, the families bucket's, or the JetStream API on its stream
+// (checkLogExports), since its events carry secret hashes and sealed
+// private keys; only the feed leaves tokend's account.
 //
 // Usage:
 //
@@ -26,9 +33,9 @@
 // nats-server configuration files (those deploy/loopback/run.sh writes):
 // parsed by nats-server, clients authenticate (no no_auth_user), every
 // user has an nkey or permissions, TLS on the client and route ports,
-// routes authorized, monitoring on loopback. Every finding is printed as
-// "file: message"; the exit status is 1 if there is one, 2 on a usage
-// error.
+// routes authorized, monitoring on loopback, nothing of the log exported.
+// Every finding is printed as "file: message"; the exit status is 1 if
+// there is one, 2 on a usage error.
 package main
 
 import (
@@ -64,8 +71,9 @@ func main() {
 	lintKubernetes(r, dir)
 	lintCompose(ctx, r, dir)
 	lintDockerfile(ctx, r, dir)
-	exit(r, fmt.Sprintf("lint: %s, %s and %s are clean",
-		filepath.Join(dir, "k8s"), filepath.Join(dir, "compose.yaml"), filepath.Join(dir, "Dockerfile")))
+	lintFeedStream(r, dir)
+	exit(r, fmt.Sprintf("lint: %s, %s, %s and %s are clean",
+		filepath.Join(dir, "k8s"), filepath.Join(dir, "compose.yaml"), filepath.Join(dir, "Dockerfile"), filepath.Join(dir, "nats-feed.json")))
 }
 
 // exit prints the findings and exits 1, or prints clean and exits 0.

@@ -8,7 +8,7 @@
 # certificate), monitoring on 127.0.0.1.
 #
 #   deploy/loopback/run.sh            run until interrupted (make cluster)
-#   deploy/loopback/run.sh --check    start, check the cluster with curl, stop; exit 0 or 1
+#   deploy/loopback/run.sh --check    start, check the cluster (curl, natstool), stop; exit 0 or 1
 #
 # Settings (environment; the defaults avoid make run's 50051 and 4222):
 #   WORK_DIR                 state, logs, configs, binaries   (./data/loopback from the repo root; git ignores it)
@@ -129,16 +129,18 @@ key=$(<"$work/encryption.key")
 : >"$work/pids"
 
 # accounts_conf prints the accounts, the same as deploy/k8s/nats.yaml's
-# (see deploy/README.md, "NATS accounts"): TOKENS holds the log and only
-# tokend's user; it exports to SUBSCRIBERS only consumer creation on the
-# log with the feed's three filters in the subject (revocations and key
-# events), flow control and the feed's deliveries, as eventlog.Accounts
-# does for the embedded server. SUBSCRIBERS holds the feed stream
-# TOKENS_FEED (which its admin creates) and users who can only read it.
-# Nobody connects without an nkey: there is no no_auth_user.
+# (see deploy/README.md, "NATS accounts"): TOKENS holds the log (token.>)
+# and the feed tokend writes (stream TOKENS_FEED, tokenfeed.>: public facts
+# only), and only tokend's user; it exports to SUBSCRIBERS only consumer
+# creation on its TOKENS_FEED with the feed's filter in the subject, flow
+# control and the deliveries, never anything of the log. SUBSCRIBERS holds
+# a TOKENS_FEED that mirrors it (its admin creates it from
+# deploy/nats-feed.json) and the users natstool subscriber-users writes
+# into WORK_DIR/subscribers.conf, which the account includes:
+# the admin, and resource servers that may only read the feed through the
+# consumer named after their own public key. Nobody connects without an
+# nkey: there is no no_auth_user.
 accounts_conf() {
-	local create='$JS.API.CONSUMER.CREATE.TOKENS.*' f
-	local filters=("token.family.*.revoked" "token.subject.*.revoked" "token.key.>")
 	cat <<EOF
 system_account: SYS
 accounts {
@@ -151,52 +153,22 @@ accounts {
       {
         nkey: $tokend_nkey
         permissions {
-          publish { allow: ["token.>", "\$JS.API.>", "\$KV.TOKEN_FAMILIES.>", "\$JS.ACK.>", "\$JS.FC.>", "_INBOX.>"] }
+          publish { allow: ["token.>", "tokenfeed.>", "\$JS.API.>", "\$KV.TOKEN_FAMILIES.>", "\$JS.ACK.>", "\$JS.FC.>", "_INBOX.>"] }
           subscribe { allow: ["_INBOX.>", "token.>", "\$KV.TOKEN_FAMILIES.>"] }
         }
       }
     ]
     exports: [
-EOF
-	for f in "${filters[@]}"; do
-		echo "      { service: \"$create.$f\", response_type: stream, accounts: [SUBSCRIBERS] }"
-	done
-	cat <<EOF
+      { service: "\$JS.API.CONSUMER.CREATE.TOKENS_FEED.*.tokenfeed.>", response_type: stream, accounts: [SUBSCRIBERS] }
       { service: "\$JS.FC.>", accounts: [SUBSCRIBERS] }
       { stream: "_TOKEND.FEED.>", accounts: [SUBSCRIBERS] }
     ]
   }
   SUBSCRIBERS {
     jetstream { max_streams: 1, max_consumers: 1000 }
-    users: [
-      {
-        nkey: $subscriber_nkey
-        permissions {
-          publish { allow: [
-            "\$JS.API.INFO", "\$JS.API.STREAM.NAMES", "\$JS.API.STREAM.LIST",
-            "\$JS.API.STREAM.INFO.TOKENS_FEED", "\$JS.API.STREAM.MSG.GET.TOKENS_FEED",
-            "\$JS.API.DIRECT.GET.TOKENS_FEED", "\$JS.API.DIRECT.GET.TOKENS_FEED.>",
-            "\$JS.API.CONSUMER.CREATE.TOKENS_FEED", "\$JS.API.CONSUMER.*.TOKENS_FEED", "\$JS.API.CONSUMER.*.TOKENS_FEED.>",
-            "\$JS.API.CONSUMER.MSG.NEXT.TOKENS_FEED.*", "\$JS.API.CONSUMER.DURABLE.CREATE.TOKENS_FEED.*",
-            "\$JS.ACK.TOKENS_FEED.>", "\$JS.FC.TOKENS_FEED.>", "\$JS.FC.*.*.TOKENS_FEED.>"
-          ] }
-          subscribe { allow: ["_INBOX.>"] }
-        }
-      }
-      {
-        nkey: $feed_admin_nkey
-        permissions {
-          publish { allow: ["\$JS.API.INFO", "\$JS.API.STREAM.CREATE.TOKENS_FEED", "\$JS.API.STREAM.UPDATE.TOKENS_FEED", "\$JS.API.STREAM.INFO.TOKENS_FEED"] }
-          subscribe { allow: ["_INBOX.>"] }
-        }
-      }
-    ]
+    include "subscribers.conf"
     imports: [
-EOF
-	for f in "${filters[@]}"; do
-		echo "      { service: { account: TOKENS, subject: \"$create.$f\" }, to: \"_TOKEND.API.CONSUMER.CREATE.TOKENS.*.$f\" }"
-	done
-	cat <<EOF
+      { service: { account: TOKENS, subject: "\$JS.API.CONSUMER.CREATE.TOKENS_FEED.*.tokenfeed.>" }, to: "_TOKEND.API.CONSUMER.CREATE.TOKENS_FEED.*.tokenfeed.>" }
       { service: { account: TOKENS, subject: "\$JS.FC.>" } }
       { stream: { account: TOKENS, subject: "_TOKEND.FEED.>" } }
     ]
@@ -229,13 +201,15 @@ if [[ ! -s $tls/server.pem ]] || ! openssl x509 -checkend 86400 -noout -in "$tls
 	echo "loopback: generated a CA and the servers' certificate in $tls" >&2
 fi
 
-# The users, by nkey: tokend (account TOKENS), a subscriber and the
+# The users, by nkey: tokend (account TOKENS), one resource server
+# (subscriber, whose consumer is named after its public key) and the
 # feed's admin (account SUBSCRIBERS), an operator of the system account.
 nkeys=$work/nkeys
 tokend_nkey=$("$work/bin/natstool" nkey "$nkeys" tokend)
 subscriber_nkey=$("$work/bin/natstool" nkey "$nkeys" subscriber)
 feed_admin_nkey=$("$work/bin/natstool" nkey "$nkeys" feed-admin)
 sys_nkey=$("$work/bin/natstool" nkey "$nkeys" sys)
+"$work/bin/natstool" subscriber-users "$feed_admin_nkey" "$subscriber_nkey" >"$work/subscribers.conf"
 
 routes=""
 urls=""
@@ -321,7 +295,7 @@ for ((i = 1; i <= n; i++)); do
 	echo "  tokend-$i  http://127.0.0.1:$((tokend_base + i - 1))   nats-$i  nats://127.0.0.1:$((client_base + i - 1))  (monitor http://127.0.0.1:$((monitor_base + i - 1)))"
 done
 echo "  NATS_URL=$urls NATS_CA_FILE=$tls/ca.pem"
-echo "  nkey seeds: $nkeys/tokend.nk (account TOKENS), subscriber.nk and feed-admin.nk (SUBSCRIBERS), sys.nk (SYS)"
+echo "  nkey seeds: $nkeys/tokend.nk (account TOKENS), subscriber.nk (consumer $subscriber_nkey) and feed-admin.nk (SUBSCRIBERS), sys.nk (SYS)"
 echo "  logs and state: $work"
 
 # rpc PORT METHOD JSON calls a TokenService method with the Connect protocol
@@ -380,6 +354,14 @@ run_check() {
 			fail "nats-$i: $out"
 	done
 	echo "check: a connection without credentials is refused by the $n servers ($out)"
+	# The feed admin creates the mirror of tokend's feed in SUBSCRIBERS;
+	# after a revocation the resource server reads it there, through the
+	# consumer named after its key, and finds nothing but feed messages.
+	rpc "$p1" RevokeToken "$(jq -nc --arg fid "$fid" '{family_id:$fid,reason:"admin"}')" >/dev/null ||
+		fail "RevokeToken on tokend-1"
+	out=$("$work/bin/natstool" feed "nats://127.0.0.1:$client_base" "$tls/ca.pem" "$nkeys" deploy/nats-feed.json "$fid") ||
+		fail "feed: $out"
+	echo "check: $out"
 	echo "check: ok"
 }
 
