@@ -56,6 +56,27 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 	}
 }
 
+// TestAnonymousAppendEscapeHatch: NATS_INSECURE_ALLOW_ANONYMOUS_APPEND is
+// accepted only for a NATS_URL on loopback; the embedded server never lets
+// anonymous clients append, so it has no use there.
+func TestAnonymousAppendEscapeHatch(t *testing.T) {
+	for _, tc := range []struct {
+		url string
+		ok  bool
+	}{
+		{"nats://127.0.0.1:4222", true},
+		{"nats://[::1]:4222", true},
+		{"nats://10.0.0.5:4222", false},
+		{"nats://nats.example.com:4222", false},
+		{"", false},
+	} {
+		_, err := ConfigFromEnv(env(map[string]string{"NATS_URL": tc.url, "NATS_REPLICAS": "1", "NATS_INSECURE_ALLOW_ANONYMOUS_APPEND": "true"}))
+		if (err == nil) != tc.ok || (err != nil && !strings.Contains(err.Error(), "NATS_INSECURE_ALLOW_ANONYMOUS_APPEND")) {
+			t.Errorf("NATS_URL=%q: %v, want accepted %v", tc.url, err, tc.ok)
+		}
+	}
+}
+
 // TestReadmeListsEveryVariable keeps the README's configuration table
 // complete.
 func TestReadmeListsEveryVariable(t *testing.T) {
