@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"crypto/rand"
 	"testing"
+
+	"github.com/auth-platform/tokenservice/issuer/family"
+	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
 )
 
 // FuzzParseRefreshToken: the parser never panics, and what it accepts is
@@ -43,18 +46,19 @@ func FuzzSpentPrefixes(f *testing.F) {
 			spent = appendSpent(spent, h)
 			hashes = append(hashes, h)
 		}
+		st := &eventsv1.FamilyState{SpentSecretPrefixes: spent}
 		for _, h := range hashes {
-			if !matchesSpent(spent, h) {
+			if family.MatchSecret(st, h) != family.Spent {
 				t.Fatalf("appended hash not found")
 			}
 		}
 		other := hashSecret(append([]byte("other"), seed...))
 		for _, h := range hashes {
-			if bytes.Equal(h[:spentPrefixLen], other[:spentPrefixLen]) {
+			if bytes.Equal(h[:family.SpentPrefixLen], other[:family.SpentPrefixLen]) {
 				return
 			}
 		}
-		if matchesSpent(spent, other) {
+		if family.MatchSecret(st, other) != family.Unknown {
 			t.Fatalf("a hash never appended was found")
 		}
 	})

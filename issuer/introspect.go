@@ -2,11 +2,11 @@ package issuer
 
 import (
 	"context"
-	"crypto/subtle"
 	"errors"
 	"slices"
 
 	"github.com/auth-platform/tokenservice/eventlog"
+	"github.com/auth-platform/tokenservice/issuer/family"
 	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
 )
 
@@ -40,9 +40,7 @@ func (i *Issuer) introspectRefresh(ctx context.Context, rt refreshToken, consist
 		return nil, false, err
 	}
 	st = f.st
-	if subtle.ConstantTimeCompare(hashSecret(rt.secret), st.GetSecretHash()) != 1 ||
-		st.GetStatus() != eventsv1.FamilyStatus_FAMILY_STATUS_ACTIVE ||
-		!i.cfg.Now().Before(st.GetRefreshExpiresAt().AsTime()) {
+	if family.MatchSecret(st, hashSecret(rt.secret)) != family.Current || family.Revoked(st) || !family.ActiveAt(st, i.cfg.Now()) {
 		return nil, false, nil
 	}
 	cut, err := i.log.Last(ctx, i.subj.SubjectRevoked(subjectHash(st.GetSubject())))
@@ -50,7 +48,7 @@ func (i *Issuer) introspectRefresh(ctx context.Context, rt refreshToken, consist
 	case errors.Is(err, eventlog.ErrNotFound):
 	case err != nil:
 		return nil, false, err
-	case cut.Seq > st.GetIssuedSeq():
+	case family.CutOffBy(st.GetIssuedSeq(), cut.Seq):
 		return nil, false, nil
 	}
 	return st, true, nil

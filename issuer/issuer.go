@@ -2,7 +2,6 @@ package issuer
 
 import (
 	"context"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/auth-platform/tokenservice/eventlog"
+	"github.com/auth-platform/tokenservice/issuer/family"
 	"github.com/auth-platform/tokenservice/projections"
 	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
 	"github.com/auth-platform/tokenservice/signing"
@@ -308,35 +308,35 @@ func addKeyID(ids []string, kid string) []string {
 	return ids
 }
 
-// family is a loaded family: its state and the sequence of its last event.
-type family struct {
+// loaded is a loaded family: its state and the sequence of its last event.
+type loaded struct {
 	st  *eventsv1.FamilyState
 	seq uint64
 }
 
 // load reads the current state of family fid; consistent asks the stream
 // leader. It returns eventlog.ErrNotFound for an unknown family.
-func (i *Issuer) load(ctx context.Context, fid string, consistent bool) (family, error) {
+func (i *Issuer) load(ctx context.Context, fid string, consistent bool) (loaded, error) {
 	read := i.log.Last
 	if consistent {
 		read = i.log.LastConsistent
 	}
 	rec, err := read(ctx, i.subj.FamilyFilter(fid))
 	if err != nil {
-		return family{}, err
+		return loaded{}, err
 	}
 	m, err := projections.Decode(rec)
 	if err != nil {
-		return family{}, err
+		return loaded{}, err
 	}
 	st := projections.FamilyStateOf(m)
 	if st == nil || st.GetFamilyId() != fid {
-		return family{}, fmt.Errorf("%w: family %s: event without state", projections.ErrBadRecord, fid)
+		return loaded{}, fmt.Errorf("%w: family %s: event without state", projections.ErrBadRecord, fid)
 	}
 	if st.GetIssuedSeq() == 0 {
 		st.IssuedSeq = rec.Seq // the issued event itself
 	}
-	return family{st: st, seq: rec.Seq}, nil
+	return loaded{st: st, seq: rec.Seq}, nil
 }
 
 // Refresh rotates a refresh token. Errors: ErrInvalidRequest,
@@ -382,31 +382,25 @@ func (i *Issuer) Refresh(ctx context.Context, req RefreshRequest) (t Tokens, err
 			return Tokens{}, err
 		}
 		st := f.st
-		isCurrent := subtle.ConstantTimeCompare(h, st.GetSecretHash()) == 1
-		isPrevious := len(st.GetPreviousSecretHash()) > 0 && subtle.ConstantTimeCompare(h, st.GetPreviousSecretHash()) == 1
-		isSpent := isPrevious || matchesSpent(st.GetSpentSecretPrefixes(), h)
-		switch {
-		case !isCurrent && !isSpent:
+		switch family.Decide(st, family.Presented{SecretHash: h, ClientID: req.ClientID, DPoPJKT: req.DPoPJKT}, now, i.cfg.Grace, racedGen) {
+		case family.DecideUnknown:
 			if attempt == 0 {
 				// The first read may come from a follower that lags: a
 				// token just rotated on another replica would look
 				// unknown. Ask the leader before refusing.
 				continue
 			}
-			// A guess, or a generation older than the family remembers:
-			// refused, nothing revoked.
 			return Tokens{}, ErrUnknownToken
-		case st.GetClientId() != req.ClientID:
+		case family.DecideClientMismatch:
 			return Tokens{}, ErrClientMismatch
-		case st.GetStatus() == eventsv1.FamilyStatus_FAMILY_STATUS_REVOKED:
+		case family.DecideRevoked:
 			return Tokens{}, ErrFamilyRevoked
-		case st.GetDpopJkt() != "" && st.GetDpopJkt() != req.DPoPJKT:
-			// RFC 9449 §5: a bound family refreshes only with a proof of
-			// its key. Checked before reuse detection, so a stolen spent
-			// token without the key cannot revoke the victim's family.
+		case family.DecideDPoPMismatch:
 			i.cfg.Observer.SecurityEvent(SecurityDPoPMismatch)
 			return Tokens{}, ErrDPoPKeyMismatch
-		case isCurrent:
+		case family.DecideExpired:
+			return Tokens{}, ErrTokenExpired
+		case family.DecideRotate:
 			t, err := i.rotate(ctx, f, rt.familyID, scopes, now)
 			if errors.Is(err, eventlog.ErrConflict) {
 				racedGen = st.GetGeneration()
@@ -416,7 +410,7 @@ func (i *Issuer) Refresh(ctx context.Context, req RefreshRequest) (t Tokens, err
 				status = StatusSuccess
 			}
 			return t, err
-		case isPrevious && i.inGrace(st, now):
+		case family.DecideGrace:
 			if attempt == 0 {
 				// Serve the successor only from the leader's view: a
 				// stale read could have missed a revocation.
@@ -450,13 +444,9 @@ func (i *Issuer) Refresh(ctx context.Context, req RefreshRequest) (t Tokens, err
 			}
 			status = StatusReuse
 			return Tokens{}, ErrTokenReused
-		case racedGen != 0 && isPrevious && st.GetGeneration() == racedGen+1:
-			// Lost the race to the very next rotation: a concurrent
-			// request, not a replay (a stale first read does not count:
-			// then the winner's generation is not the next one).
+		case family.DecideRotated:
 			return Tokens{}, ErrTokenRotated
-		default:
-			// Replay of a spent token outside the grace window.
+		default: // family.DecideReuse: a spent token outside the grace window
 			if err := i.revokeReused(ctx, f, now); err != nil {
 				if errors.Is(err, eventlog.ErrConflict) {
 					continue
@@ -492,20 +482,10 @@ func conflictPause(ctx context.Context, attempt int) error {
 	}
 }
 
-func (i *Issuer) inGrace(st *eventsv1.FamilyState, now time.Time) bool {
-	if i.cfg.Grace <= 0 || st.GetGraceId() == "" {
-		return false
-	}
-	return !now.After(st.GetRotatedAt().AsTime().Add(i.cfg.Grace))
-}
-
 // rotate appends the rotation of f and returns the new tokens, or
 // eventlog.ErrConflict if f is no longer the family's last state.
-func (i *Issuer) rotate(ctx context.Context, f family, fid string, scopes []string, now time.Time) (Tokens, error) {
+func (i *Issuer) rotate(ctx context.Context, f loaded, fid string, scopes []string, now time.Time) (Tokens, error) {
 	st := f.st
-	if now.After(st.GetRefreshExpiresAt().AsTime()) {
-		return Tokens{}, ErrTokenExpired
-	}
 	if len(scopes) == 0 {
 		scopes = st.GetScopes()
 	} else if !subset(scopes, st.GetScopes()) {
@@ -517,7 +497,6 @@ func (i *Issuer) rotate(ctx context.Context, f family, fid string, scopes []stri
 	}
 	next := proto.Clone(st).(*eventsv1.FamilyState)
 	next.Generation++
-	next.SpentSecretPrefixes = st.GetSpentSecretPrefixes()
 	if len(st.GetPreviousSecretHash()) > 0 {
 		next.SpentSecretPrefixes = appendSpent(st.GetSpentSecretPrefixes(), st.GetPreviousSecretHash())
 	}
@@ -549,7 +528,7 @@ func (i *Issuer) rotate(ctx context.Context, f family, fid string, scopes []stri
 	}
 	// The subject cut-off is checked after the rotation is in the log: a
 	// cut-off that precedes it in the stream wins, whenever it was read.
-	if err := i.checkSubjectCutoff(ctx, family{st: next, seq: seq}, seq, now); err != nil {
+	if err := i.checkSubjectCutoff(ctx, loaded{st: next, seq: seq}, seq, now); err != nil {
 		return Tokens{}, err
 	}
 	return tokens, nil
@@ -560,7 +539,7 @@ func (i *Issuer) rotate(ctx context.Context, f family, fid string, scopes []stri
 // rotation just appended; 0 for no bound). It reads the cut-off from the
 // leader, so a revocation acknowledged anywhere is seen: a rotation that
 // follows the cut-off in the stream is never handed out.
-func (i *Issuer) checkSubjectCutoff(ctx context.Context, f family, before uint64, now time.Time) error {
+func (i *Issuer) checkSubjectCutoff(ctx context.Context, f loaded, before uint64, now time.Time) error {
 	rec, err := i.log.LastConsistent(ctx, i.subj.SubjectRevoked(subjectHash(f.st.GetSubject())))
 	if errors.Is(err, eventlog.ErrNotFound) {
 		return nil
@@ -568,7 +547,7 @@ func (i *Issuer) checkSubjectCutoff(ctx context.Context, f family, before uint64
 	if err != nil {
 		return err
 	}
-	if rec.Seq < f.st.GetIssuedSeq() || (before != 0 && rec.Seq > before) {
+	if !family.CutOffBy(f.st.GetIssuedSeq(), rec.Seq) || (before != 0 && rec.Seq > before) {
 		return nil // issued after the cut-off, or rotated before it
 	}
 	if err := i.revoke(ctx, f, eventsv1.RevocationReason_REVOCATION_REASON_SUBJECT, now); err != nil {
@@ -580,7 +559,7 @@ func (i *Issuer) checkSubjectCutoff(ctx context.Context, f family, before uint64
 
 // revokeReused revokes f because a spent token was replayed, and reports
 // it as a security event.
-func (i *Issuer) revokeReused(ctx context.Context, f family, now time.Time) error {
+func (i *Issuer) revokeReused(ctx context.Context, f loaded, now time.Time) error {
 	if err := i.revoke(ctx, f, eventsv1.RevocationReason_REVOCATION_REASON_REUSE, now); err != nil {
 		return err
 	}
@@ -590,7 +569,7 @@ func (i *Issuer) revokeReused(ctx context.Context, f family, now time.Time) erro
 }
 
 // revoke appends the revocation of f with compare-and-set.
-func (i *Issuer) revoke(ctx context.Context, f family, reason eventsv1.RevocationReason, now time.Time) error {
+func (i *Issuer) revoke(ctx context.Context, f loaded, reason eventsv1.RevocationReason, now time.Time) error {
 	next := proto.Clone(f.st).(*eventsv1.FamilyState)
 	next.Status = eventsv1.FamilyStatus_FAMILY_STATUS_REVOKED
 	next.RevokedReason = reason

@@ -2,7 +2,6 @@ package issuer
 
 import (
 	"context"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"slices"
@@ -12,6 +11,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/auth-platform/tokenservice/eventlog"
+	"github.com/auth-platform/tokenservice/issuer/family"
 	"github.com/auth-platform/tokenservice/projections"
 	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
 )
@@ -119,9 +119,7 @@ func (i *Issuer) RevokeRefreshToken(ctx context.Context, token string, reason ev
 	}
 	h := hashSecret(rt.secret)
 	return i.revokeLoaded(ctx, rt.familyID, reason, func(st *eventsv1.FamilyState) bool {
-		return subtle.ConstantTimeCompare(h, st.GetSecretHash()) == 1 ||
-			(len(st.GetPreviousSecretHash()) > 0 && subtle.ConstantTimeCompare(h, st.GetPreviousSecretHash()) == 1) ||
-			matchesSpent(st.GetSpentSecretPrefixes(), h)
+		return family.MatchSecret(st, h) != family.Unknown
 	})
 }
 

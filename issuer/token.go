@@ -2,10 +2,11 @@ package issuer
 
 import (
 	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/base64"
 	"fmt"
 	"io"
+
+	"github.com/auth-platform/tokenservice/issuer/family"
 )
 
 const (
@@ -15,8 +16,6 @@ const (
 	secretLen     = 43 // base64url of 32 bytes, no padding
 	// RefreshTokenLen is the length of every refresh token.
 	RefreshTokenLen = familyIDLen + 1 + secretLen
-	// spentPrefixLen is how much of an old secret's hash a family keeps.
-	spentPrefixLen = 8
 	// maxSpent bounds the spent-secret prefixes of a family; older
 	// generations then match nothing (refused, not treated as reuse).
 	// Every family event carries them and the log is kept forever, so the
@@ -84,19 +83,9 @@ func hashSecret(secret []byte) []byte {
 	return h[:]
 }
 
-// matchesSpent reports whether hash's prefix is among the spent prefixes,
-// in time independent of where it matches.
-func matchesSpent(spent, hash []byte) bool {
-	found := 0
-	for i := 0; i+spentPrefixLen <= len(spent); i += spentPrefixLen {
-		found |= subtle.ConstantTimeCompare(spent[i:i+spentPrefixLen], hash[:spentPrefixLen])
-	}
-	return found == 1
-}
-
 func appendSpent(spent, hash []byte) []byte {
-	out := append(append([]byte(nil), spent...), hash[:spentPrefixLen]...)
-	if over := len(out) - maxSpent*spentPrefixLen; over > 0 {
+	out := append(append([]byte(nil), spent...), hash[:family.SpentPrefixLen]...)
+	if over := len(out) - maxSpent*family.SpentPrefixLen; over > 0 {
 		out = out[over:]
 	}
 	return out

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/auth-platform/tokenservice/eventlog"
+	"github.com/auth-platform/tokenservice/issuer/family"
 	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
 )
 
@@ -135,7 +136,7 @@ func judge(steps []Step, states []*eventsv1.FamilyState, at time.Time, secretHas
 		}
 		if states[i] == nil {
 			// A subject cut-off: it applies to families issued before it.
-			if issuedSeq != 0 && s.Seq > issuedSeq && s.Type == TypeSubjectRevoked {
+			if issuedSeq != 0 && family.CutOffBy(issuedSeq, s.Seq) && s.Type == TypeSubjectRevoked {
 				return Verdict{Reason: fmt.Sprintf("subject revoked at %s (reason %s%s)", s.Time.UTC().Format(time.RFC3339), s.Reason, actor(s))}
 			}
 			continue
@@ -148,12 +149,12 @@ func judge(steps []Step, states []*eventsv1.FamilyState, at time.Time, secretHas
 	if cur == nil {
 		return Verdict{Reason: "not issued yet"}
 	}
-	if cur.GetStatus() == eventsv1.FamilyStatus_FAMILY_STATUS_REVOKED {
+	if family.Revoked(cur) {
 		return Verdict{Reason: fmt.Sprintf("family revoked at %s (reason %s%s)", curStep.Time.UTC().Format(time.RFC3339), curStep.Reason, actor(curStep))}
 	}
 	if secretHash != nil {
 		switch {
-		case subtle.ConstantTimeCompare(secretHash, cur.GetSecretHash()) == 1:
+		case family.MatchSecret(cur, secretHash) == family.Current:
 		case generationOf(steps, states, secretHash) > 0:
 			g := generationOf(steps, states, secretHash)
 			return Verdict{Reason: fmt.Sprintf("refresh token of generation %d was spent: generation %d was current since %s", g, cur.GetGeneration(), curStep.Time.UTC().Format(time.RFC3339))}
@@ -161,7 +162,7 @@ func judge(steps []Step, states []*eventsv1.FamilyState, at time.Time, secretHas
 			return Verdict{Reason: "refresh token not of this family, or not issued yet at that instant"}
 		}
 	}
-	if exp := cur.GetRefreshExpiresAt().AsTime(); refreshExpiry && at.After(exp) {
+	if exp := cur.GetRefreshExpiresAt().AsTime(); refreshExpiry && !family.ActiveAt(cur, at) {
 		return Verdict{Reason: fmt.Sprintf("refresh token expired at %s", exp.UTC().Format(time.RFC3339))}
 	}
 	return Verdict{Valid: true, Reason: fmt.Sprintf("active: generation %d current since %s", cur.GetGeneration(), curStep.Time.UTC().Format(time.RFC3339))}

@@ -3,11 +3,13 @@ package rpc
 import (
 	"context"
 	"errors"
+	"time"
 
 	"connectrpc.com/connect"
 
 	"github.com/auth-platform/tokenservice/dpop"
 	"github.com/auth-platform/tokenservice/issuer"
+	"github.com/auth-platform/tokenservice/issuer/family"
 	"github.com/auth-platform/tokenservice/projections"
 	tokenv1 "github.com/auth-platform/tokenservice/proto/token/v1"
 	"github.com/auth-platform/tokenservice/rpc/auth"
@@ -136,26 +138,19 @@ var errInvalidToken = errors.New("invalid_token")
 type Revocations interface {
 	RevokedFamily(fid string) (projections.RevokedFamily, bool)
 	SubjectCutoff(subject string) (projections.SubjectCutoff, bool)
-	Family(fid string) (projections.Family, bool)
 }
 
-// revoked reports whether the access token's family is revoked, or its
-// subject was cut off after the family was issued, as this replica's
-// projections know it. The cut-off is ordered by stream sequence when the
-// family is known (iat has only second precision), by time otherwise.
+// revoked reports whether the access token is revoked as this replica's
+// projections know it (family.Revokes, the predicate resource servers use
+// too).
 func (s *service) revoked(at issuer.VerifiedAccessToken) bool {
 	if s.revocations == nil {
 		return false
 	}
-	if _, ok := s.revocations.RevokedFamily(at.FamilyID); ok {
-		return true
+	_, familyRevoked := s.revocations.RevokedFamily(at.FamilyID)
+	var cutoff time.Time
+	if c, ok := s.revocations.SubjectCutoff(at.Subject); ok {
+		cutoff = c.At
 	}
-	c, ok := s.revocations.SubjectCutoff(at.Subject)
-	if !ok {
-		return false
-	}
-	if f, ok := s.revocations.Family(at.FamilyID); ok {
-		return c.Seq > f.IssuedSeq
-	}
-	return !at.IssuedAt.After(c.At)
+	return family.Revokes(family.AccessClaims{Subject: at.Subject, FamilyID: at.FamilyID, IssuedAt: at.IssuedAt}, familyRevoked, cutoff)
 }

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/auth-platform/tokenservice/issuer"
+	"github.com/auth-platform/tokenservice/issuer/family"
 	"github.com/auth-platform/tokenservice/projections"
 	"github.com/auth-platform/tokenservice/projections/subscriber"
 	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
@@ -127,16 +128,13 @@ func familyOf(st *eventsv1.FamilyState, now time.Time) *tokenv1.Family {
 	f := &tokenv1.Family{
 		FamilyId: st.GetFamilyId(), ClientId: st.GetClientId(), CreatedAt: st.GetCreatedAt(),
 		Generation: st.GetGeneration(), DpopJkt: st.GetDpopJkt(), RefreshExpiresAt: st.GetRefreshExpiresAt(),
-		Scopes: st.GetScopes(), Status: "active",
+		Scopes: st.GetScopes(), Status: family.Status(st, now),
 	}
 	if st.GetGeneration() > 1 {
 		f.LastRefreshedAt = st.GetRotatedAt()
 	}
-	switch {
-	case st.GetStatus() == eventsv1.FamilyStatus_FAMILY_STATUS_REVOKED:
-		f.Status, f.RevocationReason, f.RevokedAt = "revoked", projections.ReasonName(st.GetRevokedReason()), st.GetRevokedAt()
-	case !now.Before(st.GetRefreshExpiresAt().AsTime()):
-		f.Status = "expired"
+	if family.Revoked(st) {
+		f.RevocationReason, f.RevokedAt = projections.ReasonName(st.GetRevokedReason()), st.GetRevokedAt()
 	}
 	return f
 }

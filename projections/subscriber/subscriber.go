@@ -14,6 +14,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
+
+	"github.com/auth-platform/tokenservice/issuer/family"
 )
 
 // Config configures a Subscriber. Its zero value reads the token service's
@@ -185,11 +187,8 @@ func (s *Subscriber) prune() {
 func (s *Subscriber) IsRevoked(c Claims) bool {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if _, ok := s.families[c.FamilyID]; ok && c.FamilyID != "" {
-		return true
-	}
-	cut, ok := s.cutoffs[c.Subject]
-	return ok && !c.IssuedAt.After(cut)
+	_, revoked := s.families[c.FamilyID]
+	return family.Revokes(family.AccessClaims{Subject: c.Subject, FamilyID: c.FamilyID, IssuedAt: c.IssuedAt}, revoked, s.cutoffs[c.Subject])
 }
 
 // Ready is closed once every message that existed when Run started has
