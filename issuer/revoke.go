@@ -46,35 +46,79 @@ func subjectHash(subject string) string { return eventlog.SubjectID(subject) }
 // SubjectHash returns the <sid> of a subject in token.subject.<sid>.revoked.
 func SubjectHash(subject string) string { return subjectHash(subject) }
 
-// RevokeFamily revokes family fid. It returns how many families it revoked:
-// 0 for an unknown or already revoked family (not an error).
+// RevokeTarget is what a RevokeRequest names.
+type RevokeTarget int
+
+// The targets of a revocation.
+const (
+	TargetNone RevokeTarget = iota
+	TargetRefreshToken
+	TargetAccessToken
+	TargetFamily
+	TargetSubject
+)
+
+// RevokeRequest is one revocation (RFC 7009): a target and its value, a
+// reason ("" for the target's default: client, or subject for a subject),
+// and the client scope of the caller.
+type RevokeRequest struct {
+	Target RevokeTarget
+	// Value is the refresh token, access token, family ID or subject.
+	Value string
+	// Reason is client, subject, key_compromise, admin or "".
+	Reason string
+	// ClientScope, if not empty, restricts the revocation of a token or a
+	// family to families issued to one of these clients (RFC 7009 §2.1: a
+	// client revokes its own tokens); another client's family counts as
+	// nothing revoked, so the caller learns nothing about it. A subject
+	// revocation is across clients and ignores it.
+	ClientScope []string
+}
+
+// Revoke carries out req and returns how many families it revoked (0 for
+// an unknown, malformed or out-of-scope token or family: not an error, RFC
+// 7009 §2.2). Errors: ErrInvalidRequest (no target, unknown reason, bad
+// subject); others are server errors.
+func (i *Issuer) Revoke(ctx context.Context, req RevokeRequest) (int, error) {
+	def := eventsv1.RevocationReason_REVOCATION_REASON_CLIENT
+	if req.Target == TargetSubject {
+		def = eventsv1.RevocationReason_REVOCATION_REASON_SUBJECT
+	}
+	if req.Target == TargetNone {
+		return 0, invalidRequest("one of refresh_token, family_id, subject or access_token is required")
+	}
+	reason, err := ParseReason(req.Reason, def)
+	if err != nil {
+		return 0, err
+	}
+	switch req.Target {
+	case TargetRefreshToken:
+		return i.revokeRefreshToken(ctx, req.Value, reason, req.ClientScope)
+	case TargetAccessToken:
+		return i.revokeAccessToken(ctx, req.Value, reason, req.ClientScope)
+	case TargetFamily:
+		return i.revokeFamily(ctx, req.Value, reason, req.ClientScope)
+	}
+	return i.RevokeSubject(ctx, req.Value, reason)
+}
+
+// RevokeFamily revokes family fid, for any client. It returns how many
+// families it revoked: 0 for an unknown or already revoked family (not an
+// error).
 func (i *Issuer) RevokeFamily(ctx context.Context, fid string, reason eventsv1.RevocationReason) (int, error) {
+	return i.revokeFamily(ctx, fid, reason, nil)
+}
+
+func (i *Issuer) revokeFamily(ctx context.Context, fid string, reason eventsv1.RevocationReason, scope []string) (int, error) {
 	if !validFamilyID(fid) {
 		return 0, nil // cannot exist: RFC 7009 says no error
 	}
-	return i.revokeLoaded(ctx, fid, reason, nil)
+	return i.revokeLoaded(ctx, fid, reason, scope, nil)
 }
 
-type clientScopeKey struct{}
-
-// WithClientScope returns a context in which RevokeFamily,
-// RevokeRefreshToken and RevokeAccessToken revoke only families issued to
-// one of clientIDs (RFC 7009 §2.1: a client revokes its own tokens). A
-// family of another client is left alone and counts as nothing revoked,
-// so a caller learns nothing about other clients' families. An empty list
-// means no restriction.
-func WithClientScope(ctx context.Context, clientIDs []string) context.Context {
-	return context.WithValue(ctx, clientScopeKey{}, clientIDs)
-}
-
-// inClientScope reports whether ctx's client scope admits clientID.
-func inClientScope(ctx context.Context, clientID string) bool {
-	ids, _ := ctx.Value(clientScopeKey{}).([]string)
-	return len(ids) == 0 || slices.Contains(ids, clientID)
-}
-
-// revokeLoaded revokes fid if match (when set) accepts its state.
-func (i *Issuer) revokeLoaded(ctx context.Context, fid string, reason eventsv1.RevocationReason, match func(*eventsv1.FamilyState) bool) (int, error) {
+// revokeLoaded revokes fid if its client is in scope (empty: any) and
+// match (when set) accepts its state.
+func (i *Issuer) revokeLoaded(ctx context.Context, fid string, reason eventsv1.RevocationReason, scope []string, match func(*eventsv1.FamilyState) bool) (int, error) {
 	now := i.cfg.Now()
 	for attempt := 0; attempt < maxAttempts; attempt++ {
 		if err := conflictPause(ctx, attempt); err != nil {
@@ -84,7 +128,7 @@ func (i *Issuer) revokeLoaded(ctx context.Context, fid string, reason eventsv1.R
 		if err != nil && !errors.Is(err, eventlog.ErrNotFound) {
 			return 0, err
 		}
-		if err == nil && !inClientScope(ctx, f.st.GetClientId()) {
+		if err == nil && len(scope) > 0 && !slices.Contains(scope, f.st.GetClientId()) {
 			return 0, nil // a family's client never changes: no need to ask the leader
 		}
 		if err != nil || (match != nil && !match(f.st)) || f.st.GetStatus() == eventsv1.FamilyStatus_FAMILY_STATUS_REVOKED {
@@ -110,28 +154,36 @@ func (i *Issuer) revokeLoaded(ctx context.Context, fid string, reason eventsv1.R
 }
 
 // RevokeRefreshToken revokes the family of a refresh token, current or
-// spent. A malformed token or one that matches nothing revokes nothing and
-// is not an error (RFC 7009 §2.2).
+// spent, for any client. A malformed token or one that matches nothing
+// revokes nothing and is not an error (RFC 7009 §2.2).
 func (i *Issuer) RevokeRefreshToken(ctx context.Context, token string, reason eventsv1.RevocationReason) (int, error) {
+	return i.revokeRefreshToken(ctx, token, reason, nil)
+}
+
+func (i *Issuer) revokeRefreshToken(ctx context.Context, token string, reason eventsv1.RevocationReason, scope []string) (int, error) {
 	rt, err := parseRefreshToken(token)
 	if err != nil {
 		return 0, nil
 	}
 	h := hashSecret(rt.secret)
-	return i.revokeLoaded(ctx, rt.familyID, reason, func(st *eventsv1.FamilyState) bool {
+	return i.revokeLoaded(ctx, rt.familyID, reason, scope, func(st *eventsv1.FamilyState) bool {
 		return family.MatchSecret(st, h) != family.Unknown
 	})
 }
 
 // RevokeAccessToken revokes the family of an access token this service
-// issued (expired or not). An invalid token revokes nothing and is not an
-// error.
+// issued (expired or not), for any client. An invalid token revokes
+// nothing and is not an error.
 func (i *Issuer) RevokeAccessToken(ctx context.Context, token string, reason eventsv1.RevocationReason) (int, error) {
+	return i.revokeAccessToken(ctx, token, reason, nil)
+}
+
+func (i *Issuer) revokeAccessToken(ctx context.Context, token string, reason eventsv1.RevocationReason, scope []string) (int, error) {
 	v, err := i.VerifyAccessToken(token, false)
 	if err != nil || !validFamilyID(v.FamilyID) {
 		return 0, nil
 	}
-	return i.revokeLoaded(ctx, v.FamilyID, reason, nil)
+	return i.revokeLoaded(ctx, v.FamilyID, reason, scope, nil)
 }
 
 // subjectIndexWait bounds how long RevokeSubject waits for the family index
@@ -169,7 +221,7 @@ func (i *Issuer) RevokeSubject(ctx context.Context, subject string, reason event
 		if f.IssuedSeq > seq || f.Status == eventsv1.FamilyStatus_FAMILY_STATUS_REVOKED {
 			continue
 		}
-		k, err := i.revokeLoaded(ctx, f.ID, reason, nil)
+		k, err := i.revokeLoaded(ctx, f.ID, reason, nil, nil)
 		if err != nil {
 			return n, err
 		}
@@ -189,7 +241,7 @@ func (i *Issuer) RevokeSignedBy(ctx context.Context, kid string) (int, error) {
 		if f.Status == eventsv1.FamilyStatus_FAMILY_STATUS_REVOKED {
 			continue
 		}
-		k, err := i.revokeLoaded(ctx, f.ID, eventsv1.RevocationReason_REVOCATION_REASON_KEY_COMPROMISE, nil)
+		k, err := i.revokeLoaded(ctx, f.ID, eventsv1.RevocationReason_REVOCATION_REASON_KEY_COMPROMISE, nil, nil)
 		if err != nil {
 			return n, err
 		}

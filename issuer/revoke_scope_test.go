@@ -2,15 +2,16 @@ package issuer_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 
 	"github.com/auth-platform/tokenservice/issuer"
 	"github.com/auth-platform/tokenservice/issuer/issuertest"
-	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
 )
 
 // TestRevokeClientScope: a caller restricted to some clients revokes only
-// their families, by family ID, refresh token or access token.
+// their families, by family ID, refresh token or access token; the scope is
+// part of the request, not of its context.
 func TestRevokeClientScope(t *testing.T) {
 	env := issuertest.New(t, issuertest.Options{})
 	ctx := context.Background()
@@ -22,25 +23,23 @@ func TestRevokeClientScope(t *testing.T) {
 		return tok
 	}
 	other := gen("mobile")
-	scoped := issuer.WithClientScope(ctx, []string{"web"})
-	reason := eventsv1.RevocationReason_REVOCATION_REASON_CLIENT
-	for name, revoke := range map[string]func(context.Context) (int, error){
-		"family": func(c context.Context) (int, error) { return env.Issuer.RevokeFamily(c, other.FamilyID, reason) },
-		"refresh token": func(c context.Context) (int, error) {
-			return env.Issuer.RevokeRefreshToken(c, other.RefreshToken, reason)
-		},
-		"access token": func(c context.Context) (int, error) {
-			return env.Issuer.RevokeAccessToken(c, other.AccessToken, reason)
-		},
+	scope := []string{"web"}
+	for name, req := range map[string]issuer.RevokeRequest{
+		"family":        {Target: issuer.TargetFamily, Value: other.FamilyID, ClientScope: scope},
+		"refresh token": {Target: issuer.TargetRefreshToken, Value: other.RefreshToken, ClientScope: scope},
+		"access token":  {Target: issuer.TargetAccessToken, Value: other.AccessToken, ClientScope: scope},
 	} {
-		if n, err := revoke(scoped); n != 0 || err != nil {
+		if n, err := env.Issuer.Revoke(ctx, req); n != 0 || err != nil {
 			t.Fatalf("%s of another client's family: %d revoked, %v", name, n, err)
 		}
 	}
-	if n, err := env.Issuer.RevokeFamily(scoped, gen("web").FamilyID, reason); n != 1 || err != nil {
+	if n, err := env.Issuer.Revoke(ctx, issuer.RevokeRequest{Target: issuer.TargetFamily, Value: gen("web").FamilyID, ClientScope: scope}); n != 1 || err != nil {
 		t.Fatalf("own family: %d revoked, %v", n, err)
 	}
-	if n, err := env.Issuer.RevokeFamily(ctx, other.FamilyID, reason); n != 1 || err != nil {
+	if n, err := env.Issuer.Revoke(ctx, issuer.RevokeRequest{Target: issuer.TargetFamily, Value: other.FamilyID}); n != 1 || err != nil {
 		t.Fatalf("unrestricted: %d revoked, %v", n, err)
+	}
+	if _, err := env.Issuer.Revoke(ctx, issuer.RevokeRequest{}); !errors.Is(err, issuer.ErrInvalidRequest) {
+		t.Fatalf("no target: %v, want ErrInvalidRequest", err)
 	}
 }

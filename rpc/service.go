@@ -10,7 +10,6 @@ import (
 	"github.com/auth-platform/tokenservice/dpop"
 	"github.com/auth-platform/tokenservice/issuer"
 	"github.com/auth-platform/tokenservice/projections"
-	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
 	tokenv1 "github.com/auth-platform/tokenservice/proto/token/v1"
 	"github.com/auth-platform/tokenservice/proto/token/v1/tokenv1connect"
 	"github.com/auth-platform/tokenservice/rpc/auth"
@@ -109,38 +108,21 @@ func (s *service) response(t issuer.Tokens) *tokenv1.TokenResponse {
 
 func (s *service) RevokeToken(ctx context.Context, req *connect.Request[tokenv1.RevokeTokenRequest]) (*connect.Response[tokenv1.RevokeTokenResponse], error) {
 	m := req.Msg
-	var n int
-	var err error
-	// A caller restricted to some clients revokes only their families;
-	// revocation by subject is for admins, across clients.
-	scoped := ctx
-	if id, ok := auth.FromContext(ctx); ok && len(id.ClientIDs) > 0 {
-		scoped = issuer.WithClientScope(ctx, id.ClientIDs)
-	}
+	r := issuer.RevokeRequest{Reason: m.GetReason()}
 	switch t := m.GetTarget().(type) {
 	case *tokenv1.RevokeTokenRequest_RefreshToken:
-		var reason eventsv1.RevocationReason
-		if reason, err = issuer.ParseReason(m.GetReason(), eventsv1.RevocationReason_REVOCATION_REASON_CLIENT); err == nil {
-			n, err = s.issuer.RevokeRefreshToken(scoped, t.RefreshToken, reason)
-		}
-	case *tokenv1.RevokeTokenRequest_FamilyId:
-		var reason eventsv1.RevocationReason
-		if reason, err = issuer.ParseReason(m.GetReason(), eventsv1.RevocationReason_REVOCATION_REASON_CLIENT); err == nil {
-			n, err = s.issuer.RevokeFamily(scoped, t.FamilyId, reason)
-		}
+		r.Target, r.Value = issuer.TargetRefreshToken, t.RefreshToken
 	case *tokenv1.RevokeTokenRequest_AccessToken:
-		var reason eventsv1.RevocationReason
-		if reason, err = issuer.ParseReason(m.GetReason(), eventsv1.RevocationReason_REVOCATION_REASON_CLIENT); err == nil {
-			n, err = s.issuer.RevokeAccessToken(scoped, t.AccessToken, reason)
-		}
+		r.Target, r.Value = issuer.TargetAccessToken, t.AccessToken
+	case *tokenv1.RevokeTokenRequest_FamilyId:
+		r.Target, r.Value = issuer.TargetFamily, t.FamilyId
 	case *tokenv1.RevokeTokenRequest_Subject:
-		var reason eventsv1.RevocationReason
-		if reason, err = issuer.ParseReason(m.GetReason(), eventsv1.RevocationReason_REVOCATION_REASON_SUBJECT); err == nil {
-			n, err = s.issuer.RevokeSubject(ctx, t.Subject, reason)
-		}
-	default:
-		return nil, oauthError(connect.CodeInvalidArgument, issuer.CodeInvalidRequest, "one of refresh_token, family_id, subject or access_token is required")
+		r.Target, r.Value = issuer.TargetSubject, t.Subject
 	}
+	if id, ok := auth.FromContext(ctx); ok {
+		r.ClientScope = id.ClientIDs // a caller restricted to some clients revokes only their families
+	}
+	n, err := s.issuer.Revoke(ctx, r)
 	if err != nil {
 		return nil, toConnect(ctx, s.log, req.Spec().Procedure, err)
 	}
