@@ -49,7 +49,8 @@ func (s suite) keyringCrash(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	next := issuertest.New(t, issuertest.Options{Conn: nc, Clock: first.Clock, Algorithm: s.alg, Backend: s.newBackend(t)})
+	backend := s.newBackend(t)
+	next := issuertest.New(t, issuertest.Options{Conn: nc, Clock: first.Clock, Algorithm: s.alg, Backend: backend})
 	if err := next.Keyring.Tick(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -79,5 +80,8 @@ func (s suite) keyringCrash(t *testing.T) {
 	}
 	if _, err := next.Issuer.VerifyAccessToken(tok.AccessToken, true); err != nil {
 		t.Fatalf("a token signed after the recovery: %v", err)
+	}
+	if s.o.Recovered != nil {
+		s.o.Recovered(t, next, backend)
 	}
 }

@@ -33,6 +33,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/auth-platform/tokenservice/issuer/issuertest"
 	"github.com/auth-platform/tokenservice/signing"
 	"github.com/auth-platform/tokenservice/signing/keyring"
 	"github.com/auth-platform/tokenservice/signing/signingtest"
@@ -47,6 +48,11 @@ type Options struct {
 	// objects on a token) as long as a new key adds to it. Optional:
 	// without it the suite cannot see an orphan, and skips those checks.
 	Keys func(t *testing.T) int
+	// Recovered, if set, is called once the keyring finished an intent a
+	// crash interrupted, with the recovering replica and its backend
+	// instance, for checks of the backend's own (a reconciler's).
+	// Optional.
+	Recovered func(t *testing.T, env *issuertest.Env, b keyring.Backend)
 }
 
 // NewBackend returns a new instance of the backend under test over the
