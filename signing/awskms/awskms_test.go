@@ -5,27 +5,30 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/kms/types"
 
 	"github.com/auth-platform/tokenservice/signing"
 	"github.com/auth-platform/tokenservice/signing/awskms"
 	"github.com/auth-platform/tokenservice/signing/awskms/kmstest"
-	"github.com/auth-platform/tokenservice/signing/signingtest"
+	"github.com/auth-platform/tokenservice/signing/keyring"
+	"github.com/auth-platform/tokenservice/signing/keyring/keyringtest"
 )
 
-// TestContract runs the signing contract against the local-kms emulator.
-func TestContract(t *testing.T) {
+// TestBackendContract runs the keyring's backend contract (and with it
+// the signing contract for every algorithm) against the local-kms
+// emulator.
+func TestBackendContract(t *testing.T) {
 	e := kmstest.Start(t)
-	signingtest.Run(t, awskms.Algorithms, func(t *testing.T, alg signing.Algorithm) (signing.Signer, signing.JWK) {
-		spec, err := awskms.KeySpec(alg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		s, err := awskms.New(context.Background(), e.Client, e.CreateKey(t, spec), alg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s, s.PublicJWK()
+	keyringtest.Run(t, func(*testing.T) keyring.Backend { return awskms.Backend{API: e.Client} }, keyringtest.Options{
+		Algorithms: awskms.Algorithms,
+		Keys: func(t *testing.T) int {
+			out, err := e.Client.ListKeys(context.Background(), &kms.ListKeysInput{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return len(out.Keys)
+		},
 	})
 }
 

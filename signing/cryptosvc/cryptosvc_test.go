@@ -14,6 +14,7 @@ import (
 	"github.com/auth-platform/tokenservice/signing"
 	"github.com/auth-platform/tokenservice/signing/cryptosvc"
 	"github.com/auth-platform/tokenservice/signing/keyring"
+	"github.com/auth-platform/tokenservice/signing/keyring/keyringtest"
 	"github.com/auth-platform/tokenservice/signing/seal"
 	"github.com/auth-platform/tokenservice/signing/signingtest"
 )
@@ -32,25 +33,39 @@ func client(t testing.TB, f *cryptodtest.Fixture, srv *cryptodtest.Server) *cryp
 	return c
 }
 
-// TestContract runs the signing contract against cmd/cryptod serving a
-// SoftHSM2 token, over TLS with mTLS: keys created by the Backend as the
-// keyring creates them (per intent), opened again by Open.
-func TestContract(t *testing.T) {
+// TestBackendContract runs the keyring's backend contract (and with it
+// the signing contract for every algorithm) against cmd/cryptod serving
+// a SoftHSM2 token, over TLS with mTLS; each instance is a client of its
+// own.
+func TestBackendContract(t *testing.T) {
+	f := cryptodtest.New(t)
+	srv := f.Start(t)
+	keyringtest.Run(t, func(t *testing.T) keyring.Backend { return cryptosvc.Backend{Client: client(t, f, srv)} }, keyringtest.Options{
+		Algorithms: cryptosvc.Algorithms,
+		Keys:       func(t *testing.T) int { return f.Token.Objects(t) },
+	})
+}
+
+// TestKeyName: the key of an intent is named after it, in the client's
+// namespace, at its first version; once discarded, it is not found.
+func TestKeyName(t *testing.T) {
 	f := cryptodtest.New(t)
 	srv := f.Start(t)
 	b := cryptosvc.Backend{Client: client(t, f, srv)}
-	signingtest.Run(t, cryptosvc.Algorithms, func(t *testing.T, alg signing.Algorithm) (signing.Signer, signing.JWK) {
-		ctx := context.Background()
-		key, err := b.Create(ctx, alg, "contract-"+string(alg))
-		if err != nil {
-			t.Fatal(err)
-		}
-		s, err := b.Open(ctx, key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s, key.JWK
-	})
+	ctx := context.Background()
+	key, err := b.Create(ctx, signing.ES256, "intent-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := cryptodtest.Namespace + "/" + cryptosvc.KeyName("intent-1") + "/1"; key.Ref != want {
+		t.Fatalf("Ref %q, want %q", key.Ref, want)
+	}
+	if err := b.Discard(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Open(ctx, key); !errors.Is(err, cryptosvc.ErrKeyNotFound) {
+		t.Fatalf("a discarded key: %v", err)
+	}
 }
 
 // TestContractAPIKey runs the contract for one algorithm with a caller
@@ -75,51 +90,6 @@ func TestContractAPIKey(t *testing.T) {
 		}
 		return s, key.JWK
 	})
-}
-
-// TestIdempotentCreation: a Create retried for one intent (after a crash,
-// or by a second replica) returns the same key; Discard destroys it, and
-// a destroyed key no longer opens; a key recorded with another ID is
-// refused.
-func TestIdempotentCreation(t *testing.T) {
-	f := cryptodtest.New(t)
-	srv := f.Start(t)
-	b := cryptosvc.Backend{Client: client(t, f, srv)}
-	ctx := context.Background()
-	first, err := b.Create(ctx, signing.ES256, "intent-1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	again, err := b.Create(ctx, signing.ES256, "intent-1")
-	if err != nil || again.ID != first.ID || again.Ref != first.Ref || first.Ref != cryptodtest.Namespace+"/"+cryptosvc.KeyName("intent-1")+"/1" {
-		t.Fatalf("retried creation: %+v (%v), first %+v", again, err, first)
-	}
-	if n := f.Token.Objects(t); n != 2 {
-		t.Fatalf("%d objects on the token after a retried creation, want one pair", n)
-	}
-	if _, err := b.Create(ctx, signing.RS256, "intent-1"); err == nil {
-		t.Fatal("the intent's name was reused for another key type")
-	}
-	other, err := b.Create(ctx, signing.ES256, "intent-2")
-	if err != nil {
-		t.Fatal(err)
-	}
-	wrongID := first
-	wrongID.ID = other.ID
-	if _, err := b.Open(ctx, wrongID); !errors.Is(err, signing.ErrInvalidKey) {
-		t.Fatalf("a key recorded with another ID: %v", err)
-	}
-	for range 2 {
-		if err := b.Discard(ctx, first); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := b.Open(ctx, first); !errors.Is(err, cryptosvc.ErrKeyNotFound) {
-		t.Fatalf("a destroyed key: %v", err)
-	}
-	if n := f.Token.Objects(t); n != 2 {
-		t.Fatalf("%d objects after the destruction, want the other pair", n)
-	}
 }
 
 // TestKeysSurviveRestart: cryptod keeps no state but the token: after a

@@ -10,7 +10,9 @@ import (
 	"github.com/auth-platform/tokenservice/signing/seal"
 )
 
-// Backend creates signing keys and opens their signers.
+// Backend creates signing keys and opens their signers. Every backend
+// passes the contract suite in signing/keyring/keyringtest, which checks
+// what this documentation promises.
 type Backend interface {
 	// Name is stored with each key ("local", "awskms").
 	Name() string

@@ -6,15 +6,9 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/kms"
-	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/auth-platform/tokenservice/eventlog"
-	"github.com/auth-platform/tokenservice/eventlog/eventlogtest"
 	"github.com/auth-platform/tokenservice/issuer"
 	"github.com/auth-platform/tokenservice/issuer/issuertest"
-	"github.com/auth-platform/tokenservice/projections"
-	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
 	"github.com/auth-platform/tokenservice/signing"
 	"github.com/auth-platform/tokenservice/signing/awskms"
 	"github.com/auth-platform/tokenservice/signing/awskms/kmstest"
@@ -52,65 +46,6 @@ func TestKMSKeys(t *testing.T) {
 	}
 	if n := kmsKeys(t, e); n != 2 {
 		t.Fatalf("%d KMS keys after one rotation, want 2", n)
-	}
-}
-
-// TestKMSCrashDuringCreation: a replica records an intent, KMS creates the
-// key, and the replica dies before recording it. The next replica finishes
-// the intent with that same key: exactly one active key, no orphan in KMS.
-func TestKMSCrashDuringCreation(t *testing.T) {
-	e := kmstest.Start(t)
-	node := eventlogtest.SingleNode(t)
-	backend := awskms.Backend{API: e.Client}
-	clock := issuertest.NewClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
-	first := issuertest.New(t, issuertest.Options{Conn: node.Conn, Clock: clock, Algorithm: signing.ES256, Backend: backend})
-	ctx := context.Background()
-	// The crash: the intent is recorded and KMS made the key, but no
-	// generated event follows.
-	const intent = "crashed-intent-0001"
-	data, _ := proto.Marshal(&eventsv1.KeyRequested{IntentId: intent, Algorithm: "ES256", Backend: awskms.BackendName, At: timestamppb.New(clock.Now())})
-	head, err := first.Log.LastConsistent(ctx, first.Log.Subjects().Keys())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := first.Log.Append(ctx, eventlog.Event{Subject: first.Log.Subjects().Key(intent, "requested"), Type: projections.TypeKeyRequested, Data: data},
-		eventlog.Expect{Filter: first.Log.Subjects().Keys(), Seq: head.Seq}); err != nil {
-		t.Fatal(err)
-	}
-	made, err := backend.Create(ctx, signing.ES256, intent)
-	if err != nil {
-		t.Fatal(err)
-	}
-	before := kmsKeys(t, e)
-
-	nc, err := node.Embedded.Connect()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	next := issuertest.New(t, issuertest.Options{Conn: nc, Clock: clock, Algorithm: signing.ES256, Backend: backend})
-	if err := next.Keyring.Tick(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if n := kmsKeys(t, e); n != before {
-		t.Fatalf("%d KMS keys after the restart, %d before: an orphan", n, before)
-	}
-	k, ok := next.Set.Key(made.ID)
-	if !ok || k.IntentID != intent || k.Ref != made.Ref {
-		t.Fatalf("the key made before the crash was not adopted: %+v", k)
-	}
-	keys, _ := next.Set.Keys()
-	active := 0
-	for _, k := range keys {
-		if k.Status == eventsv1.KeyStatus_KEY_STATUS_ACTIVE {
-			active++
-		}
-	}
-	if active != 1 {
-		t.Fatalf("%d active keys, want exactly 1", active)
-	}
-	if _, ok := next.Set.PendingKeyIntent(); ok {
-		t.Fatal("an intent is still pending")
 	}
 }
 
@@ -244,9 +179,5 @@ func TestKMSDestroyedKeyDeleted(t *testing.T) {
 	d, err := e.Client.DescribeKey(ctx, &kms.DescribeKeyInput{KeyId: &old.Ref})
 	if err != nil || d.KeyMetadata.KeyState != "PendingDeletion" {
 		t.Fatalf("KMS key state %v (%v), want PendingDeletion", d, err)
-	}
-	// Discarding again (a retry after a crash) is harmless.
-	if err := (awskms.Backend{API: e.Client}).Discard(ctx, signing.StoredKey{Ref: old.Ref}); err != nil {
-		t.Fatal(err)
 	}
 }

@@ -11,8 +11,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/auth-platform/tokenservice/issuer/issuertest"
 	"github.com/auth-platform/tokenservice/signing"
 	"github.com/auth-platform/tokenservice/signing/keyring"
+	"github.com/auth-platform/tokenservice/signing/keyring/keyringtest"
 	"github.com/auth-platform/tokenservice/signing/pkcs11"
 	"github.com/auth-platform/tokenservice/signing/pkcs11/hsmtest"
 	"github.com/auth-platform/tokenservice/signing/signingtest"
@@ -55,7 +57,38 @@ func contract(t *testing.T, algs []signing.Algorithm, rsaBits int) {
 	})
 }
 
-func TestContract(t *testing.T) { contract(t, pkcs11.Algorithms, 0) }
+// TestBackendContract runs the keyring's backend contract (and with it
+// the signing contract for every algorithm) against a SoftHSM2 token;
+// each instance opens the token on its own. After the keyring finished
+// an intent a crash interrupted, the reconciler, fed from the log, keeps
+// every key the log records, the adopted one included (the suite's other
+// keys on the token are not in that log: it may delete them).
+func TestBackendContract(t *testing.T) {
+	tok := hsmtest.New(t)
+	keyringtest.Run(t, func(t *testing.T) keyring.Backend { return open(t, tok.Config) }, keyringtest.Options{
+		Algorithms: pkcs11.Algorithms,
+		Keys:       func(t *testing.T) int { return tok.Objects(t) },
+		Recovered: func(t *testing.T, env *issuertest.Env, b keyring.Backend) {
+			ctx := context.Background()
+			if _, err := b.(*pkcs11.Backend).Reconcile(ctx, func(context.Context) (pkcs11.References, error) {
+				env.CaughtUp(t)
+				return references(env), nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			keys, _ := env.Set.Keys()
+			for _, k := range keys {
+				if k.Backend != pkcs11.BackendName {
+					continue
+				}
+				key := signing.StoredKey{ID: k.ID, Algorithm: k.Algorithm, JWK: k.JWK, Ref: k.Ref}
+				if _, err := b.Open(ctx, key); err != nil {
+					t.Fatalf("the reconciler deleted key %s (intent %q) the log records: %v", k.ID, k.IntentID, err)
+				}
+			}
+		},
+	})
+}
 
 func TestContractRSA3072(t *testing.T) {
 	contract(t, []signing.Algorithm{signing.RS256, signing.PS256}, 3072)
