@@ -8,15 +8,12 @@ import (
 	"fmt"
 	"time"
 
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/auth-platform/tokenservice/eventlog"
+	"github.com/auth-platform/tokenservice/eventlog/events"
 	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
 )
-
-// TypeProofUsed is the event type of a claimed proof.
-const TypeProofUsed = "dpop.proof_used"
 
 // LogReplayStore claims proof IDs in the event log: one message on
 // token.dpop.<jkt>.<base64url SHA-256 of jti>, appended with
@@ -41,13 +38,11 @@ func (s LogReplayStore) Claim(ctx context.Context, jkt, jti string, ttl time.Dur
 	if s.Now != nil {
 		now = s.Now
 	}
-	data, err := proto.Marshal(&eventsv1.DPoPProofUsed{Jkt: jkt, JtiHash: h, At: timestamppb.New(now())})
+	ev, err := events.DPoPProofUsed(s.Log.Subjects(), &eventsv1.DPoPProofUsed{Jkt: jkt, JtiHash: h, At: timestamppb.New(now())}, ttl)
 	if err != nil {
 		return err
 	}
-	subject := s.Log.Subjects().DPoP(jkt, h)
-	_, err = s.Log.Append(ctx, eventlog.Event{Subject: subject, Type: TypeProofUsed, Data: data, TTL: ttl},
-		eventlog.Expect{Filter: subject, Seq: 0})
+	_, err = s.Log.Append(ctx, ev, eventlog.Expect{Filter: ev.Subject, Seq: 0})
 	if errors.Is(err, eventlog.ErrConflict) {
 		return ErrReplay
 	}

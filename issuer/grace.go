@@ -11,7 +11,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/auth-platform/tokenservice/eventlog"
-	"github.com/auth-platform/tokenservice/projections"
+	"github.com/auth-platform/tokenservice/eventlog/events"
 	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
 	"github.com/auth-platform/tokenservice/signing/seal"
 )
@@ -36,15 +36,12 @@ func (i *Issuer) writeGrace(ctx context.Context, fid string, t Tokens) (string, 
 	if err != nil {
 		return "", fmt.Errorf("seal grace record: %w", err)
 	}
-	data, err := proto.Marshal(&eventsv1.GraceRecord{GraceId: gid, SealedResponse: sealed})
+	ev, err := events.Grace(i.subj, fid, &eventsv1.GraceRecord{GraceId: gid, SealedResponse: sealed}, i.cfg.Grace+graceTTLMargin)
 	if err != nil {
 		return "", err
 	}
 	// The grace ID is new: the record is the first on its subject.
-	subject := i.subj.Grace(fid, gid)
-	if _, err := i.log.Append(ctx, eventlog.Event{
-		Subject: subject, Type: projections.TypeGrace, Data: data, TTL: i.cfg.Grace + graceTTLMargin,
-	}, eventlog.Expect{Filter: subject}); err != nil {
+	if _, err := i.log.Append(ctx, ev, eventlog.Expect{Filter: ev.Subject}); err != nil {
 		return "", fmt.Errorf("write grace record: %w", err)
 	}
 	return gid, nil
@@ -96,13 +93,11 @@ func (i *Issuer) graceSuccessor(ctx context.Context, st *eventsv1.FamilyState, n
 	if err := json.Unmarshal(plain, &t); err != nil {
 		return Tokens{}, errGraceMissing
 	}
-	used, err := proto.Marshal(&eventsv1.GraceRecord{GraceId: gid, UsedAt: timestamppb.New(now)})
+	used, err := events.Grace(i.subj, fid, &eventsv1.GraceRecord{GraceId: gid, UsedAt: timestamppb.New(now)}, i.cfg.Grace+graceTTLMargin)
 	if err != nil {
 		return Tokens{}, err
 	}
-	if _, err := i.log.Append(ctx, eventlog.Event{
-		Subject: subject, Type: projections.TypeGrace, Data: used, TTL: i.cfg.Grace + graceTTLMargin,
-	}, eventlog.Expect{Filter: subject, Seq: rec.Seq}); err != nil {
+	if _, err := i.log.Append(ctx, used, eventlog.Expect{Filter: subject, Seq: rec.Seq}); err != nil {
 		if errors.Is(err, eventlog.ErrConflict) {
 			return Tokens{}, err
 		}

@@ -14,8 +14,8 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/auth-platform/tokenservice/eventlog"
+	"github.com/auth-platform/tokenservice/eventlog/events"
 	"github.com/auth-platform/tokenservice/issuer/family"
-	"github.com/auth-platform/tokenservice/projections"
 	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
 	"github.com/auth-platform/tokenservice/signing"
 	"github.com/auth-platform/tokenservice/signing/seal"
@@ -73,11 +73,13 @@ const (
 	SecurityDPoPMismatch = "dpop_key_mismatch"
 )
 
-// FamilyIndex lists the families of a subject; the issuer uses it to
-// revoke them all and waits for it to catch up with a sequence first.
+// FamilyIndex lists the IDs of the families, not known to be revoked, of a
+// subject or holding tokens a key signed; the issuer uses it to revoke them
+// all (deciding each from the log) and waits for it to catch up with a
+// sequence first.
 type FamilyIndex interface {
-	FamiliesOf(subject string) []projections.Family
-	FamiliesSignedBy(kid string) []projections.Family
+	ActiveFamiliesOf(subject string) []string
+	ActiveFamiliesSignedBy(kid string) []string
 	WaitFor(ctx context.Context, seq uint64) error
 }
 
@@ -227,13 +229,11 @@ func (i *Issuer) Generate(ctx context.Context, req GenerateRequest) (Tokens, err
 	if err != nil {
 		return Tokens{}, err
 	}
-	data, err := proto.Marshal(&eventsv1.FamilyIssued{State: st})
+	ev, err := events.FamilyIssued(i.subj, st)
 	if err != nil {
 		return Tokens{}, err
 	}
-	_, err = i.log.Append(ctx, eventlog.Event{
-		Subject: i.subj.Family(fid, "issued"), Type: projections.TypeFamilyIssued, Data: data,
-	}, eventlog.Expect{Filter: i.subj.FamilyFilter(fid)})
+	_, err = i.log.Append(ctx, ev, eventlog.Expect{Filter: i.subj.FamilyFilter(fid)})
 	if err != nil {
 		return Tokens{}, fmt.Errorf("issue family: %w", err)
 	}
@@ -325,13 +325,13 @@ func (i *Issuer) load(ctx context.Context, fid string, consistent bool) (loaded,
 	if err != nil {
 		return loaded{}, err
 	}
-	m, err := projections.Decode(rec)
+	m, err := events.Decode(rec)
 	if err != nil {
 		return loaded{}, err
 	}
-	st := projections.FamilyStateOf(m)
+	st := events.FamilyStateOf(m)
 	if st == nil || st.GetFamilyId() != fid {
-		return loaded{}, fmt.Errorf("%w: family %s: event without state", projections.ErrBadRecord, fid)
+		return loaded{}, fmt.Errorf("%w: family %s: event without state", events.ErrBadRecord, fid)
 	}
 	if st.GetIssuedSeq() == 0 {
 		st.IssuedSeq = rec.Seq // the issued event itself
@@ -516,13 +516,11 @@ func (i *Issuer) rotate(ctx context.Context, f loaded, fid string, scopes []stri
 		}
 		next.GraceId = gid
 	}
-	data, err := proto.Marshal(&eventsv1.FamilyRotated{State: next, KeyId: tokens.KeyID, AccessTokenId: tokens.AccessTokenID})
+	ev, err := events.FamilyRotated(i.subj, next, tokens.KeyID, tokens.AccessTokenID)
 	if err != nil {
 		return Tokens{}, err
 	}
-	seq, err := i.log.Append(ctx, eventlog.Event{
-		Subject: i.subj.Family(fid, "rotated"), Type: projections.TypeFamilyRotated, Data: data,
-	}, eventlog.Expect{Filter: i.subj.FamilyFilter(fid), Seq: f.seq})
+	seq, err := i.log.Append(ctx, ev, eventlog.Expect{Filter: i.subj.FamilyFilter(fid), Seq: f.seq})
 	if err != nil {
 		return Tokens{}, err
 	}
@@ -575,13 +573,10 @@ func (i *Issuer) revoke(ctx context.Context, f loaded, reason eventsv1.Revocatio
 	next.RevokedReason = reason
 	next.RevokedAt = timestamppb.New(now)
 	next.GraceId = ""
-	data, err := proto.Marshal(&eventsv1.FamilyRevoked{State: next, Reason: reason})
+	ev, err := events.FamilyRevoked(i.subj, next, reason)
 	if err != nil {
 		return err
 	}
-	fid := f.st.GetFamilyId()
-	_, err = i.log.Append(ctx, eventlog.Event{
-		Subject: i.subj.Family(fid, "revoked"), Type: projections.TypeFamilyRevoked, Data: data,
-	}, eventlog.Expect{Filter: i.subj.FamilyFilter(fid), Seq: f.seq})
+	_, err = i.log.Append(ctx, ev, eventlog.Expect{Filter: i.subj.FamilyFilter(f.st.GetFamilyId()), Seq: f.seq})
 	return err
 }

@@ -7,12 +7,11 @@ import (
 	"slices"
 	"time"
 
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/auth-platform/tokenservice/eventlog"
+	"github.com/auth-platform/tokenservice/eventlog/events"
 	"github.com/auth-platform/tokenservice/issuer/family"
-	"github.com/auth-platform/tokenservice/projections"
 	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
 )
 
@@ -34,7 +33,7 @@ func ParseReason(s string, def eventsv1.RevocationReason) (eventsv1.RevocationRe
 }
 
 // reasonLabel is the bounded metric label of a reason: its name.
-func reasonLabel(r eventsv1.RevocationReason) string { return projections.ReasonName(r) }
+func reasonLabel(r eventsv1.RevocationReason) string { return events.ReasonName(r) }
 
 // ReasonLabels lists every value reasonLabel returns, for metrics.
 var ReasonLabels = []string{"reuse", "client", "subject", "key_compromise", "admin", "unspecified"}
@@ -199,13 +198,12 @@ func (i *Issuer) RevokeSubject(ctx context.Context, subject string, reason event
 		return 0, err
 	}
 	now := i.cfg.Now()
-	data, err := proto.Marshal(&eventsv1.SubjectRevoked{Subject: subject, RevokedAt: timestamppb.New(now), Reason: reason})
+	ev, err := events.SubjectRevoked(i.subj, &eventsv1.SubjectRevoked{Subject: subject, RevokedAt: timestamppb.New(now), Reason: reason})
 	if err != nil {
 		return 0, err
 	}
 	// A cut-off records a fact: it follows the subject's previous one.
-	cutoff := i.subj.SubjectRevoked(subjectHash(subject))
-	seq, err := i.log.AppendNext(ctx, eventlog.Event{Subject: cutoff, Type: projections.TypeSubjectRevoked, Data: data}, cutoff)
+	seq, err := i.log.AppendNext(ctx, ev, ev.Subject)
 	if err != nil {
 		return 0, fmt.Errorf("revoke subject: %w", err)
 	}
@@ -217,11 +215,9 @@ func (i *Issuer) RevokeSubject(ctx context.Context, subject string, reason event
 		return 0, fmt.Errorf("revoke subject: family index behind: %w", err)
 	}
 	n := 0
-	for _, f := range i.index.FamiliesOf(subject) {
-		if f.IssuedSeq > seq || f.Status == eventsv1.FamilyStatus_FAMILY_STATUS_REVOKED {
-			continue
-		}
-		k, err := i.revokeLoaded(ctx, f.ID, reason, nil, nil)
+	cutOff := func(st *eventsv1.FamilyState) bool { return family.CutOffBy(st.GetIssuedSeq(), seq) }
+	for _, fid := range i.index.ActiveFamiliesOf(subject) {
+		k, err := i.revokeLoaded(ctx, fid, reason, nil, cutOff)
 		if err != nil {
 			return n, err
 		}
@@ -237,11 +233,8 @@ func (i *Issuer) RevokeSubject(ctx context.Context, subject string, reason event
 // can slip through, and is listed by the next call.
 func (i *Issuer) RevokeSignedBy(ctx context.Context, kid string) (int, error) {
 	n := 0
-	for _, f := range i.index.FamiliesSignedBy(kid) {
-		if f.Status == eventsv1.FamilyStatus_FAMILY_STATUS_REVOKED {
-			continue
-		}
-		k, err := i.revokeLoaded(ctx, f.ID, eventsv1.RevocationReason_REVOCATION_REASON_KEY_COMPROMISE, nil, nil)
+	for _, fid := range i.index.ActiveFamiliesSignedBy(kid) {
+		k, err := i.revokeLoaded(ctx, fid, eventsv1.RevocationReason_REVOCATION_REASON_KEY_COMPROMISE, nil, nil)
 		if err != nil {
 			return n, err
 		}

@@ -3,10 +3,10 @@ package projections
 import (
 	"crypto/subtle"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/auth-platform/tokenservice/eventlog"
+	"github.com/auth-platform/tokenservice/eventlog/events"
 	"github.com/auth-platform/tokenservice/issuer/family"
 	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
 )
@@ -27,35 +27,13 @@ type Step struct {
 	Actor         string    `json:"actor,omitempty"`
 }
 
-// ReasonName is the lower-case name of a revocation reason.
-func ReasonName(r eventsv1.RevocationReason) string {
-	switch r {
-	case eventsv1.RevocationReason_REVOCATION_REASON_REUSE:
-		return "reuse"
-	case eventsv1.RevocationReason_REVOCATION_REASON_CLIENT:
-		return "client"
-	case eventsv1.RevocationReason_REVOCATION_REASON_SUBJECT:
-		return "subject"
-	case eventsv1.RevocationReason_REVOCATION_REASON_KEY_COMPROMISE:
-		return "key_compromise"
-	case eventsv1.RevocationReason_REVOCATION_REASON_ADMIN:
-		return "admin"
-	}
-	return "unspecified"
-}
-
-// FamilyStatusName is the lower-case name of a family status.
-func FamilyStatusName(s eventsv1.FamilyStatus) string {
-	return strings.ToLower(strings.TrimPrefix(s.String(), "FAMILY_STATUS_"))
-}
-
 // Lineage turns the records of one family (token.family.<fid>.>, in
 // stream order) and of its subject's cut-offs into audit steps. Records
 // of other kinds are skipped; an undecodable one is an error.
 func Lineage(recs []eventlog.Record) ([]Step, error) {
 	var out []Step
 	for _, rec := range recs {
-		m, err := Decode(rec)
+		m, err := events.Decode(rec)
 		if err != nil {
 			return nil, err
 		}
@@ -63,19 +41,19 @@ func Lineage(recs []eventlog.Record) ([]Step, error) {
 		switch e := m.(type) {
 		case *eventsv1.SubjectRevoked:
 			step.Subject = e.GetSubject()
-			step.Reason = ReasonName(e.GetReason())
+			step.Reason = events.ReasonName(e.GetReason())
 			out = append(out, step)
 			continue
 		case *eventsv1.FamilyRotated:
 			step.KeyID = e.GetKeyId()
 		case *eventsv1.FamilyRevoked:
-			step.Reason = ReasonName(e.GetReason())
+			step.Reason = events.ReasonName(e.GetReason())
 		case *eventsv1.FamilyIssued:
 			if ids := e.GetState().GetKeyIds(); len(ids) > 0 {
 				step.KeyID = ids[len(ids)-1]
 			}
 		}
-		st := FamilyStateOf(m)
+		st := events.FamilyStateOf(m)
 		if st == nil {
 			continue
 		}
@@ -117,11 +95,11 @@ func RefreshTokenValidAt(steps []Step, states []*eventsv1.FamilyState, secretHas
 func States(recs []eventlog.Record) ([]*eventsv1.FamilyState, error) {
 	out := make([]*eventsv1.FamilyState, 0, len(recs))
 	for _, rec := range recs {
-		m, err := Decode(rec)
+		m, err := events.Decode(rec)
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, FamilyStateOf(m))
+		out = append(out, events.FamilyStateOf(m))
 	}
 	return out, nil
 }
@@ -136,7 +114,7 @@ func judge(steps []Step, states []*eventsv1.FamilyState, at time.Time, secretHas
 		}
 		if states[i] == nil {
 			// A subject cut-off: it applies to families issued before it.
-			if issuedSeq != 0 && family.CutOffBy(issuedSeq, s.Seq) && s.Type == TypeSubjectRevoked {
+			if issuedSeq != 0 && family.CutOffBy(issuedSeq, s.Seq) && s.Type == events.TypeSubjectRevoked {
 				return Verdict{Reason: fmt.Sprintf("subject revoked at %s (reason %s%s)", s.Time.UTC().Format(time.RFC3339), s.Reason, actor(s))}
 			}
 			continue

@@ -1,6 +1,7 @@
 package projections
 
 import (
+	"github.com/auth-platform/tokenservice/eventlog/events"
 	"slices"
 	"sort"
 	"time"
@@ -45,7 +46,7 @@ func NewFamilies() *Families {
 
 // Apply applies a family event.
 func (f *Families) Apply(rec eventlog.Record, m proto.Message) {
-	st := FamilyStateOf(m)
+	st := events.FamilyStateOf(m)
 	if st == nil || st.GetFamilyId() == "" {
 		return
 	}

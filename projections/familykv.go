@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/auth-platform/tokenservice/eventlog"
+	"github.com/auth-platform/tokenservice/eventlog/events"
 	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
 )
 
@@ -162,10 +163,10 @@ func (p *FamilyProjector) handle(ctx context.Context, kv jetstream.KeyValue, m j
 	if err != nil {
 		return
 	}
-	ev, err := Decode(rec)
-	st := FamilyStateOf(ev)
+	ev, err := events.Decode(rec)
+	st := events.FamilyStateOf(ev)
 	if err == nil && (st == nil || !eventlog.ValidToken(st.GetFamilyId())) {
-		err = fmt.Errorf("%w: %s: no family state", ErrBadRecord, rec.Type)
+		err = fmt.Errorf("%w: %s: no family state", events.ErrBadRecord, rec.Type)
 	}
 	if err != nil {
 		if p.cfg.OnBadRecord != nil {
@@ -307,7 +308,7 @@ func (s *FamilyStore) ListFamilies(ctx context.Context, subject string) ([]*even
 	for k, e := range latest {
 		var r eventsv1.FamilyRecord
 		if err := proto.Unmarshal(e.Value(), &r); err != nil {
-			return nil, fmt.Errorf("%w: families entry %s: %v", ErrBadRecord, k, err)
+			return nil, fmt.Errorf("%w: families entry %s: %v", events.ErrBadRecord, k, err)
 		}
 		if r.GetState().GetSubject() != subject {
 			continue // a hash collision, in theory

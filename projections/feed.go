@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/auth-platform/tokenservice/eventlog"
+	"github.com/auth-platform/tokenservice/eventlog/events"
 	"github.com/auth-platform/tokenservice/projections/subscriber"
 	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
 	feedv1 "github.com/auth-platform/tokenservice/proto/token/feed/v1"
@@ -111,8 +112,8 @@ func (w *FeedWriter) run(ctx context.Context) error {
 				return
 			}
 			lastKey = rec.Seq
-			if rec.Type == TypeKeyGenerated {
-				if ev, err := Decode(rec); err == nil {
+			if rec.Type == events.TypeKeyGenerated {
+				if ev, err := events.Decode(rec); err == nil {
 					trackKey(keys, ev)
 				}
 			}
@@ -141,7 +142,7 @@ func (w *FeedWriter) run(ctx context.Context) error {
 			}
 			lastKey = rec.Seq
 		}
-		ev, err := Decode(rec)
+		ev, err := events.Decode(rec)
 		if err != nil {
 			if w.cfg.OnBadRecord != nil {
 				w.cfg.OnBadRecord(rec, err)
@@ -181,7 +182,7 @@ func (w *FeedWriter) run(ctx context.Context) error {
 // carry what later ones need: generated keys' public halves).
 func fedType(typ string) bool {
 	switch typ {
-	case TypeFamilyRevoked, TypeSubjectRevoked:
+	case events.TypeFamilyRevoked, events.TypeSubjectRevoked:
 		return true
 	}
 	return strings.HasPrefix(typ, "key.")
@@ -272,7 +273,7 @@ func FeedMessage(subj subscriber.Subjects, rec eventlog.Record, ev proto.Message
 	case *eventsv1.FamilyRevoked:
 		st := e.GetState()
 		if !eventlog.ValidToken(st.GetFamilyId()) {
-			return nil, fmt.Errorf("%w: seq %d: family revocation without a valid family ID", ErrBadRecord, rec.Seq)
+			return nil, fmt.Errorf("%w: seq %d: family revocation without a valid family ID", events.ErrBadRecord, rec.Seq)
 		}
 		subject, typ = subj.FamilyRevoked(st.GetFamilyId()), subscriber.EventFamilyRevoked
 		out = &feedv1.FamilyRevoked{FamilyId: st.GetFamilyId(), Subject: st.GetSubject(), Reason: feedReason(e.GetReason()),
@@ -292,7 +293,7 @@ func FeedMessage(subj subscriber.Subjects, rec eventlog.Record, ev proto.Message
 		return nil, nil
 	}
 	if out == nil {
-		return nil, fmt.Errorf("%w: seq %d: key event without a valid key ID", ErrBadRecord, rec.Seq)
+		return nil, fmt.Errorf("%w: seq %d: key event without a valid key ID", events.ErrBadRecord, rec.Seq)
 	}
 	data, err := proto.Marshal(out)
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/auth-platform/tokenservice/eventlog"
 	"github.com/auth-platform/tokenservice/eventlog/eventlogtest"
+	"github.com/auth-platform/tokenservice/eventlog/events"
 	"github.com/auth-platform/tokenservice/issuer"
 	"github.com/auth-platform/tokenservice/issuer/issuertest"
 	"github.com/auth-platform/tokenservice/projections"
@@ -84,18 +85,18 @@ func publicRecords(ctx context.Context, t *testing.T, log *eventlog.Log) (seqs [
 	t.Helper()
 	err := log.Replay(ctx, 1, nil, func(rec eventlog.Record) {
 		switch rec.Type {
-		case projections.TypeGrace:
+		case events.TypeGrace:
 			secrets = append(secrets, rec.Data)
 			return
-		case projections.TypeDPoPProofUsed:
+		case events.TypeDPoPProofUsed:
 			return
 		}
-		ev, err := projections.Decode(rec)
+		ev, err := events.Decode(rec)
 		if err != nil {
 			t.Errorf("seq %d: %v", rec.Seq, err)
 			return
 		}
-		if st := projections.FamilyStateOf(ev); st != nil {
+		if st := events.FamilyStateOf(ev); st != nil {
 			for _, b := range [][]byte{st.GetSecretHash(), st.GetPreviousSecretHash(), st.GetSpentSecretPrefixes()} {
 				if len(b) >= 8 {
 					secrets = append(secrets, b)
@@ -290,12 +291,12 @@ func TestFeedWriterTakeover(t *testing.T) {
 			fid := fmt.Sprintf("f%d", n)
 			st := &eventsv1.FamilyState{FamilyId: fid, Subject: "alice", SecretHash: bytes.Repeat([]byte{byte(n)}, 32)}
 			issued, _ := proto.Marshal(&eventsv1.FamilyIssued{State: st})
-			seq, err := log.Append(ctx, eventlog.Event{Subject: s.Family(fid, "issued"), Type: projections.TypeFamilyIssued, Data: issued}, eventlog.Expect{Filter: s.FamilyFilter(fid)})
+			seq, err := log.Append(ctx, eventlog.Event{Subject: s.Family(fid, "issued"), Type: events.TypeFamilyIssued, Data: issued}, eventlog.Expect{Filter: s.FamilyFilter(fid)})
 			if err != nil {
 				t.Fatal(err)
 			}
 			revoked, _ := proto.Marshal(&eventsv1.FamilyRevoked{State: st, Reason: eventsv1.RevocationReason_REVOCATION_REASON_CLIENT})
-			if _, err := log.Append(ctx, eventlog.Event{Subject: s.Family(fid, "revoked"), Type: projections.TypeFamilyRevoked, Data: revoked}, eventlog.Expect{Filter: s.FamilyFilter(fid), Seq: seq}); err != nil {
+			if _, err := log.Append(ctx, eventlog.Event{Subject: s.Family(fid, "revoked"), Type: events.TypeFamilyRevoked, Data: revoked}, eventlog.Expect{Filter: s.FamilyFilter(fid), Seq: seq}); err != nil {
 				t.Fatal(err)
 			}
 		}

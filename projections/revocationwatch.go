@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/auth-platform/tokenservice/eventlog"
+	"github.com/auth-platform/tokenservice/eventlog/events"
 	"github.com/auth-platform/tokenservice/projections/subscriber"
 	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
 )
@@ -66,7 +67,7 @@ func WatchRevocations(ctx context.Context, log *eventlog.Log, after uint64, sinc
 // RevocationOf returns the revocation a log record holds; ok is false for
 // a record that is not one, or does not decode.
 func RevocationOf(rec eventlog.Record) (r subscriber.Revocation, ok bool) {
-	m, err := Decode(rec)
+	m, err := events.Decode(rec)
 	if err != nil {
 		return r, false
 	}
@@ -75,10 +76,10 @@ func RevocationOf(rec eventlog.Record) (r subscriber.Revocation, ok bool) {
 	case *eventsv1.FamilyRevoked:
 		st := e.GetState()
 		r.FamilyID, r.Subject = st.GetFamilyId(), st.GetSubject()
-		r.Reason = ReasonName(e.GetReason())
+		r.Reason = events.ReasonName(e.GetReason())
 		r.RevokedAt, r.AccessExpiresAt = st.GetRevokedAt().AsTime(), st.GetAccessExpiresAt().AsTime()
 	case *eventsv1.SubjectRevoked:
-		r.Subject, r.Reason, r.RevokedAt = e.GetSubject(), ReasonName(e.GetReason()), e.GetRevokedAt().AsTime()
+		r.Subject, r.Reason, r.RevokedAt = e.GetSubject(), events.ReasonName(e.GetReason()), e.GetRevokedAt().AsTime()
 	default:
 		return r, false
 	}

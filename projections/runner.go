@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/auth-platform/tokenservice/eventlog"
+	"github.com/auth-platform/tokenservice/eventlog/events"
 )
 
 // Runner feeds a Set from the log through an ordered consumer: first the
@@ -87,7 +88,7 @@ func (r *Runner) apply(rec eventlog.Record) {
 	switch {
 	case errors.Is(err, eventlog.ErrForged):
 		r.log.ReportForged(rec, err) // an event published again
-	case err != nil && r.onBadRecord != nil && errors.Is(err, ErrBadRecord):
+	case err != nil && r.onBadRecord != nil && errors.Is(err, events.ErrBadRecord):
 		r.onBadRecord(rec, err)
 	}
 	r.notify()

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/auth-platform/tokenservice/eventlog"
+	"github.com/auth-platform/tokenservice/eventlog/events"
 	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
 	"github.com/auth-platform/tokenservice/signing"
 )
@@ -35,7 +36,7 @@ func NewSet(accessTTL time.Duration) *Set {
 }
 
 // Apply decodes rec and applies it to every projection it concerns. It
-// returns ErrBadRecord (and changes nothing but the position) for a record
+// returns events.ErrBadRecord (and changes nothing but the position) for a record
 // that does not decode. A record that is no projection's event (a grace
 // record, a DPoP claim) only moves the position, and a record at or before
 // the position is ignored.
@@ -43,7 +44,7 @@ func (s *Set) Apply(rec eventlog.Record) error {
 	var m proto.Message
 	var err error
 	if Projected(rec) {
-		m, err = Decode(rec)
+		m, err = events.Decode(rec)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -62,10 +63,10 @@ func (s *Set) Apply(rec eventlog.Record) error {
 		return err
 	}
 	switch rec.Type {
-	case TypeFamilyIssued, TypeFamilyRotated, TypeFamilyRevoked:
+	case events.TypeFamilyIssued, events.TypeFamilyRotated, events.TypeFamilyRevoked:
 		s.families.Apply(rec, m)
 		s.revocations.Apply(rec, m) // every event's time drives pruning
-	case TypeSubjectRevoked:
+	case events.TypeSubjectRevoked:
 		s.revocations.Apply(rec, m)
 	default:
 		s.keys.Apply(rec, m)
@@ -81,11 +82,11 @@ func (s *Set) Apply(rec eventlog.Record) error {
 func (s *Set) followsLocked(rec eventlog.Record, m proto.Message) error {
 	var prev uint64
 	switch rec.Type {
-	case TypeFamilyIssued, TypeFamilyRotated, TypeFamilyRevoked:
-		if f := s.families.byID[FamilyStateOf(m).GetFamilyId()]; f != nil {
+	case events.TypeFamilyIssued, events.TypeFamilyRotated, events.TypeFamilyRevoked:
+		if f := s.families.byID[events.FamilyStateOf(m).GetFamilyId()]; f != nil {
 			prev = f.LastSeq
 		}
-	case TypeSubjectRevoked:
+	case events.TypeSubjectRevoked:
 		c, ok := s.revocations.subjects[m.(*eventsv1.SubjectRevoked).GetSubject()]
 		if !ok {
 			return nil
@@ -189,6 +190,24 @@ func (s *Set) Snapshot() (seq uint64, digest string) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.seq, s.digestLocked()
+}
+
+// ActiveFamiliesOf returns the IDs of the families of subject that are not
+// revoked, oldest first (issuer.FamilyIndex).
+func (s *Set) ActiveFamiliesOf(subject string) []string { return activeIDs(s.FamiliesOf(subject)) }
+
+// ActiveFamiliesSignedBy returns the IDs of the families, not revoked,
+// whose access tokens key kid signed (issuer.FamilyIndex).
+func (s *Set) ActiveFamiliesSignedBy(kid string) []string { return activeIDs(s.FamiliesSignedBy(kid)) }
+
+func activeIDs(fams []Family) []string {
+	ids := make([]string, 0, len(fams))
+	for _, f := range fams {
+		if f.Status != eventsv1.FamilyStatus_FAMILY_STATUS_REVOKED {
+			ids = append(ids, f.ID)
+		}
+	}
+	return ids
 }
 
 // FamiliesSignedBy returns the families whose access tokens key kid signed.

@@ -9,8 +9,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/auth-platform/tokenservice/dpop"
 	"github.com/auth-platform/tokenservice/eventlog"
+	"github.com/auth-platform/tokenservice/eventlog/events"
 	"github.com/auth-platform/tokenservice/projections"
 	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
 )
@@ -31,11 +31,11 @@ func TestBadRecordsAreSkipped(t *testing.T) {
 	before := s.Digest()
 	for i, rec := range []eventlog.Record{
 		{Seq: 1, Type: "family.exploded", Data: []byte("x")},
-		{Seq: 2, Type: projections.TypeFamilyIssued, Data: []byte{0xff, 0xff, 0xff}},
+		{Seq: 2, Type: events.TypeFamilyIssued, Data: []byte{0xff, 0xff, 0xff}},
 		{Seq: 3, Type: "", Data: nil},
 	} {
-		if err := s.Apply(rec); !errors.Is(err, projections.ErrBadRecord) {
-			t.Fatalf("record %d: got %v, want ErrBadRecord", i, err)
+		if err := s.Apply(rec); !errors.Is(err, events.ErrBadRecord) {
+			t.Fatalf("record %d: got %v, want events.ErrBadRecord", i, err)
 		}
 	}
 	if s.BadRecords() != 3 || s.Seq() != 3 || s.Digest() != before {
@@ -51,7 +51,7 @@ func TestRevocationsPruneByEventTime(t *testing.T) {
 	s := projections.NewSet(15 * time.Minute)
 	st := &eventsv1.FamilyState{FamilyId: "f1", Subject: "alice", Status: eventsv1.FamilyStatus_FAMILY_STATUS_REVOKED,
 		AccessExpiresAt: timestamppb.New(t0.Add(15 * time.Minute)), RevokedAt: timestamppb.New(t0)}
-	if err := s.Apply(record(t, 1, t0, projections.TypeFamilyRevoked, &eventsv1.FamilyRevoked{State: st})); err != nil {
+	if err := s.Apply(record(t, 1, t0, events.TypeFamilyRevoked, &eventsv1.FamilyRevoked{State: st})); err != nil {
 		t.Fatal(err)
 	}
 	if _, ok := s.RevokedFamily("f1"); !ok {
@@ -62,7 +62,7 @@ func TestRevocationsPruneByEventTime(t *testing.T) {
 	apply := func(at time.Time, n int) {
 		for range n {
 			other := &eventsv1.FamilyState{FamilyId: fmt.Sprintf("g%d", seq), Subject: "bob", Status: eventsv1.FamilyStatus_FAMILY_STATUS_ACTIVE}
-			if err := s.Apply(record(t, seq, at, projections.TypeFamilyIssued, &eventsv1.FamilyIssued{State: other})); err != nil {
+			if err := s.Apply(record(t, seq, at, events.TypeFamilyIssued, &eventsv1.FamilyIssued{State: other})); err != nil {
 				t.Fatal(err)
 			}
 			seq++
@@ -86,13 +86,13 @@ func TestReplayedEventRefused(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	s := projections.NewSet(15 * time.Minute)
 	st := &eventsv1.FamilyState{FamilyId: "f1", Subject: "alice", Generation: 1, Status: eventsv1.FamilyStatus_FAMILY_STATUS_ACTIVE}
-	issued := record(t, 1, t0, projections.TypeFamilyIssued, &eventsv1.FamilyIssued{State: st})
+	issued := record(t, 1, t0, events.TypeFamilyIssued, &eventsv1.FamilyIssued{State: st})
 	if err := s.Apply(issued); err != nil {
 		t.Fatal(err)
 	}
 	st2 := proto.Clone(st).(*eventsv1.FamilyState)
 	st2.Generation = 2
-	rotated := record(t, 2, t0, projections.TypeFamilyRotated, &eventsv1.FamilyRotated{State: st2})
+	rotated := record(t, 2, t0, events.TypeFamilyRotated, &eventsv1.FamilyRotated{State: st2})
 	rotated.Prev = 1
 	if err := s.Apply(rotated); err != nil {
 		t.Fatal(err)
@@ -108,7 +108,7 @@ func TestReplayedEventRefused(t *testing.T) {
 	}
 	st3 := proto.Clone(st2).(*eventsv1.FamilyState)
 	st3.Status = eventsv1.FamilyStatus_FAMILY_STATUS_REVOKED
-	revoked := record(t, 4, t0, projections.TypeFamilyRevoked, &eventsv1.FamilyRevoked{State: st3})
+	revoked := record(t, 4, t0, events.TypeFamilyRevoked, &eventsv1.FamilyRevoked{State: st3})
 	revoked.Prev = 2
 	if err := s.Apply(revoked); err != nil {
 		t.Fatal(err)
@@ -122,12 +122,9 @@ func TestReplayedEventRefused(t *testing.T) {
 // reads since it reads the whole stream, change nothing but the position
 // and are not bad records.
 func TestUnprojectedRecords(t *testing.T) {
-	if projections.TypeDPoPProofUsed != dpop.TypeProofUsed {
-		t.Fatalf("projections skips %q, dpop appends %q", projections.TypeDPoPProofUsed, dpop.TypeProofUsed)
-	}
 	s := projections.NewSet(time.Minute)
 	before := s.Digest()
-	for _, typ := range []string{projections.TypeGrace, projections.TypeDPoPProofUsed} {
+	for _, typ := range []string{events.TypeGrace, events.TypeDPoPProofUsed} {
 		if err := s.Apply(eventlog.Record{Seq: 7, Type: typ, Data: []byte{0xff}}); err != nil {
 			t.Fatalf("%s: %v", typ, err)
 		}

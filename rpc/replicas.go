@@ -11,9 +11,9 @@ import (
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/auth-platform/tokenservice/eventlog/events"
 	"github.com/auth-platform/tokenservice/issuer"
 	"github.com/auth-platform/tokenservice/issuer/family"
-	"github.com/auth-platform/tokenservice/projections"
 	"github.com/auth-platform/tokenservice/projections/subscriber"
 	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
 	tokenv1 "github.com/auth-platform/tokenservice/proto/token/v1"
@@ -134,7 +134,7 @@ func familyOf(st *eventsv1.FamilyState, now time.Time) *tokenv1.Family {
 		f.LastRefreshedAt = st.GetRotatedAt()
 	}
 	if family.Revoked(st) {
-		f.RevocationReason, f.RevokedAt = projections.ReasonName(st.GetRevokedReason()), st.GetRevokedAt()
+		f.RevocationReason, f.RevokedAt = events.ReasonName(st.GetRevokedReason()), st.GetRevokedAt()
 	}
 	return f
 }

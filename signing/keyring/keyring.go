@@ -38,6 +38,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/auth-platform/tokenservice/eventlog"
+	"github.com/auth-platform/tokenservice/eventlog/events"
 	"github.com/auth-platform/tokenservice/projections"
 	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
 	"github.com/auth-platform/tokenservice/signing"
@@ -225,14 +226,13 @@ func (k *Keyring) recordFallback() {
 	primary, _ := k.set.ActiveKey()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	data, err := proto.Marshal(&eventsv1.KeyFallbackEngaged{KeyId: fb.KeyID(), PrimaryKeyId: primary.ID,
+	ev, err := events.Key(k.log.Subjects(), fb.KeyID(), &eventsv1.KeyFallbackEngaged{KeyId: fb.KeyID(), PrimaryKeyId: primary.ID,
 		At: timestamppb.New(k.cfg.Now()), Reason: "breaker_open"})
 	if err != nil {
 		return
 	}
 	// It records a fact: appended after whatever key event is last, like
 	// every key event (compare-and-set on the keys aggregate).
-	ev := eventlog.Event{Subject: k.log.Subjects().Key(fb.KeyID(), "fallback_engaged"), Type: projections.TypeKeyFallback, Data: data}
 	_, _ = k.log.AppendNext(ctx, ev, k.log.Subjects().Keys()) // best effort: the breaker is open for a reason, and the metric counts the fallback
 }
 
@@ -395,7 +395,7 @@ func (k *Keyring) converge(ctx context.Context, g *goal) error {
 				return err
 			}
 		}
-		err = k.append(ctx, act.kid, act.typ, act.event, act.msg, eventlog.Expect{Filter: k.log.Subjects().Keys(), Seq: head})
+		err = k.append(ctx, act.kid, act.msg, eventlog.Expect{Filter: k.log.Subjects().Keys(), Seq: head})
 		if errors.Is(err, eventlog.ErrConflict) && act.undo != nil {
 			// Another replica recorded the intent's key first. If it is
 			// not the key we made, ours would be an orphan: delete it.
@@ -411,7 +411,7 @@ func (k *Keyring) converge(ctx context.Context, g *goal) error {
 		if err != nil && !errors.Is(err, eventlog.ErrConflict) {
 			return err
 		}
-		if err == nil && act.typ == projections.TypeKeyGenerated {
+		if _, generated := act.msg.(*eventsv1.KeyGenerated); err == nil && generated {
 			g.newKey = act.kid
 		}
 	}
@@ -437,8 +437,8 @@ func (k *Keyring) catchUp(ctx context.Context) (uint64, error) {
 }
 
 type action struct {
-	kid, typ, event string
-	msg             proto.Message
+	kid string
+	msg proto.Message // the key event (events.Key derives its type and subject)
 	// run, if set, does the action's side effect and fills in the rest.
 	run func(ctx context.Context) error
 	// undo, if set, reverses the side effect when the event lost the race.
@@ -547,8 +547,7 @@ func (k *Keyring) deleteMaterial(keys []projections.Key, now time.Time) *action 
 		if key.Status != eventsv1.KeyStatus_KEY_STATUS_DESTROYED || key.MaterialDeleted || !ok || !b.Remote() {
 			continue
 		}
-		return &action{kid: key.ID, typ: projections.TypeKeyDeleted, event: "material_deleted",
-			msg: &eventsv1.KeyMaterialDeleted{KeyId: key.ID, At: timestamppb.New(now)},
+		return &action{kid: key.ID, msg: &eventsv1.KeyMaterialDeleted{KeyId: key.ID, At: timestamppb.New(now)},
 			run: func(ctx context.Context) error { return b.Discard(ctx, stored(key)) }}
 	}
 	return nil
@@ -566,7 +565,7 @@ func (k *Keyring) generate(now time.Time) (*action, error) {
 		return nil, err
 	}
 	intent := base64.RawURLEncoding.EncodeToString(b[:])
-	return &action{kid: intent, typ: projections.TypeKeyRequested, event: "requested", msg: &eventsv1.KeyRequested{
+	return &action{kid: intent, msg: &eventsv1.KeyRequested{
 		IntentId: intent, Algorithm: string(k.cfg.Algorithm), Backend: k.cfg.Backend.Name(), At: timestamppb.New(now),
 	}}, nil
 }
@@ -601,7 +600,7 @@ func (k *Keyring) create(in projections.Intent, now time.Time) (*action, error) 
 
 func generated(b Backend, key signing.StoredKey, intent string, now time.Time, fallback bool) *action {
 	j := key.JWK
-	return &action{kid: key.ID, typ: projections.TypeKeyGenerated, event: "generated", msg: &eventsv1.KeyGenerated{
+	return &action{kid: key.ID, msg: &eventsv1.KeyGenerated{
 		KeyId: key.ID, Algorithm: string(key.Algorithm), Backend: b.Name(),
 		PublicKey:        &eventsv1.PublicKey{Kty: j.Kty, Kid: j.Kid, Alg: j.Alg, N: j.N, E: j.E, Crv: j.Crv, X: j.X, Y: j.Y},
 		SealedPrivateKey: key.Sealed, BackendKeyRef: key.Ref, IntentId: intent, Fallback: fallback, At: timestamppb.New(now),
@@ -619,38 +618,33 @@ func (k *Keyring) reseal(key *projections.Key, now time.Time) (*action, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &action{kid: key.ID, typ: projections.TypeKeyResealed, event: "resealed",
-		msg: &eventsv1.KeyResealed{KeyId: key.ID, SealedPrivateKey: sealed, At: timestamppb.New(now)}}, nil
+	return &action{kid: key.ID, msg: &eventsv1.KeyResealed{KeyId: key.ID, SealedPrivateKey: sealed, At: timestamppb.New(now)}}, nil
 }
 
 func publish(kid string, now time.Time) *action {
-	return &action{kid: kid, typ: projections.TypeKeyPublished, event: "published",
-		msg: &eventsv1.KeyPublished{KeyId: kid, At: timestamppb.New(now)}}
+	return &action{kid: kid, msg: &eventsv1.KeyPublished{KeyId: kid, At: timestamppb.New(now)}}
 }
 
 func activate(kid string, now time.Time) *action {
-	return &action{kid: kid, typ: projections.TypeKeyActivated, event: "activated",
-		msg: &eventsv1.KeyActivated{KeyId: kid, At: timestamppb.New(now)}}
+	return &action{kid: kid, msg: &eventsv1.KeyActivated{KeyId: kid, At: timestamppb.New(now)}}
 }
 
 func (k *Keyring) retire(kid string, now time.Time) *action {
-	return &action{kid: kid, typ: projections.TypeKeyRetired, event: "retired",
-		msg: &eventsv1.KeyRetired{KeyId: kid, At: timestamppb.New(now), RetainUntil: timestamppb.New(now.Add(k.cfg.Retention))}}
+	return &action{kid: kid, msg: &eventsv1.KeyRetired{KeyId: kid, At: timestamppb.New(now), RetainUntil: timestamppb.New(now.Add(k.cfg.Retention))}}
 }
 
 func destroy(kid string, now time.Time) *action {
-	return &action{kid: kid, typ: projections.TypeKeyDestroyed, event: "destroyed",
-		msg: &eventsv1.KeyDestroyed{KeyId: kid, At: timestamppb.New(now)}}
+	return &action{kid: kid, msg: &eventsv1.KeyDestroyed{KeyId: kid, At: timestamppb.New(now)}}
 }
 
-func (k *Keyring) append(ctx context.Context, kid, typ, event string, m proto.Message, expect eventlog.Expect) error {
-	data, err := proto.Marshal(m)
+func (k *Keyring) append(ctx context.Context, kid string, m proto.Message, expect eventlog.Expect) error {
+	ev, err := events.Key(k.log.Subjects(), kid, m)
 	if err != nil {
 		return err
 	}
-	seq, err := k.log.Append(ctx, eventlog.Event{Subject: k.log.Subjects().Key(kid, event), Type: typ, Data: data}, expect)
+	seq, err := k.log.Append(ctx, ev, expect)
 	if err != nil {
-		return fmt.Errorf("keyring: %s %s: %w", event, kid, err)
+		return fmt.Errorf("keyring: %s %s: %w", ev.Type, kid, err)
 	}
 	if err := k.waiter.WaitFor(ctx, seq); err != nil {
 		return err

@@ -13,6 +13,7 @@ import (
 
 	"github.com/auth-platform/tokenservice/eventlog"
 	"github.com/auth-platform/tokenservice/eventlog/eventlogtest"
+	"github.com/auth-platform/tokenservice/eventlog/events"
 	"github.com/auth-platform/tokenservice/issuer"
 	"github.com/auth-platform/tokenservice/issuer/issuertest"
 	"github.com/auth-platform/tokenservice/projections"
@@ -282,7 +283,7 @@ func TestResumesInterruptedCreation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := log.Append(ctx, eventlog.Event{Subject: log.Subjects().Key(s.KeyID(), "generated"), Type: projections.TypeKeyGenerated, Data: data},
+	if _, err := log.Append(ctx, eventlog.Event{Subject: log.Subjects().Key(s.KeyID(), "generated"), Type: events.TypeKeyGenerated, Data: data},
 		eventlog.Expect{Filter: log.Subjects().Keys(), Seq: head.Seq}); err != nil {
 		t.Fatal(err)
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/auth-platform/tokenservice/cmd/tokend/app"
 	"github.com/auth-platform/tokenservice/eventlog"
 	"github.com/auth-platform/tokenservice/eventlog/eventlogtest"
+	"github.com/auth-platform/tokenservice/eventlog/events"
 	"github.com/auth-platform/tokenservice/projections"
 	"github.com/auth-platform/tokenservice/projections/subscriber"
 	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
@@ -263,16 +264,16 @@ func fillStream(b testing.TB, node *eventlogtest.Node, log *eventlog.Log, n int)
 			var m proto.Message
 			switch {
 			case e == 0:
-				typ, m = projections.TypeFamilyIssued, &eventsv1.FamilyIssued{State: st}
+				typ, m = events.TypeFamilyIssued, &eventsv1.FamilyIssued{State: st}
 			case e == 3 && (i/4)%8 == 0:
 				st.Status = eventsv1.FamilyStatus_FAMILY_STATUS_REVOKED
 				st.RevokedAt = now
-				typ, m = projections.TypeFamilyRevoked, &eventsv1.FamilyRevoked{State: st, Reason: eventsv1.RevocationReason_REVOCATION_REASON_CLIENT}
+				typ, m = events.TypeFamilyRevoked, &eventsv1.FamilyRevoked{State: st, Reason: eventsv1.RevocationReason_REVOCATION_REASON_CLIENT}
 			default:
 				st.Generation++
 				st.PreviousSecretHash = st.SecretHash
 				st.SpentSecretPrefixes = append(st.SpentSecretPrefixes, st.SecretHash[:8]...)
-				typ, m = projections.TypeFamilyRotated, &eventsv1.FamilyRotated{State: st, KeyId: "key-1", AccessTokenId: "jti"}
+				typ, m = events.TypeFamilyRotated, &eventsv1.FamilyRotated{State: st, KeyId: "key-1", AccessTokenId: "jti"}
 			}
 			data, err := proto.Marshal(m)
 			if err != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/auth-platform/tokenservice/eventlog"
+	"github.com/auth-platform/tokenservice/eventlog/events"
 	"github.com/auth-platform/tokenservice/issuer"
 	"github.com/auth-platform/tokenservice/projections"
 )
@@ -83,7 +84,7 @@ func (o *options) printLineage(steps []projections.Step) error {
 			detail = append(detail, "reason "+s.Reason)
 		}
 		gen := fmt.Sprint(s.Generation)
-		if s.Type == projections.TypeSubjectRevoked {
+		if s.Type == events.TypeSubjectRevoked {
 			gen = "-"
 		}
 		fmt.Fprintf(tw, "  %s\t%d\t%s\t%s\t%s\t%s\t%s\n", s.Time.UTC().Format(time.RFC3339Nano), s.Seq, s.Type, gen,
@@ -114,11 +115,11 @@ func (o *options) auditSubject(ctx context.Context, subject string) error {
 	p := newProgress(o.stderr, "scanned")
 	err := o.log.Replay(ctx, 1, []string{s.Prefix() + ".family.*.issued"}, func(r eventlog.Record) {
 		p.add(r.Pending)
-		m, err := projections.Decode(r)
+		m, err := events.Decode(r)
 		if err != nil {
 			return
 		}
-		if st := projections.FamilyStateOf(m); st != nil && st.GetSubject() == subject {
+		if st := events.FamilyStateOf(m); st != nil && st.GetSubject() == subject {
 			fids = append(fids, st.GetFamilyId())
 		}
 	})
@@ -226,7 +227,7 @@ type accessClaims struct {
 func (o *options) verifyAccessToken(ctx context.Context, token string) (*accessClaims, error) {
 	keys := projections.NewKeys()
 	if err := o.log.Replay(ctx, 1, []string{o.log.Subjects().Keys()}, func(r eventlog.Record) {
-		if m, err := projections.Decode(r); err == nil {
+		if m, err := events.Decode(r); err == nil {
 			keys.Apply(r, m)
 		}
 	}); err != nil {

@@ -19,7 +19,7 @@ import (
 	"github.com/auth-platform/tokenservice/cmd/tokenctl/ctl"
 	"github.com/auth-platform/tokenservice/cmd/tokend/app"
 	"github.com/auth-platform/tokenservice/eventlog"
-	"github.com/auth-platform/tokenservice/projections"
+	"github.com/auth-platform/tokenservice/eventlog/events"
 	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
 	tokenv1 "github.com/auth-platform/tokenservice/proto/token/v1"
 	"github.com/auth-platform/tokenservice/proto/token/v1/tokenv1connect"
@@ -233,7 +233,7 @@ func TestReplayVerify(t *testing.T) {
 	st := &eventsv1.FamilyState{FamilyId: "forged-family-0000000000", Subject: "victim", Status: eventsv1.FamilyStatus_FAMILY_STATUS_REVOKED,
 		RevokedAt: timestamppb.Now(), AccessExpiresAt: timestamppb.New(time.Now().Add(time.Hour))}
 	data, _ := proto.Marshal(&eventsv1.FamilyRevoked{State: st, Reason: eventsv1.RevocationReason_REVOCATION_REASON_ADMIN})
-	if err := e.m.Set.Apply(eventlog.Record{Type: projections.TypeFamilyRevoked, Data: data}); err != nil {
+	if err := e.m.Set.Apply(eventlog.Record{Type: events.TypeFamilyRevoked, Data: data}); err != nil {
 		t.Fatal(err)
 	}
 	code, out, _ = e.run(t, "--json", "replay", "--verify")

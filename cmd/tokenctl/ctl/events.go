@@ -8,8 +8,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/auth-platform/tokenservice/dpop"
 	"github.com/auth-platform/tokenservice/eventlog"
+	"github.com/auth-platform/tokenservice/eventlog/events"
 	"github.com/auth-platform/tokenservice/projections"
 	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
 )
@@ -40,7 +40,7 @@ type eventView struct {
 func viewOf(rec eventlog.Record) eventView {
 	v := eventView{Seq: rec.Seq, Time: rec.Time.UTC(), NATSSubject: rec.Subject, Type: rec.Type, EventID: rec.ID,
 		CorrelationID: rec.CorrelationID, Actor: rec.Actor}
-	if rec.Type == dpop.TypeProofUsed {
+	if rec.Type == events.TypeDPoPProofUsed {
 		var e eventsv1.DPoPProofUsed
 		if err := unmarshal(rec.Data, &e); err != nil {
 			v.Error = err.Error()
@@ -48,23 +48,23 @@ func viewOf(rec eventlog.Record) eventView {
 		v.DPoPJKT = e.GetJkt()
 		return v
 	}
-	m, err := projections.Decode(rec)
+	m, err := events.Decode(rec)
 	if err != nil {
 		v.Error = err.Error()
 		return v
 	}
-	if st := projections.FamilyStateOf(m); st != nil {
+	if st := events.FamilyStateOf(m); st != nil {
 		v.FamilyID, v.Subject, v.ClientID = st.GetFamilyId(), st.GetSubject(), st.GetClientId()
 		v.Generation, v.DPoPJKT = st.GetGeneration(), st.GetDpopJkt()
-		v.Status = projections.FamilyStatusName(st.GetStatus())
+		v.Status = events.FamilyStatusName(st.GetStatus())
 	}
 	switch e := m.(type) {
 	case *eventsv1.FamilyRotated:
 		v.KeyID = e.GetKeyId()
 	case *eventsv1.FamilyRevoked:
-		v.Reason = projections.ReasonName(e.GetReason())
+		v.Reason = events.ReasonName(e.GetReason())
 	case *eventsv1.SubjectRevoked:
-		v.Subject, v.Reason = e.GetSubject(), projections.ReasonName(e.GetReason())
+		v.Subject, v.Reason = e.GetSubject(), events.ReasonName(e.GetReason())
 	case *eventsv1.KeyGenerated:
 		v.KeyID, v.Algorithm = e.GetKeyId(), e.GetAlgorithm()
 	case *eventsv1.KeyPublished:
@@ -134,7 +134,7 @@ func (o *options) tail(ctx context.Context, f tailFilter) error {
 	enc := json.NewEncoder(o.stdout)
 	var werr error
 	err = o.log.Follow(ctx, from, filters, func(rec eventlog.Record) {
-		if rec.Type == projections.TypeGrace {
+		if rec.Type == events.TypeGrace {
 			return // sealed state, not an event
 		}
 		v := viewOf(rec)
@@ -161,7 +161,7 @@ func (o *options) export(ctx context.Context, from, to uint64) error {
 	// One filter over the whole stream (several filters replay hundreds of
 	// times slower); grace records are sealed state, not events: skipped.
 	err := o.log.Replay(ctx, from, []string{o.log.Subjects().All()}, func(rec eventlog.Record) {
-		if (to != 0 && rec.Seq > to) || werr != nil || rec.Type == projections.TypeGrace {
+		if (to != 0 && rec.Seq > to) || werr != nil || rec.Type == events.TypeGrace {
 			return
 		}
 		werr = enc.Encode(viewOf(rec))

@@ -11,7 +11,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/auth-platform/tokenservice/eventlog"
-	"github.com/auth-platform/tokenservice/projections"
+	"github.com/auth-platform/tokenservice/eventlog/events"
 	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
 )
 
@@ -84,12 +84,11 @@ func (m *Main) writeRekeyCheckpoint(ctx context.Context, auth *eventlog.Authenti
 	if err != nil {
 		return err
 	}
-	data, err := proto.Marshal(&eventsv1.LogRekeyed{VerifiedThrough: through, Refused: refused, KeyId: auth.KeyID(), At: timestamppb.Now()})
+	ev, err := events.LogRekeyed(m.Log.Subjects(), &eventsv1.LogRekeyed{VerifiedThrough: through, Refused: refused, KeyId: auth.KeyID(), At: timestamppb.Now()})
 	if err != nil {
 		return err
 	}
-	subject := m.Log.Subjects().LogRekeyed()
-	if _, err := m.Log.AppendNext(ctx, eventlog.Event{Subject: subject, Type: projections.TypeLogRekeyed, Data: data}, subject); err != nil {
+	if _, err := m.Log.AppendNext(ctx, ev, ev.Subject); err != nil {
 		return err
 	}
 	m.Logger.Info("ENCRYPTION_KEY rotation: the log is vouched for under the new key; ENCRYPTION_KEY_PREVIOUS can be dropped once every replica has restarted with the new key",

@@ -15,8 +15,8 @@ import (
 
 	"github.com/auth-platform/tokenservice/cmd/tokend/app"
 	"github.com/auth-platform/tokenservice/eventlog"
+	"github.com/auth-platform/tokenservice/eventlog/events"
 	"github.com/auth-platform/tokenservice/issuer"
-	"github.com/auth-platform/tokenservice/projections"
 	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
 )
 
@@ -128,8 +128,8 @@ func TestLogTrust(t *testing.T) {
 		subject, typ string
 		data         []byte
 	}{
-		{subj.Key("attacker", "generated"), projections.TypeKeyGenerated, genData},
-		{subj.Key("attacker", "published"), projections.TypeKeyPublished, pubData},
+		{subj.Key("attacker", "generated"), events.TypeKeyGenerated, genData},
+		{subj.Key("attacker", "published"), events.TypeKeyPublished, pubData},
 	} {
 		msg := nats.NewMsg(ev.subject)
 		msg.Data = ev.data

@@ -9,9 +9,9 @@ import (
 
 	"github.com/auth-platform/tokenservice/eventlog"
 	"github.com/auth-platform/tokenservice/eventlog/eventlogtest"
+	"github.com/auth-platform/tokenservice/eventlog/events"
 	"github.com/auth-platform/tokenservice/issuer"
 	"github.com/auth-platform/tokenservice/issuer/issuertest"
-	"github.com/auth-platform/tokenservice/projections"
 	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
 )
 
@@ -37,7 +37,7 @@ func (s suite) keyringCrash(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := first.Log.Append(ctx, eventlog.Event{Subject: first.Log.Subjects().Key(intent, "requested"), Type: projections.TypeKeyRequested, Data: data},
+	if _, err := first.Log.Append(ctx, eventlog.Event{Subject: first.Log.Subjects().Key(intent, "requested"), Type: events.TypeKeyRequested, Data: data},
 		eventlog.Expect{Filter: first.Log.Subjects().Keys(), Seq: head.Seq}); err != nil {
 		t.Fatal(err)
 	}
