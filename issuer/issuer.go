@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/auth-platform/tokenservice/dpop"
 	"github.com/auth-platform/tokenservice/eventlog"
 	"github.com/auth-platform/tokenservice/projections"
 	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
@@ -342,11 +343,11 @@ func (i *Issuer) load(ctx context.Context, fid string, consistent bool) (family,
 // Refresh rotates a refresh token. Errors: ErrInvalidRequest,
 // ErrInvalidGrant (ErrMalformedToken, ErrUnknownToken, ErrTokenExpired,
 // ErrFamilyRevoked, ErrTokenReused, ErrTokenRotated, ErrClientMismatch),
-// ErrInvalidScope, ErrInvalidDPoPProof; others are server errors.
+// ErrInvalidScope, dpop.ErrKeyMismatch; others are server errors.
 func (i *Issuer) Refresh(ctx context.Context, req RefreshRequest) (t Tokens, err error) {
 	status := StatusError
 	defer func() {
-		if err != nil && status == StatusError && !errors.Is(err, context.Canceled) && Code(err) != CodeServerError {
+		if err != nil && status == StatusError && !errors.Is(err, context.Canceled) && refusal(err) {
 			status = StatusInvalid
 		}
 		i.cfg.Observer.Refreshed(status)
@@ -405,7 +406,7 @@ func (i *Issuer) Refresh(ctx context.Context, req RefreshRequest) (t Tokens, err
 			// its key. Checked before reuse detection, so a stolen spent
 			// token without the key cannot revoke the victim's family.
 			i.cfg.Observer.SecurityEvent(SecurityDPoPMismatch)
-			return Tokens{}, ErrDPoPKeyMismatch
+			return Tokens{}, dpop.ErrKeyMismatch
 		case isCurrent:
 			t, err := i.rotate(ctx, f, rt.familyID, scopes, now)
 			if errors.Is(err, eventlog.ErrConflict) {

@@ -14,6 +14,7 @@ import (
 	tokenv1 "github.com/auth-platform/tokenservice/proto/token/v1"
 	"github.com/auth-platform/tokenservice/proto/token/v1/tokenv1connect"
 	"github.com/auth-platform/tokenservice/rpc/auth"
+	"github.com/auth-platform/tokenservice/rpc/refusal"
 	"github.com/auth-platform/tokenservice/signing"
 )
 
@@ -139,7 +140,7 @@ func (s *service) RevokeToken(ctx context.Context, req *connect.Request[tokenv1.
 			n, err = s.issuer.RevokeSubject(ctx, t.Subject, reason)
 		}
 	default:
-		return nil, oauthError(connect.CodeInvalidArgument, issuer.CodeInvalidRequest, "one of refresh_token, family_id, subject or access_token is required")
+		return nil, oauthError(connect.CodeInvalidArgument, refusal.InvalidRequest, "one of refresh_token, family_id, subject or access_token is required")
 	}
 	if err != nil {
 		return nil, toConnect(ctx, s.log, req.Spec().Procedure, err)
