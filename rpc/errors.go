@@ -16,8 +16,8 @@ import (
 
 // Refusals returns the one table of the service's refusals: each domain
 // sentinel with its Connect code, OAuth error code and what the client is
-// told, nothing more. An error it does not name is refusal.Unknown (an
-// internal error with a generic text, logged). The guard's rules
+// told, nothing more. An error it does not name is an internal error with
+// a generic text, logged (Table.Rule). The guard's rules
 // (auth.Refusals) are part of it.
 func Refusals() refusal.Table {
 	invalid := func(err error, oauth, public string) refusal.Rule {

@@ -51,22 +51,25 @@ type Rule struct {
 	Log bool
 }
 
-// Unknown is the rule of an error that no rule of a table matches: an
+// unknown is the rule of an error that no rule of a table matches: an
 // internal error with a generic text, logged.
-var Unknown = Rule{Code: connect.CodeInternal, OAuth: ServerError, Public: Generic, Log: true}
+func unknown() Rule {
+	return Rule{Code: connect.CodeInternal, OAuth: ServerError, Public: Generic, Log: true}
+}
 
 // Table maps errors to refusals: the first rule whose Err matches wins, so
 // a specific sentinel comes before the one it wraps.
 type Table []Rule
 
-// Rule returns the first rule of t that matches err, or Unknown.
+// Rule returns the first rule of t that matches err, or else the rule of
+// an unknown error: CodeInternal, ServerError, Generic, logged.
 func (t Table) Rule(err error) Rule {
 	for _, r := range t {
 		if r.Err == nil || errors.Is(err, r.Err) {
 			return r
 		}
 	}
-	return Unknown
+	return unknown()
 }
 
 // Error returns the refusal of err: t.Rule(err).Error(err).
