@@ -25,6 +25,11 @@ type proofError struct {
 func (e *proofError) Error() string { return e.msg }
 func (e *proofError) Unwrap() error { return e.kind }
 
+// Detail names the failed check of RFC 9449 §4.3, without what was
+// wrapped around it: it is what the client got wrong, and tells an
+// attacker nothing new, so it may be shown to the client.
+func (e *proofError) Detail() string { return e.msg }
+
 // The checks of RFC 9449 §4.3, one sentinel each.
 var (
 	ErrMissing         = invalid("DPoP proof missing")

@@ -134,7 +134,7 @@ func signAccessToken(ctx context.Context, tracer trace.Tracer, s signing.Signer,
 	buf = enc.AppendEncode(buf, sig)
 	if len(buf) > maxAccessTokenLen {
 		// The verifier refuses longer tokens: never hand one out.
-		return "", fmt.Errorf("%w: the access token would be %d bytes, over %d", ErrInvalidRequest, len(buf), maxAccessTokenLen)
+		return "", invalidRequest("the access token would be %d bytes, over %d", len(buf), maxAccessTokenLen)
 	}
 	return string(buf), nil
 }

@@ -49,8 +49,8 @@ func TestExtraClaimsReserved(t *testing.T) {
 				t.Fatalf("err = %v, want %v", err, tc.wantErr)
 			}
 			if err != nil {
-				if issuer.Code(err) != issuer.CodeInvalidRequest {
-					t.Fatalf("code %q, want invalid_request", issuer.Code(err))
+				if !errors.Is(err, issuer.ErrInvalidRequest) {
+					t.Fatalf("err = %v, want one of invalid_request (issuer.ErrInvalidRequest)", err)
 				}
 				return
 			}

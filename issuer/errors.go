@@ -3,34 +3,27 @@ package issuer
 import (
 	"errors"
 	"fmt"
+
+	"github.com/auth-platform/tokenservice/dpop"
 )
 
-// OAuth error codes (RFC 6749 §5.2, RFC 9449 §12.2).
-const (
-	CodeInvalidRequest   = "invalid_request"
-	CodeInvalidGrant     = "invalid_grant"
-	CodeInvalidScope     = "invalid_scope"
-	CodeInvalidDPoPProof = "invalid_dpop_proof"
-	CodeServerError      = "server_error"
-)
-
-// The errors of the commands. Each one wraps exactly one of the OAuth
-// errors below it, which Code maps to its error code.
+// The errors of the commands. Each one wraps exactly one of the first
+// three, or dpop.ErrInvalidProof; rpc maps them to OAuth error codes
+// (invalid_request, invalid_grant, invalid_scope, invalid_dpop_proof) and
+// every other error is a server error.
 var (
 	// ErrInvalidRequest: the request is malformed (a field missing, too
-	// long, or with characters it may not hold).
-	ErrInvalidRequest = errors.New(CodeInvalidRequest)
+	// long, or with characters it may not hold). The error names the
+	// field in its Detail, which holds no secret.
+	ErrInvalidRequest = errors.New("issuer: invalid request")
 	// ErrInvalidGrant: the refresh token is not usable.
-	ErrInvalidGrant = errors.New(CodeInvalidGrant)
+	ErrInvalidGrant = errors.New("issuer: invalid grant")
 	// ErrInvalidScope: the requested scopes exceed the granted ones.
-	ErrInvalidScope = errors.New(CodeInvalidScope)
-	// ErrInvalidDPoPProof: a DPoP proof is missing, invalid or of the wrong
-	// key.
-	ErrInvalidDPoPProof = errors.New(CodeInvalidDPoPProof)
+	ErrInvalidScope = errors.New("issuer: invalid scope")
 
 	// ErrClaimNotAllowed: extra_claims set an authorization claim
 	// (ClaimAuthorization) that the caller may not set.
-	ErrClaimNotAllowed = fmt.Errorf("%w: extra_claims may not set this authorization claim for this caller", ErrInvalidRequest)
+	ErrClaimNotAllowed = &detailError{kind: ErrInvalidRequest, detail: "extra_claims may not set this authorization claim for this caller"}
 
 	// ErrMalformedToken: the refresh token does not have the form
 	// "<22 chars>.<43 chars>" of base64url.
@@ -48,27 +41,27 @@ var (
 	ErrTokenRotated = fmt.Errorf("%w: refresh token already rotated", ErrInvalidGrant)
 	// ErrClientMismatch: the token was issued to another client.
 	ErrClientMismatch = fmt.Errorf("%w: refresh token issued to another client", ErrInvalidGrant)
-	// ErrDPoPKeyMismatch: the family is bound to another DPoP key, or
-	// bound and no proof was given.
-	ErrDPoPKeyMismatch = fmt.Errorf("%w: proof key does not match the token's binding", ErrInvalidDPoPProof)
 )
 
-// Code returns the OAuth error code of err, or CodeServerError if err is
-// not one of the errors above.
-func Code(err error) string {
-	switch {
-	case errors.Is(err, ErrInvalidRequest):
-		return CodeInvalidRequest
-	case errors.Is(err, ErrInvalidGrant):
-		return CodeInvalidGrant
-	case errors.Is(err, ErrInvalidScope):
-		return CodeInvalidScope
-	case errors.Is(err, ErrInvalidDPoPProof):
-		return CodeInvalidDPoPProof
-	}
-	return CodeServerError
+// refusal reports whether err refuses the request (it wraps one of the
+// errors above, or a DPoP error), as opposed to a failure of the service.
+func refusal(err error) bool {
+	return errors.Is(err, ErrInvalidRequest) || errors.Is(err, ErrInvalidGrant) ||
+		errors.Is(err, ErrInvalidScope) || dpop.Code(err) != ""
 }
 
+// invalidRequest returns an error wrapping ErrInvalidRequest whose Detail
+// is the formatted text: it names the field at fault and holds no secret.
 func invalidRequest(format string, args ...any) error {
-	return fmt.Errorf("%w: %s", ErrInvalidRequest, fmt.Sprintf(format, args...))
+	return &detailError{kind: ErrInvalidRequest, detail: fmt.Sprintf(format, args...)}
 }
+
+// detailError is a refusal with a text that is safe to show the client.
+type detailError struct {
+	kind   error
+	detail string
+}
+
+func (e *detailError) Error() string  { return e.kind.Error() + ": " + e.detail }
+func (e *detailError) Unwrap() error  { return e.kind }
+func (e *detailError) Detail() string { return e.detail }

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/auth-platform/tokenservice/dpop"
 	"github.com/auth-platform/tokenservice/eventlog"
 	"github.com/auth-platform/tokenservice/eventlog/events"
 	"github.com/auth-platform/tokenservice/issuer/family"
@@ -342,11 +343,11 @@ func (i *Issuer) load(ctx context.Context, fid string, consistent bool) (loaded,
 // Refresh rotates a refresh token. Errors: ErrInvalidRequest,
 // ErrInvalidGrant (ErrMalformedToken, ErrUnknownToken, ErrTokenExpired,
 // ErrFamilyRevoked, ErrTokenReused, ErrTokenRotated, ErrClientMismatch),
-// ErrInvalidScope, ErrInvalidDPoPProof; others are server errors.
+// ErrInvalidScope, dpop.ErrKeyMismatch; others are server errors.
 func (i *Issuer) Refresh(ctx context.Context, req RefreshRequest) (t Tokens, err error) {
 	status := StatusError
 	defer func() {
-		if err != nil && status == StatusError && !errors.Is(err, context.Canceled) && Code(err) != CodeServerError {
+		if err != nil && status == StatusError && !errors.Is(err, context.Canceled) && refusal(err) {
 			status = StatusInvalid
 		}
 		i.cfg.Observer.Refreshed(status)
@@ -397,7 +398,7 @@ func (i *Issuer) Refresh(ctx context.Context, req RefreshRequest) (t Tokens, err
 			return Tokens{}, ErrFamilyRevoked
 		case family.DecideDPoPMismatch:
 			i.cfg.Observer.SecurityEvent(SecurityDPoPMismatch)
-			return Tokens{}, ErrDPoPKeyMismatch
+			return Tokens{}, dpop.ErrKeyMismatch
 		case family.DecideExpired:
 			return Tokens{}, ErrTokenExpired
 		case family.DecideRotate:

@@ -3,9 +3,13 @@
 // HTTP endpoints (/.well-known/jwks.json, /healthz, /readyz, /metrics).
 //
 // Handlers are thin: they decode, call package issuer, and map errors to
-// Connect codes in one function (errors.go). A refused request carries its
-// OAuth error code (RFC 6749 §5.2) at the start of its message and in an
-// OAuthError detail; the message reveals nothing more than the code's
+// Connect codes in one function (errors.go) by one table (Refusals, built
+// with package refusal): each domain sentinel, matched with errors.Is, has
+// its Connect code, OAuth error code (RFC 6749 §5.2, RFC 9449 §12.2) and
+// public text. The guard (package auth) contributes its rules to the same
+// table, and ValidateDPoP answers a refused proof in its words. A refused
+// request carries its OAuth error code at the start of its message and in
+// an OAuthError detail; the message reveals nothing more than the code's
 // meaning, the detail goes to the log with the correlation ID.
 //
 // Interceptors: correlation ID (X-Correlation-ID read, generated if absent

@@ -13,6 +13,7 @@ import (
 	"github.com/auth-platform/tokenservice/projections"
 	tokenv1 "github.com/auth-platform/tokenservice/proto/token/v1"
 	"github.com/auth-platform/tokenservice/rpc/auth"
+	"github.com/auth-platform/tokenservice/rpc/refusal"
 )
 
 // HeaderDPoPNonce carries a fresh DPoP nonce (RFC 9449 §8.1).
@@ -74,7 +75,7 @@ func (s *service) tokenEndpoint(uri string) bool {
 }
 
 func invalidRequest(desc string) error {
-	return oauthError(connect.CodeInvalidArgument, issuer.CodeInvalidRequest, desc)
+	return oauthError(connect.CodeInvalidArgument, refusal.InvalidRequest, desc)
 }
 
 // ValidateDPoP checks a proof for a resource server (RFC 9449 §7): the
@@ -93,21 +94,21 @@ func (s *service) ValidateDPoP(ctx context.Context, req *connect.Request[tokenv1
 		at, err := s.issuer.VerifyAccessToken(m.GetAccessToken(), true)
 		if err != nil {
 			s.metrics.dpopValidated(errInvalidToken)
-			return refuse("invalid_token", "access token is invalid or expired")
+			return refuse(refusal.InvalidToken, "access token is invalid or expired")
 		}
 		if s.revoked(at) {
 			s.metrics.dpopValidated(errInvalidToken)
-			return refuse("invalid_token", "access token is revoked")
+			return refuse(refusal.InvalidToken, "access token is revoked")
 		}
 		if id, _ := auth.FromContext(ctx); !issuer.AudienceAcceptable(at.Audience, m.GetAudience(), id.Audiences) {
 			s.metrics.dpopValidated(errInvalidToken)
-			return refuse("invalid_token", "access token is not for this audience")
+			return refuse(refusal.InvalidToken, "access token is not for this audience")
 		}
 		boundJKT = at.JKT
 		if boundJKT != "" && m.GetProof() == "" {
 			// §7.2: a bound token without a proof is a downgrade.
 			s.metrics.dpopValidated(errInvalidToken)
-			return refuse("invalid_token", "DPoP-bound access token presented without a DPoP proof")
+			return refuse(refusal.InvalidToken, "DPoP-bound access token presented without a DPoP proof")
 		}
 	}
 	if m.GetHttpMethod() == "" || m.GetHttpUri() == "" {
@@ -120,11 +121,12 @@ func (s *service) ValidateDPoP(ctx context.Context, req *connect.Request[tokenv1
 	}
 	s.metrics.dpopValidated(err)
 	if err != nil {
-		code := dpop.Code(err)
-		if code == "" {
-			return nil, toConnect(ctx, s.log, req.Spec().Procedure, err)
+		// A refused proof is an answer, in the words of the one table.
+		if dpop.Code(err) != "" {
+			r := Refusals().Rule(err)
+			return refuse(r.OAuth, r.Text(err))
 		}
-		return refuse(code, err.Error())
+		return nil, toConnect(ctx, s.log, req.Spec().Procedure, err)
 	}
 	out.Valid, out.Jkt = true, p.JKT
 	return connect.NewResponse(out), nil

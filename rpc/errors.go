@@ -10,25 +10,48 @@ import (
 	"github.com/auth-platform/tokenservice/dpop"
 	"github.com/auth-platform/tokenservice/eventlog"
 	"github.com/auth-platform/tokenservice/issuer"
-	tokenv1 "github.com/auth-platform/tokenservice/proto/token/v1"
+	"github.com/auth-platform/tokenservice/rpc/auth"
+	"github.com/auth-platform/tokenservice/rpc/refusal"
 )
 
-// descriptions are what a client is told per error; nothing more.
-var descriptions = []struct {
-	err  error
-	desc string
-}{
-	{issuer.ErrMalformedToken, "refresh token is malformed"},
-	{issuer.ErrTokenReused, "refresh token was already used; its family is revoked"},
-	{issuer.ErrTokenExpired, "refresh token expired"},
-	{issuer.ErrClientMismatch, "refresh token was issued to another client"},
-	{issuer.ErrDPoPKeyMismatch, "DPoP proof key does not match the token binding"},
-	// Unknown, revoked and rotated read the same from outside.
-	{issuer.ErrInvalidGrant, "refresh token is invalid, revoked or already rotated"},
+// Refusals returns the one table of the service's refusals: each domain
+// sentinel with its Connect code, OAuth error code and what the client is
+// told, nothing more. An error it does not name is an internal error with
+// a generic text, logged (Table.Rule). The guard's rules
+// (auth.Refusals) are part of it.
+func Refusals() refusal.Table {
+	invalid := func(err error, oauth, public string) refusal.Rule {
+		return refusal.Rule{Err: err, Code: connect.CodeInvalidArgument, OAuth: oauth, Public: public}
+	}
+	server := func(err error, code connect.Code) refusal.Rule {
+		return refusal.Rule{Err: err, Code: code, OAuth: refusal.ServerError, Public: refusal.Generic, Log: true}
+	}
+	t := refusal.Table{
+		// The field at fault is named (the error's Detail); it holds no
+		// secret.
+		invalid(issuer.ErrInvalidRequest, refusal.InvalidRequest, ""),
+		invalid(issuer.ErrInvalidScope, refusal.InvalidScope, "requested scopes exceed the granted ones"),
+		invalid(issuer.ErrMalformedToken, refusal.InvalidGrant, "refresh token is malformed"),
+		invalid(issuer.ErrTokenReused, refusal.InvalidGrant, "refresh token was already used; its family is revoked"),
+		invalid(issuer.ErrTokenExpired, refusal.InvalidGrant, "refresh token expired"),
+		invalid(issuer.ErrClientMismatch, refusal.InvalidGrant, "refresh token was issued to another client"),
+		// Unknown, revoked and rotated read the same from outside.
+		invalid(issuer.ErrInvalidGrant, refusal.InvalidGrant, "refresh token is invalid, revoked or already rotated"),
+		// The failed check of RFC 9449 §4.3 is named (the error's Detail):
+		// it is what the client got wrong, and tells an attacker nothing
+		// new.
+		invalid(dpop.ErrUseNonce, dpop.CodeUseNonce, ""),
+		invalid(dpop.ErrInvalidProof, dpop.CodeInvalidProof, ""),
+		server(context.Canceled, connect.CodeCanceled),
+		server(context.DeadlineExceeded, connect.CodeDeadlineExceeded),
+		server(eventlog.ErrAmbiguous, connect.CodeUnavailable),
+	}
+	return append(t, auth.Refusals()...)
 }
 
-// toConnect maps a domain error to a Connect error with the OAuth code. It
-// logs server errors with the correlation ID.
+// toConnect maps a domain error to a Connect error with the OAuth code
+// (Refusals). It logs server errors with the correlation ID; a Connect
+// error passes through as it is.
 func toConnect(ctx context.Context, log *slog.Logger, procedure string, err error) error {
 	if err == nil {
 		return nil
@@ -37,55 +60,16 @@ func toConnect(ctx context.Context, log *slog.Logger, procedure string, err erro
 	if errors.As(err, &ce) {
 		return err
 	}
-	if code := dpop.Code(err); code != "" {
-		// The failed check of RFC 9449 §4.3 is named: it is what the
-		// client got wrong, and tells an attacker nothing new.
-		return oauthError(connect.CodeInvalidArgument, code, err.Error())
-	}
-	code := issuer.Code(err)
-	var cc connect.Code
-	desc := ""
-	switch code {
-	case issuer.CodeInvalidRequest, issuer.CodeInvalidScope:
-		cc = connect.CodeInvalidArgument
-		desc = err.Error() // names the field; holds no secret
-		if len(code)+2 < len(desc) && desc[:len(code)] == code {
-			desc = desc[len(code)+2:]
-		}
-	case issuer.CodeInvalidGrant, issuer.CodeInvalidDPoPProof:
-		cc = connect.CodeInvalidArgument
-		for _, d := range descriptions {
-			if errors.Is(err, d.err) {
-				desc = d.desc
-				break
-			}
-		}
-	default:
-		switch {
-		case errors.Is(err, context.Canceled):
-			cc = connect.CodeCanceled
-		case errors.Is(err, context.DeadlineExceeded):
-			cc = connect.CodeDeadlineExceeded
-		case errors.Is(err, eventlog.ErrAmbiguous):
-			cc = connect.CodeUnavailable
-		default:
-			cc = connect.CodeInternal
-		}
-		desc = "the request could not be completed"
+	r := Refusals().Rule(err)
+	if r.Log {
 		log.ErrorContext(ctx, "request failed", "procedure", procedure,
 			"correlation_id", eventlog.CorrelationID(ctx), "error", err)
 	}
-	return oauthError(cc, code, desc)
+	return r.Error(err)
 }
 
+// oauthError returns a refusal the handler decided itself (a field of the
+// request that no domain package reads), in the form of every refusal.
 func oauthError(cc connect.Code, code, desc string) *connect.Error {
-	msg := code
-	if desc != "" {
-		msg += ": " + desc
-	}
-	e := connect.NewError(cc, errors.New(msg))
-	if d, err := connect.NewErrorDetail(&tokenv1.OAuthError{Error: code, ErrorDescription: desc}); err == nil {
-		e.AddDetail(d)
-	}
-	return e
+	return refusal.New(cc, code, desc, nil)
 }

@@ -75,7 +75,9 @@
 // CodePermissionDenied "unauthorized_client" for a wrong role or client_id,
 // CodeResourceExhausted "temporarily_unavailable" over the rate limit. The
 // detail goes to the log (with the correlation ID) and the count to an
-// Observer.
+// Observer. These rules are Refusals, in the form of package refusal; the
+// service's table (rpc.Refusals) includes them, so a refusal by the guard
+// and one by a handler look alike.
 //
 // # Rate limits
 //

@@ -1,6 +1,12 @@
 package auth
 
-import "errors"
+import (
+	"errors"
+
+	"connectrpc.com/connect"
+
+	"github.com/auth-platform/tokenservice/rpc/refusal"
+)
 
 // Sentinel errors. The first four are why a caller is refused; they reach
 // the log, while the caller gets only a short message (see Guard).
@@ -39,3 +45,26 @@ var (
 	// It comes wrapped with ErrInvalidPolicy.
 	ErrIncompletePolicy = errors.New("auth: incomplete policy file")
 )
+
+// publicDenied is the public text of a call the caller's roles do not allow.
+const publicDenied = "permission denied"
+
+// Refusals returns the rules of the refusals above (package refusal): the
+// Connect code, OAuth error code (RFC 6749 §5.2) and public text of each.
+// An unknown credential and an expired one read the same, so that a
+// caller learns nothing about which keys exist; a stream's withdrawn
+// caller is refused for its reason. The guard refuses an error that no
+// rule names as ErrPermissionDenied; rpc's table includes these rules.
+func Refusals() refusal.Table {
+	return refusal.Table{
+		{Err: ErrNoCredential, Code: connect.CodeUnauthenticated, OAuth: refusal.InvalidClient, Public: "authentication required"},
+		{Err: ErrUnknownCredential, Code: connect.CodeUnauthenticated, OAuth: refusal.InvalidClient, Public: "invalid credential"},
+		{Err: ErrExpiredCredential, Code: connect.CodeUnauthenticated, OAuth: refusal.InvalidClient, Public: "invalid credential"},
+		{Err: ErrClientNotAllowed, Code: connect.CodePermissionDenied, OAuth: refusal.UnauthorizedClient, Public: "client_id not allowed for this caller"},
+		{Err: ErrNotLoopbackHost, Code: connect.CodePermissionDenied, OAuth: refusal.InvalidRequest,
+			Public: "authentication is disabled (AUTH_MODE=none), so only requests addressed to localhost, 127.0.0.1 or [::1] are served; the Host of this one is not (DNS rebinding protection)"},
+		{Err: ErrRateLimited, Code: connect.CodeResourceExhausted, OAuth: refusal.TemporarilyUnavailable, Public: "rate limit exceeded"},
+		{Err: ErrPermissionDenied, Code: connect.CodePermissionDenied, OAuth: refusal.UnauthorizedClient, Public: publicDenied},
+		{Err: ErrCallerWithdrawn, Code: connect.CodePermissionDenied, OAuth: refusal.UnauthorizedClient, Public: publicDenied},
+	}
+}

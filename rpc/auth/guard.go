@@ -13,7 +13,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/auth-platform/tokenservice/eventlog"
-	tokenv1 "github.com/auth-platform/tokenservice/proto/token/v1"
+	"github.com/auth-platform/tokenservice/rpc/refusal"
 )
 
 // Reason is why a call was refused, as counted by an Observer.
@@ -412,7 +412,7 @@ func (g *Guard) refuse(ctx context.Context, procedure string, reason Reason, err
 		slog.String("caller", id.Name), slog.String("credential", string(id.Kind)), slog.String("subject", id.Subject),
 		slog.String("peer", peer), slog.String("correlation_id", eventlog.CorrelationID(ctx)),
 		slog.String("error", err.Error()))
-	return refusal(err)
+	return refusalOf(err)
 }
 
 func (g *Guard) refuseHTTP(w http.ResponseWriter, r *http.Request, path string, reason Reason, err error, id Identity) {
@@ -434,42 +434,12 @@ func (g *Guard) refuseHTTP(w http.ResponseWriter, r *http.Request, path string, 
 	http.Error(w, ce.Message(), status)
 }
 
-// refused is the error a refused caller sees: a short message that does
-// not tell an unknown key from an expired one, wrapping the sentinel.
-type refused struct {
-	msg   string
-	cause error
-}
-
-func (e *refused) Error() string { return e.msg }
-func (e *refused) Unwrap() error { return e.cause }
-
-// refusal maps a sentinel error to the Connect error of a refused call,
-// with an OAuth error code first in its message and in a detail, like every
-// refusal of the service.
-func refusal(err error) error {
-	var code connect.Code
-	var oauth, desc string
-	switch {
-	case errors.Is(err, ErrNoCredential):
-		code, oauth, desc = connect.CodeUnauthenticated, "invalid_client", "authentication required"
-	case errors.Is(err, ErrUnknownCredential), errors.Is(err, ErrExpiredCredential):
-		code, oauth, desc = connect.CodeUnauthenticated, "invalid_client", "invalid credential"
-	case errors.Is(err, ErrClientNotAllowed):
-		code, oauth, desc = connect.CodePermissionDenied, "unauthorized_client", "client_id not allowed for this caller"
-	case errors.Is(err, ErrNotLoopbackHost):
-		code, oauth, desc = connect.CodePermissionDenied, "invalid_request",
-			"authentication is disabled (AUTH_MODE=none), so only requests addressed to localhost, 127.0.0.1 or [::1] are served; the Host of this one is not (DNS rebinding protection)"
-	case errors.Is(err, ErrRateLimited):
-		code, oauth, desc = connect.CodeResourceExhausted, "temporarily_unavailable", "rate limit exceeded"
-	default:
-		code, oauth, desc = connect.CodePermissionDenied, "unauthorized_client", "permission denied"
-	}
-	ce := connect.NewError(code, &refused{msg: oauth + ": " + desc, cause: err})
-	if d, derr := connect.NewErrorDetail(&tokenv1.OAuthError{Error: oauth, ErrorDescription: desc}); derr == nil {
-		ce.AddDetail(d)
-	}
-	return ce
+// refusalOf maps a sentinel error to the Connect error of a refused call
+// (Refusals); an error the table does not name is a denial, so that the
+// guard fails closed.
+func refusalOf(err error) error {
+	t := append(Refusals(), refusal.Rule{Code: connect.CodePermissionDenied, OAuth: refusal.UnauthorizedClient, Public: publicDenied})
+	return t.Error(err)
 }
 
 type peerKey struct{}

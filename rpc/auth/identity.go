@@ -119,10 +119,10 @@ func FromContext(ctx context.Context) (Identity, bool) {
 func AllowedClient(ctx context.Context, clientID string) error {
 	id, ok := FromContext(ctx)
 	if !ok {
-		return refusal(ErrNoCredential)
+		return refusalOf(ErrNoCredential)
 	}
 	if !id.MayUseClient(clientID) {
-		return refusal(ErrClientNotAllowed)
+		return refusalOf(ErrClientNotAllowed)
 	}
 	return nil
 }

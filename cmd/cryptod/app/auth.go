@@ -135,7 +135,7 @@ func authMiddleware(policy func() *Policy, next http.Handler) http.Handler {
 		c, err := policy().authenticate(r)
 		if err != nil {
 			// A Connect error in the protocol the client speaks.
-			_ = connect.NewErrorWriter().Write(w, r, connect.NewError(connect.CodeUnauthenticated, err))
+			_ = connect.NewErrorWriter().Write(w, r, refusals().Error(err))
 			return
 		}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callerKey{}, c)))

@@ -10,6 +10,7 @@ import (
 	"github.com/auth-platform/tokenservice/cmd/cryptod/keystore"
 	cryptov1 "github.com/auth-platform/tokenservice/proto/crypto/v1"
 	"github.com/auth-platform/tokenservice/proto/crypto/v1/cryptov1connect"
+	"github.com/auth-platform/tokenservice/rpc/refusal"
 	"github.com/auth-platform/tokenservice/signing"
 	"github.com/auth-platform/tokenservice/signing/pkcs11"
 )
@@ -51,7 +52,7 @@ var algorithms = map[cryptov1.SigningAlgorithm]signing.Algorithm{
 func authorize(ctx context.Context, ns string) error {
 	c := callerFrom(ctx)
 	if c == nil || !c.mayUse(ns) {
-		return connect.NewError(connect.CodePermissionDenied, errors.New("namespace not allowed for this caller"))
+		return refusals().Error(errNamespace)
 	}
 	return nil
 }
@@ -64,31 +65,37 @@ func keyRef(r keystore.Ref, version uint32) *cryptov1.KeyRef {
 	return &cryptov1.KeyRef{Namespace: r.Namespace, Name: r.Name, Version: version}
 }
 
-// fail maps a store error to its code, in one place. What the client
-// reads is short; HSM failures are logged with their detail.
-func (s *service) fail(ctx context.Context, op string, err error) error {
-	var code connect.Code
-	msg := err.Error()
-	switch {
-	case errors.Is(err, keystore.ErrInvalid):
-		code = connect.CodeInvalidArgument
-	case errors.Is(err, keystore.ErrDecrypt):
-		code, msg = connect.CodeInvalidArgument, "ciphertext does not decrypt"
-	case errors.Is(err, keystore.ErrNotFound):
-		code = connect.CodeNotFound
-	case errors.Is(err, keystore.ErrExists):
-		code = connect.CodeAlreadyExists
-	case errors.Is(err, keystore.ErrPurpose):
-		code = connect.CodeFailedPrecondition
-	case errors.Is(err, context.Canceled):
-		code = connect.CodeCanceled
-	case errors.Is(err, context.DeadlineExceeded):
-		code = connect.CodeDeadlineExceeded
-	default:
-		s.logger.ErrorContext(ctx, "HSM operation failed", "operation", op, "error", err)
-		code, msg = connect.CodeUnavailable, "the HSM cannot serve the call"
+// errNamespace refuses a caller the namespace it names.
+var errNamespace = errors.New("namespace not allowed for this caller")
+
+// refusals is cryptod's one table of refusals, in the form of tokend's
+// (package refusal): cryptod is not an OAuth service, so a refusal has a
+// Connect code and a short text, and no OAuth code. An HSM failure reads
+// the same whatever its cause; its detail goes to the log.
+func refusals() refusal.Table {
+	return refusal.Table{
+		{Err: errUnauthenticated, Code: connect.CodeUnauthenticated, Public: "unauthenticated"},
+		{Err: errNamespace, Code: connect.CodePermissionDenied, Public: "namespace not allowed for this caller"},
+		// The Detail names the field; it echoes only the caller's request.
+		{Err: keystore.ErrInvalid, Code: connect.CodeInvalidArgument},
+		{Err: keystore.ErrDecrypt, Code: connect.CodeInvalidArgument, Public: "ciphertext does not decrypt"},
+		{Err: keystore.ErrNotFound, Code: connect.CodeNotFound, Public: "key not found"},
+		{Err: keystore.ErrExists, Code: connect.CodeAlreadyExists, Public: "key exists with another type"},
+		{Err: keystore.ErrPurpose, Code: connect.CodeFailedPrecondition, Public: "key of another purpose"},
+		{Err: context.Canceled, Code: connect.CodeCanceled, Public: "context canceled"},
+		{Err: context.DeadlineExceeded, Code: connect.CodeDeadlineExceeded, Public: "context deadline exceeded"},
+		{Code: connect.CodeUnavailable, Public: "the HSM cannot serve the call", Log: true},
 	}
-	return connect.NewError(code, errors.New(msg))
+}
+
+// fail maps a store error to its refusal (refusals). HSM failures are
+// logged with their detail.
+func (s *service) fail(ctx context.Context, op string, err error) error {
+	r := refusals().Rule(err)
+	if r.Log {
+		s.logger.ErrorContext(ctx, "HSM operation failed", "operation", op, "error", err)
+	}
+	return r.Error(err)
 }
 
 func (s *service) CreateKey(ctx context.Context, req *connect.Request[cryptov1.CreateKeyRequest]) (*connect.Response[cryptov1.CreateKeyResponse], error) {

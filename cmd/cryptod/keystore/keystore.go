@@ -60,6 +60,19 @@ var (
 	ErrDecrypt = errors.New("keystore: cannot decrypt")
 )
 
+// invalid returns an error wrapping ErrInvalid whose Detail names what the
+// caller got wrong; it echoes only the caller's own request, so cryptod
+// may show it.
+func invalid(format string, args ...any) error {
+	return &invalidError{detail: fmt.Sprintf(format, args...)}
+}
+
+type invalidError struct{ detail string }
+
+func (e *invalidError) Error() string  { return ErrInvalid.Error() + ": " + e.detail }
+func (e *invalidError) Unwrap() error  { return ErrInvalid }
+func (e *invalidError) Detail() string { return e.detail }
+
 // MaxInput bounds a plaintext or associated data.
 const MaxInput = 4096
 
@@ -82,10 +95,10 @@ func (r Ref) String() string {
 // Check returns ErrInvalid for a malformed namespace or name.
 func (r Ref) Check() error {
 	if !namespaceRE.MatchString(r.Namespace) {
-		return fmt.Errorf("%w: namespace %q", ErrInvalid, r.Namespace)
+		return invalid("namespace %q", r.Namespace)
 	}
 	if !nameRE.MatchString(r.Name) {
-		return fmt.Errorf("%w: key name %q", ErrInvalid, r.Name)
+		return invalid("key name %q", r.Name)
 	}
 	return nil
 }
@@ -283,7 +296,7 @@ func (s *Store) signer(ctx context.Context, t pkcs11.KeyType, v *version, alg si
 		return nil, fmt.Errorf("%w: an encryption key does not sign", ErrPurpose)
 	}
 	if !slices.Contains(Algorithms(t), alg) {
-		return nil, fmt.Errorf("%w: a %s key does not sign %s", ErrInvalid, t, alg)
+		return nil, invalid("a %s key does not sign %s", t, alg)
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -337,7 +350,7 @@ func (s *Store) Sign(ctx context.Context, r Ref, alg signing.Algorithm, digest [
 		want = 48
 	}
 	if len(digest) != want {
-		return nil, 0, fmt.Errorf("%w: a digest of %d bytes for %s (want %d)", ErrInvalid, len(digest), alg, want)
+		return nil, 0, invalid("a digest of %d bytes for %s (want %d)", len(digest), alg, want)
 	}
 	sig, err := sg.SignDigest(ctx, digest)
 	return sig, n, err
@@ -366,7 +379,7 @@ const header = 4 + pkcs11.NonceSize
 // usual call), authenticating aad.
 func (s *Store) Encrypt(ctx context.Context, r Ref, plaintext, aad []byte) ([]byte, uint32, error) {
 	if len(plaintext) > MaxInput || len(aad) > MaxInput {
-		return nil, 0, fmt.Errorf("%w: plaintext or associated data over %d bytes", ErrInvalid, MaxInput)
+		return nil, 0, invalid("plaintext or associated data over %d bytes", MaxInput)
 	}
 	t, n, v, err := s.lookup(r)
 	if err != nil {
