@@ -19,59 +19,18 @@ import (
 // HeaderDPoPNonce carries a fresh DPoP nonce (RFC 9449 §8.1).
 const HeaderDPoPNonce = "DPoP-Nonce"
 
-// verifyTokenRequestProof checks the DPoP proof of a token request, if
-// any, and returns the key thumbprint the tokens are bound to ("" for
-// Bearer). dpopJKT is GenerateTokens' optional pre-bound key (§10).
+// verifyTokenRequestProof checks the DPoP part of a token request
+// (dpop.VerifyTokenRequest) and counts the outcome; it returns the key
+// thumbprint the tokens are bound to ("" for Bearer).
 func (s *service) verifyTokenRequestProof(ctx context.Context, proof, method, uri, dpopJKT string) (string, error) {
-	if proof == "" {
-		if dpopJKT != "" {
-			s.metrics.dpopValidated(dpop.ErrMissing)
-			return "", dpop.ErrMissing
-		}
-		if method != "" || uri != "" {
-			return "", invalidRequest("http_method and http_uri go with dpop_proof")
-		}
-		return "", nil
+	jkt, err := s.dpop.VerifyTokenRequest(ctx, dpop.TokenRequest{Proof: proof, Method: method, URI: uri, BoundJKT: dpopJKT}, s.tokenEndpoints)
+	if errors.Is(err, dpop.ErrRequestShape) {
+		return "", invalidRequest(err.Error())
 	}
-	if method == "" || uri == "" {
-		return "", invalidRequest("dpop_proof needs http_method and http_uri")
+	if proof != "" || dpopJKT != "" {
+		s.metrics.dpopValidated(err)
 	}
-	// A token request is a POST to a token endpoint, and its proof has no
-	// ath: a proof made for a resource request cannot be replayed here.
-	if method != "POST" || !s.tokenEndpoint(uri) {
-		s.metrics.dpopValidated(dpop.ErrNotTokenRequest)
-		return "", dpop.ErrNotTokenRequest
-	}
-	p, err := s.dpop.Verify(ctx, proof, dpop.Request{Method: method, URI: uri})
-	if err == nil && p.ATH != "" {
-		err = dpop.ErrNotTokenRequest
-	}
-	if err == nil && dpopJKT != "" && p.JKT != dpopJKT {
-		err = dpop.ErrKeyMismatch
-	}
-	s.metrics.dpopValidated(err)
-	if err != nil {
-		return "", err
-	}
-	return p.JKT, nil
-}
-
-// tokenEndpoint reports whether uri is one of the configured token
-// endpoints (any, when none is configured).
-func (s *service) tokenEndpoint(uri string) bool {
-	if len(s.tokenEndpoints) == 0 {
-		return true
-	}
-	n, err := dpop.NormalizeURI(uri)
-	if err != nil {
-		return false
-	}
-	for _, e := range s.tokenEndpoints {
-		if e == n {
-			return true
-		}
-	}
-	return false
+	return jkt, err
 }
 
 func invalidRequest(desc string) error {
@@ -105,19 +64,12 @@ func (s *service) ValidateDPoP(ctx context.Context, req *connect.Request[tokenv1
 			return refuse(refusal.InvalidToken, "access token is not for this audience")
 		}
 		boundJKT = at.JKT
-		if boundJKT != "" && m.GetProof() == "" {
-			// §7.2: a bound token without a proof is a downgrade.
-			s.metrics.dpopValidated(errInvalidToken)
-			return refuse(refusal.InvalidToken, "DPoP-bound access token presented without a DPoP proof")
-		}
 	}
-	if m.GetHttpMethod() == "" || m.GetHttpUri() == "" {
-		s.metrics.dpopValidated(dpop.ErrMissingClaim)
-		return refuse(dpop.CodeInvalidProof, "http_method and http_uri are required")
-	}
-	p, err := s.dpop.Verify(ctx, m.GetProof(), dpop.Request{Method: m.GetHttpMethod(), URI: m.GetHttpUri(), AccessToken: m.GetAccessToken()})
-	if err == nil && boundJKT != "" && p.JKT != boundJKT {
-		err = dpop.ErrKeyMismatch
+	p, err := s.dpop.VerifyResourceRequest(ctx, dpop.ResourceRequest{Proof: m.GetProof(), Method: m.GetHttpMethod(), URI: m.GetHttpUri(),
+		AccessToken: m.GetAccessToken(), BoundJKT: boundJKT})
+	if errors.Is(err, dpop.ErrBoundWithoutProof) {
+		s.metrics.dpopValidated(errInvalidToken)
+		return refuse(refusal.InvalidToken, err.Error())
 	}
 	s.metrics.dpopValidated(err)
 	if err != nil {
