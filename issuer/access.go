@@ -1,6 +1,8 @@
 package issuer
 
 import (
+	"github.com/auth-platform/tokenservice/issuer/family"
+
 	"context"
 	"crypto"
 	"encoding/base64"
@@ -221,4 +223,36 @@ func (i *Issuer) VerifyAccessToken(token string, checkExpiry bool) (VerifiedAcce
 		v.JKT = claims.Cnf.JKT
 	}
 	return v, nil
+}
+
+// RevocationView is what a replica knows of revocations (its in-memory
+// projection): whether a family is revoked, and the latest cut-off of a
+// subject (the zero time for none).
+type RevocationView interface {
+	IsFamilyRevoked(fid string) bool
+	CutoffOf(subject string) time.Time
+}
+
+// AccessTokenRevoked reports whether at is revoked as view knows it: the
+// one predicate of the service and of resource servers (family.Revokes).
+// A nil view knows no revocation.
+func AccessTokenRevoked(at VerifiedAccessToken, view RevocationView) bool {
+	if view == nil {
+		return false
+	}
+	return family.Revokes(family.AccessClaims{Subject: at.Subject, FamilyID: at.FamilyID, IssuedAt: at.IssuedAt},
+		view.IsFamilyRevoked(at.FamilyID), view.CutoffOf(at.Subject))
+}
+
+// IntrospectAccessToken returns the claims of an access token that is
+// active (RFC 7662): its signature, issuer and lifetime check out, view
+// knows no revocation of it, and its audience is acceptable to a resource
+// server that expects audience and is restricted to allowed
+// (AudienceAcceptable). ok is false for any other token.
+func (i *Issuer) IntrospectAccessToken(token string, view RevocationView, audience string, allowed []string) (at VerifiedAccessToken, ok bool) {
+	at, err := i.VerifyAccessToken(token, true)
+	if err != nil || !AudienceAcceptable(at.Audience, audience, allowed) || AccessTokenRevoked(at, view) {
+		return VerifiedAccessToken{}, false
+	}
+	return at, true
 }

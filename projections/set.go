@@ -163,6 +163,20 @@ func (s *Set) RevokedFamily(fid string) (RevokedFamily, bool) {
 	return s.revocations.Family(fid)
 }
 
+// IsFamilyRevoked reports whether family fid's revocation is held
+// (issuer.RevocationView).
+func (s *Set) IsFamilyRevoked(fid string) bool {
+	_, ok := s.RevokedFamily(fid)
+	return ok
+}
+
+// CutoffOf returns the time of subject's cut-off if held, else the zero
+// time (issuer.RevocationView).
+func (s *Set) CutoffOf(subject string) time.Time {
+	c, _ := s.SubjectCutoff(subject)
+	return c.At
+}
+
 // SubjectCutoff returns the cut-off of subject, if held.
 func (s *Set) SubjectCutoff(subject string) (SubjectCutoff, bool) {
 	s.mu.RLock()

@@ -3,14 +3,11 @@ package rpc
 import (
 	"context"
 	"errors"
-	"time"
 
 	"connectrpc.com/connect"
 
 	"github.com/auth-platform/tokenservice/dpop"
 	"github.com/auth-platform/tokenservice/issuer"
-	"github.com/auth-platform/tokenservice/issuer/family"
-	"github.com/auth-platform/tokenservice/projections"
 	tokenv1 "github.com/auth-platform/tokenservice/proto/token/v1"
 	"github.com/auth-platform/tokenservice/rpc/auth"
 	"github.com/auth-platform/tokenservice/rpc/refusal"
@@ -55,7 +52,7 @@ func (s *service) ValidateDPoP(ctx context.Context, req *connect.Request[tokenv1
 			s.metrics.dpopValidated(errInvalidToken)
 			return refuse(refusal.InvalidToken, "access token is invalid or expired")
 		}
-		if s.revoked(at) {
+		if issuer.AccessTokenRevoked(at, s.revocations) {
 			s.metrics.dpopValidated(errInvalidToken)
 			return refuse(refusal.InvalidToken, "access token is revoked")
 		}
@@ -86,25 +83,3 @@ func (s *service) ValidateDPoP(ctx context.Context, req *connect.Request[tokenv1
 
 // errInvalidToken labels refusals of the access token in metrics.
 var errInvalidToken = errors.New("invalid_token")
-
-// Revocations answers whether a family or a subject is revoked; the
-// revocation projection implements it.
-type Revocations interface {
-	RevokedFamily(fid string) (projections.RevokedFamily, bool)
-	SubjectCutoff(subject string) (projections.SubjectCutoff, bool)
-}
-
-// revoked reports whether the access token is revoked as this replica's
-// projections know it (family.Revokes, the predicate resource servers use
-// too).
-func (s *service) revoked(at issuer.VerifiedAccessToken) bool {
-	if s.revocations == nil {
-		return false
-	}
-	_, familyRevoked := s.revocations.RevokedFamily(at.FamilyID)
-	var cutoff time.Time
-	if c, ok := s.revocations.SubjectCutoff(at.Subject); ok {
-		cutoff = c.At
-	}
-	return family.Revokes(family.AccessClaims{Subject: at.Subject, FamilyID: at.FamilyID, IssuedAt: at.IssuedAt}, familyRevoked, cutoff)
-}

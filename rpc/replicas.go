@@ -42,17 +42,15 @@ func (s *service) IntrospectToken(ctx context.Context, req *connect.Request[toke
 	// A caller restricted to some audiences learns nothing of tokens for
 	// others (RFC 7662 §4).
 	id, _ := auth.FromContext(ctx)
-	acceptable := func(aud []string) bool { return issuer.AudienceAcceptable(aud, m.GetAudience(), id.Audiences) }
-	// A JWT has two dots, a refresh token one: the hint only orders the
-	// attempts, and a token of the other kind is still found.
+	// A JWT has two dots, a refresh token one.
 	if strings.Count(tok, ".") == 2 {
-		return connect.NewResponse(s.introspectAccess(tok, acceptable)), nil
+		return connect.NewResponse(s.introspectAccess(tok, m.GetAudience(), id.Audiences)), nil
 	}
 	st, ok, err := s.issuer.IntrospectRefreshToken(ctx, tok)
 	if err != nil {
 		return nil, toConnect(ctx, s.log, req.Spec().Procedure, err)
 	}
-	if !ok || !acceptable(st.GetAudience()) {
+	if !ok || !issuer.AudienceAcceptable(st.GetAudience(), m.GetAudience(), id.Audiences) {
 		return connect.NewResponse(inactive()), nil
 	}
 	out := &tokenv1.IntrospectTokenResponse{
@@ -69,13 +67,10 @@ func (s *service) IntrospectToken(ctx context.Context, req *connect.Request[toke
 	return connect.NewResponse(out), nil
 }
 
-// introspectAccess answers for an access token: active if its signature,
-// issuer and lifetime check out, its audience is acceptable to the caller
-// and this replica's projections know no revocation of its family or
-// subject.
-func (s *service) introspectAccess(tok string, acceptable func(aud []string) bool) *tokenv1.IntrospectTokenResponse {
-	at, err := s.issuer.VerifyAccessToken(tok, true)
-	if err != nil || !acceptable(at.Audience) || s.revoked(at) {
+// introspectAccess answers for an access token (issuer.IntrospectAccessToken).
+func (s *service) introspectAccess(tok, audience string, allowed []string) *tokenv1.IntrospectTokenResponse {
+	at, ok := s.issuer.IntrospectAccessToken(tok, s.revocations, audience, allowed)
+	if !ok {
 		return inactive()
 	}
 	out := &tokenv1.IntrospectTokenResponse{

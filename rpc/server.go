@@ -35,7 +35,7 @@ type Config struct {
 	// KeyAdmin rotates and lists signing keys (admin RPCs). Required.
 	KeyAdmin KeyAdmin
 	// Revocations, if set, lets ValidateDPoP refuse revoked tokens.
-	Revocations Revocations
+	Revocations issuer.RevocationView
 	// Families, if set, serves ListFamilies from the families read model.
 	Families FamilyLister
 	// Feed, if set, serves WatchRevocations.

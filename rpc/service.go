@@ -28,7 +28,7 @@ type service struct {
 	issuer         *issuer.Issuer
 	dpop           *dpop.Verifier
 	keyAdmin       KeyAdmin
-	revocations    Revocations
+	revocations    issuer.RevocationView
 	families       FamilyLister
 	feed           RevocationFeed
 	watchers       chan struct{} // a slot per WatchRevocations stream
