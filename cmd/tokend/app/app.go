@@ -170,6 +170,7 @@ func (m *Main) start(ctx context.Context) error {
 		Stream: cfg.Stream, Prefix: cfg.SubjectPrefix, Replicas: cfg.NATSReplicas, Observer: m.Metrics,
 		MaxPayload: 256 << 10, Tracer: tracer(m.tracerProvider, "github.com/auth-platform/tokenservice/eventlog"),
 		Auth: logAuth, OnForged: m.forged,
+		OnReadError: func(err error) { m.Logger.Warn("reading the event log: recovering", "error", err) },
 	})
 	if err != nil {
 		return err
