@@ -130,10 +130,15 @@ func New(t testing.TB, o Options) *Env {
 		}
 	}
 	kr, err := keyring.New(log, set, runner, sealer, keyring.Config{Rand: rand.Reader, Now: o.Clock.Now, Algorithm: o.Algorithm,
-		Prepublish: o.Prepublish, Retention: o.Retention, RotationPeriod: o.RotationPeriod, Backend: o.Backend, Fallback: o.Fallback, Breaker: o.Breaker})
+		Prepublish: o.Prepublish, Retention: o.Retention, RotationPeriod: o.RotationPeriod, Backend: o.Backend, Fallback: o.Fallback, Breaker: o.Breaker,
+		OnError: func(err error) { t.Errorf("keyring: %v", err) }})
 	if err != nil {
 		t.Fatal(err)
 	}
+	kctx, kcancel := context.WithCancel(context.Background())
+	kdone := make(chan struct{})
+	go func() { defer close(kdone); _ = kr.Run(kctx) }() // ends with kctx; it reports through OnError
+	t.Cleanup(func() { kcancel(); <-kdone })
 	sctx, scancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer scancel()
 	if _, err := kr.EnsureActive(sctx); err != nil {

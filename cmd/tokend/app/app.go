@@ -230,7 +230,7 @@ func (m *Main) start(ctx context.Context) error {
 
 	kcfg := keyring.Config{Rand: rand.Reader, Algorithm: cfg.Algorithm,
 		Retention: cfg.KeyRetention, Prepublish: cfg.Prepublish, RotationPeriod: cfg.RotationPeriod,
-		Fallback: cfg.CryptoFallback,
+		Fallback: cfg.CryptoFallback, OnError: func(err error) { m.Logger.Error("the log does not record that the fallback key signs", "error", err) },
 	}
 	if cfg.KMSProvider == "aws" {
 		api, err := kmsClient(ctx, cfg)
@@ -250,6 +250,7 @@ func (m *Main) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	m.group.Go("keyring fallback recorder", m.Keyring.Run, nil)
 	kid, err := m.Keyring.EnsureActive(ctx)
 	if err != nil {
 		return fmt.Errorf("signing key: %w", err)
