@@ -89,7 +89,11 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (*Main, error) 
 	logger = slog.New(WithRequestIDs(logger.Handler()))
 	m := &Main{Config: cfg, Logger: logger, group: newGroup(ctx, logger)}
 	if err := m.start(ctx); err != nil {
-		m.Close(context.Background())
+		// Without ctx's deadline: a start that timed out still stops
+		// what it started.
+		if cerr := m.Close(context.WithoutCancel(ctx)); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("close after the failed start: %w", cerr))
+		}
 		return nil, err
 	}
 	return m, nil
