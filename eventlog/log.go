@@ -50,6 +50,11 @@ type Config struct {
 	// as this Log lives) of every record a read refused with ErrForged.
 	// It must not block.
 	OnForged func(Record, error)
+	// OnReadError, if set, is told of every error a read (Follow, Replay)
+	// recovers from by itself: missed heartbeats while a stream leader
+	// moves, a failed status query. Reads go on either way; it lets the
+	// owner count or log them. It must not block. Default: none.
+	OnReadError func(error)
 	// Tracer, if set, records a span around every Append. Its attributes
 	// are the event type, the outcome and the sequence; never the subject, which holds IDs. Default: a
 	// no-op tracer.

@@ -121,7 +121,9 @@ func (l *Log) read(ctx context.Context, from uint64, filters []string, fn func(R
 		if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
 			return // the ordered consumer recreates itself
 		}
-		_ = err // heartbeats missed while a leader moves; it recovers
+		if rctx.Err() == nil { // not the read's own end
+			l.readError(fmt.Errorf("read the log: %w", err)) // heartbeats missed while a leader moves; it recovers
+		}
 	}), jetstream.PullMaxMessages(2048))
 	if err != nil {
 		return fmt.Errorf("consume: %w", err)
@@ -147,6 +149,9 @@ func (l *Log) read(ctx context.Context, from uint64, filters []string, fn func(R
 			mu.Unlock()
 			ci, err := cons.Info(rctx)
 			if err != nil {
+				if rctx.Err() == nil {
+					l.readError(fmt.Errorf("read the log: consumer info: %w", err)) // asked again at the next tick
+				}
 				continue
 			}
 			mu.Lock()
@@ -164,6 +169,13 @@ func (l *Log) read(ctx context.Context, from uint64, filters []string, fn func(R
 		return nil
 	}
 	return ctx.Err()
+}
+
+// readError tells OnReadError, if set, of an error a read recovers from.
+func (l *Log) readError(err error) {
+	if l.cfg.OnReadError != nil {
+		l.cfg.OnReadError(err)
+	}
 }
 
 // RecordOf returns the record of a message delivered by a consumer of the

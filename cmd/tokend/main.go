@@ -48,9 +48,9 @@ func main() {
 		case <-ctx.Done():
 			running = false
 			logger.Info("shutting down: draining calls in flight", "timeout", cfg.ShutdownTimeout.String())
-		case err := <-m.Err():
+		case <-m.Err(): // the failed component is logged by app
 			running, failed = false, true // a supervisor must see it and restart us
-			logger.Error("server failed", "error", err)
+			logger.Error("shutting down after a component failed")
 		}
 	}
 	closeCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)

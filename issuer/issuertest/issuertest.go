@@ -67,6 +67,8 @@ type Options struct {
 	Backend  keyring.Backend
 	Fallback bool
 	Breaker  breaker.Config
+	// KeyringOnError is the keyring's OnError (default: fail the test).
+	KeyringOnError func(error)
 	// LogObserver and Tracer instrument the event log and the issuer
 	// (default none).
 	LogObserver eventlog.Observer
@@ -108,6 +110,9 @@ func New(t testing.TB, o Options) *Env {
 	if o.Key == nil {
 		o.Key = TestKey
 	}
+	if o.KeyringOnError == nil {
+		o.KeyringOnError = func(err error) { t.Errorf("keyring: %v", err) }
+	}
 	log := eventlogtest.OpenLog(t, o.Conn, eventlog.Config{Replicas: o.Replicas, Observer: o.LogObserver, Tracer: o.Tracer})
 	set := projections.NewSet(o.AccessTTL)
 	runner := projections.NewRunner(log, set, func(rec eventlog.Record, err error) {
@@ -130,10 +135,15 @@ func New(t testing.TB, o Options) *Env {
 		}
 	}
 	kr, err := keyring.New(log, set, runner, sealer, keyring.Config{Rand: rand.Reader, Now: o.Clock.Now, Algorithm: o.Algorithm,
-		Prepublish: o.Prepublish, Retention: o.Retention, RotationPeriod: o.RotationPeriod, Backend: o.Backend, Fallback: o.Fallback, Breaker: o.Breaker})
+		Prepublish: o.Prepublish, Retention: o.Retention, RotationPeriod: o.RotationPeriod, Backend: o.Backend, Fallback: o.Fallback, Breaker: o.Breaker,
+		OnError: o.KeyringOnError})
 	if err != nil {
 		t.Fatal(err)
 	}
+	kctx, kcancel := context.WithCancel(context.Background())
+	kdone := make(chan struct{})
+	go func() { defer close(kdone); _ = kr.Run(kctx) }() // ends with kctx; it reports through OnError
+	t.Cleanup(func() { kcancel(); <-kdone })
 	sctx, scancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer scancel()
 	if _, err := kr.EnsureActive(sctx); err != nil {

@@ -49,6 +49,19 @@ type Config struct {
 	OnCaughtUp func()
 	// Now is the clock that prunes expired entries. Default time.Now.
 	Now func() time.Time
+	// OnError, if set, is told of every error the reader recovers from by
+	// itself: its consumer failed and is set up again, or a feed message
+	// it cannot decode was skipped (wrapping ErrBadMessage). Reading goes
+	// on either way; it lets the owner count or log them. It is called
+	// from the reader's goroutines and must not block. Default: none.
+	OnError func(error)
+}
+
+// report tells OnError, if set, of err.
+func (c *Config) report(err error) {
+	if c.OnError != nil {
+		c.OnError(err)
+	}
 }
 
 func (c *Config) setDefaults() {
@@ -122,14 +135,17 @@ func (s *Subscriber) Run(ctx context.Context) error {
 		if after == 0 {
 			start = Start{Since: s.cfg.Now().Add(-s.cfg.AccessTTL - leeway)}
 		}
-		_ = watch(ctx, s.js, s.cfg, start, s.apply, func() {
+		err := watch(ctx, s.js, s.cfg, start, s.apply, func() {
 			s.readyOnce.Do(func() {
 				close(s.ready)
 				if s.cfg.OnCaughtUp != nil {
 					s.cfg.OnCaughtUp()
 				}
 			})
-		}, prune.C, s.prune) // its error only says why to set up again
+		}, prune.C, s.prune)
+		if err != nil && ctx.Err() == nil {
+			s.cfg.report(fmt.Errorf("%w; setting the consumer up again", err))
+		}
 		select {
 		case <-ctx.Done():
 			return nil
@@ -258,6 +274,8 @@ func Watch(ctx context.Context, js jetstream.JetStream, cfg Config, start Start,
 			return ctx.Err()
 		case first && errors.Is(err, errSetUp):
 			return err
+		case err != nil:
+			cfg.report(fmt.Errorf("%w; setting the consumer up again", err))
 		}
 		select {
 		case <-ctx.Done():
@@ -356,13 +374,17 @@ func watch(ctx context.Context, js jetstream.JetStream, cfg Config, start Start,
 		r, k, err := Decode(md.Sequence.Stream, md.Timestamp, m.Headers(), m.Data())
 		if err == nil {
 			apply(md.Sequence.Stream, md.NumPending, r, k)
+		} else {
+			cfg.report(fmt.Errorf("subscriber: skipped feed message %d: %w", md.Sequence.Stream, err))
 		}
 		if md.NumPending == 0 && caughtUp != nil {
 			caughtUp()
 		}
 	}, jetstream.PullMaxMessages(512), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 		if errors.Is(err, jetstream.ErrNoHeartbeat) || errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
-			fail(err)
+			fail(err) // returned by watch, reported by its caller
+		} else if ctx.Err() == nil {
+			cfg.report(fmt.Errorf("subscriber: consumer %s: %w", name, err)) // the consumer goes on
 		}
 	}))
 	if err != nil {

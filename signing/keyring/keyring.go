@@ -21,6 +21,10 @@
 // keys past their retention. Rotate stages a key on request; with
 // immediate (key compromise) it activates a new key at once and destroys
 // the old one at once.
+//
+// With Config.Fallback, a local key stays published to sign while a remote
+// backend's breaker is open; Run, which the keyring's owner runs for as
+// long as it signs, records each such outage as a fallback_engaged event.
 package keyring
 
 import (
@@ -79,6 +83,10 @@ type Config struct {
 	// Breaker configures the breaker in front of a remote backend's
 	// signers (its Observer is chained with the keyring's own).
 	Breaker breaker.Config
+	// OnError, if set, is told of the errors of Run's work (recording a
+	// fallback_engaged event), which nobody else waits for. It must not
+	// block. Default: none.
+	OnError func(error)
 }
 
 // Keyring is safe for concurrent use.
@@ -91,7 +99,8 @@ type Keyring struct {
 
 	local    Backend
 	backends map[string]Backend
-	engaged  atomic.Bool // a fallback_engaged event was recorded for the current outage
+	engaged  atomic.Bool   // a fallback_engaged event was recorded for the current outage
+	fellBack chan struct{} // the breaker opened: Run records fallback_engaged
 
 	mu      sync.Mutex
 	signers map[string]signing.Signer
@@ -130,7 +139,7 @@ func New(log *eventlog.Log, set *projections.Set, waiter Waiter, sealer *seal.Se
 	}
 	backends := map[string]Backend{BackendLocal: loc, cfg.Backend.Name(): cfg.Backend}
 	return &Keyring{log: log, set: set, waiter: waiter, sealer: sealer, cfg: cfg, local: loc, backends: backends,
-		signers: map[string]signing.Signer{}}, nil
+		signers: map[string]signing.Signer{}, fellBack: make(chan struct{}, 1)}, nil
 }
 
 // Active returns the signer of the active key. It returns
@@ -190,51 +199,6 @@ type FallbackSigner struct{ signing.Signer }
 
 // IsFallback reports true.
 func (FallbackSigner) IsFallback() bool { return true }
-
-// breakerObserver records, once per outage, that this replica engaged the
-// fallback key, and passes every observation on.
-type breakerObserver struct {
-	k    *Keyring
-	next breaker.Observer
-}
-
-func (o breakerObserver) Call(op, status string, d time.Duration) {
-	if o.next != nil {
-		o.next.Call(op, status, d)
-	}
-}
-
-func (o breakerObserver) StateChanged(open bool) {
-	if o.next != nil {
-		o.next.StateChanged(open)
-	}
-	if !open {
-		o.k.engaged.Store(false)
-		return
-	}
-	if o.k.cfg.Fallback && o.k.engaged.CompareAndSwap(false, true) {
-		go o.k.recordFallback()
-	}
-}
-
-// recordFallback appends fallback_engaged for the fallback key.
-func (k *Keyring) recordFallback() {
-	fb, ok := k.Fallback()
-	if !ok {
-		return
-	}
-	primary, _ := k.set.ActiveKey()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	ev, err := events.Key(k.log.Subjects(), fb.KeyID(), &eventsv1.KeyFallbackEngaged{KeyId: fb.KeyID(), PrimaryKeyId: primary.ID,
-		At: timestamppb.New(k.cfg.Now()), Reason: "breaker_open"})
-	if err != nil {
-		return
-	}
-	// It records a fact: appended after whatever key event is last, like
-	// every key event (compare-and-set on the keys aggregate).
-	_, _ = k.log.AppendNext(ctx, ev, k.log.Subjects().Keys()) // best effort: the breaker is open for a reason, and the metric counts the fallback
-}
 
 func stored(key projections.Key) signing.StoredKey {
 	return signing.StoredKey{ID: key.ID, Algorithm: key.Algorithm, JWK: key.JWK, Ref: key.Ref, Sealed: key.Sealed}

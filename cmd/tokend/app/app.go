@@ -3,7 +3,6 @@ package app
 import (
 	"context"
 	"crypto/rand"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -64,18 +63,11 @@ type Main struct {
 
 	closing atomic.Bool
 
-	lifecycleDone chan struct{}
-	projectorDone chan struct{}
-	refused       refusedSeqs // forged records, for the rotation checkpoint (logkeys.go)
-	feedDone      chan struct{}
-	feedConn      *nats.Conn  // the embedded server's feed account; nil with NATS_URL
-	crypto        cryptoParts // KMS_PROVIDER=pkcs11's token and reconciler
-	callers       callers     // caller authentication, TLS, metrics listener (callers.go)
-	cancel        context.CancelFunc
-	stopWatchers  context.CancelFunc // ends WatchRevocations streams on Close
-	watchCtx      context.Context
-	done          chan struct{}
-	serveErr      chan error
+	group    *group      // the long-lived components, stopped in reverse order (group.go)
+	refused  refusedSeqs // forged records, for the rotation checkpoint (logkeys.go)
+	feedConn *nats.Conn  // the embedded server's feed account; nil with NATS_URL
+	crypto   cryptoParts // KMS_PROVIDER=pkcs11's token, cryptosvc's client
+	callers  callers     // caller authentication, TLS, metrics listener (callers.go)
 }
 
 // NewLogger returns the JSON (or text) logger of cfg on stderr; records
@@ -95,9 +87,13 @@ func NewLogger(cfg Config) *slog.Logger {
 // context carry its trace and correlation IDs (WithRequestIDs).
 func Start(ctx context.Context, cfg Config, logger *slog.Logger) (*Main, error) {
 	logger = slog.New(WithRequestIDs(logger.Handler()))
-	m := &Main{Config: cfg, Logger: logger, done: make(chan struct{}), serveErr: make(chan error, 1)}
+	m := &Main{Config: cfg, Logger: logger, group: newGroup(ctx, logger)}
 	if err := m.start(ctx); err != nil {
-		m.Close(context.Background())
+		// Without ctx's deadline: a start that timed out still stops
+		// what it started.
+		if cerr := m.Close(context.WithoutCancel(ctx)); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("close after the failed start: %w", cerr))
+		}
 		return nil, err
 	}
 	return m, nil
@@ -178,6 +174,7 @@ func (m *Main) start(ctx context.Context) error {
 		Stream: cfg.Stream, Prefix: cfg.SubjectPrefix, Replicas: cfg.NATSReplicas, Observer: m.Metrics,
 		MaxPayload: 256 << 10, Tracer: tracer(m.tracerProvider, "github.com/auth-platform/tokenservice/eventlog"),
 		Auth: logAuth, OnForged: m.forged,
+		OnReadError: func(err error) { m.Logger.Warn("reading the event log: recovering", "error", err) },
 	})
 	if err != nil {
 		return err
@@ -199,18 +196,14 @@ func (m *Main) start(ctx context.Context) error {
 	}, func(err error) {
 		m.Logger.Error("projections cannot read the log; retrying", "error", err)
 	})
-	runCtx, cancel := context.WithCancel(context.Background())
-	m.cancel = cancel
-	go func() {
-		defer close(m.done)
-		if err := m.Runner.Run(runCtx); err != nil {
-			m.Logger.Error("projection runner stopped", "error", err)
-		}
-	}()
+	m.group.Go("projection runner", m.Runner.Run, nil)
 	restoreGC := catchUpGC()
 	select {
 	case <-m.Runner.Ready():
 		restoreGC()
+	case err := <-m.group.Failed():
+		restoreGC()
+		return fmt.Errorf("projections did not catch up: %w", err)
 	case <-ctx.Done():
 		restoreGC()
 		return fmt.Errorf("projections did not catch up: %w", ctx.Err())
@@ -228,11 +221,7 @@ func (m *Main) start(ctx context.Context) error {
 		OnError: func(err error) { m.Logger.Warn("families projector: retrying", "error", err) },
 	})
 	m.Families = projections.NewFamilyStore(m.Log.JetStream(), "")
-	m.projectorDone = make(chan struct{})
-	go func() {
-		defer close(m.projectorDone)
-		_ = m.Projector.Run(runCtx)
-	}()
+	m.group.Go("families projector", m.Projector.Run, nil)
 	m.FeedWriter = projections.NewFeedWriter(m.Log, feedJS, projections.FeedConfig{
 		Stream: m.FeedStream(),
 		OnBadRecord: func(rec eventlog.Record, err error) {
@@ -241,16 +230,11 @@ func (m *Main) start(ctx context.Context) error {
 		},
 		OnError: func(err error) { m.Logger.Warn("feed writer: retrying", "error", err) },
 	})
-	m.feedDone = make(chan struct{})
-	go func() {
-		defer close(m.feedDone)
-		_ = m.FeedWriter.Run(runCtx)
-	}()
-	m.watchCtx, m.stopWatchers = context.WithCancel(context.Background())
+	m.group.Go("feed writer", m.FeedWriter.Run, nil)
 
 	kcfg := keyring.Config{Rand: rand.Reader, Algorithm: cfg.Algorithm,
 		Retention: cfg.KeyRetention, Prepublish: cfg.Prepublish, RotationPeriod: cfg.RotationPeriod,
-		Fallback: cfg.CryptoFallback,
+		Fallback: cfg.CryptoFallback, OnError: func(err error) { m.Logger.Error("the log does not record that the fallback key signs", "error", err) },
 	}
 	if cfg.KMSProvider == "aws" {
 		api, err := kmsClient(ctx, cfg)
@@ -263,20 +247,20 @@ func (m *Main) start(ctx context.Context) error {
 	}
 	// KMS_PROVIDER=pkcs11 and cryptosvc, and the crypto service's envelope
 	// for sealing (crypto.go).
-	if sealer, err = m.setupCrypto(ctx, runCtx, &kcfg, sealer); err != nil {
+	if sealer, err = m.setupCrypto(ctx, &kcfg, sealer); err != nil {
 		return err
 	}
 	m.Keyring, err = keyring.New(m.Log, m.Set, m.Runner, sealer, kcfg)
 	if err != nil {
 		return err
 	}
+	m.group.Go("keyring fallback recorder", m.Keyring.Run, nil)
 	kid, err := m.Keyring.EnsureActive(ctx)
 	if err != nil {
 		return fmt.Errorf("signing key: %w", err)
 	}
 	m.Logger.Info("signing key active", "kid", kid, "algorithm", string(cfg.Algorithm))
-	m.lifecycleDone = make(chan struct{})
-	go m.runKeyLifecycle(runCtx)
+	m.group.Go("key lifecycle", m.runKeyLifecycle, nil)
 
 	m.Issuer, err = issuer.New(m.Log, m.Keyring, projections.Index{Set: m.Set, Runner: m.Runner}, sealer, issuer.Config{
 		Issuer: cfg.Issuer, AccessTTL: cfg.AccessTTL, RefreshTTL: cfg.RefreshTTL, Grace: cfg.Grace, FallbackAccessTTL: cfg.FallbackAccessTTL,
@@ -302,9 +286,11 @@ func (m *Main) start(ctx context.Context) error {
 		// with the same key, is accepted here.
 		m.Logger.Warn("DPOP_TOKEN_ENDPOINTS is not set: DPoP proofs of token requests are accepted for any http_uri; set it to the absolute URIs of your token endpoints so that a proof made for another server is refused")
 	}
+	feed := revocationFeed{log: m.Log}
+	feed.closing, feed.stop = context.WithCancel(m.group.base)
 	m.handler = rpc.New(rpc.Config{
 		Issuer: m.Issuer, DPoP: m.DPoP, Keys: m.Set, KeyAdmin: m.Keyring, Revocations: m.Set, TokenEndpoints: cfg.DPoPTokenEndpoints, Projections: m.Set,
-		Families: m.Families, Feed: revocationFeed{m: m}, Metrics: m.Metrics, Logger: m.Logger,
+		Families: m.Families, Feed: feed, Metrics: m.Metrics, Logger: m.Logger,
 		MaxRequestBytes: cfg.MaxRequestBytes, JWKSMaxAge: cfg.JWKSMaxAge, TracerProvider: m.tracerProvider,
 		Guard: m.callers.guard, NoMetricsEndpoint: cfg.MetricsAddr != "",
 		Ready: func() bool {
@@ -343,11 +329,13 @@ func (m *Main) start(ctx context.Context) error {
 	if m.callers.tls != nil {
 		serve = func(l net.Listener) error { return m.server.ServeTLS(l, "", "") }
 	}
-	go func() {
-		if err := serve(m.listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			m.serveErr <- err
+	m.group.Go("server", func(context.Context) error { return served(serve(m.listener)) }, func(ctx context.Context) error {
+		feed.stop() // streams never go idle: end them, clients resume
+		if err := m.server.Shutdown(ctx); err != nil {
+			return fmt.Errorf("drain calls: %w", err)
 		}
-	}()
+		return nil
+	})
 	m.Logger.Info("serving", "addr", m.listener.Addr().String(), "issuer", cfg.Issuer, "tls", m.callers.tls != nil, "auth_mode", cfg.AuthMode.String())
 	return m.serveMetrics()
 }
@@ -379,16 +367,29 @@ func catchUpGC() (restore func()) {
 	return func() { debug.SetGCPercent(prev) }
 }
 
+// served is the exit error of an http.Server's Serve: none once Shutdown
+// closed it.
+func served(err error) error {
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
 // revocationFeed serves WatchRevocations from the log; its streams end
-// when tokend closes.
-type revocationFeed struct{ m *Main }
+// when closing does (stop, called as the server stops).
+type revocationFeed struct {
+	log     *eventlog.Log
+	closing context.Context
+	stop    context.CancelFunc
+}
 
 func (f revocationFeed) WatchRevocations(ctx context.Context, after uint64, subscribed func(), fn func(subscriber.Revocation) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stop := context.AfterFunc(f.m.watchCtx, cancel)
+	stop := context.AfterFunc(f.closing, cancel)
 	defer stop()
-	return projections.RevocationFeed{Log: f.m.Log}.WatchRevocations(ctx, after, subscribed, fn)
+	return projections.RevocationFeed{Log: f.log}.WatchRevocations(ctx, after, subscribed, fn)
 }
 
 // Addr returns the address the service listens on.
@@ -402,44 +403,27 @@ func (m *Main) SubscriberURL() string {
 	return m.Config.NATSURL
 }
 
-// Err reports a serving failure after Start.
-func (m *Main) Err() <-chan error { return m.serveErr }
+// Err delivers the first component that stopped while the service ran
+// (already logged): the caller should Close and exit with a failure.
+func (m *Main) Err() <-chan error { return m.group.Failed() }
 
-// Close shuts down in reverse order: stop accepting and drain calls in
-// flight (bounded by ctx), stop the projections, flush the traces (bounded
-// by ctx), flush and close NATS, stop the embedded server (which syncs its
-// files).
+// Close shuts down in reverse order: stop the components in reverse order
+// of start (the listeners first, draining calls in flight, bounded by
+// ctx; the projections last), flush the traces (bounded by ctx), flush and
+// close NATS, stop the embedded server (which syncs its files). It returns
+// every error of the shutdown, and the exit errors of components that
+// failed while stopping (one that failed earlier was delivered by Err).
 func (m *Main) Close(ctx context.Context) error {
 	var errs []error
 	m.closing.Store(true) // /readyz answers 503 from now on
 	if m.handler != nil {
 		m.handler.SetServing(false)
 	}
-	if m.stopWatchers != nil {
-		m.stopWatchers() // streams never go idle: end them, clients resume
+	if err := m.group.Stop(ctx); err != nil {
+		errs = append(errs, err)
 	}
-	if m.server != nil {
-		if err := m.server.Shutdown(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("drain calls: %w", err))
-		}
-	} else if m.listener != nil {
-		m.listener.Close()
-	}
-	if err := m.closeCallers(ctx); err != nil {
-		errs = append(errs, fmt.Errorf("metrics listener: %w", err))
-	}
-	if m.cancel != nil {
-		m.cancel()
-		<-m.done
-		if m.lifecycleDone != nil {
-			<-m.lifecycleDone
-		}
-		if m.projectorDone != nil {
-			<-m.projectorDone
-		}
-		if m.feedDone != nil {
-			<-m.feedDone
-		}
+	if m.server == nil && m.listener != nil {
+		m.listener.Close() // Start failed between Listen and serving
 	}
 	if m.feedConn != nil {
 		m.feedConn.Close()
@@ -464,67 +448,19 @@ func (m *Main) Close(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// encryptionKey returns ENCRYPTION_KEY, or the key generated once under
-// DATA_DIR (created with mode 0600 on first start).
-func (m *Main) encryptionKey() ([]byte, error) {
-	if m.Config.EncryptionKey != nil {
-		return m.Config.EncryptionKey, nil
-	}
-	path := filepath.Join(m.Config.DataDir, "encryption.key")
-	if b, err := os.ReadFile(path); err == nil {
-		key, err := base64.StdEncoding.DecodeString(string(trimSpace(b)))
-		if err != nil || len(key) != seal.KeySize {
-			return nil, fmt.Errorf("%s: not the base64 of 32 bytes", path)
-		}
-		m.Logger.Warn("ENCRYPTION_KEY is not set: using the key generated in DATA_DIR; set ENCRYPTION_KEY in production and keep it outside the data directory", "path", path)
-		return key, nil
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return nil, err
-	}
-	key := make([]byte, seal.KeySize)
-	if _, err := rand.Read(key); err != nil {
-		return nil, err
-	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("write generated encryption key: %w", err)
-	}
-	if _, err := f.WriteString(base64.StdEncoding.EncodeToString(key) + "\n"); err != nil {
-		f.Close()
-		return nil, err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return nil, err
-	}
-	if err := f.Close(); err != nil {
-		return nil, err
-	}
-	m.Logger.Warn("ENCRYPTION_KEY is not set: GENERATED a new key and stored it in DATA_DIR. Anyone who reads DATA_DIR can unseal the signing keys. Set ENCRYPTION_KEY in production.", "path", path)
-	return key, nil
-}
-
-func trimSpace(b []byte) []byte {
-	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r' || b[len(b)-1] == ' ') {
-		b = b[:len(b)-1]
-	}
-	return b
-}
-
 // keyTick is how often the key lifecycle is moved along; every replica
 // does it, and key events are serialized, so they agree.
 const keyTick = 10 * time.Second
 
 // runKeyLifecycle stages, activates, retires and destroys keys on time
-// until ctx ends.
-func (m *Main) runKeyLifecycle(ctx context.Context) {
-	defer close(m.lifecycleDone)
+// until ctx ends; a failed step is logged and tried again at the next tick.
+func (m *Main) runKeyLifecycle(ctx context.Context) error {
 	t := time.NewTicker(keyTick)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			return
+			return ctx.Err()
 		case <-t.C:
 		}
 		tctx, cancel := context.WithTimeout(ctx, time.Minute)

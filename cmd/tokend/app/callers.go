@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -219,30 +218,26 @@ func (c Config) checkExposure(ctx context.Context) error {
 }
 
 // callers holds the running parts of CallerConfig: the guard, the policy
-// and certificate watchers, and the metrics listener.
+// and certificate reloaders (their watchers run in Main's group), and the
+// metrics listener.
 type callers struct {
-	guard         *auth.Guard
-	policy        *auth.Policy       // nil with AUTH_MODE=none
-	certs         *auth.CertReloader // nil without TLS
-	tls           *tls.Config        // nil without TLS
-	accounts      *eventlog.Accounts // the embedded server's, nil with NATS_URL
-	seedFile      string             // the generated subscriber seed, if any
-	metricsServer *http.Server
-	metricsLn     net.Listener
-	stopWatchers  context.CancelFunc
-	watchers      sync.WaitGroup
+	guard     *auth.Guard
+	policy    *auth.Policy       // nil with AUTH_MODE=none
+	certs     *auth.CertReloader // nil without TLS
+	tls       *tls.Config        // nil without TLS
+	accounts  *eventlog.Accounts // the embedded server's, nil with NATS_URL
+	seedFile  string             // the generated subscriber seed, if any
+	metricsLn net.Listener
 }
 
 // setupCallers refuses an exposed configuration (checkExposure), loads the
-// policy and the certificates and makes the guard; the watchers run until
-// closeCallers.
+// policy and the certificates and makes the guard; their watchers run in
+// Main's group until Close.
 func (m *Main) setupCallers(ctx context.Context) error {
 	cfg, c := m.Config, &m.callers
 	if err := cfg.checkExposure(ctx); err != nil {
 		return err
 	}
-	runCtx, cancel := context.WithCancel(context.Background())
-	c.stopWatchers = cancel
 	var err error
 	if cfg.TLSCertFile != "" {
 		if c.certs, err = auth.NewCertReloader(cfg.TLSCertFile, cfg.TLSKeyFile, m.Logger); err != nil {
@@ -255,7 +250,7 @@ func (m *Main) setupCallers(ctx context.Context) error {
 			}
 		}
 		c.tls = auth.ServerTLSConfig(c.certs, clientCAs, false)
-		c.watch(runCtx, c.certs.Watch)
+		m.group.Go("TLS certificate watcher", watchEvery(c.certs.Watch, 0), nil)
 	}
 	if cfg.AuthMode.None() {
 		m.Logger.Warn("AUTH_MODE=none: callers are not authenticated and may call every RPC, the admin ones included; allowed only because HOST is loopback. Set AUTH_POLICY_FILE before binding anywhere else",
@@ -266,7 +261,7 @@ func (m *Main) setupCallers(ctx context.Context) error {
 	if c.policy, err = auth.LoadPolicy(cfg.AuthPolicyFile, m.Logger); err != nil {
 		return fmt.Errorf("AUTH_POLICY_FILE: %w", err)
 	}
-	c.watch(runCtx, c.policy.Watch)
+	m.group.Go("caller policy watcher", watchEvery(c.policy.Watch, 0), nil)
 	c.guard, err = auth.New(auth.Config{Policy: c.policy, RefuseAPIKeys: !cfg.AuthMode.APIKey, Observer: refusals{m}, Logger: m.Logger})
 	if err != nil {
 		return err
@@ -286,11 +281,6 @@ func (r refusals) Refused(procedure string, reason auth.Reason) {
 	r.m.Metrics.Refused(procedure, reason)
 }
 
-// watch runs a reloader's Watch until ctx ends.
-func (c *callers) watch(ctx context.Context, watch func(context.Context, time.Duration) error) {
-	c.watchers.Go(func() { _ = watch(ctx, 0) })
-}
-
 // serveMetrics starts the METRICS_ADDR listener, if configured.
 func (m *Main) serveMetrics() error {
 	if m.Config.MetricsAddr == "" {
@@ -303,30 +293,10 @@ func (m *Main) serveMetrics() error {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", m.Metrics.Handler())
 	m.callers.metricsLn = ln
-	m.callers.metricsServer = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 16 << 10}
-	go func() {
-		if err := m.callers.metricsServer.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			select {
-			case m.serveErr <- fmt.Errorf("metrics listener: %w", err):
-			default: // the main listener failed first
-			}
-		}
-	}()
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 16 << 10}
+	m.group.Go("metrics listener", func(context.Context) error { return served(srv.Serve(ln)) }, srv.Shutdown)
 	m.Logger.Info("serving metrics", "addr", ln.Addr().String())
 	return nil
-}
-
-// closeCallers stops the metrics listener and the watchers.
-func (m *Main) closeCallers(ctx context.Context) error {
-	var err error
-	if s := m.callers.metricsServer; s != nil {
-		err = s.Shutdown(ctx)
-	}
-	if m.callers.stopWatchers != nil {
-		m.callers.stopWatchers()
-	}
-	m.callers.watchers.Wait()
-	return err
 }
 
 // provisionFeed creates or updates the subscribers' stream, the feed

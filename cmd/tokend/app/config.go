@@ -1,7 +1,3 @@
-// Package app assembles tokend: it reads the configuration, builds the
-// parts (event log, projections, keyring, issuer, RPC handler), runs them
-// and shuts them down in reverse order. It is the only package that reads
-// the environment; end-to-end tests and benchmarks drive it in process.
 package app
 
 import (

@@ -134,25 +134,19 @@ func readSecret(path string) (Secret, error) {
 	return Secret(b), nil
 }
 
-// cryptoParts are what the HSM and crypto-service backends add to tokend:
-// background tasks, stopped with the run context, and what to close after
-// them.
+// cryptoParts are what the HSM and crypto-service backends add to tokend
+// and close after the group stopped their background tasks.
 type cryptoParts struct {
-	done    []chan struct{}
 	closers []func() error
 }
 
-// close waits for the tasks (their context is cancelled) and closes the
-// parts in reverse order.
+// close closes the parts in reverse order.
 func (c *cryptoParts) close() error {
-	for _, d := range c.done {
-		<-d
-	}
 	var errs []error
 	for i := len(c.closers) - 1; i >= 0; i-- {
 		errs = append(errs, c.closers[i]())
 	}
-	c.done, c.closers = nil, nil
+	c.closers = nil
 	return errors.Join(errs...)
 }
 
@@ -161,8 +155,8 @@ func (c *cryptoParts) close() error {
 // sealer: with the crypto service's envelope when CRYPTO_SERVICE_ADDRESS
 // is set (sealing with it when CRYPTO_ENCRYPTION_ENABLED; otherwise only
 // opening what it sealed, which the keyring moves back under
-// ENCRYPTION_KEY). Background tasks run until runCtx ends.
-func (m *Main) setupCrypto(ctx, runCtx context.Context, kcfg *keyring.Config, sealer *seal.Sealer) (*seal.Sealer, error) {
+// ENCRYPTION_KEY). Background tasks run in Main's group.
+func (m *Main) setupCrypto(ctx context.Context, kcfg *keyring.Config, sealer *seal.Sealer) (*seal.Sealer, error) {
 	cfg := m.Config
 	var client *cryptosvc.Client
 	if cfg.CryptoServiceAddress != "" {
@@ -171,12 +165,7 @@ func (m *Main) setupCrypto(ctx, runCtx context.Context, kcfg *keyring.Config, se
 			return nil, err
 		}
 		if certs != nil {
-			done := make(chan struct{})
-			m.crypto.done = append(m.crypto.done, done)
-			go func() {
-				defer close(done)
-				_ = certs.Watch(runCtx, time.Second) // ends with runCtx
-			}()
+			m.group.Go("crypto service certificate watcher", watchEvery(certs.Watch, time.Second), nil)
 		}
 		if client, err = cryptosvc.New(ccfg); err != nil {
 			return nil, fmt.Errorf("CRYPTO_SERVICE_ADDRESS: %w", err)
@@ -198,7 +187,7 @@ func (m *Main) setupCrypto(ctx, runCtx context.Context, kcfg *keyring.Config, se
 	case "cryptosvc":
 		kcfg.Backend = cryptosvc.Backend{Client: client}
 	case "pkcs11":
-		b, err := m.startPKCS11(ctx, runCtx)
+		b, err := m.startPKCS11(ctx)
 		if err != nil {
 			return nil, err
 		}

@@ -18,8 +18,9 @@ import (
 const reconcileEvery = 10 * time.Minute
 
 // startPKCS11 opens the token of KMS_PROVIDER=pkcs11 and starts its
-// reconciler: once now, then every reconcileEvery until runCtx ends.
-func (m *Main) startPKCS11(ctx, runCtx context.Context) (keyring.Backend, error) {
+// reconciler in Main's group: once now, then every reconcileEvery until
+// Close.
+func (m *Main) startPKCS11(ctx context.Context) (keyring.Backend, error) {
 	cfg := m.Config
 	pcfg := pkcs11.Config{Module: cfg.PKCS11Module, TokenLabel: cfg.PKCS11TokenLabel, PIN: string(cfg.PKCS11PIN),
 		LabelPrefix: cfg.PKCS11LabelPrefix}
@@ -29,21 +30,18 @@ func (m *Main) startPKCS11(ctx, runCtx context.Context) (keyring.Backend, error)
 	}
 	m.crypto.closers = append(m.crypto.closers, b.Close)
 	m.Logger.Info("PKCS#11 token opened", "pkcs11", pcfg)
-	done := make(chan struct{})
-	m.crypto.done = append(m.crypto.done, done)
-	go func() {
-		defer close(done)
+	m.group.Go("PKCS#11 reconciler", func(ctx context.Context) error {
 		t := time.NewTicker(reconcileEvery)
 		defer t.Stop()
 		for {
-			m.reconcilePKCS11(runCtx, b)
+			m.reconcilePKCS11(ctx, b)
 			select {
-			case <-runCtx.Done():
-				return
+			case <-ctx.Done():
+				return ctx.Err()
 			case <-t.C:
 			}
 		}
-	}()
+	}, nil)
 	return b, nil
 }
 
