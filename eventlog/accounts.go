@@ -266,10 +266,31 @@ func (a *Accounts) ProvisionFeed(ctx context.Context, e *Embedded) error {
 			return fmt.Errorf("eventlog: feed: delete the sourced feed %s: %w", a.cfg.FeedStream, err)
 		}
 	}
-	if _, err := js.CreateOrUpdateStream(ctx, FeedStreamConfig(a.cfg.FeedStream, a.cfg.Prefix, 1)); err != nil {
+	if err := createStream(ctx, js, FeedStreamConfig(a.cfg.FeedStream, a.cfg.Prefix, 1)); err != nil {
 		return fmt.Errorf("eventlog: feed: create stream %s: %w", a.cfg.FeedStream, err)
 	}
 	return nil
+}
+
+// errCodeStreamCreate is JetStream's "error creating store for stream"
+// (nats-server's JSStreamCreateErrF; nats.go names no constant for it).
+const errCodeStreamCreate jetstream.ErrorCode = 10049
+
+// createStream creates or updates the stream of sc. Right after a stream of
+// the same name was deleted, the server may still be removing its files
+// and answer "error creating store" (10049) for a moment: that is retried,
+// for at most 5 s.
+func createStream(ctx context.Context, js jetstream.JetStream, sc jetstream.StreamConfig) error {
+	for attempt := 0; ; attempt++ {
+		_, err := js.CreateOrUpdateStream(ctx, sc)
+		var apiErr *jetstream.APIError
+		if err == nil || !errors.As(err, &apiErr) || apiErr.ErrorCode != errCodeStreamCreate || attempt == 100 {
+			return err
+		}
+		if err := sleepCtx(ctx, 50*time.Millisecond); err != nil {
+			return err
+		}
+	}
 }
 
 // ConnectFeed returns an in-process connection of the admin user of the
@@ -347,25 +368,33 @@ func (a *Accounts) enableJetStream(srv *server.Server) error {
 // server refuses a delivery subject that the stream captures.
 func (a *Accounts) subscriberPermissions(consumer string) *server.Permissions {
 	feed := a.cfg.FeedStream
-	own := feed + "." + consumer
 	return &server.Permissions{
-		Publish: &server.SubjectPermission{Allow: []string{
-			"$JS.API.INFO",
-			"$JS.API.STREAM.NAMES",
-			"$JS.API.STREAM.LIST",
-			"$JS.API.STREAM.INFO." + feed,
-			"$JS.API.STREAM.MSG.GET." + feed,
-			"$JS.API.DIRECT.GET." + feed,
-			"$JS.API.DIRECT.GET." + feed + ".>",
-			"$JS.API.CONSUMER.CREATE." + own,
-			"$JS.API.CONSUMER.CREATE." + own + ".>", // with a filter in the subject
-			"$JS.API.CONSUMER.INFO." + own,
-			"$JS.API.CONSUMER.DELETE." + own,
-			"$JS.API.CONSUMER.MSG.NEXT." + own,
-			"$JS.ACK." + own + ".>",
-			"$JS.FC." + own + ".>",
-		}},
+		Publish:   &server.SubjectPermission{Allow: SubscriberPublishAllow(feed, consumer)},
 		Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>"}},
+	}
+}
+
+// SubscriberPublishAllow returns the subjects a subscriber whose consumer
+// is named consumer may publish to, for the feed stream feed: stream info
+// and message gets of the feed, and the API of that one consumer. A
+// cluster's configuration for subscribers lists the same (deploy/).
+func SubscriberPublishAllow(feed, consumer string) []string {
+	own := feed + "." + consumer
+	return []string{
+		"$JS.API.INFO",
+		"$JS.API.STREAM.NAMES",
+		"$JS.API.STREAM.LIST",
+		"$JS.API.STREAM.INFO." + feed,
+		"$JS.API.STREAM.MSG.GET." + feed,
+		"$JS.API.DIRECT.GET." + feed,
+		"$JS.API.DIRECT.GET." + feed + ".>",
+		"$JS.API.CONSUMER.CREATE." + own,
+		"$JS.API.CONSUMER.CREATE." + own + ".>", // with a filter in the subject
+		"$JS.API.CONSUMER.INFO." + own,
+		"$JS.API.CONSUMER.DELETE." + own,
+		"$JS.API.CONSUMER.MSG.NEXT." + own,
+		"$JS.ACK." + own + ".>",
+		"$JS.FC." + own + ".>",
 	}
 }
 

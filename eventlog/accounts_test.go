@@ -232,8 +232,18 @@ func TestProvisionFeedReplacesSourcedFeed(t *testing.T) {
 		t.Fatal(err)
 	}
 	old := jetstream.StreamConfig{Name: n.acc.FeedStream(), Subjects: []string{"old.>"}, Sources: []*jetstream.StreamSource{{Name: "OTHER"}}}
-	if _, err := js.CreateStream(ctx, old); err != nil {
-		t.Fatal(err)
+	// Just deleted: the server may still be removing its files ("error
+	// creating store"), as ProvisionFeed knows too.
+	for attempt := 0; ; attempt++ {
+		_, err := js.CreateStream(ctx, old)
+		if err == nil {
+			break
+		}
+		var apiErr *jetstream.APIError
+		if attempt == 100 || !errors.As(err, &apiErr) || apiErr.ErrorCode != 10049 {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	if _, err := js.Publish(ctx, "old.family.f1.revoked", []byte("family state with secret hashes")); err != nil {
 		t.Fatal(err)

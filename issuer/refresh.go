@@ -112,27 +112,20 @@ func (i *Issuer) Refresh(ctx context.Context, req RefreshRequest) (t Tokens, err
 				return Tokens{}, ErrTokenRotated
 			}
 			// The successor went to an earlier presentation of this
-			// spent token: a second one is a replay.
-			if err := i.revokeReused(ctx, f, now); err != nil {
-				if errors.Is(err, eventlog.ErrConflict) {
-					continue
-				}
-				return Tokens{}, err
-			}
-			status = StatusReuse
-			return Tokens{}, ErrTokenReused
+			// spent token: a second one is a replay (below).
 		case family.DecideRotated:
 			return Tokens{}, ErrTokenRotated
-		default: // family.DecideReuse: a spent token outside the grace window
-			if err := i.revokeReused(ctx, f, now); err != nil {
-				if errors.Is(err, eventlog.ErrConflict) {
-					continue
-				}
-				return Tokens{}, err
-			}
-			status = StatusReuse
-			return Tokens{}, ErrTokenReused
 		}
+		// family.DecideReuse (a spent token outside the grace window), or
+		// a grace successor presented twice: revoke the family.
+		if err := i.revokeReused(ctx, f, now); err != nil {
+			if errors.Is(err, eventlog.ErrConflict) {
+				continue
+			}
+			return Tokens{}, err
+		}
+		status = StatusReuse
+		return Tokens{}, ErrTokenReused
 	}
 	return Tokens{}, fmt.Errorf("refresh %s: too much contention", rt.familyID)
 }

@@ -52,6 +52,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
 
+	"github.com/auth-platform/tokenservice/eventlog"
 	"github.com/auth-platform/tokenservice/projections/subscriber"
 )
 
@@ -205,23 +206,7 @@ func subscriberUsers(feed, admin string, subscribers []string) (string, error) {
 		"$JS.API.STREAM.INFO." + feed,
 	})}
 	for _, k := range subscribers {
-		own := feed + "." + k
-		users = append(users, user(k, []string{
-			"$JS.API.INFO",
-			"$JS.API.STREAM.NAMES",
-			"$JS.API.STREAM.LIST",
-			"$JS.API.STREAM.INFO." + feed,
-			"$JS.API.STREAM.MSG.GET." + feed,
-			"$JS.API.DIRECT.GET." + feed,
-			"$JS.API.DIRECT.GET." + feed + ".>",
-			"$JS.API.CONSUMER.CREATE." + own,
-			"$JS.API.CONSUMER.CREATE." + own + ".>", // with a filter in the subject
-			"$JS.API.CONSUMER.INFO." + own,
-			"$JS.API.CONSUMER.DELETE." + own,
-			"$JS.API.CONSUMER.MSG.NEXT." + own,
-			"$JS.ACK." + own + ".>",
-			"$JS.FC." + own + ".>",
-		}))
+		users = append(users, user(k, eventlog.SubscriberPublishAllow(feed, k)))
 	}
 	return "users: [" + strings.Join(users, ", ") + "]", nil
 }
