@@ -11,10 +11,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/auth-platform/tokenservice/eventlog"
-	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
+	"github.com/auth-platform/tokenservice/eventlog/eventlogtest"
 	tokenv1 "github.com/auth-platform/tokenservice/proto/token/v1"
 )
 
@@ -77,14 +76,7 @@ func TestLogTrustCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	replay := nats.NewMsg(issued.Subject)
-	replay.Data = issued.Data
-	for _, h := range []string{eventlog.HeaderEvent, eventlog.HeaderAuth, eventlog.HeaderActor, eventlog.HeaderCorrelationID} {
-		if v := issued.Header.Get(h); v != "" {
-			replay.Header.Set(h, v)
-		}
-	}
-	replay.Header.Set(eventlog.HeaderMsgID, "attacker-replay")
+	replay := eventlogtest.Replay(issued, "attacker-replay")
 	if _, err := js.PublishMsg(ctx, replay); err != nil {
 		t.Fatal(err)
 	}
@@ -96,40 +88,7 @@ func TestLogTrustCluster(t *testing.T) {
 
 	// The attacker's key: a copy of the first key's generated event under
 	// another ID, then published, after the keys' last event.
-	keys, err := stream.GetLastMsgForSubject(ctx, s.Keys())
-	if err != nil {
-		t.Fatal(err)
-	}
-	genMsg, err := stream.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(s.Key("*", "generated")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var gen eventsv1.KeyGenerated
-	if err := proto.Unmarshal(genMsg.Data, &gen); err != nil {
-		t.Fatal(err)
-	}
-	gen.KeyId, gen.SealedPrivateKey = "attacker", nil
-	genData, _ := proto.Marshal(&gen)
-	pubData, _ := proto.Marshal(&eventsv1.KeyPublished{KeyId: "attacker"})
-	seq := keys.Sequence
-	for _, ev := range []struct {
-		subject, typ string
-		data         []byte
-	}{
-		{s.Key("attacker", "generated"), "key.generated", genData},
-		{s.Key("attacker", "published"), "key.published", pubData},
-	} {
-		msg := nats.NewMsg(ev.subject)
-		msg.Data = ev.data
-		msg.Header.Set(eventlog.HeaderEvent, ev.typ)
-		msg.Header.Set(jetstream.ExpectedLastSubjSeqSubjHeader, s.Keys())
-		msg.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(seq, 10))
-		ack, err := js.PublishMsg(ctx, msg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		seq = ack.Sequence
-	}
+	eventlogtest.PublishForgedKey(ctx, t, js, stream, s, "attacker")
 	hc := http1Client()
 	for _, r := range reps {
 		deadline := time.Now().Add(30 * time.Second)

@@ -3,7 +3,6 @@ package app_test
 import (
 	"context"
 	"errors"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -11,13 +10,11 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/auth-platform/tokenservice/cmd/tokend/app"
 	"github.com/auth-platform/tokenservice/eventlog"
-	"github.com/auth-platform/tokenservice/eventlog/events"
+	"github.com/auth-platform/tokenservice/eventlog/eventlogtest"
 	"github.com/auth-platform/tokenservice/issuer"
-	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
 )
 
 // TestLogTrust runs the two experiments of the log-trust review on the
@@ -55,17 +52,7 @@ func TestLogTrust(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	replay := func(id string) *nats.Msg {
-		msg := nats.NewMsg(issued.Subject)
-		msg.Data = issued.Data
-		for _, h := range []string{eventlog.HeaderEvent, eventlog.HeaderAuth, eventlog.HeaderCorrelationID, eventlog.HeaderActor} {
-			if v := issued.Header.Get(h); v != "" {
-				msg.Header.Set(h, v)
-			}
-		}
-		msg.Header.Set(eventlog.HeaderMsgID, id)
-		return msg
-	}
+	replay := func(id string) *nats.Msg { return eventlogtest.Replay(issued, id) }
 	before := lastSeq(t, m)
 
 	// Without credentials: refused at the door of the log.
@@ -113,35 +100,7 @@ func TestLogTrust(t *testing.T) {
 	}
 
 	// An attacker's key, generated and published.
-	keys, seq := m.Set.Keys()
-	var gen eventsv1.KeyGenerated
-	for _, k := range keys {
-		rec, err := stream.GetMsg(ctx, k.GeneratedSeq)
-		if err == nil && proto.Unmarshal(rec.Data, &gen) == nil {
-			break
-		}
-	}
-	gen.KeyId, gen.SealedPrivateKey = "attacker", nil
-	genData, _ := proto.Marshal(&gen)
-	pubData, _ := proto.Marshal(&eventsv1.KeyPublished{KeyId: "attacker"})
-	for _, ev := range []struct {
-		subject, typ string
-		data         []byte
-	}{
-		{subj.Key("attacker", "generated"), events.TypeKeyGenerated, genData},
-		{subj.Key("attacker", "published"), events.TypeKeyPublished, pubData},
-	} {
-		msg := nats.NewMsg(ev.subject)
-		msg.Data = ev.data
-		msg.Header.Set(eventlog.HeaderEvent, ev.typ)
-		msg.Header.Set(jetstream.ExpectedLastSubjSeqSubjHeader, subj.Keys())
-		msg.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(seq, 10))
-		ack, err := ojs.PublishMsg(ctx, msg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		seq = ack.Sequence
-	}
+	eventlogtest.PublishForgedKey(ctx, t, ojs, stream, subj, "attacker")
 	// Forged records never reach the projections: wait until they are
 	// counted (the replayed family event and the two key events).
 	waitFor(t, "the forged records to be counted", func() bool {
