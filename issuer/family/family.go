@@ -69,6 +69,20 @@ func ActiveAt(st *eventsv1.FamilyState, t time.Time) bool {
 	return t.Before(st.GetRefreshExpiresAt().AsTime())
 }
 
+// EndsAt is the instant from which nothing can use the family any more:
+// neither its refresh token (refresh expiry, see ActiveAt) nor any access
+// token issued from it (the last one's expiry), whatever its status. A
+// revoked family's revocation must be answered until then. It is when
+// a replica may forget the family, and what the log's retention counts
+// from.
+func EndsAt(st *eventsv1.FamilyState) time.Time {
+	end := st.GetRefreshExpiresAt().AsTime()
+	if a := st.GetAccessExpiresAt().AsTime(); a.After(end) {
+		end = a
+	}
+	return end
+}
+
 // Revoked reports whether the family is revoked (by any reason).
 func Revoked(st *eventsv1.FamilyState) bool {
 	return st.GetStatus() == eventsv1.FamilyStatus_FAMILY_STATUS_REVOKED

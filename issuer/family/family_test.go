@@ -133,3 +133,16 @@ func TestRevokesSameSecond(t *testing.T) {
 		}
 	}
 }
+
+func TestEndsAt(t *testing.T) {
+	st := state()
+	base := st.GetRefreshExpiresAt().AsTime()
+	st.AccessExpiresAt = timestamppb.New(base.Add(-time.Minute))
+	if got := family.EndsAt(st); !got.Equal(base) {
+		t.Fatalf("access token ends first: EndsAt = %v, want the refresh expiry %v", got, base)
+	}
+	st.AccessExpiresAt = timestamppb.New(base.Add(time.Minute))
+	if got := family.EndsAt(st); !got.Equal(base.Add(time.Minute)) {
+		t.Fatalf("access token outlives the refresh token: EndsAt = %v, want %v", got, base.Add(time.Minute))
+	}
+}
