@@ -181,6 +181,17 @@ func (l *Log) LastSeq(ctx context.Context) (uint64, error) {
 	return info.State.LastSeq, nil
 }
 
+// Identity returns when the stream was created and the sequence of its
+// last message: a position is only meaningful in the stream it was read
+// from, and a stream deleted and created again starts over.
+func (l *Log) Identity(ctx context.Context) (created time.Time, lastSeq uint64, err error) {
+	info, err := l.stream.Info(ctx)
+	if err != nil {
+		return time.Time{}, 0, fmt.Errorf("stream info: %w", err)
+	}
+	return info.Created, info.State.LastSeq, nil
+}
+
 // record returns the record of a stored message, and an error wrapping
 // ErrForged (with the record, for the report) if its authenticator fails.
 // Without Auth the record's Prev is read from its authenticator unchecked.

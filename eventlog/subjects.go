@@ -75,6 +75,10 @@ func (s Subjects) DPoP(jkt, h string) string { return s.prefix + ".dpop." + jkt 
 // rotations (Authenticator.Vouch).
 func (s Subjects) LogRekeyed() string { return s.prefix + ".log.rekeyed" }
 
+// LogTick returns the subject of the ticks that move event time forward
+// while the log is quiet (events.LogTick).
+func (s Subjects) LogTick() string { return s.prefix + ".log.tick" }
+
 // Kind returns the second token of a subject of this scheme ("family",
 // "subject", "key", "grace", "dpop"), or "" if the subject is not under the
 // prefix.

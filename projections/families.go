@@ -1,47 +1,60 @@
 package projections
 
 import (
-	"github.com/auth-platform/tokenservice/eventlog/events"
+	"cmp"
 	"slices"
-	"sort"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/proto"
 
 	"github.com/auth-platform/tokenservice/eventlog"
-	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
+	"github.com/auth-platform/tokenservice/eventlog/events"
+	"github.com/auth-platform/tokenservice/issuer/family"
 )
 
-// Family is the read model of one token family (one session).
+// Family is what a replica holds of one token family while it can be
+// used: what the family index (a subject's families, the families a key
+// signed for) and the chain check read. The rest of a family's state is in
+// the log, which the issuer decides from, and in the families KV read
+// model, which lists sessions.
 type Family struct {
-	ID               string
-	Subject          string
-	ClientID         string
-	Generation       uint64
-	Status           eventsv1.FamilyStatus
-	Reason           eventsv1.RevocationReason
-	DPoPJKT          string
-	CreatedAt        time.Time
-	RotatedAt        time.Time
-	RevokedAt        time.Time
-	RefreshExpiresAt time.Time
-	AccessExpiresAt  time.Time
-	IssuedSeq        uint64
-	LastSeq          uint64
+	ID      string
+	Subject string
 	// KeyIDs are the keys that signed the family's access tokens.
-	KeyIDs []string
+	KeyIDs    []string
+	IssuedSeq uint64
+	// LastSeq is the sequence of the family's last event.
+	LastSeq uint64
+	// EndsAt is family.EndsAt rounded up to the second: from then on
+	// nothing can use the family, and the replica forgets it.
+	EndsAt  time.Time
+	Revoked bool
 }
 
-// Families is the projection of families by subject. It is not safe for
-// concurrent use; Set guards it.
+// held is the in-memory form of a Family, kept small: the map's key is
+// the ID, the subject's bytes are shared with the bySubject key, and
+// families signed by the same keys share one interned slice.
+type held struct {
+	subject string
+	keys    []string
+	issued  uint64
+	last    uint64
+	endsAt  int64 // Unix seconds
+	revoked bool
+}
+
+// Families is the projection of the families that can still be used, by
+// ID and by subject. It is not safe for concurrent use; Set guards it.
 type Families struct {
-	byID      map[string]*Family
+	byID      map[string]held
 	bySubject map[string][]string // family IDs by subject, in stream order
+	keySets   map[string][]string // interned key lists, by their joined IDs
 }
 
 // NewFamilies returns an empty Families projection.
 func NewFamilies() *Families {
-	return &Families{byID: map[string]*Family{}, bySubject: map[string][]string{}}
+	return &Families{byID: map[string]held{}, bySubject: map[string][]string{}, keySets: map[string][]string{}}
 }
 
 // Apply applies a family event.
@@ -50,32 +63,111 @@ func (f *Families) Apply(rec eventlog.Record, m proto.Message) {
 	if st == nil || st.GetFamilyId() == "" {
 		return
 	}
-	fam := f.byID[st.GetFamilyId()]
-	if fam == nil {
-		fam = &Family{ID: st.GetFamilyId(), Subject: st.GetSubject(), ClientID: st.GetClientId(), IssuedSeq: rec.Seq}
-		f.byID[fam.ID] = fam
-		// A family is created once, by its first event: a slice per
-		// subject is a fraction of the memory of a set per subject.
-		f.bySubject[fam.Subject] = append(f.bySubject[fam.Subject], fam.ID)
+	end := family.EndsAt(st)
+	f.put(st.GetFamilyId(), held{
+		subject: st.GetSubject(),
+		keys:    st.GetKeyIds(),
+		issued:  orSeq(st.GetIssuedSeq(), rec.Seq),
+		last:    rec.Seq,
+		endsAt:  ceilUnix(end),
+		revoked: family.Revoked(st),
+	})
+}
+
+// orSeq returns a if it is set, else b.
+func orSeq(a, b uint64) uint64 {
+	if a != 0 {
+		return a
 	}
-	fam.Generation = st.GetGeneration()
-	fam.Status = st.GetStatus()
-	fam.Reason = st.GetRevokedReason()
-	fam.DPoPJKT = st.GetDpopJkt()
-	fam.CreatedAt = st.GetCreatedAt().AsTime()
-	fam.RotatedAt = st.GetRotatedAt().AsTime()
-	if st.GetRevokedAt() != nil {
-		fam.RevokedAt = st.GetRevokedAt().AsTime()
+	return b
+}
+
+// ceilUnix is t in Unix seconds, rounded up.
+func ceilUnix(t time.Time) int64 {
+	s := t.Unix()
+	if t.Nanosecond() > 0 {
+		s++
 	}
-	fam.RefreshExpiresAt = st.GetRefreshExpiresAt().AsTime()
-	fam.AccessExpiresAt = st.GetAccessExpiresAt().AsTime()
-	if st.GetIssuedSeq() != 0 {
-		fam.IssuedSeq = st.GetIssuedSeq()
+	return s
+}
+
+// put stores h as family id. A family's subject and first sequence are set
+// by its first event held; its keys are interned.
+func (f *Families) put(id string, h held) {
+	old, ok := f.byID[id]
+	if ok {
+		h.subject, h.issued = old.subject, old.issued
+		if slices.Equal(old.keys, h.keys) {
+			h.keys = old.keys
+		} else {
+			h.keys = f.intern(h.keys)
+		}
+	} else {
+		h.subject = f.subjectKey(h.subject)
+		f.bySubject[h.subject] = append(f.bySubject[h.subject], id)
+		h.keys = f.intern(h.keys)
 	}
-	fam.LastSeq = rec.Seq
-	if !slices.Equal(fam.KeyIDs, st.GetKeyIds()) { // they change once per signing key
-		fam.KeyIDs = slices.Clone(st.GetKeyIds()) // copies handed out share no array
+	f.byID[id] = h
+}
+
+// subjectKey returns subject as stored in bySubject when it is there, so
+// that every family of a subject shares one copy of its bytes.
+func (f *Families) subjectKey(subject string) string {
+	ids := f.bySubject[subject]
+	if len(ids) > 0 {
+		if h, ok := f.byID[ids[0]]; ok {
+			return h.subject
+		}
 	}
+	return strings.Clone(subject)
+}
+
+// intern returns the one shared copy of the key list ids.
+func (f *Families) intern(ids []string) []string {
+	if len(ids) == 0 {
+		return nil
+	}
+	k := strings.Join(ids, "\x00")
+	if s, ok := f.keySets[k]; ok {
+		return s
+	}
+	s := make([]string, len(ids))
+	for i, id := range ids {
+		s[i] = strings.Clone(id)
+	}
+	f.keySets[k] = s
+	return s
+}
+
+// sweep forgets the families that ended before now (Unix seconds).
+func (f *Families) sweep(now int64) {
+	for id, h := range f.byID {
+		if h.endsAt < now {
+			f.forget(id, h.subject)
+		}
+	}
+}
+
+func (f *Families) forget(id, subject string) {
+	delete(f.byID, id)
+	ids := f.bySubject[subject]
+	if i := slices.Index(ids, id); i >= 0 {
+		ids = slices.Delete(ids, i, i+1)
+	}
+	if len(ids) == 0 {
+		delete(f.bySubject, subject)
+	} else {
+		f.bySubject[subject] = ids
+	}
+}
+
+func (f *Families) get(id string) (Family, bool) {
+	h, ok := f.byID[id]
+	if !ok {
+		return Family{}, false
+	}
+	return Family{ID: id, Subject: h.subject, KeyIDs: slices.Clone(h.keys), IssuedSeq: h.issued, LastSeq: h.last,
+		EndsAt: time.Unix(h.endsAt, 0), Revoked: h.revoked}, true
 }
 
 // SignedBy returns the families that hold access tokens signed by key
@@ -83,37 +175,30 @@ func (f *Families) Apply(rec eventlog.Record, m proto.Message) {
 // (a key compromise).
 func (f *Families) SignedBy(kid string) []Family {
 	var out []Family
-	for _, fam := range f.byID {
-		for _, k := range fam.KeyIDs {
-			if k == kid {
-				out = append(out, *fam)
-				break
-			}
+	for id, h := range f.byID {
+		if slices.Contains(h.keys, kid) {
+			fam, _ := f.get(id)
+			out = append(out, fam)
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].IssuedSeq < out[j].IssuedSeq })
+	slices.SortFunc(out, func(a, b Family) int { return cmp.Compare(a.IssuedSeq, b.IssuedSeq) })
 	return out
 }
 
 // Get returns family id.
-func (f *Families) Get(id string) (Family, bool) {
-	fam := f.byID[id]
-	if fam == nil {
-		return Family{}, false
-	}
-	return *fam, true
-}
+func (f *Families) Get(id string) (Family, bool) { return f.get(id) }
 
 // OfSubject returns the families of subject, oldest first.
 func (f *Families) OfSubject(subject string) []Family {
 	ids := f.bySubject[subject]
 	out := make([]Family, 0, len(ids))
 	for _, id := range ids {
-		out = append(out, *f.byID[id])
+		fam, _ := f.get(id)
+		out = append(out, fam)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].IssuedSeq < out[j].IssuedSeq })
+	slices.SortFunc(out, func(a, b Family) int { return cmp.Compare(a.IssuedSeq, b.IssuedSeq) })
 	return out
 }
 
-// Len returns the number of families.
+// Len returns the number of families held.
 func (f *Families) Len() int { return len(f.byID) }

@@ -30,7 +30,6 @@ type Revocations struct {
 	families  map[string]RevokedFamily
 	subjects  map[string]SubjectCutoff // by subject
 	accessTTL time.Duration
-	applied   int
 }
 
 // NewRevocations returns an empty projection that forgets a subject
@@ -40,11 +39,8 @@ func NewRevocations(accessTTL time.Duration) *Revocations {
 	return &Revocations{families: map[string]RevokedFamily{}, subjects: map[string]SubjectCutoff{}, accessTTL: accessTTL}
 }
 
-// pruneEvery is how many events pass between prunes.
-const pruneEvery = 4096
-
-// Apply applies a family or subject event: revocations are recorded, and
-// every event's time drives pruning.
+// Apply applies a family or subject event: revocations are recorded.
+// Entries are forgotten by Prune.
 func (r *Revocations) Apply(rec eventlog.Record, m proto.Message) {
 	switch e := m.(type) {
 	case *eventsv1.FamilyRevoked:
@@ -57,20 +53,12 @@ func (r *Revocations) Apply(rec eventlog.Record, m proto.Message) {
 	case *eventsv1.SubjectRevoked:
 		r.subjects[e.GetSubject()] = SubjectCutoff{Seq: rec.Seq, At: e.GetRevokedAt().AsTime(), Reason: e.GetReason()}
 	}
-	r.applied++
-	if r.applied%pruneEvery == 0 {
-		r.prune(rec.Time)
-	}
 }
 
 // Prune forgets the entries that no access token live at now can need.
-// Replicas prune by event time as they apply (so replay prunes the same
-// way); a subscriber that receives few events calls Prune on a timer.
-func (r *Revocations) Prune(now time.Time) { r.prune(now) }
-
-// prune forgets entries that no live access token can need, judged by the
-// time of the event being applied so that replay prunes the same way.
-func (r *Revocations) prune(now time.Time) {
+// Replicas prune by event time (Set.Apply), so that replay prunes the
+// same way; a subscriber prunes on a timer.
+func (r *Revocations) Prune(now time.Time) {
 	for fid, f := range r.families {
 		if f.AccessExpiresAt.Before(now) {
 			delete(r.families, fid)
@@ -81,6 +69,22 @@ func (r *Revocations) prune(now time.Time) {
 			delete(r.subjects, s)
 		}
 	}
+}
+
+// nextEnd returns when the earliest entry held may be forgotten.
+func (r *Revocations) nextEnd() (time.Time, bool) {
+	var next time.Time
+	for _, f := range r.families {
+		if next.IsZero() || f.AccessExpiresAt.Before(next) {
+			next = f.AccessExpiresAt
+		}
+	}
+	for _, c := range r.subjects {
+		if end := c.At.Add(r.accessTTL); next.IsZero() || end.Before(next) {
+			next = end
+		}
+	}
+	return next, !next.IsZero()
 }
 
 // Family returns the revocation of family fid, if it is held.

@@ -27,6 +27,10 @@ type Set struct {
 	families    *Families
 	seq         uint64
 	bad         uint64
+	// Pruning (see sweep): the event time of the last sweep (Unix
+	// seconds) and the projected events applied since.
+	sweptAt    int64
+	sinceSweep uint64
 }
 
 // NewSet returns empty projections. accessTTL bounds how long revocations
@@ -65,13 +69,54 @@ func (s *Set) Apply(rec eventlog.Record) error {
 	switch rec.Type {
 	case events.TypeFamilyIssued, events.TypeFamilyRotated, events.TypeFamilyRevoked:
 		s.families.Apply(rec, m)
-		s.revocations.Apply(rec, m) // every event's time drives pruning
+		s.revocations.Apply(rec, m)
 	case events.TypeSubjectRevoked:
 		s.revocations.Apply(rec, m)
+	case events.TypeLogTick:
 	default:
 		s.keys.Apply(rec, m)
 	}
+	s.sinceSweep++
+	if now := rec.Time.Unix(); rec.Type == events.TypeLogTick || (now/60 > s.sweptAt/60 && s.sinceSweep >= s.sweepAfterLocked()) {
+		s.sweepLocked(now)
+	}
 	return nil
+}
+
+// Pruning follows event time, never the replica's clock, so that a replay
+// (or a checkpoint and the tail after it) forgets exactly what live
+// updates forgot. A sweep forgets every family that ended and every
+// revocation no access token can need any more; it runs at a tick, or at
+// the first event of a new minute once the events applied since the last
+// sweep number an eighth of the entries held, so that its cost, a scan of
+// what is held, stays a small constant per event even during a replay.
+func (s *Set) sweepAfterLocked() uint64 {
+	fams, subs := s.revocations.Len()
+	return uint64(s.families.Len()+fams+subs) / 8
+}
+
+func (s *Set) sweepLocked(now int64) {
+	s.families.sweep(now)
+	s.revocations.Prune(time.Unix(now, 0))
+	s.sweptAt, s.sinceSweep = now, 0
+}
+
+// NextEnd returns the earliest time at which something held ends (a
+// family, or a revocation no access token needs any more), and false if
+// nothing is held. Once it has passed, a tick lets the replicas forget it.
+func (s *Set) NextEnd() (time.Time, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var next int64
+	for _, h := range s.families.byID {
+		if next == 0 || h.endsAt < next {
+			next = h.endsAt
+		}
+	}
+	if t, ok := s.revocations.nextEnd(); ok && (next == 0 || t.Unix() < next) {
+		next = t.Unix()
+	}
+	return time.Unix(next, 0), next != 0
 }
 
 // followsLocked checks that rec follows the last event of its aggregate
@@ -83,9 +128,13 @@ func (s *Set) followsLocked(rec eventlog.Record, m proto.Message) error {
 	var prev uint64
 	switch rec.Type {
 	case events.TypeFamilyIssued, events.TypeFamilyRotated, events.TypeFamilyRevoked:
-		if f := s.families.byID[events.FamilyStateOf(m).GetFamilyId()]; f != nil {
-			prev = f.LastSeq
+		f, ok := s.families.byID[events.FamilyStateOf(m).GetFamilyId()]
+		if !ok {
+			return nil // a family that ended and was forgotten, or a new one
 		}
+		prev = f.last
+	case events.TypeLogTick:
+		return nil // ticks carry no fact
 	case events.TypeSubjectRevoked:
 		c, ok := s.revocations.subjects[m.(*eventsv1.SubjectRevoked).GetSubject()]
 		if !ok {
@@ -103,6 +152,15 @@ func (s *Set) Seq() uint64 {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.seq
+}
+
+// Len returns how many entries the set holds: families, revoked families
+// and subject cut-offs (keys are few and not counted).
+func (s *Set) Len() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	fams, subs := s.revocations.Len()
+	return s.families.Len() + fams + subs
 }
 
 // BadRecords returns how many records failed to decode.
@@ -217,7 +275,7 @@ func (s *Set) ActiveFamiliesSignedBy(kid string) []string { return activeIDs(s.F
 func activeIDs(fams []Family) []string {
 	ids := make([]string, 0, len(fams))
 	for _, f := range fams {
-		if f.Status != eventsv1.FamilyStatus_FAMILY_STATUS_REVOKED {
+		if !f.Revoked {
 			ids = append(ids, f.ID)
 		}
 	}
@@ -266,10 +324,14 @@ func (s *Set) digestLocked() string {
 	}
 	for _, id := range sortedKeys(s.families.byID) {
 		f := s.families.byID[id]
-		writeString(h, "fam|"+f.ID+"|"+f.Subject+"|"+f.ClientID)
-		fmt.Fprintf(h, "|%q|%d|%d|%d|%s|%d|%d|%d|%d|%d|%d|%d\n", f.KeyIDs, f.Generation, f.Status, f.Reason, f.DPoPJKT,
-			f.CreatedAt.UnixNano(), f.RotatedAt.UnixNano(), f.RevokedAt.UnixNano(), f.RefreshExpiresAt.UnixNano(), f.AccessExpiresAt.UnixNano(), f.IssuedSeq, f.LastSeq)
+		writeString(h, "fam|"+id+"|"+f.subject)
+		fmt.Fprintf(h, "|%q|%d|%d|%d|%v\n", f.keys, f.issued, f.last, f.endsAt, f.revoked)
 	}
+	for _, sub := range sortedKeys(s.families.bySubject) {
+		writeString(h, "sub|"+sub)
+		fmt.Fprintf(h, "|%q\n", s.families.bySubject[sub])
+	}
+	fmt.Fprintf(h, "sweep|%d|%d\n", s.sweptAt, s.sinceSweep)
 	return hex.EncodeToString(h.Sum(nil))
 }
 

@@ -103,8 +103,8 @@ func TestReplayedEventRefused(t *testing.T) {
 	if err := s.Apply(again); !errors.Is(err, eventlog.ErrForged) {
 		t.Fatalf("replayed event: %v, want ErrForged", err)
 	}
-	if f, _ := s.Family("f1"); f.Generation != 2 || s.Digest() != before {
-		t.Fatalf("the replayed event changed state: generation %d", f.Generation)
+	if f, _ := s.Family("f1"); f.LastSeq != 2 || s.Digest() != before {
+		t.Fatalf("the replayed event changed state: last event %d", f.LastSeq)
 	}
 	st3 := proto.Clone(st2).(*eventsv1.FamilyState)
 	st3.Status = eventsv1.FamilyStatus_FAMILY_STATUS_REVOKED

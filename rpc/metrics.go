@@ -14,6 +14,7 @@ import (
 	"github.com/auth-platform/tokenservice/dpop"
 	"github.com/auth-platform/tokenservice/eventlog"
 	"github.com/auth-platform/tokenservice/issuer"
+	"github.com/auth-platform/tokenservice/projections"
 	"github.com/auth-platform/tokenservice/proto/token/v1/tokenv1connect"
 	"github.com/auth-platform/tokenservice/rpc/auth"
 	"github.com/auth-platform/tokenservice/signing"
@@ -43,6 +44,8 @@ type Metrics struct {
 	kmsOps        *prometheus.CounterVec
 	projectionLag prometheus.GaugeFunc
 	authRefused   *prometheus.CounterVec
+	cpLoads       *prometheus.CounterVec
+	cpSaves       *prometheus.CounterVec
 }
 
 var _ issuer.Observer = (*Metrics)(nil)
@@ -123,7 +126,19 @@ func NewMetrics(lag func() float64) *Metrics {
 	m.authRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "token_service_auth_refused_total", Help: "Calls refused by caller authentication, authorization or rate limits, by procedure (or HTTP path, or unknown) and reason.",
 	}, []string{"procedure", "reason"})
-	r.MustRegister(m.fallback, m.breakerOpen, m.cryptoOps, m.cryptoLatency, m.kmsOps, m.authRefused)
+	m.cpLoads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "token_service_projection_checkpoint_loads_total",
+		Help: "Start-ups by how the projections were built: restored from a checkpoint, or replayed in full because it was missing, stale, corrupt or could not be read (failed).",
+	}, []string{"outcome"})
+	m.cpSaves = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "token_service_projection_checkpoint_saves_total", Help: "Projection checkpoints written (ok) or failed (error), ticks included.",
+	}, []string{"result"})
+	r.MustRegister(m.fallback, m.breakerOpen, m.cryptoOps, m.cryptoLatency, m.kmsOps, m.authRefused, m.cpLoads, m.cpSaves)
+	for _, o := range projections.LoadOutcomes {
+		m.cpLoads.WithLabelValues(o)
+	}
+	m.cpSaves.WithLabelValues("ok")
+	m.cpSaves.WithLabelValues("error")
 	for _, p := range auth.RefusalLabels() {
 		for _, reason := range auth.Reasons() {
 			m.authRefused.WithLabelValues(p, string(reason))
@@ -259,6 +274,27 @@ func (b breakerMetrics) StateChanged(open bool) {
 // Refused implements auth.Observer: one call refused by the caller policy.
 func (m *Metrics) Refused(procedure string, reason auth.Reason) {
 	m.authRefused.WithLabelValues(procedure, string(reason)).Inc()
+}
+
+// CheckpointLoaded counts a start-up by how the projections were built
+// (projections.LoadOutcomes).
+func (m *Metrics) CheckpointLoaded(outcome string) { m.cpLoads.WithLabelValues(outcome).Inc() }
+
+// CheckpointSaved counts a checkpoint written or failed.
+func (m *Metrics) CheckpointSaved(err error) {
+	if err != nil {
+		m.cpSaves.WithLabelValues("error").Inc()
+		return
+	}
+	m.cpSaves.WithLabelValues("ok").Inc()
+}
+
+// ObserveHeld registers the gauge of the entries the in-memory
+// projections hold (families, revoked families and subject cut-offs).
+func (m *Metrics) ObserveHeld(held func() float64) {
+	m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "token_service_projection_entries", Help: "Entries the in-memory projections hold: families that can still be used, and revocations some access token may still need.",
+	}, held))
 }
 
 // Handler serves the metrics (GET /metrics), for a listener of its own.

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/auth-platform/tokenservice/eventlog"
 	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
@@ -39,6 +40,9 @@ const (
 	TypeGrace         = "grace"
 	TypeDPoPProofUsed = "dpop.proof_used"
 	TypeLogRekeyed    = "log.rekeyed"
+	// TypeLogTick carries no fact: it moves event time forward while the
+	// log is quiet, so that the projections forget what ended.
+	TypeLogTick = "log.tick"
 )
 
 // ErrBadRecord is returned by Decode for a record whose type is unknown or
@@ -80,6 +84,8 @@ func newPayload(typ string) proto.Message {
 		return &eventsv1.DPoPProofUsed{}
 	case TypeLogRekeyed:
 		return &eventsv1.LogRekeyed{}
+	case TypeLogTick:
+		return &eventsv1.LogTick{}
 	}
 	return nil
 }
@@ -218,4 +224,9 @@ func DPoPProofUsed(s eventlog.Subjects, p *eventsv1.DPoPProofUsed, ttl time.Dura
 // LogRekeyed is a checkpoint of an ENCRYPTION_KEY rotation.
 func LogRekeyed(s eventlog.Subjects, c *eventsv1.LogRekeyed) (eventlog.Event, error) {
 	return event(s.LogRekeyed(), TypeLogRekeyed, c)
+}
+
+// LogTick moves event time forward at at; it follows the previous tick.
+func LogTick(s eventlog.Subjects, at time.Time) (eventlog.Event, error) {
+	return event(s.LogTick(), TypeLogTick, &eventsv1.LogTick{At: timestamppb.New(at)})
 }

@@ -42,6 +42,8 @@ type Main struct {
 	Log      *eventlog.Log
 	Set      *projections.Set
 	Runner   *projections.Runner
+	// Checkpoints, nil with PROJECTION_CHECKPOINT_INTERVAL=0.
+	Checkpoints *projections.Checkpoints
 	// Projector writes the families read model when this replica holds
 	// the pin; Families reads it.
 	Projector *projections.FamilyProjector
@@ -190,6 +192,9 @@ func (m *Main) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := m.loadCheckpoint(ctx, sealer); err != nil {
+		return err
+	}
 	m.Runner = projections.NewRunner(m.Log, m.Set, func(rec eventlog.Record, err error) {
 		m.Metrics.BadRecord("replica")
 		m.Logger.Error("skipped a log record the projections cannot decode", "seq", rec.Seq, "subject", rec.Subject, "error", err)
@@ -207,6 +212,9 @@ func (m *Main) start(ctx context.Context) error {
 	case <-ctx.Done():
 		restoreGC()
 		return fmt.Errorf("projections did not catch up: %w", ctx.Err())
+	}
+	if m.Checkpoints != nil {
+		m.group.Go("projection checkpoints", m.Checkpoints.Run, nil)
 	}
 	if len(cfg.PreviousKeys) > 0 {
 		if err := m.writeRekeyCheckpoint(ctx, logAuth, checkpoint); err != nil {

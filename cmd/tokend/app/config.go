@@ -21,32 +21,35 @@ import (
 // Config is the whole configuration of tokend. ConfigFromEnv documents the
 // environment variable and default of every field.
 type Config struct {
-	Host            string
-	Port            int
-	Issuer          string
-	Algorithm       signing.Algorithm
-	AccessTTL       time.Duration
-	RefreshTTL      time.Duration
-	Grace           time.Duration
-	KMSProvider     string
-	EncryptionKey   []byte // nil: generated once under DataDir
-	PreviousKeys    [][]byte
-	DataDir         string
-	NATSURL         string
-	NATSListen      string
-	NATSReplicas    int
-	NATSSyncAlways  bool
-	NATSSync        time.Duration
-	Stream          string
-	SubjectPrefix   string
-	JWKSMaxAge      time.Duration
-	KeyRetention    time.Duration
-	Prepublish      time.Duration
-	RotationPeriod  time.Duration
-	MaxRequestBytes int
-	ShutdownTimeout time.Duration
-	LogLevel        slog.Level
-	LogFormat       string
+	Host           string
+	Port           int
+	Issuer         string
+	Algorithm      signing.Algorithm
+	AccessTTL      time.Duration
+	RefreshTTL     time.Duration
+	Grace          time.Duration
+	KMSProvider    string
+	EncryptionKey  []byte // nil: generated once under DataDir
+	PreviousKeys   [][]byte
+	DataDir        string
+	NATSURL        string
+	NATSListen     string
+	NATSReplicas   int
+	NATSSyncAlways bool
+	NATSSync       time.Duration
+	Stream         string
+	SubjectPrefix  string
+	JWKSMaxAge     time.Duration
+	KeyRetention   time.Duration
+	// CheckpointInterval is how often the projections' checkpoint is
+	// considered (projections.Checkpoints); 0 turns checkpoints off.
+	CheckpointInterval time.Duration
+	Prepublish         time.Duration
+	RotationPeriod     time.Duration
+	MaxRequestBytes    int
+	ShutdownTimeout    time.Duration
+	LogLevel           slog.Level
+	LogFormat          string
 	// OTLPEndpoint is the OTLP/HTTP base URL traces are exported to;
 	// empty turns tracing off.
 	OTLPEndpoint string
@@ -163,6 +166,7 @@ var Variables = []struct{ Name, Default, Meaning string }{
 	{"DPOP_JTI_TTL", "300", "how long a DPoP proof's jti stays claimed in the log (at least DPOP_CLOCK_SKEW + 5s)"},
 	{"DPOP_NONCE_REQUIRED", "false", "refuse DPoP proofs without a server nonce (use_dpop_nonce)"},
 	{"DPOP_NONCE_ROTATION", "120", "how often the stateless DPoP nonce rotates; a nonce lives one to two periods"},
+	{"PROJECTION_CHECKPOINT_INTERVAL", "60", "how often a replica considers writing a sealed checkpoint of its in-memory projections (written once the log moved on by a quarter of what they hold, and at shutdown), so that replicas start from it and replay only the tail; 0 turns checkpoints off (every start replays the whole log)"},
 	{"MAX_REQUEST_BYTES", "65536", "largest accepted request body"},
 	{"SHUTDOWN_TIMEOUT", "30", "how long SIGTERM waits for calls in flight"},
 	{"LOG_LEVEL", "info", "debug, info, warn or error"},
@@ -178,26 +182,27 @@ var Variables = []struct{ Name, Default, Meaning string }{
 func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	p := envParser{getenv: getenv}
 	c := Config{
-		Host:            p.str("HOST", "0.0.0.0"),
-		Port:            p.port("PORT", 50051),
-		Issuer:          p.str("JWT_ISSUER", "auth-platform"),
-		AccessTTL:       p.duration("ACCESS_TOKEN_TTL", 900*time.Second, time.Second),
-		RefreshTTL:      p.duration("REFRESH_TOKEN_TTL", 604800*time.Second, time.Second),
-		Grace:           p.duration("REFRESH_REUSE_GRACE", 5*time.Second, 0),
-		KMSProvider:     p.str("KMS_PROVIDER", "local"),
-		DataDir:         p.str("DATA_DIR", "./data"),
-		NATSURL:         p.str("NATS_URL", ""),
-		NATSListen:      p.str("NATS_LISTEN", "127.0.0.1:4222"),
-		Stream:          p.str("NATS_STREAM", "TOKENS"),
-		SubjectPrefix:   p.str("NATS_SUBJECT_PREFIX", "token"),
-		JWKSMaxAge:      p.duration("JWKS_MAX_AGE", 300*time.Second, time.Second),
-		KeyRetention:    p.duration("JWKS_KEY_RETENTION", 86400*time.Second, time.Second),
-		RotationPeriod:  p.duration("KEY_ROTATION_PERIOD", 30*24*time.Hour, 0),
-		MaxRequestBytes: p.integer("MAX_REQUEST_BYTES", 64<<10, 1024, 16<<20),
-		ShutdownTimeout: p.duration("SHUTDOWN_TIMEOUT", 30*time.Second, time.Second),
-		LogFormat:       p.str("LOG_FORMAT", "json"),
-		OTLPEndpoint:    p.str("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
-		ServiceName:     p.str("OTEL_SERVICE_NAME", "tokend"),
+		Host:               p.str("HOST", "0.0.0.0"),
+		Port:               p.port("PORT", 50051),
+		Issuer:             p.str("JWT_ISSUER", "auth-platform"),
+		AccessTTL:          p.duration("ACCESS_TOKEN_TTL", 900*time.Second, time.Second),
+		RefreshTTL:         p.duration("REFRESH_TOKEN_TTL", 604800*time.Second, time.Second),
+		Grace:              p.duration("REFRESH_REUSE_GRACE", 5*time.Second, 0),
+		KMSProvider:        p.str("KMS_PROVIDER", "local"),
+		DataDir:            p.str("DATA_DIR", "./data"),
+		NATSURL:            p.str("NATS_URL", ""),
+		NATSListen:         p.str("NATS_LISTEN", "127.0.0.1:4222"),
+		Stream:             p.str("NATS_STREAM", "TOKENS"),
+		SubjectPrefix:      p.str("NATS_SUBJECT_PREFIX", "token"),
+		JWKSMaxAge:         p.duration("JWKS_MAX_AGE", 300*time.Second, time.Second),
+		KeyRetention:       p.duration("JWKS_KEY_RETENTION", 86400*time.Second, time.Second),
+		RotationPeriod:     p.duration("KEY_ROTATION_PERIOD", 30*24*time.Hour, 0),
+		CheckpointInterval: p.duration("PROJECTION_CHECKPOINT_INTERVAL", time.Minute, 0),
+		MaxRequestBytes:    p.integer("MAX_REQUEST_BYTES", 64<<10, 1024, 16<<20),
+		ShutdownTimeout:    p.duration("SHUTDOWN_TIMEOUT", 30*time.Second, time.Second),
+		LogFormat:          p.str("LOG_FORMAT", "json"),
+		OTLPEndpoint:       p.str("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
+		ServiceName:        p.str("OTEL_SERVICE_NAME", "tokend"),
 	}
 	if getenv("OTEL_TRACES_SAMPLER") == "" {
 		c.SampleRatio = 0.1

@@ -1,0 +1,117 @@
+package projections
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/auth-platform/tokenservice/eventlog"
+	"github.com/auth-platform/tokenservice/eventlog/events"
+	checkpointv1 "github.com/auth-platform/tokenservice/proto/token/checkpoint/v1"
+	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
+)
+
+// CheckpointVersion is the version of the checkpoint format this build
+// writes and reads; a checkpoint of another version is not read.
+const CheckpointVersion = 1
+
+// ErrCheckpoint is returned for a checkpoint that cannot be restored: of
+// another version, or not consistent with itself.
+var ErrCheckpoint = errors.New("projections: checkpoint cannot be restored")
+
+// snapshot returns the state of the set except its keys, and its
+// position, read together.
+func (s *Set) snapshot() *checkpointv1.Checkpoint {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	cp := &checkpointv1.Checkpoint{
+		Version: CheckpointVersion, Seq: s.seq, BadRecords: s.bad, SweptAt: s.sweptAt, SinceSweep: s.sinceSweep,
+		Families: make([]*checkpointv1.Family, 0, len(s.families.byID)),
+	}
+	sets := map[string]uint32{}
+	for _, sub := range sortedKeys(s.families.bySubject) {
+		for _, id := range s.families.bySubject[sub] {
+			h := s.families.byID[id]
+			k := strings.Join(h.keys, "\x00")
+			ix, ok := sets[k]
+			if !ok {
+				ix = uint32(len(cp.KeySets))
+				sets[k] = ix
+				cp.KeySets = append(cp.KeySets, &checkpointv1.KeySet{KeyIds: h.keys})
+			}
+			cp.Families = append(cp.Families, &checkpointv1.Family{Id: id, Subject: sub, KeySet: ix,
+				IssuedSeq: h.issued, LastSeq: h.last, EndsAt: h.endsAt, Revoked: h.revoked})
+		}
+	}
+	for _, id := range sortedKeys(s.revocations.families) {
+		f := s.revocations.families[id]
+		cp.RevokedFamilies = append(cp.RevokedFamilies, &checkpointv1.RevokedFamily{FamilyId: id, Reason: int32(f.Reason),
+			RevokedAtUnixNano: f.RevokedAt.UnixNano(), AccessExpiresAtUnixNano: f.AccessExpiresAt.UnixNano()})
+	}
+	for _, sub := range sortedKeys(s.revocations.subjects) {
+		c := s.revocations.subjects[sub]
+		cp.SubjectCutoffs = append(cp.SubjectCutoffs, &checkpointv1.SubjectCutoff{Subject: sub, Seq: c.Seq,
+			AtUnixNano: c.At.UnixNano(), Reason: int32(c.Reason)})
+	}
+	return cp
+}
+
+// restore replaces the state of an empty set with cp, and applies keys,
+// the records of the key aggregate (Subjects.Keys) in stream order, up to
+// cp's position (later ones are the runner's to apply, in order). It returns
+// ErrCheckpoint, and leaves the set empty, for a checkpoint it cannot
+// restore.
+func (s *Set) restore(cp *checkpointv1.Checkpoint, keys []eventlog.Record) error {
+	if cp.GetVersion() != CheckpointVersion {
+		return fmt.Errorf("%w: version %d, this build reads %d", ErrCheckpoint, cp.GetVersion(), CheckpointVersion)
+	}
+	fresh := NewSet(s.revocations.accessTTL)
+	fams := fresh.families
+	for _, f := range cp.GetFamilies() {
+		if int(f.GetKeySet()) >= len(cp.GetKeySets()) || f.GetId() == "" || f.GetLastSeq() > cp.GetSeq() {
+			return fmt.Errorf("%w: family %q", ErrCheckpoint, f.GetId())
+		}
+		if _, dup := fams.byID[f.GetId()]; dup {
+			return fmt.Errorf("%w: family %q twice", ErrCheckpoint, f.GetId())
+		}
+		fams.put(f.GetId(), held{subject: f.GetSubject(), keys: cp.GetKeySets()[f.GetKeySet()].GetKeyIds(),
+			issued: f.GetIssuedSeq(), last: f.GetLastSeq(), endsAt: f.GetEndsAt(), revoked: f.GetRevoked()})
+	}
+	for _, f := range cp.GetRevokedFamilies() {
+		fresh.revocations.families[f.GetFamilyId()] = RevokedFamily{Reason: eventsv1.RevocationReason(f.GetReason()),
+			RevokedAt: time.Unix(0, f.GetRevokedAtUnixNano()).UTC(), AccessExpiresAt: time.Unix(0, f.GetAccessExpiresAtUnixNano()).UTC()}
+	}
+	for _, c := range cp.GetSubjectCutoffs() {
+		fresh.revocations.subjects[c.GetSubject()] = SubjectCutoff{Seq: c.GetSeq(), At: time.Unix(0, c.GetAtUnixNano()).UTC(),
+			Reason: eventsv1.RevocationReason(c.GetReason())}
+	}
+	for _, rec := range keys {
+		if rec.Seq > cp.GetSeq() {
+			break
+		}
+		m, err := events.Decode(rec)
+		if err != nil {
+			continue // counted in cp's bad records when it was applied
+		}
+		if err := rec.Follows(fresh.keys.Seq()); err != nil {
+			return fmt.Errorf("%w: key event %d: %v", ErrCheckpoint, rec.Seq, err)
+		}
+		fresh.keys.Apply(rec, m)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.seq != 0 {
+		return fmt.Errorf("%w: the set is not empty", ErrCheckpoint)
+	}
+	s.keys, s.revocations, s.families = fresh.keys, fresh.revocations, fresh.families
+	s.seq, s.bad, s.sweptAt, s.sinceSweep = cp.GetSeq(), cp.GetBadRecords(), cp.GetSweptAt(), cp.GetSinceSweep()
+	return nil
+}
+
+// marshalCheckpoint encodes cp deterministically.
+func marshalCheckpoint(cp *checkpointv1.Checkpoint) ([]byte, error) {
+	return proto.MarshalOptions{Deterministic: true}.Marshal(cp)
+}
