@@ -28,7 +28,7 @@ func TestRestartFromCheckpoint(t *testing.T) {
 		t.Helper()
 		vars := map[string]string{"HOST": "127.0.0.1", "PORT": "0", "DATA_DIR": dir, "NATS_LISTEN": "127.0.0.1:0",
 			"LOG_LEVEL": "info", "JWT_ALGORITHM": "ES256", "KEY_ROTATION_PERIOD": "0",
-			"ENCRYPTION_KEY":  base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{5}, 32)),
+			"ENCRYPTION_KEY":   base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{5}, 32)),
 			"ACCESS_TOKEN_TTL": "1", "REFRESH_TOKEN_TTL": "3", "PROJECTION_CHECKPOINT_INTERVAL": "200ms", "REFRESH_REUSE_GRACE": "0"}
 		for i := 0; i+1 < len(extra); i += 2 {
 			vars[extra[i]] = extra[i+1]
