@@ -308,8 +308,8 @@ const (
 )
 
 // logSubjects are subjects through which another account would read the
-// log or the families bucket (secret hashes, families' states, sealed
-// private keys): the log's subjects, the bucket's, and the JetStream API
+// log, the families bucket or the checkpoints (secret hashes, families'
+// states, sealed private keys): the log's subjects, the bucket's, and the JetStream API
 // on the log's stream (a consumer created with or without a filter in the
 // subject, a durable, a pull, a message get). An export whose subject
 // matches one of them lets the importing account source, mirror or read
@@ -318,6 +318,7 @@ var logSubjects = []string{
 	logPrefix + ".family.F.issued",
 	logPrefix + ".key.K.generated",
 	"$KV.TOKEN_FAMILIES.F",
+	"$O.TOKEN_CHECKPOINTS.C.X",
 	"$JS.API.CONSUMER.CREATE." + logStream,
 	"$JS.API.CONSUMER.CREATE." + logStream + ".C",
 	"$JS.API.CONSUMER.CREATE." + logStream + ".C." + logPrefix + ".family.F.revoked",

@@ -153,8 +153,8 @@ accounts {
       {
         nkey: $tokend_nkey
         permissions {
-          publish { allow: ["token.>", "tokenfeed.>", "\$JS.API.>", "\$KV.TOKEN_FAMILIES.>", "\$JS.ACK.>", "\$JS.FC.>", "_INBOX.>"] }
-          subscribe { allow: ["_INBOX.>", "token.>", "\$KV.TOKEN_FAMILIES.>"] }
+          publish { allow: ["token.>", "tokenfeed.>", "\$JS.API.>", "\$KV.TOKEN_FAMILIES.>", "\$O.TOKEN_CHECKPOINTS.>", "\$JS.ACK.>", "\$JS.FC.>", "_INBOX.>"] }
+          subscribe { allow: ["_INBOX.>", "token.>", "\$KV.TOKEN_FAMILIES.>", "\$O.TOKEN_CHECKPOINTS.>"] }
         }
       }
     ]
