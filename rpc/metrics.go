@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -46,6 +47,7 @@ type Metrics struct {
 	authRefused   *prometheus.CounterVec
 	cpLoads       *prometheus.CounterVec
 	cpSaves       *prometheus.CounterVec
+	held          atomic.Pointer[func() float64]
 }
 
 var _ issuer.Observer = (*Metrics)(nil)
@@ -139,6 +141,14 @@ func NewMetrics(lag func() float64) *Metrics {
 	}
 	m.cpSaves.WithLabelValues("ok")
 	m.cpSaves.WithLabelValues("error")
+	r.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "token_service_projection_entries", Help: "Entries the in-memory projections hold: families that can still be used, and revocations some access token may still need.",
+	}, func() float64 {
+		if f := m.held.Load(); f != nil {
+			return (*f)()
+		}
+		return 0
+	}))
 	for _, p := range auth.RefusalLabels() {
 		for _, reason := range auth.Reasons() {
 			m.authRefused.WithLabelValues(p, string(reason))
@@ -289,13 +299,9 @@ func (m *Metrics) CheckpointSaved(err error) {
 	m.cpSaves.WithLabelValues("ok").Inc()
 }
 
-// ObserveHeld registers the gauge of the entries the in-memory
-// projections hold (families, revoked families and subject cut-offs).
-func (m *Metrics) ObserveHeld(held func() float64) {
-	m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "token_service_projection_entries", Help: "Entries the in-memory projections hold: families that can still be used, and revocations some access token may still need.",
-	}, held))
-}
+// ObserveHeld sets what the gauge token_service_projection_entries
+// reads: the entries the in-memory projections hold.
+func (m *Metrics) ObserveHeld(held func() float64) { m.held.Store(&held) }
 
 // Handler serves the metrics (GET /metrics), for a listener of its own.
 func (m *Metrics) Handler() http.Handler {
