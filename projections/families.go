@@ -22,8 +22,7 @@ type Family struct {
 	ID      string
 	Subject string
 	// KeyIDs are the keys that signed the family's access tokens.
-	KeyIDs    []string
-	IssuedSeq uint64
+	KeyIDs []string
 	// LastSeq is the sequence of the family's last event.
 	LastSeq uint64
 	// EndsAt is family.EndsAt rounded up to the second: from then on
@@ -32,15 +31,14 @@ type Family struct {
 	Revoked bool
 }
 
-// held is the in-memory form of a Family, kept small: the map's key is
-// the ID, the subject's bytes are shared with the bySubject key, and
-// families signed by the same keys share one interned slice.
+// held is the in-memory form of a Family, kept small (40 bytes, and the
+// map's key is the ID): the subject's bytes are shared with the bySubject
+// key, and families signed by the same keys name one interned list.
 type held struct {
 	subject string
-	keys    []string
-	issued  uint64
 	last    uint64
-	endsAt  int64 // Unix seconds
+	endsAt  int64  // Unix seconds
+	keys    uint32 // index in keyLists
 	revoked bool
 }
 
@@ -49,12 +47,13 @@ type held struct {
 type Families struct {
 	byID      map[string]held
 	bySubject map[string][]string // family IDs by subject, in stream order
-	keySets   map[string][]string // interned key lists, by their joined IDs
+	keyLists  [][]string          // interned key lists; 0 is none
+	keySets   map[string]uint32   // index in keyLists, by the joined IDs
 }
 
 // NewFamilies returns an empty Families projection.
 func NewFamilies() *Families {
-	return &Families{byID: map[string]held{}, bySubject: map[string][]string{}, keySets: map[string][]string{}}
+	return &Families{byID: map[string]held{}, bySubject: map[string][]string{}, keyLists: [][]string{nil}, keySets: map[string]uint32{"": 0}}
 }
 
 // Apply applies a family event.
@@ -63,23 +62,13 @@ func (f *Families) Apply(rec eventlog.Record, m proto.Message) {
 	if st == nil || st.GetFamilyId() == "" {
 		return
 	}
-	end := family.EndsAt(st)
 	f.put(st.GetFamilyId(), held{
 		subject: st.GetSubject(),
-		keys:    st.GetKeyIds(),
-		issued:  orSeq(st.GetIssuedSeq(), rec.Seq),
+		keys:    f.intern(st.GetKeyIds()),
 		last:    rec.Seq,
-		endsAt:  ceilUnix(end),
+		endsAt:  ceilUnix(family.EndsAt(st)),
 		revoked: family.Revoked(st),
 	})
-}
-
-// orSeq returns a if it is set, else b.
-func orSeq(a, b uint64) uint64 {
-	if a != 0 {
-		return a
-	}
-	return b
 }
 
 // ceilUnix is t in Unix seconds, rounded up.
@@ -91,21 +80,14 @@ func ceilUnix(t time.Time) int64 {
 	return s
 }
 
-// put stores h as family id. A family's subject and first sequence are set
-// by its first event held; its keys are interned.
+// put stores h as family id; a family's subject is set by its first
+// event held.
 func (f *Families) put(id string, h held) {
-	old, ok := f.byID[id]
-	if ok {
-		h.subject, h.issued = old.subject, old.issued
-		if slices.Equal(old.keys, h.keys) {
-			h.keys = old.keys
-		} else {
-			h.keys = f.intern(h.keys)
-		}
+	if old, ok := f.byID[id]; ok {
+		h.subject = old.subject
 	} else {
 		h.subject = f.subjectKey(h.subject)
 		f.bySubject[h.subject] = append(f.bySubject[h.subject], id)
-		h.keys = f.intern(h.keys)
 	}
 	f.byID[id] = h
 }
@@ -122,21 +104,18 @@ func (f *Families) subjectKey(subject string) string {
 	return strings.Clone(subject)
 }
 
-// intern returns the one shared copy of the key list ids.
-func (f *Families) intern(ids []string) []string {
-	if len(ids) == 0 {
-		return nil
-	}
+// intern returns the index of the key list ids in keyLists, adding it
+// if it is new. Lists are few (one per combination of signing keys) and
+// never removed.
+func (f *Families) intern(ids []string) uint32 {
 	k := strings.Join(ids, "\x00")
-	if s, ok := f.keySets[k]; ok {
-		return s
+	if ix, ok := f.keySets[k]; ok {
+		return ix
 	}
-	s := make([]string, len(ids))
-	for i, id := range ids {
-		s[i] = strings.Clone(id)
-	}
-	f.keySets[k] = s
-	return s
+	ix := uint32(len(f.keyLists))
+	f.keyLists = append(f.keyLists, slices.Clone(ids))
+	f.keySets[k] = ix
+	return ix
 }
 
 // sweep forgets the families that ended before now (Unix seconds).
@@ -166,22 +145,22 @@ func (f *Families) get(id string) (Family, bool) {
 	if !ok {
 		return Family{}, false
 	}
-	return Family{ID: id, Subject: h.subject, KeyIDs: slices.Clone(h.keys), IssuedSeq: h.issued, LastSeq: h.last,
+	return Family{ID: id, Subject: h.subject, KeyIDs: slices.Clone(f.keyLists[h.keys]), LastSeq: h.last,
 		EndsAt: time.Unix(h.endsAt, 0), Revoked: h.revoked}, true
 }
 
 // SignedBy returns the families that hold access tokens signed by key
-// kid, oldest first. It scans every family: it serves rare operations
-// (a key compromise).
+// kid, in the order of their last events. It scans every family: it
+// serves rare operations (a key compromise).
 func (f *Families) SignedBy(kid string) []Family {
 	var out []Family
 	for id, h := range f.byID {
-		if slices.Contains(h.keys, kid) {
+		if slices.Contains(f.keyLists[h.keys], kid) {
 			fam, _ := f.get(id)
 			out = append(out, fam)
 		}
 	}
-	slices.SortFunc(out, func(a, b Family) int { return cmp.Compare(a.IssuedSeq, b.IssuedSeq) })
+	slices.SortFunc(out, func(a, b Family) int { return cmp.Compare(a.LastSeq, b.LastSeq) })
 	return out
 }
 
@@ -192,11 +171,10 @@ func (f *Families) Get(id string) (Family, bool) { return f.get(id) }
 func (f *Families) OfSubject(subject string) []Family {
 	ids := f.bySubject[subject]
 	out := make([]Family, 0, len(ids))
-	for _, id := range ids {
+	for _, id := range ids { // in the order they were issued
 		fam, _ := f.get(id)
 		out = append(out, fam)
 	}
-	slices.SortFunc(out, func(a, b Family) int { return cmp.Compare(a.IssuedSeq, b.IssuedSeq) })
 	return out
 }
 

@@ -325,7 +325,7 @@ func (s *Set) digestLocked() string {
 	for _, id := range sortedKeys(s.families.byID) {
 		f := s.families.byID[id]
 		writeString(h, "fam|"+id+"|"+f.subject)
-		fmt.Fprintf(h, "|%q|%d|%d|%d|%v\n", f.keys, f.issued, f.last, f.endsAt, f.revoked)
+		fmt.Fprintf(h, "|%q|%d|%d|%v\n", s.families.keyLists[f.keys], f.last, f.endsAt, f.revoked)
 	}
 	for _, sub := range sortedKeys(s.families.bySubject) {
 		writeString(h, "sub|"+sub)

@@ -3,7 +3,6 @@ package projections
 import (
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -31,19 +30,14 @@ func (s *Set) snapshot() *checkpointv1.Checkpoint {
 		Version: CheckpointVersion, Seq: s.seq, BadRecords: s.bad, SweptAt: s.sweptAt, SinceSweep: s.sinceSweep,
 		Families: make([]*checkpointv1.Family, 0, len(s.families.byID)),
 	}
-	sets := map[string]uint32{}
+	for _, ids := range s.families.keyLists {
+		cp.KeySets = append(cp.KeySets, &checkpointv1.KeySet{KeyIds: ids})
+	}
 	for _, sub := range sortedKeys(s.families.bySubject) {
 		for _, id := range s.families.bySubject[sub] {
 			h := s.families.byID[id]
-			k := strings.Join(h.keys, "\x00")
-			ix, ok := sets[k]
-			if !ok {
-				ix = uint32(len(cp.KeySets))
-				sets[k] = ix
-				cp.KeySets = append(cp.KeySets, &checkpointv1.KeySet{KeyIds: h.keys})
-			}
-			cp.Families = append(cp.Families, &checkpointv1.Family{Id: id, Subject: sub, KeySet: ix,
-				IssuedSeq: h.issued, LastSeq: h.last, EndsAt: h.endsAt, Revoked: h.revoked})
+			cp.Families = append(cp.Families, &checkpointv1.Family{Id: id, Subject: sub, KeySet: h.keys,
+				LastSeq: h.last, EndsAt: h.endsAt, Revoked: h.revoked})
 		}
 	}
 	for _, id := range sortedKeys(s.revocations.families) {
@@ -77,8 +71,8 @@ func (s *Set) restore(cp *checkpointv1.Checkpoint, keys []eventlog.Record) error
 		if _, dup := fams.byID[f.GetId()]; dup {
 			return fmt.Errorf("%w: family %q twice", ErrCheckpoint, f.GetId())
 		}
-		fams.put(f.GetId(), held{subject: f.GetSubject(), keys: cp.GetKeySets()[f.GetKeySet()].GetKeyIds(),
-			issued: f.GetIssuedSeq(), last: f.GetLastSeq(), endsAt: f.GetEndsAt(), revoked: f.GetRevoked()})
+		fams.put(f.GetId(), held{subject: f.GetSubject(), keys: fams.intern(cp.GetKeySets()[f.GetKeySet()].GetKeyIds()),
+			last: f.GetLastSeq(), endsAt: f.GetEndsAt(), revoked: f.GetRevoked()})
 	}
 	for _, f := range cp.GetRevokedFamilies() {
 		fresh.revocations.families[f.GetFamilyId()] = RevokedFamily{Reason: eventsv1.RevocationReason(f.GetReason()),

@@ -239,15 +239,14 @@ func sampleHeap(peak *uint64) (stop func()) {
 	return func() { close(done); <-finished }
 }
 
-// fillStream writes n family events: families of 5 events (issued, 3
+// fillStream writes n family events: families of 4 events (issued, 3
 // rotations, and every 8th family revoked instead of its last rotation),
-// with realistic family states, through async publishes.
+// with realistic family states, signed as tokend signs them (the log
+// refuses the rest as forged), through async publishes on an empty stream.
 func fillStream(b testing.TB, node *eventlogtest.Node, log *eventlog.Log, n int) {
 	b.Helper()
-	js, err := jetstream.New(node.Conn, jetstream.WithPublishAsyncMaxPending(16384))
-	if err != nil {
-		b.Fatal(err)
-	}
+	js := asyncJS(b, node)
+	auth := eventlogtest.Auth(b)
 	subj := log.Subjects()
 	start := time.Now()
 	now := timestamppb.New(start)
@@ -273,32 +272,56 @@ func fillStream(b testing.TB, node *eventlogtest.Node, log *eventlog.Log, n int)
 				st.Generation++
 				st.PreviousSecretHash = st.SecretHash
 				st.SpentSecretPrefixes = append(st.SpentSecretPrefixes, st.SecretHash[:8]...)
-				typ, m = events.TypeFamilyRotated, &eventsv1.FamilyRotated{State: st, KeyId: "key-1", AccessTokenId: "jti"}
+				typ, m = events.TypeFamilyRotated, &eventsv1.FamilyRotated{State: st, KeyId: "key-1"}
 			}
 			data, err := proto.Marshal(m)
 			if err != nil {
 				b.Fatal(err)
 			}
-			msg := natsMsg(subj.Family(fid, strings.TrimPrefix(typ, "family.")), typ, data)
-			if _, err := js.PublishMsgAsync(msg); err != nil {
+			var prev uint64
+			if e > 0 {
+				prev = uint64(i) // the family's previous event: the stream's sequences follow i
+			}
+			if _, err := js.PublishMsgAsync(signed(auth, subj.Family(fid, strings.TrimPrefix(typ, "family.")), typ, data, prev)); err != nil {
 				b.Fatal(err)
 			}
 			i++
 		}
 		if i%8_192 == 0 {
-			select {
-			case <-js.PublishAsyncComplete():
-			case <-time.After(time.Minute):
-				b.Fatal("async publishes not acknowledged within a minute")
-			}
+			waitAsync(b, js)
 		}
 	}
+	waitAsync(b, js)
+	b.Logf("wrote %d events in %s", n, time.Since(start).Round(time.Millisecond))
+}
+
+// asyncJS is a JetStream context for batched asynchronous publishes.
+func asyncJS(b testing.TB, node *eventlogtest.Node) jetstream.JetStream {
+	b.Helper()
+	js, err := jetstream.New(node.Conn, jetstream.WithPublishAsyncMaxPending(16384))
+	if err != nil {
+		b.Fatal(err)
+	}
+	return js
+}
+
+// waitAsync waits for every asynchronous publish to be acknowledged.
+func waitAsync(b testing.TB, js jetstream.JetStream) {
+	b.Helper()
 	select {
 	case <-js.PublishAsyncComplete():
 	case <-time.After(time.Minute):
 		b.Fatal("async publishes not acknowledged within a minute")
 	}
-	b.Logf("wrote %d events in %s", n, time.Since(start).Round(time.Millisecond))
+}
+
+// signed is the message of an event of type typ on subject, appended
+// after its aggregate's sequence prev, with the authenticator the log
+// checks.
+func signed(auth *eventlog.Authenticator, subject, typ string, data []byte, prev uint64) *nats.Msg {
+	m := natsMsg(subject, typ, data)
+	m.Header.Set(eventlog.HeaderAuth, auth.Sign(subject, m.Header, data, prev))
+	return m
 }
 
 func natsMsg(subject, typ string, data []byte) *nats.Msg {

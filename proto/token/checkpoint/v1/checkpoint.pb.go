@@ -41,8 +41,8 @@ type Checkpoint struct {
 	// projected events applied since.
 	SweptAt    int64  `protobuf:"varint,4,opt,name=swept_at,json=sweptAt,proto3" json:"swept_at,omitempty"`
 	SinceSweep uint64 `protobuf:"varint,5,opt,name=since_sweep,json=sinceSweep,proto3" json:"since_sweep,omitempty"`
-	// key_sets are the distinct lists of signing keys of the families;
-	// each family names one by index.
+	// key_sets are the distinct lists of signing keys of the families
+	// (the first is the empty list); each family names one by index.
 	KeySets         []*KeySet        `protobuf:"bytes,6,rep,name=key_sets,json=keySets,proto3" json:"key_sets,omitempty"`
 	Families        []*Family        `protobuf:"bytes,7,rep,name=families,proto3" json:"families,omitempty"`
 	RevokedFamilies []*RevokedFamily `protobuf:"bytes,8,rep,name=revoked_families,json=revokedFamilies,proto3" json:"revoked_families,omitempty"`
@@ -189,12 +189,11 @@ func (x *KeySet) GetKeyIds() []string {
 }
 
 type Family struct {
-	state     protoimpl.MessageState `protogen:"open.v1"`
-	Id        string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Subject   string                 `protobuf:"bytes,2,opt,name=subject,proto3" json:"subject,omitempty"`
-	KeySet    uint32                 `protobuf:"varint,3,opt,name=key_set,json=keySet,proto3" json:"key_set,omitempty"`
-	IssuedSeq uint64                 `protobuf:"varint,4,opt,name=issued_seq,json=issuedSeq,proto3" json:"issued_seq,omitempty"`
-	LastSeq   uint64                 `protobuf:"varint,5,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Id      string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Subject string                 `protobuf:"bytes,2,opt,name=subject,proto3" json:"subject,omitempty"`
+	KeySet  uint32                 `protobuf:"varint,3,opt,name=key_set,json=keySet,proto3" json:"key_set,omitempty"`
+	LastSeq uint64                 `protobuf:"varint,5,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`
 	// ends_at: Unix seconds (issuer/family.EndsAt, rounded up).
 	EndsAt        int64 `protobuf:"varint,6,opt,name=ends_at,json=endsAt,proto3" json:"ends_at,omitempty"`
 	Revoked       bool  `protobuf:"varint,7,opt,name=revoked,proto3" json:"revoked,omitempty"`
@@ -249,13 +248,6 @@ func (x *Family) GetSubject() string {
 func (x *Family) GetKeySet() uint32 {
 	if x != nil {
 		return x.KeySet
-	}
-	return 0
-}
-
-func (x *Family) GetIssuedSeq() uint64 {
-	if x != nil {
-		return x.IssuedSeq
 	}
 	return 0
 }
@@ -436,13 +428,11 @@ const file_token_checkpoint_v1_checkpoint_proto_rawDesc = "" +
 	"\x10revoked_families\x18\b \x03(\v2\".token.checkpoint.v1.RevokedFamilyR\x0frevokedFamilies\x12K\n" +
 	"\x0fsubject_cutoffs\x18\t \x03(\v2\".token.checkpoint.v1.SubjectCutoffR\x0esubjectCutoffs\"!\n" +
 	"\x06KeySet\x12\x17\n" +
-	"\akey_ids\x18\x01 \x03(\tR\x06keyIds\"\xb8\x01\n" +
+	"\akey_ids\x18\x01 \x03(\tR\x06keyIds\"\x99\x01\n" +
 	"\x06Family\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\asubject\x18\x02 \x01(\tR\asubject\x12\x17\n" +
-	"\akey_set\x18\x03 \x01(\rR\x06keySet\x12\x1d\n" +
-	"\n" +
-	"issued_seq\x18\x04 \x01(\x04R\tissuedSeq\x12\x19\n" +
+	"\akey_set\x18\x03 \x01(\rR\x06keySet\x12\x19\n" +
 	"\blast_seq\x18\x05 \x01(\x04R\alastSeq\x12\x17\n" +
 	"\aends_at\x18\x06 \x01(\x03R\x06endsAt\x12\x18\n" +
 	"\arevoked\x18\a \x01(\bR\arevoked\"\xb3\x01\n" +

@@ -1,0 +1,346 @@
+package bench
+
+import (
+	"context"
+	"crypto/rand"
+	"flag"
+	"fmt"
+	"runtime"
+	"runtime/metrics"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/auth-platform/tokenservice/cmd/tokend/app"
+	"github.com/auth-platform/tokenservice/eventlog"
+	"github.com/auth-platform/tokenservice/eventlog/eventlogtest"
+	"github.com/auth-platform/tokenservice/eventlog/events"
+	"github.com/auth-platform/tokenservice/issuer"
+	"github.com/auth-platform/tokenservice/projections"
+	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
+	"github.com/auth-platform/tokenservice/signing/seal"
+)
+
+var (
+	expiredFamilies = flag.Int("expired-families", 200_000, "families BenchmarkRestartAfterExpiry issues and lets expire")
+	liveFamilies    = flag.Int("live-families", 1_000_000, "live families BenchmarkStartLive writes")
+	memoryFamilies  = flag.Int("memory-families", 200_000, "families BenchmarkFamilyMemory holds")
+)
+
+// heapLive returns the bytes of live heap objects after a full GC.
+func heapLive() uint64 {
+	runtime.GC()
+	runtime.GC()
+	s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
+}
+
+// familyEvent returns family event i of a family of subject sub: issued,
+// then rotations by key-1, every one ending at end.
+func familyEvent(seq uint64, fid, sub string, gen uint64, at, end time.Time) eventlog.Record {
+	st := &eventsv1.FamilyState{
+		FamilyId: fid, Subject: sub, ClientId: "bench-client", Audience: []string{"https://api.example.com"},
+		Scopes: []string{"openid", "profile"}, Generation: gen, SecretHash: make([]byte, 32), DpopJkt: "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I",
+		CreatedAt: timestamppb.New(at), RotatedAt: timestamppb.New(at), RefreshExpiresAt: timestamppb.New(end),
+		AccessExpiresAt: timestamppb.New(at.Add(15 * time.Minute)), Status: eventsv1.FamilyStatus_FAMILY_STATUS_ACTIVE,
+		KeyIds: []string{"key-1"}, IssuedSeq: seq - gen + 1,
+	}
+	var typ string
+	var m proto.Message = &eventsv1.FamilyIssued{State: st}
+	typ = events.TypeFamilyIssued
+	if gen > 1 {
+		m, typ = &eventsv1.FamilyRotated{State: st, KeyId: "key-1"}, events.TypeFamilyRotated
+	}
+	data, _ := proto.Marshal(m)
+	rec := eventlog.Record{Seq: seq, Time: at, Type: typ, Data: data}
+	if gen > 1 {
+		rec.Prev = seq - 1
+	}
+	return rec
+}
+
+// BenchmarkFamilyMemory measures what a live family costs in a replica's
+// memory: the live heap after a GC, per family, once -memory-families
+// families (an issued event and two rotations each, 50,000 subjects) are
+// applied to a projections.Set, side by side with the same events applied
+// to the Families projection as it was before issue 13 (legacyFamilies,
+// every field of the family state, kept here as the baseline).
+//
+//	B/family          projections.Set (families, their index, revocations)
+//	B/family_before   the projection before issue 13
+//	x_before          B/family / B/family_before (target <= 0.5)
+func BenchmarkFamilyMemory(b *testing.B) {
+	n := *memoryFamilies
+	at := time.Now()
+	end := at.Add(24 * time.Hour)
+	recs := make([]eventlog.Record, 0, 3*n)
+	for i := range n {
+		fid := fmt.Sprintf("%022d", i)
+		sub := fmt.Sprintf("user-%d@example.com", i%50_000)
+		for g := uint64(1); g <= 3; g++ {
+			recs = append(recs, familyEvent(uint64(len(recs)+1), fid, sub, g, at, end))
+		}
+	}
+	var now, before float64
+	for range b.N {
+		base := heapLive()
+		set := projections.NewSet(15 * time.Minute)
+		for _, rec := range recs {
+			if err := set.Apply(rec); err != nil {
+				b.Fatal(err)
+			}
+		}
+		now += float64(heapLive()-base) / float64(n)
+		runtime.KeepAlive(set)
+
+		base = heapLive()
+		old := newLegacyFamilies()
+		for _, rec := range recs {
+			m, err := events.Decode(rec)
+			if err != nil {
+				b.Fatal(err)
+			}
+			old.apply(rec, m)
+		}
+		before += float64(heapLive()-base) / float64(n)
+		runtime.KeepAlive(old)
+	}
+	b.ReportMetric(now/float64(b.N), "B/family")
+	b.ReportMetric(before/float64(b.N), "B/family_before")
+	b.ReportMetric(now/before, "x_before")
+}
+
+// BenchmarkRestartAfterExpiry is the measurement of issue 13: tokend on
+// its embedded defaults issues -expired-families families (8 callers,
+// ACCESS_TOKEN_TTL=1, REFRESH_TOKEN_TTL=2), waits until every one has
+// ended, stops and starts again on the same data folder; side by side
+// with a start on an empty data folder and a start that replays the whole
+// log (PROJECTION_CHECKPOINT_INTERVAL=0, as every start did before).
+//
+//	ready_ms_empty, ready_ms, ready_ms_replay   time to ready
+//	us/expired_family        (ready_ms - ready_ms_empty) per family (target <= 1)
+//	B/expired_family         (heap - heap_empty) per family, live heap after
+//	                         a GC, the embedded NATS server included (target <= 50)
+//	us/expired_family_replay, B/expired_family_replay   the same, full replay
+func BenchmarkRestartAfterExpiry(b *testing.B) {
+	n := *expiredFamilies
+	vars := func(dir string, extra ...string) map[string]string {
+		v := map[string]string{
+			"HOST": "127.0.0.1", "PORT": "0", "DATA_DIR": dir, "NATS_LISTEN": "127.0.0.1:0", "LOG_LEVEL": "error",
+			"ENCRYPTION_KEY": encryptionKey, "JWT_ALGORITHM": "ES256", "KEY_ROTATION_PERIOD": "0",
+			"ACCESS_TOKEN_TTL": "1", "REFRESH_TOKEN_TTL": "2", "REFRESH_REUSE_GRACE": "0", "PROJECTION_CHECKPOINT_INTERVAL": "1",
+		}
+		for i := 0; i+1 < len(extra); i += 2 {
+			v[extra[i]] = extra[i+1]
+		}
+		return v
+	}
+	// start starts tokend and returns how long it took to be ready and
+	// the live heap then.
+	start := func(env map[string]string) (*app.Main, time.Duration, uint64) {
+		b.Helper()
+		cfg, err := app.ConfigFromEnv(func(k string) string { return env[k] })
+		if err != nil {
+			b.Fatal(err)
+		}
+		heapLive()
+		t0 := time.Now()
+		m, err := app.Start(context.Background(), cfg, app.NewLogger(cfg))
+		if err != nil {
+			b.Fatal(err)
+		}
+		return m, time.Since(t0), heapLive()
+	}
+	stop := func(m *app.Main) {
+		if err := m.Close(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var readyEmpty, ready, readyReplay time.Duration
+	var heapEmpty, heapAfter, heapReplay float64
+	for range b.N {
+		m, d, _ := start(vars(b.TempDir()))
+		stop(m) // the first start in a process pays for more than a start
+		m, d, h := start(vars(b.TempDir()))
+		readyEmpty, heapEmpty = readyEmpty+d, heapEmpty+float64(h)
+		stop(m)
+
+		dir := b.TempDir()
+		m, _, _ = start(vars(dir))
+		issueFamilies(b, m, n)
+		deadline := time.Now().Add(2 * time.Minute)
+		for m.Set.Len() > 0 {
+			if time.Now().After(deadline) {
+				b.Fatalf("%d entries still held 2 minutes after the last family ended", m.Set.Len())
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		stop(m)
+
+		m, d, h = start(vars(dir))
+		ready, heapAfter = ready+d, heapAfter+float64(h)
+		stop(m)
+		m, d, h = start(vars(dir, "PROJECTION_CHECKPOINT_INTERVAL", "0"))
+		readyReplay, heapReplay = readyReplay+d, heapReplay+float64(h)
+		stop(m)
+	}
+	runs := float64(b.N)
+	per := func(d, empty time.Duration) float64 {
+		return float64(d-empty) / runs / float64(time.Microsecond) / float64(n)
+	}
+	b.ReportMetric(float64(readyEmpty.Milliseconds())/runs, "ready_ms_empty")
+	b.ReportMetric(float64(ready.Milliseconds())/runs, "ready_ms")
+	b.ReportMetric(float64(readyReplay.Milliseconds())/runs, "ready_ms_replay")
+	b.ReportMetric(per(ready, readyEmpty), "us/expired_family")
+	b.ReportMetric((heapAfter-heapEmpty)/runs/float64(n), "B/expired_family")
+	b.ReportMetric(per(readyReplay, readyEmpty), "us/expired_family_replay")
+	b.ReportMetric((heapReplay-heapEmpty)/runs/float64(n), "B/expired_family_replay")
+}
+
+// issueFamilies starts n families through m's issuer with 8 callers.
+func issueFamilies(b *testing.B, m *app.Main, n int) {
+	b.Helper()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	var failed atomic.Value
+	t0 := time.Now()
+	for range 8 {
+		wg.Go(func() {
+			for i := next.Add(1); i <= int64(n); i = next.Add(1) {
+				_, err := m.Issuer.Generate(context.Background(), issuer.GenerateRequest{
+					Subject: fmt.Sprintf("user-%d@example.com", i%50_000), ClientID: clientID, Audience: audience, Scopes: scopes})
+				if err != nil {
+					failed.Store(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err, _ := failed.Load().(error); err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("issued %d families in %s", n, time.Since(t0).Round(time.Millisecond))
+}
+
+// BenchmarkStartLive measures a replica's start with -live-families live
+// families in the log (an issued event and two rotations each): replaying
+// the whole log, side by side with loading the checkpoint written at its
+// end (then replaying the tail: nothing).
+//
+//	replay_s, replay_peak_heap_MB          full replay
+//	checkpoint_s, checkpoint_peak_heap_MB  checkpoint load
+//	checkpoint_MB                          the sealed checkpoint
+//	held_MB                                live heap of the set once started
+func BenchmarkStartLive(b *testing.B) {
+	node := eventlogtest.SingleNode(b)
+	log := eventlogtest.OpenLog(b, node.Conn, eventlog.Config{})
+	writeLive(b, node, log, *liveFamilies)
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		b.Fatal(err)
+	}
+	sealer, err := seal.New(rand.Reader, key)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	// startSet feeds a new set until ready, from its checkpoint if load,
+	// and returns how long it took and the peak heap.
+	startSet := func(load bool) (*projections.Set, *projections.Checkpoints, time.Duration, uint64) {
+		heapLive()
+		var peak uint64
+		stopSampling := sampleHeap(&peak)
+		t0 := time.Now()
+		set := projections.NewSet(15 * time.Minute)
+		cps, err := projections.NewCheckpoints(log, set, projections.CheckpointConfig{Sealer: sealer})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if load && cps.Load(ctx) != projections.LoadRestored {
+			b.Fatal("the checkpoint was not restored")
+		}
+		runner := projections.NewRunner(log, set, nil, nil)
+		rctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); _ = runner.Run(rctx) }()
+		<-runner.Ready()
+		took := time.Since(t0)
+		cancel()
+		<-done
+		stopSampling()
+		return set, cps, took, peak
+	}
+	var replay, fromCP time.Duration
+	var replayPeak, cpPeak, held uint64
+	var size int
+	for range b.N {
+		set, cps, d, p := startSet(false)
+		replay, replayPeak = replay+d, max(replayPeak, p)
+		if err := cps.Save(ctx); err != nil {
+			b.Fatal(err)
+		}
+		obs, err := log.JetStream().ObjectStore(ctx, projections.CheckpointBucket)
+		if err != nil {
+			b.Fatal(err)
+		}
+		info, err := obs.GetInfo(ctx, "projections")
+		if err != nil {
+			b.Fatal(err)
+		}
+		size = int(info.Size)
+		want := set.Digest()
+		set = nil
+		base := heapLive()
+		set, _, d, p = startSet(true)
+		fromCP, cpPeak = fromCP+d, max(cpPeak, p)
+		held = heapLive() - min(base, heapLive())
+		if set.Digest() != want {
+			b.Fatal("the set restored from the checkpoint differs from the replayed one")
+		}
+		runtime.KeepAlive(set)
+	}
+	runs := float64(b.N)
+	b.ReportMetric(replay.Seconds()/runs, "replay_s")
+	b.ReportMetric(float64(replayPeak)/(1<<20), "replay_peak_heap_MB")
+	b.ReportMetric(fromCP.Seconds()/runs, "checkpoint_s")
+	b.ReportMetric(float64(cpPeak)/(1<<20), "checkpoint_peak_heap_MB")
+	b.ReportMetric(float64(size)/(1<<20), "checkpoint_MB")
+	b.ReportMetric(float64(held)/(1<<20), "held_MB")
+}
+
+// writeLive writes n live families (issued and two rotations each, the
+// refresh token valid for a day) with asynchronous publishes.
+func writeLive(b *testing.B, node *eventlogtest.Node, log *eventlog.Log, n int) {
+	b.Helper()
+	js := asyncJS(b, node)
+	auth := eventlogtest.Auth(b)
+	subj := log.Subjects()
+	at := time.Now()
+	end := at.Add(24 * time.Hour)
+	t0 := time.Now()
+	for i := range n {
+		fid := fmt.Sprintf("%022d", i)
+		sub := fmt.Sprintf("user-%d@example.com", i%50_000)
+		for g := uint64(1); g <= 3; g++ {
+			rec := familyEvent(uint64(3*i)+g, fid, sub, g, at, end) // the stream's sequences follow the families
+			event := "issued"
+			if g > 1 {
+				event = "rotated"
+			}
+			if _, err := js.PublishMsgAsync(signed(auth, subj.Family(fid, event), rec.Type, rec.Data, rec.Prev)); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if i%4096 == 4095 {
+			waitAsync(b, js)
+		}
+	}
+	waitAsync(b, js)
+	b.Logf("wrote %d live families in %s", n, time.Since(t0).Round(time.Millisecond))
+}
