@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"regexp"
 	"time"
 
 	"github.com/auth-platform/tokenservice/cmd/internal/envvar"
@@ -40,8 +39,6 @@ func (s Secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
 // defaultPKCS11LabelPrefix is pkcs11.DefaultLabelPrefix, repeated so that
 // the configuration builds without cgo.
 const defaultPKCS11LabelPrefix = "tokenservice-signing/"
-
-var namespaceRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
 
 // composeCrypto resolves the signing backend (KMS_PROVIDER, or
 // CRYPTO_SIGNING_ENABLED=true alone) and checks that the HSM and crypto

@@ -16,6 +16,7 @@ import (
 	"github.com/auth-platform/tokenservice/cmd/internal/envvar"
 	"github.com/auth-platform/tokenservice/dpop"
 	"github.com/auth-platform/tokenservice/signing"
+	"github.com/auth-platform/tokenservice/signing/cryptosvc"
 )
 
 // The parsers of tokend's own kinds of value; vars.go binds them to
@@ -206,7 +207,7 @@ func secretFile(p *Secret) envvar.Parser {
 // namespace accepts a crypto service namespace.
 func namespace(p *string) envvar.Parser {
 	return func(v string) error {
-		if !namespaceRE.MatchString(v) {
+		if !cryptosvc.ValidNamespace(v) {
 			return errors.New("must be 1 to 63 of a-z, 0-9, '.', '_' and '-', starting with a letter or digit")
 		}
 		*p = v
