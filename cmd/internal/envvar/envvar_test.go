@@ -54,7 +54,9 @@ func TestLoad(t *testing.T) {
 		{"defaults parsed", map[string]string{"NAME": "n"}, nil,
 			func(c config) bool { return c.port == 8080 && c.ttl == 900*time.Second && c.name == "n" && c.on == nil }},
 		{"set values", map[string]string{"NAME": "n", "PORT": "0", "TTL": "15m", "ON": "0", "LIST": "a,b"}, nil,
-			func(c config) bool { return c.port == 0 && c.ttl == 15*time.Minute && c.on != nil && !*c.on && len(c.listing) == 2 }},
+			func(c config) bool {
+				return c.port == 0 && c.ttl == 15*time.Minute && c.on != nil && !*c.on && len(c.listing) == 2
+			}},
 		{"required", nil, []string{"NAME: is required"}, nil},
 		{"invalid takes the default", map[string]string{"NAME": "n", "PORT": "http", "TTL": "0"},
 			[]string{`PORT: must be an integer from 0 to 65535, got "http"`, `TTL: must be at least 1s, got "0"`},

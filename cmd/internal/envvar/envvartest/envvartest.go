@@ -48,5 +48,5 @@ func CheckReadme(t testing.TB, path, heading, want string, update bool) {
 			t.Errorf("%s, table after %q, line %d:\n have: %s\n want: %s", path, heading, i+1, g, w)
 		}
 	}
-	t.Errorf("the README's table differs from the declarations; rerun with the test's -update flag to rewrite it")
+	t.Errorf("the README's table differs from the declarations; the test's -update-readme flag rewrites it")
 }
