@@ -22,6 +22,10 @@ import (
 const (
 	// SubscriberAccount is the NATS account of subscribers.
 	SubscriberAccount = "SUBSCRIBERS"
+	// DefaultStream is the default name of the event log's stream.
+	DefaultStream = "TOKENS"
+	// DefaultPrefix is the default subject prefix of the log.
+	DefaultPrefix = subscriber.DefaultPrefix
 	// DefaultFeedStream is the default name of the subscribers' stream.
 	DefaultFeedStream = subscriber.DefaultStream
 	// AnonymousConsumer is the one consumer of the feed that connections
@@ -39,9 +43,10 @@ const (
 
 // AccountsConfig configures the accounts of an embedded server.
 type AccountsConfig struct {
-	// Stream is the event log's stream. Default "TOKENS".
+	// Stream is the event log's stream. Default DefaultStream (TOKENS).
 	Stream string
-	// Prefix is the subject prefix of the log. Default "token".
+	// Prefix is the subject prefix of the log. Default DefaultPrefix
+	// (token).
 	Prefix string
 	// FeedStream names the subscribers' stream, the feed. Default
 	// "TOKENS_FEED".
@@ -142,10 +147,10 @@ type Accounts struct {
 // given or one is not a public user nkey.
 func NewAccounts(cfg AccountsConfig) (*Accounts, error) {
 	if cfg.Stream == "" {
-		cfg.Stream = "TOKENS"
+		cfg.Stream = DefaultStream
 	}
 	if cfg.Prefix == "" {
-		cfg.Prefix = "token"
+		cfg.Prefix = DefaultPrefix
 	}
 	if cfg.FeedStream == "" {
 		cfg.FeedStream = DefaultFeedStream

@@ -21,10 +21,10 @@ import (
 // Config configures a Log. The zero value of every field but Conn selects
 // the documented default.
 type Config struct {
-	// Stream is the stream name. Default "TOKENS".
+	// Stream is the stream name. Default DefaultStream (TOKENS).
 	Stream string
-	// Prefix is the subject prefix. Default "token"; the stream holds
-	// Prefix.>.
+	// Prefix is the subject prefix. Default DefaultPrefix (token); the
+	// stream holds Prefix.>.
 	Prefix string
 	// Replicas is the stream's replica count. Default 1.
 	Replicas int
@@ -126,10 +126,10 @@ type Log struct {
 
 func (c *Config) setDefaults() {
 	if c.Stream == "" {
-		c.Stream = "TOKENS"
+		c.Stream = DefaultStream
 	}
 	if c.Prefix == "" {
-		c.Prefix = "token"
+		c.Prefix = DefaultPrefix
 	}
 	if c.Replicas <= 0 {
 		c.Replicas = 1

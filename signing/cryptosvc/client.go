@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -22,6 +23,14 @@ import (
 // DefaultNamespace is the default Config.Namespace.
 const DefaultNamespace = "tokenservice"
 
+// namespaceRE is crypto.v1's rule for a namespace (see ValidNamespace).
+var namespaceRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
+
+// ValidNamespace reports whether ns is a namespace the crypto service
+// accepts: 1 to 63 of a-z, 0-9, '.', '_' and '-', starting with a letter
+// or digit.
+func ValidNamespace(ns string) bool { return namespaceRE.MatchString(ns) }
+
 // Config configures a Client. cmd/tokend fills it from its settings.
 type Config struct {
 	// Address is the service's base URL, https://host:port (a bare
@@ -35,8 +44,8 @@ type Config struct {
 	// APIKey, if set, is sent as "Authorization: Bearer <key>" on every
 	// call. String, GoString and LogValue print Config with it redacted.
 	APIKey string
-	// Namespace is where keys are made and looked up. Default
-	// DefaultNamespace.
+	// Namespace is where keys are made and looked up; it must be
+	// ValidNamespace. Default DefaultNamespace.
 	Namespace string
 	// HTTPClient, if set, is used instead of the HTTP/2 client built from
 	// TLS.
@@ -79,6 +88,9 @@ func New(cfg Config) (*Client, error) {
 	ns := cfg.Namespace
 	if ns == "" {
 		ns = DefaultNamespace
+	}
+	if !ValidNamespace(ns) {
+		return nil, fmt.Errorf("%w: namespace %q (want 1 to 63 of a-z, 0-9, '.', '_' and '-', starting with a letter or digit)", ErrConfig, ns)
 	}
 	hc := cfg.HTTPClient
 	if hc == nil {

@@ -1,6 +1,8 @@
 package bench
 
 import (
+	"os"
+	"runtime/pprof"
 	"context"
 	"crypto/rand"
 	"flag"
@@ -184,6 +186,11 @@ func BenchmarkRestartAfterExpiry(b *testing.B) {
 
 		m, d, h = start(vars(dir))
 		ready, heapAfter = ready+d, heapAfter+float64(h)
+		if p := os.Getenv("HEAPPROF"); p != "" {
+			f, _ := os.Create(p)
+			_ = pprof.WriteHeapProfile(f)
+			f.Close()
+		}
 		stop(m)
 		m, d, h = start(vars(dir, "PROJECTION_CHECKPOINT_INTERVAL", "0"))
 		readyReplay, heapReplay = readyReplay+d, heapReplay+float64(h)

@@ -17,7 +17,7 @@ import (
 )
 
 // TestKillDuringKMSRotation kills a tokend that signs with AWS KMS (the
-// local-kms emulator, in this process on loopback) with SIGKILL while it
+// local-kms emulator, a child process on loopback) with SIGKILL while it
 // rotates its key over and over, at a different moment each round. After
 // the last restart there is exactly one active key, and every live KMS key
 // the service created is a key of the log: none is orphaned.

@@ -6,13 +6,11 @@ package app
 
 import (
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
-	"strconv"
-	"strings"
 	"time"
 
+	"github.com/auth-platform/tokenservice/cmd/internal/envvar"
 	"github.com/auth-platform/tokenservice/signing/pkcs11"
 )
 
@@ -39,101 +37,76 @@ type Config struct {
 // DefaultLabelPrefix starts the CKA_LABEL of cryptod's key objects.
 const DefaultLabelPrefix = "cryptod/"
 
-// Variables lists every environment variable cryptod reads, with its
-// default, in the order of the README.
-var Variables = []struct{ Name, Default, Meaning string }{
-	{"CRYPTOD_LISTEN", "0.0.0.0:8443", "host:port of the TLS listener (Connect, gRPC and gRPC-Web over HTTP/2)"},
-	{"CRYPTOD_TLS_CERT_FILE", "", "server certificate chain (PEM); required; reloaded when it changes"},
-	{"CRYPTOD_TLS_KEY_FILE", "", "server private key (PEM); required"},
-	{"CRYPTOD_TLS_CLIENT_CA_FILE", "", "CA bundle (PEM) that verifies client certificates: callers authenticate with mTLS (required at the handshake unless the policy lists API keys)"},
-	{"CRYPTOD_POLICY_FILE", "", "YAML policy: each caller's mTLS identities or API-key hashes and its namespaces; required; reloaded when it changes"},
-	{"PKCS11_MODULE", "", "path of the HSM's PKCS#11 library, e.g. /usr/lib/softhsm/libsofthsm2.so; required"},
-	{"PKCS11_TOKEN_LABEL", "", "label of the token that holds the keys; required"},
-	{"PKCS11_PIN", "", "the token's user PIN (or PKCS11_PIN_FILE); never logged"},
-	{"PKCS11_PIN_FILE", "", "file holding the user PIN (a mounted secret); wins over PKCS11_PIN"},
-	{"PKCS11_LABEL_PREFIX", DefaultLabelPrefix, "start of the CKA_LABEL of every key object cryptod makes; deployments sharing a token need different ones"},
-	{"SHUTDOWN_TIMEOUT", "30", "how long SIGTERM waits for calls in flight (seconds)"},
-	{"LOG_LEVEL", "info", "debug, info, warn or error"},
-	{"LOG_FORMAT", "json", "json or text"},
+// Variables documents every environment variable cryptod reads, with its
+// default, in the order of the README; it is rendered from the same
+// declarations ConfigFromEnv parses.
+var Variables = envvar.Docs(new(Config).vars())
+
+// vars declares every variable once: name, default, parser and the
+// README's words. The parsers store into c.
+func (c *Config) vars() []envvar.Var {
+	return []envvar.Var{
+		{Name: "CRYPTOD_LISTEN", Default: "0.0.0.0:8443", Parse: hostPort(&c.Listen),
+			Doc: "host:port of the TLS listener"},
+		{Name: "CRYPTOD_TLS_CERT_FILE", Required: true, Parse: envvar.String(&c.TLSCertFile),
+			Doc: "server certificate chain (PEM); required; reloaded when it changes"},
+		{Name: "CRYPTOD_TLS_KEY_FILE", Required: true, Parse: envvar.String(&c.TLSKeyFile),
+			Doc: "server private key (PEM); required"},
+		{Name: "CRYPTOD_TLS_CLIENT_CA_FILE", Parse: envvar.String(&c.ClientCAFile),
+			Doc: "CA bundle that verifies client certificates (mTLS)"},
+		{Name: "CRYPTOD_POLICY_FILE", Required: true, Parse: envvar.String(&c.PolicyFile),
+			Doc: "the caller policy above; required"},
+		{Name: "PKCS11_MODULE", Required: true, Parse: envvar.String(&c.PKCS11.Module),
+			Doc: "path of the HSM's PKCS#11 library; required"},
+		{Name: "PKCS11_TOKEN_LABEL", Required: true, Parse: envvar.String(&c.PKCS11.TokenLabel),
+			Doc: "label of the token; required"},
+		{Name: "PKCS11_PIN", Parse: envvar.String(&c.PKCS11.PIN),
+			Doc: "the token's user PIN (or `PKCS11_PIN_FILE`); never logged"},
+		{Name: "PKCS11_PIN_FILE", Parse: pinFile(&c.PKCS11.PIN),
+			Doc: "file holding the PIN; wins over `PKCS11_PIN`"},
+		{Name: "PKCS11_LABEL_PREFIX", Default: DefaultLabelPrefix, Parse: envvar.String(&c.PKCS11.LabelPrefix),
+			Doc: "start of the label of cryptod's key objects; deployments sharing a token need different ones"},
+		{Name: "SHUTDOWN_TIMEOUT", Default: "30", Parse: envvar.Duration(&c.ShutdownTimeout, time.Nanosecond),
+			Doc: "how long SIGTERM waits for calls in flight"},
+		{Name: "LOG_LEVEL", Default: "info", Parse: envvar.Level(&c.LogLevel),
+			Doc: "`debug`, `info`, `warn` or `error`"},
+		{Name: "LOG_FORMAT", Default: "json", Parse: envvar.OneOf(&c.LogFormat, "json", "text"),
+			Doc: "`json` or `text`"},
+	}
 }
 
 // ConfigFromEnv reads the configuration through getenv (os.Getenv). An
 // invalid value is an error that names the variable; the PIN appears in
 // none.
 func ConfigFromEnv(getenv func(string) string) (Config, error) {
-	var errs []error
-	fail := func(name, msg string) { errs = append(errs, fmt.Errorf("%s: %s", name, msg)) }
-	str := func(name, def string) string {
-		if v := getenv(name); v != "" {
-			return v
-		}
-		return def
+	var c Config
+	errs := envvar.Load(getenv, c.vars())
+	if c.PKCS11.PIN == "" {
+		errs.Fail("PKCS11_PIN or PKCS11_PIN_FILE", "is required")
 	}
-	c := Config{
-		Listen:       str("CRYPTOD_LISTEN", "0.0.0.0:8443"),
-		TLSCertFile:  getenv("CRYPTOD_TLS_CERT_FILE"),
-		TLSKeyFile:   getenv("CRYPTOD_TLS_KEY_FILE"),
-		ClientCAFile: getenv("CRYPTOD_TLS_CLIENT_CA_FILE"),
-		PolicyFile:   getenv("CRYPTOD_POLICY_FILE"),
-		LogFormat:    str("LOG_FORMAT", "json"),
-		PKCS11: pkcs11.Config{
-			Module: getenv("PKCS11_MODULE"), TokenLabel: getenv("PKCS11_TOKEN_LABEL"),
-			LabelPrefix: str("PKCS11_LABEL_PREFIX", DefaultLabelPrefix),
-		},
-	}
-	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
-		fail("CRYPTOD_LISTEN", "must be host:port")
-	}
-	for name, v := range map[string]string{"CRYPTOD_TLS_CERT_FILE": c.TLSCertFile, "CRYPTOD_TLS_KEY_FILE": c.TLSKeyFile,
-		"CRYPTOD_POLICY_FILE": c.PolicyFile, "PKCS11_MODULE": c.PKCS11.Module, "PKCS11_TOKEN_LABEL": c.PKCS11.TokenLabel} {
-		if v == "" {
-			fail(name, "is required")
-		}
-	}
-	pin, err := PIN(getenv)
-	if err != nil {
-		errs = append(errs, err)
-	}
-	c.PKCS11.PIN = pin
-	v := str("SHUTDOWN_TIMEOUT", "30")
-	d, err := time.ParseDuration(v)
-	if n, nerr := strconv.Atoi(v); nerr == nil {
-		d, err = time.Duration(n)*time.Second, nil
-	}
-	if err != nil || d <= 0 {
-		fail("SHUTDOWN_TIMEOUT", "must be seconds or a duration such as 30s")
-	}
-	c.ShutdownTimeout = d
-	switch strings.ToLower(str("LOG_LEVEL", "info")) {
-	case "debug":
-		c.LogLevel = slog.LevelDebug
-	case "info":
-		c.LogLevel = slog.LevelInfo
-	case "warn", "warning":
-		c.LogLevel = slog.LevelWarn
-	case "error":
-		c.LogLevel = slog.LevelError
-	default:
-		fail("LOG_LEVEL", "must be debug, info, warn or error")
-	}
-	if c.LogFormat != "json" && c.LogFormat != "text" {
-		fail("LOG_FORMAT", "must be json or text")
-	}
-	return c, errors.Join(errs...)
+	return c, errs.Err()
 }
 
-// PIN returns the PKCS#11 user PIN from PKCS11_PIN_FILE, or else
-// PKCS11_PIN. Its errors name the variable, never the PIN.
-func PIN(getenv func(string) string) (string, error) {
-	if f := getenv("PKCS11_PIN_FILE"); f != "" {
-		pin, err := pkcs11.PINFromFile(f)
-		if err != nil {
-			return "", fmt.Errorf("PKCS11_PIN_FILE: %w", err)
+// hostPort accepts host:port.
+func hostPort(p *string) envvar.Parser {
+	return func(v string) error {
+		if _, _, err := net.SplitHostPort(v); err != nil {
+			return errors.New("must be host:port")
 		}
-		return pin, nil
+		*p = v
+		return nil
 	}
-	if pin := getenv("PKCS11_PIN"); pin != "" {
-		return pin, nil
+}
+
+// pinFile reads the PKCS#11 user PIN from the file the value names; its
+// errors never hold the PIN.
+func pinFile(p *string) envvar.Parser {
+	return func(v string) error {
+		pin, err := pkcs11.PINFromFile(v)
+		if err != nil {
+			return err
+		}
+		*p = pin
+		return nil
 	}
-	return "", errors.New("PKCS11_PIN or PKCS11_PIN_FILE: is required")
 }

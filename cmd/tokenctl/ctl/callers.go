@@ -17,6 +17,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/auth-platform/tokenservice/cmd/internal/envvar"
 	"github.com/auth-platform/tokenservice/eventlog"
 	"github.com/auth-platform/tokenservice/projections/subscriber"
 	"github.com/auth-platform/tokenservice/rpc/auth"
@@ -37,20 +38,36 @@ type credentials struct {
 	apiKey, apiKeyFile, tokendCA, tokendCert, tokendKey string
 }
 
-// flags registers the credential flags, their defaults from getenv.
-func (c *credentials) flags(fs *flag.FlagSet, def func(name, fallback string) string, getenv func(string) string) {
-	fs.StringVar(&c.natsCreds, "nats-creds", def("NATS_CREDS", ""), "NATS credentials file (user JWT and seed) [NATS_CREDS]")
-	fs.StringVar(&c.natsNkey, "nats-nkey", def("NATS_NKEY_SEED", ""), "file holding an nkey seed, e.g. tokend's DATA_DIR/nats-subscriber.nk [NATS_NKEY_SEED]")
-	fs.StringVar(&c.natsCA, "nats-ca", def("NATS_CA_FILE", ""), "CA certificates (PEM) that verify the NATS server [NATS_CA_FILE]")
-	fs.StringVar(&c.natsCert, "nats-cert", def("NATS_CERT_FILE", ""), "client certificate (PEM) for NATS, with --nats-key [NATS_CERT_FILE]")
-	fs.StringVar(&c.natsKey, "nats-key", def("NATS_KEY_FILE", ""), "private key (PEM) of --nats-cert [NATS_KEY_FILE]")
-	c.encKey = getenv("ENCRYPTION_KEY")
-	fs.StringVar(&c.encKeyFile, "encryption-key-file", def("ENCRYPTION_KEY_FILE", ""), "file holding tokend's ENCRYPTION_KEY (base64; or set ENCRYPTION_KEY), e.g. DATA_DIR/encryption.key: records are checked against their MAC, and without other NATS credentials tokenctl connects as the service [ENCRYPTION_KEY_FILE]")
-	c.apiKey = getenv("TOKEND_API_KEY")
-	fs.StringVar(&c.apiKeyFile, "api-key-file", def("TOKEND_API_KEY_FILE", ""), "file holding an admin API key for tokend (or set TOKEND_API_KEY) [TOKEND_API_KEY_FILE]")
-	fs.StringVar(&c.tokendCA, "tokend-ca", def("TOKEND_CA_FILE", ""), "CA certificates (PEM) that verify tokend's certificate (default: the system roots) [TOKEND_CA_FILE]")
-	fs.StringVar(&c.tokendCert, "tokend-cert", def("TOKEND_CERT_FILE", ""), "client certificate (PEM) presented to tokend, with --tokend-key [TOKEND_CERT_FILE]")
-	fs.StringVar(&c.tokendKey, "tokend-key", def("TOKEND_KEY_FILE", ""), "private key (PEM) of --tokend-cert [TOKEND_KEY_FILE]")
+// vars declares the credentials' variables and flags. The secrets
+// themselves (ENCRYPTION_KEY, TOKEND_API_KEY) have no flag, so that they
+// never appear in a process list.
+func (c *credentials) vars() []envvar.Var {
+	return []envvar.Var{
+		{Name: "NATS_CREDS", Flag: "nats-creds", Parse: envvar.String(&c.natsCreds),
+			Doc: "NATS credentials file (user JWT and seed)"},
+		{Name: "NATS_NKEY_SEED", Flag: "nats-nkey", Parse: envvar.String(&c.natsNkey),
+			Doc: "file holding an nkey seed, e.g. tokend's DATA_DIR/nats-subscriber.nk"},
+		{Name: "NATS_CA_FILE", Flag: "nats-ca", Parse: envvar.String(&c.natsCA),
+			Doc: "CA certificates (PEM) that verify the NATS server"},
+		{Name: "NATS_CERT_FILE", Flag: "nats-cert", Parse: envvar.String(&c.natsCert),
+			Doc: "client certificate (PEM) for NATS, with --nats-key"},
+		{Name: "NATS_KEY_FILE", Flag: "nats-key", Parse: envvar.String(&c.natsKey),
+			Doc: "private key (PEM) of --nats-cert"},
+		{Name: "ENCRYPTION_KEY", Parse: envvar.String(&c.encKey),
+			Doc: "tokend's ENCRYPTION_KEY (base64)"},
+		{Name: "ENCRYPTION_KEY_FILE", Flag: "encryption-key-file", Parse: envvar.String(&c.encKeyFile),
+			Doc: "file holding tokend's ENCRYPTION_KEY (base64; or set ENCRYPTION_KEY), e.g. DATA_DIR/encryption.key: records are checked against their MAC, and without other NATS credentials tokenctl connects as the service"},
+		{Name: "TOKEND_API_KEY", Parse: envvar.String(&c.apiKey),
+			Doc: "an admin API key for tokend"},
+		{Name: "TOKEND_API_KEY_FILE", Flag: "api-key-file", Parse: envvar.String(&c.apiKeyFile),
+			Doc: "file holding an admin API key for tokend (or set TOKEND_API_KEY)"},
+		{Name: "TOKEND_CA_FILE", Flag: "tokend-ca", Parse: envvar.String(&c.tokendCA),
+			Doc: "CA certificates (PEM) that verify tokend's certificate (default: the system roots)"},
+		{Name: "TOKEND_CERT_FILE", Flag: "tokend-cert", Parse: envvar.String(&c.tokendCert),
+			Doc: "client certificate (PEM) presented to tokend, with --tokend-key"},
+		{Name: "TOKEND_KEY_FILE", Flag: "tokend-key", Parse: envvar.String(&c.tokendKey),
+			Doc: "private key (PEM) of --tokend-cert"},
+	}
 }
 
 // encryptionKey returns the service's ENCRYPTION_KEY, or nil if none is

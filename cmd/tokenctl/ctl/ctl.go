@@ -17,6 +17,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/auth-platform/tokenservice/cmd/internal/envvar"
 	"github.com/auth-platform/tokenservice/eventlog"
 	"github.com/auth-platform/tokenservice/projections/subscriber"
 )
@@ -65,24 +66,18 @@ flags (environment in brackets):
 func Run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("tokenctl", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	def := func(name, fallback string) string {
-		if v := getenv(name); v != "" {
-			return v
-		}
-		return fallback
-	}
 	o := &options{stdout: stdout, stderr: stderr}
-	fs.StringVar(&o.natsURL, "nats-url", def("NATS_URL", "nats://127.0.0.1:4222"), "NATS server [NATS_URL]")
-	fs.StringVar(&o.stream, "stream", def("NATS_STREAM", "TOKENS"), "stream [NATS_STREAM]")
-	fs.StringVar(&o.prefix, "prefix", def("NATS_SUBJECT_PREFIX", "token"), "subject prefix [NATS_SUBJECT_PREFIX]")
-	fs.StringVar(&o.service, "service", def("TOKEND_URL", "http://127.0.0.1:50051"), "tokend base URL, for replay --verify [TOKEND_URL]")
+	load := envvar.Flags(fs, getenv, append(o.vars(), o.creds.vars()...))
 	fs.BoolVar(&o.json, "json", false, "machine-readable JSON output")
-	o.creds.flags(fs, def, getenv)
 	fs.Usage = func() {
 		fmt.Fprint(stderr, usage)
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if err := load().Err(); err != nil {
+		fmt.Fprintf(stderr, "tokenctl: %v\n", err)
 		return 2
 	}
 	rest := fs.Args()
@@ -121,6 +116,20 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 // errFailed is returned by a command that printed its own verdict of
 // failure (a verification that did not match, an invalid token).
 var errFailed = errors.New("failed")
+
+// vars declares the variables (and flags) of the log and the service.
+func (o *options) vars() []envvar.Var {
+	return []envvar.Var{
+		{Name: "NATS_URL", Flag: "nats-url", Default: "nats://127.0.0.1:4222", Parse: envvar.String(&o.natsURL),
+			Doc: "NATS server"},
+		{Name: "NATS_STREAM", Flag: "stream", Default: eventlog.DefaultStream, Parse: envvar.String(&o.stream),
+			Doc: "stream"},
+		{Name: "NATS_SUBJECT_PREFIX", Flag: "prefix", Default: eventlog.DefaultPrefix, Parse: envvar.String(&o.prefix),
+			Doc: "subject prefix"},
+		{Name: "TOKEND_URL", Flag: "service", Default: "http://127.0.0.1:50051", Parse: envvar.String(&o.service),
+			Doc: "tokend base URL, for replay --verify"},
+	}
+}
 
 type options struct {
 	natsURL, stream, prefix, service string

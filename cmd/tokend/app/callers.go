@@ -14,8 +14,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nkeys"
 
+	"github.com/auth-platform/tokenservice/cmd/internal/envvar"
 	"github.com/auth-platform/tokenservice/eventlog"
 	"github.com/auth-platform/tokenservice/projections/subscriber"
 	"github.com/auth-platform/tokenservice/rpc/auth"
@@ -68,8 +68,8 @@ func ParseAuthMode(s string) (AuthMode, error) {
 
 // CallerConfig is the part of Config that decides who may reach tokend:
 // caller authentication on the RPC port, its TLS, the metrics listener,
-// and the credentials of the NATS connections. ConfigFromEnv documents
-// each variable (see Variables).
+// and the credentials of the NATS connections. Variables documents each
+// variable.
 type CallerConfig struct {
 	// AuthMode is how callers authenticate (AUTH_MODE).
 	AuthMode AuthMode
@@ -104,95 +104,57 @@ type CallerConfig struct {
 	NATSAllowAnonymousAppend bool
 }
 
-// callersFromEnv reads the CallerConfig variables; it runs after HOST,
-// NATS_URL and NATS_LISTEN are read. Whether the result exposes the
-// service is Start's decision (checkExposure), so that a Config built
-// in code is held to it too.
-func (c *Config) callersFromEnv(p *envParser) {
-	c.AuthPolicyFile = p.str("AUTH_POLICY_FILE", "")
-	c.TLSCertFile = p.str("TLS_CERT_FILE", "")
-	c.TLSKeyFile = p.str("TLS_KEY_FILE", "")
-	c.TLSClientCAFile = p.str("TLS_CLIENT_CA_FILE", "")
-	c.MetricsAddr = p.str("METRICS_ADDR", "")
-	c.NATSCredsFile = p.str("NATS_CREDS", "")
-	c.NATSNkeySeedFile = p.str("NATS_NKEY_SEED", "")
-	c.NATSCAFile = p.str("NATS_CA_FILE", "")
-	c.NATSCertFile = p.str("NATS_CERT_FILE", "")
-	c.NATSKeyFile = p.str("NATS_KEY_FILE", "")
-
+// composeCallers derives AUTH_MODE's default and checks the caller
+// settings against each other; vars.go parses each. Whether the result
+// exposes the service is Start's decision (checkExposure), so that a
+// Config built in code is held to it too.
+func (r *reading) composeCallers(errs *envvar.Errors) {
+	c := &r.c
 	// The default follows what is configured: a policy file means API
 	// keys, a client CA means certificates too; nothing means none.
 	mode := AuthMode{APIKey: c.AuthPolicyFile != "", MTLS: c.AuthPolicyFile != "" && c.TLSClientCAFile != ""}
-	if v := p.getenv("AUTH_MODE"); v != "" {
-		m, err := ParseAuthMode(v)
-		if err != nil {
-			p.fail("AUTH_MODE", err.Error())
-		}
-		mode = m
+	if r.authMode != nil {
+		mode = *r.authMode
 	}
 	c.AuthMode = mode
 	switch {
 	case mode.None() && c.AuthPolicyFile != "":
-		p.fail("AUTH_POLICY_FILE", "is set but AUTH_MODE=none ignores it (set AUTH_MODE=apikey, mtls or apikey,mtls)")
+		errs.Fail("AUTH_POLICY_FILE", "is set but AUTH_MODE=none ignores it (set AUTH_MODE=apikey, mtls or apikey,mtls)")
 	case !mode.None() && c.AuthPolicyFile == "":
-		p.fail("AUTH_POLICY_FILE", "AUTH_MODE="+mode.String()+" needs the policy file that lists the callers")
+		errs.Fail("AUTH_POLICY_FILE", "AUTH_MODE="+mode.String()+" needs the policy file that lists the callers")
 	}
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
-		p.fail("TLS_CERT_FILE", "TLS_CERT_FILE and TLS_KEY_FILE go together")
+		errs.Fail("TLS_CERT_FILE", "TLS_CERT_FILE and TLS_KEY_FILE go together")
 	}
 	if mode.MTLS && (c.TLSClientCAFile == "" || c.TLSCertFile == "") {
-		p.fail("TLS_CLIENT_CA_FILE", "AUTH_MODE="+mode.String()+" needs TLS_CERT_FILE, TLS_KEY_FILE and TLS_CLIENT_CA_FILE (client certificates are verified in the TLS handshake)")
+		errs.Fail("TLS_CLIENT_CA_FILE", "AUTH_MODE="+mode.String()+" needs TLS_CERT_FILE, TLS_KEY_FILE and TLS_CLIENT_CA_FILE (client certificates are verified in the TLS handshake)")
 	}
 	if !mode.MTLS && c.TLSClientCAFile != "" {
-		p.fail("TLS_CLIENT_CA_FILE", "is set but AUTH_MODE="+mode.String()+" does not authenticate client certificates (add mtls)")
-	}
-	if c.MetricsAddr != "" {
-		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
-			p.fail("METRICS_ADDR", "must be host:port")
-		}
+		errs.Fail("TLS_CLIENT_CA_FILE", "is set but AUTH_MODE="+mode.String()+" does not authenticate client certificates (add mtls)")
 	}
 
 	if c.NATSCredsFile != "" && c.NATSNkeySeedFile != "" {
-		p.fail("NATS_CREDS", "NATS_CREDS and NATS_NKEY_SEED are two ways to authenticate: set one")
+		errs.Fail("NATS_CREDS", "NATS_CREDS and NATS_NKEY_SEED are two ways to authenticate: set one")
 	}
 	if (c.NATSCertFile == "") != (c.NATSKeyFile == "") {
-		p.fail("NATS_CERT_FILE", "NATS_CERT_FILE and NATS_KEY_FILE go together")
+		errs.Fail("NATS_CERT_FILE", "NATS_CERT_FILE and NATS_KEY_FILE go together")
 	}
 	for _, v := range []struct{ name, value string }{
 		{"NATS_CREDS", c.NATSCredsFile}, {"NATS_NKEY_SEED", c.NATSNkeySeedFile},
 		{"NATS_CA_FILE", c.NATSCAFile}, {"NATS_CERT_FILE", c.NATSCertFile},
 	} {
 		if v.value != "" && c.NATSURL == "" {
-			p.fail(v.name, "is for an external NATS (NATS_URL); the embedded server authenticates tokend itself")
+			errs.Fail(v.name, "is for an external NATS (NATS_URL); the embedded server authenticates tokend itself")
 		}
 	}
-	c.NATSAllowAnonymousAppend = p.boolean("NATS_INSECURE_ALLOW_ANONYMOUS_APPEND", false)
 	if c.NATSAllowAnonymousAppend {
 		if u, err := url.Parse(c.NATSURL); c.NATSURL == "" || err != nil || !auth.IsLoopback(context.Background(), nil, u.Hostname()) {
-			p.fail("NATS_INSECURE_ALLOW_ANONYMOUS_APPEND", "is only for a development NATS_URL on loopback (the embedded server never lets anonymous clients append)")
+			errs.Fail("NATS_INSECURE_ALLOW_ANONYMOUS_APPEND", "is only for a development NATS_URL on loopback (the embedded server never lets anonymous clients append)")
 		}
 	}
-	c.NATSSubscriberKeys = publicKeys(p, "NATS_SUBSCRIBER_KEY")
-	c.NATSOperatorKeys = publicKeys(p, "NATS_OPERATOR_KEY")
 	if c.NATSURL != "" && (len(c.NATSSubscriberKeys) > 0 || len(c.NATSOperatorKeys) > 0) {
-		p.fail("NATS_SUBSCRIBER_KEY", "NATS_SUBSCRIBER_KEY and NATS_OPERATOR_KEY configure the embedded server; with NATS_URL, users are your cluster's")
+		errs.Fail("NATS_SUBSCRIBER_KEY", "NATS_SUBSCRIBER_KEY and NATS_OPERATOR_KEY configure the embedded server; with NATS_URL, users are your cluster's")
 	}
-}
-
-// publicKeys reads a comma-separated list of public user nkeys.
-func publicKeys(p *envParser, name string) []string {
-	var keys []string
-	for _, k := range strings.Split(p.getenv(name), ",") {
-		if k = strings.TrimSpace(k); k == "" {
-			continue
-		}
-		if !nkeys.IsValidPublicUserKey(k) {
-			p.fail(name, fmt.Sprintf("%q is not a public user nkey (U..., from nsc or `nk -gen user -pubout`)", k))
-			continue
-		}
-		keys = append(keys, k)
-	}
-	return keys
 }
 
 // checkExposure refuses a configuration in which something reachable from

@@ -8,9 +8,9 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"regexp"
 	"time"
 
+	"github.com/auth-platform/tokenservice/cmd/internal/envvar"
 	"github.com/auth-platform/tokenservice/rpc/auth"
 	"github.com/auth-platform/tokenservice/signing/breaker"
 	"github.com/auth-platform/tokenservice/signing/cryptosvc"
@@ -40,82 +40,49 @@ func (s Secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
 // the configuration builds without cgo.
 const defaultPKCS11LabelPrefix = "tokenservice-signing/"
 
-var namespaceRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
-
-// cryptoFromEnv reads the settings of the HSM and the crypto service.
-func (c *Config) cryptoFromEnv(p *envParser) {
-	c.PKCS11Module = p.str("PKCS11_MODULE", "")
-	c.PKCS11TokenLabel = p.str("PKCS11_TOKEN_LABEL", "")
-	c.PKCS11LabelPrefix = p.str("PKCS11_LABEL_PREFIX", defaultPKCS11LabelPrefix)
-	c.PKCS11PIN = Secret(p.getenv("PKCS11_PIN"))
-	if f := p.getenv("PKCS11_PIN_FILE"); f != "" {
-		pin, err := readSecret(f)
-		if err != nil {
-			p.fail("PKCS11_PIN_FILE", err.Error())
-		}
-		c.PKCS11PIN = pin
+// composeCrypto resolves the signing backend (KMS_PROVIDER, or
+// CRYPTO_SIGNING_ENABLED=true alone) and checks that the HSM and crypto
+// service settings it needs are there; vars.go parses each.
+func (r *reading) composeCrypto(errs *envvar.Errors) {
+	c := &r.c
+	chosen := c.KMSProvider != ""
+	if !chosen {
+		c.KMSProvider = defaultKMSProvider
 	}
-	c.CryptoServiceAddress = p.str("CRYPTO_SERVICE_ADDRESS", "")
-	c.CryptoServiceCAFile = p.str("CRYPTO_SERVICE_CA_FILE", "")
-	c.CryptoServiceCertFile = p.str("CRYPTO_SERVICE_CERT_FILE", "")
-	c.CryptoServiceKeyFile = p.str("CRYPTO_SERVICE_KEY_FILE", "")
-	if f := p.getenv("CRYPTO_SERVICE_API_KEY_FILE"); f != "" {
-		key, err := readSecret(f)
-		if err != nil {
-			p.fail("CRYPTO_SERVICE_API_KEY_FILE", err.Error())
-		}
-		c.CryptoServiceAPIKey = key
-	}
-	c.CryptoKeyNamespace = p.str("CRYPTO_KEY_NAMESPACE", cryptosvc.DefaultNamespace)
-	if !namespaceRE.MatchString(c.CryptoKeyNamespace) {
-		p.fail("CRYPTO_KEY_NAMESPACE", "must be 1 to 63 of a-z, 0-9, '.', '_' and '-', starting with a letter or digit")
-	}
-
-	switch v := p.getenv("CRYPTO_SIGNING_ENABLED"); v {
-	case "":
+	switch {
+	case r.cryptoSigning == nil:
 		c.CryptoSigning = c.KMSProvider == "cryptosvc"
-	case "true", "1":
+	case *r.cryptoSigning:
 		c.CryptoSigning = true
 		switch {
-		case p.getenv("KMS_PROVIDER") == "":
+		case !chosen:
 			c.KMSProvider = "cryptosvc"
 		case c.KMSProvider != "cryptosvc":
-			p.fail("CRYPTO_SIGNING_ENABLED", "true means KMS_PROVIDER=cryptosvc, not "+c.KMSProvider)
+			errs.Fail("CRYPTO_SIGNING_ENABLED", "true means KMS_PROVIDER=cryptosvc, not "+c.KMSProvider)
 		}
-	case "false", "0":
-		if c.KMSProvider == "cryptosvc" {
-			p.fail("CRYPTO_SIGNING_ENABLED", "false contradicts KMS_PROVIDER=cryptosvc")
-		}
-	default:
-		p.fail("CRYPTO_SIGNING_ENABLED", "must be true or false")
-	}
-	switch v := p.str("CRYPTO_ENCRYPTION_ENABLED", "false"); v {
-	case "true", "1":
-		c.CryptoEncryption = true
-	case "false", "0":
-	default:
-		p.fail("CRYPTO_ENCRYPTION_ENABLED", "must be true or false")
+	case c.KMSProvider == "cryptosvc":
+		errs.Fail("CRYPTO_SIGNING_ENABLED", "false contradicts KMS_PROVIDER=cryptosvc")
 	}
 	if c.CryptoServiceAddress == "" {
 		if c.KMSProvider == "cryptosvc" {
-			p.fail("CRYPTO_SERVICE_ADDRESS", "is required with KMS_PROVIDER=cryptosvc")
+			errs.Fail("CRYPTO_SERVICE_ADDRESS", "is required with KMS_PROVIDER=cryptosvc")
 		}
 		if c.CryptoEncryption {
-			p.fail("CRYPTO_SERVICE_ADDRESS", "is required with CRYPTO_ENCRYPTION_ENABLED=true")
+			errs.Fail("CRYPTO_SERVICE_ADDRESS", "is required with CRYPTO_ENCRYPTION_ENABLED=true")
 		}
 	}
 	if (c.CryptoServiceCertFile == "") != (c.CryptoServiceKeyFile == "") {
-		p.fail("CRYPTO_SERVICE_CERT_FILE", "and CRYPTO_SERVICE_KEY_FILE go together")
+		errs.Fail("CRYPTO_SERVICE_CERT_FILE", "and CRYPTO_SERVICE_KEY_FILE go together")
 	}
 	if c.KMSProvider == "pkcs11" {
 		if c.PKCS11Module == "" {
-			p.fail("PKCS11_MODULE", "is required with KMS_PROVIDER=pkcs11")
+			errs.Fail("PKCS11_MODULE", "is required with KMS_PROVIDER=pkcs11")
 		}
 		if c.PKCS11TokenLabel == "" {
-			p.fail("PKCS11_TOKEN_LABEL", "is required with KMS_PROVIDER=pkcs11")
+			errs.Fail("PKCS11_TOKEN_LABEL", "is required with KMS_PROVIDER=pkcs11")
 		}
 		if c.PKCS11PIN == "" {
-			p.fail("PKCS11_PIN", "(or PKCS11_PIN_FILE) is required with KMS_PROVIDER=pkcs11")
+			errs.Fail("PKCS11_PIN", "(or PKCS11_PIN_FILE) is required with KMS_PROVIDER=pkcs11")
 		}
 	}
 }

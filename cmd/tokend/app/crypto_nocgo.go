@@ -6,8 +6,13 @@ import (
 	"context"
 	"errors"
 
+	"github.com/auth-platform/tokenservice/signing"
 	"github.com/auth-platform/tokenservice/signing/keyring"
 )
+
+// pkcs11Algorithms returns nil: without cgo there is no PKCS#11 backend
+// whose algorithms to check, and startPKCS11 refuses KMS_PROVIDER=pkcs11.
+func pkcs11Algorithms() []signing.Algorithm { return nil }
 
 // startPKCS11 refuses: PKCS#11 modules are C libraries, loaded through
 // cgo, and this tokend was built without it.

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/auth-platform/tokenservice/eventlog"
+	"github.com/auth-platform/tokenservice/signing"
 	"github.com/auth-platform/tokenservice/signing/keyring"
 	"github.com/auth-platform/tokenservice/signing/pkcs11"
 )
@@ -16,6 +17,9 @@ import (
 // objects the log does not reference (a replica that lost a race and
 // died before discarding its key, an interrupted Discard).
 const reconcileEvery = 10 * time.Minute
+
+// pkcs11Algorithms returns the algorithms KMS_PROVIDER=pkcs11 signs with.
+func pkcs11Algorithms() []signing.Algorithm { return pkcs11.Algorithms }
 
 // startPKCS11 opens the token of KMS_PROVIDER=pkcs11 and starts its
 // reconciler in Main's group: once now, then every reconcileEvery until
