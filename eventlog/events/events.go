@@ -34,6 +34,10 @@ const (
 	TypeKeyResealed    = "key.resealed"
 	TypeKeyFallback    = "key.fallback_engaged"
 	TypeKeyDeleted     = "key.material_deleted"
+	// A key compromise: declared before anything is done about it,
+	// resolved when everything it asked for is done.
+	TypeKeyCompromiseDeclared = "key.compromise_declared"
+	TypeKeyCompromiseResolved = "key.compromise_resolved"
 	// Records in the stream that are no projection's events: sealed grace
 	// successors, DPoP jti claims and ENCRYPTION_KEY rotation checkpoints.
 	TypeGrace         = "grace"
@@ -74,6 +78,10 @@ func newPayload(typ string) proto.Message {
 		return &eventsv1.KeyFallbackEngaged{}
 	case TypeKeyDeleted:
 		return &eventsv1.KeyMaterialDeleted{}
+	case TypeKeyCompromiseDeclared:
+		return &eventsv1.KeyCompromiseDeclared{}
+	case TypeKeyCompromiseResolved:
+		return &eventsv1.KeyCompromiseResolved{}
 	case TypeGrace:
 		return &eventsv1.GraceRecord{}
 	case TypeDPoPProofUsed:
@@ -197,6 +205,10 @@ func keyType(m proto.Message) string {
 		return TypeKeyFallback
 	case *eventsv1.KeyMaterialDeleted:
 		return TypeKeyDeleted
+	case *eventsv1.KeyCompromiseDeclared:
+		return TypeKeyCompromiseDeclared
+	case *eventsv1.KeyCompromiseResolved:
+		return TypeKeyCompromiseResolved
 	}
 	return ""
 }
@@ -218,4 +230,16 @@ func DPoPProofUsed(s eventlog.Subjects, p *eventsv1.DPoPProofUsed, ttl time.Dura
 // LogRekeyed is a checkpoint of an ENCRYPTION_KEY rotation.
 func LogRekeyed(s eventlog.Subjects, c *eventsv1.LogRekeyed) (eventlog.Event, error) {
 	return event(s.LogRekeyed(), TypeLogRekeyed, c)
+}
+
+// KeyCompromiseDeclared is the declaration that key e.KeyId is
+// compromised, on <prefix>.key.<kid>.compromise_declared.
+func KeyCompromiseDeclared(s eventlog.Subjects, e *eventsv1.KeyCompromiseDeclared) (eventlog.Event, error) {
+	return Key(s, e.GetKeyId(), e)
+}
+
+// KeyCompromiseResolved closes the compromise of key e.KeyId, on
+// <prefix>.key.<kid>.compromise_resolved.
+func KeyCompromiseResolved(s eventlog.Subjects, e *eventsv1.KeyCompromiseResolved) (eventlog.Event, error) {
+	return Key(s, e.GetKeyId(), e)
 }
