@@ -3,57 +3,30 @@ package projections
 import (
 	"sort"
 	"strings"
-	"time"
 
 	"google.golang.org/protobuf/proto"
 
 	"github.com/auth-platform/tokenservice/eventlog"
 	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
 	"github.com/auth-platform/tokenservice/signing"
+	"github.com/auth-platform/tokenservice/signing/keystate"
 )
 
-// Key is the read model of one signing key.
-type Key struct {
-	ID        string
-	Algorithm signing.Algorithm
-	Backend   string
-	JWK       signing.JWK
-	Sealed    []byte // sealed private key (local backend)
-	Ref       string // backend reference (remote backends)
-	Status    eventsv1.KeyStatus
-	// GeneratedSeq is the stream sequence of the generated event; keys
-	// are ordered by it.
-	GeneratedSeq uint64
-	GeneratedAt  time.Time
-	PublishedAt  time.Time
-	ActivatedAt  time.Time
-	RetiredAt    time.Time
-	RetainUntil  time.Time
-	// IntentID is the KeyRequested intent a remote key fulfils.
-	IntentID string
-	// Fallback marks the local key that signs while the primary backend
-	// is unavailable; it is published but never activated.
-	Fallback bool
-	// FallbackEngaged counts the fallback_engaged events of this key.
-	FallbackEngaged int
-	// MaterialDeleted: the backend was told to delete the destroyed key.
-	MaterialDeleted bool
-}
+// Key is the read model of one signing key (keystate.Key: the keyring
+// decides from the same type without importing projections).
+type Key = keystate.Key
 
 // StatusName is the lower-case name of a key status ("active", ...).
 func StatusName(s eventsv1.KeyStatus) string {
 	return strings.ToLower(strings.TrimPrefix(s.String(), "KEY_STATUS_"))
 }
 
-// Intent is a KeyRequested event: a key a remote backend was asked to
-// create. It is pending until a KeyGenerated names it.
-type Intent struct {
-	ID        string
-	Algorithm signing.Algorithm
-	Backend   string
-	At        time.Time
-	KeyID     string // set once fulfilled
-}
+// Intent is a key creation recorded before a remote backend makes the key
+// (keystate.Intent).
+type Intent = keystate.Intent
+
+// Compromise is a declared key compromise (keystate.Compromise).
+type Compromise = keystate.Compromise
 
 // Keys is the projection of signing keys. It is not safe for concurrent
 // use; Set guards it.

@@ -5,8 +5,11 @@
 // Key events are serialized: every one is appended with compare-and-set on
 // the single filter token.key.>, so two replicas that race to create or
 // rotate a key produce one change; the loser re-reads and adopts the
-// winner's key. The key projection (package projections) is the source of
-// the JWKS and of the active key on every replica.
+// winner's key. The key projection is the source of the JWKS and of the
+// active key on every replica; the keyring reads it through View, a narrow
+// interface of its own (projections.Set implements it), and shares only the
+// types of package signing/keystate with it: it does not import
+// projections.
 //
 // Lifecycle. The first key of an empty log is published and activated at
 // once (no verifier can have cached a JWKS yet). Every later key is
@@ -41,17 +44,32 @@ import (
 
 	"github.com/auth-platform/tokenservice/eventlog"
 	"github.com/auth-platform/tokenservice/eventlog/events"
-	"github.com/auth-platform/tokenservice/projections"
 	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
 	"github.com/auth-platform/tokenservice/signing"
 	"github.com/auth-platform/tokenservice/signing/breaker"
+	"github.com/auth-platform/tokenservice/signing/keystate"
 	"github.com/auth-platform/tokenservice/signing/seal"
 )
 
 // BackendLocal names the local backend in key events.
 const BackendLocal = "local"
 
-// Waiter lets the keyring wait for the projections to apply a sequence.
+// View is the key state the keyring decides from: the key projection of
+// this replica (projections.Set implements it). Its methods must be safe
+// for concurrent use and return copies.
+type View interface {
+	// ActiveKey returns the key that signs, if any.
+	ActiveKey() (keystate.Key, bool)
+	// Key returns key id, in any state.
+	Key(id string) (keystate.Key, bool)
+	// Keys returns every key, oldest first, and the sequence of the last
+	// key event.
+	Keys() ([]keystate.Key, uint64)
+	// PendingKeyIntent returns the oldest key creation not finished yet.
+	PendingKeyIntent() (keystate.Intent, bool)
+}
+
+// Waiter lets the keyring wait for the View to apply a sequence.
 type Waiter interface {
 	WaitFor(ctx context.Context, seq uint64) error
 }
@@ -90,7 +108,7 @@ type Config struct {
 // Keyring is safe for concurrent use.
 type Keyring struct {
 	log    *eventlog.Log
-	set    *projections.Set
+	set    View
 	waiter Waiter
 	sealer *seal.Sealer
 	cfg    Config
@@ -112,7 +130,7 @@ type publicKey struct {
 
 // New returns a keyring over log whose key state is read from set, kept
 // current by waiter.
-func New(log *eventlog.Log, set *projections.Set, waiter Waiter, sealer *seal.Sealer, cfg Config) (*Keyring, error) {
+func New(log *eventlog.Log, set View, waiter Waiter, sealer *seal.Sealer, cfg Config) (*Keyring, error) {
 	if cfg.Rand == nil {
 		return nil, errors.New("keyring: Config.Rand is required")
 	}
@@ -161,7 +179,7 @@ func (k *Keyring) Active(ctx context.Context) (signing.Signer, error) {
 	return s, nil
 }
 
-func (k *Keyring) signer(key projections.Key) (signing.Signer, error) {
+func (k *Keyring) signer(key keystate.Key) (signing.Signer, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if s, ok := k.signers[key.ID]; ok {
@@ -171,7 +189,7 @@ func (k *Keyring) signer(key projections.Key) (signing.Signer, error) {
 	if !ok {
 		return nil, fmt.Errorf("keyring: key %s: backend %q not configured", key.ID, key.Backend)
 	}
-	s, err := b.Open(context.Background(), stored(key))
+	s, err := b.Open(context.Background(), key.Stored())
 	if err != nil {
 		return nil, err
 	}
@@ -197,10 +215,6 @@ type FallbackSigner struct{ signing.Signer }
 
 // IsFallback reports true.
 func (FallbackSigner) IsFallback() bool { return true }
-
-func stored(key projections.Key) signing.StoredKey {
-	return signing.StoredKey{ID: key.ID, Algorithm: key.Algorithm, JWK: key.JWK, Ref: key.Ref, Sealed: key.Sealed}
-}
 
 // Fallback returns the signer of the fallback key, if fallback is on and
 // one is published.
@@ -325,14 +339,14 @@ func (k *Keyring) Rotate(ctx context.Context, immediate bool) (Rotation, error) 
 }
 
 // staged returns the key waiting to be activated, if any.
-func (k *Keyring) staged() (projections.Key, bool) {
+func (k *Keyring) staged() (keystate.Key, bool) {
 	keys, _ := k.set.Keys()
 	for _, key := range keys {
 		if key.Status == eventsv1.KeyStatus_KEY_STATUS_GENERATED || key.Status == eventsv1.KeyStatus_KEY_STATUS_PUBLISHED {
 			return key, true
 		}
 	}
-	return projections.Key{}, false
+	return keystate.Key{}, false
 }
 
 // converge appends the next lifecycle event toward g until there is none

@@ -19,8 +19,12 @@ import (
 	"github.com/auth-platform/tokenservice/projections"
 	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
 	"github.com/auth-platform/tokenservice/signing"
+	"github.com/auth-platform/tokenservice/signing/keyring"
 	"github.com/auth-platform/tokenservice/signing/local"
 )
+
+// The keyring decides from the replica's key projection.
+var _ keyring.View = (*projections.Set)(nil)
 
 // TestReplicasRaceToCreateTheKey: four replicas start at once on an empty
 // log; they end with one active key, the same everywhere.
