@@ -31,16 +31,19 @@ type Compromise = keystate.Compromise
 // Keys is the projection of signing keys. It is not safe for concurrent
 // use; Set guards it.
 type Keys struct {
-	byID    map[string]*Key
-	intents map[string]*Intent
-	active  string
+	byID        map[string]*Key
+	intents     map[string]*Intent
+	compromises map[string]*Compromise // by compromised key ID
+	active      string
 	// seq is the sequence of the last key event, the CAS expectation for
 	// the next one (key events are serialized on one filter).
 	seq uint64
 }
 
 // NewKeys returns an empty Keys projection.
-func NewKeys() *Keys { return &Keys{byID: map[string]*Key{}, intents: map[string]*Intent{}} }
+func NewKeys() *Keys {
+	return &Keys{byID: map[string]*Key{}, intents: map[string]*Intent{}, compromises: map[string]*Compromise{}}
+}
 
 // Apply applies one key event.
 func (k *Keys) Apply(rec eventlog.Record, m proto.Message) {
@@ -50,6 +53,17 @@ func (k *Keys) Apply(rec eventlog.Record, m proto.Message) {
 		if _, ok := k.intents[e.GetIntentId()]; !ok {
 			k.intents[e.GetIntentId()] = &Intent{ID: e.GetIntentId(), Algorithm: signing.Algorithm(e.GetAlgorithm()),
 				Backend: e.GetBackend(), At: e.GetAt().AsTime()}
+		}
+	case *eventsv1.KeyCompromiseDeclared:
+		c := k.compromises[e.GetKeyId()]
+		if c == nil || c.Resolved {
+			c = &Compromise{KeyID: e.GetKeyId(), Seq: rec.Seq, At: e.GetAt().AsTime()}
+			k.compromises[e.GetKeyId()] = c
+		}
+		c.RevokeFamilies = c.RevokeFamilies || e.GetRevokeFamilies()
+	case *eventsv1.KeyCompromiseResolved:
+		if c := k.compromises[e.GetKeyId()]; c != nil && !c.Resolved {
+			c.Resolved, c.NewKeyID = true, e.GetNewKeyId()
 		}
 	case *eventsv1.KeyResealed:
 		if key := k.byID[e.GetKeyId()]; key != nil && key.Status != eventsv1.KeyStatus_KEY_STATUS_DESTROYED {
@@ -166,6 +180,19 @@ func (k *Keys) PendingIntents() []Intent {
 	sort.Slice(out, func(i, j int) bool {
 		return out[i].At.Before(out[j].At) || out[i].At.Equal(out[j].At) && out[i].ID < out[j].ID
 	})
+	return out
+}
+
+// PendingCompromises returns every declared key compromise not resolved
+// yet, in the order of their declarations.
+func (k *Keys) PendingCompromises() []Compromise {
+	var out []Compromise
+	for _, c := range k.compromises {
+		if !c.Resolved {
+			out = append(out, *c)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Seq < out[j].Seq })
 	return out
 }
 

@@ -1,33 +1,3 @@
-// Package keyring drives the lifecycle of signing keys through the event
-// log (generated → published → activated → retired → destroyed) and hands
-// the issuer the Signer of the active key.
-//
-// Key events are serialized: every one is appended with compare-and-set on
-// the single filter token.key.>, so two replicas that race to create or
-// rotate a key produce one change; the loser re-reads and adopts the
-// winner's key. The key projection is the source of the JWKS and of the
-// active key on every replica; the keyring reads it through View, a narrow
-// interface of its own (projections.Set implements it), and shares only the
-// types of package signing/keystate with it: it does not import
-// projections.
-//
-// Lifecycle. The first key of an empty log is published and activated at
-// once (no verifier can have cached a JWKS yet). Every later key is
-// published first and activated only Prepublish later, so a verifier that
-// caches the JWKS for its max-age never meets an unknown kid. The previous
-// key is then retired and stays in the JWKS for Retention, so tokens it
-// signed keep verifying until they expire; after that it is destroyed (it
-// leaves the JWKS). Tick, run periodically by every replica, moves keys
-// along: it stages the next key Prepublish before the active one is
-// RotationPeriod old (or as soon as the configured algorithm changes),
-// activates a staged key when its pre-publication is over, and destroys
-// keys past their retention. Rotate stages a key on request; with
-// immediate (key compromise) it activates a new key at once and destroys
-// the old one at once.
-//
-// With Config.Fallback, a local key stays published to sign while a remote
-// backend's breaker is open; Run, which the keyring's owner runs for as
-// long as it signs, records each such outage as a fallback_engaged event.
 package keyring
 
 import (
@@ -67,6 +37,9 @@ type View interface {
 	Keys() ([]keystate.Key, uint64)
 	// PendingKeyIntent returns the oldest key creation not finished yet.
 	PendingKeyIntent() (keystate.Intent, bool)
+	// PendingCompromises returns the declared key compromises not
+	// resolved yet, oldest first.
+	PendingCompromises() []keystate.Compromise
 }
 
 // Waiter lets the keyring wait for the View to apply a sequence.
@@ -258,11 +231,10 @@ func inJWKS(s eventsv1.KeyStatus) bool {
 	return s == eventsv1.KeyStatus_KEY_STATUS_PUBLISHED || s == eventsv1.KeyStatus_KEY_STATUS_ACTIVE || s == eventsv1.KeyStatus_KEY_STATUS_RETIRED
 }
 
-// goal says what a converge loop works toward beyond the schedule.
+// goal says what a converge loop works toward beyond the schedule and
+// the compromises declared in the log.
 type goal struct {
-	stage     bool   // make sure a next key is staged (Rotate)
-	immediate string // key to replace at once (compromise): its ID
-	newKey    string // set by converge: the key generated for this goal
+	stage bool // make sure a next key is staged (Rotate)
 }
 
 // EnsureActive makes sure some key is active, creating the first one if
@@ -307,29 +279,26 @@ type Rotation struct {
 
 // Rotate stages a new key that activates after the pre-publication (or
 // returns the one already staged). With immediate, for a compromised key,
-// a new key is activated at once and the old one destroyed at once: it
-// leaves the JWKS, so its tokens stop verifying; revoking the families it
-// signed for is the caller's next step.
+// it is Responder.Compromise without the revocation of families: the
+// compromise of the active key is declared in the log first, then a new
+// key is activated at once and the old one destroyed at once (it leaves
+// the JWKS, so its tokens stop verifying), then the compromise is
+// resolved; a pending compromise of that key that asks for the revocation
+// is joined and left for a Responder to resolve. It returns
+// signing.ErrNoActiveKey if no key is active to replace.
 func (k *Keyring) Rotate(ctx context.Context, immediate bool) (Rotation, error) {
+	if immediate {
+		c, err := k.compromise(ctx, nil, false)
+		return c.Rotation, err
+	}
 	// The key to replace is the log's active key, not what a lagging
 	// projection shows.
 	if _, err := k.catchUp(ctx); err != nil {
 		return Rotation{}, err
 	}
 	prev, _ := k.set.ActiveKey()
-	g := &goal{stage: !immediate}
-	if immediate {
-		if prev.ID == "" {
-			return Rotation{}, signing.ErrNoActiveKey
-		}
-		g.immediate = prev.ID
-	}
-	if err := k.converge(ctx, g); err != nil {
+	if err := k.converge(ctx, &goal{stage: true}); err != nil {
 		return Rotation{}, err
-	}
-	if immediate {
-		cur, _ := k.set.ActiveKey()
-		return Rotation{KeyID: cur.ID, Previous: prev.ID, ActivatesAt: cur.ActivatedAt}, nil
 	}
 	next, ok := k.staged()
 	if !ok {
@@ -386,9 +355,6 @@ func (k *Keyring) converge(ctx context.Context, g *goal) error {
 		}
 		if err != nil && !errors.Is(err, eventlog.ErrConflict) {
 			return err
-		}
-		if _, generated := act.msg.(*eventsv1.KeyGenerated); err == nil && generated {
-			g.newKey = act.kid
 		}
 	}
 	return errors.New("keyring: the key lifecycle did not settle after 64 steps")

@@ -78,25 +78,12 @@ func (k *Keyring) plan(g *goal) (*action, error) {
 		return k.generateWith(k.local, k.cfg.Algorithm, now, true)
 	}
 	// A compromised key: a fresh key signs at once, the old one leaves the
-	// JWKS at once.
-	if g.immediate != "" {
-		switch {
-		case g.newKey == "":
-			return k.generate(now)
-		case staged != nil && staged.ID == g.newKey && staged.Status == eventsv1.KeyStatus_KEY_STATUS_GENERATED:
-			return publish(staged.ID, now), nil
-		case staged != nil && staged.ID == g.newKey:
-			return activate(staged.ID, now), nil
+	// JWKS at once. Decided from the log alone, so that any replica, or
+	// this one after a restart, finishes what a declaration asked for.
+	for _, c := range k.set.PendingCompromises() {
+		if act, err := k.contain(c, keys, current, hasCurrent, now); act != nil || err != nil {
+			return act, err
 		}
-		if old, ok := k.set.Key(g.immediate); ok && old.Status != eventsv1.KeyStatus_KEY_STATUS_DESTROYED {
-			return destroy(old.ID, now), nil
-		}
-		// A key staged before the incident would take over from the new
-		// one at its activation time: it goes too.
-		if staged != nil && staged.ID != g.newKey {
-			return destroy(staged.ID, now), nil
-		}
-		return nil, nil
 	}
 	if staged != nil {
 		if staged.Status == eventsv1.KeyStatus_KEY_STATUS_GENERATED {
