@@ -174,9 +174,11 @@ func SubjectRevoked(s eventlog.Subjects, e *eventsv1.SubjectRevoked) (eventlog.E
 	return event(s.SubjectRevoked(eventlog.SubjectID(e.GetSubject())), TypeSubjectRevoked, e)
 }
 
-// Key is an event of key kid's lifecycle: its type and subject follow from
-// the payload's message type (KeyGenerated is key.generated on
-// <prefix>.key.<kid>.generated, and so on).
+// Key is an event of key kid's lifecycle or of its compromise: its type
+// and subject follow from the payload's message type (KeyGenerated is
+// key.generated on <prefix>.key.<kid>.generated, KeyCompromiseDeclared
+// key.compromise_declared on <prefix>.key.<kid>.compromise_declared, and
+// so on). It is the one constructor of key events.
 func Key(s eventlog.Subjects, kid string, m proto.Message) (eventlog.Event, error) {
 	typ := keyType(m)
 	if typ == "" {
@@ -230,16 +232,4 @@ func DPoPProofUsed(s eventlog.Subjects, p *eventsv1.DPoPProofUsed, ttl time.Dura
 // LogRekeyed is a checkpoint of an ENCRYPTION_KEY rotation.
 func LogRekeyed(s eventlog.Subjects, c *eventsv1.LogRekeyed) (eventlog.Event, error) {
 	return event(s.LogRekeyed(), TypeLogRekeyed, c)
-}
-
-// KeyCompromiseDeclared is the declaration that key e.KeyId is
-// compromised, on <prefix>.key.<kid>.compromise_declared.
-func KeyCompromiseDeclared(s eventlog.Subjects, e *eventsv1.KeyCompromiseDeclared) (eventlog.Event, error) {
-	return Key(s, e.GetKeyId(), e)
-}
-
-// KeyCompromiseResolved closes the compromise of key e.KeyId, on
-// <prefix>.key.<kid>.compromise_resolved.
-func KeyCompromiseResolved(s eventlog.Subjects, e *eventsv1.KeyCompromiseResolved) (eventlog.Event, error) {
-	return Key(s, e.GetKeyId(), e)
 }

@@ -123,7 +123,7 @@ func TestCompromiseFinishedAfterCrashAfterIntent(t *testing.T) {
 		t.Fatal(err)
 	}
 	old := toks[0].KeyID
-	ev, err := events.KeyCompromiseDeclared(env.Log.Subjects(), &eventsv1.KeyCompromiseDeclared{KeyId: old, At: timestamppb.New(env.Clock.Now()), RevokeFamilies: true})
+	ev, err := events.Key(env.Log.Subjects(), old, &eventsv1.KeyCompromiseDeclared{KeyId: old, At: timestamppb.New(env.Clock.Now()), RevokeFamilies: true})
 	if err != nil {
 		t.Fatal(err)
 	}
