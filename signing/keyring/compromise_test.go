@@ -132,17 +132,7 @@ func TestCompromiseFinishedAfterCrashAfterIntent(t *testing.T) {
 	}
 
 	// Two replicas start at once; each resumes the compromise.
-	envs := make([]*issuertest.Env, 2)
-	var wg sync.WaitGroup
-	for i := range envs {
-		nc, err := node.Embedded.Connect()
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(nc.Close)
-		wg.Go(func() { envs[i] = issuertest.New(t, issuertest.Options{Conn: nc, Clock: env.Clock}) })
-	}
-	wg.Wait()
+	envs := startReplicas(t, node, 2, issuertest.Options{Clock: env.Clock})
 	restarted := envs[0]
 	restarted.CaughtUp(t)
 	cur, ok := restarted.Set.ActiveKey()
@@ -159,6 +149,26 @@ func TestCompromiseFinishedAfterCrashAfterIntent(t *testing.T) {
 	if n := revocations(t, restarted); n != 3 {
 		t.Fatalf("%d family.revoked events, want 3 (each family once)", n)
 	}
+}
+
+// startReplicas starts n replicas on node at once, each with its own
+// connection and the options o.
+func startReplicas(t *testing.T, node *eventlogtest.Node, n int, o issuertest.Options) []*issuertest.Env {
+	t.Helper()
+	envs := make([]*issuertest.Env, n)
+	var wg sync.WaitGroup
+	for i := range envs {
+		nc, err := node.Embedded.Connect()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		ro := o
+		ro.Conn = nc
+		wg.Go(func() { envs[i] = issuertest.New(t, ro) })
+	}
+	wg.Wait()
+	return envs
 }
 
 func generate(t *testing.T, env *issuertest.Env, n int) []issuer.Tokens {

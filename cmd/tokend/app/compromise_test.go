@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"testing"
-	"time"
 
 	"github.com/auth-platform/tokenservice/issuer"
 	"github.com/auth-platform/tokenservice/signing/keyring"
@@ -26,24 +25,9 @@ func (failingRevoker) RevokeSignedBy(context.Context, string) (int, error) { ret
 // is resolved.
 func TestRestartFinishesKeyCompromise(t *testing.T) {
 	dir := t.TempDir()
-	start := func() *Main {
-		t.Helper()
-		vars := map[string]string{"HOST": "127.0.0.1", "PORT": "0", "DATA_DIR": dir, "NATS_LISTEN": "127.0.0.1:0",
-			"LOG_LEVEL": "error", "JWT_ALGORITHM": "ES256", "ENCRYPTION_KEY": base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 32))}
-		cfg, err := ConfigFromEnv(func(k string) string { return vars[k] })
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		m, err := Start(ctx, cfg, NewLogger(cfg))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return m
-	}
+	key := map[string]string{"ENCRYPTION_KEY": base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 32))}
 	ctx := context.Background()
-	m := start()
+	m := startInDir(t, dir, key)
 	var toks []issuer.Tokens
 	for range 2 {
 		tok, err := m.Issuer.Generate(ctx, issuer.GenerateRequest{Subject: "k", ClientID: "c", Audience: []string{"api"}})
@@ -61,7 +45,7 @@ func TestRestartFinishesKeyCompromise(t *testing.T) {
 	}
 	_ = m.Close(ctx)
 
-	m = start()
+	m = startInDir(t, dir, key)
 	defer m.Close(ctx)
 	if p := m.Set.PendingCompromises(); len(p) != 0 {
 		t.Fatalf("pending compromises after the restart: %+v", p)
