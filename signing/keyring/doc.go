@@ -35,8 +35,11 @@
 // keyring's. Only the revocation of families is not the keyring's: it goes
 // through Revoker, a one-method interface that *issuer.Issuer implements
 // (the issuer owns the family invariants; the keyring imports neither the
-// issuer nor the projections). Responder is a type of its own, built after
-// the issuer, because the issuer itself takes the Keyring.
+// issuer nor the projections). The issuer was the other candidate; it
+// would have had to append key events and drive the keyring's rotation,
+// making two packages writers of the key aggregate. Responder is a type of
+// its own, built after the issuer, because the issuer itself takes the
+// Keyring.
 //
 // The command records its intent first and acts after:
 //
