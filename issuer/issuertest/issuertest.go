@@ -82,8 +82,11 @@ type Env struct {
 	Runner  *projections.Runner
 	Keyring *keyring.Keyring
 	Issuer  *issuer.Issuer
-	Clock   *Clock
-	Sealer  *seal.Sealer
+	// Responder carries out key compromises with Keyring and Issuer;
+	// New resumed the pending ones, as tokend does at start-up.
+	Responder *keyring.Responder
+	Clock     *Clock
+	Sealer    *seal.Sealer
 }
 
 // TestKey is the sealing key tests use unless they give one.
@@ -156,7 +159,11 @@ func New(t testing.TB, o Options) *Env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &Env{Log: log, Set: set, Runner: runner, Keyring: kr, Issuer: is, Clock: o.Clock, Sealer: sealer}
+	responder := keyring.NewResponder(kr, is)
+	if err := responder.Resume(sctx); err != nil {
+		t.Fatal(err)
+	}
+	return &Env{Log: log, Set: set, Runner: runner, Keyring: kr, Issuer: is, Responder: responder, Clock: o.Clock, Sealer: sealer}
 }
 
 // TB is the part of testing.TB (and rapid.T) the helpers need.

@@ -16,10 +16,12 @@ import (
 	"github.com/auth-platform/tokenservice/eventlog/events"
 	"github.com/auth-platform/tokenservice/issuer"
 	"github.com/auth-platform/tokenservice/projections"
+	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
 )
 
-// familyRecords returns the records of family fid and of its subject's
-// cut-offs, in stream order.
+// familyRecords returns the records of family fid, of its subject's
+// cut-offs and of the compromises of the keys that signed its access
+// tokens, in stream order.
 func (o *options) familyRecords(ctx context.Context, fid string) ([]eventlog.Record, error) {
 	if !eventlog.ValidToken(fid) {
 		return nil, fmt.Errorf("family ID %q is malformed", fid)
@@ -36,11 +38,40 @@ func (o *options) familyRecords(ctx context.Context, fid string) ([]eventlog.Rec
 	if err != nil {
 		return nil, err
 	}
+	states, err := projections.States(recs)
+	if err != nil {
+		return nil, err
+	}
 	if err := o.log.Replay(ctx, 1, []string{s.SubjectRevoked(issuer.SubjectHash(steps[0].Subject))}, func(r eventlog.Record) { recs = append(recs, r) }); err != nil {
 		return nil, err
 	}
+	for _, kid := range signedBy(states) {
+		if err := o.log.Replay(ctx, 1, []string{s.Key(kid, "*")}, func(r eventlog.Record) {
+			if r.Type == events.TypeKeyCompromiseDeclared || r.Type == events.TypeKeyCompromiseResolved {
+				recs = append(recs, r)
+			}
+		}); err != nil {
+			return nil, err
+		}
+	}
 	sort.Slice(recs, func(i, j int) bool { return recs[i].Seq < recs[j].Seq })
 	return recs, nil
+}
+
+// signedBy returns the IDs of the keys that signed a family's access
+// tokens, as its states record them, each once.
+func signedBy(states []*eventsv1.FamilyState) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, st := range states {
+		for _, kid := range st.GetKeyIds() {
+			if !seen[kid] && eventlog.ValidToken(kid) {
+				seen[kid] = true
+				out = append(out, kid)
+			}
+		}
+	}
+	return out
 }
 
 func (o *options) auditFamily(ctx context.Context, fid string) error {
@@ -69,6 +100,12 @@ func (o *options) printLineage(steps []projections.Step) error {
 		return nil
 	}
 	first := steps[0]
+	for _, s := range steps {
+		if s.FamilyID != "" {
+			first = s // a key's compromise may precede the family's issue
+			break
+		}
+	}
 	fmt.Fprintf(o.stdout, "family %s  subject %q  client %s\n", first.FamilyID, first.Subject, first.ClientID)
 	tw := tabwriter.NewWriter(o.stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "  TIME\tSEQ\tEVENT\tGEN\tDETAIL\tCORRELATION\tACTOR")
@@ -80,12 +117,15 @@ func (o *options) printLineage(steps []projections.Step) error {
 		if s.DPoPJKT != "" {
 			detail = append(detail, "dpop "+short(s.DPoPJKT))
 		}
+		if s.NewKeyID != "" {
+			detail = append(detail, "replaced by "+short(s.NewKeyID))
+		}
 		if s.Reason != "" {
 			detail = append(detail, "reason "+s.Reason)
 		}
 		gen := fmt.Sprint(s.Generation)
-		if s.Type == events.TypeSubjectRevoked {
-			gen = "-"
+		if s.FamilyID == "" {
+			gen = "-" // a subject's cut-off or a key's compromise
 		}
 		fmt.Fprintf(tw, "  %s\t%d\t%s\t%s\t%s\t%s\t%s\n", s.Time.UTC().Format(time.RFC3339Nano), s.Seq, s.Type, gen,
 			strings.Join(detail, ", "), dash(s.CorrelationID), dash(s.Actor))
