@@ -190,6 +190,7 @@ func (i *Issuer) rotate(ctx context.Context, f loaded, fid string, scopes []stri
 	if err != nil {
 		return Tokens{}, err
 	}
+	retain(&ev, family.RetainUntil(next, i.cfg.Retention), now)
 	seq, err := i.log.Append(ctx, ev, eventlog.Expect{Filter: i.subj.FamilyFilter(fid), Seq: f.seq})
 	if err != nil {
 		return Tokens{}, err

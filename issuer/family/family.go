@@ -184,3 +184,42 @@ func InGrace(st *eventsv1.FamilyState, now time.Time, grace time.Duration) bool 
 	}
 	return !now.After(st.GetRotatedAt().AsTime().Add(grace))
 }
+
+// RetainUntil returns until when the event log keeps an event that leaves
+// a family in state st, retention (EVENT_RETENTION) being how long events
+// are kept for audit after the family ended; the zero time, for a
+// retention of 0, means forever.
+//
+// A family ended when no decision can need it any more: at its refresh
+// expiry, and not before its last access token expired (a revocation must
+// be answered until then). For a revoked family that is its last access
+// token's expiry, but the revoked state keeps the refresh expiry it had,
+// and the later of the two is used all the same: every event of a family
+// then leaves the log no earlier than the events before it, so the events
+// left are always the end of the family's history and its last state,
+// which the issuer decides from, is never an earlier one (a revocation
+// that left before the rotation it ends would make the family look alive
+// again).
+func RetainUntil(st *eventsv1.FamilyState, retention time.Duration) time.Time {
+	if retention <= 0 {
+		return time.Time{}
+	}
+	end := st.GetRefreshExpiresAt().AsTime()
+	if a := st.GetAccessExpiresAt(); a != nil && a.AsTime().After(end) {
+		end = a.AsTime()
+	}
+	return end.Add(retention)
+}
+
+// CutoffRetainUntil returns until when the event log keeps a subject
+// cut-off made at at, retention being EVENT_RETENTION (0: forever, the
+// zero time). A cut-off is needed while a token it ends can still be
+// presented: an access token issued before it lives accessTTL, and a
+// family issued before it, rotated just before it and not yet revoked
+// (the issuer revokes it at its next refresh) lives refreshTTL.
+func CutoffRetainUntil(at time.Time, accessTTL, refreshTTL, retention time.Duration) time.Time {
+	if retention <= 0 {
+		return time.Time{}
+	}
+	return at.Add(max(accessTTL, refreshTTL) + retention)
+}
