@@ -28,6 +28,7 @@ type Config struct {
 	AccessTTL       time.Duration
 	RefreshTTL      time.Duration
 	Grace           time.Duration
+	EventRetention  time.Duration
 	KMSProvider     string
 	EncryptionKey   []byte // nil: generated once under DataDir
 	PreviousKeys    [][]byte
@@ -116,6 +117,7 @@ var Variables = []struct{ Name, Default, Meaning string }{
 	{"ACCESS_TOKEN_TTL", "900", "access-token lifetime (seconds, or a Go duration such as 15m)"},
 	{"REFRESH_TOKEN_TTL", "604800", "refresh-token lifetime, renewed by each rotation"},
 	{"REFRESH_REUSE_GRACE", "5", "grace window in which the previous refresh token returns the same successor; 0 disables"},
+	{"EVENT_RETENTION", "34560000", "how long family and subject events stay in the log after the family ended (400 days); 0 keeps them forever. Key events always stay; archive older events with tokenctl export --archive"},
 	{"KMS_PROVIDER", "local", "signing backend: local (mock is an alias), aws (AWS KMS; region and credentials from the AWS SDK's standard settings, e.g. AWS_REGION), pkcs11 (an HSM) or cryptosvc (a crypto service)"},
 	{"KMS_KEY_ID", "", "an existing AWS KMS key (ID, ARN or alias) to sign with first; later rotations create keys"},
 	{"KMS_ENDPOINT", "", "AWS KMS endpoint URL, for an emulator or a VPC endpoint (the SDK's AWS_ENDPOINT_URL_KMS works too)"},
@@ -184,6 +186,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		AccessTTL:       p.duration("ACCESS_TOKEN_TTL", 900*time.Second, time.Second),
 		RefreshTTL:      p.duration("REFRESH_TOKEN_TTL", 604800*time.Second, time.Second),
 		Grace:           p.duration("REFRESH_REUSE_GRACE", 5*time.Second, 0),
+		EventRetention:  p.duration("EVENT_RETENTION", 400*24*time.Hour, 0),
 		KMSProvider:     p.str("KMS_PROVIDER", "local"),
 		DataDir:         p.str("DATA_DIR", "./data"),
 		NATSURL:         p.str("NATS_URL", ""),
