@@ -19,26 +19,32 @@ import (
 )
 
 // familyRecords returns the records of family fid and of its subject's
-// cut-offs, in stream order.
+// cut-offs, in stream order, from the archive (--archive) and the live
+// stream.
 func (o *options) familyRecords(ctx context.Context, fid string) ([]eventlog.Record, error) {
 	if !eventlog.ValidToken(fid) {
 		return nil, fmt.Errorf("family ID %q is malformed", fid)
 	}
 	s := o.log.Subjects()
-	var recs []eventlog.Record
-	if err := o.log.Replay(ctx, 1, []string{s.FamilyFilter(fid)}, func(r eventlog.Record) { recs = append(recs, r) }); err != nil {
+	recs, err := o.records(ctx, []string{s.FamilyFilter(fid)})
+	if err != nil {
 		return nil, err
 	}
 	if len(recs) == 0 {
-		return nil, fmt.Errorf("no family %s in the log", fid)
+		if o.archive == "" {
+			return nil, fmt.Errorf("no family %s in the log (if it ended longer than EVENT_RETENTION ago, audit with --archive)", fid)
+		}
+		return nil, fmt.Errorf("no family %s in the log or its archive", fid)
 	}
 	steps, err := projections.Lineage(recs[:1])
 	if err != nil {
 		return nil, err
 	}
-	if err := o.log.Replay(ctx, 1, []string{s.SubjectRevoked(issuer.SubjectHash(steps[0].Subject))}, func(r eventlog.Record) { recs = append(recs, r) }); err != nil {
+	cutoffs, err := o.records(ctx, []string{s.SubjectRevoked(issuer.SubjectHash(steps[0].Subject))})
+	if err != nil {
 		return nil, err
 	}
+	recs = append(recs, cutoffs...)
 	sort.Slice(recs, func(i, j int) bool { return recs[i].Seq < recs[j].Seq })
 	return recs, nil
 }
@@ -112,17 +118,24 @@ func dash(s string) string {
 func (o *options) auditSubject(ctx context.Context, subject string) error {
 	s := o.log.Subjects()
 	var fids []string
+	seen := map[string]bool{}
 	p := newProgress(o.stderr, "scanned")
-	err := o.log.Replay(ctx, 1, []string{s.Prefix() + ".family.*.issued"}, func(r eventlog.Record) {
+	scan := func(r eventlog.Record) {
 		p.add(r.Pending)
 		m, err := events.Decode(r)
 		if err != nil {
 			return
 		}
-		if st := events.FamilyStateOf(m); st != nil && st.GetSubject() == subject {
+		if st := events.FamilyStateOf(m); st != nil && st.GetSubject() == subject && !seen[st.GetFamilyId()] {
+			seen[st.GetFamilyId()] = true
 			fids = append(fids, st.GetFamilyId())
 		}
-	})
+	}
+	issued := []string{s.Prefix() + ".family.*.issued"}
+	err := o.archived(issued, scan)
+	if err == nil {
+		err = o.log.Replay(ctx, 1, issued, scan)
+	}
 	p.done()
 	if err != nil {
 		return err
@@ -226,15 +239,17 @@ type accessClaims struct {
 // live JWKS: an audit must work for past keys too.
 func (o *options) verifyAccessToken(ctx context.Context, token string) (*accessClaims, error) {
 	keys := projections.NewKeys()
-	if err := o.log.Replay(ctx, 1, []string{o.log.Subjects().Keys()}, func(r eventlog.Record) {
+	recs, err := o.records(ctx, []string{o.log.Subjects().Keys()})
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range recs {
 		if m, err := events.Decode(r); err == nil {
 			keys.Apply(r, m)
 		}
-	}); err != nil {
-		return nil, err
 	}
 	var c accessClaims
-	_, err := jwt.NewParser(jwt.WithValidMethods([]string{"RS256", "PS256", "ES256", "ES384", "EdDSA"}),
+	_, err = jwt.NewParser(jwt.WithValidMethods([]string{"RS256", "PS256", "ES256", "ES384", "EdDSA"}),
 		jwt.WithoutClaimsValidation(), jwt.WithStrictDecoding()).ParseWithClaims(token, &c, func(t *jwt.Token) (any, error) {
 		kid, _ := t.Header["kid"].(string)
 		k, ok := keys.Get(kid)
