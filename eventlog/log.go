@@ -107,6 +107,9 @@ type Record struct {
 	// authenticator binds.
 	Aggregate string
 	Prev      uint64
+	// TTL is the message's time to live (Nats-TTL) from Time, 0 for none:
+	// it leaves the stream at Time + TTL.
+	TTL time.Duration
 	// Pending is, for records delivered by Follow and Replay, how many
 	// records on the reader's filters followed this one when it was
 	// delivered.

@@ -2,6 +2,7 @@ package issuer_test
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"sync/atomic"
 	"testing"
@@ -158,4 +159,53 @@ func TestRetentionBoundsTheLog(t *testing.T) {
 	// by a replay that checks the chain from sequence 1 (issue 13, item 1
 	// owns that reader); counted here, not asserted.
 	t.Logf("replay: %d family records refused as not following a held predecessor", refused.Load())
+}
+
+// TestRetentionNeverShortensAFamily: after REFRESH_TOKEN_TTL is lowered,
+// a rotation and a revocation still leave the log no earlier than the
+// events before them, so the family's last state is never an earlier one
+// (whose spent refresh token would be current again).
+func TestRetentionNeverShortensAFamily(t *testing.T) {
+	clock := issuertest.NewClock(time.Now())
+	env := issuertest.New(t, issuertest.Options{Clock: clock, RefreshTTL: time.Hour, EventRetention: time.Second})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	tok, err := env.Issuer.Generate(ctx, issuer.GenerateRequest{Subject: "dave", ClientID: "web", Audience: []string{"api"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The same log, served after a restart with a much shorter refresh TTL.
+	lowered, err := issuer.New(env.Log, env.Keyring, projections.Index{Set: env.Set, Runner: env.Runner}, env.Sealer, issuer.Config{
+		Issuer: "https://issuer.test", AccessTTL: time.Second, RefreshTTL: 2 * time.Second, Retention: time.Second, Now: clock.Now, Rand: rand.Reader,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	filter := env.Log.Subjects().FamilyFilter(tok.FamilyID)
+	last := func() eventlog.Record {
+		rec, err := env.Log.LastConsistent(ctx, filter)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rec.TTL <= 0 {
+			t.Fatalf("%s without a TTL", rec.Type)
+		}
+		return rec
+	}
+	issued := last()
+	clock.Advance(time.Since(clock.Now()))
+	rot, err := lowered.Refresh(ctx, issuer.RefreshRequest{RefreshToken: tok.RefreshToken, ClientID: "web"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rotated := last()
+	if rotated.Time.Add(rotated.TTL).Before(issued.Time.Add(issued.TTL)) {
+		t.Errorf("the rotation leaves at %s, before the issued event it follows (%s)", rotated.Time.Add(rotated.TTL), issued.Time.Add(issued.TTL))
+	}
+	if n, err := lowered.RevokeFamily(ctx, rot.FamilyID, 0); n != 1 || err != nil {
+		t.Fatal(n, err)
+	}
+	if revoked := last(); revoked.Time.Add(revoked.TTL).Before(rotated.Time.Add(rotated.TTL)) {
+		t.Errorf("the revocation leaves at %s, before the rotation it ends (%s)", revoked.Time.Add(revoked.TTL), rotated.Time.Add(rotated.TTL))
+	}
 }

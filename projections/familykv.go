@@ -15,7 +15,6 @@ import (
 
 	"github.com/auth-platform/tokenservice/eventlog"
 	"github.com/auth-platform/tokenservice/eventlog/events"
-	"github.com/auth-platform/tokenservice/issuer/family"
 	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
 )
 
@@ -48,10 +47,6 @@ type ProjectorConfig struct {
 	// OnError, if set, is told of every failure to set up the consumer or
 	// to write the bucket (the projector retries).
 	OnError func(error)
-	// Retention is EVENT_RETENTION: each entry expires (a per-key TTL)
-	// when its family's last event leaves the log (family.RetainUntil).
-	// Default 0: entries are kept forever.
-	Retention time.Duration
 }
 
 // FamilyProjector writes the families read model: one KV entry per family,
@@ -215,7 +210,7 @@ func (p *FamilyProjector) write(ctx context.Context, kv jetstream.KeyValue, rec 
 			} else if err != nil {
 				return err
 			}
-			_, err = kv.Create(ctx, key, data, jetstream.KeyTTL(p.ttl(st)))
+			_, err = kv.Create(ctx, key, data, jetstream.KeyTTL(ttl(rec)))
 		case err != nil:
 			return fmt.Errorf("families get %s: %w", key, err)
 		default:
@@ -226,7 +221,7 @@ func (p *FamilyProjector) write(ctx context.Context, kv jetstream.KeyValue, rec 
 			if err := rec.Follows(cur.GetSourceSeq()); err != nil {
 				return err
 			}
-			_, err = p.update(ctx, kv, key, data, entry.Revision(), p.ttl(st))
+			_, err = p.update(ctx, kv, key, data, entry.Revision(), ttl(rec))
 		}
 		if err == nil {
 			return nil
@@ -250,10 +245,15 @@ func (p *FamilyProjector) first(ctx context.Context, rec eventlog.Record) error 
 	return p.log.Chained(ctx, rec)
 }
 
-// ttl is the per-key TTL of an entry written now for state st: the entry
-// leaves with the family's last event (0: never).
-func (p *FamilyProjector) ttl(st *eventsv1.FamilyState) time.Duration {
-	return eventlog.TTLUntil(family.RetainUntil(st, p.cfg.Retention), time.Now())
+// ttl is the per-key TTL of an entry written now from rec: the entry
+// leaves the bucket when rec, its family's last event, leaves the log
+// (EVENT_RETENTION, family.RetainUntil); 0, never, for an event kept
+// forever.
+func ttl(rec eventlog.Record) time.Duration {
+	if rec.TTL <= 0 {
+		return 0
+	}
+	return eventlog.TTLUntil(rec.Time.Add(rec.TTL), time.Now())
 }
 
 // update is KeyValue.Update with a TTL (none if ttl is 0), which the
@@ -294,7 +294,7 @@ func familyBucketConfig(bucket string, replicas int) jetstream.KeyValueConfig {
 		History:     1,
 		Storage:     jetstream.FileStorage,
 		Replicas:    replicas,
-		// Per-key TTLs (ProjectorConfig.Retention) need it; the marker a
+		// Per-key TTLs (an entry leaves with its event) need it; the marker a
 		// key leaves when it expires is kept this long, so a watcher sees
 		// the deletion.
 		LimitMarkerTTL: familyMarkerTTL,

@@ -43,7 +43,7 @@ func TestFamilyModelRetention(t *testing.T) {
 	defer nc.Close()
 	var forged atomic.Int64
 	plog := eventlogtest.OpenLog(t, nc, eventlog.Config{OnForged: func(eventlog.Record, error) { forged.Add(1) }})
-	p := projections.NewFamilyProjector(plog, projections.ProjectorConfig{Retention: retention, PinnedTTL: 3 * time.Second, AckWait: 4 * time.Second})
+	p := projections.NewFamilyProjector(plog, projections.ProjectorConfig{PinnedTTL: 3 * time.Second, AckWait: 4 * time.Second})
 	pctx, pcancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -109,11 +109,11 @@ func waitFor(t *testing.T, what string, deadline time.Time, cond func() bool) {
 }
 
 // TestFamilyBucketGainsTTL: a bucket made before retention (no per-key
-// TTL) is updated in place by the projector, which then writes entries
-// with a TTL.
+// TTL) is updated in place by the projector, which then writes the entry
+// of an event with a TTL with a TTL.
 func TestFamilyBucketGainsTTL(t *testing.T) {
 	node := eventlogtest.SingleNode(t)
-	env := issuertest.New(t, issuertest.Options{Conn: node.Conn})
+	env := issuertest.New(t, issuertest.Options{Conn: node.Conn, EventRetention: time.Hour})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	js := env.Log.JetStream()
@@ -122,7 +122,7 @@ func TestFamilyBucketGainsTTL(t *testing.T) {
 		t.Fatal(err)
 	}
 	var errs atomic.Int64
-	p := projections.NewFamilyProjector(env.Log, projections.ProjectorConfig{Retention: time.Hour, OnError: func(err error) { errs.Add(1); t.Logf("projector: %v", err) }})
+	p := projections.NewFamilyProjector(env.Log, projections.ProjectorConfig{OnError: func(err error) { errs.Add(1); t.Logf("projector: %v", err) }})
 	pctx, pcancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Add(1)

@@ -186,21 +186,23 @@ func InGrace(st *eventsv1.FamilyState, now time.Time, grace time.Duration) bool 
 }
 
 // RetainUntil returns until when the event log keeps an event that leaves
-// a family in state st, retention (EVENT_RETENTION) being how long events
-// are kept for audit after the family ended; the zero time, for a
-// retention of 0, means forever.
+// a family in state st after an event the log keeps until prev (the zero
+// time for none), retention (EVENT_RETENTION) being how long events are
+// kept for audit after the family ended; the zero time, for a retention of
+// 0, means forever.
 //
 // A family ended when no decision can need it any more: at its refresh
 // expiry, and not before its last access token expired (a revocation must
 // be answered until then). For a revoked family that is its last access
 // token's expiry, but the revoked state keeps the refresh expiry it had,
-// and the later of the two is used all the same: every event of a family
-// then leaves the log no earlier than the events before it, so the events
-// left are always the end of the family's history and its last state,
-// which the issuer decides from, is never an earlier one (a revocation
-// that left before the rotation it ends would make the family look alive
-// again).
-func RetainUntil(st *eventsv1.FamilyState, retention time.Duration) time.Time {
+// and the later of the two is used all the same. And never before prev:
+// each event of a family then leaves the log no earlier than the events
+// before it (even after REFRESH_TOKEN_TTL was lowered), so the events left
+// are always the end of the family's history and its last state, which
+// the issuer decides from, is never an earlier one. A revocation or a
+// rotation that left before the state it replaced would bring back a
+// revoked family or a spent refresh token.
+func RetainUntil(st *eventsv1.FamilyState, retention time.Duration, prev time.Time) time.Time {
 	if retention <= 0 {
 		return time.Time{}
 	}
@@ -208,7 +210,10 @@ func RetainUntil(st *eventsv1.FamilyState, retention time.Duration) time.Time {
 	if a := st.GetAccessExpiresAt(); a != nil && a.AsTime().After(end) {
 		end = a.AsTime()
 	}
-	return end.Add(retention)
+	if until := end.Add(retention); until.After(prev) {
+		return until
+	}
+	return prev
 }
 
 // CutoffRetainUntil returns until when the event log keeps a subject

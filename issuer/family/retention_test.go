@@ -26,17 +26,23 @@ func TestRetainUntil(t *testing.T) {
 		name      string
 		st        *eventsv1.FamilyState
 		retention time.Duration
+		prev      time.Time
 		want      time.Time
 	}{
-		{"retention 0 keeps forever", active, 0, time.Time{}},
-		{"active: refresh expiry", active, r, t0.Add(time.Hour + r)},
-		{"access token outliving the refresh token", withAccess(active, t0.Add(2*time.Hour)), r, t0.Add(2*time.Hour + r)},
+		{"retention 0 keeps forever", active, 0, t0.Add(5 * r), time.Time{}},
+		{"active: refresh expiry", active, r, time.Time{}, t0.Add(time.Hour + r)},
+		{"access token outliving the refresh token", withAccess(active, t0.Add(2*time.Hour)), r, time.Time{}, t0.Add(2*time.Hour + r)},
 		// Not its access expiry alone: the revocation must not leave
 		// before the rotation it ends, or the family would look alive.
-		{"revoked: no earlier than the state it ends", revoked, r, t0.Add(time.Hour + r)},
-		{"revoked with a later access token", withAccess(revoked, t0.Add(3*time.Hour)), time.Second, t0.Add(3*time.Hour + time.Second)},
+		{"revoked: no earlier than the state it ends", revoked, r, time.Time{}, t0.Add(time.Hour + r)},
+		{"revoked with a later access token", withAccess(revoked, t0.Add(3*time.Hour)), time.Second, time.Time{}, t0.Add(3*time.Hour + time.Second)},
+		// A rotation after REFRESH_TOKEN_TTL was lowered: it stays as long
+		// as the event before it, or that event's spent token would be
+		// current again once it left.
+		{"no earlier than the event before", active, time.Second, t0.Add(30 * time.Hour), t0.Add(30 * time.Hour)},
+		{"later than the event before", active, r, t0.Add(30 * time.Hour), t0.Add(time.Hour + r)},
 	} {
-		if got := family.RetainUntil(tc.st, tc.retention); !got.Equal(tc.want) {
+		if got := family.RetainUntil(tc.st, tc.retention, tc.prev); !got.Equal(tc.want) {
 			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
 		}
 	}

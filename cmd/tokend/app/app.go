@@ -214,7 +214,6 @@ func (m *Main) start(ctx context.Context) error {
 		}
 	}
 	m.Projector = projections.NewFamilyProjector(m.Log, projections.ProjectorConfig{
-		Retention: cfg.EventRetention,
 		OnBadRecord: func(rec eventlog.Record, err error) {
 			m.Metrics.BadRecord("families")
 			m.Logger.Error("families projector skipped a record it cannot decode", "seq", rec.Seq, "subject", rec.Subject, "error", err)
