@@ -34,7 +34,7 @@ func TestRetentionBoundsTheLog(t *testing.T) {
 		// life is the longest any family event may stay: the family's
 		// refresh TTL after its last rotation, the retention, the
 		// server's whole-second rounding and expiry sweep.
-		life = refreshTTL + retention + 2*time.Second
+		life = refreshTTL + retention + 3*time.Second
 	)
 	node := eventlogtest.SingleNode(t)
 	clock := issuertest.NewClock(time.Now())
