@@ -209,3 +209,54 @@ func TestRetentionNeverShortensAFamily(t *testing.T) {
 		t.Errorf("the revocation leaves at %s, before the rotation it ends (%s)", revoked.Time.Add(revoked.TTL), rotated.Time.Add(rotated.TTL))
 	}
 }
+
+// TestFamilyOutlivesItsFirstEvents: once a family's issued event has left
+// the log, its later events still pass the chain check of Log.Last (the
+// first message after the last one's stated predecessor is still that
+// message), so the family refreshes and detects reuse as before.
+func TestFamilyOutlivesItsFirstEvents(t *testing.T) {
+	clock := issuertest.NewClock(time.Now())
+	follow := func() { clock.Advance(time.Since(clock.Now())) } // the issuer's clock follows the server's
+	// The family is issued with a 1 s refresh TTL, so its issued event
+	// leaves after about 2 s, and rotated by an issuer with a long one.
+	env := issuertest.New(t, issuertest.Options{Clock: clock, AccessTTL: time.Second, RefreshTTL: time.Second, EventRetention: time.Second})
+	long, err := issuer.New(env.Log, env.Keyring, projections.Index{Set: env.Set, Runner: env.Runner}, env.Sealer, issuer.Config{
+		Issuer: "https://issuer.test", AccessTTL: time.Second, RefreshTTL: time.Minute, Retention: time.Second, Now: clock.Now, Rand: rand.Reader,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	follow()
+	tok, err := env.Issuer.Generate(ctx, issuer.GenerateRequest{Subject: "erin", ClientID: "web", Audience: []string{"api"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rot, err := long.Refresh(ctx, issuer.RefreshRequest{RefreshToken: tok.RefreshToken, ClientID: "web"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	issued := env.Log.Subjects().Family(tok.FamilyID, "issued")
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		_, err := env.Log.LastConsistent(ctx, issued)
+		if errors.Is(err, eventlog.ErrNotFound) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the issued event is still in the log (%v)", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	follow()
+	rot2, err := long.Refresh(ctx, issuer.RefreshRequest{RefreshToken: rot.RefreshToken, ClientID: "web"})
+	if err != nil {
+		t.Fatalf("refresh after the family's first event left: %v", err)
+	}
+	if _, err := long.Refresh(ctx, issuer.RefreshRequest{RefreshToken: rot.RefreshToken, ClientID: "web"}); !errors.Is(err, issuer.ErrTokenReused) {
+		t.Fatalf("replay of the spent token: %v, want ErrTokenReused", err)
+	}
+	if _, err := long.Refresh(ctx, issuer.RefreshRequest{RefreshToken: rot2.RefreshToken, ClientID: "web"}); !errors.Is(err, issuer.ErrFamilyRevoked) {
+		t.Fatalf("refresh of a family revoked for reuse: %v, want ErrFamilyRevoked", err)
+	}
+}
