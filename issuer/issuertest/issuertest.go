@@ -55,10 +55,13 @@ type Options struct {
 	AccessTTL  time.Duration     // default 15m
 	RefreshTTL time.Duration     // default 1h
 	Grace      time.Duration     // default 0 (off)
-	Clock      *Clock            // default: a new clock at 2026-01-01
-	Key        []byte            // sealing key; default fixed test key
-	Sealer     *seal.Sealer      // default: a local sealer of Key
-	Observer   issuer.Observer
+	// EventRetention is the issuer's Retention (EVENT_RETENTION); default
+	// 0, events kept forever.
+	EventRetention time.Duration
+	Clock          *Clock       // default: a new clock at 2026-01-01
+	Key            []byte       // sealing key; default fixed test key
+	Sealer         *seal.Sealer // default: a local sealer of Key
+	Observer       issuer.Observer
 	// Prepublish, Retention and RotationPeriod configure the keyring
 	// (keyring defaults).
 	Prepublish, Retention, RotationPeriod time.Duration
@@ -154,7 +157,7 @@ func New(t testing.TB, o Options) *Env {
 	}
 	is, err := issuer.New(log, kr, projections.Index{Set: set, Runner: runner}, sealer, issuer.Config{
 		Issuer: "https://issuer.test", AccessTTL: o.AccessTTL, RefreshTTL: o.RefreshTTL, Grace: o.Grace,
-		Now: o.Clock.Now, Rand: rand.Reader, Observer: o.Observer, Tracer: o.Tracer,
+		Retention: o.EventRetention, Now: o.Clock.Now, Rand: rand.Reader, Observer: o.Observer, Tracer: o.Tracer,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -21,18 +21,22 @@ import (
 
 // familyRecords returns the records of family fid, of its subject's
 // cut-offs and of the compromises of the keys that signed its access
-// tokens, in stream order.
+// tokens, in stream order, from the archive (--archive) and the live
+// stream.
 func (o *options) familyRecords(ctx context.Context, fid string) ([]eventlog.Record, error) {
 	if !eventlog.ValidToken(fid) {
 		return nil, fmt.Errorf("family ID %q is malformed", fid)
 	}
 	s := o.log.Subjects()
-	var recs []eventlog.Record
-	if err := o.log.Replay(ctx, 1, []string{s.FamilyFilter(fid)}, func(r eventlog.Record) { recs = append(recs, r) }); err != nil {
+	recs, err := o.records(ctx, []string{s.FamilyFilter(fid)})
+	if err != nil {
 		return nil, err
 	}
 	if len(recs) == 0 {
-		return nil, fmt.Errorf("no family %s in the log", fid)
+		if o.archive == "" {
+			return nil, fmt.Errorf("no family %s in the log (if it ended longer than EVENT_RETENTION ago, audit with --archive)", fid)
+		}
+		return nil, fmt.Errorf("no family %s in the log or its archive", fid)
 	}
 	steps, err := projections.Lineage(recs[:1])
 	if err != nil {
@@ -42,16 +46,20 @@ func (o *options) familyRecords(ctx context.Context, fid string) ([]eventlog.Rec
 	if err != nil {
 		return nil, err
 	}
-	if err := o.log.Replay(ctx, 1, []string{s.SubjectRevoked(issuer.SubjectHash(steps[0].Subject))}, func(r eventlog.Record) { recs = append(recs, r) }); err != nil {
+	cutoffs, err := o.records(ctx, []string{s.SubjectRevoked(issuer.SubjectHash(steps[0].Subject))})
+	if err != nil {
 		return nil, err
 	}
+	recs = append(recs, cutoffs...)
 	for _, kid := range signedBy(states) {
-		if err := o.log.Replay(ctx, 1, []string{s.Key(kid, "*")}, func(r eventlog.Record) {
+		keyRecs, err := o.records(ctx, []string{s.Key(kid, "*")})
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range keyRecs {
 			if r.Type == events.TypeKeyCompromiseDeclared || r.Type == events.TypeKeyCompromiseResolved {
 				recs = append(recs, r)
 			}
-		}); err != nil {
-			return nil, err
 		}
 	}
 	sort.Slice(recs, func(i, j int) bool { return recs[i].Seq < recs[j].Seq })
@@ -152,17 +160,24 @@ func dash(s string) string {
 func (o *options) auditSubject(ctx context.Context, subject string) error {
 	s := o.log.Subjects()
 	var fids []string
+	seen := map[string]bool{}
 	p := newProgress(o.stderr, "scanned")
-	err := o.log.Replay(ctx, 1, []string{s.Prefix() + ".family.*.issued"}, func(r eventlog.Record) {
+	scan := func(r eventlog.Record) {
 		p.add(r.Pending)
 		m, err := events.Decode(r)
 		if err != nil {
 			return
 		}
-		if st := events.FamilyStateOf(m); st != nil && st.GetSubject() == subject {
+		if st := events.FamilyStateOf(m); st != nil && st.GetSubject() == subject && !seen[st.GetFamilyId()] {
+			seen[st.GetFamilyId()] = true
 			fids = append(fids, st.GetFamilyId())
 		}
-	})
+	}
+	issued := []string{s.Prefix() + ".family.*.issued"}
+	err := o.archived(issued, scan)
+	if err == nil {
+		err = o.log.Replay(ctx, 1, issued, scan)
+	}
 	p.done()
 	if err != nil {
 		return err
@@ -266,15 +281,17 @@ type accessClaims struct {
 // live JWKS: an audit must work for past keys too.
 func (o *options) verifyAccessToken(ctx context.Context, token string) (*accessClaims, error) {
 	keys := projections.NewKeys()
-	if err := o.log.Replay(ctx, 1, []string{o.log.Subjects().Keys()}, func(r eventlog.Record) {
+	recs, err := o.records(ctx, []string{o.log.Subjects().Keys()})
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range recs {
 		if m, err := events.Decode(r); err == nil {
 			keys.Apply(r, m)
 		}
-	}); err != nil {
-		return nil, err
 	}
 	var c accessClaims
-	_, err := jwt.NewParser(jwt.WithValidMethods([]string{"RS256", "PS256", "ES256", "ES384", "EdDSA"}),
+	_, err = jwt.NewParser(jwt.WithValidMethods([]string{"RS256", "PS256", "ES256", "ES384", "EdDSA"}),
 		jwt.WithoutClaimsValidation(), jwt.WithStrictDecoding()).ParseWithClaims(token, &c, func(t *jwt.Token) (any, error) {
 		kid, _ := t.Header["kid"].(string)
 		k, ok := keys.Get(kid)

@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"strings"
 	"sync"
 	"testing"
@@ -32,7 +33,10 @@ type env struct {
 	key    string // tokend's ENCRYPTION_KEY: tokenctl reads the log as the service, checking MACs
 }
 
-func start(t *testing.T) *env {
+func start(t *testing.T) *env { return startWith(t, nil) }
+
+// startWith starts tokend with the test's variables, and extra over them.
+func startWith(t *testing.T, extra map[string]string) *env {
 	t.Helper()
 	key := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{3}, 32))
 	vars := map[string]string{
@@ -40,6 +44,7 @@ func start(t *testing.T) *env {
 		"LOG_LEVEL": "error", "JWT_ALGORITHM": "ES256", "REFRESH_REUSE_GRACE": "0",
 		"ENCRYPTION_KEY": key,
 	}
+	maps.Copy(vars, extra)
 	cfg, err := app.ConfigFromEnv(func(k string) string { return vars[k] })
 	if err != nil {
 		t.Fatal(err)

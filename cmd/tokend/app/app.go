@@ -265,7 +265,7 @@ func (m *Main) start(ctx context.Context) error {
 
 	m.Issuer, err = issuer.New(m.Log, m.Keyring, projections.Index{Set: m.Set, Runner: m.Runner}, sealer, issuer.Config{
 		Issuer: cfg.Issuer, AccessTTL: cfg.AccessTTL, RefreshTTL: cfg.RefreshTTL, Grace: cfg.Grace, FallbackAccessTTL: cfg.FallbackAccessTTL,
-		Rand: rand.Reader, Observer: m.Metrics, Tracer: tracer(m.tracerProvider, "github.com/auth-platform/tokenservice/issuer"),
+		Retention: cfg.EventRetention, Rand: rand.Reader, Observer: m.Metrics, Tracer: tracer(m.tracerProvider, "github.com/auth-platform/tokenservice/issuer"),
 	})
 	if err != nil {
 		return err

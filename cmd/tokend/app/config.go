@@ -18,26 +18,29 @@ import (
 // Config is the whole configuration of tokend. Variables documents the
 // environment variable and default of every field.
 type Config struct {
-	Host            string
-	Port            int
-	Issuer          string
-	Algorithm       signing.Algorithm
-	AccessTTL       time.Duration
-	RefreshTTL      time.Duration
-	Grace           time.Duration
-	KMSProvider     string
-	EncryptionKey   []byte // nil: generated once under DataDir
-	PreviousKeys    [][]byte
-	DataDir         string
-	NATSURL         string
-	NATSListen      string
-	NATSReplicas    int
-	NATSSyncAlways  bool
-	NATSSync        time.Duration
-	Stream          string
-	SubjectPrefix   string
-	JWKSMaxAge      time.Duration
-	KeyRetention    time.Duration
+	Host           string
+	Port           int
+	Issuer         string
+	Algorithm      signing.Algorithm
+	AccessTTL      time.Duration
+	RefreshTTL     time.Duration
+	Grace          time.Duration
+	KMSProvider    string
+	EncryptionKey  []byte // nil: generated once under DataDir
+	PreviousKeys   [][]byte
+	DataDir        string
+	NATSURL        string
+	NATSListen     string
+	NATSReplicas   int
+	NATSSyncAlways bool
+	NATSSync       time.Duration
+	Stream         string
+	SubjectPrefix  string
+	JWKSMaxAge     time.Duration
+	KeyRetention   time.Duration
+	// EventRetention is how long family and subject events stay in the
+	// log after the family ended; 0 keeps them forever.
+	EventRetention  time.Duration
 	Prepublish      time.Duration
 	RotationPeriod  time.Duration
 	MaxRequestBytes int
