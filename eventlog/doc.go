@@ -56,6 +56,36 @@
 // replicas share one identity and nothing else holds it; ProbeAnonymousAppend
 // tells whether a client without credentials could append.
 //
+// # Retention
+//
+// The stream has no MaxAge: what leaves it leaves through a per-message TTL
+// (Nats-TTL, Event.TTL) set by the writer at append, which the event's MAC
+// covers, so it can be neither stripped nor shortened. DPoP claims and
+// grace records carry their short windows. With EVENT_RETENTION set, the
+// issuer gives every family event a TTL that ends the retention after the
+// family ended (family.RetainUntil: the later of its refresh expiry and its
+// last access token's expiry, and never before the event it follows, whose
+// expiry Record.TTL gives), and every subject cut-off one that ends the
+// retention after the last token it can end; TTLUntil turns that instant
+// into whole seconds. Key events and rekey checkpoints never get a TTL: a
+// key's events are its only record (published, signing, retired, its
+// sealed material), and they are few.
+//
+// Each event of a family leaves no earlier than the events before it, so
+// what is left of an aggregate is always the end of its chain. Last and
+// LastConsistent keep working: the aggregate's first message after the
+// last record's stated predecessor is still that record. A reader in
+// stream order that meets an aggregate whose first events have left sees
+// a first record whose Prev it never saw; Chained vouches for it with the
+// same check (a copy of an event fails it while the original, or any later
+// event of the aggregate, is in the stream). When all of a family's events
+// have left, the family is unknown: the issuer answers as for a token
+// never issued.
+//
+// Before events leave, tokenctl export --archive writes them as Stored
+// messages, every header included; Restore reads one back with its MAC
+// checked, so an archived family can still be audited.
+//
 // # Durability
 //
 // Append returns after the server acknowledged the message. With the

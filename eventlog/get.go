@@ -36,10 +36,35 @@ func (l *Log) last(ctx context.Context, filter string, consistent bool) (Record,
 	if l.cfg.Auth == nil {
 		return rec, nil
 	}
+	if err := l.chained(ctx, rec, filter, consistent); err != nil {
+		return Record{}, err
+	}
+	return rec, nil
+}
+
+// Chained checks that rec, an authentic record, is the message of its
+// aggregate that follows rec.Prev: an error wrapping ErrForged (reported
+// to OnForged) for an authentic event published again, ErrNotFound if rec
+// is no longer in the stream. It asks the stream leader.
+//
+// A reader in stream order checks a record against the one before it in
+// its aggregate (Record.Follows); Chained is for the first record it sees
+// of an aggregate whose earlier events have left the stream (their TTL,
+// EVENT_RETENTION), which then states a Prev the reader never saw.
+func (l *Log) Chained(ctx context.Context, rec Record) error {
+	return l.chained(ctx, rec, rec.Aggregate, l.cfg.Replicas > 1)
+}
+
+func (l *Log) chained(ctx context.Context, rec Record, filter string, consistent bool) error {
 	// The chain: the first message of rec's aggregate after rec.Prev
 	// must be rec itself. A copy of an old event states the Prev of the
 	// original, which still follows it. (filter may span aggregates, such
-	// as every family event.)
+	// as every family event.) When the messages before rec have expired,
+	// rec is still the first after rec.Prev. A copy of an expired event
+	// passes only once every later event of its aggregate has expired
+	// too (each leaves no earlier than those before it): then what it
+	// states is older than the retention and can grant nothing (see
+	// family.RetainUntil).
 	chain := msgGetRequest{Seq: rec.Prev + 1, NextFor: rec.Aggregate}
 	next, err := l.get(ctx, chain, consistent)
 	if !consistent && (errors.Is(err, ErrNotFound) || (err == nil && next.Seq > rec.Seq)) {
@@ -48,16 +73,16 @@ func (l *Log) last(ctx context.Context, filter string, consistent bool) (Record,
 	}
 	switch {
 	case errors.Is(err, ErrNotFound):
-		return Record{}, ErrNotFound // rec reached its TTL meanwhile
+		return ErrNotFound // rec reached its TTL meanwhile
 	case err != nil && !errors.Is(err, ErrForged):
-		return Record{}, fmt.Errorf("last %s: chain: %w", filter, err)
+		return fmt.Errorf("last %s: chain: %w", filter, err)
 	case err != nil || next.Seq != rec.Seq:
 		err := fmt.Errorf("last %s: %w: seq %d states that it follows seq %d, but the aggregate's next message after seq %d is seq %d (an event published again)",
 			filter, ErrForged, rec.Seq, rec.Prev, rec.Prev, next.Seq)
 		l.ReportForged(rec, err)
-		return Record{}, err
+		return err
 	}
-	return rec, nil
+	return nil
 }
 
 // get reads one message: from the stream leader through the JSON API if
@@ -205,6 +230,9 @@ func (l *Log) record(subject string, seq uint64, t time.Time, h nats.Header, dat
 	r.CorrelationID = h.Get(HeaderCorrelationID)
 	r.Actor = h.Get(HeaderActor)
 	r.Aggregate = h.Get(jetstream.ExpectedLastSubjSeqSubjHeader)
+	if ttl, err := time.ParseDuration(h.Get(HeaderTTL)); err == nil && ttl > 0 {
+		r.TTL = ttl
+	}
 	if l.cfg.Auth == nil {
 		if _, prev, _, err := parseAuth(h.Get(HeaderAuth)); err == nil {
 			r.Prev = prev

@@ -107,6 +107,9 @@ type Record struct {
 	// authenticator binds.
 	Aggregate string
 	Prev      uint64
+	// TTL is the message's time to live (Nats-TTL) from Time, 0 for none:
+	// it leaves the stream at Time + TTL.
+	TTL time.Duration
 	// Pending is, for records delivered by Follow and Replay, how many
 	// records on the reader's filters followed this one when it was
 	// delivered.
@@ -173,8 +176,9 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Log, error) {
 		Duplicates:  cfg.DuplicateWindow,
 		AllowDirect: true,
 		AllowMsgTTL: true,
-		// Events are kept forever: the log is the system of record. Only
-		// grace records and DPoP claims expire, through their own TTL.
+		// No MaxAge: the log is the system of record, and key events must
+		// stay. Only messages appended with a TTL leave: family and subject
+		// events after EVENT_RETENTION, grace records, DPoP claims.
 		MaxAge:       0,
 		MaxMsgSize:   int32(cfg.MaxPayload + 4096),
 		DenyDelete:   true,

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -19,17 +20,18 @@ import (
 // fn runs on one goroutine at a time and must not block for long: it holds
 // up delivery. No filter means every subject of the stream.
 func (l *Log) Follow(ctx context.Context, from uint64, filters []string, fn func(Record), caughtUp func()) error {
-	return l.read(ctx, from, filters, fn, caughtUp, false)
+	return l.read(ctx, from, filters, func(r Record, _ nats.Header) { fn(r) }, caughtUp, false)
 }
 
 // Replay delivers every record on filters from sequence from that exists
 // when it starts, in stream order, and returns when they were all
 // delivered.
 func (l *Log) Replay(ctx context.Context, from uint64, filters []string, fn func(Record)) error {
-	return l.read(ctx, from, filters, fn, nil, true)
+	return l.read(ctx, from, filters, func(r Record, _ nats.Header) { fn(r) }, nil, true)
 }
 
-func (l *Log) read(ctx context.Context, from uint64, filters []string, fn func(Record), caughtUp func(), stopAtEnd bool) error {
+// read delivers records with the headers they are stored with.
+func (l *Log) read(ctx context.Context, from uint64, filters []string, fn func(Record, nats.Header), caughtUp func(), stopAtEnd bool) error {
 	if from == 0 {
 		from = 1
 	}
@@ -102,7 +104,7 @@ func (l *Log) read(ctx context.Context, from uint64, filters []string, fn func(R
 		if err != nil {
 			l.ReportForged(rec, err) // never delivered: it becomes no state
 		} else {
-			fn(rec)
+			fn(rec, m.Headers())
 		}
 		lastSeq = rec.Seq
 		if initial > 0 {

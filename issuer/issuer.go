@@ -15,6 +15,7 @@ import (
 
 	"github.com/auth-platform/tokenservice/eventlog"
 	"github.com/auth-platform/tokenservice/eventlog/events"
+	"github.com/auth-platform/tokenservice/issuer/family"
 	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
 	"github.com/auth-platform/tokenservice/signing"
 	"github.com/auth-platform/tokenservice/signing/seal"
@@ -34,6 +35,11 @@ type Config struct {
 	// FallbackAccessTTL is the lifetime of access tokens signed by the
 	// fallback key. Default min(AccessTTL, 5 minutes).
 	FallbackAccessTTL time.Duration
+	// Retention is how long family and subject events stay in the log
+	// after the family (or the cut-off) stopped mattering
+	// (EVENT_RETENTION); they leave through a per-message TTL set at
+	// append (see family.RetainUntil). Default 0: kept forever.
+	Retention time.Duration
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 	// Rand is the source of IDs and secrets. Required (crypto/rand.Reader).
@@ -232,6 +238,7 @@ func (i *Issuer) Generate(ctx context.Context, req GenerateRequest) (Tokens, err
 	if err != nil {
 		return Tokens{}, err
 	}
+	retain(&ev, family.RetainUntil(st, i.cfg.Retention, time.Time{}), now)
 	_, err = i.log.Append(ctx, ev, eventlog.Expect{Filter: i.subj.FamilyFilter(fid)})
 	if err != nil {
 		return Tokens{}, fmt.Errorf("issue family: %w", err)
@@ -307,10 +314,13 @@ func addKeyID(ids []string, kid string) []string {
 	return ids
 }
 
-// loaded is a loaded family: its state and the sequence of its last event.
+// loaded is a loaded family: its state, the sequence of its last event
+// and until when the log keeps that event (the zero time: forever, or a
+// state not read from the log).
 type loaded struct {
-	st  *eventsv1.FamilyState
-	seq uint64
+	st    *eventsv1.FamilyState
+	seq   uint64
+	until time.Time
 }
 
 // load reads the current state of family fid; consistent asks the stream
@@ -335,7 +345,11 @@ func (i *Issuer) load(ctx context.Context, fid string, consistent bool) (loaded,
 	if st.GetIssuedSeq() == 0 {
 		st.IssuedSeq = rec.Seq // the issued event itself
 	}
-	return loaded{st: st, seq: rec.Seq}, nil
+	f := loaded{st: st, seq: rec.Seq}
+	if rec.TTL > 0 {
+		f.until = rec.Time.Add(rec.TTL)
+	}
+	return f, nil
 }
 
 // revoke appends the revocation of f with compare-and-set.
@@ -349,6 +363,7 @@ func (i *Issuer) revoke(ctx context.Context, f loaded, reason eventsv1.Revocatio
 	if err != nil {
 		return err
 	}
+	retain(&ev, family.RetainUntil(next, i.cfg.Retention, f.until), now)
 	_, err = i.log.Append(ctx, ev, eventlog.Expect{Filter: i.subj.FamilyFilter(f.st.GetFamilyId()), Seq: f.seq})
 	return err
 }

@@ -190,13 +190,14 @@ func (i *Issuer) rotate(ctx context.Context, f loaded, fid string, scopes []stri
 	if err != nil {
 		return Tokens{}, err
 	}
+	retain(&ev, family.RetainUntil(next, i.cfg.Retention, f.until), now)
 	seq, err := i.log.Append(ctx, ev, eventlog.Expect{Filter: i.subj.FamilyFilter(fid), Seq: f.seq})
 	if err != nil {
 		return Tokens{}, err
 	}
 	// The subject cut-off is checked after the rotation is in the log: a
 	// cut-off that precedes it in the stream wins, whenever it was read.
-	if err := i.checkSubjectCutoff(ctx, loaded{st: next, seq: seq}, seq, now); err != nil {
+	if err := i.checkSubjectCutoff(ctx, loaded{st: next, seq: seq, until: now.Add(ev.TTL)}, seq, now); err != nil {
 		return Tokens{}, err
 	}
 	return tokens, nil

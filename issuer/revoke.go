@@ -202,6 +202,7 @@ func (i *Issuer) RevokeSubject(ctx context.Context, subject string, reason event
 	if err != nil {
 		return 0, err
 	}
+	retain(&ev, family.CutoffRetainUntil(now, i.cfg.AccessTTL, i.cfg.RefreshTTL, i.cfg.Retention), now)
 	// A cut-off records a fact: it follows the subject's previous one.
 	seq, err := i.log.AppendNext(ctx, ev, ev.Subject)
 	if err != nil {

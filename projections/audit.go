@@ -22,14 +22,17 @@ type Step struct {
 	Generation    uint64    `json:"generation"`
 	DPoPJKT       string    `json:"dpop_jkt,omitempty"`
 	KeyID         string    `json:"key_id,omitempty"`
+	NewKeyID      string    `json:"new_key_id,omitempty"` // the key that replaced a compromised one
 	Reason        string    `json:"reason,omitempty"`
 	CorrelationID string    `json:"correlation_id,omitempty"`
 	Actor         string    `json:"actor,omitempty"`
 }
 
 // Lineage turns the records of one family (token.family.<fid>.>, in
-// stream order) and of its subject's cut-offs into audit steps. Records
-// of other kinds are skipped; an undecodable one is an error.
+// stream order), of its subject's cut-offs and of the compromises of the
+// keys that signed its tokens into audit steps (the subject and key steps
+// carry no family ID). Records of other kinds are skipped; an undecodable
+// one is an error.
 func Lineage(recs []eventlog.Record) ([]Step, error) {
 	var out []Step
 	for _, rec := range recs {
@@ -42,6 +45,14 @@ func Lineage(recs []eventlog.Record) ([]Step, error) {
 		case *eventsv1.SubjectRevoked:
 			step.Subject = e.GetSubject()
 			step.Reason = events.ReasonName(e.GetReason())
+			out = append(out, step)
+			continue
+		case *eventsv1.KeyCompromiseDeclared:
+			step.KeyID, step.Reason = e.GetKeyId(), events.ReasonName(eventsv1.RevocationReason_REVOCATION_REASON_KEY_COMPROMISE)
+			out = append(out, step)
+			continue
+		case *eventsv1.KeyCompromiseResolved:
+			step.KeyID, step.NewKeyID = e.GetKeyId(), e.GetNewKeyId()
 			out = append(out, step)
 			continue
 		case *eventsv1.FamilyRotated:

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -204,10 +205,12 @@ func (p *FamilyProjector) write(ctx context.Context, kv jetstream.KeyValue, rec 
 		entry, err := kv.Get(ctx, key)
 		switch {
 		case errors.Is(err, jetstream.ErrKeyNotFound):
-			if err := rec.Follows(0); err != nil {
+			if err := p.first(ctx, rec); errors.Is(err, eventlog.ErrNotFound) {
+				return nil // the event expired meanwhile, and the family with it
+			} else if err != nil {
 				return err
 			}
-			_, err = kv.Create(ctx, key, data)
+			_, err = kv.Create(ctx, key, data, jetstream.KeyTTL(ttl(rec)))
 		case err != nil:
 			return fmt.Errorf("families get %s: %w", key, err)
 		default:
@@ -218,7 +221,7 @@ func (p *FamilyProjector) write(ctx context.Context, kv jetstream.KeyValue, rec 
 			if err := rec.Follows(cur.GetSourceSeq()); err != nil {
 				return err
 			}
-			_, err = kv.Update(ctx, key, data, entry.Revision())
+			_, err = p.update(ctx, kv, key, data, entry.Revision(), ttl(rec))
 		}
 		if err == nil {
 			return nil
@@ -230,6 +233,42 @@ func (p *FamilyProjector) write(ctx context.Context, kv jetstream.KeyValue, rec 
 		}
 		return fmt.Errorf("families write %s: %w", key, err)
 	}
+}
+
+// first checks an event of a family the model does not hold: the family's
+// first event, or the first one left in the log when the events before it
+// have expired (Log.Chained).
+func (p *FamilyProjector) first(ctx context.Context, rec eventlog.Record) error {
+	if rec.Prev == 0 {
+		return nil
+	}
+	return p.log.Chained(ctx, rec)
+}
+
+// ttl is the per-key TTL of an entry written now from rec: the entry
+// leaves the bucket when rec, its family's last event, leaves the log
+// (EVENT_RETENTION, family.RetainUntil); 0, never, for an event kept
+// forever.
+func ttl(rec eventlog.Record) time.Duration {
+	if rec.TTL <= 0 {
+		return 0
+	}
+	return eventlog.TTLUntil(rec.Time.Add(rec.TTL), time.Now())
+}
+
+// update is KeyValue.Update with a TTL (none if ttl is 0), which the
+// client's Update does not take: the same message on the bucket's
+// subject, with the same compare-and-set on the key's revision.
+func (p *FamilyProjector) update(ctx context.Context, kv jetstream.KeyValue, key string, data []byte, rev uint64, ttl time.Duration) (uint64, error) {
+	if ttl <= 0 {
+		return kv.Update(ctx, key, data, rev)
+	}
+	ack, err := p.js.PublishMsg(ctx, &nats.Msg{Subject: "$KV." + p.cfg.Bucket + "." + key, Data: data},
+		jetstream.WithExpectLastSequencePerSubject(rev), jetstream.WithMsgTTL(ttl))
+	if err != nil {
+		return 0, err
+	}
+	return ack.Sequence, nil
 }
 
 func isWrongSequence(err error) bool {
@@ -255,8 +294,16 @@ func familyBucketConfig(bucket string, replicas int) jetstream.KeyValueConfig {
 		History:     1,
 		Storage:     jetstream.FileStorage,
 		Replicas:    replicas,
+		// Per-key TTLs (an entry leaves with its event) need it; the marker a
+		// key leaves when it expires is kept this long, so a watcher sees
+		// the deletion.
+		LimitMarkerTTL: familyMarkerTTL,
 	}
 }
+
+// familyMarkerTTL is how long the bucket keeps the marker of an expired
+// entry.
+const familyMarkerTTL = time.Hour
 
 func familyKey(subject, fid string) string { return eventlog.SubjectID(subject) + "." + fid }
 

@@ -3,71 +3,47 @@ package projections
 import (
 	"sort"
 	"strings"
-	"time"
 
 	"google.golang.org/protobuf/proto"
 
 	"github.com/auth-platform/tokenservice/eventlog"
 	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
 	"github.com/auth-platform/tokenservice/signing"
+	"github.com/auth-platform/tokenservice/signing/keystate"
 )
 
-// Key is the read model of one signing key.
-type Key struct {
-	ID        string
-	Algorithm signing.Algorithm
-	Backend   string
-	JWK       signing.JWK
-	Sealed    []byte // sealed private key (local backend)
-	Ref       string // backend reference (remote backends)
-	Status    eventsv1.KeyStatus
-	// GeneratedSeq is the stream sequence of the generated event; keys
-	// are ordered by it.
-	GeneratedSeq uint64
-	GeneratedAt  time.Time
-	PublishedAt  time.Time
-	ActivatedAt  time.Time
-	RetiredAt    time.Time
-	RetainUntil  time.Time
-	// IntentID is the KeyRequested intent a remote key fulfils.
-	IntentID string
-	// Fallback marks the local key that signs while the primary backend
-	// is unavailable; it is published but never activated.
-	Fallback bool
-	// FallbackEngaged counts the fallback_engaged events of this key.
-	FallbackEngaged int
-	// MaterialDeleted: the backend was told to delete the destroyed key.
-	MaterialDeleted bool
-}
+// Key is the read model of one signing key (keystate.Key: the keyring
+// decides from the same type without importing projections).
+type Key = keystate.Key
 
 // StatusName is the lower-case name of a key status ("active", ...).
 func StatusName(s eventsv1.KeyStatus) string {
 	return strings.ToLower(strings.TrimPrefix(s.String(), "KEY_STATUS_"))
 }
 
-// Intent is a KeyRequested event: a key a remote backend was asked to
-// create. It is pending until a KeyGenerated names it.
-type Intent struct {
-	ID        string
-	Algorithm signing.Algorithm
-	Backend   string
-	At        time.Time
-	KeyID     string // set once fulfilled
-}
+// Intent is a key creation recorded before a remote backend makes the key
+// (keystate.Intent).
+type Intent = keystate.Intent
+
+// Compromise is a declared key compromise (keystate.Compromise).
+type Compromise = keystate.Compromise
 
 // Keys is the projection of signing keys. It is not safe for concurrent
 // use; Set guards it.
 type Keys struct {
-	byID    map[string]*Key
-	intents map[string]*Intent
-	active  string
+	byID        map[string]*Key
+	intents     map[string]*Intent
+	compromises map[string]*Compromise // by compromised key ID
+	active      string
 	// seq is the sequence of the last key event, the CAS expectation for
 	// the next one (key events are serialized on one filter).
 	seq uint64
 }
 
 // NewKeys returns an empty Keys projection.
-func NewKeys() *Keys { return &Keys{byID: map[string]*Key{}, intents: map[string]*Intent{}} }
+func NewKeys() *Keys {
+	return &Keys{byID: map[string]*Key{}, intents: map[string]*Intent{}, compromises: map[string]*Compromise{}}
+}
 
 // Apply applies one key event.
 func (k *Keys) Apply(rec eventlog.Record, m proto.Message) {
@@ -77,6 +53,17 @@ func (k *Keys) Apply(rec eventlog.Record, m proto.Message) {
 		if _, ok := k.intents[e.GetIntentId()]; !ok {
 			k.intents[e.GetIntentId()] = &Intent{ID: e.GetIntentId(), Algorithm: signing.Algorithm(e.GetAlgorithm()),
 				Backend: e.GetBackend(), At: e.GetAt().AsTime()}
+		}
+	case *eventsv1.KeyCompromiseDeclared:
+		c := k.compromises[e.GetKeyId()]
+		if c == nil || c.Resolved {
+			c = &Compromise{KeyID: e.GetKeyId(), Seq: rec.Seq, At: e.GetAt().AsTime()}
+			k.compromises[e.GetKeyId()] = c
+		}
+		c.RevokeFamilies = c.RevokeFamilies || e.GetRevokeFamilies()
+	case *eventsv1.KeyCompromiseResolved:
+		if c := k.compromises[e.GetKeyId()]; c != nil && !c.Resolved {
+			c.Resolved, c.NewKeyID = true, e.GetNewKeyId()
 		}
 	case *eventsv1.KeyResealed:
 		if key := k.byID[e.GetKeyId()]; key != nil && key.Status != eventsv1.KeyStatus_KEY_STATUS_DESTROYED {
@@ -193,6 +180,19 @@ func (k *Keys) PendingIntents() []Intent {
 	sort.Slice(out, func(i, j int) bool {
 		return out[i].At.Before(out[j].At) || out[i].At.Equal(out[j].At) && out[i].ID < out[j].ID
 	})
+	return out
+}
+
+// PendingCompromises returns every declared key compromise not resolved
+// yet, in the order of their declarations.
+func (k *Keys) PendingCompromises() []Compromise {
+	var out []Compromise
+	for _, c := range k.compromises {
+		if !c.Resolved {
+			out = append(out, *c)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Seq < out[j].Seq })
 	return out
 }
 

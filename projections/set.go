@@ -192,6 +192,14 @@ func (s *Set) PendingKeyIntents() []Intent {
 	return s.keys.PendingIntents()
 }
 
+// PendingCompromises returns every declared key compromise not resolved
+// yet, oldest first.
+func (s *Set) PendingCompromises() []Compromise {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.keys.PendingCompromises()
+}
+
 // Key returns key id.
 func (s *Set) Key(id string) (Key, bool) {
 	s.mu.RLock()
@@ -312,6 +320,10 @@ func (s *Set) digestLocked() string {
 	for _, id := range sortedKeys(s.keys.intents) {
 		in := s.keys.intents[id]
 		fmt.Fprintf(h, "intent|%s|%s|%s|%d|%s\n", in.ID, in.Algorithm, in.Backend, in.At.UnixNano(), in.KeyID)
+	}
+	for _, id := range sortedKeys(s.keys.compromises) {
+		c := s.keys.compromises[id]
+		fmt.Fprintf(h, "compromise|%s|%d|%d|%v|%v|%s\n", c.KeyID, c.Seq, c.At.UnixNano(), c.RevokeFamilies, c.Resolved, c.NewKeyID)
 	}
 	for _, id := range sortedKeys(s.revocations.families) {
 		f := s.revocations.families[id]

@@ -12,9 +12,16 @@ import (
 	"github.com/auth-platform/tokenservice/signing/keyring"
 )
 
-// KeyAdmin is what the admin RPCs need of the signing keys.
+// KeyAdmin stages signing-key rotations (admin RPCs).
 type KeyAdmin interface {
 	Rotate(ctx context.Context, immediate bool) (keyring.Rotation, error)
+}
+
+// KeyCompromiser carries out the key-compromise command: the rotation at
+// once and, if asked, the revocation of the families the key signed, as
+// one command recorded in the log (keyring.Responder).
+type KeyCompromiser interface {
+	Compromise(ctx context.Context, revokeFamilies bool) (keyring.Containment, error)
 }
 
 func (s *service) RotateSigningKey(ctx context.Context, req *connect.Request[tokenv1.RotateSigningKeyRequest]) (*connect.Response[tokenv1.RotateSigningKeyResponse], error) {
@@ -22,19 +29,19 @@ func (s *service) RotateSigningKey(ctx context.Context, req *connect.Request[tok
 	if m.GetRevokeFamilies() && !m.GetImmediate() {
 		return nil, invalidRequest("revoke_families goes with immediate (a compromised key)")
 	}
-	r, err := s.keyAdmin.Rotate(ctx, m.GetImmediate())
-	if err != nil {
-		return nil, toConnect(ctx, s.log, req.Spec().Procedure, err)
-	}
-	out := &tokenv1.RotateSigningKeyResponse{KeyId: r.KeyID, PreviousKeyId: r.Previous, ActivatesAt: ts(r.ActivatesAt)}
-	if m.GetRevokeFamilies() && r.Previous != "" {
-		n, err := s.issuer.RevokeSignedBy(ctx, r.Previous)
-		out.RevokedFamilies = int64(n)
+	if m.GetImmediate() {
+		c, err := s.keyCompromiser.Compromise(ctx, m.GetRevokeFamilies())
 		if err != nil {
 			return nil, toConnect(ctx, s.log, req.Spec().Procedure, err)
 		}
+		return connect.NewResponse(&tokenv1.RotateSigningKeyResponse{KeyId: c.KeyID, PreviousKeyId: c.Previous, ActivatesAt: ts(c.ActivatesAt),
+			RevokedFamilies: int64(c.RevokedFamilies)}), nil
 	}
-	return connect.NewResponse(out), nil
+	r, err := s.keyAdmin.Rotate(ctx, false)
+	if err != nil {
+		return nil, toConnect(ctx, s.log, req.Spec().Procedure, err)
+	}
+	return connect.NewResponse(&tokenv1.RotateSigningKeyResponse{KeyId: r.KeyID, PreviousKeyId: r.Previous, ActivatesAt: ts(r.ActivatesAt)}), nil
 }
 
 func (s *service) ListSigningKeys(_ context.Context, _ *connect.Request[tokenv1.ListSigningKeysRequest]) (*connect.Response[tokenv1.ListSigningKeysResponse], error) {

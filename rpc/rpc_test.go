@@ -61,7 +61,7 @@ func newServerWith(t *testing.T, nonceRequired bool, mutate func(*rpc.Config)) *
 	projectorDone := make(chan struct{})
 	go func() { defer close(projectorDone); _ = projector.Run(pctx) }()
 	t.Cleanup(func() { stopProjector(); <-projectorDone })
-	cfg := rpc.Config{Issuer: env.Issuer, DPoP: verifier, Keys: env.Set, KeyAdmin: env.Keyring, Revocations: env.Set, Metrics: metrics, Ready: func() bool { return true },
+	cfg := rpc.Config{Issuer: env.Issuer, DPoP: verifier, Keys: env.Set, KeyAdmin: env.Keyring, KeyCompromiser: env.Responder, Revocations: env.Set, Metrics: metrics, Ready: func() bool { return true },
 		Families: projections.NewFamilyStore(env.Log.JetStream(), ""), Feed: projections.RevocationFeed{Log: env.Log},
 		MaxRequestBytes: 8 << 10, Now: env.Clock.Now}
 	if mutate != nil {

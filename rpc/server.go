@@ -32,8 +32,11 @@ type Config struct {
 	DPoP *dpop.Verifier
 	// Keys publishes the JWKS. Required.
 	Keys KeySource
-	// KeyAdmin rotates and lists signing keys (admin RPCs). Required.
+	// KeyAdmin stages signing-key rotations (admin RPCs). Required.
 	KeyAdmin KeyAdmin
+	// KeyCompromiser carries out RotateSigningKey with immediate (a
+	// compromised key). Required.
+	KeyCompromiser KeyCompromiser
 	// Revocations, if set, lets ValidateDPoP refuse revoked tokens.
 	Revocations issuer.RevocationView
 	// Families, if set, serves ListFamilies from the families read model.
@@ -158,7 +161,7 @@ func New(cfg Config) *Handler {
 		connect.WithCompressMinBytes(4 << 10),
 	}
 	mux := http.NewServeMux()
-	svc := &service{issuer: cfg.Issuer, dpop: cfg.DPoP, keys: cfg.Keys, keyAdmin: cfg.KeyAdmin, revocations: cfg.Revocations, families: cfg.Families, feed: cfg.Feed, watchers: make(chan struct{}, cfg.MaxWatchers),
+	svc := &service{issuer: cfg.Issuer, dpop: cfg.DPoP, keys: cfg.Keys, keyAdmin: cfg.KeyAdmin, keyCompromiser: cfg.KeyCompromiser, revocations: cfg.Revocations, families: cfg.Families, feed: cfg.Feed, watchers: make(chan struct{}, cfg.MaxWatchers),
 		perCaller: &watcherCounts{max: cfg.MaxWatchersPerCaller, count: map[string]int{}}, tokenEndpoints: normalizeAll(cfg.TokenEndpoints), log: cfg.Logger, metrics: cfg.Metrics, now: cfg.Now}
 	path, h := tokenv1connect.NewTokenServiceHandler(svc, opts...)
 	mux.Handle(path, h)

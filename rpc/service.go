@@ -28,6 +28,7 @@ type service struct {
 	issuer         *issuer.Issuer
 	dpop           *dpop.Verifier
 	keyAdmin       KeyAdmin
+	keyCompromiser KeyCompromiser
 	revocations    issuer.RevocationView
 	families       FamilyLister
 	feed           RevocationFeed

@@ -35,6 +35,10 @@ const (
 	TypeKeyResealed    = "key.resealed"
 	TypeKeyFallback    = "key.fallback_engaged"
 	TypeKeyDeleted     = "key.material_deleted"
+	// A key compromise: declared before anything is done about it,
+	// resolved when everything it asked for is done.
+	TypeKeyCompromiseDeclared = "key.compromise_declared"
+	TypeKeyCompromiseResolved = "key.compromise_resolved"
 	// Records in the stream that are no projection's events: sealed grace
 	// successors, DPoP jti claims and ENCRYPTION_KEY rotation checkpoints.
 	TypeGrace         = "grace"
@@ -78,6 +82,10 @@ func newPayload(typ string) proto.Message {
 		return &eventsv1.KeyFallbackEngaged{}
 	case TypeKeyDeleted:
 		return &eventsv1.KeyMaterialDeleted{}
+	case TypeKeyCompromiseDeclared:
+		return &eventsv1.KeyCompromiseDeclared{}
+	case TypeKeyCompromiseResolved:
+		return &eventsv1.KeyCompromiseResolved{}
 	case TypeGrace:
 		return &eventsv1.GraceRecord{}
 	case TypeDPoPProofUsed:
@@ -172,9 +180,11 @@ func SubjectRevoked(s eventlog.Subjects, e *eventsv1.SubjectRevoked) (eventlog.E
 	return event(s.SubjectRevoked(eventlog.SubjectID(e.GetSubject())), TypeSubjectRevoked, e)
 }
 
-// Key is an event of key kid's lifecycle: its type and subject follow from
-// the payload's message type (KeyGenerated is key.generated on
-// <prefix>.key.<kid>.generated, and so on).
+// Key is an event of key kid's lifecycle or of its compromise: its type
+// and subject follow from the payload's message type (KeyGenerated is
+// key.generated on <prefix>.key.<kid>.generated, KeyCompromiseDeclared
+// key.compromise_declared on <prefix>.key.<kid>.compromise_declared, and
+// so on). It is the one constructor of key events.
 func Key(s eventlog.Subjects, kid string, m proto.Message) (eventlog.Event, error) {
 	typ := keyType(m)
 	if typ == "" {
@@ -203,6 +213,10 @@ func keyType(m proto.Message) string {
 		return TypeKeyFallback
 	case *eventsv1.KeyMaterialDeleted:
 		return TypeKeyDeleted
+	case *eventsv1.KeyCompromiseDeclared:
+		return TypeKeyCompromiseDeclared
+	case *eventsv1.KeyCompromiseResolved:
+		return TypeKeyCompromiseResolved
 	}
 	return ""
 }

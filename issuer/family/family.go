@@ -198,3 +198,42 @@ func InGrace(st *eventsv1.FamilyState, now time.Time, grace time.Duration) bool 
 	}
 	return !now.After(st.GetRotatedAt().AsTime().Add(grace))
 }
+
+// RetainUntil returns until when the event log keeps an event that leaves
+// a family in state st after an event the log keeps until prev (the zero
+// time for none), retention (EVENT_RETENTION) being how long events are
+// kept for audit after the family ended; the zero time, for a retention of
+// 0, means forever.
+//
+// A family ended at EndsAt: its refresh expiry, and not before its last
+// access token expired (a revocation must be answered until then); a
+// revoked state keeps the refresh expiry it had, and the later of the two
+// is used all the same. And never before prev:
+// each event of a family then leaves the log no earlier than the events
+// before it (even after REFRESH_TOKEN_TTL was lowered), so the events left
+// are always the end of the family's history and its last state, which
+// the issuer decides from, is never an earlier one. A revocation or a
+// rotation that left before the state it replaced would bring back a
+// revoked family or a spent refresh token.
+func RetainUntil(st *eventsv1.FamilyState, retention time.Duration, prev time.Time) time.Time {
+	if retention <= 0 {
+		return time.Time{}
+	}
+	if until := EndsAt(st).Add(retention); until.After(prev) {
+		return until
+	}
+	return prev
+}
+
+// CutoffRetainUntil returns until when the event log keeps a subject
+// cut-off made at at, retention being EVENT_RETENTION (0: forever, the
+// zero time). A cut-off is needed while a token it ends can still be
+// presented: an access token issued before it lives accessTTL, and a
+// family issued before it, rotated just before it and not yet revoked
+// (the issuer revokes it at its next refresh) lives refreshTTL.
+func CutoffRetainUntil(at time.Time, accessTTL, refreshTTL, retention time.Duration) time.Time {
+	if retention <= 0 {
+		return time.Time{}
+	}
+	return at.Add(max(accessTTL, refreshTTL) + retention)
+}

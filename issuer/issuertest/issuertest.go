@@ -55,10 +55,13 @@ type Options struct {
 	AccessTTL  time.Duration     // default 15m
 	RefreshTTL time.Duration     // default 1h
 	Grace      time.Duration     // default 0 (off)
-	Clock      *Clock            // default: a new clock at 2026-01-01
-	Key        []byte            // sealing key; default fixed test key
-	Sealer     *seal.Sealer      // default: a local sealer of Key
-	Observer   issuer.Observer
+	// EventRetention is the issuer's Retention (EVENT_RETENTION); default
+	// 0, events kept forever.
+	EventRetention time.Duration
+	Clock          *Clock       // default: a new clock at 2026-01-01
+	Key            []byte       // sealing key; default fixed test key
+	Sealer         *seal.Sealer // default: a local sealer of Key
+	Observer       issuer.Observer
 	// Prepublish, Retention and RotationPeriod configure the keyring
 	// (keyring defaults).
 	Prepublish, Retention, RotationPeriod time.Duration
@@ -82,8 +85,11 @@ type Env struct {
 	Runner  *projections.Runner
 	Keyring *keyring.Keyring
 	Issuer  *issuer.Issuer
-	Clock   *Clock
-	Sealer  *seal.Sealer
+	// Responder carries out key compromises with Keyring and Issuer;
+	// New resumed the pending ones, as tokend does at start-up.
+	Responder *keyring.Responder
+	Clock     *Clock
+	Sealer    *seal.Sealer
 }
 
 // TestKey is the sealing key tests use unless they give one.
@@ -151,12 +157,16 @@ func New(t testing.TB, o Options) *Env {
 	}
 	is, err := issuer.New(log, kr, projections.Index{Set: set, Runner: runner}, sealer, issuer.Config{
 		Issuer: "https://issuer.test", AccessTTL: o.AccessTTL, RefreshTTL: o.RefreshTTL, Grace: o.Grace,
-		Now: o.Clock.Now, Rand: rand.Reader, Observer: o.Observer, Tracer: o.Tracer,
+		Retention: o.EventRetention, Now: o.Clock.Now, Rand: rand.Reader, Observer: o.Observer, Tracer: o.Tracer,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &Env{Log: log, Set: set, Runner: runner, Keyring: kr, Issuer: is, Clock: o.Clock, Sealer: sealer}
+	responder := keyring.NewResponder(kr, is)
+	if err := responder.Resume(sctx); err != nil {
+		t.Fatal(err)
+	}
+	return &Env{Log: log, Set: set, Runner: runner, Keyring: kr, Issuer: is, Responder: responder, Clock: o.Clock, Sealer: sealer}
 }
 
 // TB is the part of testing.TB (and rapid.T) the helpers need.

@@ -1,30 +1,3 @@
-// Package keyring drives the lifecycle of signing keys through the event
-// log (generated → published → activated → retired → destroyed) and hands
-// the issuer the Signer of the active key.
-//
-// Key events are serialized: every one is appended with compare-and-set on
-// the single filter token.key.>, so two replicas that race to create or
-// rotate a key produce one change; the loser re-reads and adopts the
-// winner's key. The key projection (package projections) is the source of
-// the JWKS and of the active key on every replica.
-//
-// Lifecycle. The first key of an empty log is published and activated at
-// once (no verifier can have cached a JWKS yet). Every later key is
-// published first and activated only Prepublish later, so a verifier that
-// caches the JWKS for its max-age never meets an unknown kid. The previous
-// key is then retired and stays in the JWKS for Retention, so tokens it
-// signed keep verifying until they expire; after that it is destroyed (it
-// leaves the JWKS). Tick, run periodically by every replica, moves keys
-// along: it stages the next key Prepublish before the active one is
-// RotationPeriod old (or as soon as the configured algorithm changes),
-// activates a staged key when its pre-publication is over, and destroys
-// keys past their retention. Rotate stages a key on request; with
-// immediate (key compromise) it activates a new key at once and destroys
-// the old one at once.
-//
-// With Config.Fallback, a local key stays published to sign while a remote
-// backend's breaker is open; Run, which the keyring's owner runs for as
-// long as it signs, records each such outage as a fallback_engaged event.
 package keyring
 
 import (
@@ -41,17 +14,35 @@ import (
 
 	"github.com/auth-platform/tokenservice/eventlog"
 	"github.com/auth-platform/tokenservice/eventlog/events"
-	"github.com/auth-platform/tokenservice/projections"
 	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
 	"github.com/auth-platform/tokenservice/signing"
 	"github.com/auth-platform/tokenservice/signing/breaker"
+	"github.com/auth-platform/tokenservice/signing/keystate"
 	"github.com/auth-platform/tokenservice/signing/seal"
 )
 
 // BackendLocal names the local backend in key events.
 const BackendLocal = "local"
 
-// Waiter lets the keyring wait for the projections to apply a sequence.
+// View is the key state the keyring decides from: the key projection of
+// this replica (projections.Set implements it). Its methods must be safe
+// for concurrent use and return copies.
+type View interface {
+	// ActiveKey returns the key that signs, if any.
+	ActiveKey() (keystate.Key, bool)
+	// Key returns key id, in any state.
+	Key(id string) (keystate.Key, bool)
+	// Keys returns every key, oldest first, and the sequence of the last
+	// key event.
+	Keys() ([]keystate.Key, uint64)
+	// PendingKeyIntent returns the oldest key creation not finished yet.
+	PendingKeyIntent() (keystate.Intent, bool)
+	// PendingCompromises returns the declared key compromises not
+	// resolved yet, oldest first.
+	PendingCompromises() []keystate.Compromise
+}
+
+// Waiter lets the keyring wait for the View to apply a sequence.
 type Waiter interface {
 	WaitFor(ctx context.Context, seq uint64) error
 }
@@ -90,7 +81,7 @@ type Config struct {
 // Keyring is safe for concurrent use.
 type Keyring struct {
 	log    *eventlog.Log
-	set    *projections.Set
+	set    View
 	waiter Waiter
 	sealer *seal.Sealer
 	cfg    Config
@@ -112,7 +103,7 @@ type publicKey struct {
 
 // New returns a keyring over log whose key state is read from set, kept
 // current by waiter.
-func New(log *eventlog.Log, set *projections.Set, waiter Waiter, sealer *seal.Sealer, cfg Config) (*Keyring, error) {
+func New(log *eventlog.Log, set View, waiter Waiter, sealer *seal.Sealer, cfg Config) (*Keyring, error) {
 	if cfg.Rand == nil {
 		return nil, errors.New("keyring: Config.Rand is required")
 	}
@@ -161,7 +152,7 @@ func (k *Keyring) Active(ctx context.Context) (signing.Signer, error) {
 	return s, nil
 }
 
-func (k *Keyring) signer(key projections.Key) (signing.Signer, error) {
+func (k *Keyring) signer(key keystate.Key) (signing.Signer, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if s, ok := k.signers[key.ID]; ok {
@@ -171,7 +162,7 @@ func (k *Keyring) signer(key projections.Key) (signing.Signer, error) {
 	if !ok {
 		return nil, fmt.Errorf("keyring: key %s: backend %q not configured", key.ID, key.Backend)
 	}
-	s, err := b.Open(context.Background(), stored(key))
+	s, err := b.Open(context.Background(), key.Stored())
 	if err != nil {
 		return nil, err
 	}
@@ -197,10 +188,6 @@ type FallbackSigner struct{ signing.Signer }
 
 // IsFallback reports true.
 func (FallbackSigner) IsFallback() bool { return true }
-
-func stored(key projections.Key) signing.StoredKey {
-	return signing.StoredKey{ID: key.ID, Algorithm: key.Algorithm, JWK: key.JWK, Ref: key.Ref, Sealed: key.Sealed}
-}
 
 // Fallback returns the signer of the fallback key, if fallback is on and
 // one is published.
@@ -244,11 +231,10 @@ func inJWKS(s eventsv1.KeyStatus) bool {
 	return s == eventsv1.KeyStatus_KEY_STATUS_PUBLISHED || s == eventsv1.KeyStatus_KEY_STATUS_ACTIVE || s == eventsv1.KeyStatus_KEY_STATUS_RETIRED
 }
 
-// goal says what a converge loop works toward beyond the schedule.
+// goal says what a converge loop works toward beyond the schedule and
+// the compromises declared in the log.
 type goal struct {
-	stage     bool   // make sure a next key is staged (Rotate)
-	immediate string // key to replace at once (compromise): its ID
-	newKey    string // set by converge: the key generated for this goal
+	stage bool // make sure a next key is staged (Rotate)
 }
 
 // EnsureActive makes sure some key is active, creating the first one if
@@ -293,29 +279,26 @@ type Rotation struct {
 
 // Rotate stages a new key that activates after the pre-publication (or
 // returns the one already staged). With immediate, for a compromised key,
-// a new key is activated at once and the old one destroyed at once: it
-// leaves the JWKS, so its tokens stop verifying; revoking the families it
-// signed for is the caller's next step.
+// it is Responder.Compromise without the revocation of families: the
+// compromise of the active key is declared in the log first, then a new
+// key is activated at once and the old one destroyed at once (it leaves
+// the JWKS, so its tokens stop verifying), then the compromise is
+// resolved; a pending compromise of that key that asks for the revocation
+// is joined and left for a Responder to resolve. It returns
+// signing.ErrNoActiveKey if no key is active to replace.
 func (k *Keyring) Rotate(ctx context.Context, immediate bool) (Rotation, error) {
+	if immediate {
+		c, err := k.compromise(ctx, nil, false)
+		return c.Rotation, err
+	}
 	// The key to replace is the log's active key, not what a lagging
 	// projection shows.
 	if _, err := k.catchUp(ctx); err != nil {
 		return Rotation{}, err
 	}
 	prev, _ := k.set.ActiveKey()
-	g := &goal{stage: !immediate}
-	if immediate {
-		if prev.ID == "" {
-			return Rotation{}, signing.ErrNoActiveKey
-		}
-		g.immediate = prev.ID
-	}
-	if err := k.converge(ctx, g); err != nil {
+	if err := k.converge(ctx, &goal{stage: true}); err != nil {
 		return Rotation{}, err
-	}
-	if immediate {
-		cur, _ := k.set.ActiveKey()
-		return Rotation{KeyID: cur.ID, Previous: prev.ID, ActivatesAt: cur.ActivatedAt}, nil
 	}
 	next, ok := k.staged()
 	if !ok {
@@ -325,14 +308,14 @@ func (k *Keyring) Rotate(ctx context.Context, immediate bool) (Rotation, error) 
 }
 
 // staged returns the key waiting to be activated, if any.
-func (k *Keyring) staged() (projections.Key, bool) {
+func (k *Keyring) staged() (keystate.Key, bool) {
 	keys, _ := k.set.Keys()
 	for _, key := range keys {
 		if key.Status == eventsv1.KeyStatus_KEY_STATUS_GENERATED || key.Status == eventsv1.KeyStatus_KEY_STATUS_PUBLISHED {
 			return key, true
 		}
 	}
-	return projections.Key{}, false
+	return keystate.Key{}, false
 }
 
 // converge appends the next lifecycle event toward g until there is none
@@ -372,9 +355,6 @@ func (k *Keyring) converge(ctx context.Context, g *goal) error {
 		}
 		if err != nil && !errors.Is(err, eventlog.ErrConflict) {
 			return err
-		}
-		if _, generated := act.msg.(*eventsv1.KeyGenerated); err == nil && generated {
-			g.newKey = act.kid
 		}
 	}
 	return errors.New("keyring: the key lifecycle did not settle after 64 steps")

@@ -19,29 +19,19 @@ import (
 	"github.com/auth-platform/tokenservice/projections"
 	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
 	"github.com/auth-platform/tokenservice/signing"
+	"github.com/auth-platform/tokenservice/signing/keyring"
 	"github.com/auth-platform/tokenservice/signing/local"
 )
+
+// The keyring decides from the replica's key projection.
+var _ keyring.View = (*projections.Set)(nil)
 
 // TestReplicasRaceToCreateTheKey: four replicas start at once on an empty
 // log; they end with one active key, the same everywhere.
 func TestReplicasRaceToCreateTheKey(t *testing.T) {
 	node := eventlogtest.SingleNode(t)
 	clock := issuertest.NewClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
-	envs := make([]*issuertest.Env, 4)
-	var wg sync.WaitGroup
-	for i := range envs {
-		nc, err := node.Embedded.Connect()
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(nc.Close)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			envs[i] = issuertest.New(t, issuertest.Options{Conn: nc, Clock: clock, Algorithm: signing.EdDSA})
-		}()
-	}
-	wg.Wait()
+	envs := startReplicas(t, node, 4, issuertest.Options{Clock: clock, Algorithm: signing.EdDSA})
 	for _, e := range envs {
 		e.CaughtUp(t)
 	}
@@ -223,14 +213,7 @@ func jwksKids(e *issuertest.Env) map[string]bool {
 func TestImmediateRotation(t *testing.T) {
 	env := issuertest.New(t, issuertest.Options{Algorithm: signing.ES256})
 	ctx := context.Background()
-	var toks []issuer.Tokens
-	for range 3 {
-		tok, err := env.Issuer.Generate(ctx, issuer.GenerateRequest{Subject: "v", ClientID: "c", Audience: []string{"api"}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		toks = append(toks, tok)
-	}
+	toks := generate(t, env, 3)
 	r, err := env.Keyring.Rotate(ctx, true)
 	if err != nil {
 		t.Fatal(err)

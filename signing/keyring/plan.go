@@ -10,9 +10,9 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/auth-platform/tokenservice/projections"
 	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
 	"github.com/auth-platform/tokenservice/signing"
+	"github.com/auth-platform/tokenservice/signing/keystate"
 )
 
 // The key lifecycle as actions: plan decides the next key event toward a
@@ -33,7 +33,7 @@ func (k *Keyring) plan(g *goal) (*action, error) {
 	now := k.cfg.Now()
 	keys, _ := k.set.Keys()
 	current, hasCurrent := k.set.ActiveKey()
-	var staged, fallback *projections.Key
+	var staged, fallback *keystate.Key
 	for i := range keys {
 		key := &keys[i]
 		if key.Fallback {
@@ -78,25 +78,12 @@ func (k *Keyring) plan(g *goal) (*action, error) {
 		return k.generateWith(k.local, k.cfg.Algorithm, now, true)
 	}
 	// A compromised key: a fresh key signs at once, the old one leaves the
-	// JWKS at once.
-	if g.immediate != "" {
-		switch {
-		case g.newKey == "":
-			return k.generate(now)
-		case staged != nil && staged.ID == g.newKey && staged.Status == eventsv1.KeyStatus_KEY_STATUS_GENERATED:
-			return publish(staged.ID, now), nil
-		case staged != nil && staged.ID == g.newKey:
-			return activate(staged.ID, now), nil
+	// JWKS at once. Decided from the log alone, so that any replica, or
+	// this one after a restart, finishes what a declaration asked for.
+	for _, c := range k.set.PendingCompromises() {
+		if act, err := k.contain(c, keys, current, hasCurrent, now); act != nil || err != nil {
+			return act, err
 		}
-		if old, ok := k.set.Key(g.immediate); ok && old.Status != eventsv1.KeyStatus_KEY_STATUS_DESTROYED {
-			return destroy(old.ID, now), nil
-		}
-		// A key staged before the incident would take over from the new
-		// one at its activation time: it goes too.
-		if staged != nil && staged.ID != g.newKey {
-			return destroy(staged.ID, now), nil
-		}
-		return nil, nil
 	}
 	if staged != nil {
 		if staged.Status == eventsv1.KeyStatus_KEY_STATUS_GENERATED {
@@ -123,7 +110,7 @@ func (k *Keyring) plan(g *goal) (*action, error) {
 // deleteMaterial returns the deletion of a destroyed remote key's
 // material, or nil. It is the lifecycle's last concern, so an unreachable
 // backend never delays anything else.
-func (k *Keyring) deleteMaterial(keys []projections.Key, now time.Time) *action {
+func (k *Keyring) deleteMaterial(keys []keystate.Key, now time.Time) *action {
 	for i := range keys {
 		key := keys[i]
 		b, ok := k.backends[key.Backend]
@@ -131,7 +118,7 @@ func (k *Keyring) deleteMaterial(keys []projections.Key, now time.Time) *action 
 			continue
 		}
 		return &action{kid: key.ID, msg: &eventsv1.KeyMaterialDeleted{KeyId: key.ID, At: timestamppb.New(now)},
-			run: func(ctx context.Context) error { return b.Discard(ctx, stored(key)) }}
+			run: func(ctx context.Context) error { return b.Discard(ctx, key.Stored()) }}
 	}
 	return nil
 }
@@ -163,7 +150,7 @@ func (k *Keyring) generateWith(b Backend, alg signing.Algorithm, now time.Time, 
 
 // create finishes a recorded intent: the backend returns the key it made
 // for it before a crash, or makes it now.
-func (k *Keyring) create(in projections.Intent, now time.Time) (*action, error) {
+func (k *Keyring) create(in keystate.Intent, now time.Time) (*action, error) {
 	b, ok := k.backends[in.Backend]
 	if !ok {
 		return nil, fmt.Errorf("keyring: key intent %s: backend %q not configured", in.ID, in.Backend)
@@ -192,7 +179,7 @@ func generated(b Backend, key signing.StoredKey, intent string, now time.Time, f
 
 // reseal opens a local key with whichever configured key sealed it and
 // seals it under the current one.
-func (k *Keyring) reseal(key *projections.Key, now time.Time) (*action, error) {
+func (k *Keyring) reseal(key *keystate.Key, now time.Time) (*action, error) {
 	der, err := k.sealer.Open(key.Sealed, []byte(key.ID))
 	if err != nil {
 		return nil, fmt.Errorf("keyring: key %s is sealed under a key neither ENCRYPTION_KEY nor ENCRYPTION_KEY_PREVIOUS holds: %w", key.ID, err)

@@ -209,6 +209,88 @@ func BenchmarkRestartAfterExpiry(b *testing.B) {
 	b.ReportMetric((heapReplay-heapEmpty)/runs/float64(n), "B/expired_family_replay")
 }
 
+// BenchmarkJoinAfterExpiry is BenchmarkRestartAfterExpiry for a replica
+// that joins a 3-node JetStream cluster on loopback (R3), where replica A
+// issued -expired-families families that have all ended: side by side
+// with a replica that joins the empty cluster, and one that replays the
+// whole log (PROJECTION_CHECKPOINT_INTERVAL=0). The heap is the process's
+// (the cluster's nodes run in it too), measured before the replica starts
+// and once it is ready.
+//
+//	ready_ms_empty, ready_ms, ready_ms_replay
+//	us/expired_family, B/expired_family (targets <= 1 and <= 50)
+//	us/expired_family_replay, B/expired_family_replay
+func BenchmarkJoinAfterExpiry(b *testing.B) {
+	n := *expiredFamilies
+	var readyEmpty, ready, readyReplay time.Duration
+	var heapEmpty, heapAfter, heapReplay float64
+	for range b.N {
+		// join starts a replica on url and returns how long it took to
+		// be ready and the heap it added.
+		join := func(url string, extra ...string) (time.Duration, float64) {
+			env := map[string]string{
+				"HOST": "127.0.0.1", "PORT": "0", "DATA_DIR": b.TempDir(), "LOG_LEVEL": "error",
+				"ENCRYPTION_KEY": encryptionKey, "JWT_ALGORITHM": "ES256", "NATS_URL": url, "NATS_REPLICAS": "3",
+				"KEY_ROTATION_PERIOD": "0", "ACCESS_TOKEN_TTL": "1", "REFRESH_TOKEN_TTL": "2", "REFRESH_REUSE_GRACE": "0",
+				"PROJECTION_CHECKPOINT_INTERVAL": "1",
+			}
+			for i := 0; i+1 < len(extra); i += 2 {
+				env[extra[i]] = extra[i+1]
+			}
+			cfg, err := app.ConfigFromEnv(func(k string) string { return env[k] })
+			if err != nil {
+				b.Fatal(err)
+			}
+			base := heapLive()
+			t0 := time.Now()
+			m, err := app.Start(context.Background(), cfg, app.NewLogger(cfg))
+			if err != nil {
+				b.Fatal(err)
+			}
+			d := time.Since(t0)
+			h := float64(heapLive()) - float64(base)
+			if err := m.Close(context.Background()); err != nil {
+				b.Fatal(err)
+			}
+			return d, h
+		}
+		empty := eventlogtest.Cluster(b, 3)
+		startReplica(b, empty[0].Embedded.ClientURL()) // the log, its key and buckets exist
+		d, h := join(empty[1].Embedded.ClientURL())
+		readyEmpty, heapEmpty = readyEmpty+d, heapEmpty+h
+
+		nodes := eventlogtest.Cluster(b, 3)
+		a := startApp(b, map[string]string{
+			"HOST": "127.0.0.1", "PORT": "0", "DATA_DIR": b.TempDir(), "LOG_LEVEL": "error",
+			"ENCRYPTION_KEY": encryptionKey, "JWT_ALGORITHM": "ES256", "NATS_URL": nodes[0].Embedded.ClientURL(), "NATS_REPLICAS": "3",
+			"KEY_ROTATION_PERIOD": "0", "ACCESS_TOKEN_TTL": "1", "REFRESH_TOKEN_TTL": "2", "REFRESH_REUSE_GRACE": "0",
+			"PROJECTION_CHECKPOINT_INTERVAL": "1",
+		})
+		issueFamilies(b, a, n)
+		deadline := time.Now().Add(2 * time.Minute)
+		for a.Set.Len() > 0 {
+			if time.Now().After(deadline) {
+				b.Fatalf("%d entries still held 2 minutes after the last family ended", a.Set.Len())
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		time.Sleep(2 * time.Second) // a checkpoint after the last tick
+		d, h = join(nodes[1].Embedded.ClientURL())
+		ready, heapAfter = ready+d, heapAfter+h
+		d, h = join(nodes[2].Embedded.ClientURL(), "PROJECTION_CHECKPOINT_INTERVAL", "0")
+		readyReplay, heapReplay = readyReplay+d, heapReplay+h
+	}
+	runs := float64(b.N)
+	per := func(d, empty time.Duration) float64 { return float64(d-empty) / runs / float64(time.Microsecond) / float64(n) }
+	b.ReportMetric(float64(readyEmpty.Milliseconds())/runs, "ready_ms_empty")
+	b.ReportMetric(float64(ready.Milliseconds())/runs, "ready_ms")
+	b.ReportMetric(float64(readyReplay.Milliseconds())/runs, "ready_ms_replay")
+	b.ReportMetric(per(ready, readyEmpty), "us/expired_family")
+	b.ReportMetric((heapAfter-heapEmpty)/runs/float64(n), "B/expired_family")
+	b.ReportMetric(per(readyReplay, readyEmpty), "us/expired_family_replay")
+	b.ReportMetric((heapReplay-heapEmpty)/runs/float64(n), "B/expired_family_replay")
+}
+
 // issueFamilies starts n families through m's issuer with 8 callers.
 func issueFamilies(b *testing.B, m *app.Main, n int) {
 	b.Helper()

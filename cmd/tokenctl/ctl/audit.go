@@ -16,31 +16,70 @@ import (
 	"github.com/auth-platform/tokenservice/eventlog/events"
 	"github.com/auth-platform/tokenservice/issuer"
 	"github.com/auth-platform/tokenservice/projections"
+	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
 )
 
-// familyRecords returns the records of family fid and of its subject's
-// cut-offs, in stream order.
+// familyRecords returns the records of family fid, of its subject's
+// cut-offs and of the compromises of the keys that signed its access
+// tokens, in stream order, from the archive (--archive) and the live
+// stream.
 func (o *options) familyRecords(ctx context.Context, fid string) ([]eventlog.Record, error) {
 	if !eventlog.ValidToken(fid) {
 		return nil, fmt.Errorf("family ID %q is malformed", fid)
 	}
 	s := o.log.Subjects()
-	var recs []eventlog.Record
-	if err := o.log.Replay(ctx, 1, []string{s.FamilyFilter(fid)}, func(r eventlog.Record) { recs = append(recs, r) }); err != nil {
+	recs, err := o.records(ctx, []string{s.FamilyFilter(fid)})
+	if err != nil {
 		return nil, err
 	}
 	if len(recs) == 0 {
-		return nil, fmt.Errorf("no family %s in the log", fid)
+		if o.archive == "" {
+			return nil, fmt.Errorf("no family %s in the log (if it ended longer than EVENT_RETENTION ago, audit with --archive)", fid)
+		}
+		return nil, fmt.Errorf("no family %s in the log or its archive", fid)
 	}
 	steps, err := projections.Lineage(recs[:1])
 	if err != nil {
 		return nil, err
 	}
-	if err := o.log.Replay(ctx, 1, []string{s.SubjectRevoked(issuer.SubjectHash(steps[0].Subject))}, func(r eventlog.Record) { recs = append(recs, r) }); err != nil {
+	states, err := projections.States(recs)
+	if err != nil {
 		return nil, err
+	}
+	cutoffs, err := o.records(ctx, []string{s.SubjectRevoked(issuer.SubjectHash(steps[0].Subject))})
+	if err != nil {
+		return nil, err
+	}
+	recs = append(recs, cutoffs...)
+	for _, kid := range signedBy(states) {
+		keyRecs, err := o.records(ctx, []string{s.Key(kid, "*")})
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range keyRecs {
+			if r.Type == events.TypeKeyCompromiseDeclared || r.Type == events.TypeKeyCompromiseResolved {
+				recs = append(recs, r)
+			}
+		}
 	}
 	sort.Slice(recs, func(i, j int) bool { return recs[i].Seq < recs[j].Seq })
 	return recs, nil
+}
+
+// signedBy returns the IDs of the keys that signed a family's access
+// tokens, as its states record them, each once.
+func signedBy(states []*eventsv1.FamilyState) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, st := range states {
+		for _, kid := range st.GetKeyIds() {
+			if !seen[kid] && eventlog.ValidToken(kid) {
+				seen[kid] = true
+				out = append(out, kid)
+			}
+		}
+	}
+	return out
 }
 
 func (o *options) auditFamily(ctx context.Context, fid string) error {
@@ -69,6 +108,12 @@ func (o *options) printLineage(steps []projections.Step) error {
 		return nil
 	}
 	first := steps[0]
+	for _, s := range steps {
+		if s.FamilyID != "" {
+			first = s // a key's compromise may precede the family's issue
+			break
+		}
+	}
 	fmt.Fprintf(o.stdout, "family %s  subject %q  client %s\n", first.FamilyID, first.Subject, first.ClientID)
 	tw := tabwriter.NewWriter(o.stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "  TIME\tSEQ\tEVENT\tGEN\tDETAIL\tCORRELATION\tACTOR")
@@ -80,12 +125,15 @@ func (o *options) printLineage(steps []projections.Step) error {
 		if s.DPoPJKT != "" {
 			detail = append(detail, "dpop "+short(s.DPoPJKT))
 		}
+		if s.NewKeyID != "" {
+			detail = append(detail, "replaced by "+short(s.NewKeyID))
+		}
 		if s.Reason != "" {
 			detail = append(detail, "reason "+s.Reason)
 		}
 		gen := fmt.Sprint(s.Generation)
-		if s.Type == events.TypeSubjectRevoked {
-			gen = "-"
+		if s.FamilyID == "" {
+			gen = "-" // a subject's cut-off or a key's compromise
 		}
 		fmt.Fprintf(tw, "  %s\t%d\t%s\t%s\t%s\t%s\t%s\n", s.Time.UTC().Format(time.RFC3339Nano), s.Seq, s.Type, gen,
 			strings.Join(detail, ", "), dash(s.CorrelationID), dash(s.Actor))
@@ -112,17 +160,24 @@ func dash(s string) string {
 func (o *options) auditSubject(ctx context.Context, subject string) error {
 	s := o.log.Subjects()
 	var fids []string
+	seen := map[string]bool{}
 	p := newProgress(o.stderr, "scanned")
-	err := o.log.Replay(ctx, 1, []string{s.Prefix() + ".family.*.issued"}, func(r eventlog.Record) {
+	scan := func(r eventlog.Record) {
 		p.add(r.Pending)
 		m, err := events.Decode(r)
 		if err != nil {
 			return
 		}
-		if st := events.FamilyStateOf(m); st != nil && st.GetSubject() == subject {
+		if st := events.FamilyStateOf(m); st != nil && st.GetSubject() == subject && !seen[st.GetFamilyId()] {
+			seen[st.GetFamilyId()] = true
 			fids = append(fids, st.GetFamilyId())
 		}
-	})
+	}
+	issued := []string{s.Prefix() + ".family.*.issued"}
+	err := o.archived(issued, scan)
+	if err == nil {
+		err = o.log.Replay(ctx, 1, issued, scan)
+	}
 	p.done()
 	if err != nil {
 		return err
@@ -226,15 +281,17 @@ type accessClaims struct {
 // live JWKS: an audit must work for past keys too.
 func (o *options) verifyAccessToken(ctx context.Context, token string) (*accessClaims, error) {
 	keys := projections.NewKeys()
-	if err := o.log.Replay(ctx, 1, []string{o.log.Subjects().Keys()}, func(r eventlog.Record) {
+	recs, err := o.records(ctx, []string{o.log.Subjects().Keys()})
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range recs {
 		if m, err := events.Decode(r); err == nil {
 			keys.Apply(r, m)
 		}
-	}); err != nil {
-		return nil, err
 	}
 	var c accessClaims
-	_, err := jwt.NewParser(jwt.WithValidMethods([]string{"RS256", "PS256", "ES256", "ES384", "EdDSA"}),
+	_, err = jwt.NewParser(jwt.WithValidMethods([]string{"RS256", "PS256", "ES256", "ES384", "EdDSA"}),
 		jwt.WithoutClaimsValidation(), jwt.WithStrictDecoding()).ParseWithClaims(token, &c, func(t *jwt.Token) (any, error) {
 		kid, _ := t.Header["kid"].(string)
 		k, ok := keys.Get(kid)

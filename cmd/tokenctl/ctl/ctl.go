@@ -28,8 +28,13 @@ commands:
   events tail [--family ID] [--subject SUB] [--type TYPE] [--from-seq N]
                                follow events as JSON lines (from now, or from N)
   export [--from-seq N] [--to-seq N]
-                               every event as JSON lines, for SIEMs
-  audit family <family-id>     the lineage of a family
+                               every event as JSON lines, for SIEMs; with
+                               --archive DIR, the stored messages (MACs
+                               included) as one new file in DIR, from after
+                               the last one there: run it more often than
+                               EVENT_RETENTION
+  audit family <family-id>     the lineage of a family (with --archive DIR,
+                               from the archive and the live stream)
   audit subject <subject>      the lineage of every family of a subject
   audit at <RFC3339-time> <refresh-token|access-token|family-id>
                                was it valid at that instant, and if not, why
@@ -128,11 +133,14 @@ func (o *options) vars() []envvar.Var {
 			Doc: "subject prefix"},
 		{Name: "TOKEND_URL", Flag: "service", Default: "http://127.0.0.1:50051", Parse: envvar.String(&o.service),
 			Doc: "tokend base URL, for replay --verify"},
+		{Name: "TOKENCTL_ARCHIVE", Flag: "archive", Parse: envvar.String(&o.archive),
+			Doc: "folder of log archives: export writes one there, audit reads them with the live stream"},
 	}
 }
 
 type options struct {
 	natsURL, stream, prefix, service string
+	archive                          string // folder of log archives, "" for none
 	json                             bool
 	creds                            credentials
 	stdout, stderr                   io.Writer
@@ -286,12 +294,15 @@ func (o *options) command(args []string) (func(context.Context) error, error) {
 	case "export":
 		fs := sub("export")
 		var from, to uint64
-		fs.Uint64Var(&from, "from-seq", 1, "first sequence")
+		fs.Uint64Var(&from, "from-seq", 0, "first sequence (0: 1, or with --archive after the last archived one)")
 		fs.Uint64Var(&to, "to-seq", 0, "last sequence (0: the end when the export starts)")
 		if err := fs.Parse(args[1:]); err != nil {
 			return nil, err
 		}
-		return func(ctx context.Context) error { return o.export(ctx, from, to) }, nil
+		if o.archive != "" {
+			return func(ctx context.Context) error { return o.exportArchive(ctx, o.archive, from, to) }, nil
+		}
+		return func(ctx context.Context) error { return o.export(ctx, max(from, 1), to) }, nil
 	case "replay":
 		fs := sub("replay")
 		verify := fs.Bool("verify", false, "compare the rebuilt projections with tokend's")

@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"strings"
 	"sync"
 	"testing"
@@ -20,6 +21,7 @@ import (
 	"github.com/auth-platform/tokenservice/cmd/tokend/app"
 	"github.com/auth-platform/tokenservice/eventlog"
 	"github.com/auth-platform/tokenservice/eventlog/events"
+	"github.com/auth-platform/tokenservice/issuer"
 	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
 	tokenv1 "github.com/auth-platform/tokenservice/proto/token/v1"
 	"github.com/auth-platform/tokenservice/proto/token/v1/tokenv1connect"
@@ -31,7 +33,10 @@ type env struct {
 	key    string // tokend's ENCRYPTION_KEY: tokenctl reads the log as the service, checking MACs
 }
 
-func start(t *testing.T) *env {
+func start(t *testing.T) *env { return startWith(t, nil) }
+
+// startWith starts tokend with the test's variables, and extra over them.
+func startWith(t *testing.T, extra map[string]string) *env {
 	t.Helper()
 	key := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{3}, 32))
 	vars := map[string]string{
@@ -39,6 +44,7 @@ func start(t *testing.T) *env {
 		"LOG_LEVEL": "error", "JWT_ALGORITHM": "ES256", "REFRESH_REUSE_GRACE": "0",
 		"ENCRYPTION_KEY": key,
 	}
+	maps.Copy(vars, extra)
 	cfg, err := app.ConfigFromEnv(func(k string) string { return vars[k] })
 	if err != nil {
 		t.Fatal(err)
@@ -454,5 +460,64 @@ func TestServiceKey(t *testing.T) {
 		return map[string]string{"NATS_URL": e.m.SubscriberURL()}[k]
 	}, &out, &errOut); code == 0 {
 		t.Fatalf("an anonymous tokenctl exported the log: %s", out.String())
+	}
+}
+
+// TestAuditKeyCompromise: the audit of a family revoked because its key
+// was compromised shows the key's compromise, declared and resolved,
+// around the revocation; export shows what the declaration asked for.
+func TestAuditKeyCompromise(t *testing.T) {
+	e := start(t)
+	ctx := context.Background()
+	tok, err := e.m.Issuer.Generate(ctx, issuer.GenerateRequest{Subject: "leaked", ClientID: "web", Audience: []string{"api"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := e.m.Responder.Compromise(ctx, true)
+	if err != nil || c.RevokedFamilies != 1 {
+		t.Fatalf("compromise: %+v, %v", c, err)
+	}
+	code, out, stderr := e.run(t, "--json", "audit", "family", tok.FamilyID)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	got := lines(t, out)
+	want := []struct{ typ, key, newKey, reason string }{
+		{"family.issued", tok.KeyID, "", ""},
+		{"key.compromise_declared", tok.KeyID, "", "key_compromise"},
+		{"family.revoked", "", "", "key_compromise"},
+		{"key.compromise_resolved", tok.KeyID, c.KeyID, ""},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("lineage has %d steps, want %d:\n%s", len(got), len(want), out)
+	}
+	for i, w := range want {
+		g := got[i]
+		if g["type"] != w.typ || (w.key != "" && g["key_id"] != w.key) || (w.newKey != "" && g["new_key_id"] != w.newKey) || (w.reason != "" && g["reason"] != w.reason) {
+			t.Fatalf("step %d = %v, want %+v", i, g, w)
+		}
+	}
+	code, out, _ = e.run(t, "audit", "family", tok.FamilyID)
+	if code != 0 || !strings.Contains(out, "key.compromise_declared") || !strings.Contains(out, "replaced by "+c.KeyID[:12]) ||
+		!strings.Contains(out, "family "+tok.FamilyID) {
+		t.Fatalf("readable audit:\n%s", out)
+	}
+	// The key steps leave the verdict to the family's own events.
+	now := time.Now().UTC().Format(time.RFC3339Nano)
+	if code, out, _ := e.run(t, "audit", "at", now, tok.RefreshToken); code != 1 || !strings.Contains(out, "reason key_compromise") {
+		t.Fatalf("audit at of the refresh token: exit %d %q", code, out)
+	}
+	code, out, _ = e.run(t, "export")
+	declared := 0
+	for _, l := range lines(t, out) {
+		if l["type"] == "key.compromise_declared" && l["key_id"] == tok.KeyID && l["revoke_families"] == true {
+			declared++
+		}
+		if l["type"] == "key.compromise_resolved" && (l["new_key_id"] != c.KeyID || l["revoked_families"] != float64(1)) {
+			t.Fatalf("export of the resolution: %v", l)
+		}
+	}
+	if code != 0 || declared != 1 {
+		t.Fatalf("export (exit %d) holds %d declarations:\n%s", code, declared, out)
 	}
 }

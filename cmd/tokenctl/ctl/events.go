@@ -33,8 +33,13 @@ type eventView struct {
 	Reason        string    `json:"reason,omitempty"`
 	DPoPJKT       string    `json:"dpop_jkt,omitempty"`
 	KeyID         string    `json:"key_id,omitempty"`
+	NewKeyID      string    `json:"new_key_id,omitempty"`
 	Algorithm     string    `json:"algorithm,omitempty"`
-	Error         string    `json:"error,omitempty"`
+	// RevokeFamilies and RevokedFamilies: what a key compromise asked
+	// for, and how many families its resolving run revoked.
+	RevokeFamilies  bool   `json:"revoke_families,omitempty"`
+	RevokedFamilies int64  `json:"revoked_families,omitempty"`
+	Error           string `json:"error,omitempty"`
 }
 
 func viewOf(rec eventlog.Record) eventView {
@@ -75,6 +80,11 @@ func viewOf(rec eventlog.Record) eventView {
 		v.KeyID = e.GetKeyId()
 	case *eventsv1.KeyDestroyed:
 		v.KeyID = e.GetKeyId()
+	case *eventsv1.KeyCompromiseDeclared:
+		v.KeyID, v.RevokeFamilies = e.GetKeyId(), e.GetRevokeFamilies()
+		v.Reason = events.ReasonName(eventsv1.RevocationReason_REVOCATION_REASON_KEY_COMPROMISE)
+	case *eventsv1.KeyCompromiseResolved:
+		v.KeyID, v.NewKeyID, v.RevokedFamilies = e.GetKeyId(), e.GetNewKeyId(), e.GetRevokedFamilies()
 	}
 	return v
 }

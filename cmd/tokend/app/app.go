@@ -50,6 +50,8 @@ type Main struct {
 	Families  *projections.FamilyStore
 	Keyring   *keyring.Keyring
 	Issuer    *issuer.Issuer
+	// Responder carries out key compromises (Keyring and Issuer).
+	Responder *keyring.Responder
 	DPoP      *dpop.Verifier
 	Metrics   *rpc.Metrics
 	handler   *rpc.Handler
@@ -268,15 +270,22 @@ func (m *Main) start(ctx context.Context) error {
 		return fmt.Errorf("signing key: %w", err)
 	}
 	m.Logger.Info("signing key active", "kid", kid, "algorithm", string(cfg.Algorithm))
-	m.group.Go("key lifecycle", m.runKeyLifecycle, nil)
 
 	m.Issuer, err = issuer.New(m.Log, m.Keyring, projections.Index{Set: m.Set, Runner: m.Runner}, sealer, issuer.Config{
 		Issuer: cfg.Issuer, AccessTTL: cfg.AccessTTL, RefreshTTL: cfg.RefreshTTL, Grace: cfg.Grace, FallbackAccessTTL: cfg.FallbackAccessTTL,
-		Rand: rand.Reader, Observer: m.Metrics, Tracer: tracer(m.tracerProvider, "github.com/auth-platform/tokenservice/issuer"),
+		Retention: cfg.EventRetention, Rand: rand.Reader, Observer: m.Metrics, Tracer: tracer(m.tracerProvider, "github.com/auth-platform/tokenservice/issuer"),
 	})
 	if err != nil {
 		return err
 	}
+	// A key compromise whose command did not finish (this replica or
+	// another crashed part-way) is finished before serving: EnsureActive
+	// has done its rotation; Resume revokes the families and resolves it.
+	m.Responder = keyring.NewResponder(m.Keyring, m.Issuer)
+	if err := m.Responder.Resume(ctx); err != nil {
+		return fmt.Errorf("signing key: %w", err)
+	}
+	m.group.Go("key lifecycle", m.runKeyLifecycle, nil)
 	nonces, err := dpop.NewNonces(key, cfg.DPoPNonceRotation, nil)
 	if err != nil {
 		return err
@@ -297,7 +306,7 @@ func (m *Main) start(ctx context.Context) error {
 	feed := revocationFeed{log: m.Log}
 	feed.closing, feed.stop = context.WithCancel(m.group.base)
 	m.handler = rpc.New(rpc.Config{
-		Issuer: m.Issuer, DPoP: m.DPoP, Keys: m.Set, KeyAdmin: m.Keyring, Revocations: m.Set, TokenEndpoints: cfg.DPoPTokenEndpoints, Projections: m.Set,
+		Issuer: m.Issuer, DPoP: m.DPoP, Keys: m.Set, KeyAdmin: m.Keyring, KeyCompromiser: m.Responder, Revocations: m.Set, TokenEndpoints: cfg.DPoPTokenEndpoints, Projections: m.Set,
 		Families: m.Families, Feed: feed, Metrics: m.Metrics, Logger: m.Logger,
 		MaxRequestBytes: cfg.MaxRequestBytes, JWKSMaxAge: cfg.JWKSMaxAge, TracerProvider: m.tracerProvider,
 		Guard: m.callers.guard, NoMetricsEndpoint: cfg.MetricsAddr != "",
@@ -460,8 +469,9 @@ func (m *Main) Close(ctx context.Context) error {
 // does it, and key events are serialized, so they agree.
 const keyTick = 10 * time.Second
 
-// runKeyLifecycle stages, activates, retires and destroys keys on time
-// until ctx ends; a failed step is logged and tried again at the next tick.
+// runKeyLifecycle stages, activates, retires and destroys keys on time,
+// and finishes declared key compromises, until ctx ends; a failed step is
+// logged and tried again at the next tick.
 func (m *Main) runKeyLifecycle(ctx context.Context) error {
 	t := time.NewTicker(keyTick)
 	defer t.Stop()
@@ -474,6 +484,10 @@ func (m *Main) runKeyLifecycle(ctx context.Context) error {
 		tctx, cancel := context.WithTimeout(ctx, time.Minute)
 		if err := m.Keyring.Tick(tctx); err != nil && ctx.Err() == nil {
 			m.Logger.Error("key lifecycle step failed; retrying at the next tick", "error", err)
+		}
+		// Another replica may have died part-way through a key compromise.
+		if err := m.Responder.Resume(tctx); err != nil && ctx.Err() == nil {
+			m.Logger.Error("finishing a declared key compromise failed; retrying at the next tick", "error", err)
 		}
 		cancel()
 	}

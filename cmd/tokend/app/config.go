@@ -41,12 +41,15 @@ type Config struct {
 	// CheckpointInterval is how often the projections' checkpoint is
 	// considered (projections.Checkpoints); 0 turns checkpoints off.
 	CheckpointInterval time.Duration
-	Prepublish         time.Duration
-	RotationPeriod     time.Duration
-	MaxRequestBytes    int
-	ShutdownTimeout    time.Duration
-	LogLevel           slog.Level
-	LogFormat          string
+	// EventRetention is how long family and subject events stay in the
+	// log after the family ended; 0 keeps them forever.
+	EventRetention  time.Duration
+	Prepublish      time.Duration
+	RotationPeriod  time.Duration
+	MaxRequestBytes int
+	ShutdownTimeout time.Duration
+	LogLevel        slog.Level
+	LogFormat       string
 	// OTLPEndpoint is the OTLP/HTTP base URL traces are exported to;
 	// empty turns tracing off.
 	OTLPEndpoint string

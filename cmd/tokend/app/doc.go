@@ -10,7 +10,8 @@
 // watchers, the projection runner, the families projector, the feed
 // writer, the crypto service's certificate watcher, the PKCS#11
 // reconciler, the keyring (which records fallback_engaged), the key
-// lifecycle ticker, the server and the metrics listener. Their contexts keep Start's values but not its deadline. Close
+// lifecycle ticker (which also finishes a key compromise another replica
+// left part-way), the server and the metrics listener. Their contexts keep Start's values but not its deadline. Close
 // stops them in reverse order, each one finished before the previous one
 // is asked to stop (a listener drains its calls first, bounded by Close's
 // context), then closes the HSM, the tracer, NATS and the embedded server.

@@ -10,6 +10,29 @@ import (
 	"github.com/auth-platform/tokenservice/issuer"
 )
 
+// startInDir starts tokend on the embedded server whose files are in dir,
+// with ES256 keys and the variables of extra; the caller closes it (to
+// start it again on the same files).
+func startInDir(t *testing.T, dir string, extra map[string]string) *Main {
+	t.Helper()
+	vars := map[string]string{"HOST": "127.0.0.1", "PORT": "0", "DATA_DIR": dir, "NATS_LISTEN": "127.0.0.1:0",
+		"LOG_LEVEL": "error", "JWT_ALGORITHM": "ES256"}
+	for k, v := range extra {
+		vars[k] = v
+	}
+	cfg, err := ConfigFromEnv(func(k string) string { return vars[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	m, err := Start(ctx, cfg, NewLogger(cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
 // TestEncryptionKeyRotation: tokend is restarted with a new ENCRYPTION_KEY
 // and the old one in ENCRYPTION_KEY_PREVIOUS; it re-seals the signing keys
 // and the embedded server re-encrypts its files, so a later start with the
@@ -20,22 +43,7 @@ func TestEncryptionKeyRotation(t *testing.T) {
 	newKey := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{2}, 32))
 	start := func(extra map[string]string) *Main {
 		t.Helper()
-		vars := map[string]string{"HOST": "127.0.0.1", "PORT": "0", "DATA_DIR": dir, "NATS_LISTEN": "127.0.0.1:0",
-			"LOG_LEVEL": "error", "JWT_ALGORITHM": "ES256"}
-		for k, v := range extra {
-			vars[k] = v
-		}
-		cfg, err := ConfigFromEnv(func(k string) string { return vars[k] })
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		m, err := Start(ctx, cfg, NewLogger(cfg))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return m
+		return startInDir(t, dir, extra)
 	}
 	ctx := context.Background()
 	m := start(map[string]string{"ENCRYPTION_KEY": oldKey})

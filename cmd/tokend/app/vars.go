@@ -41,6 +41,8 @@ func (r *reading) vars() []envvar.Var {
 			Doc: "refresh-token lifetime, renewed by each rotation"},
 		{Name: "REFRESH_REUSE_GRACE", Default: "5", Parse: envvar.Duration(&c.Grace, 0),
 			Doc: "grace window in which the previous refresh token returns the same successor; `0` disables"},
+		{Name: "EVENT_RETENTION", Default: "34560000", Parse: envvar.Duration(&c.EventRetention, 0),
+			Doc: "how long family and subject events stay in the log after the family ended (400 days); `0` keeps them forever. Key events always stay; archive older events with `tokenctl export --archive`"},
 		{Name: "KMS_PROVIDER", DefaultDoc: "`" + defaultKMSProvider + "`", Parse: kmsProvider(&c.KMSProvider),
 			Doc: "signing backend: `local` (`mock` is an alias), `aws` (AWS KMS: RS256, PS256, ES256; region and credentials from the AWS SDK's standard settings such as `AWS_REGION`, `AWS_PROFILE`, `AWS_ACCESS_KEY_ID`), `pkcs11` (an HSM) or `cryptosvc` (a crypto service); see [HSM and crypto service](#hsm-and-crypto-service)"},
 		{Name: "KMS_KEY_ID", Parse: envvar.String(&c.KMSKeyID),

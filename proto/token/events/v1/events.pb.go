@@ -1120,6 +1120,145 @@ func (x *KeyFallbackEngaged) GetReason() string {
 	return ""
 }
 
+// KeyCompromiseDeclared: token.key.<kid>.compromise_declared. An operator
+// declared the active key kid compromised. It is recorded before anything
+// is done about it, so that a crash part-way is finished on restart: a
+// fresh key activated at once, kid destroyed at once (out of the JWKS),
+// and, with revoke_families, every active family holding access tokens kid
+// signed revoked (reason key_compromise). KeyCompromiseResolved closes it.
+type KeyCompromiseDeclared struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	KeyId          string                 `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	At             *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=at,proto3" json:"at,omitempty"`
+	RevokeFamilies bool                   `protobuf:"varint,3,opt,name=revoke_families,json=revokeFamilies,proto3" json:"revoke_families,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *KeyCompromiseDeclared) Reset() {
+	*x = KeyCompromiseDeclared{}
+	mi := &file_token_events_v1_events_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeyCompromiseDeclared) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeyCompromiseDeclared) ProtoMessage() {}
+
+func (x *KeyCompromiseDeclared) ProtoReflect() protoreflect.Message {
+	mi := &file_token_events_v1_events_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeyCompromiseDeclared.ProtoReflect.Descriptor instead.
+func (*KeyCompromiseDeclared) Descriptor() ([]byte, []int) {
+	return file_token_events_v1_events_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *KeyCompromiseDeclared) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *KeyCompromiseDeclared) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+func (x *KeyCompromiseDeclared) GetRevokeFamilies() bool {
+	if x != nil {
+		return x.RevokeFamilies
+	}
+	return false
+}
+
+// KeyCompromiseResolved: token.key.<kid>.compromise_resolved. Everything
+// the declaration of kid's compromise asked for is done.
+type KeyCompromiseResolved struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	KeyId string                 `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	At    *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=at,proto3" json:"at,omitempty"`
+	// The key that replaced kid.
+	NewKeyId string `protobuf:"bytes,3,opt,name=new_key_id,json=newKeyId,proto3" json:"new_key_id,omitempty"`
+	// Families the resolving run revoked; a run that resumed an interrupted
+	// one counts only its own (the families carry reason key_compromise).
+	RevokedFamilies int64 `protobuf:"varint,4,opt,name=revoked_families,json=revokedFamilies,proto3" json:"revoked_families,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *KeyCompromiseResolved) Reset() {
+	*x = KeyCompromiseResolved{}
+	mi := &file_token_events_v1_events_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeyCompromiseResolved) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeyCompromiseResolved) ProtoMessage() {}
+
+func (x *KeyCompromiseResolved) ProtoReflect() protoreflect.Message {
+	mi := &file_token_events_v1_events_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeyCompromiseResolved.ProtoReflect.Descriptor instead.
+func (*KeyCompromiseResolved) Descriptor() ([]byte, []int) {
+	return file_token_events_v1_events_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *KeyCompromiseResolved) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *KeyCompromiseResolved) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+func (x *KeyCompromiseResolved) GetNewKeyId() string {
+	if x != nil {
+		return x.NewKeyId
+	}
+	return ""
+}
+
+func (x *KeyCompromiseResolved) GetRevokedFamilies() int64 {
+	if x != nil {
+		return x.RevokedFamilies
+	}
+	return 0
+}
+
 // KeyPublished: token.key.<kid>.published. The key is in the JWKS.
 type KeyPublished struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1131,7 +1270,7 @@ type KeyPublished struct {
 
 func (x *KeyPublished) Reset() {
 	*x = KeyPublished{}
-	mi := &file_token_events_v1_events_proto_msgTypes[11]
+	mi := &file_token_events_v1_events_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1143,7 +1282,7 @@ func (x *KeyPublished) String() string {
 func (*KeyPublished) ProtoMessage() {}
 
 func (x *KeyPublished) ProtoReflect() protoreflect.Message {
-	mi := &file_token_events_v1_events_proto_msgTypes[11]
+	mi := &file_token_events_v1_events_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1156,7 +1295,7 @@ func (x *KeyPublished) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyPublished.ProtoReflect.Descriptor instead.
 func (*KeyPublished) Descriptor() ([]byte, []int) {
-	return file_token_events_v1_events_proto_rawDescGZIP(), []int{11}
+	return file_token_events_v1_events_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *KeyPublished) GetKeyId() string {
@@ -1185,7 +1324,7 @@ type KeyActivated struct {
 
 func (x *KeyActivated) Reset() {
 	*x = KeyActivated{}
-	mi := &file_token_events_v1_events_proto_msgTypes[12]
+	mi := &file_token_events_v1_events_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1197,7 +1336,7 @@ func (x *KeyActivated) String() string {
 func (*KeyActivated) ProtoMessage() {}
 
 func (x *KeyActivated) ProtoReflect() protoreflect.Message {
-	mi := &file_token_events_v1_events_proto_msgTypes[12]
+	mi := &file_token_events_v1_events_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1210,7 +1349,7 @@ func (x *KeyActivated) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyActivated.ProtoReflect.Descriptor instead.
 func (*KeyActivated) Descriptor() ([]byte, []int) {
-	return file_token_events_v1_events_proto_rawDescGZIP(), []int{12}
+	return file_token_events_v1_events_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *KeyActivated) GetKeyId() string {
@@ -1240,7 +1379,7 @@ type KeyRetired struct {
 
 func (x *KeyRetired) Reset() {
 	*x = KeyRetired{}
-	mi := &file_token_events_v1_events_proto_msgTypes[13]
+	mi := &file_token_events_v1_events_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1252,7 +1391,7 @@ func (x *KeyRetired) String() string {
 func (*KeyRetired) ProtoMessage() {}
 
 func (x *KeyRetired) ProtoReflect() protoreflect.Message {
-	mi := &file_token_events_v1_events_proto_msgTypes[13]
+	mi := &file_token_events_v1_events_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1265,7 +1404,7 @@ func (x *KeyRetired) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyRetired.ProtoReflect.Descriptor instead.
 func (*KeyRetired) Descriptor() ([]byte, []int) {
-	return file_token_events_v1_events_proto_rawDescGZIP(), []int{13}
+	return file_token_events_v1_events_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *KeyRetired) GetKeyId() string {
@@ -1300,7 +1439,7 @@ type KeyDestroyed struct {
 
 func (x *KeyDestroyed) Reset() {
 	*x = KeyDestroyed{}
-	mi := &file_token_events_v1_events_proto_msgTypes[14]
+	mi := &file_token_events_v1_events_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1312,7 +1451,7 @@ func (x *KeyDestroyed) String() string {
 func (*KeyDestroyed) ProtoMessage() {}
 
 func (x *KeyDestroyed) ProtoReflect() protoreflect.Message {
-	mi := &file_token_events_v1_events_proto_msgTypes[14]
+	mi := &file_token_events_v1_events_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1325,7 +1464,7 @@ func (x *KeyDestroyed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyDestroyed.ProtoReflect.Descriptor instead.
 func (*KeyDestroyed) Descriptor() ([]byte, []int) {
-	return file_token_events_v1_events_proto_rawDescGZIP(), []int{14}
+	return file_token_events_v1_events_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *KeyDestroyed) GetKeyId() string {
@@ -1361,7 +1500,7 @@ type GraceRecord struct {
 
 func (x *GraceRecord) Reset() {
 	*x = GraceRecord{}
-	mi := &file_token_events_v1_events_proto_msgTypes[15]
+	mi := &file_token_events_v1_events_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1373,7 +1512,7 @@ func (x *GraceRecord) String() string {
 func (*GraceRecord) ProtoMessage() {}
 
 func (x *GraceRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_token_events_v1_events_proto_msgTypes[15]
+	mi := &file_token_events_v1_events_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1386,7 +1525,7 @@ func (x *GraceRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GraceRecord.ProtoReflect.Descriptor instead.
 func (*GraceRecord) Descriptor() ([]byte, []int) {
-	return file_token_events_v1_events_proto_rawDescGZIP(), []int{15}
+	return file_token_events_v1_events_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GraceRecord) GetGraceId() string {
@@ -1426,7 +1565,7 @@ type DPoPProofUsed struct {
 
 func (x *DPoPProofUsed) Reset() {
 	*x = DPoPProofUsed{}
-	mi := &file_token_events_v1_events_proto_msgTypes[16]
+	mi := &file_token_events_v1_events_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1438,7 +1577,7 @@ func (x *DPoPProofUsed) String() string {
 func (*DPoPProofUsed) ProtoMessage() {}
 
 func (x *DPoPProofUsed) ProtoReflect() protoreflect.Message {
-	mi := &file_token_events_v1_events_proto_msgTypes[16]
+	mi := &file_token_events_v1_events_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1451,7 +1590,7 @@ func (x *DPoPProofUsed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DPoPProofUsed.ProtoReflect.Descriptor instead.
 func (*DPoPProofUsed) Descriptor() ([]byte, []int) {
-	return file_token_events_v1_events_proto_rawDescGZIP(), []int{16}
+	return file_token_events_v1_events_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *DPoPProofUsed) GetJkt() string {
@@ -1495,7 +1634,7 @@ type FamilyRecord struct {
 
 func (x *FamilyRecord) Reset() {
 	*x = FamilyRecord{}
-	mi := &file_token_events_v1_events_proto_msgTypes[17]
+	mi := &file_token_events_v1_events_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1507,7 +1646,7 @@ func (x *FamilyRecord) String() string {
 func (*FamilyRecord) ProtoMessage() {}
 
 func (x *FamilyRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_token_events_v1_events_proto_msgTypes[17]
+	mi := &file_token_events_v1_events_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1520,7 +1659,7 @@ func (x *FamilyRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FamilyRecord.ProtoReflect.Descriptor instead.
 func (*FamilyRecord) Descriptor() ([]byte, []int) {
-	return file_token_events_v1_events_proto_rawDescGZIP(), []int{17}
+	return file_token_events_v1_events_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *FamilyRecord) GetState() *FamilyState {
@@ -1564,7 +1703,7 @@ type LogRekeyed struct {
 
 func (x *LogRekeyed) Reset() {
 	*x = LogRekeyed{}
-	mi := &file_token_events_v1_events_proto_msgTypes[18]
+	mi := &file_token_events_v1_events_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1576,7 +1715,7 @@ func (x *LogRekeyed) String() string {
 func (*LogRekeyed) ProtoMessage() {}
 
 func (x *LogRekeyed) ProtoReflect() protoreflect.Message {
-	mi := &file_token_events_v1_events_proto_msgTypes[18]
+	mi := &file_token_events_v1_events_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1589,7 +1728,7 @@ func (x *LogRekeyed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogRekeyed.ProtoReflect.Descriptor instead.
 func (*LogRekeyed) Descriptor() ([]byte, []int) {
-	return file_token_events_v1_events_proto_rawDescGZIP(), []int{18}
+	return file_token_events_v1_events_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *LogRekeyed) GetVerifiedThrough() uint64 {
@@ -1705,7 +1844,17 @@ const file_token_events_v1_events_proto_rawDesc = "" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12$\n" +
 	"\x0eprimary_key_id\x18\x02 \x01(\tR\fprimaryKeyId\x12*\n" +
 	"\x02at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x16\n" +
-	"\x06reason\x18\x04 \x01(\tR\x06reason\"Q\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"\x83\x01\n" +
+	"\x15KeyCompromiseDeclared\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12*\n" +
+	"\x02at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12'\n" +
+	"\x0frevoke_families\x18\x03 \x01(\bR\x0erevokeFamilies\"\xa3\x01\n" +
+	"\x15KeyCompromiseResolved\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12*\n" +
+	"\x02at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x1c\n" +
+	"\n" +
+	"new_key_id\x18\x03 \x01(\tR\bnewKeyId\x12)\n" +
+	"\x10revoked_families\x18\x04 \x01(\x03R\x0frevokedFamilies\"Q\n" +
 	"\fKeyPublished\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12*\n" +
 	"\x02at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"Q\n" +
@@ -1772,7 +1921,7 @@ func file_token_events_v1_events_proto_rawDescGZIP() []byte {
 }
 
 var file_token_events_v1_events_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_token_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_token_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_token_events_v1_events_proto_goTypes = []any{
 	(FamilyStatus)(0),             // 0: token.events.v1.FamilyStatus
 	(RevocationReason)(0),         // 1: token.events.v1.RevocationReason
@@ -1788,53 +1937,57 @@ var file_token_events_v1_events_proto_goTypes = []any{
 	(*KeyResealed)(nil),           // 11: token.events.v1.KeyResealed
 	(*KeyMaterialDeleted)(nil),    // 12: token.events.v1.KeyMaterialDeleted
 	(*KeyFallbackEngaged)(nil),    // 13: token.events.v1.KeyFallbackEngaged
-	(*KeyPublished)(nil),          // 14: token.events.v1.KeyPublished
-	(*KeyActivated)(nil),          // 15: token.events.v1.KeyActivated
-	(*KeyRetired)(nil),            // 16: token.events.v1.KeyRetired
-	(*KeyDestroyed)(nil),          // 17: token.events.v1.KeyDestroyed
-	(*GraceRecord)(nil),           // 18: token.events.v1.GraceRecord
-	(*DPoPProofUsed)(nil),         // 19: token.events.v1.DPoPProofUsed
-	(*FamilyRecord)(nil),          // 20: token.events.v1.FamilyRecord
-	(*LogRekeyed)(nil),            // 21: token.events.v1.LogRekeyed
-	(*structpb.Struct)(nil),       // 22: google.protobuf.Struct
-	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
+	(*KeyCompromiseDeclared)(nil), // 14: token.events.v1.KeyCompromiseDeclared
+	(*KeyCompromiseResolved)(nil), // 15: token.events.v1.KeyCompromiseResolved
+	(*KeyPublished)(nil),          // 16: token.events.v1.KeyPublished
+	(*KeyActivated)(nil),          // 17: token.events.v1.KeyActivated
+	(*KeyRetired)(nil),            // 18: token.events.v1.KeyRetired
+	(*KeyDestroyed)(nil),          // 19: token.events.v1.KeyDestroyed
+	(*GraceRecord)(nil),           // 20: token.events.v1.GraceRecord
+	(*DPoPProofUsed)(nil),         // 21: token.events.v1.DPoPProofUsed
+	(*FamilyRecord)(nil),          // 22: token.events.v1.FamilyRecord
+	(*LogRekeyed)(nil),            // 23: token.events.v1.LogRekeyed
+	(*structpb.Struct)(nil),       // 24: google.protobuf.Struct
+	(*timestamppb.Timestamp)(nil), // 25: google.protobuf.Timestamp
 }
 var file_token_events_v1_events_proto_depIdxs = []int32{
-	22, // 0: token.events.v1.FamilyState.extra_claims:type_name -> google.protobuf.Struct
+	24, // 0: token.events.v1.FamilyState.extra_claims:type_name -> google.protobuf.Struct
 	0,  // 1: token.events.v1.FamilyState.status:type_name -> token.events.v1.FamilyStatus
-	23, // 2: token.events.v1.FamilyState.created_at:type_name -> google.protobuf.Timestamp
-	23, // 3: token.events.v1.FamilyState.rotated_at:type_name -> google.protobuf.Timestamp
-	23, // 4: token.events.v1.FamilyState.refresh_expires_at:type_name -> google.protobuf.Timestamp
-	23, // 5: token.events.v1.FamilyState.access_expires_at:type_name -> google.protobuf.Timestamp
+	25, // 2: token.events.v1.FamilyState.created_at:type_name -> google.protobuf.Timestamp
+	25, // 3: token.events.v1.FamilyState.rotated_at:type_name -> google.protobuf.Timestamp
+	25, // 4: token.events.v1.FamilyState.refresh_expires_at:type_name -> google.protobuf.Timestamp
+	25, // 5: token.events.v1.FamilyState.access_expires_at:type_name -> google.protobuf.Timestamp
 	1,  // 6: token.events.v1.FamilyState.revoked_reason:type_name -> token.events.v1.RevocationReason
-	23, // 7: token.events.v1.FamilyState.revoked_at:type_name -> google.protobuf.Timestamp
+	25, // 7: token.events.v1.FamilyState.revoked_at:type_name -> google.protobuf.Timestamp
 	3,  // 8: token.events.v1.FamilyIssued.state:type_name -> token.events.v1.FamilyState
 	3,  // 9: token.events.v1.FamilyRotated.state:type_name -> token.events.v1.FamilyState
 	3,  // 10: token.events.v1.FamilyRevoked.state:type_name -> token.events.v1.FamilyState
 	1,  // 11: token.events.v1.FamilyRevoked.reason:type_name -> token.events.v1.RevocationReason
-	23, // 12: token.events.v1.SubjectRevoked.revoked_at:type_name -> google.protobuf.Timestamp
+	25, // 12: token.events.v1.SubjectRevoked.revoked_at:type_name -> google.protobuf.Timestamp
 	1,  // 13: token.events.v1.SubjectRevoked.reason:type_name -> token.events.v1.RevocationReason
 	8,  // 14: token.events.v1.KeyGenerated.public_key:type_name -> token.events.v1.PublicKey
-	23, // 15: token.events.v1.KeyGenerated.at:type_name -> google.protobuf.Timestamp
-	23, // 16: token.events.v1.KeyRequested.at:type_name -> google.protobuf.Timestamp
-	23, // 17: token.events.v1.KeyResealed.at:type_name -> google.protobuf.Timestamp
-	23, // 18: token.events.v1.KeyMaterialDeleted.at:type_name -> google.protobuf.Timestamp
-	23, // 19: token.events.v1.KeyFallbackEngaged.at:type_name -> google.protobuf.Timestamp
-	23, // 20: token.events.v1.KeyPublished.at:type_name -> google.protobuf.Timestamp
-	23, // 21: token.events.v1.KeyActivated.at:type_name -> google.protobuf.Timestamp
-	23, // 22: token.events.v1.KeyRetired.at:type_name -> google.protobuf.Timestamp
-	23, // 23: token.events.v1.KeyRetired.retain_until:type_name -> google.protobuf.Timestamp
-	23, // 24: token.events.v1.KeyDestroyed.at:type_name -> google.protobuf.Timestamp
-	23, // 25: token.events.v1.GraceRecord.used_at:type_name -> google.protobuf.Timestamp
-	23, // 26: token.events.v1.DPoPProofUsed.at:type_name -> google.protobuf.Timestamp
-	3,  // 27: token.events.v1.FamilyRecord.state:type_name -> token.events.v1.FamilyState
-	23, // 28: token.events.v1.FamilyRecord.updated_at:type_name -> google.protobuf.Timestamp
-	23, // 29: token.events.v1.LogRekeyed.at:type_name -> google.protobuf.Timestamp
-	30, // [30:30] is the sub-list for method output_type
-	30, // [30:30] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	25, // 15: token.events.v1.KeyGenerated.at:type_name -> google.protobuf.Timestamp
+	25, // 16: token.events.v1.KeyRequested.at:type_name -> google.protobuf.Timestamp
+	25, // 17: token.events.v1.KeyResealed.at:type_name -> google.protobuf.Timestamp
+	25, // 18: token.events.v1.KeyMaterialDeleted.at:type_name -> google.protobuf.Timestamp
+	25, // 19: token.events.v1.KeyFallbackEngaged.at:type_name -> google.protobuf.Timestamp
+	25, // 20: token.events.v1.KeyCompromiseDeclared.at:type_name -> google.protobuf.Timestamp
+	25, // 21: token.events.v1.KeyCompromiseResolved.at:type_name -> google.protobuf.Timestamp
+	25, // 22: token.events.v1.KeyPublished.at:type_name -> google.protobuf.Timestamp
+	25, // 23: token.events.v1.KeyActivated.at:type_name -> google.protobuf.Timestamp
+	25, // 24: token.events.v1.KeyRetired.at:type_name -> google.protobuf.Timestamp
+	25, // 25: token.events.v1.KeyRetired.retain_until:type_name -> google.protobuf.Timestamp
+	25, // 26: token.events.v1.KeyDestroyed.at:type_name -> google.protobuf.Timestamp
+	25, // 27: token.events.v1.GraceRecord.used_at:type_name -> google.protobuf.Timestamp
+	25, // 28: token.events.v1.DPoPProofUsed.at:type_name -> google.protobuf.Timestamp
+	3,  // 29: token.events.v1.FamilyRecord.state:type_name -> token.events.v1.FamilyState
+	25, // 30: token.events.v1.FamilyRecord.updated_at:type_name -> google.protobuf.Timestamp
+	25, // 31: token.events.v1.LogRekeyed.at:type_name -> google.protobuf.Timestamp
+	32, // [32:32] is the sub-list for method output_type
+	32, // [32:32] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_token_events_v1_events_proto_init() }
@@ -1848,7 +2001,7 @@ func file_token_events_v1_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_token_events_v1_events_proto_rawDesc), len(file_token_events_v1_events_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   19,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
