@@ -59,6 +59,7 @@ func (m *Main) tick(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	ev.TTL = m.Config.EventRetention // a tick is kept as long as the events it let the replicas forget
 	if _, err := m.Log.AppendNext(ctx, ev, ev.Subject); err != nil && !errors.Is(err, eventlog.ErrConflict) {
 		return err
 	}
