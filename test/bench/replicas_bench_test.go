@@ -29,12 +29,14 @@ import (
 	"github.com/auth-platform/tokenservice/proto/token/v1/tokenv1connect"
 )
 
-// startReplica starts tokend in process on an external NATS cluster.
+// startReplica starts tokend in process on an external NATS cluster (the
+// test cluster has no users, which tokend accepts on loopback only with
+// NATS_INSECURE_ALLOW_ANONYMOUS_APPEND).
 func startReplica(b *testing.B, natsURL string) (*app.Main, tokenv1connect.TokenServiceClient) {
 	b.Helper()
 	m := startApp(b, map[string]string{
 		"HOST": "127.0.0.1", "PORT": "0", "DATA_DIR": b.TempDir(), "LOG_LEVEL": "error",
-		"ENCRYPTION_KEY": encryptionKey, "JWT_ALGORITHM": "ES256", "NATS_URL": natsURL, "NATS_REPLICAS": "3",
+		"ENCRYPTION_KEY": encryptionKey, "JWT_ALGORITHM": "ES256", "NATS_URL": natsURL, "NATS_REPLICAS": "3", "NATS_INSECURE_ALLOW_ANONYMOUS_APPEND": "true",
 	})
 	return m, h2cClient(b, m.Addr())
 }
