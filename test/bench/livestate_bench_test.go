@@ -128,147 +128,127 @@ func BenchmarkFamilyMemory(b *testing.B) {
 //	                         a GC, the embedded NATS server included (target <= 50)
 //	us/expired_family_replay, B/expired_family_replay   the same, full replay
 func BenchmarkRestartAfterExpiry(b *testing.B) {
-	n := *expiredFamilies
-	vars := func(dir string, extra ...string) map[string]string {
-		v := map[string]string{
-			"HOST": "127.0.0.1", "PORT": "0", "DATA_DIR": dir, "NATS_LISTEN": "127.0.0.1:0", "LOG_LEVEL": "error",
-			"ENCRYPTION_KEY": encryptionKey, "JWT_ALGORITHM": "ES256", "KEY_ROTATION_PERIOD": "0",
-			"ACCESS_TOKEN_TTL": "1", "REFRESH_TOKEN_TTL": "2", "REFRESH_REUSE_GRACE": "0", "PROJECTION_CHECKPOINT_INTERVAL": "1",
-		}
-		for i := 0; i+1 < len(extra); i += 2 {
-			v[extra[i]] = extra[i+1]
-		}
-		return v
-	}
-	// start starts tokend and returns how long it took to be ready and
-	// the live heap then.
-	start := func(env map[string]string) (*app.Main, time.Duration, uint64) {
-		b.Helper()
-		cfg, err := app.ConfigFromEnv(func(k string) string { return env[k] })
-		if err != nil {
-			b.Fatal(err)
-		}
-		heapLive()
-		t0 := time.Now()
-		m, err := app.Start(context.Background(), cfg, app.NewLogger(cfg))
-		if err != nil {
-			b.Fatal(err)
-		}
-		return m, time.Since(t0), heapLive()
-	}
-	stop := func(m *app.Main) {
-		if err := m.Close(context.Background()); err != nil {
-			b.Fatal(err)
-		}
-	}
-	var readyEmpty, ready, readyReplay time.Duration
-	var heapEmpty, heapAfter, heapReplay float64
+	var r expiryRuns
 	for range b.N {
-		m, d, _ := start(vars(b.TempDir()))
-		stop(m) // the first start in a process pays for more than a start
-		m, d, h := start(vars(b.TempDir()))
-		readyEmpty, heapEmpty = readyEmpty+d, heapEmpty+float64(h)
-		stop(m)
+		m, _, _ := startTimed(b, expiryVars(b.TempDir()), false)
+		stop(b, m) // the first start in a process pays for more than a start
+		m, d, h := startTimed(b, expiryVars(b.TempDir()), true)
+		r.readyEmpty, r.heapEmpty = r.readyEmpty+d, r.heapEmpty+h
+		stop(b, m)
 
 		dir := b.TempDir()
-		m, _, _ = start(vars(dir))
-		issueFamilies(b, m, n)
+		m, _, _ = startTimed(b, expiryVars(dir), false)
+		issueFamilies(b, m, *expiredFamilies)
 		waitEnded(b, m)
-		stop(m)
+		stop(b, m)
 
-		m, d, h = start(vars(dir))
-		ready, heapAfter = ready+d, heapAfter+float64(h)
-		stop(m)
-		m, d, h = start(vars(dir, "PROJECTION_CHECKPOINT_INTERVAL", "0"))
-		readyReplay, heapReplay = readyReplay+d, heapReplay+float64(h)
-		stop(m)
+		m, d, h = startTimed(b, expiryVars(dir), true)
+		r.ready, r.heap = r.ready+d, r.heap+h
+		stop(b, m)
+		m, d, h = startTimed(b, expiryVars(dir, "PROJECTION_CHECKPOINT_INTERVAL", "0"), true)
+		r.readyReplay, r.heapReplay = r.readyReplay+d, r.heapReplay+h
+		stop(b, m)
 	}
-	runs := float64(b.N)
-	per := func(d, empty time.Duration) float64 {
-		return float64(d-empty) / runs / float64(time.Microsecond) / float64(n)
-	}
-	b.ReportMetric(float64(readyEmpty.Milliseconds())/runs, "ready_ms_empty")
-	b.ReportMetric(float64(ready.Milliseconds())/runs, "ready_ms")
-	b.ReportMetric(float64(readyReplay.Milliseconds())/runs, "ready_ms_replay")
-	b.ReportMetric(per(ready, readyEmpty), "us/expired_family")
-	b.ReportMetric((heapAfter-heapEmpty)/runs/float64(n), "B/expired_family")
-	b.ReportMetric(per(readyReplay, readyEmpty), "us/expired_family_replay")
-	b.ReportMetric((heapReplay-heapEmpty)/runs/float64(n), "B/expired_family_replay")
+	r.report(b, *expiredFamilies)
 }
 
 // BenchmarkJoinAfterExpiry is BenchmarkRestartAfterExpiry for a replica
 // that joins a 3-node JetStream cluster on loopback (R3), where replica A
 // issued -expired-families families that have all ended: side by side
 // with a replica that joins the empty cluster, and one that replays the
-// whole log (PROJECTION_CHECKPOINT_INTERVAL=0). The heap is the process's
-// (the cluster's nodes run in it too), measured before the replica starts
-// and once it is ready.
-//
-//	ready_ms_empty, ready_ms, ready_ms_replay
-//	us/expired_family, B/expired_family (targets <= 1 and <= 50)
-//	us/expired_family_replay, B/expired_family_replay
+// whole log (PROJECTION_CHECKPOINT_INTERVAL=0). The heap is what the
+// replica added to the process (the cluster's nodes run in it too).
 func BenchmarkJoinAfterExpiry(b *testing.B) {
-	n := *expiredFamilies
-	var readyEmpty, ready, readyReplay time.Duration
-	var heapEmpty, heapAfter, heapReplay float64
+	var r expiryRuns
+	cluster := func(url string, extra ...string) map[string]string {
+		return expiryVars(b.TempDir(), append([]string{"NATS_URL", url, "NATS_REPLICAS", "3", "NATS_INSECURE_ALLOW_ANONYMOUS_APPEND", "true"}, extra...)...)
+	}
 	for range b.N {
-		// join starts a replica on url and returns how long it took to
-		// be ready and the heap it added.
-		join := func(url string, extra ...string) (time.Duration, float64) {
-			env := map[string]string{
-				"HOST": "127.0.0.1", "PORT": "0", "DATA_DIR": b.TempDir(), "LOG_LEVEL": "error",
-				"ENCRYPTION_KEY": encryptionKey, "JWT_ALGORITHM": "ES256", "NATS_URL": url, "NATS_REPLICAS": "3", "NATS_INSECURE_ALLOW_ANONYMOUS_APPEND": "true",
-				"KEY_ROTATION_PERIOD": "0", "ACCESS_TOKEN_TTL": "1", "REFRESH_TOKEN_TTL": "2", "REFRESH_REUSE_GRACE": "0",
-				"PROJECTION_CHECKPOINT_INTERVAL": "1",
-			}
-			for i := 0; i+1 < len(extra); i += 2 {
-				env[extra[i]] = extra[i+1]
-			}
-			cfg, err := app.ConfigFromEnv(func(k string) string { return env[k] })
-			if err != nil {
-				b.Fatal(err)
-			}
-			base := heapLive()
-			t0 := time.Now()
-			m, err := app.Start(context.Background(), cfg, app.NewLogger(cfg))
-			if err != nil {
-				b.Fatal(err)
-			}
-			d := time.Since(t0)
-			h := float64(heapLive()) - float64(base)
-			if err := m.Close(context.Background()); err != nil {
-				b.Fatal(err)
-			}
-			return d, h
-		}
 		empty := eventlogtest.Cluster(b, 3)
 		startReplica(b, empty[0].Embedded.ClientURL()) // the log, its key and buckets exist
-		d, h := join(empty[1].Embedded.ClientURL())
-		readyEmpty, heapEmpty = readyEmpty+d, heapEmpty+h
+		m, d, h := startTimed(b, cluster(empty[1].Embedded.ClientURL()), true)
+		r.readyEmpty, r.heapEmpty = r.readyEmpty+d, r.heapEmpty+h
+		stop(b, m)
 
 		nodes := eventlogtest.Cluster(b, 3)
-		a := startApp(b, map[string]string{
-			"HOST": "127.0.0.1", "PORT": "0", "DATA_DIR": b.TempDir(), "LOG_LEVEL": "error",
-			"ENCRYPTION_KEY": encryptionKey, "JWT_ALGORITHM": "ES256", "NATS_URL": nodes[0].Embedded.ClientURL(), "NATS_REPLICAS": "3", "NATS_INSECURE_ALLOW_ANONYMOUS_APPEND": "true",
-			"KEY_ROTATION_PERIOD": "0", "ACCESS_TOKEN_TTL": "1", "REFRESH_TOKEN_TTL": "2", "REFRESH_REUSE_GRACE": "0",
-			"PROJECTION_CHECKPOINT_INTERVAL": "1",
-		})
-		issueFamilies(b, a, n)
+		a, _, _ := startTimed(b, cluster(nodes[0].Embedded.ClientURL()), false)
+		issueFamilies(b, a, *expiredFamilies)
 		waitEnded(b, a)
-		d, h = join(nodes[1].Embedded.ClientURL())
-		ready, heapAfter = ready+d, heapAfter+h
-		d, h = join(nodes[2].Embedded.ClientURL(), "PROJECTION_CHECKPOINT_INTERVAL", "0")
-		readyReplay, heapReplay = readyReplay+d, heapReplay+h
+		m, d, h = startTimed(b, cluster(nodes[1].Embedded.ClientURL()), true)
+		r.ready, r.heap = r.ready+d, r.heap+h
+		stop(b, m)
+		m, d, h = startTimed(b, cluster(nodes[2].Embedded.ClientURL(), "PROJECTION_CHECKPOINT_INTERVAL", "0"), true)
+		r.readyReplay, r.heapReplay = r.readyReplay+d, r.heapReplay+h
+		stop(b, m)
+		stop(b, a)
 	}
+	r.report(b, *expiredFamilies)
+}
+
+// expiryVars are the variables of the expiry benchmarks' tokend on data
+// folder dir, and extra (name, value pairs).
+func expiryVars(dir string, extra ...string) map[string]string {
+	v := map[string]string{
+		"HOST": "127.0.0.1", "PORT": "0", "DATA_DIR": dir, "NATS_LISTEN": "127.0.0.1:0", "LOG_LEVEL": "error",
+		"ENCRYPTION_KEY": encryptionKey, "JWT_ALGORITHM": "ES256", "KEY_ROTATION_PERIOD": "0",
+		"ACCESS_TOKEN_TTL": "1", "REFRESH_TOKEN_TTL": "2", "REFRESH_REUSE_GRACE": "0", "PROJECTION_CHECKPOINT_INTERVAL": "1",
+	}
+	for i := 0; i+1 < len(extra); i += 2 {
+		v[extra[i]] = extra[i+1]
+	}
+	return v
+}
+
+// startTimed starts tokend with env and returns it, how long it took to
+// be ready and, if measure, the live heap it added to the process.
+func startTimed(b *testing.B, env map[string]string, measure bool) (*app.Main, time.Duration, float64) {
+	b.Helper()
+	cfg, err := app.ConfigFromEnv(func(k string) string { return env[k] })
+	if err != nil {
+		b.Fatal(err)
+	}
+	var base uint64
+	if measure {
+		base = heapLive()
+	}
+	t0 := time.Now()
+	m, err := app.Start(context.Background(), cfg, app.NewLogger(cfg))
+	if err != nil {
+		b.Fatal(err)
+	}
+	d := time.Since(t0)
+	if !measure {
+		return m, d, 0
+	}
+	return m, d, float64(heapLive()) - float64(base)
+}
+
+func stop(b *testing.B, m *app.Main) {
+	b.Helper()
+	if err := m.Close(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// expiryRuns sums the starts of the expiry benchmarks: on nothing, after
+// the expired families from a checkpoint, and replaying the whole log.
+type expiryRuns struct {
+	readyEmpty, ready, readyReplay time.Duration
+	heapEmpty, heap, heapReplay    float64
+}
+
+func (r expiryRuns) report(b *testing.B, n int) {
 	runs := float64(b.N)
-	per := func(d, empty time.Duration) float64 { return float64(d-empty) / runs / float64(time.Microsecond) / float64(n) }
-	b.ReportMetric(float64(readyEmpty.Milliseconds())/runs, "ready_ms_empty")
-	b.ReportMetric(float64(ready.Milliseconds())/runs, "ready_ms")
-	b.ReportMetric(float64(readyReplay.Milliseconds())/runs, "ready_ms_replay")
-	b.ReportMetric(per(ready, readyEmpty), "us/expired_family")
-	b.ReportMetric((heapAfter-heapEmpty)/runs/float64(n), "B/expired_family")
-	b.ReportMetric(per(readyReplay, readyEmpty), "us/expired_family_replay")
-	b.ReportMetric((heapReplay-heapEmpty)/runs/float64(n), "B/expired_family_replay")
+	per := func(d time.Duration) float64 {
+		return float64(d-r.readyEmpty) / runs / float64(time.Microsecond) / float64(n)
+	}
+	b.ReportMetric(float64(r.readyEmpty.Milliseconds())/runs, "ready_ms_empty")
+	b.ReportMetric(float64(r.ready.Milliseconds())/runs, "ready_ms")
+	b.ReportMetric(float64(r.readyReplay.Milliseconds())/runs, "ready_ms_replay")
+	b.ReportMetric(per(r.ready), "us/expired_family")
+	b.ReportMetric((r.heap-r.heapEmpty)/runs/float64(n), "B/expired_family")
+	b.ReportMetric(per(r.readyReplay), "us/expired_family_replay")
+	b.ReportMetric((r.heapReplay-r.heapEmpty)/runs/float64(n), "B/expired_family_replay")
 }
 
 // waitEnded waits until m holds nothing (every family ended, and a tick
@@ -325,6 +305,7 @@ func issueFamilies(b *testing.B, m *app.Main, n int) {
 //
 // (peak heap: above the live heap before the start, which holds the NATS
 // server and its stream).
+//
 //	checkpoint_MB                          the sealed checkpoint
 //	held_MB                                live heap of the set once started
 func BenchmarkStartLive(b *testing.B) {
@@ -355,14 +336,8 @@ func BenchmarkStartLive(b *testing.B) {
 		if load && cps.Load(ctx) != projections.LoadRestored {
 			b.Fatal("the checkpoint was not restored")
 		}
-		runner := projections.NewRunner(log, set, nil, nil)
-		rctx, cancel := context.WithCancel(ctx)
-		done := make(chan struct{})
-		go func() { defer close(done); _ = runner.Run(rctx) }()
-		<-runner.Ready()
+		runUntilReady(ctx, log, set, nil)
 		took := time.Since(t0)
-		cancel()
-		<-done
 		stopSampling()
 		return set, cps, took, peak - min(base, peak)
 	}

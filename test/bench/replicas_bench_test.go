@@ -174,14 +174,8 @@ func BenchmarkRebuild(b *testing.B) {
 		stop := sampleHeap(&peak)
 		start := time.Now()
 		set := projections.NewSet(15 * time.Minute)
-		runner := projections.NewRunner(log, set, func(rec eventlog.Record, err error) { b.Errorf("bad record %d: %v", rec.Seq, err) }, nil)
-		rctx, cancel := context.WithCancel(ctx)
-		runDone := make(chan struct{})
-		go func() { defer close(runDone); _ = runner.Run(rctx) }()
-		<-runner.Ready()
+		runUntilReady(ctx, log, set, func(rec eventlog.Record, err error) { b.Errorf("bad record %d: %v", rec.Seq, err) })
 		took := time.Since(start)
-		cancel()
-		<-runDone
 		stop()
 		if set.Seq() == 0 || set.BadRecords() != 0 {
 			b.Fatalf("replayed to seq %d with %d bad records", set.Seq(), set.BadRecords())
@@ -217,6 +211,18 @@ func BenchmarkRebuild(b *testing.B) {
 	b.ReportMetric(float64(peakTokend)/(1<<20), "peak_heap_MB")
 	b.ReportMetric(events/replayDefault.Seconds()/rawRate, "x_raw_gogc100")
 	b.ReportMetric(float64(peakDefault)/(1<<20), "peak_heap_MB_gogc100")
+}
+
+// runUntilReady feeds set from log from its position until it has caught
+// up with the log.
+func runUntilReady(ctx context.Context, log *eventlog.Log, set *projections.Set, onBad func(eventlog.Record, error)) {
+	runner := projections.NewRunner(log, set, onBad, nil)
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = runner.Run(rctx) }()
+	<-runner.Ready()
+	cancel()
+	<-done
 }
 
 // sampleHeap records the peak of live heap objects bytes until stop.

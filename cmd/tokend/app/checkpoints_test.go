@@ -1,4 +1,4 @@
-package app
+package app_test
 
 import (
 	"bytes"
@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/auth-platform/tokenservice/cmd/tokend/app"
 	"github.com/auth-platform/tokenservice/eventlog"
 	"github.com/auth-platform/tokenservice/issuer"
 	"github.com/auth-platform/tokenservice/projections"
@@ -24,7 +25,7 @@ import (
 func TestRestartFromCheckpoint(t *testing.T) {
 	dir := t.TempDir()
 	ctx := context.Background()
-	start := func(extra ...string) (*Main, *syncBuffer) {
+	start := func(extra ...string) (*app.Main, *logBuffer) {
 		t.Helper()
 		vars := map[string]string{"HOST": "127.0.0.1", "PORT": "0", "DATA_DIR": dir, "NATS_LISTEN": "127.0.0.1:0",
 			"LOG_LEVEL": "info", "JWT_ALGORITHM": "ES256", "KEY_ROTATION_PERIOD": "0",
@@ -33,20 +34,20 @@ func TestRestartFromCheckpoint(t *testing.T) {
 		for i := 0; i+1 < len(extra); i += 2 {
 			vars[extra[i]] = extra[i+1]
 		}
-		cfg, err := ConfigFromEnv(func(k string) string { return vars[k] })
+		cfg, err := app.ConfigFromEnv(func(k string) string { return vars[k] })
 		if err != nil {
 			t.Fatal(err)
 		}
 		sctx, cancel := context.WithTimeout(ctx, time.Minute)
 		defer cancel()
-		logs := &syncBuffer{}
-		m, err := Start(sctx, cfg, slog.New(slog.NewTextHandler(logs, nil)))
+		logs := &logBuffer{}
+		m, err := app.Start(sctx, cfg, slog.New(slog.NewTextHandler(logs, nil)))
 		if err != nil {
 			t.Fatal(err)
 		}
 		return m, logs
 	}
-	stop := func(m *Main) {
+	stop := func(m *app.Main) {
 		t.Helper()
 		if err := m.Close(ctx); err != nil {
 			t.Fatal(err)
@@ -54,7 +55,7 @@ func TestRestartFromCheckpoint(t *testing.T) {
 	}
 	// fullReplay is the state a replica that replays the whole log
 	// reaches, at the position m's set is at once quiet.
-	checkAgainstReplay := func(m *Main) {
+	checkAgainstReplay := func(m *app.Main) {
 		t.Helper()
 		var last uint64
 		deadline := time.Now().Add(10 * time.Second)
@@ -96,10 +97,10 @@ func TestRestartFromCheckpoint(t *testing.T) {
 	if _, err := m.Issuer.Revoke(ctx, issuer.RevokeRequest{Target: issuer.TargetFamily, Value: toks[0].FamilyID, Reason: "admin"}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the families to be held", func() bool { return m.Set.Len() >= 20 })
+	waitFor(t, "the families to be held", func() bool { return m.Set.Len() >= 20 })
 	// Every family ends within 3 s and the log is quiet: a tick lets the
 	// replica forget them.
-	eventually(t, "the families that ended to be forgotten", func() bool { return m.Set.Len() == 0 })
+	waitFor(t, "the families that ended to be forgotten", func() bool { return m.Set.Len() == 0 })
 	checkAgainstReplay(m)
 	stop(m)
 
@@ -153,7 +154,7 @@ func TestRestartFromCheckpoint(t *testing.T) {
 
 // checkpointLoads returns token_service_projection_checkpoint_loads_total
 // for outcome.
-func checkpointLoads(t *testing.T, m *Main, outcome string) float64 {
+func checkpointLoads(t *testing.T, m *app.Main, outcome string) float64 {
 	t.Helper()
 	mfs, err := m.Metrics.Registry.Gather()
 	if err != nil {
@@ -171,16 +172,4 @@ func checkpointLoads(t *testing.T, m *Main, outcome string) float64 {
 	}
 	t.Fatalf("no checkpoint loads series for %s", outcome)
 	return 0
-}
-
-// eventually polls cond for up to 15 s.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within 15s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
