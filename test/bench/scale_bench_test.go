@@ -61,11 +61,11 @@ const partitions = 2
 //
 // Every appender owns its families: it issues one (expecting no message),
 // rotates it three times (expecting the sequence of its previous event),
-// then issues the next, so no append loses a race and the stream gains a
-// new family every four events, like fillStream's busy day. A window
-// lasts -append-window (default 1s) or 200,000 appends, whichever ends
-// first; each b.N round runs one window of every configuration, the order
-// turning every round. Metrics per configuration (<cfg> = r1, r3, r3x2):
+// then issues the next, so no append loses a race to another writer and
+// the stream gains a new family every four events, like fillStream's busy
+// day. A window lasts -append-window (default 1s) or 200,000 appends,
+// whichever ends first; each b.N round runs one window of every
+// configuration, the order turning every round. Metrics per configuration (<cfg> = r1, r3, r3x2):
 //
 //	<cfg>_appends/s   acknowledged appends per second of the window
 //	<cfg>_p99_ms      latency of one append (nearest rank), retries
@@ -84,6 +84,10 @@ const partitions = 2
 //	                  only limit; robust to neighbours that steal cores,
 //	                  meaningful where <cfg>_cores nears GOMAXPROCS when
 //	                  the machine is quiet (c=128)
+//	avail_cores       the CPU a busy loop on every core got per second
+//	                  just before the round (median of the rounds): how
+//	                  much of the machine the neighbours left; where
+//	                  <cfg>_cores stays well below it, the limit is serial
 //	r3_x_r1           r3_appends/s / r1_appends/s
 //	r3x2_x_r3         r3x2_appends/s / r3_appends/s: what a second
 //	                  partition adds on this machine
@@ -112,7 +116,9 @@ func BenchmarkAppendCeiling(b *testing.B) {
 	for _, conc := range appendConcurrencies {
 		b.Run("c="+strconv.Itoa(conc), func(b *testing.B) {
 			res := make([]windowResult, len(targets))
+			var avail []float64
 			for i := range b.N {
+				avail = append(avail, availableCores(100*time.Millisecond))
 				for k := range targets {
 					j := (i + k) % len(targets)
 					res[j].add(targets[j].window(ctx, b, conc, *appendWindow))
@@ -131,6 +137,8 @@ func BenchmarkAppendCeiling(b *testing.B) {
 					b.ReportMetric(float64(runtime.GOMAXPROCS(0)*r.n)/r.cpu.Seconds(), t.name+"_cpu_ceiling/s")
 				}
 			}
+			slices.Sort(avail)
+			b.ReportMetric(avail[len(avail)/2], "avail_cores")
 			b.ReportMetric(res[1].rate()/res[0].rate(), "r3_x_r1")
 			b.ReportMetric(res[2].rate()/res[1].rate(), "r3x2_x_r3")
 		})
@@ -149,6 +157,22 @@ func BenchmarkAppendCeiling(b *testing.B) {
 			b.Fatalf("stream %s holds %d messages, the appenders sent %d to it", partitionStream(p), got, want)
 		}
 	}
+}
+
+// availableCores spins on GOMAXPROCS goroutines for d and returns the CPU
+// the process got per second of it.
+func availableCores(d time.Duration) float64 {
+	var wg sync.WaitGroup
+	start := time.Now()
+	cpu0 := processCPU()
+	for range runtime.GOMAXPROCS(0) {
+		wg.Go(func() {
+			for time.Since(start) < d {
+			}
+		})
+	}
+	wg.Wait()
+	return (processCPU() - cpu0).Seconds() / time.Since(start).Seconds()
 }
 
 // appendTarget is one configuration of BenchmarkAppendCeiling:
