@@ -92,20 +92,7 @@ func (p *FamilyProjector) Applied() uint64 { return p.applied.Load() }
 // they do not exist, and sets them up again if they are deleted (which is
 // how the model is rebuilt: see DropFamilies).
 func (p *FamilyProjector) Run(ctx context.Context) error {
-	for {
-		err := p.run(ctx)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if err != nil && p.cfg.OnError != nil {
-			p.cfg.OnError(err)
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(500 * time.Millisecond):
-		}
-	}
+	return untilDone(ctx, p.run, p.cfg.OnError, 500*time.Millisecond)
 }
 
 func (p *FamilyProjector) run(ctx context.Context) error {

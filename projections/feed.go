@@ -77,20 +77,7 @@ func (w *FeedWriter) Written() uint64 { return w.written.Load() }
 // Run writes until ctx ends, starting again from the feed's last message
 // after a failure.
 func (w *FeedWriter) Run(ctx context.Context) error {
-	for {
-		err := w.run(ctx)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if err != nil && w.cfg.OnError != nil {
-			w.cfg.OnError(err)
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(500 * time.Millisecond):
-		}
-	}
+	return untilDone(ctx, w.run, w.cfg.OnError, 500*time.Millisecond)
 }
 
 // feedHead is the feed's last message: its sequence, and the log sequence

@@ -59,25 +59,34 @@ func Filters(s eventlog.Subjects) []string {
 // Run feeds the set until ctx ends. It resumes after the last applied
 // sequence if restarted on the same set.
 func (r *Runner) Run(ctx context.Context) error {
-	for {
-		from := r.set.Seq() + 1
-		err := r.log.Follow(ctx, from, Filters(r.log.Subjects()), r.apply, func() {
+	// When the consumer cannot be set up (no stream leader yet, the
+	// connection down), the error is reported and the runner starts again
+	// after the last applied record.
+	return untilDone(ctx, func(ctx context.Context) error {
+		return r.log.Follow(ctx, r.set.Seq()+1, Filters(r.log.Subjects()), r.apply, func() {
 			r.readyOnce.Do(func() { close(r.ready) })
 			r.notify()
 		})
+	}, r.onError, 250*time.Millisecond)
+}
+
+// untilDone runs run again, pause after each return, until ctx ends; each
+// error is told to onError (if not nil) unless ctx ended. It is how every
+// long-lived reader of the log survives a leader election or a lost
+// connection.
+func untilDone(ctx context.Context, run func(context.Context) error, onError func(error), pause time.Duration) error {
+	for {
+		err := run(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
-		// The consumer could not be set up (no stream leader yet, the
-		// connection down): report it, and start again after the last
-		// applied record.
-		if err != nil && r.onError != nil {
-			r.onError(err)
+		if err != nil && onError != nil {
+			onError(err)
 		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(250 * time.Millisecond):
+		case <-time.After(pause):
 		}
 	}
 }
