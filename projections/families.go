@@ -127,11 +127,13 @@ func (f *Families) sweep(now int64) {
 	}
 }
 
+// forget removes family id. The subject's list is replaced, never edited
+// in place: a snapshot may share it (Set.snapshot).
 func (f *Families) forget(id, subject string) {
 	delete(f.byID, id)
 	ids := f.bySubject[subject]
 	if i := slices.Index(ids, id); i >= 0 {
-		ids = slices.Delete(ids, i, i+1)
+		ids = slices.Concat(ids[:i], ids[i+1:])
 	}
 	if len(ids) == 0 {
 		delete(f.bySubject, subject)

@@ -306,7 +306,7 @@ func issueFamilies(b *testing.B, m *app.Main, n int) {
 // (peak heap: above the live heap before the start, which holds the NATS
 // server and its stream).
 //
-//	checkpoint_MB                          the sealed checkpoint
+//	checkpoint_MB, save_s                  the sealed checkpoint, and writing it
 //	held_MB                                live heap of the set once started
 func BenchmarkStartLive(b *testing.B) {
 	node := eventlogtest.SingleNode(b)
@@ -341,15 +341,17 @@ func BenchmarkStartLive(b *testing.B) {
 		stopSampling()
 		return set, cps, took, peak - min(base, peak)
 	}
-	var replay, fromCP time.Duration
+	var replay, fromCP, save time.Duration
 	var replayPeak, cpPeak, held uint64
 	var size int
 	for range b.N {
 		set, cps, d, p := startSet(false)
 		replay, replayPeak = replay+d, max(replayPeak, p)
+		t0 := time.Now()
 		if err := cps.Save(ctx); err != nil {
 			b.Fatal(err)
 		}
+		save += time.Since(t0)
 		obs, err := log.JetStream().ObjectStore(ctx, projections.CheckpointBucket)
 		if err != nil {
 			b.Fatal(err)
@@ -376,6 +378,7 @@ func BenchmarkStartLive(b *testing.B) {
 	b.ReportMetric(fromCP.Seconds()/runs, "checkpoint_s")
 	b.ReportMetric(float64(cpPeak)/(1<<20), "checkpoint_peak_heap_MB")
 	b.ReportMetric(float64(size)/(1<<20), "checkpoint_MB")
+	b.ReportMetric(save.Seconds()/runs, "save_s")
 	b.ReportMetric(float64(held)/(1<<20), "held_MB")
 }
 
