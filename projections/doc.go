@@ -30,7 +30,8 @@
 //     something held has ended) or at the first event of a new minute once
 //     an eighth of what is held has been applied since the last sweep, so
 //     replay forgets exactly what live updates forgot and a sweep costs a
-//     constant per event.
+//     constant per event (a sweep of 1M families takes 18 ms under the
+//     write lock, BenchmarkSnapshot).
 //   - A held family is 40 bytes plus its ID and its place in its subject's
 //     list (BenchmarkFamilyMemory: about 190 B against 466 B before).
 //   - A replica starts from a checkpoint (Checkpoints): the set's state at

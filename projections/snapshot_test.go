@@ -223,6 +223,7 @@ func TestForgetsWhatEnded(t *testing.T) {
 //	lock_ms       the copy under the read lock
 //	build_ms      building the checkpoint, outside the lock
 //	marshal_ms    encoding, outside the lock
+//	sweep_ms      a sweep that forgets nothing (under the write lock)
 func BenchmarkSnapshot(b *testing.B) {
 	s := NewSet(propAccessTTL)
 	at := time.Now()
@@ -234,7 +235,7 @@ func BenchmarkSnapshot(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	var lock, build, enc time.Duration
+	var lock, build, enc, sweep time.Duration
 	for range b.N {
 		t0 := time.Now()
 		c := s.copyState()
@@ -247,8 +248,14 @@ func BenchmarkSnapshot(b *testing.B) {
 			b.Fatal(err)
 		}
 		enc += time.Since(t0)
+		t0 = time.Now()
+		s.mu.Lock()
+		s.sweepLocked(at.Unix())
+		s.mu.Unlock()
+		sweep += time.Since(t0)
 	}
 	b.ReportMetric(float64(lock.Milliseconds())/float64(b.N), "lock_ms")
 	b.ReportMetric(float64(build.Milliseconds())/float64(b.N), "build_ms")
 	b.ReportMetric(float64(enc.Milliseconds())/float64(b.N), "marshal_ms")
+	b.ReportMetric(float64(sweep.Milliseconds())/float64(b.N), "sweep_ms")
 }
