@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"time"
 
 	"connectrpc.com/connect"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/auth-platform/tokenservice/issuer"
 	"github.com/auth-platform/tokenservice/rpc/auth"
 	"github.com/auth-platform/tokenservice/rpc/refusal"
+	"github.com/auth-platform/tokenservice/signing"
 )
 
 // Refusals returns the one table of the service's refusals: each domain
@@ -45,9 +47,18 @@ func Refusals() refusal.Table {
 		server(context.Canceled, connect.CodeCanceled),
 		server(context.DeadlineExceeded, connect.CodeDeadlineExceeded),
 		server(eventlog.ErrAmbiguous, connect.CodeUnavailable),
+		// The remote signing backend failed and no fallback key signs: the
+		// breaker lets a trial call through after its open interval, so
+		// the caller is told to come back, not that the server broke.
+		{Err: signing.ErrUnavailable, Code: connect.CodeUnavailable, OAuth: refusal.TemporarilyUnavailable,
+			Public: "signing is unavailable for now; retry later", Log: true, RetryAfter: signingRetryAfter},
 	}
 	return append(t, auth.Refusals()...)
 }
+
+// signingRetryAfter is the retry hint of a signing outage: about half the
+// breaker's default open interval (10 s).
+const signingRetryAfter = 5 * time.Second
 
 // toConnect maps a domain error to a Connect error with the OAuth code
 // (Refusals). It logs server errors with the correlation ID; a Connect

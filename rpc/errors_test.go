@@ -15,6 +15,7 @@ import (
 	tokenv1 "github.com/auth-platform/tokenservice/proto/token/v1"
 	"github.com/auth-platform/tokenservice/rpc"
 	"github.com/auth-platform/tokenservice/rpc/auth"
+	"github.com/auth-platform/tokenservice/signing"
 )
 
 // TestRefusals: every sentinel, bare or wrapped with context, maps to its
@@ -53,6 +54,7 @@ func TestRefusals(t *testing.T) {
 		{"canceled", fmt.Errorf("append: %w", context.Canceled), connect.CodeCanceled, "server_error", generic, true},
 		{"deadline", fmt.Errorf("append: %w", context.DeadlineExceeded), connect.CodeDeadlineExceeded, "server_error", generic, true},
 		{"ambiguous append", fmt.Errorf("append family f1: %w", eventlog.ErrAmbiguous), connect.CodeUnavailable, "server_error", generic, true},
+		{"signing outage", fmt.Errorf("sign: %w: breaker open", signing.ErrUnavailable), connect.CodeUnavailable, "temporarily_unavailable", "signing is unavailable for now; retry later", true},
 		{"no credential", auth.ErrNoCredential, connect.CodeUnauthenticated, "invalid_client", "authentication required", false},
 		// Unknown and expired read the same.
 		{"unknown credential", auth.ErrUnknownCredential, connect.CodeUnauthenticated, "invalid_client", "invalid credential", false},
@@ -120,4 +122,14 @@ func oauthDetail(t *testing.T, ce *connect.Error) *tokenv1.OAuthError {
 	}
 	t.Fatal("no OAuthError detail")
 	return nil
+}
+
+// TestSigningOutageRetryHint: a signing outage with no fallback key is
+// unavailable with a retry hint, not an internal error.
+func TestSigningOutageRetryHint(t *testing.T) {
+	err := fmt.Errorf("sign: %w: breaker open", signing.ErrUnavailable)
+	ce := rpc.Refusals().Rule(err).Error(err)
+	if ce.Code() != connect.CodeUnavailable || ce.Meta().Get("Retry-After") != "5" {
+		t.Fatalf("refusal %v with Retry-After %q, want unavailable and 5", ce.Code(), ce.Meta().Get("Retry-After"))
+	}
 }

@@ -2,6 +2,8 @@ package refusal
 
 import (
 	"errors"
+	"strconv"
+	"time"
 
 	"connectrpc.com/connect"
 
@@ -49,6 +51,9 @@ type Rule struct {
 	// Log marks a failure on the server's side, whose detail the caller
 	// logs with the correlation ID.
 	Log bool
+	// RetryAfter, if positive, is sent as the Retry-After metadata (whole
+	// seconds): a refusal that will pass later.
+	RetryAfter time.Duration
 }
 
 // unknown is the rule of an error that no rule of a table matches: an
@@ -92,7 +97,11 @@ func (r Rule) Text(err error) string {
 
 // Error returns the refusal of err under r (see New).
 func (r Rule) Error(err error) *connect.Error {
-	return New(r.Code, r.OAuth, r.Text(err), err)
+	e := New(r.Code, r.OAuth, r.Text(err), err)
+	if r.RetryAfter > 0 {
+		e.Meta().Set("Retry-After", strconv.Itoa(int(r.RetryAfter.Round(time.Second)/time.Second)))
+	}
+	return e
 }
 
 // New returns a refusal with Connect code code whose message is
