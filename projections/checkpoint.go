@@ -54,6 +54,9 @@ const (
 	LoadFailed   = "failed"   // the store could not be read: full replay
 )
 
+// loadTimeout bounds Load: past it, the replica replays the log in full.
+const loadTimeout = 15 * time.Second
+
 // LoadOutcomes are the outcomes of Load.
 var LoadOutcomes = []string{LoadRestored, LoadMissing, LoadStale, LoadCorrupt, LoadFailed}
 
@@ -85,6 +88,7 @@ type Checkpoints struct {
 	set   *Set
 	cfg   CheckpointConfig
 	saved atomic.Uint64 // position of the newest checkpoint known
+	obs   atomic.Pointer[jetstream.ObjectStore]
 }
 
 // NewCheckpoints returns the checkpoints of set, which log feeds.
@@ -104,11 +108,21 @@ func NewCheckpoints(log *eventlog.Log, set *Set, cfg CheckpointConfig) (*Checkpo
 	return &Checkpoints{log: log, set: set, cfg: cfg}, nil
 }
 
+// store returns the object store, creating it the first time a checkpoint
+// is written; Load only looks it up.
 func (c *Checkpoints) store(ctx context.Context) (jetstream.ObjectStore, error) {
-	return c.log.JetStream().CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+	if obs := c.obs.Load(); obs != nil {
+		return *obs, nil
+	}
+	obs, err := c.log.JetStream().CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
 		Bucket: c.cfg.Bucket, Description: "tokend projections checkpoints (sealed)",
 		Storage: jetstream.FileStorage, Replicas: max(c.log.Replicas(), 1),
 	})
+	if err != nil {
+		return nil, err
+	}
+	c.obs.Store(&obs)
+	return obs, nil
 }
 
 // aad binds a checkpoint to the stream and to its position.
@@ -120,6 +134,10 @@ func (c *Checkpoints) aad(created time.Time, seq uint64) []byte {
 // and not fed yet, and returns the outcome. Whatever it is, the set is
 // ready to be fed from Seq()+1: restored, or empty for a full replay.
 func (c *Checkpoints) Load(ctx context.Context) string {
+	// A cluster that cannot answer (a meta leader being elected) must not
+	// hold the start: after loadTimeout the replica replays in full.
+	ctx, cancel := context.WithTimeout(ctx, loadTimeout)
+	defer cancel()
 	outcome, seq, err := c.load(ctx)
 	if c.cfg.OnLoad != nil {
 		c.cfg.OnLoad(outcome, seq, err)
@@ -132,7 +150,10 @@ func (c *Checkpoints) load(ctx context.Context) (string, uint64, error) {
 	if err != nil {
 		return LoadFailed, 0, err
 	}
-	obs, err := c.store(ctx)
+	obs, err := c.log.JetStream().ObjectStore(ctx, c.cfg.Bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return LoadMissing, 0, nil
+	}
 	if err != nil {
 		return LoadFailed, 0, fmt.Errorf("checkpoint store: %w", err)
 	}
