@@ -59,6 +59,9 @@
 //     also a necessity: DestroyKey destroys every version of a name.
 //   - If the question fails, the steps that need no new key are taken
 //     and the error is returned (Tick logs it).
+//   - A key.requested intent of managed mode left pending by a crash is
+//     not finished (a Provisioner creates nothing): it waits for managed
+//     mode, which finds its key by the intent.
 //
 // With Config.Fallback, a local key stays published to sign while a remote
 // backend's breaker is open; Run, which the keyring's owner runs for as

@@ -71,8 +71,11 @@ func (k *Keyring) plan(g *goal, o *offer) (*action, error) {
 		}
 	}
 	// A remote key whose creation was recorded but not finished (another
-	// replica's, or ours before a crash): finish it, idempotently.
-	if in, ok := k.set.PendingKeyIntent(); ok {
+	// replica's, or ours before a crash): finish it, idempotently. A
+	// Provisioner creates nothing: an intent of managed mode, left by a
+	// crash before a switch to a provisioned key, waits for managed mode,
+	// which finds its key by the intent.
+	if in, ok := k.set.PendingKeyIntent(); ok && !k.provisions(in.Backend) {
 		return k.create(in, now)
 	}
 	// The fallback key is published long before it can be needed.
@@ -117,6 +120,12 @@ func (k *Keyring) plan(g *goal, o *offer) (*action, error) {
 	return k.deleteMaterial(keys, now), nil
 }
 
+// provisions reports whether the backend named name is a Provisioner.
+func (k *Keyring) provisions(name string) bool {
+	_, ok := k.backends[name].(Provisioner)
+	return ok
+}
+
 // deleteMaterial returns the deletion of a destroyed remote key's
 // material, or nil. It is the lifecycle's last concern, so an unreachable
 // backend never delays anything else.
@@ -130,7 +139,7 @@ func (k *Keyring) deleteMaterial(keys []keystate.Key, now time.Time) *action {
 		// The operator's keys are the operator's to delete; and a
 		// Provisioner may not delete any (it holds no such permission:
 		// keys tokend made in managed mode wait for managed mode).
-		if _, p := b.(Provisioner); p || key.Provisioned {
+		if key.Provisioned || k.provisions(key.Backend) {
 			continue
 		}
 		return &action{kid: key.ID, msg: &eventsv1.KeyMaterialDeleted{KeyId: key.ID, At: timestamppb.New(now)},

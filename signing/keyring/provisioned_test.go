@@ -13,9 +13,13 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/kms/types"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/auth-platform/tokenservice/cmd/cryptod/cryptodtest"
+	"github.com/auth-platform/tokenservice/eventlog"
 	"github.com/auth-platform/tokenservice/eventlog/eventlogtest"
+	"github.com/auth-platform/tokenservice/eventlog/events"
 	"github.com/auth-platform/tokenservice/issuer"
 	"github.com/auth-platform/tokenservice/issuer/issuertest"
 	cryptov1 "github.com/auth-platform/tokenservice/proto/crypto/v1"
@@ -438,4 +442,42 @@ func TestKMSProvisionedCompromise(t *testing.T) {
 		t.Fatal("a token of the compromised key still verifies")
 	}
 	tick(t, before, after)
+}
+
+// TestProvisionedAfterInterruptedIntent: a managed replica crashed between
+// key.requested and key.generated, and tokend restarts with KMS_KEY_ID.
+// The provisioned replica starts and ticks without trying to create the
+// intent's key (it may not), stages the operator's key, and leaves the
+// intent pending for managed mode, which would find its key.
+func TestProvisionedAfterInterruptedIntent(t *testing.T) {
+	e := kmstest.Start(t)
+	ctx := context.Background()
+	node := eventlogtest.SingleNode(t)
+	clock := issuertest.NewClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	managed := replica(t, node, clock, awskms.Backend{API: e.Client})
+	data, err := proto.Marshal(&eventsv1.KeyRequested{IntentId: "crashed", Algorithm: string(signing.ES256), Backend: awskms.BackendName, At: timestamppb.New(clock.Now())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := managed.Log.Subjects()
+	if _, err := managed.Log.AppendNext(ctx, eventlog.Event{Subject: s.Key("crashed", "requested"), Type: events.TypeKeyRequested, Data: data}, s.Keys()); err != nil {
+		t.Fatal(err)
+	}
+	kmsAPI := &recordingKMS{KeyAPI: e.Client}
+	operatorKey := e.CreateKey(t, types.KeySpecEccNistP256)
+	provisioned := replica(t, node, clock, awskms.Provisioned{API: kmsAPI, KeyID: operatorKey})
+	tick(t, provisioned)
+	if in, ok := provisioned.Set.PendingKeyIntent(); !ok || in.ID != "crashed" {
+		t.Fatalf("pending intent %+v, want the crashed one left to managed mode", in)
+	}
+	clock.Advance(6 * time.Minute)
+	tick(t, provisioned)
+	active, _ := provisioned.Set.ActiveKey()
+	if !strings.Contains(active.Ref, operatorKey) {
+		t.Fatalf("active key %s, want the operator's %s", active.Ref, operatorKey)
+	}
+	issueVerified(t, provisioned, active.ID)
+	if got := kmsAPI.ops(); !slices.Equal(got, []string{"GetPublicKey", "Sign"}) {
+		t.Fatalf("KMS calls %v, want only GetPublicKey and Sign", got)
+	}
 }
