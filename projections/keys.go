@@ -96,6 +96,7 @@ func (k *Keys) Apply(rec eventlog.Record, m proto.Message) {
 			Status:       eventsv1.KeyStatus_KEY_STATUS_GENERATED,
 			IntentID:     e.GetIntentId(),
 			Fallback:     e.GetFallback(),
+			Provisioned:  e.GetProvisioned(),
 			GeneratedSeq: rec.Seq,
 			GeneratedAt:  e.GetAt().AsTime(),
 		}

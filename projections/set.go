@@ -315,6 +315,9 @@ func (s *Set) digestLocked() string {
 		if k.MaterialDeleted {
 			fmt.Fprintf(h, "deleted|%s\n", k.ID)
 		}
+		if k.Provisioned {
+			fmt.Fprintf(h, "provisioned|%s\n", k.ID)
+		}
 	}
 	fmt.Fprintf(h, "active|%s|%d\n", s.keys.active, s.keys.seq)
 	for _, id := range sortedKeys(s.keys.intents) {

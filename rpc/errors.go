@@ -14,6 +14,7 @@ import (
 	"github.com/auth-platform/tokenservice/rpc/auth"
 	"github.com/auth-platform/tokenservice/rpc/refusal"
 	"github.com/auth-platform/tokenservice/signing"
+	"github.com/auth-platform/tokenservice/signing/keyring"
 )
 
 // Refusals returns the one table of the service's refusals: each domain
@@ -44,6 +45,11 @@ func Refusals() refusal.Table {
 		// new.
 		invalid(dpop.ErrUseNonce, dpop.CodeUseNonce, ""),
 		invalid(dpop.ErrInvalidProof, dpop.CodeInvalidProof, ""),
+		// An admin's rotation with provisioned keys (KMS_KEY_ID,
+		// CRYPTO_SIGNING_KEY) before the operator supplied the next key:
+		// what to do is the whole answer.
+		{Err: keyring.ErrNoNewKey, Code: connect.CodeFailedPrecondition, OAuth: refusal.InvalidRequest,
+			Public: "the signing key is provisioned by the operator: supply the next key (a new KMS_KEY_ID, or a new version of CRYPTO_SIGNING_KEY) first"},
 		server(context.Canceled, connect.CodeCanceled),
 		server(context.DeadlineExceeded, connect.CodeDeadlineExceeded),
 		server(eventlog.ErrAmbiguous, connect.CodeUnavailable),

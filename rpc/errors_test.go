@@ -16,6 +16,7 @@ import (
 	"github.com/auth-platform/tokenservice/rpc"
 	"github.com/auth-platform/tokenservice/rpc/auth"
 	"github.com/auth-platform/tokenservice/signing"
+	"github.com/auth-platform/tokenservice/signing/keyring"
 )
 
 // TestRefusals: every sentinel, bare or wrapped with context, maps to its
@@ -51,6 +52,8 @@ func TestRefusals(t *testing.T) {
 		{"proof missing", dpop.ErrMissing, inv, "invalid_dpop_proof", "DPoP proof missing", false},
 		{"nonce stale", dpop.ErrNonceStale, inv, "use_dpop_nonce", "DPoP nonce is stale or unknown", false},
 		{"nonce missing", fmt.Errorf("generate: %w", dpop.ErrNonceMissing), inv, "use_dpop_nonce", "DPoP nonce required", false},
+		{"no new provisioned key", fmt.Errorf("rotate: %w: the provisioned key arn:aws:kms:key/1 is active already", keyring.ErrNoNewKey), connect.CodeFailedPrecondition, "invalid_request",
+			"the signing key is provisioned by the operator: supply the next key (a new KMS_KEY_ID, or a new version of CRYPTO_SIGNING_KEY) first", false},
 		{"canceled", fmt.Errorf("append: %w", context.Canceled), connect.CodeCanceled, "server_error", generic, true},
 		{"deadline", fmt.Errorf("append: %w", context.DeadlineExceeded), connect.CodeDeadlineExceeded, "server_error", generic, true},
 		{"ambiguous append", fmt.Errorf("append family f1: %w", eventlog.ErrAmbiguous), connect.CodeUnavailable, "server_error", generic, true},

@@ -15,6 +15,9 @@ var (
 	// its circuit breaker is open, the rate limit is reached, or the call
 	// timed out. A fallback key may sign instead.
 	ErrUnavailable = errors.New("signing: backend unavailable")
+	// ErrProvisioned is returned by the Create of a backend whose keys the
+	// operator provisions: it adopts keys, it never creates one.
+	ErrProvisioned = errors.New("signing: keys of this backend are provisioned by the operator")
 	// ErrMalformedSignature is returned by DERToJOSE for an ECDSA
 	// signature a backend returned that does not parse.
 	ErrMalformedSignature = errors.New("signing: malformed ECDSA signature")

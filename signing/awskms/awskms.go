@@ -5,6 +5,10 @@
 // ES256 ECDSA_SHA_256, whose DER signature (RFC 3279 Ecdsa-Sig-Value) is
 // converted to R||S as RFC 7518 §3.4 requires.
 //
+// Backend creates and deletes its keys (managed mode); Provisioned signs
+// with the key of KMS_KEY_ID and calls only Sign and GetPublicKey (its API
+// has no other method).
+//
 // The SDK is used through API, the narrow interface of the calls this
 // package makes, so tests run it against the local-kms emulator and the
 // resilience wrapper (breaker, limiter) can sit in front of it.
@@ -61,6 +65,7 @@ func kmsAlgorithm(alg signing.Algorithm) (types.SigningAlgorithmSpec, error) {
 type Signer struct {
 	api   API
 	keyID string
+	arn   string // the key ARN GetPublicKey named
 	alg   signing.Algorithm
 	spec  types.SigningAlgorithmSpec
 	jwk   signing.JWK
@@ -91,8 +96,16 @@ func New(ctx context.Context, api API, keyID string, alg signing.Algorithm) (*Si
 	if err != nil {
 		return nil, err
 	}
-	return &Signer{api: api, keyID: keyID, alg: alg, spec: spec, jwk: jwk}, nil
+	arn := aws.ToString(out.KeyId)
+	if arn == "" {
+		arn = keyID
+	}
+	return &Signer{api: api, keyID: keyID, arn: arn, alg: alg, spec: spec, jwk: jwk}, nil
 }
+
+// KeyARN returns the ARN of the KMS key, as GetPublicKey named it: the key
+// an alias pointed to when the signer was made.
+func (s *Signer) KeyARN() string { return s.arn }
 
 // KeyID returns the RFC 7638 thumbprint of the public key.
 func (s *Signer) KeyID() string { return s.jwk.Kid }

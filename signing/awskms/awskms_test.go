@@ -32,6 +32,23 @@ func TestBackendContract(t *testing.T) {
 	})
 }
 
+// TestProvisionedContract runs the contract of a provisioned key
+// (KMS_KEY_ID) against the local-kms emulator, addressed by key ID.
+func TestProvisionedContract(t *testing.T) {
+	e := kmstest.Start(t)
+	specs := map[signing.Algorithm]types.KeySpec{signing.RS256: types.KeySpecRsa2048, signing.PS256: types.KeySpecRsa2048, signing.ES256: types.KeySpecEccNistP256}
+	keyringtest.RunProvisioned(t, func(t *testing.T, alg signing.Algorithm) func(*testing.T) keyring.Provisioner {
+		id := e.CreateKey(t, specs[alg])
+		return func(*testing.T) keyring.Provisioner { return awskms.Provisioned{API: e.Client, KeyID: id} }
+	}, keyringtest.ProvisionedOptions{Algorithms: awskms.Algorithms, Keys: func(t *testing.T) int {
+		out, err := e.Client.ListKeys(context.Background(), &kms.ListKeysInput{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(out.Keys)
+	}})
+}
+
 func TestRefusesMismatchedKey(t *testing.T) {
 	e := kmstest.Start(t)
 	ec := e.CreateKey(t, types.KeySpecEccNistP256)

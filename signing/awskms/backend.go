@@ -30,7 +30,8 @@ const (
 	TagService = "tokenservice"
 )
 
-// Backend creates signing keys in KMS for the keyring. Creation is
+// Backend creates signing keys in KMS for the keyring (managed mode: no
+// KMS_KEY_ID; Provisioned signs with the operator's key). Creation is
 // idempotent per intent: the key is tagged with the intent ID when it is
 // created (atomically, in CreateKey), and a creation that is retried after
 // a crash finds that key instead of making another.
@@ -39,10 +40,6 @@ type Backend struct {
 	// DeletionWindowDays is the waiting period of a discarded key.
 	// Default 7 (the KMS minimum).
 	DeletionWindowDays int32
-	// InitialKeyID, if set, is an existing KMS key (KMS_KEY_ID) adopted by
-	// the first creation instead of a new one: it is tagged with that
-	// intent, so it is adopted once.
-	InitialKeyID string
 }
 
 // BackendName names this backend in key events.
@@ -67,15 +64,6 @@ func (b Backend) Create(ctx context.Context, alg signing.Algorithm, intent strin
 		}
 		if found {
 			return b.stored(ctx, id, alg)
-		}
-		if b.InitialKeyID != "" {
-			adopted, err := b.adopt(ctx, intent)
-			if err != nil {
-				return signing.StoredKey{}, err
-			}
-			if adopted {
-				return b.stored(ctx, b.InitialKeyID, alg)
-			}
 		}
 	}
 	out, err := b.API.CreateKey(ctx, &kms.CreateKeyInput{
@@ -153,23 +141,4 @@ func (b Backend) Discard(ctx context.Context, key signing.StoredKey) error {
 		return fmt.Errorf("awskms: schedule deletion of %s: %w", key.Ref, err)
 	}
 	return nil
-}
-
-// adopt tags InitialKeyID with intent unless an earlier intent has it.
-func (b Backend) adopt(ctx context.Context, intent string) (bool, error) {
-	tags, err := b.API.ListResourceTags(ctx, &kms.ListResourceTagsInput{KeyId: aws.String(b.InitialKeyID)})
-	if err != nil {
-		return false, fmt.Errorf("awskms: KMS_KEY_ID %s: %w", b.InitialKeyID, err)
-	}
-	for _, t := range tags.Tags {
-		if aws.ToString(t.TagKey) == TagIntent {
-			return false, nil // already the key of an earlier generation
-		}
-	}
-	_, err = b.API.TagResource(ctx, &kms.TagResourceInput{KeyId: aws.String(b.InitialKeyID),
-		Tags: []types.Tag{{TagKey: aws.String(TagIntent), TagValue: aws.String(intent)}, {TagKey: aws.String(TagService), TagValue: aws.String("signing")}}})
-	if err != nil {
-		return false, fmt.Errorf("awskms: tag KMS_KEY_ID %s: %w", b.InitialKeyID, err)
-	}
-	return true, nil
 }

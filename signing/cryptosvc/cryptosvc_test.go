@@ -8,9 +8,14 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"testing"
 
+	"connectrpc.com/connect"
+
 	"github.com/auth-platform/tokenservice/cmd/cryptod/cryptodtest"
+	cryptov1 "github.com/auth-platform/tokenservice/proto/crypto/v1"
+	"github.com/auth-platform/tokenservice/proto/crypto/v1/cryptov1connect"
 	"github.com/auth-platform/tokenservice/signing"
 	"github.com/auth-platform/tokenservice/signing/cryptosvc"
 	"github.com/auth-platform/tokenservice/signing/keyring"
@@ -19,7 +24,10 @@ import (
 	"github.com/auth-platform/tokenservice/signing/signingtest"
 )
 
-var _ keyring.Backend = cryptosvc.Backend{}
+var (
+	_ keyring.Backend     = cryptosvc.Backend{}
+	_ keyring.Provisioner = cryptosvc.Provisioned{}
+)
 var _ seal.KeyWrapper = (*cryptosvc.KeyWrapper)(nil)
 
 // client returns a client of srv authenticated with the fixture's client
@@ -44,6 +52,56 @@ func TestBackendContract(t *testing.T) {
 		Algorithms: cryptosvc.Algorithms,
 		Keys:       func(t *testing.T) int { return f.Token.Objects(t) },
 	})
+}
+
+// TestProvisionedContract runs the contract of a provisioned key
+// (CRYPTO_SIGNING_KEY) against cmd/cryptod on SoftHSM2: each key is made
+// by the operator with the crypto.v1 API, and followed by name, at its
+// primary version.
+func TestProvisionedContract(t *testing.T) {
+	f := cryptodtest.New(t)
+	srv := f.Start(t)
+	op := cryptov1connect.NewCryptoServiceClient(f.HTTPClient(t, f.ClientCert, f.ClientKey), srv.URL, connect.WithGRPC())
+	specs := map[signing.Algorithm]cryptov1.KeySpec{signing.RS256: cryptov1.KeySpec_KEY_SPEC_RSA_2048, signing.PS256: cryptov1.KeySpec_KEY_SPEC_RSA_3072,
+		signing.ES256: cryptov1.KeySpec_KEY_SPEC_EC_P256, signing.ES384: cryptov1.KeySpec_KEY_SPEC_EC_P384}
+	var made atomic.Int32
+	keyringtest.RunProvisioned(t, func(t *testing.T, alg signing.Algorithm) func(*testing.T) keyring.Provisioner {
+		name := fmt.Sprintf("operator-%s-%d", strings.ToLower(string(alg)), made.Add(1))
+		_, err := op.CreateKey(context.Background(), connect.NewRequest(&cryptov1.CreateKeyRequest{Namespace: cryptodtest.Namespace, Name: name, Spec: specs[alg]}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return func(t *testing.T) keyring.Provisioner {
+			return cryptosvc.Provisioned{Client: client(t, f, srv), Key: name}
+		}
+	}, keyringtest.ProvisionedOptions{Algorithms: cryptosvc.Algorithms, Keys: func(t *testing.T) int { return f.Token.Objects(t) }})
+}
+
+// TestParseKey: CRYPTO_SIGNING_KEY is name or name/version, by crypto.v1's
+// rules.
+func TestParseKey(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		in      string
+		name    string
+		version uint32
+		wantErr error
+	}{
+		{"token-signing", "token-signing", 0, nil},
+		{"token.signing_2/7", "token.signing_2", 7, nil},
+		{"", "", 0, cryptosvc.ErrConfig},
+		{"-a", "", 0, cryptosvc.ErrConfig},
+		{"a/0", "", 0, cryptosvc.ErrConfig},
+		{"a/", "", 0, cryptosvc.ErrConfig},
+		{"a/1/2", "", 0, cryptosvc.ErrConfig},
+		{"a/4294967296", "", 0, cryptosvc.ErrConfig},
+		{strings.Repeat("a", 129), "", 0, cryptosvc.ErrConfig},
+	} {
+		name, version, err := cryptosvc.ParseKey(tc.in)
+		if !errors.Is(err, tc.wantErr) || name != tc.name || version != tc.version {
+			t.Errorf("ParseKey(%q) = %q, %d, %v; want %q, %d, %v", tc.in, name, version, err, tc.name, tc.version, tc.wantErr)
+		}
+	}
 }
 
 // TestKeyName: the key of an intent is named after it, in the client's

@@ -9,11 +9,20 @@
 // hash, RFC 7518 §3.5), ES256 and ES384, whose DER signatures are
 // converted to the JOSE R||S of RFC 7518 §3.4.
 //
-// Keys. Backend is the keyring's backend: it names each signing key
-// after the keyring's creation intent ("signing-<intent>" in the
-// configured namespace), and CreateKey is idempotent per name, so a
+// Keys. Backend is the keyring's backend in managed mode: it names each
+// signing key after the keyring's creation intent ("signing-<intent>" in
+// the configured namespace), and CreateKey is idempotent per name, so a
 // creation retried after a crash finds the key the crashed attempt made
 // and never leaves an orphan; the key's Ref is "namespace/name/version".
+// Provisioned is the keyring's backend for a key the operator made
+// (CRYPTO_SIGNING_KEY=name[/version], the specification's signer for an
+// existing namespace, name and version): it calls GetPublicKey and Sign
+// only. Following a name, it offers the primary version at every
+// lifecycle step, so a version the operator adds with RotateKey is staged
+// by the keyring within a tick (see package signing/keyring, "Provisioned
+// keys"); a pinned version moves when the setting does. A signer always
+// names its version: it never signs with "the primary" that could move
+// under a kid.
 //
 // Envelope encryption. KeyWrapper wraps data keys with an AES key of the
 // service (Encrypt and Decrypt), for signing/seal's envelope: local keys

@@ -54,16 +54,38 @@ var _ signing.Signer = (*Signer)(nil)
 // the service has no such key, signing.ErrInvalidKey when the key does
 // not fit alg.
 func (c *Client) Signer(ctx context.Context, ref Ref, alg signing.Algorithm) (*Signer, error) {
+	if ref.Version == 0 {
+		return nil, fmt.Errorf("%w: %s names no version", signing.ErrInvalidKey, ref)
+	}
+	return c.signer(ctx, ref, alg)
+}
+
+// PrimarySigner returns the signer of the version of key name (in the
+// client's namespace) that the service holds primary now. The signer
+// names that version (Ref) and keeps signing with it after the service's
+// primary moved on: a signer never changes key. Errors are Signer's.
+func (c *Client) PrimarySigner(ctx context.Context, name string, alg signing.Algorithm) (*Signer, error) {
+	return c.signer(ctx, Ref{Namespace: c.ns, Name: name}, alg)
+}
+
+// signer fetches the public key of ref (version 0: the primary one, whose
+// version the answer names).
+func (c *Client) signer(ctx context.Context, ref Ref, alg signing.Algorithm) (*Signer, error) {
 	p, err := paramsOf(alg)
 	if err != nil {
 		return nil, err
 	}
-	if ref.Version == 0 {
-		return nil, fmt.Errorf("%w: %s names no version", signing.ErrInvalidKey, ref)
-	}
 	resp, err := c.api.GetPublicKey(ctx, connect.NewRequest(&cryptov1.GetPublicKeyRequest{Key: ref.proto()}))
 	if err != nil {
 		return nil, callErr("public key of", ref, err)
+	}
+	if v := resp.Msg.GetKey().GetVersion(); ref.Version == 0 {
+		if v == 0 {
+			return nil, fmt.Errorf("%w: the service named no primary version of %s", signing.ErrInvalidKey, ref)
+		}
+		ref.Version = v
+	} else if v != 0 && v != ref.Version {
+		return nil, fmt.Errorf("%w: asked for %s, the service answered version %d", signing.ErrInvalidKey, ref, v)
 	}
 	pub, err := x509.ParsePKIXPublicKey(resp.Msg.GetPublicKey())
 	if err != nil {

@@ -31,6 +31,22 @@ type Backend interface {
 	Discard(ctx context.Context, key signing.StoredKey) error
 }
 
+// Provisioner is a Backend that signs with keys the operator provisions
+// (KMS_KEY_ID, CRYPTO_SIGNING_KEY) rather than keys it creates. The
+// keyring never calls its Create or Discard: at every lifecycle step it
+// asks Provisioned for the key to sign with, adopts it (key.generated
+// with provisioned set, no intent) when the log does not hold it yet, and
+// never deletes a provisioned key's material. Create returns
+// signing.ErrProvisioned.
+type Provisioner interface {
+	Backend
+	// Provisioned returns the key the operator provisioned for alg: the
+	// same key until the operator supplies the next one. Its Ref must
+	// name that key for good (a version, a key ARN; never an alias that
+	// can move), so that Open signs with it and no other.
+	Provisioned(ctx context.Context, alg signing.Algorithm) (signing.StoredKey, error)
+}
+
 // Local is the backend of in-process keys sealed in the log.
 type Local struct {
 	Sealer *seal.Sealer

@@ -58,7 +58,10 @@ func NewResponder(k *Keyring, r Revoker) *Responder { return &Responder{k: k, re
 // If it fails part-way, the declaration stays in the log: the key
 // lifecycle of any replica (Keyring.Tick, EnsureActive) finishes the
 // rotation, and Resume the rest. It returns signing.ErrNoActiveKey if no
-// key is active; other errors are the log's or the Revoker's.
+// key is active, and with a Provisioner backend ErrNoNewKey, before it
+// declares anything, if the operator has not supplied the key that
+// replaces the compromised one; other errors are the log's or the
+// Revoker's.
 func (r *Responder) Compromise(ctx context.Context, revokeFamilies bool) (Containment, error) {
 	return r.k.compromise(ctx, r.revoker, revokeFamilies)
 }
@@ -88,6 +91,17 @@ func (r *Responder) Resume(ctx context.Context) error {
 // compromise is Responder.Compromise, or with r nil (Rotate) everything
 // but the revocation: a compromise that asks for one is left pending.
 func (k *Keyring) compromise(ctx context.Context, r Revoker, revokeFamilies bool) (Containment, error) {
+	// With provisioned keys, a compromise is declared only once the
+	// operator has supplied the key that replaces the compromised one:
+	// declared without it, no replica could finish it.
+	if o := k.offered(ctx); o != nil {
+		if _, err := k.catchUp(ctx); err != nil {
+			return Containment{}, err
+		}
+		if err := k.usable(o); err != nil {
+			return Containment{}, err
+		}
+	}
 	c, err := k.declare(ctx, revokeFamilies)
 	if err != nil {
 		return Containment{}, err
@@ -179,13 +193,18 @@ func (k *Keyring) pendingCompromise(kid string) (keystate.Compromise, bool) {
 }
 
 // contain returns the next key event toward containing compromise c, or
-// nil once a key generated after the declaration signs, c's key is
-// destroyed (out of the JWKS), and no key staged before the declaration is
-// left to take over at its activation time. current is the active key.
-func (k *Keyring) contain(c keystate.Compromise, keys []keystate.Key, current keystate.Key, hasCurrent bool, now time.Time) (*action, error) {
-	if !hasCurrent || current.GeneratedSeq < c.Seq {
+// nil once a fresh key signs, c's key is destroyed (out of the JWKS), and
+// no key staged before the declaration is left to take over at its
+// activation time. current is the active key. A fresh key is one
+// generated after the declaration, or the key the operator provisioned
+// (o), staged before it or not: the operator vouches for that one.
+func (k *Keyring) contain(c keystate.Compromise, keys []keystate.Key, current keystate.Key, hasCurrent bool, now time.Time, o *offer) (*action, error) {
+	fresh := func(key keystate.Key) bool {
+		return key.ID != c.KeyID && (key.GeneratedSeq >= c.Seq || o.names(key.ID))
+	}
+	if !hasCurrent || !fresh(current) {
 		for _, key := range keys {
-			if key.Fallback || key.GeneratedSeq < c.Seq {
+			if key.Fallback || !fresh(key) {
 				continue
 			}
 			switch key.Status {
@@ -195,14 +214,14 @@ func (k *Keyring) contain(c keystate.Compromise, keys []keystate.Key, current ke
 				return activate(key.ID, now), nil
 			}
 		}
-		return k.generate(now)
+		return k.generate(now, o)
 	}
 	for _, key := range keys {
 		if key.Fallback || key.Status == eventsv1.KeyStatus_KEY_STATUS_DESTROYED {
 			continue
 		}
 		staged := key.Status == eventsv1.KeyStatus_KEY_STATUS_GENERATED || key.Status == eventsv1.KeyStatus_KEY_STATUS_PUBLISHED
-		if key.ID == c.KeyID || staged && key.GeneratedSeq < c.Seq {
+		if key.ID == c.KeyID || staged && !fresh(key) {
 			return destroy(key.ID, now), nil
 		}
 	}

@@ -23,6 +23,46 @@
 // activates a staged key when its pre-publication is over, and destroys
 // keys past their retention. Rotate stages a key on request.
 //
+// # Provisioned keys
+//
+// A Backend creates its keys (managed mode), or is a Provisioner: the
+// operator provisions the keys (KMS_KEY_ID, CRYPTO_SIGNING_KEY) and tokend
+// only signs with them. The decisions for that mode:
+//
+//   - How tokend learns of the next key: every converge (Tick, every 10 s
+//     in tokend; EnsureActive; Rotate; a compromise) first asks the
+//     Provisioner which key the operator provisioned (one GetPublicKey),
+//     then plans from the log, the clock and that answer. A key the log
+//     does not hold is adopted (key.generated with provisioned set and no
+//     intent: nothing was created, so there is no orphan to guard
+//     against) and goes through the same lifecycle as any later key:
+//     published, activated after Prepublish, the old key retired and kept
+//     in the JWKS for Retention. So a crypto-service key followed by name
+//     moves to a version the operator adds (RotateKey) within a tick, and
+//     a KMS alias moves when the operator points it elsewhere; a pinned
+//     version or key ID moves when the setting changes and a replica
+//     restarts with it (the replicas still on the old setting offer a key
+//     the log holds, and do nothing). An admin call was the alternative;
+//     it would have had to record the new key's reference in the log
+//     itself, and a restarted replica would still have signed with the
+//     configured key.
+//   - Rotate, without a new key from the operator, is refused with
+//     ErrNoNewKey; so is a compromise, before it is declared, since no
+//     replica could finish it. A key the operator supplied counts as
+//     fresh for a compromise even if it was staged before the
+//     declaration. A key the log retired or destroyed is never adopted
+//     again, whatever the setting says. RotationPeriod does not apply.
+//   - The material of a provisioned key is never deleted (no
+//     key.material_deleted), and a Provisioner deletes nothing at all:
+//     the keys tokend created in managed mode before a switch wait for
+//     managed mode, or for the operator. For the crypto service this is
+//     also a necessity: DestroyKey destroys every version of a name.
+//   - If the question fails, the steps that need no new key are taken
+//     and the error is returned (Tick logs it).
+//   - A key.requested intent of managed mode left pending by a crash is
+//     not finished (a Provisioner creates nothing): it waits for managed
+//     mode, which finds its key by the intent.
+//
 // With Config.Fallback, a local key stays published to sign while a remote
 // backend's breaker is open; Run, which the keyring's owner runs for as
 // long as it signs, records each such outage as a fallback_engaged event.

@@ -58,13 +58,15 @@ type Config struct {
 	// least the JWKS cache lifetime. Default 6 minutes.
 	Prepublish time.Duration
 	// RotationPeriod is how long a key signs before the next one takes
-	// over; 0 disables scheduled rotation. Default 0.
+	// over; 0 disables scheduled rotation. Default 0. It does not apply
+	// to a Provisioner backend: the operator rotates its keys.
 	RotationPeriod time.Duration
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 	// Rand is the source of key material. Required (crypto/rand.Reader).
 	Rand io.Reader
-	// Backend makes the signing keys. Default the local backend.
+	// Backend makes the signing keys, or, if it is a Provisioner, offers
+	// the keys the operator provisioned. Default the local backend.
 	Backend Backend
 	// Fallback keeps a local key published in the JWKS (never activated)
 	// to sign while a remote Backend is unavailable. Default off.
@@ -285,7 +287,9 @@ type Rotation struct {
 // the JWKS, so its tokens stop verifying), then the compromise is
 // resolved; a pending compromise of that key that asks for the revocation
 // is joined and left for a Responder to resolve. It returns
-// signing.ErrNoActiveKey if no key is active to replace.
+// signing.ErrNoActiveKey if no key is active to replace, and, with a
+// Provisioner backend, ErrNoNewKey if the operator has not supplied a key
+// the log does not hold as active, retired or destroyed.
 func (k *Keyring) Rotate(ctx context.Context, immediate bool) (Rotation, error) {
 	if immediate {
 		c, err := k.compromise(ctx, nil, false)
@@ -318,21 +322,90 @@ func (k *Keyring) staged() (keystate.Key, bool) {
 	return keystate.Key{}, false
 }
 
+// offer is what a Provisioner backend offered when a converge began: the
+// key the operator provisioned, or why it could not be read.
+type offer struct {
+	key signing.StoredKey
+	err error
+}
+
+// names reports whether o offers key id (nil offers nothing).
+func (o *offer) names(id string) bool { return o != nil && o.err == nil && o.key.ID == id }
+
+// provisionedTimeout bounds the question to a Provisioner.
+const provisionedTimeout = 10 * time.Second
+
+// offered asks a Provisioner backend which key the operator provisioned;
+// it returns nil for a backend that creates its keys. It is the one call
+// to the backend a converge makes before it decides (plan is then a pure
+// function of the log, the clock and the offer).
+func (k *Keyring) offered(ctx context.Context) *offer {
+	p, ok := k.cfg.Backend.(Provisioner)
+	if !ok {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, provisionedTimeout)
+	defer cancel()
+	key, err := p.Provisioned(ctx, k.cfg.Algorithm)
+	switch {
+	case err != nil:
+		err = fmt.Errorf("keyring: read the provisioned key: %w", err)
+	case key.Algorithm != k.cfg.Algorithm || key.ID == "" || key.Ref == "":
+		err = fmt.Errorf("keyring: the provisioned key %q (kid %q, %s) is not a key of %s with a reference", key.Ref, key.ID, key.Algorithm, k.cfg.Algorithm)
+	}
+	return &offer{key: key, err: err}
+}
+
+// usable returns nil if o offers a key that can take over from the active
+// one: not in the log yet, or staged (generated or published, not yet
+// active); otherwise ErrNoNewKey or the error of reading the offer.
+func (k *Keyring) usable(o *offer) error {
+	if o.err != nil {
+		return o.err
+	}
+	key, ok := k.set.Key(o.key.ID)
+	if !ok || !key.Fallback && (key.Status == eventsv1.KeyStatus_KEY_STATUS_GENERATED || key.Status == eventsv1.KeyStatus_KEY_STATUS_PUBLISHED) {
+		return nil
+	}
+	return fmt.Errorf("%w: the provisioned key %s (kid %s) is %s already", ErrNoNewKey, o.key.Ref, o.key.ID, statusName(key.Status))
+}
+
+func statusName(s eventsv1.KeyStatus) string {
+	switch s {
+	case eventsv1.KeyStatus_KEY_STATUS_ACTIVE:
+		return "active"
+	case eventsv1.KeyStatus_KEY_STATUS_RETIRED:
+		return "retired"
+	case eventsv1.KeyStatus_KEY_STATUS_DESTROYED:
+		return "destroyed"
+	case eventsv1.KeyStatus_KEY_STATUS_GENERATED, eventsv1.KeyStatus_KEY_STATUS_PUBLISHED:
+		return "staged"
+	}
+	return "in the log"
+}
+
 // converge appends the next lifecycle event toward g until there is none
 // left. Each step reads the head of the key aggregate from the leader and
 // lets the projection catch up, so its decision sees every key event and
 // its compare-and-set expectation is current; a lost race is re-decided.
+// With a Provisioner backend it asks once, first, for the provisioned key;
+// if that fails, the steps that need no new key are still taken and the
+// error is returned at the end.
 func (k *Keyring) converge(ctx context.Context, g *goal) error {
+	o := k.offered(ctx)
 	for attempt := 0; attempt < 64; attempt++ {
 		head, err := k.catchUp(ctx)
 		if err != nil {
 			return err
 		}
-		act, err := k.plan(g)
+		act, err := k.plan(g, o)
 		if err != nil {
 			return err
 		}
 		if act == nil {
+			if o != nil {
+				return o.err
+			}
 			return nil
 		}
 		if act.run != nil {

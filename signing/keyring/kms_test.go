@@ -139,24 +139,6 @@ func TestKMSOutage(t *testing.T) {
 	}
 }
 
-// TestKMSInitialKey: with KMS_KEY_ID the first key is that existing KMS
-// key; the next rotation creates a new one.
-func TestKMSInitialKey(t *testing.T) {
-	e := kmstest.Start(t)
-	existing := e.CreateKey(t, "ECC_NIST_P256")
-	env := issuertest.New(t, issuertest.Options{Algorithm: signing.ES256, Backend: awskms.Backend{API: e.Client, InitialKeyID: existing}})
-	if a, _ := env.Set.ActiveKey(); a.Ref != existing {
-		t.Fatalf("active key ref %s, want the existing %s", a.Ref, existing)
-	}
-	r, err := env.Keyring.Rotate(context.Background(), true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if k, _ := env.Set.Key(r.KeyID); k.Ref == existing || k.Ref == "" {
-		t.Fatalf("the rotation reused the initial key: %+v", k)
-	}
-}
-
 // TestKMSDestroyedKeyDeleted: a destroyed KMS key (here a compromised one)
 // is scheduled for deletion in KMS by the next lifecycle step, once.
 func TestKMSDestroyedKeyDeleted(t *testing.T) {

@@ -29,7 +29,9 @@ type action struct {
 }
 
 // plan decides the next key event toward g at the current time, or nil.
-func (k *Keyring) plan(g *goal) (*action, error) {
+// o is what a Provisioner backend offered (nil for one that creates its
+// keys).
+func (k *Keyring) plan(g *goal, o *offer) (*action, error) {
 	now := k.cfg.Now()
 	keys, _ := k.set.Keys()
 	current, hasCurrent := k.set.ActiveKey()
@@ -69,8 +71,11 @@ func (k *Keyring) plan(g *goal) (*action, error) {
 		}
 	}
 	// A remote key whose creation was recorded but not finished (another
-	// replica's, or ours before a crash): finish it, idempotently.
-	if in, ok := k.set.PendingKeyIntent(); ok {
+	// replica's, or ours before a crash): finish it, idempotently. A
+	// Provisioner creates nothing: an intent of managed mode, left by a
+	// crash before a switch to a provisioned key, waits for managed mode,
+	// which finds its key by the intent.
+	if in, ok := k.set.PendingKeyIntent(); ok && !k.provisions(in.Backend) {
 		return k.create(in, now)
 	}
 	// The fallback key is published long before it can be needed.
@@ -81,7 +86,7 @@ func (k *Keyring) plan(g *goal) (*action, error) {
 	// JWKS at once. Decided from the log alone, so that any replica, or
 	// this one after a restart, finishes what a declaration asked for.
 	for _, c := range k.set.PendingCompromises() {
-		if act, err := k.contain(c, keys, current, hasCurrent, now); act != nil || err != nil {
+		if act, err := k.contain(c, keys, current, hasCurrent, now, o); act != nil || err != nil {
 			return act, err
 		}
 	}
@@ -98,13 +103,27 @@ func (k *Keyring) plan(g *goal) (*action, error) {
 	case !hasCurrent:
 		// The first key (or a log whose keys were all destroyed): it
 		// signs at once; no verifier can have cached it yet.
-		return k.generate(now)
-	case g.stage,
-		current.Algorithm != k.cfg.Algorithm,
-		k.cfg.RotationPeriod > 0 && !now.Before(current.ActivatedAt.Add(k.cfg.RotationPeriod-k.cfg.Prepublish)):
-		return k.generate(now)
+		return k.generate(now, o)
+	case g.stage, current.Algorithm != k.cfg.Algorithm:
+		return k.generate(now, o)
+	case o != nil:
+		// Provisioned keys rotate when the operator supplies the next
+		// one: a key the log does not hold yet is staged.
+		if o.err == nil {
+			if _, ok := k.set.Key(o.key.ID); !ok {
+				return k.generate(now, o)
+			}
+		}
+	case k.cfg.RotationPeriod > 0 && !now.Before(current.ActivatedAt.Add(k.cfg.RotationPeriod-k.cfg.Prepublish)):
+		return k.generate(now, o)
 	}
 	return k.deleteMaterial(keys, now), nil
+}
+
+// provisions reports whether the backend named name is a Provisioner.
+func (k *Keyring) provisions(name string) bool {
+	_, ok := k.backends[name].(Provisioner)
+	return ok
 }
 
 // deleteMaterial returns the deletion of a destroyed remote key's
@@ -117,6 +136,12 @@ func (k *Keyring) deleteMaterial(keys []keystate.Key, now time.Time) *action {
 		if key.Status != eventsv1.KeyStatus_KEY_STATUS_DESTROYED || key.MaterialDeleted || !ok || !b.Remote() {
 			continue
 		}
+		// The operator's keys are the operator's to delete; and a
+		// Provisioner may not delete any (it holds no such permission:
+		// keys tokend made in managed mode wait for managed mode).
+		if key.Provisioned || k.provisions(key.Backend) {
+			continue
+		}
 		return &action{kid: key.ID, msg: &eventsv1.KeyMaterialDeleted{KeyId: key.ID, At: timestamppb.New(now)},
 			run: func(ctx context.Context) error { return b.Discard(ctx, key.Stored()) }}
 	}
@@ -125,8 +150,22 @@ func (k *Keyring) deleteMaterial(keys []keystate.Key, now time.Time) *action {
 
 // generate makes the next key with the configured backend: at once for a
 // local one; for a remote one, first the intent (the key is created by
-// the next step, create).
-func (k *Keyring) generate(now time.Time) (*action, error) {
+// the next step, create); for a Provisioner, the key it offered (o),
+// adopted as it is: it returns ErrNoNewKey if the log holds it already.
+func (k *Keyring) generate(now time.Time, o *offer) (*action, error) {
+	if o != nil {
+		if err := k.usable(o); err != nil {
+			return nil, err
+		}
+		if _, ok := k.set.Key(o.key.ID); ok {
+			// Staged already: plan publishes and activates it, contain
+			// activates it; it is never generated twice.
+			return nil, fmt.Errorf("%w: the provisioned key %s (kid %s) is staged already", ErrNoNewKey, o.key.Ref, o.key.ID)
+		}
+		act := generated(k.cfg.Backend, o.key, "", now, false)
+		act.msg.(*eventsv1.KeyGenerated).Provisioned = true
+		return act, nil
+	}
 	if !k.cfg.Backend.Remote() {
 		return k.generateWith(k.cfg.Backend, k.cfg.Algorithm, now, false)
 	}

@@ -39,6 +39,10 @@ type Key struct {
 	FallbackEngaged int
 	// MaterialDeleted: the backend was told to delete the destroyed key.
 	MaterialDeleted bool
+	// Provisioned marks a key the operator provisioned (KMS_KEY_ID,
+	// CRYPTO_SIGNING_KEY) and tokend adopted: its material is the
+	// operator's, never deleted by tokend.
+	Provisioned bool
 }
 
 // Stored returns what a backend needs to open or discard the key.

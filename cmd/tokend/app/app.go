@@ -251,7 +251,10 @@ func (m *Main) start(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		kcfg.Backend = awskms.Backend{API: api, InitialKeyID: cfg.KMSKeyID}
+		kcfg.Backend = awskms.Backend{API: api}
+		if cfg.KMSKeyID != "" {
+			kcfg.Backend = awskms.Provisioned{API: api, KeyID: cfg.KMSKeyID}
+		}
 		kcfg.Breaker = breaker.Config{RateLimit: cfg.CryptoRateLimit, Timeout: cfg.CryptoTimeout,
 			Observer: m.Metrics.BreakerObserver(awskms.BackendName)}
 	}
@@ -260,6 +263,23 @@ func (m *Main) start(ctx context.Context) error {
 	if sealer, err = m.setupCrypto(ctx, &kcfg, sealer); err != nil {
 		return err
 	}
+	if cfg.KMSKeyID != "" && cfg.KMSProvider != "aws" {
+		// The specification's table pairs KMS_KEY_ID=default-key with
+		// its mock provider: a warning, not a refusal.
+		m.Logger.Warn("KMS_KEY_ID is not used: it names an AWS KMS key, and KMS_PROVIDER is not aws", "kms_provider", cfg.KMSProvider)
+	}
+	keyVar := "" // the variable that names a provisioned key, for errors
+	if _, ok := kcfg.Backend.(keyring.Provisioner); ok {
+		keyVar = "CRYPTO_SIGNING_KEY=" + cfg.CryptoSigningKey
+		if cfg.CryptoSigningKeyVersion != 0 {
+			keyVar += fmt.Sprintf("/%d", cfg.CryptoSigningKeyVersion)
+		}
+		if cfg.KMSProvider == "aws" {
+			keyVar = "KMS_KEY_ID=" + cfg.KMSKeyID
+		}
+		m.Logger.Info("signing with a key the operator provisioned: it rotates when the operator supplies the next one (KMS_KEY_ID, CRYPTO_SIGNING_KEY), not on KEY_ROTATION_PERIOD",
+			"kms_key_id", cfg.KMSKeyID, "crypto_signing_key", cfg.CryptoSigningKey, "version", cfg.CryptoSigningKeyVersion)
+	}
 	m.Keyring, err = keyring.New(m.Log, m.Set, m.Runner, sealer, kcfg)
 	if err != nil {
 		return err
@@ -267,6 +287,9 @@ func (m *Main) start(ctx context.Context) error {
 	m.group.Go("keyring fallback recorder", m.Keyring.Run, nil)
 	kid, err := m.Keyring.EnsureActive(ctx)
 	if err != nil {
+		if keyVar != "" {
+			return fmt.Errorf("signing key (%s): %w", keyVar, err)
+		}
 		return fmt.Errorf("signing key: %w", err)
 	}
 	m.Logger.Info("signing key active", "kid", kid, "algorithm", string(cfg.Algorithm))

@@ -94,6 +94,10 @@ type Config struct {
 	CryptoSigning         bool
 	CryptoEncryption      bool
 	CryptoKeyNamespace    string
+	// CryptoSigningKey and CryptoSigningKeyVersion are CRYPTO_SIGNING_KEY:
+	// a provisioned key's name, and its pinned version (0: the primary).
+	CryptoSigningKey        string
+	CryptoSigningKeyVersion uint32
 
 	DPoPAlgorithms     []signing.Algorithm
 	DPoPTokenEndpoints []string

@@ -71,6 +71,9 @@ func (r *reading) composeCrypto(errs *envvar.Errors) {
 			errs.Fail("CRYPTO_SERVICE_ADDRESS", "is required with CRYPTO_ENCRYPTION_ENABLED=true")
 		}
 	}
+	if c.CryptoSigningKey != "" && c.KMSProvider != "cryptosvc" {
+		errs.Fail("CRYPTO_SIGNING_KEY", "names a key of the crypto service: it needs KMS_PROVIDER=cryptosvc (or CRYPTO_SIGNING_ENABLED=true), not "+c.KMSProvider)
+	}
 	if (c.CryptoServiceCertFile == "") != (c.CryptoServiceKeyFile == "") {
 		errs.Fail("CRYPTO_SERVICE_CERT_FILE", "and CRYPTO_SERVICE_KEY_FILE go together")
 	}
@@ -153,6 +156,9 @@ func (m *Main) setupCrypto(ctx context.Context, kcfg *keyring.Config, sealer *se
 	switch cfg.KMSProvider {
 	case "cryptosvc":
 		kcfg.Backend = cryptosvc.Backend{Client: client}
+		if cfg.CryptoSigningKey != "" {
+			kcfg.Backend = cryptosvc.Provisioned{Client: client, Key: cfg.CryptoSigningKey, Version: cfg.CryptoSigningKeyVersion}
+		}
 	case "pkcs11":
 		b, err := m.startPKCS11(ctx)
 		if err != nil {

@@ -37,6 +37,21 @@ func TestCryptoConfig(t *testing.T) {
 		string(c.CryptoServiceAPIKey) != "api-key-from-file" {
 		t.Fatalf("cryptosvc: %+v", c)
 	}
+	// CRYPTO_SIGNING_KEY: a provisioned key, following its primary
+	// version or pinned to one.
+	for _, tc := range []struct {
+		value   string
+		name    string
+		version uint32
+	}{{"token-signing", "token-signing", 0}, {"token-signing/3", "token-signing", 3}} {
+		c, err := ConfigFromEnv(env(map[string]string{"CRYPTO_SIGNING_ENABLED": "true", "CRYPTO_SERVICE_ADDRESS": "https://cryptod:8443", "CRYPTO_SIGNING_KEY": tc.value}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.CryptoSigningKey != tc.name || c.CryptoSigningKeyVersion != tc.version {
+			t.Fatalf("CRYPTO_SIGNING_KEY=%s: name %q version %d", tc.value, c.CryptoSigningKey, c.CryptoSigningKeyVersion)
+		}
+	}
 	// Secrets never print.
 	for _, out := range []string{fmt.Sprintf("%v %+v %#v", c, c, c), fmt.Sprint(c.PKCS11PIN)} {
 		if strings.Contains(out, "api-key-from-file") || strings.Contains(out, "pin-from-file") {
@@ -61,6 +76,10 @@ func TestCryptoConfig(t *testing.T) {
 		{map[string]string{"CRYPTO_KEY_NAMESPACE": "Bad/NS"}, "CRYPTO_KEY_NAMESPACE"},
 		{map[string]string{"CRYPTO_SERVICE_CERT_FILE": "c.pem"}, "CRYPTO_SERVICE_CERT_FILE"},
 		{map[string]string{"CRYPTO_SERVICE_API_KEY_FILE": filepath.Join(dir, "none")}, "CRYPTO_SERVICE_API_KEY_FILE"},
+		{map[string]string{"KMS_PROVIDER": "cryptosvc", "CRYPTO_SERVICE_ADDRESS": "x:1", "CRYPTO_SIGNING_KEY": "a/0"}, "CRYPTO_SIGNING_KEY"},
+		{map[string]string{"KMS_PROVIDER": "cryptosvc", "CRYPTO_SERVICE_ADDRESS": "x:1", "CRYPTO_SIGNING_KEY": "a/b/1"}, "CRYPTO_SIGNING_KEY"},
+		{map[string]string{"KMS_PROVIDER": "cryptosvc", "CRYPTO_SERVICE_ADDRESS": "x:1", "CRYPTO_SIGNING_KEY": "-a"}, "CRYPTO_SIGNING_KEY"},
+		{map[string]string{"KMS_PROVIDER": "aws", "CRYPTO_SIGNING_KEY": "token-signing"}, "CRYPTO_SIGNING_KEY"},
 	} {
 		_, err := ConfigFromEnv(env(tc.vars))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -11,8 +11,12 @@ import (
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
+
 	"github.com/auth-platform/tokenservice/cmd/cryptod/cryptodtest"
 	"github.com/auth-platform/tokenservice/issuer"
+	cryptov1 "github.com/auth-platform/tokenservice/proto/crypto/v1"
+	"github.com/auth-platform/tokenservice/proto/crypto/v1/cryptov1connect"
 	"github.com/auth-platform/tokenservice/signing"
 	"github.com/auth-platform/tokenservice/signing/cryptosvc"
 	"github.com/auth-platform/tokenservice/signing/pkcs11"
@@ -143,5 +147,41 @@ func TestCryptoServiceProvider(t *testing.T) {
 	again, err := m.Issuer.Refresh(ctx, issuer.RefreshRequest{RefreshToken: first.RefreshToken, ClientID: "c"})
 	if err != nil || again.RefreshToken != next.RefreshToken {
 		t.Fatalf("a retry in the grace window: %v (same successor: %v)", err, again.RefreshToken == next.RefreshToken)
+	}
+}
+
+// TestCryptoServiceProvisionedKey starts tokend with CRYPTO_SIGNING_KEY
+// against cmd/cryptod: it signs with the operator's key (its primary
+// version), creates no signing key in the service, and says so in its
+// log; tokens verify.
+func TestCryptoServiceProvisionedKey(t *testing.T) {
+	f := cryptodtest.New(t)
+	srv := f.Start(t)
+	ctx := context.Background()
+	// The operator's key, made with the crypto.v1 API.
+	op := cryptov1connect.NewCryptoServiceClient(f.HTTPClient(t, f.ClientCert, f.ClientKey), srv.URL, connect.WithGRPC())
+	if _, err := op.CreateKey(ctx, connect.NewRequest(&cryptov1.CreateKeyRequest{Namespace: cryptodtest.Namespace, Name: "token-signing", Spec: cryptov1.KeySpec_KEY_SPEC_EC_P256})); err != nil {
+		t.Fatal(err)
+	}
+	objects := f.Token.Objects(t)
+	var log syncBuffer
+	m := startTokend(t, map[string]string{"KMS_PROVIDER": "cryptosvc", "CRYPTO_SERVICE_ADDRESS": srv.URL,
+		"CRYPTO_SERVICE_CA_FILE": f.CAFile, "CRYPTO_SERVICE_CERT_FILE": f.ClientCert, "CRYPTO_SERVICE_KEY_FILE": f.ClientKey,
+		"CRYPTO_KEY_NAMESPACE": cryptodtest.Namespace, "CRYPTO_SIGNING_KEY": "token-signing", "CRYPTO_FALLBACK_ENABLED": "false"}, &log)
+	if err := m.Keyring.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	active, _ := m.Set.ActiveKey()
+	if want := cryptodtest.Namespace + "/token-signing/1"; active.Ref != want || !active.Provisioned {
+		t.Fatalf("active key %+v, want the provisioned %s", active, want)
+	}
+	if got := issueAndVerify(t, m); got.KeyID != active.ID {
+		t.Fatalf("signed by %s, want %s", got.KeyID, active.ID)
+	}
+	if n := f.Token.Objects(t); n != objects {
+		t.Fatalf("%d objects on the token, %d before tokend started", n, objects)
+	}
+	if !strings.Contains(log.String(), "signing with a key the operator provisioned") {
+		t.Fatalf("the provisioned mode is not logged:\n%s", log.String())
 	}
 }

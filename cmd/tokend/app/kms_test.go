@@ -4,8 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/aws/aws-sdk-go-v2/service/kms"
+	"github.com/aws/aws-sdk-go-v2/service/kms/types"
 
 	"github.com/auth-platform/tokenservice/issuer"
 	"github.com/auth-platform/tokenservice/signing/awskms"
@@ -56,5 +60,58 @@ func TestKMSProvider(t *testing.T) {
 	}
 	if _, err := m.Issuer.VerifyAccessToken(tok.AccessToken, true); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestKMSProvisionedKey starts tokend with KMS_PROVIDER=aws and
+// KMS_KEY_ID against local-kms: it signs with that key and creates none.
+func TestKMSProvisionedKey(t *testing.T) {
+	e := kmstest.Start(t)
+	t.Setenv("AWS_REGION", "us-east-1")
+	t.Setenv("AWS_ACCESS_KEY_ID", "test")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "test")
+	key := e.CreateKey(t, types.KeySpecEccNistP256)
+	vars := map[string]string{
+		"HOST": "127.0.0.1", "PORT": "0", "DATA_DIR": t.TempDir(), "NATS_LISTEN": "127.0.0.1:0", "LOG_LEVEL": "error",
+		"JWT_ALGORITHM": "ES256", "KMS_PROVIDER": "aws", "KMS_ENDPOINT": e.URL, "KMS_KEY_ID": key, "CRYPTO_FALLBACK_ENABLED": "false",
+		"ENCRYPTION_KEY": base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{9}, 32)),
+	}
+	cfg, err := ConfigFromEnv(func(k string) string { return vars[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	m, err := Start(ctx, cfg, NewLogger(cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close(context.Background())
+	if err := m.Keyring.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	active, _ := m.Set.ActiveKey()
+	if active.Backend != awskms.BackendName || !active.Provisioned || !strings.Contains(active.Ref, key) {
+		t.Fatalf("active key %+v, want the provisioned %s", active, key)
+	}
+	tok, err := m.Issuer.Generate(ctx, issuer.GenerateRequest{Subject: "k", ClientID: "c", Audience: []string{"api"}})
+	if err != nil || tok.KeyID != active.ID {
+		t.Fatalf("token: %v (kid %s, active %s)", err, tok.KeyID, active.ID)
+	}
+	if _, err := m.Issuer.VerifyAccessToken(tok.AccessToken, true); err != nil {
+		t.Fatal(err)
+	}
+	out, err := e.Client.ListKeys(ctx, &kms.ListKeysInput{})
+	if err != nil || len(out.Keys) != 1 {
+		t.Fatalf("KMS keys %v (%v), want the operator's one", out, err)
+	}
+
+	// A KMS_KEY_ID that KMS does not hold: the start fails and names it.
+	vars["KMS_KEY_ID"], vars["DATA_DIR"] = "no-such-key", t.TempDir()
+	if cfg, err = ConfigFromEnv(func(k string) string { return vars[k] }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Start(ctx, cfg, NewLogger(cfg)); err == nil || !strings.Contains(err.Error(), "KMS_KEY_ID=no-such-key") {
+		t.Fatalf("start with an unknown KMS_KEY_ID: %v, want an error naming it", err)
 	}
 }

@@ -215,6 +215,18 @@ func namespace(p *string) envvar.Parser {
 	}
 }
 
+// signingKey accepts CRYPTO_SIGNING_KEY, name or name/version.
+func signingKey(name *string, version *uint32) envvar.Parser {
+	return func(v string) error {
+		n, ver, err := cryptosvc.ParseKey(v)
+		if err != nil {
+			return errors.New("must be name or name/version: a name of 1 to 128 of A-Z, a-z, 0-9, '.', '_' and '-', starting with a letter or digit, and a version from 1")
+		}
+		*name, *version = n, ver
+		return nil
+	}
+}
+
 // rateLimit accepts calls per second, 0 for unlimited.
 func rateLimit(p *float64) envvar.Parser {
 	return func(v string) error {

@@ -23,6 +23,9 @@
 //   - for a remote backend, the keyring finishes an intent that a crash
 //     interrupted between Create and key.generated with the key the
 //     crashed replica made: one active key, no orphan, tokens verify.
+//
+// RunProvisioned is the contract of a keyring.Provisioner, a backend that
+// signs with the operator's keys and creates none.
 package keyringtest
 
 import (

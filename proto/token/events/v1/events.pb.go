@@ -763,7 +763,11 @@ type KeyGenerated struct {
 	IntentId string `protobuf:"bytes,8,opt,name=intent_id,json=intentId,proto3" json:"intent_id,omitempty"`
 	// A local key kept in the JWKS to sign while the remote backend is
 	// unavailable; it is never activated.
-	Fallback      bool `protobuf:"varint,9,opt,name=fallback,proto3" json:"fallback,omitempty"`
+	Fallback bool `protobuf:"varint,9,opt,name=fallback,proto3" json:"fallback,omitempty"`
+	// A key the operator provisioned (KMS_KEY_ID, CRYPTO_SIGNING_KEY): the
+	// token service adopted it without creating it, and never deletes its
+	// material.
+	Provisioned   bool `protobuf:"varint,10,opt,name=provisioned,proto3" json:"provisioned,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -857,6 +861,13 @@ func (x *KeyGenerated) GetIntentId() string {
 func (x *KeyGenerated) GetFallback() bool {
 	if x != nil {
 		return x.Fallback
+	}
+	return false
+}
+
+func (x *KeyGenerated) GetProvisioned() bool {
+	if x != nil {
+		return x.Provisioned
 	}
 	return false
 }
@@ -1816,7 +1827,7 @@ const file_token_events_v1_events_proto_rawDesc = "" +
 	"\x01e\x18\x05 \x01(\tR\x01e\x12\x10\n" +
 	"\x03crv\x18\x06 \x01(\tR\x03crv\x12\f\n" +
 	"\x01x\x18\a \x01(\tR\x01x\x12\f\n" +
-	"\x01y\x18\b \x01(\tR\x01y\"\xd3\x02\n" +
+	"\x01y\x18\b \x01(\tR\x01y\"\xf5\x02\n" +
 	"\fKeyGenerated\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x1c\n" +
 	"\talgorithm\x18\x02 \x01(\tR\talgorithm\x12\x18\n" +
@@ -1827,7 +1838,9 @@ const file_token_events_v1_events_proto_rawDesc = "" +
 	"\x0fbackend_key_ref\x18\x06 \x01(\tR\rbackendKeyRef\x12*\n" +
 	"\x02at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x1b\n" +
 	"\tintent_id\x18\b \x01(\tR\bintentId\x12\x1a\n" +
-	"\bfallback\x18\t \x01(\bR\bfallback\"\x8f\x01\n" +
+	"\bfallback\x18\t \x01(\bR\bfallback\x12 \n" +
+	"\vprovisioned\x18\n" +
+	" \x01(\bR\vprovisioned\"\x8f\x01\n" +
 	"\fKeyRequested\x12\x1b\n" +
 	"\tintent_id\x18\x01 \x01(\tR\bintentId\x12\x1c\n" +
 	"\talgorithm\x18\x02 \x01(\tR\talgorithm\x12\x18\n" +
