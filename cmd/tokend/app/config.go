@@ -94,6 +94,9 @@ type Config struct {
 	CryptoSigning         bool
 	CryptoEncryption      bool
 	CryptoKeyNamespace    string
+	// CacheServiceAddress is read only to log that it is not used: the
+	// cache is the families read model on the NATS cluster.
+	CacheServiceAddress string
 
 	DPoPAlgorithms     []signing.Algorithm
 	DPoPTokenEndpoints []string
