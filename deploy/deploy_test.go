@@ -34,7 +34,6 @@ var (
 		"token_service_crypto_operations_total",
 		"token_service_crypto_fallback_total",
 		"token_service_crypto_circuit_breaker_open",
-		"token_service_cache_operations_total",
 	}
 )
 
@@ -367,6 +366,7 @@ func TestAlerts(t *testing.T) {
 		"CryptoCircuitBreakerOpen":  "1m",
 		"ProjectionLagHigh":         "2m",
 		"ProjectionBadRecords":      "",
+		"CacheValueRefused":         "",
 		"EventLogForgedRecords":     "",
 		"EventLogAppendErrors":      "5m",
 		"HighRPCLatency":            "10m",

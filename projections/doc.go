@@ -15,6 +15,14 @@
 //     families on a cut-off, a compromised key's families) and the chain
 //     check. Listing sessions reads the families KV read model instead.
 //
+// The families KV read model (FamilyProjector, FamilyStore) is the
+// specification's encrypted token cache: every value is sealed with the
+// service's sealer (signing/seal, AES-256-GCM under ENCRYPTION_KEY or a
+// data key of the crypto service), bound to the bucket and the key; a
+// value that does not open is counted and never served
+// (ErrEntryUnreadable), and the projector replaces it from the log. A
+// bucket of plain values from an earlier release is rebuilt, not read.
+//
 // # Live state, not history
 //
 // What a replica holds follows what is live, not everything that ever

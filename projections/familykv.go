@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -16,6 +18,7 @@ import (
 	"github.com/auth-platform/tokenservice/eventlog"
 	"github.com/auth-platform/tokenservice/eventlog/events"
 	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
+	"github.com/auth-platform/tokenservice/signing/seal"
 )
 
 // Defaults of the families read model.
@@ -31,6 +34,30 @@ const (
 // ProjectorConfig configures a FamilyProjector. Every replica must use the
 // same Bucket and Consumer.
 type ProjectorConfig struct {
+	// Sealer seals every value written (required): the bucket may live on
+	// a NATS cluster others operate, and a value holds a subject, its
+	// client, scopes and claims.
+	Sealer *seal.Sealer
+	// Observer, if set, is told of every operation on the bucket.
+	Observer CacheObserver
+	// OnBadEntry, if set, is told of every entry that does not open
+	// (ErrEntryUnreadable); the projector replaces it with the family's
+	// last state in the log.
+	OnBadEntry func(key string, err error)
+	// OnRebuild, if set, is told when the projector deletes a bucket of
+	// plain values written by an earlier release, to rebuild it sealed.
+	OnRebuild func()
+	// Reseal makes the projector, once it has started, rewrite every entry
+	// the Sealer reports for re-sealing (Sealer.NeedsReseal: sealed under
+	// a previous ENCRYPTION_KEY, or in the format it no longer seals
+	// with), from the family's last state in the log, so that the previous
+	// keys can then be dropped. tokend sets it when ENCRYPTION_KEY_PREVIOUS
+	// or CRYPTO_SERVICE_ADDRESS is set. Default off: the pass reads every
+	// entry.
+	Reseal bool
+	// OnResealed, if set, is told how many entries the re-seal pass
+	// rewrote.
+	OnResealed func(n int)
 	// Bucket is the KV bucket. Default FamilyBucket.
 	Bucket string
 	// Consumer is the durable consumer. Default FamilyConsumer.
@@ -50,7 +77,8 @@ type ProjectorConfig struct {
 }
 
 // FamilyProjector writes the families read model: one KV entry per family,
-// key "<sid>.<fid>", value a FamilyRecord. Every replica runs one; a
+// key "<sid>.<fid>", value a FamilyRecord sealed with the configured
+// Sealer, bound to the bucket and the key. Every replica runs one; a
 // durable pull consumer with the pinned priority policy delivers the
 // family events to exactly one of them at a time, and another takes over
 // PinnedTTL after it stops pulling. Writes are idempotent by source
@@ -61,15 +89,20 @@ type ProjectorConfig struct {
 // The command side never decides from this model: it is for listing a
 // subject's sessions and for other services.
 type FamilyProjector struct {
-	log *eventlog.Log
-	js  jetstream.JetStream
-	cfg ProjectorConfig
+	log   *eventlog.Log
+	js    jetstream.JetStream
+	cfg   ProjectorConfig
+	codec familyCodec
 
 	applied atomic.Uint64 // events this projector wrote
 }
 
-// NewFamilyProjector returns a projector of log's family events.
-func NewFamilyProjector(log *eventlog.Log, cfg ProjectorConfig) *FamilyProjector {
+// NewFamilyProjector returns a projector of log's family events. It
+// returns an error if cfg has no Sealer.
+func NewFamilyProjector(log *eventlog.Log, cfg ProjectorConfig) (*FamilyProjector, error) {
+	if cfg.Sealer == nil {
+		return nil, errors.New("projections: the families projector needs a sealer")
+	}
 	if cfg.Bucket == "" {
 		cfg.Bucket = FamilyBucket
 	}
@@ -82,7 +115,8 @@ func NewFamilyProjector(log *eventlog.Log, cfg ProjectorConfig) *FamilyProjector
 	if cfg.AckWait <= 0 {
 		cfg.AckWait = 10 * time.Second
 	}
-	return &FamilyProjector{log: log, js: log.JetStream(), cfg: cfg}
+	return &FamilyProjector{log: log, js: log.JetStream(), cfg: cfg,
+		codec: familyCodec{sealer: cfg.Sealer, bucket: cfg.Bucket, obs: cfg.Observer, onBad: cfg.OnBadEntry}}, nil
 }
 
 // Applied returns how many events this projector has written.
@@ -90,12 +124,51 @@ func (p *FamilyProjector) Applied() uint64 { return p.applied.Load() }
 
 // Run projects until ctx ends. It creates the bucket and the consumer if
 // they do not exist, and sets them up again if they are deleted (which is
-// how the model is rebuilt: see DropFamilies).
+// how the model is rebuilt: see DropFamilies). A bucket of plain values,
+// written by a release that did not seal them, is deleted and rebuilt
+// from the log.
 func (p *FamilyProjector) Run(ctx context.Context) error {
-	return untilDone(ctx, p.run, p.cfg.OnError, 500*time.Millisecond)
+	var wg sync.WaitGroup
+	if p.cfg.Reseal {
+		// Beside the projection, not before it: the pass may take a while
+		// and needs no consumer; both write by compare-and-set.
+		wg.Add(1)
+		go func() { defer wg.Done(); p.resealOnce(ctx) }()
+	}
+	err := untilDone(ctx, p.run, p.cfg.OnError, 500*time.Millisecond)
+	wg.Wait()
+	return err
+}
+
+// resealOnce runs the re-seal pass until it completes once (told to
+// OnResealed) or ctx ends; each failure is told to OnError.
+func (p *FamilyProjector) resealOnce(ctx context.Context) {
+	for {
+		n, err := p.reseal(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			if p.cfg.OnResealed != nil {
+				p.cfg.OnResealed(n)
+			}
+			return
+		}
+		if p.cfg.OnError != nil {
+			p.cfg.OnError(err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 func (p *FamilyProjector) run(ctx context.Context) error {
+	if err := p.upgrade(ctx); err != nil {
+		return err
+	}
 	kv, err := p.js.CreateOrUpdateKeyValue(ctx, familyBucketConfig(p.cfg.Bucket, p.log.Replicas()))
 	if err != nil {
 		return fmt.Errorf("families bucket: %w", err)
@@ -140,6 +213,94 @@ func (p *FamilyProjector) run(ctx context.Context) error {
 	}
 }
 
+// reseal rewrites every entry that Sealer.NeedsReseal reports, from the
+// family's last state in the log (repair), and returns how many it
+// rewrote. An entry another projector replaced meanwhile was sealed under
+// the current key: it is left as it is.
+func (p *FamilyProjector) reseal(ctx context.Context) (int, error) {
+	kv, err := p.js.KeyValue(ctx, p.cfg.Bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return 0, nil // nothing sealed yet
+	}
+	if err != nil {
+		return 0, fmt.Errorf("families reseal: %w", err)
+	}
+	lister, err := kv.ListKeys(ctx)
+	if err != nil {
+		p.codec.observe(CacheRead, CacheError)
+		return 0, fmt.Errorf("families reseal: list: %w", err)
+	}
+	var keys []string
+	for k := range lister.Keys() { // closed once every key was listed, or ctx ended
+		keys = append(keys, k)
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, key := range keys {
+		entry, err := kv.Get(ctx, key)
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+			p.codec.observe(CacheRead, CacheMiss) // expired meanwhile
+			continue
+		case err != nil:
+			p.codec.observe(CacheRead, CacheError)
+			return n, fmt.Errorf("families reseal: get %s: %w", key, err)
+		}
+		p.codec.observe(CacheRead, CacheOK) // read, not opened: repair reads the log
+		if !p.cfg.Sealer.NeedsReseal(entry.Value()) {
+			continue
+		}
+		_, fid, _ := strings.Cut(key, ".")
+		written, err := p.repair(ctx, kv, key, entry.Revision(), fid)
+		if errors.Is(err, jetstream.ErrKeyExists) || isWrongSequence(err) {
+			continue
+		}
+		if err != nil {
+			return n, fmt.Errorf("families reseal: %w", err)
+		}
+		if written {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// upgrade deletes the bucket and the consumer when the bucket holds
+// values but does not say they are sealed: an earlier release wrote them
+// in clear, and they would never open. The model is derived from the log,
+// so it is rebuilt rather than converted (DropFamilies): a value of the
+// old format is never trusted, even once. Two replicas that upgrade at
+// once both drop it; each drop starts the rebuild again, which is
+// idempotent. An empty bucket only gains the marker (run updates its
+// configuration).
+func (p *FamilyProjector) upgrade(ctx context.Context) error {
+	kv, err := p.js.KeyValue(ctx, p.cfg.Bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("families bucket: %w", err)
+	}
+	st, err := kv.Status(ctx)
+	if err != nil {
+		return fmt.Errorf("families bucket: %w", err)
+	}
+	if st.Metadata()[familyFormatKey] == familyFormatSealed || st.Values() == 0 {
+		return nil
+	}
+	if p.cfg.OnRebuild != nil {
+		p.cfg.OnRebuild()
+	}
+	if err := dropFamilies(ctx, p.js, p.cfg.Bucket, p.cfg.Consumer, p.log.Stream(), p.log.Replicas()); err != nil {
+		p.codec.observe(CacheDelete, CacheError)
+		return err
+	}
+	p.codec.observe(CacheDelete, CacheOK)
+	return nil
+}
+
 // handle writes the state an event carries, unless the entry already holds
 // the state of this event or a later one.
 func (p *FamilyProjector) handle(ctx context.Context, kv jetstream.KeyValue, m jetstream.Msg) {
@@ -151,21 +312,13 @@ func (p *FamilyProjector) handle(ctx context.Context, kv jetstream.KeyValue, m j
 	if err != nil {
 		return
 	}
-	ev, err := events.Decode(rec)
-	st := events.FamilyStateOf(ev)
-	if err == nil && (st == nil || !eventlog.ValidToken(st.GetFamilyId())) {
-		err = fmt.Errorf("%w: %s: no family state", events.ErrBadRecord, rec.Type)
-	}
+	st, err := familyStateOf(rec)
 	if err != nil {
 		if p.cfg.OnBadRecord != nil {
 			p.cfg.OnBadRecord(rec, err)
 		}
 		_ = m.Ack() // skipped, not lost: it stays in the log
 		return
-	}
-	if st.GetIssuedSeq() == 0 {
-		st = proto.Clone(st).(*eventsv1.FamilyState)
-		st.IssuedSeq = rec.Seq
 	}
 	if err := p.write(ctx, kv, rec, st); errors.Is(err, eventlog.ErrForged) {
 		p.log.ReportForged(rec, err)
@@ -182,33 +335,60 @@ func (p *FamilyProjector) handle(ctx context.Context, kv jetstream.KeyValue, m j
 	_ = m.Ack()
 }
 
+// familyStateOf returns the family state rec carries, with the sequence
+// of its issued event.
+func familyStateOf(rec eventlog.Record) (*eventsv1.FamilyState, error) {
+	ev, err := events.Decode(rec)
+	if err != nil {
+		return nil, err
+	}
+	st := events.FamilyStateOf(ev)
+	if st == nil || !eventlog.ValidToken(st.GetFamilyId()) {
+		return nil, fmt.Errorf("%w: %s: no family state", events.ErrBadRecord, rec.Type)
+	}
+	if st.GetIssuedSeq() == 0 {
+		st = proto.Clone(st).(*eventsv1.FamilyState)
+		st.IssuedSeq = rec.Seq
+	}
+	return st, nil
+}
+
 func (p *FamilyProjector) write(ctx context.Context, kv jetstream.KeyValue, rec eventlog.Record, st *eventsv1.FamilyState) error {
 	key := familyKey(st.GetSubject(), st.GetFamilyId())
-	data, err := proto.Marshal(&eventsv1.FamilyRecord{State: publicState(st), SourceSeq: rec.Seq, UpdatedAt: timestamppb.New(rec.Time)})
-	if err != nil {
-		return err
-	}
 	for attempt := 0; ; attempt++ {
 		entry, err := kv.Get(ctx, key)
 		switch {
 		case errors.Is(err, jetstream.ErrKeyNotFound):
+			p.codec.observe(CacheRead, CacheMiss)
 			if err := p.first(ctx, rec); errors.Is(err, eventlog.ErrNotFound) {
 				return nil // the event expired meanwhile, and the family with it
 			} else if err != nil {
 				return err
 			}
-			_, err = kv.Create(ctx, key, data, jetstream.KeyTTL(ttl(rec)))
+			err = p.put(ctx, kv, key, 0, rec, st)
 		case err != nil:
+			p.codec.observe(CacheRead, CacheError)
 			return fmt.Errorf("families get %s: %w", key, err)
 		default:
-			var cur eventsv1.FamilyRecord
-			if proto.Unmarshal(entry.Value(), &cur) == nil && cur.GetSourceSeq() >= rec.Seq {
+			cur, oerr := p.codec.open(key, entry.Value())
+			switch {
+			case errors.Is(oerr, ErrEntryUnreadable):
+				// Counted and reported by open. What it held is unknown,
+				// so neither idempotence nor the chain can be checked
+				// against it: the log's last state of the family replaces
+				// it, and the events before that one are skipped as
+				// already held.
+				_, err = p.repair(ctx, kv, key, entry.Revision(), st.GetFamilyId())
+			case oerr != nil:
+				return oerr // the crypto service: retried
+			case cur.GetSourceSeq() >= rec.Seq:
 				return nil // already holds this event or a later one
+			default:
+				if err := rec.Follows(cur.GetSourceSeq()); err != nil {
+					return err
+				}
+				err = p.put(ctx, kv, key, entry.Revision(), rec, st)
 			}
-			if err := rec.Follows(cur.GetSourceSeq()); err != nil {
-				return err
-			}
-			_, err = p.update(ctx, kv, key, data, entry.Revision(), ttl(rec))
 		}
 		if err == nil {
 			return nil
@@ -220,6 +400,54 @@ func (p *FamilyProjector) write(ctx context.Context, kv jetstream.KeyValue, rec 
 		}
 		return fmt.Errorf("families write %s: %w", key, err)
 	}
+}
+
+// repair replaces the entry of key at revision rev (one that does not
+// open, or is to be re-sealed) with the last state of family fid in the
+// log, and reports whether it wrote. A family no longer in the log leaves
+// the entry as it is: its TTL removes it. An error of the log (a forged
+// last record, reported by the log) is returned without its ErrForged,
+// which is not about the event being handled.
+func (p *FamilyProjector) repair(ctx context.Context, kv jetstream.KeyValue, key string, rev uint64, fid string) (bool, error) {
+	last, err := p.log.LastConsistent(ctx, p.log.Subjects().FamilyFilter(fid))
+	if errors.Is(err, eventlog.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("families repair %s: last state: %v", key, err)
+	}
+	st, err := familyStateOf(last)
+	if err != nil {
+		return false, fmt.Errorf("families repair %s: %v", key, err)
+	}
+	if err := p.put(ctx, kv, key, rev, last, st); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// put writes the state st of rec at key: created if rev is 0, else
+// replaced by compare-and-set on rev. It counts the write.
+func (p *FamilyProjector) put(ctx context.Context, kv jetstream.KeyValue, key string, rev uint64, rec eventlog.Record, st *eventsv1.FamilyState) error {
+	data, err := p.codec.seal(key, &eventsv1.FamilyRecord{State: publicState(st), SourceSeq: rec.Seq, UpdatedAt: timestamppb.New(rec.Time)})
+	if err != nil {
+		p.codec.observe(CacheWrite, CacheError)
+		return err
+	}
+	if rev == 0 {
+		_, err = kv.Create(ctx, key, data, jetstream.KeyTTL(ttl(rec)))
+	} else {
+		_, err = p.update(ctx, kv, key, data, rev, ttl(rec))
+	}
+	switch {
+	case err == nil:
+		p.codec.observe(CacheWrite, CacheOK)
+	case errors.Is(err, jetstream.ErrKeyExists) || isWrongSequence(err):
+		p.codec.observe(CacheWrite, CacheConflict)
+	default:
+		p.codec.observe(CacheWrite, CacheError)
+	}
+	return err
 }
 
 // first checks an event of a family the model does not hold: the family's
@@ -285,6 +513,7 @@ func familyBucketConfig(bucket string, replicas int) jetstream.KeyValueConfig {
 		// key leaves when it expires is kept this long, so a watcher sees
 		// the deletion.
 		LimitMarkerTTL: familyMarkerTTL,
+		Metadata:       map[string]string{familyFormatKey: familyFormatSealed},
 	}
 }
 
@@ -294,32 +523,56 @@ const familyMarkerTTL = time.Hour
 
 func familyKey(subject, fid string) string { return eventlog.SubjectID(subject) + "." + fid }
 
-// FamilyStore reads the families read model.
-type FamilyStore struct {
-	js     jetstream.JetStream
-	bucket string
+// StoreConfig configures a FamilyStore.
+type StoreConfig struct {
+	// Sealer opens the values (required): the projector's.
+	Sealer *seal.Sealer
+	// Bucket is the KV bucket. Default FamilyBucket.
+	Bucket string
+	// Observer, if set, is told of every read.
+	Observer CacheObserver
+	// OnBadEntry, if set, is told of every entry that does not open
+	// (ErrEntryUnreadable).
+	OnBadEntry func(key string, err error)
 }
 
-// NewFamilyStore returns a reader of bucket (default FamilyBucket).
-func NewFamilyStore(js jetstream.JetStream, bucket string) *FamilyStore {
-	if bucket == "" {
-		bucket = FamilyBucket
+// FamilyStore reads the families read model. It is safe for concurrent
+// use.
+type FamilyStore struct {
+	js    jetstream.JetStream
+	codec familyCodec
+}
+
+// NewFamilyStore returns a reader of the families bucket. It returns an
+// error if cfg has no Sealer.
+func NewFamilyStore(js jetstream.JetStream, cfg StoreConfig) (*FamilyStore, error) {
+	if cfg.Sealer == nil {
+		return nil, errors.New("projections: the families store needs a sealer")
 	}
-	return &FamilyStore{js: js, bucket: bucket}
+	if cfg.Bucket == "" {
+		cfg.Bucket = FamilyBucket
+	}
+	return &FamilyStore{js: js, codec: familyCodec{sealer: cfg.Sealer, bucket: cfg.Bucket, obs: cfg.Observer, onBad: cfg.OnBadEntry}}, nil
 }
 
 // ListFamilies returns the records of subject's families, oldest first. A
-// bucket that does not exist yet holds no family.
+// bucket that does not exist yet holds no family. An entry that does not
+// open is never served: the listing fails with an error wrapping
+// ErrEntryUnreadable, rather than leave out a session an administrator
+// may be looking for.
 func (s *FamilyStore) ListFamilies(ctx context.Context, subject string) ([]*eventsv1.FamilyRecord, error) {
-	kv, err := s.js.KeyValue(ctx, s.bucket)
+	kv, err := s.js.KeyValue(ctx, s.codec.bucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		s.codec.observe(CacheRead, CacheMiss)
 		return nil, nil
 	}
 	if err != nil {
+		s.codec.observe(CacheRead, CacheError)
 		return nil, fmt.Errorf("families bucket: %w", err)
 	}
 	w, err := kv.WatchFiltered(ctx, []string{eventlog.SubjectID(subject) + ".*"}, jetstream.IgnoreDeletes())
 	if err != nil {
+		s.codec.observe(CacheRead, CacheError)
 		return nil, fmt.Errorf("families list: %w", err)
 	}
 	defer func() { _ = w.Stop() }()
@@ -327,7 +580,7 @@ func (s *FamilyStore) ListFamilies(ctx context.Context, subject string) ([]*even
 	for done := false; !done; {
 		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return nil, ctx.Err() // the caller's: not an operation that failed
 		case e := <-w.Updates():
 			if e == nil { // every current value was delivered
 				done = true
@@ -338,16 +591,20 @@ func (s *FamilyStore) ListFamilies(ctx context.Context, subject string) ([]*even
 			}
 		}
 	}
+	if len(latest) == 0 {
+		s.codec.observe(CacheRead, CacheMiss)
+		return nil, nil
+	}
 	out := make([]*eventsv1.FamilyRecord, 0, len(latest))
 	for k, e := range latest {
-		var r eventsv1.FamilyRecord
-		if err := proto.Unmarshal(e.Value(), &r); err != nil {
-			return nil, fmt.Errorf("%w: families entry %s: %v", events.ErrBadRecord, k, err)
+		r, err := s.codec.open(k, e.Value())
+		if err != nil {
+			return nil, err
 		}
 		if r.GetState().GetSubject() != subject {
 			continue // a hash collision, in theory
 		}
-		out = append(out, &r)
+		out = append(out, r)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].GetState().GetIssuedSeq() < out[j].GetState().GetIssuedSeq() })
 	return out, nil
@@ -355,9 +612,17 @@ func (s *FamilyStore) ListFamilies(ctx context.Context, subject string) ([]*even
 
 // Progress returns the stream sequence up to which every family event has
 // been written to the model, and how many events are still to be
-// delivered to a projector.
+// delivered to a projector (FamiliesProgress).
 func (s *FamilyStore) Progress(ctx context.Context, stream string) (ackFloor, pending uint64, err error) {
-	cons, err := s.js.Consumer(ctx, stream, FamilyConsumer)
+	return FamiliesProgress(ctx, s.js, stream)
+}
+
+// FamiliesProgress returns the stream sequence up to which every family
+// event has been written to the model, and how many events are still to
+// be delivered to a projector. It reads the consumer, not the values, so
+// it needs no sealer.
+func FamiliesProgress(ctx context.Context, js jetstream.JetStream, stream string) (ackFloor, pending uint64, err error) {
+	cons, err := js.Consumer(ctx, stream, FamilyConsumer)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -373,13 +638,17 @@ func (s *FamilyStore) Progress(ctx context.Context, stream string) (ackFloor, pe
 // deletes the consumer, which every projector sets up again from the start
 // of the stream. Entries written in between are rewritten (idempotently).
 func DropFamilies(ctx context.Context, js jetstream.JetStream, stream string, replicas int) error {
-	if err := js.DeleteKeyValue(ctx, FamilyBucket); err != nil && !errors.Is(err, jetstream.ErrBucketNotFound) {
+	return dropFamilies(ctx, js, FamilyBucket, FamilyConsumer, stream, replicas)
+}
+
+func dropFamilies(ctx context.Context, js jetstream.JetStream, bucket, consumer, stream string, replicas int) error {
+	if err := js.DeleteKeyValue(ctx, bucket); err != nil && !errors.Is(err, jetstream.ErrBucketNotFound) {
 		return fmt.Errorf("delete families bucket: %w", err)
 	}
-	if _, err := js.CreateKeyValue(ctx, familyBucketConfig(FamilyBucket, replicas)); err != nil && !errors.Is(err, jetstream.ErrBucketExists) {
+	if _, err := js.CreateKeyValue(ctx, familyBucketConfig(bucket, replicas)); err != nil && !errors.Is(err, jetstream.ErrBucketExists) {
 		return fmt.Errorf("create families bucket: %w", err)
 	}
-	if err := js.DeleteConsumer(ctx, stream, FamilyConsumer); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+	if err := js.DeleteConsumer(ctx, stream, consumer); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return fmt.Errorf("delete families consumer: %w", err)
 	}
 	return nil

@@ -32,7 +32,7 @@ func TestFamilyModelRetention(t *testing.T) {
 	clock := issuertest.NewClock(time.Now())
 	now := func() { clock.Advance(time.Since(clock.Now())) } // the issuer's clock follows the server's
 	env := issuertest.New(t, issuertest.Options{Conn: node.Conn, Clock: clock, AccessTTL: time.Second, RefreshTTL: refreshTTL, EventRetention: retention})
-	store := projections.NewFamilyStore(env.Log.JetStream(), "")
+	store := newStore(t, env, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 
@@ -43,7 +43,10 @@ func TestFamilyModelRetention(t *testing.T) {
 	defer nc.Close()
 	var forged atomic.Int64
 	plog := eventlogtest.OpenLog(t, nc, eventlog.Config{OnForged: func(eventlog.Record, error) { forged.Add(1) }})
-	p := projections.NewFamilyProjector(plog, projections.ProjectorConfig{PinnedTTL: 3 * time.Second, AckWait: 4 * time.Second})
+	p, err := projections.NewFamilyProjector(plog, projections.ProjectorConfig{Sealer: env.Sealer, PinnedTTL: 3 * time.Second, AckWait: 4 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
 	pctx, pcancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -122,7 +125,10 @@ func TestFamilyBucketGainsTTL(t *testing.T) {
 		t.Fatal(err)
 	}
 	var errs atomic.Int64
-	p := projections.NewFamilyProjector(env.Log, projections.ProjectorConfig{OnError: func(err error) { errs.Add(1); t.Logf("projector: %v", err) }})
+	p, err := projections.NewFamilyProjector(env.Log, projections.ProjectorConfig{Sealer: env.Sealer, OnError: func(err error) { errs.Add(1); t.Logf("projector: %v", err) }})
+	if err != nil {
+		t.Fatal(err)
+	}
 	pctx, pcancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -131,7 +137,7 @@ func TestFamilyBucketGainsTTL(t *testing.T) {
 	if _, err := env.Issuer.Generate(ctx, issuer.GenerateRequest{Subject: "carol", ClientID: "web", Audience: []string{"api"}}); err != nil {
 		t.Fatal(err)
 	}
-	waitModel(t, env, projections.NewFamilyStore(js, ""))
+	waitModel(t, env, newStore(t, env, nil))
 	kv, err := js.KeyValue(ctx, projections.FamilyBucket)
 	if err != nil {
 		t.Fatal(err)

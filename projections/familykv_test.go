@@ -14,6 +14,7 @@ import (
 	"github.com/auth-platform/tokenservice/issuer/issuertest"
 	"github.com/auth-platform/tokenservice/projections"
 	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
+	"github.com/auth-platform/tokenservice/signing/seal"
 )
 
 // projector runs a FamilyProjector on its own connection until stop.
@@ -22,17 +23,21 @@ type projector struct {
 	stop func()
 }
 
-func startProjector(t *testing.T, node *eventlogtest.Node, bad *badCount) *projector {
+func startProjector(t *testing.T, node *eventlogtest.Node, sealer *seal.Sealer, bad *badCount) *projector {
 	t.Helper()
 	nc, err := node.Embedded.Connect()
 	if err != nil {
 		t.Fatal(err)
 	}
 	log := eventlogtest.OpenLog(t, nc, eventlog.Config{})
-	p := projections.NewFamilyProjector(log, projections.ProjectorConfig{
+	p, err := projections.NewFamilyProjector(log, projections.ProjectorConfig{
+		Sealer:    sealer,
 		PinnedTTL: 3 * time.Second, AckWait: 4 * time.Second, // long enough that a loaded CI machine does not move the pin
 		OnBadRecord: func(eventlog.Record, error) { bad.add() },
 	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = p.Run(ctx) }()
@@ -40,6 +45,16 @@ func startProjector(t *testing.T, node *eventlogtest.Node, bad *badCount) *proje
 	stop := func() { once.Do(func() { cancel(); <-done; nc.Close() }) }
 	t.Cleanup(stop)
 	return &projector{p: p, stop: stop}
+}
+
+// newStore returns a store of the default bucket with env's sealer.
+func newStore(t *testing.T, env *issuertest.Env, obs projections.CacheObserver) *projections.FamilyStore {
+	t.Helper()
+	s, err := projections.NewFamilyStore(env.Log.JetStream(), projections.StoreConfig{Sealer: env.Sealer, Observer: obs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
 
 type badCount struct {
@@ -149,10 +164,10 @@ func workload(t *testing.T, env *issuertest.Env, subjects []string, n int) {
 func TestFamilyProjectorFailover(t *testing.T) {
 	node := eventlogtest.SingleNode(t)
 	env := issuertest.New(t, issuertest.Options{Conn: node.Conn})
-	store := projections.NewFamilyStore(env.Log.JetStream(), "")
+	store := newStore(t, env, nil)
 	subjects := []string{"alice", "bob@example.com", "carol with spaces"}
 	var bad badCount
-	a, b := startProjector(t, node, &bad), startProjector(t, node, &bad)
+	a, b := startProjector(t, node, env.Sealer, &bad), startProjector(t, node, env.Sealer, &bad)
 
 	workload(t, env, subjects, 24)
 	waitModel(t, env, store)
@@ -184,13 +199,13 @@ func TestFamilyProjectorFailover(t *testing.T) {
 func TestFamilyModelRebuild(t *testing.T) {
 	node := eventlogtest.SingleNode(t)
 	env := issuertest.New(t, issuertest.Options{Conn: node.Conn})
-	store := projections.NewFamilyStore(env.Log.JetStream(), "")
+	store := newStore(t, env, nil)
 	var subjects []string
 	for i := range 5 {
 		subjects = append(subjects, fmt.Sprintf("user-%d", i))
 	}
 	var bad badCount
-	p := startProjector(t, node, &bad)
+	p := startProjector(t, node, env.Sealer, &bad)
 	workload(t, env, subjects, 20)
 	waitModel(t, env, store)
 	checkModel(t, env, store, subjects)

@@ -47,12 +47,14 @@ type Metrics struct {
 	authRefused   *prometheus.CounterVec
 	cpLoads       *prometheus.CounterVec
 	cpSaves       *prometheus.CounterVec
+	cacheOps      *prometheus.CounterVec
 	held          atomic.Pointer[func() float64]
 }
 
 var _ issuer.Observer = (*Metrics)(nil)
 var _ eventlog.Observer = (*Metrics)(nil)
 var _ auth.Observer = (*Metrics)(nil)
+var _ projections.CacheObserver = (*Metrics)(nil)
 
 var procedures = []string{
 	tokenv1connect.TokenServiceGenerateTokensProcedure,
@@ -135,7 +137,14 @@ func NewMetrics(lag func() float64) *Metrics {
 	m.cpSaves = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "token_service_projection_checkpoint_saves_total", Help: "Projection checkpoints written (ok) or failed (error), ticks included.",
 	}, []string{"result"})
-	r.MustRegister(m.fallback, m.breakerOpen, m.cryptoOps, m.cryptoLatency, m.kmsOps, m.authRefused, m.cpLoads, m.cpSaves)
+	m.cacheOps = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "token_service_cache_operations_total",
+		Help: "Operations on the families read model, the sealed KV bucket that is the specification's encrypted cache: read (ok, miss, invalid: a value that does not open, never served; error), write (ok, conflict, error), delete (the bucket, rebuilt after an upgrade).",
+	}, []string{"operation", "status"})
+	r.MustRegister(m.fallback, m.breakerOpen, m.cryptoOps, m.cryptoLatency, m.kmsOps, m.authRefused, m.cpLoads, m.cpSaves, m.cacheOps)
+	for _, s := range projections.CacheSeries() {
+		m.cacheOps.WithLabelValues(s[0], s[1])
+	}
 	for _, o := range projections.LoadOutcomes {
 		m.cpLoads.WithLabelValues(o)
 	}
@@ -297,6 +306,12 @@ func (m *Metrics) CheckpointSaved(err error) {
 		return
 	}
 	m.cpSaves.WithLabelValues("ok").Inc()
+}
+
+// CacheOperation implements projections.CacheObserver: one operation on
+// the families read model.
+func (m *Metrics) CacheOperation(operation, status string) {
+	m.cacheOps.WithLabelValues(operation, status).Inc()
 }
 
 // ObserveHeld sets what the gauge token_service_projection_entries

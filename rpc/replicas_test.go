@@ -149,10 +149,21 @@ func TestIntrospectDPoP(t *testing.T) {
 	}
 }
 
-// TestListFamilies lists a subject's sessions from the read model.
+// TestListFamilies lists a subject's sessions from the read model, and
+// counts the model's operations in token_service_cache_operations_total.
 func TestListFamilies(t *testing.T) {
 	s := newServer(t)
 	ctx := context.Background()
+	cache := func(op, status string) string {
+		return seriesKey("token_service_cache_operations_total", "operation", op, "status", status)
+	}
+	start := scrapeSnapshot(t, s.http, s.url)
+	for _, k := range []string{cache("read", "ok"), cache("read", "miss"), cache("read", "invalid"), cache("read", "error"),
+		cache("write", "ok"), cache("write", "conflict"), cache("write", "error"), cache("delete", "ok"), cache("delete", "error")} {
+		if _, ok := start[k]; !ok {
+			t.Errorf("%s is not exposed from start-up", k)
+		}
+	}
 	a, b, c := s.gen(t, "alice"), s.gen(t, "alice"), s.gen(t, "alice")
 	s.gen(t, "bob")
 	if _, err := s.client.RefreshTokens(ctx, connect.NewRequest(&tokenv1.RefreshTokensRequest{RefreshToken: b.GetRefreshToken(), ClientId: "web"})); err != nil {
@@ -186,6 +197,16 @@ func TestListFamilies(t *testing.T) {
 	}
 	if active := list(false); len(active) != 2 {
 		t.Fatalf("%d active families, want 2", len(active))
+	}
+	// Six events written (four families, a rotation, a revocation), each
+	// after a read that missed (a new family) or opened; every listing
+	// read alice's values (none, a miss, if it came before the model had
+	// any).
+	now := scrapeSnapshot(t, s.http, s.url)
+	moved := func(k string) float64 { return now[k] - start[k] }
+	if moved(cache("write", "ok")) != 6 || moved(cache("read", "miss")) < 4 || moved(cache("read", "ok")) < 2+3 ||
+		moved(cache("read", "invalid"))+moved(cache("read", "error"))+moved(cache("write", "error")) != 0 {
+		t.Fatalf("cache operations: write ok %v, read miss %v, read ok %v", moved(cache("write", "ok")), moved(cache("read", "miss")), moved(cache("read", "ok")))
 	}
 	s.env.Clock.Advance(2 * time.Hour) // past the refresh TTL
 	for _, f := range list(true)[:2] {

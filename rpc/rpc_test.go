@@ -56,13 +56,20 @@ func newServerWith(t *testing.T, nonceRequired bool, mutate func(*rpc.Config)) *
 	if err != nil {
 		t.Fatal(err)
 	}
-	projector := projections.NewFamilyProjector(env.Log, projections.ProjectorConfig{})
+	projector, err := projections.NewFamilyProjector(env.Log, projections.ProjectorConfig{Sealer: env.Sealer, Observer: metrics})
+	if err != nil {
+		t.Fatal(err)
+	}
+	families, err := projections.NewFamilyStore(env.Log.JetStream(), projections.StoreConfig{Sealer: env.Sealer, Observer: metrics})
+	if err != nil {
+		t.Fatal(err)
+	}
 	pctx, stopProjector := context.WithCancel(context.Background())
 	projectorDone := make(chan struct{})
 	go func() { defer close(projectorDone); _ = projector.Run(pctx) }()
 	t.Cleanup(func() { stopProjector(); <-projectorDone })
 	cfg := rpc.Config{Issuer: env.Issuer, DPoP: verifier, Keys: env.Set, KeyAdmin: env.Keyring, KeyCompromiser: env.Responder, Revocations: env.Set, Metrics: metrics, Ready: func() bool { return true },
-		Families: projections.NewFamilyStore(env.Log.JetStream(), ""), Feed: projections.RevocationFeed{Log: env.Log},
+		Families: families, Feed: projections.RevocationFeed{Log: env.Log},
 		MaxRequestBytes: 8 << 10, Now: env.Clock.Now}
 	if mutate != nil {
 		mutate(&cfg)

@@ -83,14 +83,13 @@ func (o *options) rebuildFamilies(ctx context.Context, wait time.Duration) error
 	if wait <= 0 {
 		return nil
 	}
-	store := projections.NewFamilyStore(js, "")
 	wctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	start := time.Now()
 	for {
 		last, err := o.log.LastConsistent(wctx, o.log.Subjects().Families())
 		if err == nil {
-			floor, pending, perr := store.Progress(wctx, o.stream)
+			floor, pending, perr := projections.FamiliesProgress(wctx, js, o.stream)
 			if perr == nil && pending == 0 && floor >= last.Seq {
 				fmt.Fprintf(o.stdout, "rebuilt up to seq %d in %s\n", floor, time.Since(start).Round(time.Millisecond))
 				return nil

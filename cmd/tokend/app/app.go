@@ -223,15 +223,6 @@ func (m *Main) start(ctx context.Context) error {
 			return fmt.Errorf("ENCRYPTION_KEY rotation: %w", err)
 		}
 	}
-	m.Projector = projections.NewFamilyProjector(m.Log, projections.ProjectorConfig{
-		OnBadRecord: func(rec eventlog.Record, err error) {
-			m.Metrics.BadRecord("families")
-			m.Logger.Error("families projector skipped a record it cannot decode", "seq", rec.Seq, "subject", rec.Subject, "error", err)
-		},
-		OnError: func(err error) { m.Logger.Warn("families projector: retrying", "error", err) },
-	})
-	m.Families = projections.NewFamilyStore(m.Log.JetStream(), "")
-	m.group.Go("families projector", m.Projector.Run, nil)
 	m.FeedWriter = projections.NewFeedWriter(m.Log, feedJS, projections.FeedConfig{
 		Stream: m.FeedStream(),
 		OnBadRecord: func(rec eventlog.Record, err error) {
@@ -279,6 +270,11 @@ func (m *Main) start(ctx context.Context) error {
 		}
 		m.Logger.Info("signing with a key the operator provisioned: it rotates when the operator supplies the next one (KMS_KEY_ID, CRYPTO_SIGNING_KEY), not on KEY_ROTATION_PERIOD",
 			"kms_key_id", cfg.KMSKeyID, "crypto_signing_key", cfg.CryptoSigningKey, "version", cfg.CryptoSigningKeyVersion)
+	}
+	// The families read model is sealed with the same sealer as the keys
+	// (with the crypto service's envelope when it seals).
+	if err := m.startFamilies(sealer); err != nil {
+		return err
 	}
 	m.Keyring, err = keyring.New(m.Log, m.Set, m.Runner, sealer, kcfg)
 	if err != nil {
@@ -378,6 +374,48 @@ func (m *Main) start(ctx context.Context) error {
 	})
 	m.Logger.Info("serving", "addr", m.listener.Addr().String(), "issuer", cfg.Issuer, "tls", m.callers.tls != nil, "auth_mode", cfg.AuthMode.String())
 	return m.serveMetrics()
+}
+
+// startFamilies starts the families projector and opens the store that
+// serves ListFamilies, both sealing and opening with sealer.
+func (m *Main) startFamilies(sealer *seal.Sealer) error {
+	if m.Config.CacheServiceAddress != "" {
+		m.Logger.Warn("CACHE_SERVICE_ADDRESS is set but not used: the token cache is the sealed families read model, the KV bucket "+
+			projections.FamilyBucket+" on the NATS cluster", "cache_service_address", m.Config.CacheServiceAddress)
+	}
+	badEntry := func(key string, err error) {
+		m.Logger.Error("a families read model entry does not open (tampered, moved, or sealed under a key tokend no longer has); it is not served, and the projector replaces it from the log at the family's next event, `tokenctl projections rebuild` replaces them all",
+			"key", key, "error", err)
+	}
+	var err error
+	m.Projector, err = projections.NewFamilyProjector(m.Log, projections.ProjectorConfig{
+		Sealer: sealer, Observer: m.Metrics, OnBadEntry: badEntry,
+		// After ENCRYPTION_KEY changed, or with a crypto service (whose
+		// envelope may have been turned on or off), entries move to the
+		// current key and format, as the keyring's sealed keys do.
+		Reseal: len(m.Config.PreviousKeys) > 0 || m.Config.CryptoServiceAddress != "",
+		OnResealed: func(n int) {
+			m.Logger.Info("families read model re-sealed under the current ENCRYPTION_KEY (or the crypto service's envelope)", "entries", n)
+		},
+		OnRebuild: func() {
+			m.Logger.Warn("the families read model holds values of an earlier release, not sealed: deleting it; the projector rebuilds it sealed from the log, and ListFamilies lists fewer sessions until it has caught up",
+				"bucket", projections.FamilyBucket)
+		},
+		OnBadRecord: func(rec eventlog.Record, err error) {
+			m.Metrics.BadRecord("families")
+			m.Logger.Error("families projector skipped a record it cannot decode", "seq", rec.Seq, "subject", rec.Subject, "error", err)
+		},
+		OnError: func(err error) { m.Logger.Warn("families projector: retrying", "error", err) },
+	})
+	if err != nil {
+		return err
+	}
+	m.Families, err = projections.NewFamilyStore(m.Log.JetStream(), projections.StoreConfig{Sealer: sealer, Observer: m.Metrics, OnBadEntry: badEntry})
+	if err != nil {
+		return err
+	}
+	m.group.Go("families projector", m.Projector.Run, nil)
+	return nil
 }
 
 // forged counts and logs a log record refused as forged (the log calls it

@@ -98,6 +98,9 @@ type Config struct {
 	// a provisioned key's name, and its pinned version (0: the primary).
 	CryptoSigningKey        string
 	CryptoSigningKeyVersion uint32
+	// CacheServiceAddress is read only to log that it is not used: the
+	// cache is the families read model on the NATS cluster.
+	CacheServiceAddress string
 
 	DPoPAlgorithms     []signing.Algorithm
 	DPoPTokenEndpoints []string
