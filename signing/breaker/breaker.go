@@ -42,9 +42,12 @@ type Config struct {
 	// Failures is how many consecutive failures open the breaker.
 	// Default 5.
 	Failures uint32
-	// OpenFor is how long the breaker stays open before it lets one
-	// trial call through. Default 10 s.
+	// OpenFor is how long the breaker stays open before it lets trial
+	// calls through (half-open). Default 10 s.
 	OpenFor time.Duration
+	// HalfOpenProbes is how many trial calls the half-open breaker lets
+	// through; they must all succeed to close it. Default 1.
+	HalfOpenProbes uint32
 	// Observer, if set, is told of calls and state changes.
 	Observer Observer
 }
@@ -78,9 +81,13 @@ func NewBreaker(cfg Config) *Breaker {
 		}
 		b.limiter = rate.NewLimiter(rate.Limit(cfg.RateLimit), burst)
 	}
+	if cfg.HalfOpenProbes == 0 {
+		cfg.HalfOpenProbes = 1
+	}
 	b.cb = gobreaker.NewCircuitBreaker[[]byte](gobreaker.Settings{
-		Name:    cfg.Name,
-		Timeout: cfg.OpenFor,
+		Name:        cfg.Name,
+		Timeout:     cfg.OpenFor,
+		MaxRequests: cfg.HalfOpenProbes,
 		ReadyToTrip: func(c gobreaker.Counts) bool {
 			return c.ConsecutiveFailures >= cfg.Failures
 		},

@@ -59,3 +59,29 @@ func TestBreakerModel(t *testing.T) {
 		}
 	})
 }
+
+// TestHalfOpenProbes: a half-open breaker closes only after
+// HalfOpenProbes trial calls succeeded; a failed trial opens it again.
+func TestHalfOpenProbes(t *testing.T) {
+	fail := func(context.Context) ([]byte, error) { return nil, errors.New("down") }
+	ok := func(context.Context) ([]byte, error) { return []byte("sig"), nil }
+	for _, probes := range []uint32{1, 2} {
+		b := breaker.NewBreaker(breaker.Config{Name: "probes", Failures: 3, OpenFor: 50 * time.Millisecond, HalfOpenProbes: probes})
+		for range 3 {
+			_, _ = b.Do(context.Background(), "sign", fail)
+		}
+		if !b.Open() {
+			t.Fatal("3 failures did not open the breaker")
+		}
+		time.Sleep(80 * time.Millisecond)
+		if _, err := b.Do(context.Background(), "sign", ok); err != nil {
+			t.Fatalf("first trial: %v", err)
+		}
+		// Closed (1 probe): one failure of 3 keeps it closed. Half-open
+		// (2 probes): the failed trial opens it again.
+		_, _ = b.Do(context.Background(), "sign", fail)
+		if want := probes == 2; b.Open() != want {
+			t.Fatalf("%d probes: open %v after a good and a failed trial, want %v", probes, b.Open(), want)
+		}
+	}
+}

@@ -27,7 +27,6 @@ import (
 	"github.com/auth-platform/tokenservice/projections/subscriber"
 	"github.com/auth-platform/tokenservice/rpc"
 	"github.com/auth-platform/tokenservice/signing/awskms"
-	"github.com/auth-platform/tokenservice/signing/breaker"
 	"github.com/auth-platform/tokenservice/signing/keyring"
 	"github.com/auth-platform/tokenservice/signing/seal"
 )
@@ -246,8 +245,7 @@ func (m *Main) start(ctx context.Context) error {
 		if cfg.KMSKeyID != "" {
 			kcfg.Backend = awskms.Provisioned{API: api, KeyID: cfg.KMSKeyID}
 		}
-		kcfg.Breaker = breaker.Config{RateLimit: cfg.CryptoRateLimit, Timeout: cfg.CryptoTimeout,
-			Observer: m.Metrics.BreakerObserver(awskms.BackendName)}
+		kcfg.Breaker = m.breakerConfig("", awskms.BackendName, true)
 	}
 	// KMS_PROVIDER=pkcs11 and cryptosvc, and the crypto service's envelope
 	// for sealing (crypto.go).

@@ -69,12 +69,17 @@ type Config struct {
 	// NATS credentials (callers.go).
 	CallerConfig
 
-	KMSEndpoint       string
-	KMSKeyID          string
-	CryptoFallback    bool
-	CryptoRateLimit   float64
-	CryptoTimeout     time.Duration
-	FallbackAccessTTL time.Duration
+	KMSEndpoint     string
+	KMSKeyID        string
+	CryptoFallback  bool
+	CryptoRateLimit float64
+	// The remote backends' circuit breaker: consecutive failures that
+	// open it, how long it stays open, trial calls when half-open.
+	CryptoBreakerFailures int
+	CryptoBreakerOpen     time.Duration
+	CryptoBreakerProbes   int
+	CryptoTimeout         time.Duration
+	FallbackAccessTTL     time.Duration
 
 	// KMS_PROVIDER=pkcs11: the HSM's module, token and user PIN, and the
 	// label prefix of the keys tokend makes there.

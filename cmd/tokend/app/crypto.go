@@ -141,9 +141,8 @@ func (m *Main) setupCrypto(ctx context.Context, kcfg *keyring.Config, sealer *se
 			return nil, fmt.Errorf("CRYPTO_SERVICE_ADDRESS: %w", err)
 		}
 		m.Logger.Info("crypto service", "config", ccfg, "signing", cfg.CryptoSigning, "encryption", cfg.CryptoEncryption)
-		wrapper := client.KeyWrapper(cryptosvc.DefaultWrapKeyName, breaker.NewBreaker(breaker.Config{
-			Name: "crypto-service-envelope", Timeout: cfg.CryptoTimeout, Observer: m.Metrics.BreakerObserver(cryptosvc.BackendName),
-		}))
+		wrapper := client.KeyWrapper(cryptosvc.DefaultWrapKeyName, breaker.NewBreaker(
+			m.breakerConfig("crypto-service-envelope", cryptosvc.BackendName, false)))
 		sealer, err = sealer.WithEnvelope(seal.Envelope{Wrapper: wrapper, Seal: cfg.CryptoEncryption,
 			Fallback: cfg.CryptoFallback, OnFallback: m.Metrics.FallbackSealed})
 		if err != nil {
@@ -168,9 +167,21 @@ func (m *Main) setupCrypto(ctx context.Context, kcfg *keyring.Config, sealer *se
 	default:
 		return sealer, nil
 	}
-	kcfg.Breaker = breaker.Config{RateLimit: cfg.CryptoRateLimit, Timeout: cfg.CryptoTimeout,
-		Observer: m.Metrics.BreakerObserver(kcfg.Backend.Name())}
+	kcfg.Breaker = m.breakerConfig("", kcfg.Backend.Name(), true)
 	return sealer, nil
+}
+
+// breakerConfig is the circuit breaker of a remote backend's calls, from
+// CRYPTO_TIMEOUT and CRYPTO_BREAKER_*; limited adds CRYPTO_RATE_LIMIT (the
+// signing calls, which the fallback key takes over; not the envelope's).
+func (m *Main) breakerConfig(name, backend string, limited bool) breaker.Config {
+	cfg := m.Config
+	b := breaker.Config{Name: name, Timeout: cfg.CryptoTimeout, Observer: m.Metrics.BreakerObserver(backend),
+		Failures: uint32(cfg.CryptoBreakerFailures), OpenFor: cfg.CryptoBreakerOpen, HalfOpenProbes: uint32(cfg.CryptoBreakerProbes)}
+	if limited {
+		b.RateLimit = cfg.CryptoRateLimit
+	}
+	return b
 }
 
 // cryptoServiceConfig builds the client configuration: the CA that
