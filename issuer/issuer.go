@@ -353,13 +353,13 @@ func (i *Issuer) load(ctx context.Context, fid string, consistent bool) (loaded,
 }
 
 // revoke appends the revocation of f with compare-and-set.
-func (i *Issuer) revoke(ctx context.Context, f loaded, reason eventsv1.RevocationReason, now time.Time) error {
+func (i *Issuer) revoke(ctx context.Context, f loaded, reason Reason, now time.Time) error {
 	next := proto.Clone(f.st).(*eventsv1.FamilyState)
 	next.Status = eventsv1.FamilyStatus_FAMILY_STATUS_REVOKED
-	next.RevokedReason = reason
+	next.RevokedReason = reason.Code
 	next.RevokedAt = timestamppb.New(now)
 	next.GraceId = ""
-	ev, err := events.FamilyRevoked(i.subj, next, reason)
+	ev, err := events.FamilyRevoked(i.subj, &eventsv1.FamilyRevoked{State: next, Reason: reason.Code, ReasonText: reason.Text})
 	if err != nil {
 		return err
 	}
