@@ -55,6 +55,9 @@ type Config struct {
 // Observer is told what the issuer did, for metrics. Implementations must
 // be safe for concurrent use and must not block.
 type Observer interface {
+	// Issued reports a token pair issued, by Generate or by Refresh (a
+	// rotation or a grace successor): tokenType is TokenTypeBearer or
+	// TokenTypeDPoP, algorithm the JWS alg of the access token.
 	Issued(tokenType, algorithm string)
 	// FallbackSigned reports an access token signed by the fallback key.
 	FallbackSigned()

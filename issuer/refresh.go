@@ -27,6 +27,10 @@ func (i *Issuer) Refresh(ctx context.Context, req RefreshRequest) (t Tokens, err
 			status = StatusInvalid
 		}
 		i.cfg.Observer.Refreshed(status)
+		if err == nil {
+			// A rotation or a grace successor issues a token pair too.
+			i.cfg.Observer.Issued(t.TokenType, t.Algorithm)
+		}
 	}()
 	if err := checkClientID(req.ClientID); err != nil {
 		return Tokens{}, err

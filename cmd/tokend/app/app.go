@@ -257,13 +257,13 @@ func (m *Main) start(ctx context.Context) error {
 		Fallback: cfg.CryptoFallback, OnError: func(err error) { m.Logger.Error("the log does not record that the fallback key signs", "error", err) },
 	}
 	if cfg.KMSProvider == "aws" {
-		api, err := kmsClient(ctx, cfg)
+		api, err := kmsClient(ctx, cfg, m.Metrics.KMSCall)
 		if err != nil {
 			return err
 		}
 		kcfg.Backend = awskms.Backend{API: api, InitialKeyID: cfg.KMSKeyID}
 		kcfg.Breaker = breaker.Config{RateLimit: cfg.CryptoRateLimit, Timeout: cfg.CryptoTimeout,
-			Observer: m.Metrics.BreakerObserver(awskms.BackendName)}
+			Observer: m.Metrics.BreakerObserver(rpc.BreakerSigning)}
 	}
 	// KMS_PROVIDER=pkcs11 and cryptosvc, and the crypto service's envelope
 	// for sealing (crypto.go).
@@ -507,8 +507,9 @@ func (m *Main) runKeyLifecycle(ctx context.Context) error {
 }
 
 // kmsClient builds the AWS KMS client from the SDK's standard settings
-// (region, credentials) and KMS_ENDPOINT.
-func kmsClient(ctx context.Context, cfg Config) (*kms.Client, error) {
+// (region, credentials) and KMS_ENDPOINT; observe is told of every call
+// it makes (token_service_kms_operations_total).
+func kmsClient(ctx context.Context, cfg Config, observe func(operation string, err error)) (*kms.Client, error) {
 	awsCfg, err := awsconfig.LoadDefaultConfig(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("KMS_PROVIDER=aws: AWS configuration: %w", err)
@@ -520,7 +521,7 @@ func kmsClient(ctx context.Context, cfg Config) (*kms.Client, error) {
 		if cfg.KMSEndpoint != "" {
 			o.BaseEndpoint = &cfg.KMSEndpoint
 		}
-	}), nil
+	}, awskms.WithObserver(observe)), nil
 }
 
 func first(keys [][]byte) []byte {

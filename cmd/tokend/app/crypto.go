@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/auth-platform/tokenservice/cmd/internal/envvar"
+	"github.com/auth-platform/tokenservice/rpc"
 	"github.com/auth-platform/tokenservice/rpc/auth"
 	"github.com/auth-platform/tokenservice/signing/breaker"
 	"github.com/auth-platform/tokenservice/signing/cryptosvc"
@@ -139,7 +140,7 @@ func (m *Main) setupCrypto(ctx context.Context, kcfg *keyring.Config, sealer *se
 		}
 		m.Logger.Info("crypto service", "config", ccfg, "signing", cfg.CryptoSigning, "encryption", cfg.CryptoEncryption)
 		wrapper := client.KeyWrapper(cryptosvc.DefaultWrapKeyName, breaker.NewBreaker(breaker.Config{
-			Name: "crypto-service-envelope", Timeout: cfg.CryptoTimeout, Observer: m.Metrics.BreakerObserver(cryptosvc.BackendName),
+			Name: "crypto-service-envelope", Timeout: cfg.CryptoTimeout, Observer: m.Metrics.BreakerObserver(rpc.BreakerEnvelope),
 		}))
 		sealer, err = sealer.WithEnvelope(seal.Envelope{Wrapper: wrapper, Seal: cfg.CryptoEncryption,
 			Fallback: cfg.CryptoFallback, OnFallback: m.Metrics.FallbackSealed})
@@ -163,7 +164,7 @@ func (m *Main) setupCrypto(ctx context.Context, kcfg *keyring.Config, sealer *se
 		return sealer, nil
 	}
 	kcfg.Breaker = breaker.Config{RateLimit: cfg.CryptoRateLimit, Timeout: cfg.CryptoTimeout,
-		Observer: m.Metrics.BreakerObserver(kcfg.Backend.Name())}
+		Observer: m.Metrics.BreakerObserver(rpc.BreakerSigning)}
 	return sealer, nil
 }
 
