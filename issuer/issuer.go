@@ -55,6 +55,9 @@ type Config struct {
 // Observer is told what the issuer did, for metrics. Implementations must
 // be safe for concurrent use and must not block.
 type Observer interface {
+	// Issued reports a token pair issued, by Generate or by Refresh (a
+	// rotation or a grace successor): tokenType is TokenTypeBearer or
+	// TokenTypeDPoP, algorithm the JWS alg of the access token.
 	Issued(tokenType, algorithm string)
 	// FallbackSigned reports an access token signed by the fallback key.
 	FallbackSigned()
@@ -353,13 +356,13 @@ func (i *Issuer) load(ctx context.Context, fid string, consistent bool) (loaded,
 }
 
 // revoke appends the revocation of f with compare-and-set.
-func (i *Issuer) revoke(ctx context.Context, f loaded, reason eventsv1.RevocationReason, now time.Time) error {
+func (i *Issuer) revoke(ctx context.Context, f loaded, reason Reason, now time.Time) error {
 	next := proto.Clone(f.st).(*eventsv1.FamilyState)
 	next.Status = eventsv1.FamilyStatus_FAMILY_STATUS_REVOKED
-	next.RevokedReason = reason
+	next.RevokedReason = reason.Code
 	next.RevokedAt = timestamppb.New(now)
 	next.GraceId = ""
-	ev, err := events.FamilyRevoked(i.subj, next, reason)
+	ev, err := events.FamilyRevoked(i.subj, &eventsv1.FamilyRevoked{State: next, Reason: reason.Code, ReasonText: reason.Text})
 	if err != nil {
 		return err
 	}

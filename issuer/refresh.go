@@ -27,6 +27,10 @@ func (i *Issuer) Refresh(ctx context.Context, req RefreshRequest) (t Tokens, err
 			status = StatusInvalid
 		}
 		i.cfg.Observer.Refreshed(status)
+		if err == nil {
+			// A rotation or a grace successor issues a token pair too.
+			i.cfg.Observer.Issued(t.TokenType, t.Algorithm)
+		}
 	}()
 	if err := checkClientID(req.ClientID); err != nil {
 		return Tokens{}, err
@@ -219,7 +223,7 @@ func (i *Issuer) checkSubjectCutoff(ctx context.Context, f loaded, before uint64
 	if !family.CutOffBy(f.st.GetIssuedSeq(), rec.Seq) || (before != 0 && rec.Seq > before) {
 		return nil // issued after the cut-off, or rotated before it
 	}
-	if err := i.revoke(ctx, f, eventsv1.RevocationReason_REVOCATION_REASON_SUBJECT, now); err != nil {
+	if err := i.revoke(ctx, f, Reason{Code: eventsv1.RevocationReason_REVOCATION_REASON_SUBJECT}, now); err != nil {
 		return err // a conflict makes Refresh reload and see the revocation
 	}
 	i.cfg.Observer.Revoked(reasonLabel(eventsv1.RevocationReason_REVOCATION_REASON_SUBJECT), 1)
@@ -229,7 +233,7 @@ func (i *Issuer) checkSubjectCutoff(ctx context.Context, f loaded, before uint64
 // revokeReused revokes f because a spent token was replayed, and reports
 // it as a security event.
 func (i *Issuer) revokeReused(ctx context.Context, f loaded, now time.Time) error {
-	if err := i.revoke(ctx, f, eventsv1.RevocationReason_REVOCATION_REASON_REUSE, now); err != nil {
+	if err := i.revoke(ctx, f, Reason{Code: eventsv1.RevocationReason_REVOCATION_REASON_REUSE}, now); err != nil {
 		return err
 	}
 	i.cfg.Observer.SecurityEvent(SecurityRefreshReuse)

@@ -15,28 +15,49 @@ import (
 	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
 )
 
-// ParseReason maps a reason name to a RevocationReason; "" means def.
-func ParseReason(s string, def eventsv1.RevocationReason) (eventsv1.RevocationReason, error) {
-	switch s {
-	case "":
-		return def, nil
-	case "client":
-		return eventsv1.RevocationReason_REVOCATION_REASON_CLIENT, nil
-	case "subject":
-		return eventsv1.RevocationReason_REVOCATION_REASON_SUBJECT, nil
-	case "key_compromise":
-		return eventsv1.RevocationReason_REVOCATION_REASON_KEY_COMPROMISE, nil
-	case "admin":
-		return eventsv1.RevocationReason_REVOCATION_REASON_ADMIN, nil
+// MaxReasonLen bounds the reason a caller gives, in bytes.
+const MaxReasonLen = 64
+
+// Reason is why families are revoked: Code, from the bounded set that the
+// metrics and the subscriber feed name, and Text, the caller's own words
+// kept on the event for the audit ("" when the caller gave none).
+type Reason struct {
+	Code eventsv1.RevocationReason
+	Text string
+}
+
+// reasonCodes are the reasons a caller may name. Any other text is
+// REVOCATION_REASON_OTHER; reuse is the service's own.
+var reasonCodes = map[string]eventsv1.RevocationReason{
+	"client":         eventsv1.RevocationReason_REVOCATION_REASON_CLIENT,
+	"subject":        eventsv1.RevocationReason_REVOCATION_REASON_SUBJECT,
+	"key_compromise": eventsv1.RevocationReason_REVOCATION_REASON_KEY_COMPROMISE,
+	"admin":          eventsv1.RevocationReason_REVOCATION_REASON_ADMIN,
+}
+
+// ParseReason is the one rule that maps a caller's reason to a Reason: ""
+// is def; a name of reasonCodes is that code; any other text of at most
+// MaxReasonLen bytes of printable UTF-8 ("logout", "password_change") is
+// REVOCATION_REASON_OTHER. Text is s as given. Errors: ErrInvalidRequest
+// for a reason too long or holding a control character.
+func ParseReason(s string, def eventsv1.RevocationReason) (Reason, error) {
+	if s == "" {
+		return Reason{Code: def}, nil
 	}
-	return 0, invalidRequest("reason must be client, subject, key_compromise or admin")
+	if err := checkText("reason", s, MaxReasonLen); err != nil {
+		return Reason{}, err
+	}
+	if c, ok := reasonCodes[s]; ok {
+		return Reason{Code: c, Text: s}, nil
+	}
+	return Reason{Code: eventsv1.RevocationReason_REVOCATION_REASON_OTHER, Text: s}, nil
 }
 
 // reasonLabel is the bounded metric label of a reason: its name.
 func reasonLabel(r eventsv1.RevocationReason) string { return events.ReasonName(r) }
 
 // ReasonLabels lists every value reasonLabel returns, for metrics.
-var ReasonLabels = []string{"reuse", "client", "subject", "key_compromise", "admin", "unspecified"}
+var ReasonLabels = []string{"reuse", "client", "subject", "key_compromise", "admin", "other", "unspecified"}
 
 // subjectHash is the subject's token in token.subject.<sid>.revoked:
 // subjects may hold any character, a subject token may not.
@@ -64,7 +85,8 @@ type RevokeRequest struct {
 	Target RevokeTarget
 	// Value is the refresh token, access token, family ID or subject.
 	Value string
-	// Reason is client, subject, key_compromise, admin or "".
+	// Reason is the caller's reason (ParseReason), or "" for the
+	// target's default.
 	Reason string
 	// ClientScope, if not empty, restricts the revocation of a token or a
 	// family to families issued to one of these clients (RFC 7009 §2.1: a
@@ -76,8 +98,8 @@ type RevokeRequest struct {
 
 // Revoke carries out req and returns how many families it revoked (0 for
 // an unknown, malformed or out-of-scope token or family: not an error, RFC
-// 7009 §2.2). Errors: ErrInvalidRequest (no target, unknown reason, bad
-// subject); others are server errors.
+// 7009 §2.2). Errors: ErrInvalidRequest (no target, a reason too long or
+// not printable, bad subject); others are server errors.
 func (i *Issuer) Revoke(ctx context.Context, req RevokeRequest) (int, error) {
 	def := eventsv1.RevocationReason_REVOCATION_REASON_CLIENT
 	if req.Target == TargetSubject {
@@ -98,17 +120,17 @@ func (i *Issuer) Revoke(ctx context.Context, req RevokeRequest) (int, error) {
 	case TargetFamily:
 		return i.revokeFamily(ctx, req.Value, reason, req.ClientScope)
 	}
-	return i.RevokeSubject(ctx, req.Value, reason)
+	return i.revokeSubject(ctx, req.Value, reason)
 }
 
 // RevokeFamily revokes family fid, for any client. It returns how many
 // families it revoked: 0 for an unknown or already revoked family (not an
 // error).
 func (i *Issuer) RevokeFamily(ctx context.Context, fid string, reason eventsv1.RevocationReason) (int, error) {
-	return i.revokeFamily(ctx, fid, reason, nil)
+	return i.revokeFamily(ctx, fid, Reason{Code: reason}, nil)
 }
 
-func (i *Issuer) revokeFamily(ctx context.Context, fid string, reason eventsv1.RevocationReason, scope []string) (int, error) {
+func (i *Issuer) revokeFamily(ctx context.Context, fid string, reason Reason, scope []string) (int, error) {
 	if !validFamilyID(fid) {
 		return 0, nil // cannot exist: RFC 7009 says no error
 	}
@@ -117,7 +139,7 @@ func (i *Issuer) revokeFamily(ctx context.Context, fid string, reason eventsv1.R
 
 // revokeLoaded revokes fid if its client is in scope (empty: any) and
 // match (when set) accepts its state.
-func (i *Issuer) revokeLoaded(ctx context.Context, fid string, reason eventsv1.RevocationReason, scope []string, match func(*eventsv1.FamilyState) bool) (int, error) {
+func (i *Issuer) revokeLoaded(ctx context.Context, fid string, reason Reason, scope []string, match func(*eventsv1.FamilyState) bool) (int, error) {
 	now := i.cfg.Now()
 	for attempt := 0; attempt < maxAttempts; attempt++ {
 		if err := conflictPause(ctx, attempt); err != nil {
@@ -146,7 +168,7 @@ func (i *Issuer) revokeLoaded(ctx context.Context, fid string, reason eventsv1.R
 		if err != nil {
 			return 0, err
 		}
-		i.cfg.Observer.Revoked(reasonLabel(reason), 1)
+		i.cfg.Observer.Revoked(reasonLabel(reason.Code), 1)
 		return 1, nil
 	}
 	return 0, fmt.Errorf("revoke %s: too much contention", fid)
@@ -156,10 +178,10 @@ func (i *Issuer) revokeLoaded(ctx context.Context, fid string, reason eventsv1.R
 // spent, for any client. A malformed token or one that matches nothing
 // revokes nothing and is not an error (RFC 7009 §2.2).
 func (i *Issuer) RevokeRefreshToken(ctx context.Context, token string, reason eventsv1.RevocationReason) (int, error) {
-	return i.revokeRefreshToken(ctx, token, reason, nil)
+	return i.revokeRefreshToken(ctx, token, Reason{Code: reason}, nil)
 }
 
-func (i *Issuer) revokeRefreshToken(ctx context.Context, token string, reason eventsv1.RevocationReason, scope []string) (int, error) {
+func (i *Issuer) revokeRefreshToken(ctx context.Context, token string, reason Reason, scope []string) (int, error) {
 	rt, err := parseRefreshToken(token)
 	if err != nil {
 		return 0, nil
@@ -174,10 +196,10 @@ func (i *Issuer) revokeRefreshToken(ctx context.Context, token string, reason ev
 // issued (expired or not), for any client. An invalid token revokes
 // nothing and is not an error.
 func (i *Issuer) RevokeAccessToken(ctx context.Context, token string, reason eventsv1.RevocationReason) (int, error) {
-	return i.revokeAccessToken(ctx, token, reason, nil)
+	return i.revokeAccessToken(ctx, token, Reason{Code: reason}, nil)
 }
 
-func (i *Issuer) revokeAccessToken(ctx context.Context, token string, reason eventsv1.RevocationReason, scope []string) (int, error) {
+func (i *Issuer) revokeAccessToken(ctx context.Context, token string, reason Reason, scope []string) (int, error) {
 	v, err := i.VerifyAccessToken(token, false)
 	if err != nil || !validFamilyID(v.FamilyID) {
 		return 0, nil
@@ -194,11 +216,15 @@ const subjectIndexWait = 10 * time.Second
 // before it (even one the index does not list yet), then revokes each
 // family the index lists. It returns how many families it revoked.
 func (i *Issuer) RevokeSubject(ctx context.Context, subject string, reason eventsv1.RevocationReason) (int, error) {
+	return i.revokeSubject(ctx, subject, Reason{Code: reason})
+}
+
+func (i *Issuer) revokeSubject(ctx context.Context, subject string, reason Reason) (int, error) {
 	if err := checkText("subject", subject, MaxSubjectLen); err != nil {
 		return 0, err
 	}
 	now := i.cfg.Now()
-	ev, err := events.SubjectRevoked(i.subj, &eventsv1.SubjectRevoked{Subject: subject, RevokedAt: timestamppb.New(now), Reason: reason})
+	ev, err := events.SubjectRevoked(i.subj, &eventsv1.SubjectRevoked{Subject: subject, RevokedAt: timestamppb.New(now), Reason: reason.Code, ReasonText: reason.Text})
 	if err != nil {
 		return 0, err
 	}
@@ -235,7 +261,7 @@ func (i *Issuer) RevokeSubject(ctx context.Context, subject string, reason event
 func (i *Issuer) RevokeSignedBy(ctx context.Context, kid string) (int, error) {
 	n := 0
 	for _, fid := range i.index.ActiveFamiliesSignedBy(kid) {
-		k, err := i.revokeLoaded(ctx, fid, eventsv1.RevocationReason_REVOCATION_REASON_KEY_COMPROMISE, nil, nil)
+		k, err := i.revokeLoaded(ctx, fid, Reason{Code: eventsv1.RevocationReason_REVOCATION_REASON_KEY_COMPROMISE}, nil, nil)
 		if err != nil {
 			return n, err
 		}

@@ -24,6 +24,7 @@ type Step struct {
 	KeyID         string    `json:"key_id,omitempty"`
 	NewKeyID      string    `json:"new_key_id,omitempty"` // the key that replaced a compromised one
 	Reason        string    `json:"reason,omitempty"`
+	ReasonText    string    `json:"reason_text,omitempty"` // the caller's words (RevokeToken's reason)
 	CorrelationID string    `json:"correlation_id,omitempty"`
 	Actor         string    `json:"actor,omitempty"`
 }
@@ -44,7 +45,7 @@ func Lineage(recs []eventlog.Record) ([]Step, error) {
 		switch e := m.(type) {
 		case *eventsv1.SubjectRevoked:
 			step.Subject = e.GetSubject()
-			step.Reason = events.ReasonName(e.GetReason())
+			step.Reason, step.ReasonText = events.ReasonName(e.GetReason()), e.GetReasonText()
 			out = append(out, step)
 			continue
 		case *eventsv1.KeyCompromiseDeclared:
@@ -58,7 +59,7 @@ func Lineage(recs []eventlog.Record) ([]Step, error) {
 		case *eventsv1.FamilyRotated:
 			step.KeyID = e.GetKeyId()
 		case *eventsv1.FamilyRevoked:
-			step.Reason = events.ReasonName(e.GetReason())
+			step.Reason, step.ReasonText = events.ReasonName(e.GetReason()), e.GetReasonText()
 		case *eventsv1.FamilyIssued:
 			if ids := e.GetState().GetKeyIds(); len(ids) > 0 {
 				step.KeyID = ids[len(ids)-1]

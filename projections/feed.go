@@ -321,6 +321,8 @@ func feedReason(r eventsv1.RevocationReason) feedv1.RevocationReason {
 		return feedv1.RevocationReason_REVOCATION_REASON_KEY_COMPROMISE
 	case eventsv1.RevocationReason_REVOCATION_REASON_ADMIN:
 		return feedv1.RevocationReason_REVOCATION_REASON_ADMIN
+	case eventsv1.RevocationReason_REVOCATION_REASON_OTHER:
+		return feedv1.RevocationReason_REVOCATION_REASON_OTHER
 	}
 	return feedv1.RevocationReason_REVOCATION_REASON_UNSPECIFIED
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 	"github.com/auth-platform/tokenservice/proto/token/v1/tokenv1connect"
 	"github.com/auth-platform/tokenservice/rpc/auth"
 	"github.com/auth-platform/tokenservice/signing"
+	"github.com/auth-platform/tokenservice/signing/awskms"
 	"github.com/auth-platform/tokenservice/signing/breaker"
 )
 
@@ -39,7 +41,8 @@ type Metrics struct {
 	badRecords    *prometheus.CounterVec
 	forged        prometheus.Counter
 	fallback      *prometheus.CounterVec
-	breakerOpen   prometheus.Gauge
+	breakerOpen   *prometheus.GaugeVec // by breaker; the unlabelled gauge is computed from it
+	breakers      map[string]*atomic.Bool
 	cryptoOps     *prometheus.CounterVec
 	cryptoLatency *prometheus.HistogramVec
 	kmsOps        *prometheus.CounterVec
@@ -55,6 +58,38 @@ var _ issuer.Observer = (*Metrics)(nil)
 var _ eventlog.Observer = (*Metrics)(nil)
 var _ auth.Observer = (*Metrics)(nil)
 var _ projections.CacheObserver = (*Metrics)(nil)
+
+// Security event types counted by token_service_security_events_total
+// besides the issuer's (issuer.SecurityRefreshReuse and
+// issuer.SecurityDPoPMismatch).
+const (
+	// SecurityDPoPReplay is a DPoP proof presented again (its jti was
+	// used; RFC 9449 §11.1).
+	SecurityDPoPReplay = "dpop_replay"
+	// SecurityRevocation is one family revoked, whatever the reason.
+	SecurityRevocation = "revocation"
+	// SecurityForgedEvent is a log record refused as forged or tampered
+	// with (eventlog.ErrForged).
+	SecurityForgedEvent = "forged_event"
+)
+
+// SecurityEvents lists every event_type of
+// token_service_security_events_total.
+var SecurityEvents = []string{issuer.SecurityRefreshReuse, issuer.SecurityDPoPMismatch, SecurityDPoPReplay, SecurityRevocation, SecurityForgedEvent}
+
+// The circuit breakers, as token_service_crypto_circuit_breaker_open_by_breaker
+// names them.
+const (
+	// BreakerSigning is the breaker in front of the remote signing
+	// backend (awskms, cryptosvc or pkcs11).
+	BreakerSigning = "signing"
+	// BreakerEnvelope is the breaker in front of the crypto service's
+	// wrapping of data keys (CRYPTO_ENCRYPTION_ENABLED).
+	BreakerEnvelope = "envelope"
+)
+
+// Breakers lists every breaker label.
+var Breakers = []string{BreakerSigning, BreakerEnvelope}
 
 var procedures = []string{
 	tokenv1connect.TokenServiceGenerateTokensProcedure,
@@ -76,7 +111,7 @@ func NewMetrics(lag func() float64) *Metrics {
 	m := &Metrics{
 		Registry: r,
 		issued: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "token_service_tokens_issued_total", Help: "Token families started (GenerateTokens).",
+			Name: "token_service_tokens_issued_total", Help: "Access tokens issued, by GenerateTokens and by RefreshTokens (rotation and grace), each with its refresh token; token_type is Bearer or DPoP, algorithm the JWS alg that signed it.",
 		}, []string{"token_type", "algorithm"}),
 		refreshed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "token_service_tokens_refreshed_total", Help: "Refresh attempts by outcome.",
@@ -85,7 +120,7 @@ func NewMetrics(lag func() float64) *Metrics {
 			Name: "token_service_tokens_revoked_total", Help: "Families revoked, by reason.",
 		}, []string{"reason"}),
 		security: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "token_service_security_events_total", Help: "Security events (refresh token reuse, DPoP key mismatch).",
+			Name: "token_service_security_events_total", Help: "Security events: refresh_token_reuse, dpop_key_mismatch, dpop_replay (a DPoP jti used again), revocation (one per family revoked), forged_event (a log record refused as forged).",
 		}, []string{"event_type"}),
 		dpop: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "token_service_dpop_validations_total", Help: "DPoP proof validations by outcome and failed check.",
@@ -112,9 +147,24 @@ func NewMetrics(lag func() float64) *Metrics {
 	m.fallback = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "token_service_crypto_fallback_total", Help: "Operations done with a local key because the remote backend was unavailable (sign: the fallback signing key; seal: ENCRYPTION_KEY instead of a data key of the crypto service).",
 	}, []string{"operation"})
-	m.breakerOpen = prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "token_service_crypto_circuit_breaker_open", Help: "1 while the remote signing backend's circuit breaker is open.",
-	})
+	m.breakerOpen = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "token_service_crypto_circuit_breaker_open_by_breaker", Help: "1 while this circuit breaker is open: signing (the remote signing backend) or envelope (the crypto service's data-key wrapping).",
+	}, []string{"breaker"})
+	m.breakers = map[string]*atomic.Bool{}
+	for _, b := range Breakers {
+		m.breakers[b] = new(atomic.Bool)
+		m.breakerOpen.WithLabelValues(b)
+	}
+	r.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "token_service_crypto_circuit_breaker_open", Help: "1 while any circuit breaker in front of a remote crypto backend is open (token_service_crypto_circuit_breaker_open_by_breaker tells which).",
+	}, func() float64 {
+		for _, open := range m.breakers {
+			if open.Load() {
+				return 1
+			}
+		}
+		return 0
+	}))
 	m.cryptoOps = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "token_service_crypto_operations_total", Help: "Remote backend operations (sign; encrypt and decrypt of data keys) by outcome (ok, error, rejected).",
 	}, []string{"operation", "status"})
@@ -123,7 +173,7 @@ func NewMetrics(lag func() float64) *Metrics {
 		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 	}, []string{"operation"})
 	m.kmsOps = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "token_service_kms_operations_total", Help: "AWS KMS operations by outcome (ok, error, rejected).",
+		Name: "token_service_kms_operations_total", Help: "AWS KMS API calls, every one tokend makes (operation: the AWS name, CreateKey, GetPublicKey, Sign, ScheduleKeyDeletion, …), by outcome (ok, error). A call the breaker refused never reached KMS: see token_service_crypto_operations_total{status=\"rejected\"}.",
 	}, []string{"operation", "status"})
 	// Procedures and paths come from the policy table, so a path an
 	// attacker makes up is counted as "unknown", not as a new series.
@@ -171,8 +221,10 @@ func NewMetrics(lag func() float64) *Metrics {
 			m.cryptoOps.WithLabelValues(op, st)
 		}
 	}
-	for _, st := range []string{"ok", "error", "rejected"} {
-		m.kmsOps.WithLabelValues("sign", st)
+	for _, op := range append(slices.Clone(awskms.Operations), awskms.OtherOperation) {
+		for _, st := range []string{"ok", "error"} {
+			m.kmsOps.WithLabelValues(op, st)
+		}
 	}
 	r.MustRegister(m.issued, m.refreshed, m.revoked, m.security, m.dpop, m.latency, m.appendLatency, m.appends, m.badRecords, m.forged)
 	if lag != nil {
@@ -192,7 +244,7 @@ func NewMetrics(lag func() float64) *Metrics {
 	for _, r := range issuer.ReasonLabels {
 		m.revoked.WithLabelValues(r)
 	}
-	for _, e := range []string{issuer.SecurityRefreshReuse, issuer.SecurityDPoPMismatch} {
+	for _, e := range SecurityEvents {
 		m.security.WithLabelValues(e)
 	}
 	m.dpop.WithLabelValues("valid", "none")
@@ -221,8 +273,12 @@ func (m *Metrics) Issued(tokenType, algorithm string) {
 // Refreshed implements issuer.Observer.
 func (m *Metrics) Refreshed(status string) { m.refreshed.WithLabelValues(status).Inc() }
 
-// Revoked implements issuer.Observer.
-func (m *Metrics) Revoked(reason string, n int) { m.revoked.WithLabelValues(reason).Add(float64(n)) }
+// Revoked implements issuer.Observer: each family revoked is also a
+// security event.
+func (m *Metrics) Revoked(reason string, n int) {
+	m.revoked.WithLabelValues(reason).Add(float64(n))
+	m.security.WithLabelValues(SecurityRevocation).Add(float64(n))
+}
 
 // SecurityEvent implements issuer.Observer.
 func (m *Metrics) SecurityEvent(t string) { m.security.WithLabelValues(t).Inc() }
@@ -254,6 +310,15 @@ func (m *Metrics) dpopValidated(err error) {
 	default:
 		m.dpop.WithLabelValues("invalid", dpop.Label(err)).Inc()
 	}
+	switch {
+	case errors.Is(err, dpop.ErrReplay):
+		m.security.WithLabelValues(SecurityDPoPReplay).Inc()
+	case errors.Is(err, dpop.ErrKeyMismatch):
+		// A proof of another key than the one the token is bound to. The
+		// issuer counts the refresh of a bound family itself (the proof
+		// is valid there; the family decides).
+		m.security.WithLabelValues(issuer.SecurityDPoPMismatch).Inc()
+	}
 }
 
 // FallbackSigned implements issuer.Observer.
@@ -263,31 +328,42 @@ func (m *Metrics) FallbackSigned() { m.fallback.WithLabelValues("sign").Inc() }
 // crypto service could not wrap a data key (envelope encryption).
 func (m *Metrics) FallbackSealed() { m.fallback.WithLabelValues("seal").Inc() }
 
-// BreakerObserver returns the observer of the breaker in front of backend
-// (its calls also count as KMS operations when backend is "awskms").
-func (m *Metrics) BreakerObserver(backend string) breaker.Observer {
-	return breakerMetrics{m: m, kms: backend == "awskms"}
+// BreakerObserver returns the observer of breaker name (one of Breakers;
+// another name counts as BreakerSigning).
+func (m *Metrics) BreakerObserver(name string) breaker.Observer {
+	if m.breakers[name] == nil {
+		name = BreakerSigning
+	}
+	return breakerMetrics{m: m, name: name}
 }
 
 type breakerMetrics struct {
-	m   *Metrics
-	kms bool
+	m    *Metrics
+	name string
 }
 
 func (b breakerMetrics) Call(op, status string, d time.Duration) {
 	b.m.cryptoOps.WithLabelValues(op, status).Inc()
 	b.m.cryptoLatency.WithLabelValues(op).Observe(d.Seconds())
-	if b.kms {
-		b.m.kmsOps.WithLabelValues(op, status).Inc()
-	}
 }
 
 func (b breakerMetrics) StateChanged(open bool) {
+	b.m.breakers[b.name].Store(open)
 	if open {
-		b.m.breakerOpen.Set(1)
+		b.m.breakerOpen.WithLabelValues(b.name).Set(1)
 	} else {
-		b.m.breakerOpen.Set(0)
+		b.m.breakerOpen.WithLabelValues(b.name).Set(0)
 	}
+}
+
+// KMSCall counts one AWS KMS API call (awskms.WithObserver): operation is
+// one of awskms.Operations or awskms.OtherOperation, err nil on success.
+func (m *Metrics) KMSCall(operation string, err error) {
+	status := "ok"
+	if err != nil {
+		status = "error"
+	}
+	m.kmsOps.WithLabelValues(operation, status).Inc()
 }
 
 // Refused implements auth.Observer: one call refused by the caller policy.
@@ -328,8 +404,12 @@ func (m *Metrics) Handler() http.Handler {
 // subscriber feed's writer).
 func (m *Metrics) BadRecord(projection string) { m.badRecords.WithLabelValues(projection).Inc() }
 
-// Forged counts a log record refused as forged (eventlog.ErrForged).
-func (m *Metrics) Forged() { m.forged.Inc() }
+// Forged counts a log record refused as forged (eventlog.ErrForged), also
+// as a security event.
+func (m *Metrics) Forged() {
+	m.forged.Inc()
+	m.security.WithLabelValues(SecurityForgedEvent).Inc()
+}
 
 // interceptor observes RPC latency per procedure (a bounded label: only
 // known procedures reach the handlers).

@@ -24,6 +24,7 @@ import (
 	"github.com/auth-platform/tokenservice/issuer/issuertest"
 	tokenv1 "github.com/auth-platform/tokenservice/proto/token/v1"
 	"github.com/auth-platform/tokenservice/proto/token/v1/tokenv1connect"
+	"github.com/auth-platform/tokenservice/rpc"
 	"github.com/auth-platform/tokenservice/signing"
 )
 
@@ -197,7 +198,8 @@ func TestMetricsMove(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("RefreshTokens (success)", map[string]float64{
-		seriesKey("token_service_tokens_refreshed_total", "status", "success"): 1,
+		seriesKey("token_service_tokens_refreshed_total", "status", "success"):                       1,
+		seriesKey("token_service_tokens_issued_total", "token_type", "Bearer", "algorithm", "ES256"): 1,
 		latencyCount(procRefresh): 1,
 	})
 
@@ -210,6 +212,7 @@ func TestMetricsMove(t *testing.T) {
 		seriesKey("token_service_tokens_refreshed_total", "status", "reuse"):                  1,
 		seriesKey("token_service_security_events_total", "event_type", "refresh_token_reuse"): 1,
 		seriesKey("token_service_tokens_revoked_total", "reason", "reuse"):                    1,
+		seriesKey("token_service_security_events_total", "event_type", "revocation"):          1,
 		latencyCount(procRefresh): 1,
 	})
 
@@ -220,8 +223,62 @@ func TestMetricsMove(t *testing.T) {
 		t.Fatalf("revoke family: %v %v", res, err)
 	}
 	check("RevokeToken (family)", map[string]float64{
-		seriesKey("token_service_tokens_revoked_total", "reason", "client"): 1,
+		seriesKey("token_service_tokens_revoked_total", "reason", "client"):          1,
+		seriesKey("token_service_security_events_total", "event_type", "revocation"): 1,
 		latencyCount(procRevoke): 1,
+	})
+
+	other, err := s.client.GenerateTokens(ctx, connect.NewRequest(bearer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	begin()
+	res, err = s.client.RevokeToken(ctx, connect.NewRequest(&tokenv1.RevokeTokenRequest{
+		Target: &tokenv1.RevokeTokenRequest_FamilyId{FamilyId: other.Msg.GetFamilyId()}, Reason: "logout"}))
+	if err != nil || res.Msg.GetRevokedFamilies() != 1 {
+		t.Fatalf("revoke family for logout: %v %v", res, err)
+	}
+	check("RevokeToken (family, reason in the caller's words)", map[string]float64{
+		seriesKey("token_service_tokens_revoked_total", "reason", "other"):           1,
+		seriesKey("token_service_security_events_total", "event_type", "revocation"): 1,
+		latencyCount(procRevoke): 1,
+	})
+
+	// The same proof twice: the second is a jti replay.
+	proof := k.Proof("POST", tokenURL, s.env.Clock.Now())
+	replayed := &tokenv1.GenerateTokensRequest{Subject: "erin", ClientId: "spa", Audience: []string{"api"},
+		DpopProof: proof, HttpMethod: "POST", HttpUri: tokenURL}
+	if _, err := s.client.GenerateTokens(ctx, connect.NewRequest(replayed)); err != nil {
+		t.Fatal(err)
+	}
+	begin()
+	_, err = s.client.GenerateTokens(ctx, connect.NewRequest(replayed))
+	if _, code := oauthCode(t, err); code != "invalid_dpop_proof" {
+		t.Fatalf("replayed proof: %s", code)
+	}
+	check("GenerateTokens (replayed DPoP proof)", map[string]float64{
+		seriesKey("token_service_dpop_validations_total", "status", "invalid", "error_type", "replay"): 1,
+		seriesKey("token_service_security_events_total", "event_type", "dpop_replay"):                  1,
+		latencyCount(procGenerate): 1,
+	})
+
+	// A resource server's check of a proof of another key than the one
+	// the token is bound to.
+	live := s.generateBound(t, dpoptest.NewKey(signing.ES256))
+	const resource = "https://api.example/things"
+	begin()
+	vres, err := s.client.ValidateDPoP(ctx, connect.NewRequest(&tokenv1.ValidateDPoPRequest{
+		Proof: dpoptest.NewKey(signing.ES256).Proof("GET", resource, s.env.Clock.Now(), func(p *dpoptest.Parts) {
+			p.Claims["ath"] = dpoptest.ATH(live.GetAccessToken())
+		}),
+		HttpMethod: "GET", HttpUri: resource, AccessToken: live.GetAccessToken()}))
+	if err != nil || vres.Msg.GetValid() {
+		t.Fatalf("ValidateDPoP with another key: %v %v, want a refusal", vres, err)
+	}
+	check("ValidateDPoP (proof of another key)", map[string]float64{
+		seriesKey("token_service_dpop_validations_total", "status", "invalid", "error_type", "key_mismatch"): 1,
+		seriesKey("token_service_security_events_total", "event_type", "dpop_key_mismatch"):                  1,
+		latencyCount("/token.v1.TokenService/ValidateDPoP"):                                                  1,
 	})
 }
 
@@ -336,5 +393,76 @@ func TestEventLogMetricsMove(t *testing.T) {
 	})
 	if last[lag] != 0 {
 		t.Errorf("%s = %v after the projections caught up, want 0", lag, last[lag])
+	}
+}
+
+// gathered returns the value of one series of m's registry (labels as
+// name, value pairs), and whether it exists.
+func gathered(t *testing.T, m *rpc.Metrics, name string, labels ...string) (float64, bool) {
+	t.Helper()
+	fams, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	for _, f := range fams {
+		if err := expfmt.NewEncoder(&b, expfmt.NewFormat(expfmt.TypeTextPlain)).Encode(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	v, ok := parseSnapshot(t, strings.NewReader(b.String()))[seriesKey(name, labels...)]
+	return v, ok
+}
+
+// TestBreakerGauges: token_service_crypto_circuit_breaker_open is 1 while
+// any breaker is open, whichever closes last; the labelled companion tells
+// which. (With one gauge for all breakers, the last one to change won.)
+func TestBreakerGauges(t *testing.T) {
+	t.Parallel()
+	m := rpc.NewMetrics(nil)
+	signingB, envelope := m.BreakerObserver(rpc.BreakerSigning), m.BreakerObserver(rpc.BreakerEnvelope)
+	want := func(step string, any, sign, env float64) {
+		t.Helper()
+		for _, c := range []struct {
+			labels []string
+			want   float64
+		}{
+			{nil, any},
+			{[]string{"breaker", rpc.BreakerSigning}, sign},
+			{[]string{"breaker", rpc.BreakerEnvelope}, env},
+		} {
+			name := "token_service_crypto_circuit_breaker_open"
+			if c.labels != nil {
+				name += "_by_breaker"
+			}
+			if got, ok := gathered(t, m, name, c.labels...); !ok || got != c.want {
+				t.Errorf("%s: %s%v = %v (exposed %v), want %v", step, name, c.labels, got, ok, c.want)
+			}
+		}
+	}
+	want("start-up", 0, 0, 0)
+	signingB.StateChanged(true)
+	want("signing opens", 1, 1, 0)
+	envelope.StateChanged(true)
+	want("envelope opens too", 1, 1, 1)
+	envelope.StateChanged(false)
+	want("envelope closes, signing still open", 1, 1, 0)
+	envelope.StateChanged(true)
+	signingB.StateChanged(false)
+	want("signing closes, envelope still open", 1, 0, 1)
+	envelope.StateChanged(false)
+	want("both closed", 0, 0, 0)
+}
+
+// TestForgedIsASecurityEvent: a forged record counts in both series.
+func TestForgedIsASecurityEvent(t *testing.T) {
+	t.Parallel()
+	m := rpc.NewMetrics(nil)
+	m.Forged()
+	if v, _ := gathered(t, m, "token_service_eventlog_forged_records_total"); v != 1 {
+		t.Errorf("forged records %v, want 1", v)
+	}
+	if v, _ := gathered(t, m, "token_service_security_events_total", "event_type", rpc.SecurityForgedEvent); v != 1 {
+		t.Errorf("security_events_total{forged_event} %v, want 1", v)
 	}
 }

@@ -185,8 +185,12 @@ func TestBadInput(t *testing.T) {
 			_, err := s.client.RevokeToken(ctx, connect.NewRequest(&tokenv1.RevokeTokenRequest{}))
 			return err
 		}, "invalid_request", 0},
-		{"revoke with unknown reason", func() error {
-			_, err := s.client.RevokeToken(ctx, connect.NewRequest(&tokenv1.RevokeTokenRequest{Target: &tokenv1.RevokeTokenRequest_FamilyId{FamilyId: fid}, Reason: "because"}))
+		{"revoke with a reason holding a line break", func() error {
+			_, err := s.client.RevokeToken(ctx, connect.NewRequest(&tokenv1.RevokeTokenRequest{Target: &tokenv1.RevokeTokenRequest_FamilyId{FamilyId: fid}, Reason: "logout\nforged log line"}))
+			return err
+		}, "invalid_request", 0},
+		{"revoke with a reason too long", func() error {
+			_, err := s.client.RevokeToken(ctx, connect.NewRequest(&tokenv1.RevokeTokenRequest{Target: &tokenv1.RevokeTokenRequest_FamilyId{FamilyId: fid}, Reason: strings.Repeat("r", 65)}))
 			return err
 		}, "invalid_request", 0},
 		{"oversized request", gen(func(r *tokenv1.GenerateTokensRequest) { r.Subject = strings.Repeat("a", 9<<10) }), "", 0},

@@ -36,6 +36,8 @@ func main() {
 		logger.Error("start failed", "error", err)
 		os.Exit(1)
 	}
+	// From here on, records also go to LOGGING_SERVICE_ADDRESS when set.
+	logger = m.Logger
 	failed, running := false, true
 	for running {
 		select {

@@ -126,7 +126,7 @@ func FamilyStateOf(m proto.Message) *eventsv1.FamilyState {
 }
 
 // ReasonName is the lower-case name of a revocation reason: reuse, client,
-// subject, key_compromise, admin, or unspecified.
+// subject, key_compromise, admin, other, or unspecified.
 func ReasonName(r eventsv1.RevocationReason) string {
 	switch r {
 	case eventsv1.RevocationReason_REVOCATION_REASON_REUSE:
@@ -139,6 +139,8 @@ func ReasonName(r eventsv1.RevocationReason) string {
 		return "key_compromise"
 	case eventsv1.RevocationReason_REVOCATION_REASON_ADMIN:
 		return "admin"
+	case eventsv1.RevocationReason_REVOCATION_REASON_OTHER:
+		return "other"
 	}
 	return "unspecified"
 }
@@ -170,8 +172,8 @@ func FamilyRotated(s eventlog.Subjects, st *eventsv1.FamilyState, keyID, accessT
 }
 
 // FamilyRevoked is the revocation of a family, st its resulting state.
-func FamilyRevoked(s eventlog.Subjects, st *eventsv1.FamilyState, reason eventsv1.RevocationReason) (eventlog.Event, error) {
-	return event(s.Family(st.GetFamilyId(), "revoked"), TypeFamilyRevoked, &eventsv1.FamilyRevoked{State: st, Reason: reason})
+func FamilyRevoked(s eventlog.Subjects, e *eventsv1.FamilyRevoked) (eventlog.Event, error) {
+	return event(s.Family(e.GetState().GetFamilyId(), "revoked"), TypeFamilyRevoked, e)
 }
 
 // SubjectRevoked is the cut-off of every family of a subject issued

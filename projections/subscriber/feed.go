@@ -169,7 +169,7 @@ func Decode(seq uint64, appended time.Time, h nats.Header, data []byte) (*Revoca
 }
 
 // ReasonName returns the short name of a revocation reason: reuse, client,
-// subject, key_compromise, admin, or unspecified.
+// subject, key_compromise, admin, other, or unspecified.
 func ReasonName(r feedv1.RevocationReason) string {
 	switch r {
 	case feedv1.RevocationReason_REVOCATION_REASON_REUSE:
@@ -182,6 +182,8 @@ func ReasonName(r feedv1.RevocationReason) string {
 		return "key_compromise"
 	case feedv1.RevocationReason_REVOCATION_REASON_ADMIN:
 		return "admin"
+	case feedv1.RevocationReason_REVOCATION_REASON_OTHER:
+		return "other"
 	}
 	return "unspecified"
 }

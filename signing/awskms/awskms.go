@@ -11,7 +11,9 @@
 //
 // The SDK is used through API, the narrow interface of the calls this
 // package makes, so tests run it against the local-kms emulator and the
-// resilience wrapper (breaker, limiter) can sit in front of it.
+// resilience wrapper (breaker, limiter) can sit in front of it. The client
+// option WithObserver reports every call the client makes, whichever
+// interface it went through (token_service_kms_operations_total).
 package awskms
 
 import (

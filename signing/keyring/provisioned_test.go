@@ -102,11 +102,6 @@ func (r *recordingKMS) ScheduleKeyDeletion(ctx context.Context, in *kms.Schedule
 	return r.KeyAPI.ScheduleKeyDeletion(ctx, in, o...)
 }
 
-func (r *recordingKMS) TagResource(ctx context.Context, in *kms.TagResourceInput, o ...func(*kms.Options)) (*kms.TagResourceOutput, error) {
-	r.record("TagResource")
-	return r.KeyAPI.TagResource(ctx, in, o...)
-}
-
 var _ awskms.KeyAPI = (*recordingKMS)(nil)
 
 // replica returns another tokend replica on node, sharing clock: a

@@ -31,6 +31,7 @@ type eventView struct {
 	Generation    uint64    `json:"generation,omitempty"`
 	Status        string    `json:"status,omitempty"`
 	Reason        string    `json:"reason,omitempty"`
+	ReasonText    string    `json:"reason_text,omitempty"`
 	DPoPJKT       string    `json:"dpop_jkt,omitempty"`
 	KeyID         string    `json:"key_id,omitempty"`
 	NewKeyID      string    `json:"new_key_id,omitempty"`
@@ -67,9 +68,9 @@ func viewOf(rec eventlog.Record) eventView {
 	case *eventsv1.FamilyRotated:
 		v.KeyID = e.GetKeyId()
 	case *eventsv1.FamilyRevoked:
-		v.Reason = events.ReasonName(e.GetReason())
+		v.Reason, v.ReasonText = events.ReasonName(e.GetReason()), e.GetReasonText()
 	case *eventsv1.SubjectRevoked:
-		v.Subject, v.Reason = e.GetSubject(), events.ReasonName(e.GetReason())
+		v.Subject, v.Reason, v.ReasonText = e.GetSubject(), events.ReasonName(e.GetReason()), e.GetReasonText()
 	case *eventsv1.KeyGenerated:
 		v.KeyID, v.Algorithm = e.GetKeyId(), e.GetAlgorithm()
 	case *eventsv1.KeyPublished:

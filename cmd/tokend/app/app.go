@@ -18,6 +18,7 @@ import (
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/nats-io/nats.go"
+	sdklog "go.opentelemetry.io/otel/sdk/log"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/auth-platform/tokenservice/dpop"
@@ -63,6 +64,7 @@ type Main struct {
 
 	tracerProvider trace.TracerProvider // nil: tracing off
 	stopTracing    func(context.Context) error
+	logs           *sdklog.LoggerProvider // LOGGING_SERVICE_ADDRESS; nil: stdout only
 
 	closing atomic.Bool
 
@@ -87,10 +89,15 @@ func NewLogger(cfg Config) *slog.Logger {
 // Start builds every part and starts serving; it returns once the
 // projections caught up and a signing key is active, so the service is
 // ready. Call Close to stop. Records logger receives with a request
-// context carry its trace and correlation IDs (WithRequestIDs).
+// context carry its trace and correlation IDs (WithRequestIDs); with
+// LOGGING_SERVICE_ADDRESS, Main.Logger also sends them there.
 func Start(ctx context.Context, cfg Config, logger *slog.Logger) (*Main, error) {
-	logger = slog.New(WithRequestIDs(logger.Handler()))
-	m := &Main{Config: cfg, Logger: logger, group: newGroup(ctx, logger)}
+	lp, err := newLoggerProvider(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	logger = slog.New(withLogExport(logger.Handler(), lp))
+	m := &Main{Config: cfg, Logger: logger, group: newGroup(ctx, logger), logs: lp}
 	if err := m.start(ctx); err != nil {
 		// Without ctx's deadline: a start that timed out still stops
 		// what it started.
@@ -117,6 +124,9 @@ func (m *Main) start(ctx context.Context) error {
 	m.tracerProvider, m.stopTracing = tp, stop
 	if cfg.OTLPEndpoint != "" && cfg.TracerProvider == nil {
 		m.Logger.Info("exporting traces with OTLP/HTTP", "endpoint", cfg.OTLPEndpoint, "service_name", cfg.ServiceName)
+	}
+	if m.logs != nil {
+		m.Logger.Info("sending logs with OTLP/gRPC too", "address", cfg.LoggingAddress, "service_name", cfg.ServiceName)
 	}
 	key, err := m.encryptionKey()
 	if err != nil {
@@ -237,7 +247,7 @@ func (m *Main) start(ctx context.Context) error {
 		Fallback: cfg.CryptoFallback, OnError: func(err error) { m.Logger.Error("the log does not record that the fallback key signs", "error", err) },
 	}
 	if cfg.KMSProvider == "aws" {
-		api, err := kmsClient(ctx, cfg)
+		api, err := kmsClient(ctx, cfg, m.Metrics.KMSCall)
 		if err != nil {
 			return err
 		}
@@ -245,7 +255,7 @@ func (m *Main) start(ctx context.Context) error {
 		if cfg.KMSKeyID != "" {
 			kcfg.Backend = awskms.Provisioned{API: api, KeyID: cfg.KMSKeyID}
 		}
-		kcfg.Breaker = m.breakerConfig("", awskms.BackendName, true)
+		kcfg.Breaker = m.breakerConfig("", rpc.BreakerSigning, true)
 	}
 	// KMS_PROVIDER=pkcs11 and cryptosvc, and the crypto service's envelope
 	// for sealing (crypto.go).
@@ -486,7 +496,9 @@ func (m *Main) Err() <-chan error { return m.group.Failed() }
 // Close shuts down in reverse order: stop the components in reverse order
 // of start (the listeners first, draining calls in flight, bounded by
 // ctx; the projections last), flush the traces (bounded by ctx), flush and
-// close NATS, stop the embedded server (which syncs its files). It returns
+// close NATS, stop the embedded server (which syncs its files), and last
+// flush the log records to LOGGING_SERVICE_ADDRESS (bounded by ctx and 5
+// s; a failure there is logged, not returned). It returns
 // every error of the shutdown, and the exit errors of components that
 // failed while stopping (one that failed earlier was delivered by Err).
 func (m *Main) Close(ctx context.Context) error {
@@ -521,6 +533,7 @@ func (m *Main) Close(ctx context.Context) error {
 	if m.embedded != nil {
 		m.embedded.Shutdown()
 	}
+	m.stopLogExport(ctx) // last: the shutdown's own records go too
 	return errors.Join(errs...)
 }
 
@@ -553,8 +566,9 @@ func (m *Main) runKeyLifecycle(ctx context.Context) error {
 }
 
 // kmsClient builds the AWS KMS client from the SDK's standard settings
-// (region, credentials) and KMS_ENDPOINT.
-func kmsClient(ctx context.Context, cfg Config) (*kms.Client, error) {
+// (region, credentials) and KMS_ENDPOINT; observe is told of every call
+// it makes (token_service_kms_operations_total).
+func kmsClient(ctx context.Context, cfg Config, observe func(operation string, err error)) (*kms.Client, error) {
 	awsCfg, err := awsconfig.LoadDefaultConfig(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("KMS_PROVIDER=aws: AWS configuration: %w", err)
@@ -566,7 +580,7 @@ func kmsClient(ctx context.Context, cfg Config) (*kms.Client, error) {
 		if cfg.KMSEndpoint != "" {
 			o.BaseEndpoint = &cfg.KMSEndpoint
 		}
-	}), nil
+	}, awskms.WithObserver(observe)), nil
 }
 
 func first(keys [][]byte) []byte {

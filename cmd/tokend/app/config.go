@@ -50,6 +50,9 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	LogLevel        slog.Level
 	LogFormat       string
+	// LoggingAddress, if set, is the OTLP/gRPC receiver every log record
+	// also goes to (LOGGING_SERVICE_ADDRESS); empty: stdout only.
+	LoggingAddress string
 	// OTLPEndpoint is the OTLP/HTTP base URL traces are exported to;
 	// empty turns tracing off.
 	OTLPEndpoint string

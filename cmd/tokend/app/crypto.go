@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/auth-platform/tokenservice/cmd/internal/envvar"
+	"github.com/auth-platform/tokenservice/rpc"
 	"github.com/auth-platform/tokenservice/rpc/auth"
 	"github.com/auth-platform/tokenservice/signing/breaker"
 	"github.com/auth-platform/tokenservice/signing/cryptosvc"
@@ -142,7 +143,7 @@ func (m *Main) setupCrypto(ctx context.Context, kcfg *keyring.Config, sealer *se
 		}
 		m.Logger.Info("crypto service", "config", ccfg, "signing", cfg.CryptoSigning, "encryption", cfg.CryptoEncryption)
 		wrapper := client.KeyWrapper(cryptosvc.DefaultWrapKeyName, breaker.NewBreaker(
-			m.breakerConfig("crypto-service-envelope", cryptosvc.BackendName, false)))
+			m.breakerConfig("crypto-service-envelope", rpc.BreakerEnvelope, false)))
 		sealer, err = sealer.WithEnvelope(seal.Envelope{Wrapper: wrapper, Seal: cfg.CryptoEncryption,
 			Fallback: cfg.CryptoFallback, OnFallback: m.Metrics.FallbackSealed})
 		if err != nil {
@@ -167,16 +168,18 @@ func (m *Main) setupCrypto(ctx context.Context, kcfg *keyring.Config, sealer *se
 	default:
 		return sealer, nil
 	}
-	kcfg.Breaker = m.breakerConfig("", kcfg.Backend.Name(), true)
+	kcfg.Breaker = m.breakerConfig("", rpc.BreakerSigning, true)
 	return sealer, nil
 }
 
 // breakerConfig is the circuit breaker of a remote backend's calls, from
-// CRYPTO_TIMEOUT and CRYPTO_BREAKER_*; limited adds CRYPTO_RATE_LIMIT (the
-// signing calls, which the fallback key takes over; not the envelope's).
-func (m *Main) breakerConfig(name, backend string, limited bool) breaker.Config {
+// CRYPTO_TIMEOUT and CRYPTO_BREAKER_*, reported under label
+// (rpc.BreakerSigning, rpc.BreakerEnvelope); limited adds
+// CRYPTO_RATE_LIMIT (the signing calls, which the fallback key takes over;
+// not the envelope's).
+func (m *Main) breakerConfig(name, label string, limited bool) breaker.Config {
 	cfg := m.Config
-	b := breaker.Config{Name: name, Timeout: cfg.CryptoTimeout, Observer: m.Metrics.BreakerObserver(backend),
+	b := breaker.Config{Name: name, Timeout: cfg.CryptoTimeout, Observer: m.Metrics.BreakerObserver(label),
 		Failures: uint32(cfg.CryptoBreakerFailures), OpenFor: cfg.CryptoBreakerOpen, HalfOpenProbes: uint32(cfg.CryptoBreakerProbes)}
 	if limited {
 		b.RateLimit = cfg.CryptoRateLimit

@@ -26,4 +26,9 @@
 // from stale state without anyone knowing; a restart rebuilds every part
 // from the log. An error a component returns while Close stops it is
 // returned by Close.
+//
+// Logs go to stdout and, with LOGGING_SERVICE_ADDRESS, to an OTLP/gRPC
+// receiver too (logexport.go): a request only enqueues its records in a
+// bounded queue, so a logging outage loses records and never holds a
+// request or the shutdown.
 package app

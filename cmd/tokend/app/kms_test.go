@@ -4,7 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -114,4 +120,91 @@ func TestKMSProvisionedKey(t *testing.T) {
 	if _, err := Start(ctx, cfg, NewLogger(cfg)); err == nil || !strings.Contains(err.Error(), "KMS_KEY_ID=no-such-key") {
 		t.Fatalf("start with an unknown KMS_KEY_ID: %v, want an error naming it", err)
 	}
+}
+
+// TestKMSOperationsCounted puts a proxy that counts every KMS request by
+// its X-Amz-Target between tokend and the local-kms emulator, and checks
+// that token_service_kms_operations_total counts each operation exactly as
+// often as KMS received it: key creation, public keys, signatures,
+// whatever part of tokend made the call.
+func TestKMSOperationsCounted(t *testing.T) {
+	e := kmstest.Start(t)
+	target, err := url.Parse(e.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	seen := map[string]float64{}
+	rp := httputil.NewSingleHostReverseProxy(target)
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, op, _ := strings.Cut(r.Header.Get("X-Amz-Target"), ".") // TrentService.Sign
+		mu.Lock()
+		seen[op]++
+		mu.Unlock()
+		rp.ServeHTTP(w, r)
+	}))
+	defer proxy.Close()
+	t.Setenv("AWS_REGION", "us-east-1")
+	t.Setenv("AWS_ACCESS_KEY_ID", "test")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "test")
+	vars := map[string]string{
+		"HOST": "127.0.0.1", "PORT": "0", "DATA_DIR": t.TempDir(), "NATS_LISTEN": "127.0.0.1:0", "LOG_LEVEL": "error",
+		"JWT_ALGORITHM": "ES256", "KMS_PROVIDER": "aws", "KMS_ENDPOINT": proxy.URL,
+		"ENCRYPTION_KEY": base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{9}, 32)),
+	}
+	cfg, err := ConfigFromEnv(func(k string) string { return vars[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	m, err := Start(ctx, cfg, NewLogger(cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close(context.Background())
+	if err := m.Keyring.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if _, err := m.Issuer.Generate(ctx, issuer.GenerateRequest{Subject: "k", ClientID: "c", Audience: []string{"api"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	counted := map[string]float64{}
+	fams, err := m.Metrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fams {
+		if f.GetName() != "token_service_kms_operations_total" {
+			continue
+		}
+		for _, s := range f.GetMetric() {
+			for _, l := range s.GetLabel() {
+				if l.GetName() == "operation" {
+					counted[l.GetValue()] += s.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, op := range append(slices.Clone(awskms.Operations), awskms.OtherOperation) {
+		if counted[op] != seen[op] {
+			t.Errorf("%s: counted %v, KMS received %v", op, counted[op], seen[op])
+		}
+	}
+	for op := range seen {
+		if !slices.Contains(awskms.Operations, op) {
+			t.Errorf("KMS received %s, which awskms.Operations does not list", op)
+		}
+	}
+	for _, op := range []string{"CreateKey", "GetPublicKey", "Sign"} {
+		if seen[op] == 0 {
+			t.Errorf("no %s call: the test did not exercise it", op)
+		}
+	}
+	t.Logf("KMS calls: %v", seen)
 }

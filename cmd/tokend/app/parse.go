@@ -250,6 +250,19 @@ func otlpEndpoint(p *string) envvar.Parser {
 	}
 }
 
+// grpcURL parses the address of a gRPC receiver: an http (plaintext) or
+// https (TLS) URL with a host and no path.
+func grpcURL(p *string) envvar.Parser {
+	return func(v string) error {
+		u, err := url.Parse(v)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || strings.Trim(u.Path, "/") != "" {
+			return errors.New("must be an http or https URL with no path, such as http://collector:4317 (https for TLS)")
+		}
+		*p = v
+		return nil
+	}
+}
+
 // parseAuthMode parses AUTH_MODE; unset, compose derives it.
 func (r *reading) parseAuthMode(v string) error {
 	m, err := ParseAuthMode(v)

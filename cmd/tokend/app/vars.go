@@ -157,6 +157,8 @@ func (r *reading) vars() []envvar.Var {
 			Doc: "`debug`, `info`, `warn` or `error`"},
 		{Name: "LOG_FORMAT", Default: "json", Parse: envvar.OneOf(&c.LogFormat, "json", "text"),
 			Doc: "`json` or `text`"},
+		{Name: "LOGGING_SERVICE_ADDRESS", Parse: grpcURL(&c.LoggingAddress),
+			Doc: "OTLP/gRPC receiver (`http://collector:4317`, `https://` for TLS) every log record also goes to, with the same attributes and IDs as on stdout, batched in a bounded queue (records past it are dropped, never waited for: a logging outage does not slow a request); unset: stdout only. The specification's default `http://localhost:5001` is not assumed"},
 		{Name: "OTEL_EXPORTER_OTLP_ENDPOINT", Parse: otlpEndpoint(&c.OTLPEndpoint),
 			Doc: "OTLP/HTTP base URL traces are exported to (`http://collector:4318`; `/v1/traces` is appended); unset turns tracing off. Spans: every RPC, every event-log append, every signing; attributes never hold tokens, secrets or subjects"},
 		{Name: "OTEL_SERVICE_NAME", Default: "tokend", Parse: envvar.String(&c.ServiceName),

@@ -339,7 +339,11 @@ type RevokeTokenRequest struct {
 	//	*RevokeTokenRequest_Subject
 	//	*RevokeTokenRequest_AccessToken
 	Target isRevokeTokenRequest_Target `protobuf_oneof:"target"`
-	// Why: "client" (default), "subject", "key_compromise" or "admin".
+	// Why, in the caller's words: at most 64 bytes of printable UTF-8 (no
+	// control character). "client" (the default; "subject" for a subject),
+	// "subject", "key_compromise" and "admin" are reasons of their own; any
+	// other text ("logout", "password_change") is recorded as given, with
+	// the reason "other" in the metrics and the subscriber feed.
 	Reason        string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -93,6 +93,8 @@ const (
 	RevocationReason_REVOCATION_REASON_KEY_COMPROMISE RevocationReason = 4
 	// An operator revoked it.
 	RevocationReason_REVOCATION_REASON_ADMIN RevocationReason = 5
+	// The caller gave a reason of its own (reason_text says which).
+	RevocationReason_REVOCATION_REASON_OTHER RevocationReason = 6
 )
 
 // Enum value maps for RevocationReason.
@@ -104,6 +106,7 @@ var (
 		3: "REVOCATION_REASON_SUBJECT",
 		4: "REVOCATION_REASON_KEY_COMPROMISE",
 		5: "REVOCATION_REASON_ADMIN",
+		6: "REVOCATION_REASON_OTHER",
 	}
 	RevocationReason_value = map[string]int32{
 		"REVOCATION_REASON_UNSPECIFIED":    0,
@@ -112,6 +115,7 @@ var (
 		"REVOCATION_REASON_SUBJECT":        3,
 		"REVOCATION_REASON_KEY_COMPROMISE": 4,
 		"REVOCATION_REASON_ADMIN":          5,
+		"REVOCATION_REASON_OTHER":          6,
 	}
 )
 
@@ -530,9 +534,13 @@ func (x *FamilyRotated) GetAccessTokenId() string {
 
 // FamilyRevoked: token.family.<fid>.revoked.
 type FamilyRevoked struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	State         *FamilyState           `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"`
-	Reason        RevocationReason       `protobuf:"varint,2,opt,name=reason,proto3,enum=token.events.v1.RevocationReason" json:"reason,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	State  *FamilyState           `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"`
+	Reason RevocationReason       `protobuf:"varint,2,opt,name=reason,proto3,enum=token.events.v1.RevocationReason" json:"reason,omitempty"`
+	// The reason in the caller's words (RevokeToken's reason), for the audit:
+	// at most 64 bytes of printable UTF-8; empty when the caller gave none.
+	// reason is its bounded counterpart (OTHER for words it does not name).
+	ReasonText    string `protobuf:"bytes,3,opt,name=reason_text,json=reasonText,proto3" json:"reason_text,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -581,14 +589,23 @@ func (x *FamilyRevoked) GetReason() RevocationReason {
 	return RevocationReason_REVOCATION_REASON_UNSPECIFIED
 }
 
+func (x *FamilyRevoked) GetReasonText() string {
+	if x != nil {
+		return x.ReasonText
+	}
+	return ""
+}
+
 // SubjectRevoked: token.subject.<sid>.revoked. Every family of the subject
 // whose issued event precedes this one in the stream is revoked, and access
 // tokens of the subject issued before revoked_at are no longer valid.
 type SubjectRevoked struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Subject       string                 `protobuf:"bytes,1,opt,name=subject,proto3" json:"subject,omitempty"`
-	RevokedAt     *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=revoked_at,json=revokedAt,proto3" json:"revoked_at,omitempty"`
-	Reason        RevocationReason       `protobuf:"varint,3,opt,name=reason,proto3,enum=token.events.v1.RevocationReason" json:"reason,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Subject   string                 `protobuf:"bytes,1,opt,name=subject,proto3" json:"subject,omitempty"`
+	RevokedAt *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=revoked_at,json=revokedAt,proto3" json:"revoked_at,omitempty"`
+	Reason    RevocationReason       `protobuf:"varint,3,opt,name=reason,proto3,enum=token.events.v1.RevocationReason" json:"reason,omitempty"`
+	// The reason in the caller's words, as in FamilyRevoked.reason_text.
+	ReasonText    string `protobuf:"bytes,4,opt,name=reason_text,json=reasonText,proto3" json:"reason_text,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -642,6 +659,13 @@ func (x *SubjectRevoked) GetReason() RevocationReason {
 		return x.Reason
 	}
 	return RevocationReason_REVOCATION_REASON_UNSPECIFIED
+}
+
+func (x *SubjectRevoked) GetReasonText() string {
+	if x != nil {
+		return x.ReasonText
+	}
+	return ""
 }
 
 // PublicKey is a public signing key as a JWK (RFC 7517).
@@ -1810,15 +1834,19 @@ const file_token_events_v1_events_proto_rawDesc = "" +
 	"\rFamilyRotated\x122\n" +
 	"\x05state\x18\x01 \x01(\v2\x1c.token.events.v1.FamilyStateR\x05state\x12\x15\n" +
 	"\x06key_id\x18\x02 \x01(\tR\x05keyId\x12&\n" +
-	"\x0faccess_token_id\x18\x03 \x01(\tR\raccessTokenId\"~\n" +
+	"\x0faccess_token_id\x18\x03 \x01(\tR\raccessTokenId\"\x9f\x01\n" +
 	"\rFamilyRevoked\x122\n" +
 	"\x05state\x18\x01 \x01(\v2\x1c.token.events.v1.FamilyStateR\x05state\x129\n" +
-	"\x06reason\x18\x02 \x01(\x0e2!.token.events.v1.RevocationReasonR\x06reason\"\xa0\x01\n" +
+	"\x06reason\x18\x02 \x01(\x0e2!.token.events.v1.RevocationReasonR\x06reason\x12\x1f\n" +
+	"\vreason_text\x18\x03 \x01(\tR\n" +
+	"reasonText\"\xc1\x01\n" +
 	"\x0eSubjectRevoked\x12\x18\n" +
 	"\asubject\x18\x01 \x01(\tR\asubject\x129\n" +
 	"\n" +
 	"revoked_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\x129\n" +
-	"\x06reason\x18\x03 \x01(\x0e2!.token.events.v1.RevocationReasonR\x06reason\"\x8b\x01\n" +
+	"\x06reason\x18\x03 \x01(\x0e2!.token.events.v1.RevocationReasonR\x06reason\x12\x1f\n" +
+	"\vreason_text\x18\x04 \x01(\tR\n" +
+	"reasonText\"\x8b\x01\n" +
 	"\tPublicKey\x12\x10\n" +
 	"\x03kty\x18\x01 \x01(\tR\x03kty\x12\x10\n" +
 	"\x03kid\x18\x02 \x01(\tR\x03kid\x12\x10\n" +
@@ -1905,14 +1933,15 @@ const file_token_events_v1_events_proto_rawDesc = "" +
 	"\fFamilyStatus\x12\x1d\n" +
 	"\x19FAMILY_STATUS_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14FAMILY_STATUS_ACTIVE\x10\x01\x12\x19\n" +
-	"\x15FAMILY_STATUS_REVOKED\x10\x02*\xd2\x01\n" +
+	"\x15FAMILY_STATUS_REVOKED\x10\x02*\xef\x01\n" +
 	"\x10RevocationReason\x12!\n" +
 	"\x1dREVOCATION_REASON_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17REVOCATION_REASON_REUSE\x10\x01\x12\x1c\n" +
 	"\x18REVOCATION_REASON_CLIENT\x10\x02\x12\x1d\n" +
 	"\x19REVOCATION_REASON_SUBJECT\x10\x03\x12$\n" +
 	" REVOCATION_REASON_KEY_COMPROMISE\x10\x04\x12\x1b\n" +
-	"\x17REVOCATION_REASON_ADMIN\x10\x05*\xa4\x01\n" +
+	"\x17REVOCATION_REASON_ADMIN\x10\x05\x12\x1b\n" +
+	"\x17REVOCATION_REASON_OTHER\x10\x06*\xa4\x01\n" +
 	"\tKeyStatus\x12\x1a\n" +
 	"\x16KEY_STATUS_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14KEY_STATUS_GENERATED\x10\x01\x12\x18\n" +

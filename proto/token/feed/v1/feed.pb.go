@@ -46,6 +46,8 @@ const (
 	RevocationReason_REVOCATION_REASON_KEY_COMPROMISE RevocationReason = 4
 	// An administrator revoked it.
 	RevocationReason_REVOCATION_REASON_ADMIN RevocationReason = 5
+	// The revoking caller gave a reason of its own.
+	RevocationReason_REVOCATION_REASON_OTHER RevocationReason = 6
 )
 
 // Enum value maps for RevocationReason.
@@ -57,6 +59,7 @@ var (
 		3: "REVOCATION_REASON_SUBJECT",
 		4: "REVOCATION_REASON_KEY_COMPROMISE",
 		5: "REVOCATION_REASON_ADMIN",
+		6: "REVOCATION_REASON_OTHER",
 	}
 	RevocationReason_value = map[string]int32{
 		"REVOCATION_REASON_UNSPECIFIED":    0,
@@ -65,6 +68,7 @@ var (
 		"REVOCATION_REASON_SUBJECT":        3,
 		"REVOCATION_REASON_KEY_COMPROMISE": 4,
 		"REVOCATION_REASON_ADMIN":          5,
+		"REVOCATION_REASON_OTHER":          6,
 	}
 )
 
@@ -528,14 +532,15 @@ const file_token_feed_v1_feed_proto_rawDesc = "" +
 	"public_key\x18\x03 \x01(\v2\x18.token.feed.v1.PublicJWKR\tpublicKey\x120\n" +
 	"\x06status\x18\x04 \x01(\x0e2\x18.token.feed.v1.KeyStatusR\x06status\x12*\n" +
 	"\x02at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12=\n" +
-	"\fretain_until\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vretainUntil*\xd2\x01\n" +
+	"\fretain_until\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vretainUntil*\xef\x01\n" +
 	"\x10RevocationReason\x12!\n" +
 	"\x1dREVOCATION_REASON_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17REVOCATION_REASON_REUSE\x10\x01\x12\x1c\n" +
 	"\x18REVOCATION_REASON_CLIENT\x10\x02\x12\x1d\n" +
 	"\x19REVOCATION_REASON_SUBJECT\x10\x03\x12$\n" +
 	" REVOCATION_REASON_KEY_COMPROMISE\x10\x04\x12\x1b\n" +
-	"\x17REVOCATION_REASON_ADMIN\x10\x05*\x8d\x01\n" +
+	"\x17REVOCATION_REASON_ADMIN\x10\x05\x12\x1b\n" +
+	"\x17REVOCATION_REASON_OTHER\x10\x06*\x8d\x01\n" +
 	"\tKeyStatus\x12\x1a\n" +
 	"\x16KEY_STATUS_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14KEY_STATUS_PUBLISHED\x10\x01\x12\x18\n" +
