@@ -128,6 +128,10 @@ func expiryVars(extra ...string) map[string]string {
 type startFigures struct {
 	ready    time.Duration // exec to the first 200 of /readyz
 	rss, hwm uint64        // VmRSS 2 s after ready, and VmHWM (peak) then
+	// heap is the Go heap in use and idle is its part not yet returned to
+	// the system (go_memstats_heap_inuse_bytes and heap_idle - heap_released
+	// of /metrics), read with rss: what of rss is the Go heap.
+	heap, idle float64
 }
 
 // startMeasured starts tokend with env, waits until it is ready and 2 s
@@ -139,7 +143,22 @@ func startMeasured(b *testing.B, env childEnv) (*child, startFigures) {
 	ready := time.Since(c.started)
 	time.Sleep(2 * time.Second)
 	rss, hwm := procMemory(b, c.pid)
-	return c, startFigures{ready: ready, rss: rss, hwm: hwm}
+	f := startFigures{ready: ready, rss: rss, hwm: hwm}
+	hc := &http.Client{Timeout: 5 * time.Second}
+	var err error
+	if f.heap, err = metricValue(hc, env.baseURL(), "go_memstats_heap_inuse_bytes"); err != nil {
+		b.Fatal(err)
+	}
+	idle, err := metricValue(hc, env.baseURL(), "go_memstats_heap_idle_bytes")
+	if err != nil {
+		b.Fatal(err)
+	}
+	released, err := metricValue(hc, env.baseURL(), "go_memstats_heap_released_bytes")
+	if err != nil {
+		b.Fatal(err)
+	}
+	f.idle = idle - released
+	return c, f
 }
 
 // procMemory returns VmRSS and VmHWM of pid in bytes, from /proc.
@@ -237,7 +256,7 @@ func waitEnded(b *testing.B, c *child, base string, issued time.Time) {
 	hc := &http.Client{Timeout: 5 * time.Second}
 	deadline := issued.Add(2 * time.Minute)
 	for {
-		n, err := projectionEntries(hc, base)
+		n, err := metricValue(hc, base, "token_service_projection_entries")
 		if err == nil && n == 0 {
 			break
 		}
@@ -253,9 +272,9 @@ func waitEnded(b *testing.B, c *child, base string, issued time.Time) {
 	time.Sleep(time.Until(issued.Add(2*time.Minute + 5*time.Second)))
 }
 
-// projectionEntries reads the gauge token_service_projection_entries of
+// metricValue reads the sample of metric name (without labels) from
 // base's /metrics.
-func projectionEntries(hc *http.Client, base string) (float64, error) {
+func metricValue(hc *http.Client, base, name string) (float64, error) {
 	resp, err := hc.Get(base + "/metrics")
 	if err != nil {
 		return 0, err
@@ -269,11 +288,11 @@ func projectionEntries(hc *http.Client, base string) (float64, error) {
 		return 0, fmt.Errorf("GET /metrics: %s", resp.Status)
 	}
 	for _, line := range strings.Split(string(body), "\n") {
-		if v, ok := strings.CutPrefix(line, "token_service_projection_entries "); ok {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
 			return strconv.ParseFloat(strings.TrimSpace(v), 64)
 		}
 	}
-	return 0, errors.New("no token_service_projection_entries in /metrics")
+	return 0, fmt.Errorf("no %s in /metrics", name)
 }
 
 // dirSize returns the bytes of the regular files under dir.
@@ -303,13 +322,14 @@ type rssRuns struct {
 	empty, restart, replay startFigures
 }
 
-// add adds s to sum and logs it with its peak RSS (VmHWM), which the
-// metrics leave out.
+// add adds s to sum and logs it with its peak RSS (VmHWM) and Go heap,
+// which the metrics leave out.
 func add(b *testing.B, sum *startFigures, s startFigures, what string) {
 	b.Helper()
 	sum.ready += s.ready
 	sum.rss += s.rss
-	b.Logf("%s: ready after %s, VmRSS %.1f MiB, VmHWM %.1f MiB", what, s.ready.Round(time.Millisecond), float64(s.rss)/(1<<20), float64(s.hwm)/(1<<20))
+	b.Logf("%s: ready after %s, VmRSS %.1f MiB, VmHWM %.1f MiB, Go heap in use %.1f MiB, idle not returned %.1f MiB",
+		what, s.ready.Round(time.Millisecond), float64(s.rss)/(1<<20), float64(s.hwm)/(1<<20), s.heap/(1<<20), s.idle/(1<<20))
 }
 
 func (r rssRuns) report(b *testing.B, n int) {
