@@ -40,7 +40,7 @@ func startNATSCluster(t *testing.T, n int) []*natsNode {
 
 // startNATS starts n nodes; without secured, clients need no credentials
 // and may do anything (what tokend must refuse).
-func startNATS(t *testing.T, n int, secured bool) []*natsNode {
+func startNATS(t testing.TB, n int, secured bool) []*natsNode {
 	t.Helper()
 	accounts := ""
 	if secured {
@@ -82,12 +82,12 @@ jetstream { store_dir: %q }
 }
 
 // start starts the node's process (again, after a kill: same store).
-func (n *natsNode) start(t *testing.T) {
+func (n *natsNode) start(t testing.TB) {
 	t.Helper()
 	n.proc = startProcess(t, natsServerBinary(t), []string{"-c", n.conf}, []string{"HOME=" + n.dir})
 }
 
-func (n *natsNode) waitHealthy(t *testing.T, timeout time.Duration) {
+func (n *natsNode) waitHealthy(t testing.TB, timeout time.Duration) {
 	t.Helper()
 	hc := &http.Client{Timeout: time.Second}
 	deadline := time.Now().Add(timeout)

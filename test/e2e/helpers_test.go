@@ -93,18 +93,18 @@ func TestMain(m *testing.M) {
 }
 
 // tokendBinary builds cmd/tokend once per test run.
-func tokendBinary(t *testing.T) string { return goBinary(t, "./cmd/tokend", "tokend") }
+func tokendBinary(t testing.TB) string { return goBinary(t, "./cmd/tokend", "tokend") }
 
 // natsServerBinary builds nats-server from the module go.mod requires, so
 // that tests can SIGKILL a NATS node as a process.
-func natsServerBinary(t *testing.T) string {
+func natsServerBinary(t testing.TB) string {
 	return goBinary(t, "github.com/nats-io/nats-server/v2", "nats-server")
 }
 
 // goBinary builds pkg once per test run. The binary lives in a directory
 // of the run, not of one test, because several tests use it; TestMain
 // removes it.
-func goBinary(t *testing.T, pkg, name string) string {
+func goBinary(t testing.TB, pkg, name string) string {
 	t.Helper()
 	buildDirOnce.Do(func() { buildDir, buildDirErr = os.MkdirTemp("", "tokend-e2e-") })
 	if buildDirErr != nil {
@@ -145,7 +145,7 @@ type childEnv struct {
 	Extra    map[string]string
 }
 
-func newChildEnv(t *testing.T, extra map[string]string) childEnv {
+func newChildEnv(t testing.TB, extra map[string]string) childEnv {
 	ports := eventlogtest.FreePorts(t, 2)
 	return childEnv{DataDir: t.TempDir(), HTTPPort: ports[0], NATSPort: ports[1], Extra: extra}
 }
@@ -177,17 +177,18 @@ func (e childEnv) natsURL() string { return fmt.Sprintf("nats://127.0.0.1:%d", e
 
 // child is one running tokend process.
 type child struct {
-	t       *testing.T
+	t       testing.TB
 	cmd     *exec.Cmd
 	pid     int
 	logPath string
+	started time.Time     // just before the exec
 	done    chan struct{} // closed when the process was reaped
 	state   *os.ProcessState
 }
 
 // startChild starts tokend with env. A cleanup stops it (SIGTERM, then
 // SIGKILL) if the test did not, and shows its log if the test failed.
-func startChild(t *testing.T, env childEnv) *child {
+func startChild(t testing.TB, env childEnv) *child {
 	t.Helper()
 	return startProcess(t, tokendBinary(t), nil, env.environ())
 }
@@ -195,7 +196,7 @@ func startChild(t *testing.T, env childEnv) *child {
 // startProcess starts bin with args and exactly the environment environ.
 // A cleanup stops it (SIGTERM, then SIGKILL) if the test did not, and
 // shows its log if the test failed.
-func startProcess(t *testing.T, bin string, args, environ []string) *child {
+func startProcess(t testing.TB, bin string, args, environ []string) *child {
 	t.Helper()
 	logFile, err := os.CreateTemp(t.TempDir(), filepath.Base(bin)+"-*.log")
 	if err != nil {
@@ -206,12 +207,13 @@ func startProcess(t *testing.T, bin string, args, environ []string) *child {
 	cmd.Stdout = logFile // an *os.File is handed to the child: no copying goroutine
 	cmd.Stderr = logFile
 	dieWithParent(cmd)
+	started := time.Now()
 	if err := cmd.Start(); err != nil {
 		logFile.Close()
 		t.Fatalf("start %s: %v", bin, err)
 	}
 	logFile.Close() // the child holds its own descriptor
-	c := &child{t: t, cmd: cmd, pid: cmd.Process.Pid, logPath: logFile.Name(), done: make(chan struct{})}
+	c := &child{t: t, cmd: cmd, pid: cmd.Process.Pid, logPath: logFile.Name(), started: started, done: make(chan struct{})}
 	go func() {
 		_ = cmd.Wait() // the exit status is read from ProcessState
 		c.state = cmd.ProcessState
