@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strconv"
 	"time"
 
@@ -27,7 +29,13 @@ type EmbeddedConfig struct {
 	// every start.
 	EncryptionKey []byte
 	// PreviousEncryptionKey, if set, is the key the files were encrypted
-	// with before EncryptionKey replaced it; the server re-encrypts them.
+	// with before EncryptionKey replaced it; the server re-encrypts the
+	// streams' files. It cannot re-encrypt a consumer's (nats-server
+	// 2.15 opens them with the current key only, and a durable consumer
+	// that does not open can never be created again, error 10012), so
+	// the consumers are removed before the server starts: their owners
+	// create them again and start over (the families projector rewrites
+	// its idempotent model, a subscriber resumes from its own position).
 	PreviousEncryptionKey []byte
 	// SyncAlways syncs every write to disk before acknowledging it.
 	SyncAlways bool
@@ -69,6 +77,11 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 	host, port, err := splitHostPort(cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("eventlog: listen address %q: %w", cfg.Listen, err)
+	}
+	if len(cfg.PreviousEncryptionKey) > 0 {
+		if err := removeConsumers(cfg.DataDir); err != nil {
+			return nil, fmt.Errorf("eventlog: consumers under the previous key: %w", err)
+		}
 	}
 	opts := &server.Options{
 		ServerName:   cfg.ServerName,
@@ -172,4 +185,19 @@ func jetStreamKey(k []byte) string {
 	mac := hmac.New(sha256.New, k)
 	mac.Write([]byte("tokenservice nats jetstream at-rest key v1"))
 	return hex.EncodeToString(mac.Sum(nil))
+}
+
+// removeConsumers removes the consumers' files of every stream under the
+// JetStream store dir (<dir>/jetstream/<account>/streams/<stream>/obs).
+func removeConsumers(dir string) error {
+	streams, err := filepath.Glob(filepath.Join(dir, "jetstream", "*", "streams", "*", "obs"))
+	if err != nil {
+		return err
+	}
+	for _, obs := range streams {
+		if err := os.RemoveAll(obs); err != nil {
+			return err
+		}
+	}
+	return nil
 }
