@@ -2,12 +2,7 @@ package awskms_test
 
 import (
 	"context"
-	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"slices"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -20,30 +15,17 @@ import (
 	"github.com/auth-platform/tokenservice/signing/awskms/kmstest"
 )
 
-// TestWithObserverSeesEveryCall runs the whole key lifecycle (adopting a
-// key, which tags it; creating one; opening, signing, discarding) against
-// the local-kms emulator through a proxy that counts the requests KMS
-// receives, and checks that the observer saw each operation as often, with
+// TestWithObserverSeesEveryCall runs the whole key lifecycle (creating
+// keys, opening, signing, discarding) against the local-kms emulator
+// through a proxy that counts the requests KMS receives (kmstest.Counter), and checks that the observer saw each operation as often, with
 // its outcome.
 func TestWithObserverSeesEveryCall(t *testing.T) {
 	e := kmstest.Start(t)
-	target, err := url.Parse(e.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
+	counter := e.Count(t)
 	var mu sync.Mutex
-	received, observed, failed := map[string]int{}, map[string]int{}, map[string]int{}
-	rp := httputil.NewSingleHostReverseProxy(target)
-	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, op, _ := strings.Cut(r.Header.Get("X-Amz-Target"), ".") // TrentService.Sign
-		mu.Lock()
-		received[op]++
-		mu.Unlock()
-		rp.ServeHTTP(w, r)
-	}))
-	defer proxy.Close()
+	observed, failed := map[string]int{}, map[string]int{}
 	client := kms.New(kms.Options{
-		Region: "us-east-1", BaseEndpoint: aws.String(proxy.URL), Credentials: aws.AnonymousCredentials{}, RetryMaxAttempts: 1,
+		Region: "us-east-1", BaseEndpoint: aws.String(counter.URL), Credentials: aws.AnonymousCredentials{}, RetryMaxAttempts: 1,
 	}, awskms.WithObserver(func(op string, err error) {
 		mu.Lock()
 		defer mu.Unlock()
@@ -81,6 +63,7 @@ func TestWithObserverSeesEveryCall(t *testing.T) {
 		t.Fatal("unknown key accepted")
 	}
 
+	received := counter.Received()
 	mu.Lock()
 	defer mu.Unlock()
 	for op, n := range received {

@@ -4,13 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
-	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -27,31 +22,10 @@ import (
 // pre-published, and issued tokens verify.
 func TestKMSProvider(t *testing.T) {
 	e := kmstest.Start(t)
-	// The AWS SDK reads its standard settings from the process.
-	t.Setenv("AWS_REGION", "us-east-1")
-	t.Setenv("AWS_ACCESS_KEY_ID", "test")
-	t.Setenv("AWS_SECRET_ACCESS_KEY", "test")
-	vars := map[string]string{
-		"HOST": "127.0.0.1", "PORT": "0", "DATA_DIR": t.TempDir(), "NATS_LISTEN": "127.0.0.1:0", "LOG_LEVEL": "error",
-		"JWT_ALGORITHM": "ES256", "KMS_PROVIDER": "aws", "KMS_ENDPOINT": e.URL,
-		"ENCRYPTION_KEY": base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{9}, 32)),
-	}
-	cfg, err := ConfigFromEnv(func(k string) string { return vars[k] })
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !cfg.CryptoFallback {
+	vars := kmsVars(t, e.URL)
+	m, ctx := startKMS(t, vars)
+	if !m.Config.CryptoFallback {
 		t.Fatal("fallback is not on by default with aws")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	m, err := Start(ctx, cfg, NewLogger(cfg))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close(context.Background())
-	if err := m.Keyring.Tick(ctx); err != nil {
-		t.Fatal(err)
 	}
 	active, _ := m.Set.ActiveKey()
 	if active.Backend != awskms.BackendName {
@@ -73,29 +47,9 @@ func TestKMSProvider(t *testing.T) {
 // KMS_KEY_ID against local-kms: it signs with that key and creates none.
 func TestKMSProvisionedKey(t *testing.T) {
 	e := kmstest.Start(t)
-	t.Setenv("AWS_REGION", "us-east-1")
-	t.Setenv("AWS_ACCESS_KEY_ID", "test")
-	t.Setenv("AWS_SECRET_ACCESS_KEY", "test")
 	key := e.CreateKey(t, types.KeySpecEccNistP256)
-	vars := map[string]string{
-		"HOST": "127.0.0.1", "PORT": "0", "DATA_DIR": t.TempDir(), "NATS_LISTEN": "127.0.0.1:0", "LOG_LEVEL": "error",
-		"JWT_ALGORITHM": "ES256", "KMS_PROVIDER": "aws", "KMS_ENDPOINT": e.URL, "KMS_KEY_ID": key, "CRYPTO_FALLBACK_ENABLED": "false",
-		"ENCRYPTION_KEY": base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{9}, 32)),
-	}
-	cfg, err := ConfigFromEnv(func(k string) string { return vars[k] })
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	m, err := Start(ctx, cfg, NewLogger(cfg))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close(context.Background())
-	if err := m.Keyring.Tick(ctx); err != nil {
-		t.Fatal(err)
-	}
+	vars := kmsVars(t, e.URL, "KMS_KEY_ID", key, "CRYPTO_FALLBACK_ENABLED", "false")
+	m, ctx := startKMS(t, vars)
 	active, _ := m.Set.ActiveKey()
 	if active.Backend != awskms.BackendName || !active.Provisioned || !strings.Contains(active.Ref, key) {
 		t.Fatalf("active key %+v, want the provisioned %s", active, key)
@@ -114,7 +68,8 @@ func TestKMSProvisionedKey(t *testing.T) {
 
 	// A KMS_KEY_ID that KMS does not hold: the start fails and names it.
 	vars["KMS_KEY_ID"], vars["DATA_DIR"] = "no-such-key", t.TempDir()
-	if cfg, err = ConfigFromEnv(func(k string) string { return vars[k] }); err != nil {
+	cfg, err := ConfigFromEnv(func(k string) string { return vars[k] })
+	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := Start(ctx, cfg, NewLogger(cfg)); err == nil || !strings.Contains(err.Error(), "KMS_KEY_ID=no-such-key") {
@@ -128,44 +83,8 @@ func TestKMSProvisionedKey(t *testing.T) {
 // often as KMS received it: key creation, public keys, signatures,
 // whatever part of tokend made the call.
 func TestKMSOperationsCounted(t *testing.T) {
-	e := kmstest.Start(t)
-	target, err := url.Parse(e.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	seen := map[string]float64{}
-	rp := httputil.NewSingleHostReverseProxy(target)
-	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, op, _ := strings.Cut(r.Header.Get("X-Amz-Target"), ".") // TrentService.Sign
-		mu.Lock()
-		seen[op]++
-		mu.Unlock()
-		rp.ServeHTTP(w, r)
-	}))
-	defer proxy.Close()
-	t.Setenv("AWS_REGION", "us-east-1")
-	t.Setenv("AWS_ACCESS_KEY_ID", "test")
-	t.Setenv("AWS_SECRET_ACCESS_KEY", "test")
-	vars := map[string]string{
-		"HOST": "127.0.0.1", "PORT": "0", "DATA_DIR": t.TempDir(), "NATS_LISTEN": "127.0.0.1:0", "LOG_LEVEL": "error",
-		"JWT_ALGORITHM": "ES256", "KMS_PROVIDER": "aws", "KMS_ENDPOINT": proxy.URL,
-		"ENCRYPTION_KEY": base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{9}, 32)),
-	}
-	cfg, err := ConfigFromEnv(func(k string) string { return vars[k] })
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	m, err := Start(ctx, cfg, NewLogger(cfg))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close(context.Background())
-	if err := m.Keyring.Tick(ctx); err != nil {
-		t.Fatal(err)
-	}
+	counter := kmstest.Start(t).Count(t)
+	m, ctx := startKMS(t, kmsVars(t, counter.URL))
 	for range 3 {
 		if _, err := m.Issuer.Generate(ctx, issuer.GenerateRequest{Subject: "k", ClientID: "c", Audience: []string{"api"}}); err != nil {
 			t.Fatal(err)
@@ -189,10 +108,9 @@ func TestKMSOperationsCounted(t *testing.T) {
 			}
 		}
 	}
-	mu.Lock()
-	defer mu.Unlock()
+	seen := counter.Received()
 	for _, op := range append(slices.Clone(awskms.Operations), awskms.OtherOperation) {
-		if counted[op] != seen[op] {
+		if counted[op] != float64(seen[op]) {
 			t.Errorf("%s: counted %v, KMS received %v", op, counted[op], seen[op])
 		}
 	}
@@ -207,4 +125,43 @@ func TestKMSOperationsCounted(t *testing.T) {
 		}
 	}
 	t.Logf("KMS calls: %v", seen)
+}
+
+// kmsVars are the variables of a tokend that signs with AWS KMS at
+// endpoint (the emulator, or a Counter in front of it), and extra (name,
+// value pairs); the AWS SDK reads its standard settings from the process.
+func kmsVars(t *testing.T, endpoint string, extra ...string) map[string]string {
+	t.Setenv("AWS_REGION", "us-east-1")
+	t.Setenv("AWS_ACCESS_KEY_ID", "test")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "test")
+	vars := map[string]string{
+		"HOST": "127.0.0.1", "PORT": "0", "DATA_DIR": t.TempDir(), "NATS_LISTEN": "127.0.0.1:0", "LOG_LEVEL": "error",
+		"JWT_ALGORITHM": "ES256", "KMS_PROVIDER": "aws", "KMS_ENDPOINT": endpoint,
+		"ENCRYPTION_KEY": base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{9}, 32)),
+	}
+	for i := 0; i+1 < len(extra); i += 2 {
+		vars[extra[i]] = extra[i+1]
+	}
+	return vars
+}
+
+// startKMS starts tokend with vars, moves its key lifecycle once, and
+// stops it when t ends.
+func startKMS(t *testing.T, vars map[string]string) (*Main, context.Context) {
+	t.Helper()
+	cfg, err := ConfigFromEnv(func(k string) string { return vars[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	m, err := Start(ctx, cfg, NewLogger(cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close(context.Background()) })
+	if err := m.Keyring.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return m, ctx
 }

@@ -16,6 +16,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -239,4 +244,42 @@ func buildBinary() (string, error) {
 		return "", fmt.Errorf("kmstest: local-kms was not built: %w", err)
 	}
 	return bin, nil
+}
+
+// Counter is a proxy in front of the emulator that counts the requests
+// KMS receives, by operation (its X-Amz-Target: Sign, CreateKey, ...).
+type Counter struct {
+	// URL is the proxy's endpoint, to use instead of the emulator's.
+	URL string
+
+	mu   sync.Mutex
+	seen map[string]int
+}
+
+// Count starts a Counter in front of e; it stops with t.
+func (e *Emulator) Count(t testing.TB) *Counter {
+	t.Helper()
+	target, err := url.Parse(e.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Counter{seen: map[string]int{}}
+	rp := httputil.NewSingleHostReverseProxy(target)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, op, _ := strings.Cut(r.Header.Get("X-Amz-Target"), ".") // TrentService.Sign
+		c.mu.Lock()
+		c.seen[op]++
+		c.mu.Unlock()
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	c.URL = srv.URL
+	return c
+}
+
+// Received returns how many requests of each operation KMS received.
+func (c *Counter) Received() map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.seen)
 }
