@@ -15,4 +15,21 @@
 // The set of keys and their lifecycle (generated → published → activated →
 // retired → destroyed) lives in the event log; package signing/keyring
 // drives it.
+//
+// # Retries
+//
+// Retry is the one retry rule of the remote backends (AWS KMS, a crypto
+// service). It is for idempotent calls only: opening a key (GetPublicKey)
+// and creating a key by intent (the key is named or tagged with the
+// keyring's intent ID, so a repeated creation finds the key an earlier
+// attempt made, even one whose answer was lost). Each backend says which
+// errors are transient: network errors, throttling and the service's
+// 5xx/unavailable answers; a permanent error (no such key, invalid key,
+// permission denied) is returned at once. Attempts are spaced by an
+// exponential backoff with jitter (RetryDelay) and stop at the caller's
+// deadline, or Backoff.Timeout (CRYPTO_TIMEOUT in tokend) when the caller
+// has none. Sign is never retried: the circuit breaker and the fallback
+// key own signing failures (signing/breaker), and a retried Sign would
+// hold a token request beyond CRYPTO_TIMEOUT. The AWS SDK's own retries
+// are off in tokend, so that this rule is the only one.
 package signing

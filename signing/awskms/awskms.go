@@ -9,6 +9,14 @@
 // with the key of KMS_KEY_ID and calls only Sign and GetPublicKey (its API
 // has no other method).
 //
+// GetPublicKey and the creation of a key by intent are retried on
+// transient errors (throttling, a 5xx, no answer) with signing.Retry,
+// within the caller's deadline (or Backoff.Timeout); Sign is not: the
+// breaker and the fallback key own signing failures. A client built for
+// this package should have the SDK's own retries off (aws.NopRetryer, or
+// RetryMaxAttempts 1), as tokend's has, so that this is the one retry
+// rule and every attempt is one request.
+//
 // The SDK is used through API, the narrow interface of the calls this
 // package makes, so tests run it against the local-kms emulator and the
 // resilience wrapper (breaker, limiter) can sit in front of it. The client
@@ -76,14 +84,23 @@ type Signer struct {
 var _ signing.Signer = (*Signer)(nil)
 
 // New returns a signer for the KMS key keyID (ID, ARN or alias) with alg.
-// It fetches the public key once, checks it fits alg, and derives the key
-// ID (RFC 7638 thumbprint) from it.
+// It fetches the public key, checks it fits alg, and derives the key ID
+// (RFC 7638 thumbprint) from it. GetPublicKey is retried with the
+// default signing.Backoff; NewWithBackoff takes another.
 func New(ctx context.Context, api API, keyID string, alg signing.Algorithm) (*Signer, error) {
+	return NewWithBackoff(ctx, api, keyID, alg, signing.Backoff{})
+}
+
+// NewWithBackoff is New with GetPublicKey retried by signing.Retry with
+// b when it fails with a transient error (throttling, a 5xx, no answer).
+func NewWithBackoff(ctx context.Context, api API, keyID string, alg signing.Algorithm, b signing.Backoff) (*Signer, error) {
 	spec, err := kmsAlgorithm(alg)
 	if err != nil {
 		return nil, err
 	}
-	out, err := api.GetPublicKey(ctx, &kms.GetPublicKeyInput{KeyId: aws.String(keyID)})
+	out, err := signing.Retry(ctx, b, transient, func(ctx context.Context) (*kms.GetPublicKeyOutput, error) {
+		return api.GetPublicKey(ctx, &kms.GetPublicKeyInput{KeyId: aws.String(keyID)})
+	})
 	if err != nil {
 		return nil, fmt.Errorf("awskms: public key of %s: %w", keyID, err)
 	}

@@ -39,6 +39,9 @@ type Backend struct {
 	// DeletionWindowDays is the waiting period of a discarded key.
 	// Default 7 (the KMS minimum).
 	DeletionWindowDays int32
+	// Backoff retries GetPublicKey and the creation of a key by intent
+	// (signing.Retry). Default signing.Backoff's.
+	Backoff signing.Backoff
 }
 
 // BackendName names this backend in key events.
@@ -51,33 +54,48 @@ func (Backend) Name() string { return BackendName }
 func (Backend) Remote() bool { return true }
 
 // Create returns the key made for intent, making it if there is none.
+// With an intent, a transient failure is retried (Backoff) from the
+// search: CreateKey itself is not idempotent, and a key made by an
+// attempt whose answer was lost is found by its tag. Without one (a test's
+// key), CreateKey is made once.
 func (b Backend) Create(ctx context.Context, alg signing.Algorithm, intent string) (signing.StoredKey, error) {
 	spec, err := KeySpec(alg)
 	if err != nil {
 		return signing.StoredKey{}, err
 	}
-	if intent != "" {
-		id, found, err := b.find(ctx, intent)
-		if err != nil {
-			return signing.StoredKey{}, err
-		}
-		if found {
-			return b.stored(ctx, id, alg)
-		}
+	var id string
+	if intent == "" {
+		id, err = b.create(ctx, spec, intent)
+	} else {
+		id, err = signing.Retry(ctx, b.Backoff, transient, func(ctx context.Context) (string, error) {
+			id, found, err := b.find(ctx, intent)
+			if err != nil || found {
+				return id, err
+			}
+			return b.create(ctx, spec, intent)
+		})
 	}
+	if err != nil {
+		return signing.StoredKey{}, err
+	}
+	return b.stored(ctx, id, alg)
+}
+
+// create makes a key tagged with intent and returns its ID.
+func (b Backend) create(ctx context.Context, spec types.KeySpec, intent string) (string, error) {
 	out, err := b.API.CreateKey(ctx, &kms.CreateKeyInput{
 		KeySpec: spec, KeyUsage: types.KeyUsageTypeSignVerify,
 		Description: aws.String("tokenservice access-token signing key"),
 		Tags:        []types.Tag{{TagKey: aws.String(TagIntent), TagValue: aws.String(intent)}, {TagKey: aws.String(TagService), TagValue: aws.String("signing")}},
 	})
 	if err != nil {
-		return signing.StoredKey{}, fmt.Errorf("awskms: create %s key: %w", spec, err)
+		return "", fmt.Errorf("awskms: create %s key: %w", spec, err)
 	}
-	return b.stored(ctx, aws.ToString(out.KeyMetadata.KeyId), alg)
+	return aws.ToString(out.KeyMetadata.KeyId), nil
 }
 
 func (b Backend) stored(ctx context.Context, id string, alg signing.Algorithm) (signing.StoredKey, error) {
-	s, err := New(ctx, b.API, id, alg)
+	s, err := NewWithBackoff(ctx, b.API, id, alg, b.Backoff)
 	if err != nil {
 		return signing.StoredKey{}, err
 	}
@@ -120,7 +138,7 @@ func (b Backend) find(ctx context.Context, intent string) (string, bool, error) 
 
 // Open returns the signer of key.
 func (b Backend) Open(ctx context.Context, key signing.StoredKey) (signing.Signer, error) {
-	return New(ctx, b.API, key.Ref, key.Algorithm)
+	return NewWithBackoff(ctx, b.API, key.Ref, key.Algorithm, b.Backoff)
 }
 
 // Discard schedules the deletion of a key: one the log did not record, or

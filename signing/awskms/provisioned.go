@@ -22,6 +22,9 @@ type Provisioned struct {
 	API API
 	// KeyID is the key ID, ARN, alias name or alias ARN. Required.
 	KeyID string
+	// Backoff retries GetPublicKey (signing.Retry). Default
+	// signing.Backoff's.
+	Backoff signing.Backoff
 }
 
 // Name implements keyring.Backend: the backend of every key in KMS,
@@ -40,7 +43,7 @@ func (p Provisioned) Create(context.Context, signing.Algorithm, string) (signing
 // for alg, with its ARN as the Ref. It returns signing.ErrInvalidKey for
 // a key that is not a signing key of alg's type.
 func (p Provisioned) Provisioned(ctx context.Context, alg signing.Algorithm) (signing.StoredKey, error) {
-	s, err := New(ctx, p.API, p.KeyID, alg)
+	s, err := NewWithBackoff(ctx, p.API, p.KeyID, alg, p.Backoff)
 	if err != nil {
 		return signing.StoredKey{}, err
 	}
@@ -50,7 +53,7 @@ func (p Provisioned) Provisioned(ctx context.Context, alg signing.Algorithm) (si
 // Open returns the signer of a key the log recorded (provisioned or
 // created by Backend).
 func (p Provisioned) Open(ctx context.Context, key signing.StoredKey) (signing.Signer, error) {
-	return New(ctx, p.API, key.Ref, key.Algorithm)
+	return NewWithBackoff(ctx, p.API, key.Ref, key.Algorithm, p.Backoff)
 }
 
 // Discard returns signing.ErrProvisioned: tokend deletes no key in this

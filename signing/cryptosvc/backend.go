@@ -68,7 +68,11 @@ func (b Backend) Create(ctx context.Context, alg signing.Algorithm, intent strin
 		intent = hex.EncodeToString(r[:])
 	}
 	ref := Ref{Namespace: b.Client.ns, Name: KeyName(intent)}
-	resp, err := b.Client.api.CreateKey(ctx, connect.NewRequest(&cryptov1.CreateKeyRequest{Namespace: ref.Namespace, Name: ref.Name, Spec: spec}))
+	// CreateKey is idempotent per name: a retry returns the key an
+	// attempt whose answer was lost made.
+	resp, err := signing.Retry(ctx, b.Client.backoff, transient, func(ctx context.Context) (*connect.Response[cryptov1.CreateKeyResponse], error) {
+		return b.Client.api.CreateKey(ctx, connect.NewRequest(&cryptov1.CreateKeyRequest{Namespace: ref.Namespace, Name: ref.Name, Spec: spec}))
+	})
 	if err != nil {
 		return signing.StoredKey{}, callErr("create key", ref, err)
 	}

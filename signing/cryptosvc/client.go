@@ -50,6 +50,10 @@ type Config struct {
 	// HTTPClient, if set, is used instead of the HTTP/2 client built from
 	// TLS.
 	HTTPClient connect.HTTPClient
+	// Backoff retries GetPublicKey and CreateKey (signing.Retry) when
+	// they fail with UNAVAILABLE or RESOURCE_EXHAUSTED, or the connection
+	// was reset. Default signing.Backoff's.
+	Backoff signing.Backoff
 }
 
 // String prints c with the API key redacted.
@@ -73,8 +77,9 @@ func (c Config) LogValue() slog.Value {
 
 // Client calls a crypto service. It is safe for concurrent use.
 type Client struct {
-	api cryptov1connect.CryptoServiceClient
-	ns  string
+	api     cryptov1connect.CryptoServiceClient
+	ns      string
+	backoff signing.Backoff
 }
 
 // New returns a client of the service cfg names. It does not connect:
@@ -113,7 +118,7 @@ func New(cfg Config) (*Client, error) {
 	if cfg.APIKey != "" {
 		opts = append(opts, connect.WithInterceptors(bearer(cfg.APIKey)))
 	}
-	return &Client{api: cryptov1connect.NewCryptoServiceClient(hc, base, opts...), ns: ns}, nil
+	return &Client{api: cryptov1connect.NewCryptoServiceClient(hc, base, opts...), ns: ns, backoff: cfg.Backoff}, nil
 }
 
 func baseURL(addr string) (string, error) {

@@ -29,8 +29,12 @@
 // and grace-window successors are then sealed with a data key that only
 // the service can unwrap.
 //
-// Resilience is the caller's: the keyring puts each signer behind
-// signing/breaker, and KeyWrapper runs its calls through a
+// Resilience. GetPublicKey and CreateKey (idempotent per name) are
+// retried by signing.Retry (Config.Backoff) when the service answers
+// UNAVAILABLE or RESOURCE_EXHAUSTED or the connection was reset, within
+// the caller's deadline; every other code is permanent. Sign, Encrypt and Decrypt are not retried:
+// the keyring puts each signer behind signing/breaker, whose fallback key
+// signs instead, and KeyWrapper runs its calls through a
 // breaker.Breaker. The client speaks gRPC (over HTTP/2 and TLS), so any
 // gRPC implementation of crypto.v1 serves it; it authenticates with a
 // client certificate (mTLS) or an API key, or both.

@@ -49,7 +49,8 @@ type Signer struct {
 var _ signing.Signer = (*Signer)(nil)
 
 // Signer returns the signer of the key version ref for alg. It fetches
-// the public key once (GetPublicKey), checks it fits alg, and derives the
+// the public key (GetPublicKey, retried as Config.Backoff says), checks
+// it fits alg, and derives the
 // key ID (RFC 7638 thumbprint) from it. It returns ErrKeyNotFound when
 // the service has no such key, signing.ErrInvalidKey when the key does
 // not fit alg.
@@ -75,7 +76,9 @@ func (c *Client) signer(ctx context.Context, ref Ref, alg signing.Algorithm) (*S
 	if err != nil {
 		return nil, err
 	}
-	resp, err := c.api.GetPublicKey(ctx, connect.NewRequest(&cryptov1.GetPublicKeyRequest{Key: ref.proto()}))
+	resp, err := signing.Retry(ctx, c.backoff, transient, func(ctx context.Context) (*connect.Response[cryptov1.GetPublicKeyResponse], error) {
+		return c.api.GetPublicKey(ctx, connect.NewRequest(&cryptov1.GetPublicKeyRequest{Key: ref.proto()}))
+	})
 	if err != nil {
 		return nil, callErr("public key of", ref, err)
 	}

@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/nats-io/nats.go"
@@ -27,6 +28,7 @@ import (
 	"github.com/auth-platform/tokenservice/projections"
 	"github.com/auth-platform/tokenservice/projections/subscriber"
 	"github.com/auth-platform/tokenservice/rpc"
+	"github.com/auth-platform/tokenservice/signing"
 	"github.com/auth-platform/tokenservice/signing/awskms"
 	"github.com/auth-platform/tokenservice/signing/keyring"
 	"github.com/auth-platform/tokenservice/signing/seal"
@@ -251,9 +253,10 @@ func (m *Main) start(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		kcfg.Backend = awskms.Backend{API: api}
+		retry := signing.Backoff{Timeout: cfg.CryptoTimeout}
+		kcfg.Backend = awskms.Backend{API: api, Backoff: retry}
 		if cfg.KMSKeyID != "" {
-			kcfg.Backend = awskms.Provisioned{API: api, KeyID: cfg.KMSKeyID}
+			kcfg.Backend = awskms.Provisioned{API: api, KeyID: cfg.KMSKeyID, Backoff: retry}
 		}
 		kcfg.Breaker = m.breakerConfig("", rpc.BreakerSigning, true)
 	}
@@ -567,7 +570,10 @@ func (m *Main) runKeyLifecycle(ctx context.Context) error {
 
 // kmsClient builds the AWS KMS client from the SDK's standard settings
 // (region, credentials) and KMS_ENDPOINT; observe is told of every call
-// it makes (token_service_kms_operations_total).
+// it makes (token_service_kms_operations_total). The SDK's retries are
+// off (AWS_MAX_ATTEMPTS included): package awskms retries the idempotent
+// calls with signing.Retry within CRYPTO_TIMEOUT, and Sign is left to
+// the breaker and the fallback key, so one rule decides every retry.
 func kmsClient(ctx context.Context, cfg Config, observe func(operation string, err error)) (*kms.Client, error) {
 	awsCfg, err := awsconfig.LoadDefaultConfig(ctx)
 	if err != nil {
@@ -577,6 +583,7 @@ func kmsClient(ctx context.Context, cfg Config, observe func(operation string, e
 		return nil, errors.New("KMS_PROVIDER=aws: no AWS region (set AWS_REGION)")
 	}
 	return kms.NewFromConfig(awsCfg, func(o *kms.Options) {
+		o.Retryer = aws.NopRetryer{}
 		if cfg.KMSEndpoint != "" {
 			o.BaseEndpoint = &cfg.KMSEndpoint
 		}

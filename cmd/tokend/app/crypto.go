@@ -13,6 +13,7 @@ import (
 	"github.com/auth-platform/tokenservice/cmd/internal/envvar"
 	"github.com/auth-platform/tokenservice/rpc"
 	"github.com/auth-platform/tokenservice/rpc/auth"
+	"github.com/auth-platform/tokenservice/signing"
 	"github.com/auth-platform/tokenservice/signing/breaker"
 	"github.com/auth-platform/tokenservice/signing/cryptosvc"
 	"github.com/auth-platform/tokenservice/signing/keyring"
@@ -208,5 +209,5 @@ func cryptoServiceConfig(cfg Config, log *slog.Logger) (cryptosvc.Config, *auth.
 		tc.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return certs.GetCertificate(nil) }
 	}
 	return cryptosvc.Config{Address: cfg.CryptoServiceAddress, TLS: tc, APIKey: string(cfg.CryptoServiceAPIKey),
-		Namespace: cfg.CryptoKeyNamespace}, certs, nil
+		Namespace: cfg.CryptoKeyNamespace, Backoff: signing.Backoff{Timeout: cfg.CryptoTimeout}}, certs, nil
 }

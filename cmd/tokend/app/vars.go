@@ -82,7 +82,7 @@ func (r *reading) vars() []envvar.Var {
 		{Name: "CRYPTO_RATE_LIMIT", Default: "1000", Parse: rateLimit(&c.CryptoRateLimit),
 			Doc: "remote signing calls per second (0: unlimited); calls over it are signed by the fallback key"},
 		{Name: "CRYPTO_TIMEOUT", Default: "2s", Parse: envvar.Duration(&c.CryptoTimeout, 10*time.Millisecond),
-			Doc: "timeout of one remote signing call"},
+			Doc: "timeout of one remote signing call; also how long a key's opening (`GetPublicKey`) is retried when its caller set no deadline"},
 		{Name: "CRYPTO_BREAKER_FAILURES", Default: "5", Parse: envvar.Int(&c.CryptoBreakerFailures, 1, 1000),
 			Doc: "consecutive failed calls to the remote backend (or the crypto service's envelope) that open its circuit breaker; while open, calls fail at once and the fallback key signs"},
 		{Name: "CRYPTO_BREAKER_OPEN_INTERVAL", Default: "10s", Parse: envvar.Duration(&c.CryptoBreakerOpen, 100*time.Millisecond),

@@ -248,12 +248,31 @@ func buildBinary() (string, error) {
 
 // Counter is a proxy in front of the emulator that counts the requests
 // KMS receives, by operation (its X-Amz-Target: Sign, CreateKey, ...).
+// While the emulator is stopped it answers 502 Bad Gateway, and counts
+// those requests too.
 type Counter struct {
 	// URL is the proxy's endpoint, to use instead of the emulator's.
 	URL string
 
 	mu   sync.Mutex
 	seen map[string]int
+	lose map[string]lost
+}
+
+// lost is what LoseAnswers asked for one operation.
+type lost struct {
+	n      int
+	status int
+}
+
+// LoseAnswers makes the proxy forward the next n requests of op to KMS
+// and answer each with status and no body instead of KMS's answer: KMS
+// acted, and the caller cannot know it (an answer lost to a network
+// fault or a load balancer's 5xx).
+func (c *Counter) LoseAnswers(op string, n, status int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.lose[op] = lost{n: n, status: status}
 }
 
 // Count starts a Counter in front of e; it stops with t.
@@ -263,13 +282,24 @@ func (e *Emulator) Count(t testing.TB) *Counter {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &Counter{seen: map[string]int{}}
+	c := &Counter{seen: map[string]int{}, lose: map[string]lost{}}
 	rp := httputil.NewSingleHostReverseProxy(target)
+	// KMS down is what fault tests are about: a 502, not a log line.
+	rp.ErrorHandler = func(w http.ResponseWriter, _ *http.Request, _ error) { w.WriteHeader(http.StatusBadGateway) }
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, op, _ := strings.Cut(r.Header.Get("X-Amz-Target"), ".") // TrentService.Sign
 		c.mu.Lock()
 		c.seen[op]++
+		l := c.lose[op]
+		if l.n > 0 {
+			c.lose[op] = lost{n: l.n - 1, status: l.status}
+		}
 		c.mu.Unlock()
+		if l.n > 0 {
+			rp.ServeHTTP(httptest.NewRecorder(), r)
+			w.WriteHeader(l.status)
+			return
+		}
 		rp.ServeHTTP(w, r)
 	}))
 	t.Cleanup(srv.Close)
