@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -266,15 +267,31 @@ func (a *Accounts) ProvisionFeed(ctx context.Context, e *Embedded) error {
 	if err != nil {
 		return fmt.Errorf("eventlog: feed: jetstream: %w", err)
 	}
-	if st, err := js.Stream(ctx, a.cfg.FeedStream); err == nil && len(st.CachedInfo().Config.Sources) > 0 {
+	want := FeedStreamConfig(a.cfg.FeedStream, a.cfg.Prefix, 1)
+	st, err := js.Stream(ctx, a.cfg.FeedStream)
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+	case err != nil:
+		// Never update a stream we could not look at: it may hold what
+		// the feed must not (a feed sourced from the log).
+		return fmt.Errorf("eventlog: feed: stream %s: %w", a.cfg.FeedStream, err)
+	case foreignFeed(st.CachedInfo().Config, want):
 		if err := js.DeleteStream(ctx, a.cfg.FeedStream); err != nil {
-			return fmt.Errorf("eventlog: feed: delete the sourced feed %s: %w", a.cfg.FeedStream, err)
+			return fmt.Errorf("eventlog: feed: delete the stream %s that is not tokend's feed: %w", a.cfg.FeedStream, err)
 		}
 	}
-	if err := createStream(ctx, js, FeedStreamConfig(a.cfg.FeedStream, a.cfg.Prefix, 1)); err != nil {
+	if err := createStream(ctx, js, want); err != nil {
 		return fmt.Errorf("eventlog: feed: create stream %s: %w", a.cfg.FeedStream, err)
 	}
 	return nil
+}
+
+// foreignFeed reports whether a stream named like the feed is not the feed
+// tokend writes: it sources or mirrors another stream (an earlier design
+// sourced the log, secrets included) or takes other subjects. Its messages
+// are not the feed's, so it is deleted rather than updated.
+func foreignFeed(have, want jetstream.StreamConfig) bool {
+	return len(have.Sources) > 0 || have.Mirror != nil || !slices.Equal(have.Subjects, want.Subjects)
 }
 
 // errCodeStreamCreate is JetStream's "error creating store for stream"
