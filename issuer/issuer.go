@@ -185,29 +185,47 @@ const (
 	TokenTypeDPoP   = "DPoP"
 )
 
+// Validate checks the request's fields as Generate does first (its
+// errors are Generate's). A caller that must do something costly or
+// irreversible before Generate, such as claiming a DPoP proof, calls it
+// first, so that a request refused for its fields costs nothing.
+func (r GenerateRequest) Validate() error {
+	_, err := r.checked()
+	return err
+}
+
+// checked validates r and returns its scopes, normalized.
+func (r GenerateRequest) checked() ([]string, error) {
+	if err := checkText("subject", r.Subject, MaxSubjectLen); err != nil {
+		return nil, err
+	}
+	if err := checkClientID(r.ClientID); err != nil {
+		return nil, err
+	}
+	if err := checkAudience(r.Audience); err != nil {
+		return nil, err
+	}
+	scopes, err := normalizeScopes(r.Scopes)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkExtraClaims(r.Extra, r.AllowedClaims); err != nil {
+		return nil, err
+	}
+	if r.DPoPJKT != "" && !eventlog.ValidToken(r.DPoPJKT) {
+		return nil, invalidRequest("malformed DPoP key thumbprint")
+	}
+	return scopes, nil
+}
+
 // Generate starts a family and returns its first tokens. Errors:
 // ErrInvalidRequest for a malformed request (ErrClaimNotAllowed for an
 // authorization claim in Extra that AllowedClaims does not list); others
 // are server errors.
 func (i *Issuer) Generate(ctx context.Context, req GenerateRequest) (Tokens, error) {
-	if err := checkText("subject", req.Subject, MaxSubjectLen); err != nil {
-		return Tokens{}, err
-	}
-	if err := checkClientID(req.ClientID); err != nil {
-		return Tokens{}, err
-	}
-	if err := checkAudience(req.Audience); err != nil {
-		return Tokens{}, err
-	}
-	scopes, err := normalizeScopes(req.Scopes)
+	scopes, err := req.checked()
 	if err != nil {
 		return Tokens{}, err
-	}
-	if err := checkExtraClaims(req.Extra, req.AllowedClaims); err != nil {
-		return Tokens{}, err
-	}
-	if req.DPoPJKT != "" && !eventlog.ValidToken(req.DPoPJKT) {
-		return Tokens{}, invalidRequest("malformed DPoP key thumbprint")
 	}
 	now := i.cfg.Now()
 	fid, err := newFamilyID(i.cfg.Rand)

@@ -223,3 +223,29 @@ func TestValidateDPoPRevoked(t *testing.T) {
 		t.Fatalf("revoked family: %v %v", resp, err)
 	}
 }
+
+// TestRefusedRequestSpendsNoProof: a token request refused for its own
+// fields does not claim its DPoP proof (claiming appends an event), so
+// the same proof still works for the corrected request; a proof used
+// once is refused the second time.
+func TestRefusedRequestSpendsNoProof(t *testing.T) {
+	s := newServer(t)
+	k := dpoptest.NewKey(signing.ES256)
+	proof := k.Proof("POST", tokenURL, s.env.Clock.Now())
+	req := func(subject string) error {
+		_, err := s.client.GenerateTokens(context.Background(), connect.NewRequest(&tokenv1.GenerateTokensRequest{
+			Subject: subject, ClientId: "spa", Audience: []string{"api"},
+			DpopProof: proof, HttpMethod: "POST", HttpUri: tokenURL,
+		}))
+		return err
+	}
+	if _, code := oauthCode(t, req("")); code != "invalid_request" {
+		t.Fatalf("no subject: %q, want invalid_request", code)
+	}
+	if err := req("dana"); err != nil {
+		t.Fatalf("the proof of a refused request was spent: %v", err)
+	}
+	if _, code := oauthCode(t, req("dana")); code != "invalid_dpop_proof" {
+		t.Fatalf("a proof used twice: %q, want invalid_dpop_proof", code)
+	}
+}

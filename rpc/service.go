@@ -45,15 +45,22 @@ var _ tokenv1connect.TokenServiceHandler = (*service)(nil)
 
 func (s *service) GenerateTokens(ctx context.Context, req *connect.Request[tokenv1.GenerateTokensRequest]) (*connect.Response[tokenv1.TokenResponse], error) {
 	m := req.Msg
+	id, _ := auth.FromContext(ctx)
+	gr := issuer.GenerateRequest{
+		Subject: m.GetSubject(), ClientID: m.GetClientId(), Audience: m.GetAudience(), Scopes: m.GetScopes(), Extra: m.GetExtraClaims(),
+		AllowedClaims: id.ExtraClaims,
+	}
+	// The fields first: a request refused for them spends no DPoP proof
+	// (claiming one appends an event).
+	if err := gr.Validate(); err != nil {
+		return nil, s.refuse(ctx, req.Spec().Procedure, err)
+	}
 	jkt, err := s.verifyTokenRequestProof(ctx, m.GetDpopProof(), m.GetHttpMethod(), m.GetHttpUri(), m.GetDpopJkt())
 	if err != nil {
 		return nil, s.refuse(ctx, req.Spec().Procedure, err)
 	}
-	id, _ := auth.FromContext(ctx)
-	t, err := s.issuer.Generate(ctx, issuer.GenerateRequest{
-		Subject: m.GetSubject(), ClientID: m.GetClientId(), Audience: m.GetAudience(), Scopes: m.GetScopes(), Extra: m.GetExtraClaims(),
-		AllowedClaims: id.ExtraClaims, DPoPJKT: jkt,
-	})
+	gr.DPoPJKT = jkt
+	t, err := s.issuer.Generate(ctx, gr)
 	if err != nil {
 		return nil, s.refuse(ctx, req.Spec().Procedure, err)
 	}
