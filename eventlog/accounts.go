@@ -267,23 +267,43 @@ func (a *Accounts) ProvisionFeed(ctx context.Context, e *Embedded) error {
 	if err != nil {
 		return fmt.Errorf("eventlog: feed: jetstream: %w", err)
 	}
-	want := FeedStreamConfig(a.cfg.FeedStream, a.cfg.Prefix, 1)
-	st, err := js.Stream(ctx, a.cfg.FeedStream)
+	return EnsureFeed(ctx, js, FeedStreamConfig(a.cfg.FeedStream, a.cfg.Prefix, 1))
+}
+
+// EnsureFeed makes the feed stream exist as want describes it, through js
+// (of the account that holds it). A stream of that name that is not
+// tokend's feed (foreignFeed) is deleted first; one that already is want
+// is left alone: an update, even to the same configuration, waits on the
+// stream's Raft group, which a cluster that just lost a node may take a
+// while to answer with.
+func EnsureFeed(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig) error {
+	st, err := js.Stream(ctx, want.Name)
 	switch {
 	case errors.Is(err, jetstream.ErrStreamNotFound):
 	case err != nil:
 		// Never update a stream we could not look at: it may hold what
 		// the feed must not (a feed sourced from the log).
-		return fmt.Errorf("eventlog: feed: stream %s: %w", a.cfg.FeedStream, err)
+		return fmt.Errorf("eventlog: feed: stream %s: %w", want.Name, err)
 	case foreignFeed(st.CachedInfo().Config, want):
-		if err := js.DeleteStream(ctx, a.cfg.FeedStream); err != nil {
-			return fmt.Errorf("eventlog: feed: delete the stream %s that is not tokend's feed: %w", a.cfg.FeedStream, err)
+		if err := js.DeleteStream(ctx, want.Name); err != nil {
+			return fmt.Errorf("eventlog: feed: delete the stream %s that is not tokend's feed: %w", want.Name, err)
 		}
+	case sameFeed(st.CachedInfo().Config, want):
+		return nil
 	}
 	if err := createStream(ctx, js, want); err != nil {
-		return fmt.Errorf("eventlog: feed: create stream %s: %w", a.cfg.FeedStream, err)
+		return fmt.Errorf("eventlog: feed: create stream %s: %w", want.Name, err)
 	}
 	return nil
+}
+
+// sameFeed reports whether have is configured as want in every field
+// FeedStreamConfig sets.
+func sameFeed(have, want jetstream.StreamConfig) bool {
+	return slices.Equal(have.Subjects, want.Subjects) && have.Description == want.Description &&
+		have.Storage == want.Storage && have.Retention == want.Retention && have.Replicas == want.Replicas &&
+		have.AllowDirect == want.AllowDirect && have.DenyDelete == want.DenyDelete && have.DenyPurge == want.DenyPurge &&
+		have.Duplicates == want.Duplicates
 }
 
 // foreignFeed reports whether a stream named like the feed is not the feed

@@ -270,8 +270,8 @@ func (m *Main) provisionFeed(ctx context.Context) (jetstream.JetStream, error) {
 	acc := m.callers.accounts
 	if acc == nil {
 		js := m.Log.JetStream()
-		if _, err := js.CreateOrUpdateStream(ctx, eventlog.FeedStreamConfig(m.FeedStream(), m.Config.SubjectPrefix, m.Log.Replicas())); err != nil {
-			return nil, fmt.Errorf("feed stream %s: %w", m.FeedStream(), err)
+		if err := eventlog.EnsureFeed(ctx, js, eventlog.FeedStreamConfig(m.FeedStream(), m.Config.SubjectPrefix, m.Log.Replicas())); err != nil {
+			return nil, err
 		}
 		return js, nil
 	}
