@@ -57,7 +57,8 @@ func TestReplicas(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	sub, err := subscriber.New(nc, subscriber.Config{})
+	var subErrs errorLog
+	sub, err := subscriber.New(nc, subscriber.Config{OnError: subErrs.add})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +121,7 @@ func TestReplicas(t *testing.T) {
 				seen["subscriber"] = time.Since(acked)
 			}
 			if time.Since(acked) > propagationBound {
-				t.Fatalf("after %s only %v saw the revocation", propagationBound, seen)
+				t.Fatalf("after %s only %v saw the revocation (the subscriber at feed seq %d; its errors: %v)", propagationBound, seen, sub.Seq(), subErrs.all())
 			}
 			time.Sleep(time.Millisecond)
 		}
@@ -290,4 +291,18 @@ func TestReplicaFailures(t *testing.T) {
 		d.Families, d.Rotations, d.LostResponses, d.Orphans)
 	got := sameProjections(t, reps)
 	t.Logf("the restarted replica's projections equal the survivors' at seq %d", got.Seq)
+}
+
+// errorLog collects the errors a background reader reports.
+type errorLog struct {
+	mu   sync.Mutex
+	errs []error
+}
+
+func (l *errorLog) add(err error) { l.mu.Lock(); l.errs = append(l.errs, err); l.mu.Unlock() }
+
+func (l *errorLog) all() []error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]error(nil), l.errs...)
 }
