@@ -574,7 +574,11 @@ func TestSubscriberUser(t *testing.T) {
 			t.Fatal("IsRevoked false after the revocation")
 		}
 
-		// tokenctl with the subscriber's seed and the feed stream.
+		// tokenctl with the subscriber's seed and the feed stream. One key
+		// has one consumer: the subscriber above lets go of it first (two
+		// readers of one key take the consumer from each other).
+		stop()
+		<-done
 		var out, errOut bytes.Buffer
 		vars := map[string]string{"NATS_URL": s.m.SubscriberURL(), "NATS_NKEY_SEED": seed, "NATS_STREAM": s.m.FeedStream()}
 		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
