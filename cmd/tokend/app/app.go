@@ -10,14 +10,10 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"runtime/debug"
 	"strconv"
 	"sync/atomic"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	awsconfig "github.com/aws/aws-sdk-go-v2/config"
-	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/nats-io/nats.go"
 	sdklog "go.opentelemetry.io/otel/sdk/log"
 	"go.opentelemetry.io/otel/trace"
@@ -387,57 +383,6 @@ func (m *Main) start(ctx context.Context) error {
 	return m.serveMetrics()
 }
 
-// startFamilies starts the families projector and opens the store that
-// serves ListFamilies, both sealing and opening with sealer.
-func (m *Main) startFamilies(sealer *seal.Sealer) error {
-	if m.Config.CacheServiceAddress != "" {
-		m.Logger.Warn("CACHE_SERVICE_ADDRESS is set but not used: the token cache is the sealed families read model, the KV bucket "+
-			projections.FamilyBucket+" on the NATS cluster", "cache_service_address", m.Config.CacheServiceAddress)
-	}
-	badEntry := func(key string, err error) {
-		m.Logger.Error("a families read model entry does not open (tampered, moved, or sealed under a key tokend no longer has); it is not served, and the projector replaces it from the log at the family's next event, `tokenctl projections rebuild` replaces them all",
-			"key", key, "error", err)
-	}
-	var err error
-	m.Projector, err = projections.NewFamilyProjector(m.Log, projections.ProjectorConfig{
-		Sealer: sealer, Observer: m.Metrics, OnBadEntry: badEntry,
-		// After ENCRYPTION_KEY changed, or with a crypto service (whose
-		// envelope may have been turned on or off), entries move to the
-		// current key and format, as the keyring's sealed keys do.
-		Reseal: len(m.Config.PreviousKeys) > 0 || m.Config.CryptoServiceAddress != "",
-		OnResealed: func(n int) {
-			m.Logger.Info("families read model re-sealed under the current ENCRYPTION_KEY (or the crypto service's envelope)", "entries", n)
-		},
-		OnRebuild: func() {
-			m.Logger.Warn("the families read model holds values of an earlier release, not sealed: deleting it; the projector rebuilds it sealed from the log, and ListFamilies lists fewer sessions until it has caught up",
-				"bucket", projections.FamilyBucket)
-		},
-		OnBadRecord: func(rec eventlog.Record, err error) {
-			m.Metrics.BadRecord("families")
-			m.Logger.Error("families projector skipped a record it cannot decode", "seq", rec.Seq, "subject", rec.Subject, "error", err)
-		},
-		OnError: func(err error) { m.Logger.Warn("families projector: retrying", "error", err) },
-	})
-	if err != nil {
-		return err
-	}
-	m.Families, err = projections.NewFamilyStore(m.Log.JetStream(), projections.StoreConfig{Sealer: sealer, Observer: m.Metrics, OnBadEntry: badEntry})
-	if err != nil {
-		return err
-	}
-	m.group.Go("families projector", m.Projector.Run, nil)
-	return nil
-}
-
-// forged counts and logs a log record refused as forged (the log calls it
-// once per record).
-func (m *Main) forged(rec eventlog.Record, err error) {
-	m.Metrics.Forged()
-	m.refused.add(rec.Seq)
-	m.Logger.Error("refused a forged event log record: the service did not write it, or not there; it changes no state. Someone other than tokend can publish to the log",
-		"seq", rec.Seq, "subject", rec.Subject, "type", rec.Type, "actor", rec.Actor, "error", err)
-}
-
 // CatchUpGCPercent is the GOGC tokend runs with while its projections
 // replay the log at start, unless the operator set GOGC. The replay only
 // grows the heap, so collecting it at the default pace is wasted work: on
@@ -445,16 +390,6 @@ func (m *Main) forged(rec eventlog.Record, err error) {
 // rate, this one at 0.80 (README, Benchmarks), for a higher peak heap
 // during start-up only.
 const CatchUpGCPercent = 400
-
-// catchUpGC raises the GC percentage for the start-up replay and returns
-// the function that restores it.
-func catchUpGC() (restore func()) {
-	if os.Getenv("GOGC") != "" {
-		return func() {}
-	}
-	prev := debug.SetGCPercent(CatchUpGCPercent)
-	return func() { debug.SetGCPercent(prev) }
-}
 
 // served is the exit error of an http.Server's Serve: none once Shutdown
 // closed it.
@@ -543,52 +478,6 @@ func (m *Main) Close(ctx context.Context) error {
 // keyTick is how often the key lifecycle is moved along; every replica
 // does it, and key events are serialized, so they agree.
 const keyTick = 10 * time.Second
-
-// runKeyLifecycle stages, activates, retires and destroys keys on time,
-// and finishes declared key compromises, until ctx ends; a failed step is
-// logged and tried again at the next tick.
-func (m *Main) runKeyLifecycle(ctx context.Context) error {
-	t := time.NewTicker(keyTick)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-		}
-		tctx, cancel := context.WithTimeout(ctx, time.Minute)
-		if err := m.Keyring.Tick(tctx); err != nil && ctx.Err() == nil {
-			m.Logger.Error("key lifecycle step failed; retrying at the next tick", "error", err)
-		}
-		// Another replica may have died part-way through a key compromise.
-		if err := m.Responder.Resume(tctx); err != nil && ctx.Err() == nil {
-			m.Logger.Error("finishing a declared key compromise failed; retrying at the next tick", "error", err)
-		}
-		cancel()
-	}
-}
-
-// kmsClient builds the AWS KMS client from the SDK's standard settings
-// (region, credentials) and KMS_ENDPOINT; observe is told of every call
-// it makes (token_service_kms_operations_total). The SDK's retries are
-// off (AWS_MAX_ATTEMPTS included): package awskms retries the idempotent
-// calls with signing.Retry within CRYPTO_TIMEOUT, and Sign is left to
-// the breaker and the fallback key, so one rule decides every retry.
-func kmsClient(ctx context.Context, cfg Config, observe func(operation string, err error)) (*kms.Client, error) {
-	awsCfg, err := awsconfig.LoadDefaultConfig(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("KMS_PROVIDER=aws: AWS configuration: %w", err)
-	}
-	if awsCfg.Region == "" {
-		return nil, errors.New("KMS_PROVIDER=aws: no AWS region (set AWS_REGION)")
-	}
-	return kms.NewFromConfig(awsCfg, func(o *kms.Options) {
-		o.Retryer = aws.NopRetryer{}
-		if cfg.KMSEndpoint != "" {
-			o.BaseEndpoint = &cfg.KMSEndpoint
-		}
-	}, awskms.WithObserver(observe)), nil
-}
 
 func first(keys [][]byte) []byte {
 	if len(keys) == 0 {
