@@ -164,15 +164,15 @@ func (c *Checkpoints) load(ctx context.Context) (string, uint64, error) {
 	if err != nil {
 		return LoadFailed, 0, fmt.Errorf("checkpoint: %w", err)
 	}
-	seq, err := strconv.ParseUint(info.Metadata[metaSeq], 10, 64)
+	seq, ours, err := labelOf(info, created)
 	if err != nil {
-		return LoadCorrupt, 0, fmt.Errorf("checkpoint position %q: %w", info.Metadata[metaSeq], err)
+		return LoadCorrupt, 0, err
+	}
+	if !ours {
+		return LoadStale, 0, fmt.Errorf("checkpoint of another stream %s (created %s, this one %d)",
+			c.log.Stream(), info.Metadata[metaCreated], created.UnixNano())
 	}
 	c.saved.Store(seq)
-	if info.Metadata[metaCreated] != strconv.FormatInt(created.UnixNano(), 10) {
-		return LoadStale, 0, fmt.Errorf("checkpoint of another stream %s (created %s, this one %s)",
-			c.log.Stream(), info.Metadata[metaCreated], strconv.FormatInt(created.UnixNano(), 10))
-	}
 	if seq > last {
 		return LoadStale, 0, fmt.Errorf("checkpoint at %d, after the stream's last message %d", seq, last)
 	}
@@ -225,8 +225,7 @@ func (c *Checkpoints) save(ctx context.Context) (uint64, int, error) {
 		return 0, 0, fmt.Errorf("checkpoint store: %w", err)
 	}
 	if info, err := obs.GetInfo(ctx, checkpointObject); err == nil {
-		if seq, err := strconv.ParseUint(info.Metadata[metaSeq], 10, 64); err == nil &&
-			info.Metadata[metaCreated] == strconv.FormatInt(created.UnixNano(), 10) {
+		if seq, ours, err := labelOf(info, created); err == nil && ours {
 			c.saved.Store(max(c.saved.Load(), seq)) // another replica wrote it
 		}
 	}
@@ -242,14 +241,28 @@ func (c *Checkpoints) save(ctx context.Context) (uint64, int, error) {
 	if err != nil {
 		return 0, 0, fmt.Errorf("seal the checkpoint: %w", err)
 	}
-	_, err = obs.Put(ctx, jetstream.ObjectMeta{Name: checkpointObject, Metadata: map[string]string{
-		metaSeq: strconv.FormatUint(cp.GetSeq(), 10), metaCreated: strconv.FormatInt(created.UnixNano(), 10),
-	}}, bytes.NewReader(sealed))
+	_, err = obs.Put(ctx, jetstream.ObjectMeta{Name: checkpointObject, Metadata: label(cp.GetSeq(), created)}, bytes.NewReader(sealed))
 	if err != nil {
 		return cp.GetSeq(), len(sealed), fmt.Errorf("write the checkpoint: %w", err)
 	}
 	c.saved.Store(cp.GetSeq())
 	return cp.GetSeq(), len(sealed), nil
+}
+
+// label is the metadata a checkpoint is stored with: its position and the
+// creation time of its stream.
+func label(seq uint64, created time.Time) map[string]string {
+	return map[string]string{metaSeq: strconv.FormatUint(seq, 10), metaCreated: strconv.FormatInt(created.UnixNano(), 10)}
+}
+
+// labelOf reads label back: the position, and whether the checkpoint is
+// of the stream created at created.
+func labelOf(info *jetstream.ObjectInfo, created time.Time) (seq uint64, ours bool, err error) {
+	seq, err = strconv.ParseUint(info.Metadata[metaSeq], 10, 64)
+	if err != nil {
+		return 0, false, fmt.Errorf("checkpoint position %q: %w", info.Metadata[metaSeq], err)
+	}
+	return seq, info.Metadata[metaCreated] == strconv.FormatInt(created.UnixNano(), 10), nil
 }
 
 // due reports whether the log moved on, since the newest checkpoint, by a
