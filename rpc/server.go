@@ -57,6 +57,10 @@ type Config struct {
 	// DPoP proofs GenerateTokens and RefreshTokens accept (http_uri must
 	// be one of them). Default: any URI (POST, no ath) is accepted.
 	TokenEndpoints []string
+	// PublicURL is the service's public base URL (PUBLIC_BASE_URL), from
+	// which the published absolute URLs are made. Default: not configured
+	// (see PublicURL).
+	PublicURL PublicURL
 	// Ready reports whether the projections have caught up. Required.
 	Ready func() bool
 	// Projections, if set, is served on GET /projections/digest (position

@@ -332,7 +332,7 @@ func (m *Main) start(ctx context.Context) error {
 	feed := revocationFeed{log: m.Log}
 	feed.closing, feed.stop = context.WithCancel(m.group.base)
 	m.handler = rpc.New(rpc.Config{
-		Issuer: m.Issuer, DPoP: m.DPoP, Keys: m.Set, KeyAdmin: m.Keyring, KeyCompromiser: m.Responder, Revocations: m.Set, TokenEndpoints: cfg.DPoPTokenEndpoints, Projections: m.Set,
+		Issuer: m.Issuer, DPoP: m.DPoP, Keys: m.Set, KeyAdmin: m.Keyring, KeyCompromiser: m.Responder, Revocations: m.Set, TokenEndpoints: cfg.DPoPTokenEndpoints, PublicURL: cfg.PublicURL, Projections: m.Set,
 		Families: m.Families, Feed: feed, Metrics: m.Metrics, Logger: m.Logger,
 		MaxRequestBytes: cfg.MaxRequestBytes, JWKSMaxAge: cfg.JWKSMaxAge, TracerProvider: m.tracerProvider,
 		Guard: m.callers.guard, NoMetricsEndpoint: cfg.MetricsAddr != "",

@@ -10,6 +10,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/auth-platform/tokenservice/cmd/internal/envvar"
+	"github.com/auth-platform/tokenservice/rpc"
 	"github.com/auth-platform/tokenservice/signing"
 	"github.com/auth-platform/tokenservice/signing/awskms"
 	"github.com/auth-platform/tokenservice/signing/cryptosvc"
@@ -20,6 +21,7 @@ import (
 type Config struct {
 	Host           string
 	Port           int
+	PublicURL      rpc.PublicURL
 	Issuer         string
 	Algorithm      signing.Algorithm
 	AccessTTL      time.Duration

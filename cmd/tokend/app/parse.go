@@ -15,6 +15,7 @@ import (
 
 	"github.com/auth-platform/tokenservice/cmd/internal/envvar"
 	"github.com/auth-platform/tokenservice/dpop"
+	"github.com/auth-platform/tokenservice/rpc"
 	"github.com/auth-platform/tokenservice/signing"
 	"github.com/auth-platform/tokenservice/signing/cryptosvc"
 )
@@ -100,6 +101,15 @@ func tokenEndpoints(p *[]string) envvar.Parser {
 		}
 		*p = uris
 		return nil
+	}
+}
+
+// publicURL accepts an absolute http(s) base URL (rpc.ParsePublicURL).
+func publicURL(p *rpc.PublicURL) envvar.Parser {
+	return func(v string) error {
+		u, err := rpc.ParsePublicURL(v)
+		*p = u
+		return err
 	}
 }
 
