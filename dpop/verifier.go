@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -116,6 +117,10 @@ func NewVerifier(cfg Config) (*Verifier, error) {
 	}
 	return v, nil
 }
+
+// Algorithms returns the algorithms accepted in proofs, for the
+// dpop_signing_alg_values_supported of metadata (RFC 9449 §5.1).
+func (v *Verifier) Algorithms() []string { return slices.Clone(v.methods) }
 
 // NonceRequired reports whether proofs must carry a nonce.
 func (v *Verifier) NonceRequired() bool { return v.cfg.NonceRequired }

@@ -17,10 +17,10 @@ import (
 const HeaderDPoPNonce = "DPoP-Nonce"
 
 // verifyTokenRequestProof checks the DPoP part of a token request
-// (dpop.VerifyTokenRequest) and counts the outcome; it returns the key
-// thumbprint the tokens are bound to ("" for Bearer).
-func (s *service) verifyTokenRequestProof(ctx context.Context, proof, method, uri, dpopJKT string) (string, error) {
-	jkt, err := s.dpop.VerifyTokenRequest(ctx, dpop.TokenRequest{Proof: proof, Method: method, URI: uri, BoundJKT: dpopJKT}, s.tokenEndpoints)
+// (dpop.VerifyTokenRequest) to one of endpoints and counts the outcome; it
+// returns the key thumbprint the tokens are bound to ("" for Bearer).
+func (s *service) verifyTokenRequestProof(ctx context.Context, proof, method, uri, dpopJKT string, endpoints []string) (string, error) {
+	jkt, err := s.dpop.VerifyTokenRequest(ctx, dpop.TokenRequest{Proof: proof, Method: method, URI: uri, BoundJKT: dpopJKT}, endpoints)
 	if errors.Is(err, dpop.ErrRequestShape) {
 		return "", invalidRequest(err.Error())
 	}

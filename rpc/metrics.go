@@ -36,6 +36,7 @@ type Metrics struct {
 	security      *prometheus.CounterVec
 	dpop          *prometheus.CounterVec
 	latency       *prometheus.HistogramVec
+	oauth         *prometheus.CounterVec
 	appendLatency prometheus.Histogram
 	appends       *prometheus.CounterVec
 	badRecords    *prometheus.CounterVec
@@ -129,6 +130,9 @@ func NewMetrics(lag func() float64) *Metrics {
 			Name: "token_service_grpc_latency_seconds", Help: "RPC latency by procedure.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 		}, []string{"method"}),
+		oauth: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "token_service_oauth_requests_total", Help: "Requests to the standard OAuth endpoints (token, revocation, introspection) by endpoint path and OAuth error code (\"\" when answered).",
+		}, []string{"endpoint", "error"}),
 		appendLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "token_service_eventlog_append_seconds", Help: "Event log append latency.",
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .1, 1},
@@ -226,7 +230,7 @@ func NewMetrics(lag func() float64) *Metrics {
 			m.kmsOps.WithLabelValues(op, st)
 		}
 	}
-	r.MustRegister(m.issued, m.refreshed, m.revoked, m.security, m.dpop, m.latency, m.appendLatency, m.appends, m.badRecords, m.forged)
+	r.MustRegister(m.issued, m.refreshed, m.revoked, m.security, m.dpop, m.latency, m.oauth, m.appendLatency, m.appends, m.badRecords, m.forged)
 	if lag != nil {
 		m.projectionLag = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "token_service_projection_lag_records", Help: "Records the projections have yet to apply.",
@@ -255,6 +259,10 @@ func NewMetrics(lag func() float64) *Metrics {
 	}
 	for _, p := range procedures {
 		m.latency.WithLabelValues(p)
+	}
+	for _, p := range oauthEndpoints {
+		m.latency.WithLabelValues(p)
+		m.oauth.WithLabelValues(p, "")
 	}
 	for _, res := range []string{"ok", "conflict", "error"} {
 		m.appends.WithLabelValues(res)
@@ -409,6 +417,21 @@ func (m *Metrics) BadRecord(projection string) { m.badRecords.WithLabelValues(pr
 func (m *Metrics) Forged() {
 	m.forged.Inc()
 	m.security.WithLabelValues(SecurityForgedEvent).Inc()
+}
+
+// oauthEndpoints are the paths of the standard OAuth endpoints, labels of
+// the latency histogram next to the procedures.
+var oauthEndpoints = []string{auth.PathOAuthToken, auth.PathOAuthRevoke, auth.PathOAuthIntrospect}
+
+// oauthRequest counts one request to an OAuth endpoint answered with
+// oauthCode ("" for success) and observes its latency. Safe on a nil
+// Metrics. The code is one of the service's OAuth codes, a bounded set.
+func (m *Metrics) oauthRequest(path, oauthCode string, start time.Time) {
+	if m == nil {
+		return
+	}
+	m.oauth.WithLabelValues(path, oauthCode).Inc()
+	m.latency.WithLabelValues(path).Observe(time.Since(start).Seconds())
 }
 
 // interceptor observes RPC latency per procedure (a bounded label: only

@@ -35,23 +35,32 @@ type RevocationFeed interface {
 
 func (s *service) IntrospectToken(ctx context.Context, req *connect.Request[tokenv1.IntrospectTokenRequest]) (*connect.Response[tokenv1.IntrospectTokenResponse], error) {
 	m := req.Msg
-	tok := m.GetToken()
-	if tok == "" {
+	if m.GetToken() == "" {
 		return nil, invalidRequest("token is required")
 	}
-	// A caller restricted to some audiences learns nothing of tokens for
-	// others (RFC 7662 §4).
-	id, _ := auth.FromContext(ctx)
-	// A JWT has two dots, a refresh token one.
-	if strings.Count(tok, ".") == 2 {
-		return connect.NewResponse(s.introspectAccess(tok, m.GetAudience(), id.Audiences)), nil
-	}
-	st, ok, err := s.issuer.IntrospectRefreshToken(ctx, tok)
+	out, err := s.introspect(ctx, m.GetToken(), m.GetAudience())
 	if err != nil {
 		return nil, toConnect(ctx, s.log, req.Spec().Procedure, err)
 	}
-	if !ok || !issuer.AudienceAcceptable(st.GetAudience(), m.GetAudience(), id.Audiences) {
-		return connect.NewResponse(inactive()), nil
+	return connect.NewResponse(out), nil
+}
+
+// introspect answers for a token of either kind (RFC 7662 §2.2), for the
+// caller of ctx: one restricted to some audiences learns nothing of tokens
+// for others (§4), and audience, if set, must be one of the token's too.
+// IntrospectToken and the introspection endpoint both answer with it.
+func (s *service) introspect(ctx context.Context, tok, audience string) (*tokenv1.IntrospectTokenResponse, error) {
+	id, _ := auth.FromContext(ctx)
+	// A JWT has two dots, a refresh token one.
+	if strings.Count(tok, ".") == 2 {
+		return s.introspectAccess(tok, audience, id.Audiences), nil
+	}
+	st, ok, err := s.issuer.IntrospectRefreshToken(ctx, tok)
+	if err != nil {
+		return nil, err
+	}
+	if !ok || !issuer.AudienceAcceptable(st.GetAudience(), audience, id.Audiences) {
+		return inactive(), nil
 	}
 	out := &tokenv1.IntrospectTokenResponse{
 		Active: proto.Bool(true), Scope: strings.Join(st.GetScopes(), " "), ClientId: st.GetClientId(), TokenType: "refresh_token",
@@ -64,7 +73,7 @@ func (s *service) IntrospectToken(ctx context.Context, req *connect.Request[toke
 	if jkt := st.GetDpopJkt(); jkt != "" {
 		out.Cnf = &tokenv1.Confirmation{Jkt: jkt}
 	}
-	return connect.NewResponse(out), nil
+	return out, nil
 }
 
 // introspectAccess answers for an access token (issuer.IntrospectAccessToken).

@@ -179,7 +179,16 @@ func New(cfg Config) *Handler {
 	mux.Handle(grpcreflect.NewHandlerV1(reflector, bounded))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector, bounded))
 
-	mux.HandleFunc("GET /.well-known/jwks.json", func(w http.ResponseWriter, r *http.Request) {
+	// The standard OAuth endpoints, for off-the-shelf clients and resource
+	// servers (oauth.go). The guard lets every request reach them; they
+	// authenticate the client themselves.
+	o := &oauthServer{svc: svc, guard: cfg.Guard, public: cfg.PublicURL, maxBytes: int64(cfg.MaxRequestBytes)}
+	mux.HandleFunc("GET "+auth.PathOAuthMetadata, o.metadata)
+	mux.HandleFunc(auth.PathOAuthToken, o.token)
+	mux.HandleFunc(auth.PathOAuthRevoke, o.revoke)
+	mux.HandleFunc(auth.PathOAuthIntrospect, o.introspect)
+
+	mux.HandleFunc("GET "+auth.PathJWKS, func(w http.ResponseWriter, r *http.Request) {
 		body, err := json.Marshal(struct {
 			Keys []signing.JWK `json:"keys"`
 		}{cfg.Keys.JWKS()})

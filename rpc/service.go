@@ -55,7 +55,7 @@ func (s *service) GenerateTokens(ctx context.Context, req *connect.Request[token
 	if err := gr.Validate(); err != nil {
 		return nil, s.refuse(ctx, req.Spec().Procedure, err)
 	}
-	jkt, err := s.verifyTokenRequestProof(ctx, m.GetDpopProof(), m.GetHttpMethod(), m.GetHttpUri(), m.GetDpopJkt())
+	jkt, err := s.verifyTokenRequestProof(ctx, m.GetDpopProof(), m.GetHttpMethod(), m.GetHttpUri(), m.GetDpopJkt(), s.tokenEndpoints)
 	if err != nil {
 		return nil, s.refuse(ctx, req.Spec().Procedure, err)
 	}
@@ -69,7 +69,7 @@ func (s *service) GenerateTokens(ctx context.Context, req *connect.Request[token
 
 func (s *service) RefreshTokens(ctx context.Context, req *connect.Request[tokenv1.RefreshTokensRequest]) (*connect.Response[tokenv1.TokenResponse], error) {
 	m := req.Msg
-	jkt, err := s.verifyTokenRequestProof(ctx, m.GetDpopProof(), m.GetHttpMethod(), m.GetHttpUri(), "")
+	jkt, err := s.verifyTokenRequestProof(ctx, m.GetDpopProof(), m.GetHttpMethod(), m.GetHttpUri(), "", s.tokenEndpoints)
 	if err != nil {
 		return nil, s.refuse(ctx, req.Spec().Procedure, err)
 	}

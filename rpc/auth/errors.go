@@ -57,6 +57,8 @@ const publicDenied = "permission denied"
 // rule names as ErrPermissionDenied; rpc's table includes these rules.
 func Refusals() refusal.Table {
 	return refusal.Table{
+		{Err: ErrClientRequest, Code: connect.CodeInvalidArgument, OAuth: refusal.InvalidRequest,
+			Public: "malformed client authentication: use one method, HTTP Basic with form-encoded credentials or a client_assertion"},
 		{Err: ErrNoCredential, Code: connect.CodeUnauthenticated, OAuth: refusal.InvalidClient, Public: "authentication required"},
 		{Err: ErrUnknownCredential, Code: connect.CodeUnauthenticated, OAuth: refusal.InvalidClient, Public: "invalid credential"},
 		{Err: ErrExpiredCredential, Code: connect.CodeUnauthenticated, OAuth: refusal.InvalidClient, Public: "invalid credential"},

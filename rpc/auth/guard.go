@@ -12,6 +12,7 @@ import (
 	"connectrpc.com/connect"
 	"golang.org/x/time/rate"
 
+	"github.com/auth-platform/tokenservice/dpop"
 	"github.com/auth-platform/tokenservice/eventlog"
 	"github.com/auth-platform/tokenservice/rpc/refusal"
 )
@@ -66,6 +67,12 @@ type Config struct {
 	// /readyz and the gRPC health check, that anyone may call, for example
 	// "/metrics" on a port that only a scraper reaches. Default none.
 	PublicPaths []string
+	// AssertionReplay, if set, claims the jti of each private_key_jwt
+	// client assertion for its lifetime, so that one is accepted once
+	// (tokend passes dpop.LogReplayStore: a claim in the log, which of any
+	// number of replicas exactly one wins, keyed by the thumbprint of the
+	// client's key). Default: assertions are not checked for replay.
+	AssertionReplay dpop.ReplayStore
 	// Observer, if set, counts refused calls.
 	Observer Observer
 	// Logger receives the details of refused calls. Default slog.Default().
@@ -102,6 +109,7 @@ type Guard struct {
 	logLimit   *rate.Limiter // refusals logged at Info: a flood of bad credentials is counted, not all logged
 	now        func() time.Time
 	errWriter  *connect.ErrorWriter
+	replay     dpop.ReplayStore
 }
 
 // New returns a Guard. It returns an error if Policy is nil and Disabled is
@@ -133,6 +141,7 @@ func New(cfg Config) (*Guard, error) {
 		// A plain GET (of /metrics, say) is not a Connect call unless it
 		// says so.
 		errWriter: connect.NewErrorWriter(connect.WithRequireConnectProtocolHeader()),
+		replay:    cfg.AssertionReplay,
 	}, nil
 }
 
@@ -316,7 +325,7 @@ func (g *Guard) Middleware(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r.WithContext(NewContext(ctx, Identity{Kind: KindNone})))
 			return
 		}
-		if rl.public {
+		if rl.public || rl.endpoint {
 			next.ServeHTTP(w, r.WithContext(ctx))
 			return
 		}

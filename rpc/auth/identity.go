@@ -69,16 +69,19 @@ type Identity struct {
 	// Audiences are the token audiences a resource server may validate
 	// and introspect tokens for; empty means any.
 	Audiences []string
+	// Method is how a client (KindClient) authenticated.
+	Method ClientAuthMethod
 	// Expires is when the credential stops working: the API key's expiry,
 	// or the client certificate's NotAfter; zero means never.
 	Expires time.Time
 }
 
 // Actor returns how the identity is recorded on the events it causes
-// ("apikey:<name>", "mtls:<certificate identity>"), or "" for none.
+// ("apikey:<name>", "mtls:<certificate identity>", "client:<client_id>"),
+// or "" for none.
 func (id Identity) Actor() string {
 	switch id.Kind {
-	case KindAPIKey, KindMTLS:
+	case KindAPIKey, KindMTLS, KindClient:
 		return string(id.Kind) + ":" + id.Subject
 	}
 	return ""

@@ -89,6 +89,7 @@ type PolicyFile struct {
 	DefaultRateLimit *RateLimit    `yaml:"default_rate_limit,omitempty" json:"default_rate_limit,omitempty"`
 	APIKeys          []APIKeyEntry `yaml:"api_keys,omitempty" json:"api_keys,omitempty"`
 	MTLS             []MTLSEntry   `yaml:"mtls,omitempty" json:"mtls,omitempty"`
+	Clients          []ClientEntry `yaml:"clients,omitempty" json:"clients,omitempty"`
 }
 
 // APIKeyEntry admits the holder of one API key.
@@ -160,6 +161,10 @@ type policy struct {
 	defaultLimit RateLimit
 	keys         map[uint64][]apiKey // by the first 8 bytes of the key hash
 	mtls         map[string]Identity // by certificate identity
+	// clients are the OAuth clients of the standard endpoints, by
+	// client_id and (tls_client_auth) by certificate identity.
+	clients           map[string]client
+	clientsByIdentity map[string]client
 }
 
 type apiKey struct {
@@ -191,10 +196,11 @@ func parsePolicy(data []byte) (*policy, *PolicyFile, error) {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%w: "+format, append([]any{ErrInvalidPolicy}, args...)...)
 	}
-	if n := len(f.APIKeys) + len(f.MTLS); n > maxPolicyEntries {
+	if n := len(f.APIKeys) + len(f.MTLS) + len(f.Clients); n > maxPolicyEntries {
 		return nil, nil, bad("%d entries, at most %d", n, maxPolicyEntries)
 	}
-	p := &policy{hash: sha256.Sum256(data), replaced: make(chan struct{}), defaultLimit: DefaultRateLimit(), keys: map[uint64][]apiKey{}, mtls: map[string]Identity{}}
+	p := &policy{hash: sha256.Sum256(data), replaced: make(chan struct{}), defaultLimit: DefaultRateLimit(), keys: map[uint64][]apiKey{}, mtls: map[string]Identity{},
+		clients: map[string]client{}, clientsByIdentity: map[string]client{}}
 	if f.DefaultRateLimit != nil {
 		if err := f.DefaultRateLimit.validate(); err != nil {
 			return nil, nil, bad("default_rate_limit: %v", err)
@@ -251,11 +257,30 @@ func parsePolicy(data []byte) (*policy, *PolicyFile, error) {
 		}
 		p.mtls[e.Identity] = id
 	}
+	for i, e := range f.Clients {
+		where := fmt.Sprintf("clients[%d] (%q)", i, e.ClientID)
+		c, err := parseClient(e)
+		if err != nil {
+			return nil, nil, bad("%s: %v", where, err)
+		}
+		if _, dup := p.clients[e.ClientID]; dup {
+			return nil, nil, bad("%s: duplicate client_id", where)
+		}
+		p.clients[e.ClientID] = c
+		if e.Identity != "" {
+			if _, dup := p.clientsByIdentity[e.Identity]; dup {
+				return nil, nil, bad("%s: identity of another client", where)
+			}
+			p.clientsByIdentity[e.Identity] = c
+		}
+	}
 	return p, &f, nil
 }
 
+// entryIdentity checks the fields an entry of any kind may have; roles
+// may be empty only for a client (KindClient).
 func entryIdentity(kind Kind, name, subject string, roles []Role, clientIDs, extraClaims, audiences []string, limit *RateLimit) (Identity, error) {
-	if len(roles) == 0 {
+	if len(roles) == 0 && kind != KindClient {
 		return Identity{}, errors.New("no roles")
 	}
 	for _, r := range roles {
@@ -411,7 +436,7 @@ func (p *Policy) reload(force bool) (news bool, err error) {
 	// Streams of callers bound to the previous policy check their caller
 	// again (Guard.bindCaller).
 	close(p.cur.Swap(parsed).replaced)
-	p.log.Info("caller policy reloaded", "file", p.path, "api_keys", countKeys(parsed), "mtls_identities", len(parsed.mtls))
+	p.log.Info("caller policy reloaded", "file", p.path, "api_keys", countKeys(parsed), "mtls_identities", len(parsed.mtls), "clients", len(parsed.clients))
 	return true, nil
 }
 

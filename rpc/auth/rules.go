@@ -21,7 +21,21 @@ type rule struct {
 	// clientBound: the request's client_id must be one the caller may
 	// mint tokens for.
 	clientBound bool
+	// endpoint: anyone reaches it, and it authenticates its caller itself
+	// (AuthenticateClient: OAuth clients as RFC 6749 §2.3 has them), so
+	// its refusals are counted under its path.
+	endpoint bool
 }
+
+// The paths of the JWKS and of the standard OAuth endpoints (package rpc
+// serves them).
+const (
+	PathJWKS            = "/.well-known/jwks.json"
+	PathOAuthMetadata   = "/.well-known/oauth-authorization-server"
+	PathOAuthToken      = "/oauth2/token"
+	PathOAuthRevoke     = "/oauth2/revoke"
+	PathOAuthIntrospect = "/oauth2/introspect"
+)
 
 // procedureRules is the authorization policy of the RPCs. A procedure that
 // is not in it is refused to every caller (default deny).
@@ -70,11 +84,16 @@ func revokeRoles(msg any) []Role {
 func httpRules(extraPublic []string) map[string]rule {
 	health := "/" + grpchealth.HealthV1ServiceName + "/"
 	r := map[string]rule{
-		"/.well-known/jwks.json": {public: true},
-		"/healthz":               {public: true},
-		"/readyz":                {public: true},
-		health + "Check":         {public: true},
-		health + "Watch":         {public: true},
+		PathJWKS:         {public: true},
+		"/healthz":       {public: true},
+		"/readyz":        {public: true},
+		health + "Check": {public: true},
+		health + "Watch": {public: true},
+
+		PathOAuthMetadata:   {public: true},
+		PathOAuthToken:      {endpoint: true},
+		PathOAuthRevoke:     {endpoint: true},
+		PathOAuthIntrospect: {endpoint: true},
 
 		"/metrics":            {roles: []Role{RoleAdmin}},
 		"/projections/digest": {roles: []Role{RoleAdmin}},

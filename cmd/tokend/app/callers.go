@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/auth-platform/tokenservice/cmd/internal/envvar"
+	"github.com/auth-platform/tokenservice/dpop"
 	"github.com/auth-platform/tokenservice/eventlog"
 	"github.com/auth-platform/tokenservice/projections/subscriber"
 	"github.com/auth-platform/tokenservice/rpc/auth"
@@ -224,7 +225,8 @@ func (m *Main) setupCallers(ctx context.Context) error {
 		return fmt.Errorf("AUTH_POLICY_FILE: %w", err)
 	}
 	m.group.Go("caller policy watcher", watchEvery(c.policy.Watch, 0), nil)
-	c.guard, err = auth.New(auth.Config{Policy: c.policy, RefuseAPIKeys: !cfg.AuthMode.APIKey, Observer: refusals{m}, Logger: m.Logger})
+	c.guard, err = auth.New(auth.Config{Policy: c.policy, RefuseAPIKeys: !cfg.AuthMode.APIKey, Observer: refusals{m}, Logger: m.Logger,
+		AssertionReplay: assertionReplay{m}})
 	if err != nil {
 		return err
 	}
@@ -457,4 +459,13 @@ func (m *Main) checkLogClosed(ctx context.Context) error {
 	return fmt.Errorf("NATS: refusing to start: %w. Anyone who reaches %s could append events (mint tokens, revive spent refresh tokens, publish signing keys). "+
 		"Give the NATS server accounts or users with permissions so that only tokend's user may publish to %s.> (deploy/ has configurations), "+
 		"or, for a throwaway development server on loopback only, set NATS_INSECURE_ALLOW_ANONYMOUS_APPEND=true", err, url, m.Config.SubjectPrefix)
+}
+
+// assertionReplay claims the jti of each private_key_jwt client assertion
+// in the log (dpop.LogReplayStore), which opens after the guard is made
+// and before any request is served.
+type assertionReplay struct{ m *Main }
+
+func (a assertionReplay) Claim(ctx context.Context, jkt, jti string, ttl time.Duration) error {
+	return dpop.LogReplayStore{Log: a.m.Log}.Claim(ctx, jkt, jti, ttl)
 }
