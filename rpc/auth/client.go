@@ -3,9 +3,12 @@ package auth
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"slices"
@@ -86,6 +89,30 @@ type ClientEntry struct {
 	RateLimit *RateLimit `yaml:"rate_limit,omitempty" json:"rate_limit,omitempty"`
 }
 
+// GenerateClientSecret returns a new client secret for clientID, to hand
+// to the client once, and the client_secret_basic entry that admits it
+// (256 random bits in base64url; the entry holds only its SHA-256). It
+// returns an error if clientID is invalid or random fails.
+func GenerateClientSecret(random io.Reader, clientID string) (secret string, entry ClientEntry, err error) {
+	b := make([]byte, apiKeyBytes)
+	if _, err := io.ReadFull(random, b); err != nil {
+		return "", ClientEntry{}, fmt.Errorf("auth: client secret: %w", err)
+	}
+	secret = base64.RawURLEncoding.EncodeToString(b)
+	entry = ClientEntry{ClientID: clientID, Auth: ClientAuthSecretBasic, SecretSHA256: HashAPIKey(secret)}
+	if _, err := parseClient(entry); err != nil {
+		return "", ClientEntry{}, fmt.Errorf("auth: client: %w", err)
+	}
+	return secret, entry, nil
+}
+
+// Line returns the entry as one line to add under clients: in the policy
+// file ("- {...}", JSON being YAML).
+func (e ClientEntry) Line() string {
+	b, _ := json.Marshal(e) // cannot fail: strings, and JWKs of strings
+	return "- " + string(b)
+}
+
 // ClientJWKS is a JWK set (RFC 7517 §5) of a client's public keys.
 type ClientJWKS struct {
 	Keys []signing.JWK `yaml:"keys" json:"keys"`
@@ -164,7 +191,8 @@ func parseClient(e ClientEntry) (client, error) {
 // a nil Guard), the client is whatever the request names, proving
 // nothing, as every call is then allowed.
 //
-// The result is rate-limited per client. Errors wrap the guard's
+// The result is rate-limited per client (a public client only with a
+// rate_limit of its own). Errors wrap the guard's
 // sentinels (ErrNoCredential, ErrUnknownCredential, ErrExpiredCredential,
 // ErrRateLimited) or ErrClientRequest, and are counted and logged under
 // path.
@@ -200,7 +228,11 @@ func (g *Guard) AuthenticateClient(ctx context.Context, r *http.Request, path st
 	if err != nil {
 		return id, g.refuseClient(ctx, r, path, ReasonUnauthenticated, err, id)
 	}
-	if !g.limiters.allow(id.Actor(), g.limitOf(id), g.now()) {
+	// A public client proves nothing, so a bucket of its own would let
+	// anyone spend it for every user of the app: it is limited only when
+	// its entry says so.
+	public := id.Kind == KindClient && id.Method == ClientAuthNone && id.RateLimit == nil
+	if !public && !g.limiters.allow(id.Actor(), g.limitOf(id), g.now()) {
 		return id, g.refuseClient(ctx, r, path, ReasonRateLimited, ErrRateLimited, id)
 	}
 	return id, nil

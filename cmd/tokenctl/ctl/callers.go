@@ -251,3 +251,63 @@ func (o *options) apikeyCommand(fs *flag.FlagSet, args []string) (func(context.C
 		return o.apikeyNew(*name, roles, clientIDs, audiences, extraClaims, *expires)
 	}, nil
 }
+
+// clientCommand parses client new: the policy entry of an OAuth client,
+// with a new secret for client_secret_basic; nothing is stored, and NATS
+// and tokend are not contacted.
+func (o *options) clientCommand(fs *flag.FlagSet, args []string) (func(context.Context) error, error) {
+	clientID := fs.String("client-id", "", "the client_id")
+	method := fs.String("auth", string(auth.ClientAuthSecretBasic), "how it authenticates: none (a public client), client_secret_basic, private_key_jwt (with --jwks-file) or tls_client_auth (with --identity)")
+	jwksFile := fs.String("jwks-file", "", "private_key_jwt: a JWK set (JSON) of the client's public keys")
+	identity := fs.String("identity", "", "tls_client_auth: the identity of its certificate (URI SAN, or subject CN)")
+	var roles, audiences stringList
+	fs.Var(&roles, "role", "a role beyond using its own tokens: resource-server lets it introspect any token (repeat)")
+	fs.Var(&audiences, "audience", "with resource-server: a token audience it may introspect (repeat; none: any)")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if *clientID == "" {
+		return nil, errors.New("client new needs --client-id")
+	}
+	return func(context.Context) error {
+		entry := auth.ClientEntry{ClientID: *clientID, Auth: auth.ClientAuthMethod(*method), Identity: *identity, Audiences: audiences}
+		for _, r := range roles {
+			entry.Roles = append(entry.Roles, auth.Role(r))
+		}
+		var secret string
+		switch entry.Auth {
+		case auth.ClientAuthSecretBasic:
+			s, e, err := auth.GenerateClientSecret(rand.Reader, *clientID)
+			if err != nil {
+				return err
+			}
+			secret, entry.SecretSHA256 = s, e.SecretSHA256
+		case auth.ClientAuthPrivateKeyJWT:
+			if *jwksFile == "" {
+				return errors.New("private_key_jwt needs --jwks-file")
+			}
+			b, err := os.ReadFile(*jwksFile)
+			if err != nil {
+				return err
+			}
+			entry.JWKS = new(auth.ClientJWKS)
+			if err := json.Unmarshal(b, entry.JWKS); err != nil {
+				return fmt.Errorf("--jwks-file: %w", err)
+			}
+		}
+		// The entry must be one the policy accepts as it will be written.
+		if _, err := auth.ParsePolicy([]byte("clients:\n" + entry.Line() + "\n" + auth.EndMarker + "\n")); err != nil {
+			return err
+		}
+		if o.json {
+			return json.NewEncoder(o.stdout).Encode(map[string]any{"client_secret": secret, "entry": entry})
+		}
+		if secret != "" {
+			if _, err := fmt.Fprintf(o.stdout, "# The client secret, for the client only (tokend keeps its SHA-256, never the secret):\n%s\n\n", secret); err != nil {
+				return err
+			}
+		}
+		_, err := fmt.Fprintf(o.stdout, "# Add under clients: in AUTH_POLICY_FILE, above its last line %q (tokend reloads it by itself):\n%s\n", auth.EndMarker, entry.Line())
+		return err
+	}, nil
+}

@@ -54,6 +54,10 @@ commands:
   apikey new --name NAME --role ROLE [--client-id ID] [--audience AUD] [--extra-claim CLAIM] [--expires TIME]
                                make an API key for a caller and print it
                                with its AUTH_POLICY_FILE entry (offline)
+  client new --client-id ID [--auth METHOD] [--jwks-file F] [--identity ID] [--role ROLE] [--audience AUD]
+                               print the AUTH_POLICY_FILE entry of an OAuth
+                               client of the standard endpoints, and its
+                               secret for client_secret_basic (offline)
 
 Commands that read the log need an operator nkey (NATS_OPERATOR_KEY) or
 tokend's ENCRYPTION_KEY (which also checks every record's MAC: without it
@@ -98,7 +102,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintf(stderr, "tokenctl: %v\n", err)
 		return 2
 	}
-	if rest[0] != "apikey" && rest[0] != "nats" { // offline
+	if rest[0] != "apikey" && rest[0] != "nats" && rest[0] != "client" { // offline
 		if err := o.connect(ctx); err != nil {
 			fmt.Fprintf(stderr, "tokenctl: %v\n", err)
 			return 1
@@ -286,6 +290,11 @@ func (o *options) command(args []string) (func(context.Context) error, error) {
 			return nil, errors.New("apikey takes the command new")
 		}
 		return o.apikeyCommand(sub("apikey new"), args[2:])
+	case "client":
+		if len(args) < 2 || args[1] != "new" {
+			return nil, errors.New("client takes the command new")
+		}
+		return o.clientCommand(sub("client new"), args[2:])
 	case "nats":
 		if len(args) != 2 || args[1] != "service-key" {
 			return nil, errors.New("nats takes the command service-key")
