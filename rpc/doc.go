@@ -2,6 +2,14 @@
 // gRPC and gRPC-Web on one handler, gRPC health and reflection, and plain
 // HTTP endpoints (/.well-known/jwks.json, /healthz, /readyz, /metrics).
 //
+// The standard OAuth endpoints (oauth.go: RFC 8414 metadata, the
+// refresh_token grant, RFC 7009 revocation, RFC 7662 introspection) are
+// another wire format of the same calls, for off-the-shelf clients: they
+// decode a form, authenticate the client (auth.Guard.AuthenticateClient),
+// call what RefreshTokens, RevokeToken and IntrospectToken call, and map
+// refusals with the same table into RFC 6749 §5.2 JSON. The absolute URLs
+// they publish come from one PublicURL (PUBLIC_BASE_URL).
+//
 // Handlers are thin: they decode, call package issuer, and map errors to
 // Connect codes in one function (errors.go) by one table (Refusals, built
 // with package refusal): each domain sentinel, matched with errors.Is, has

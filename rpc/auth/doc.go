@@ -57,7 +57,11 @@
 //	admin            RotateSigningKey, ListSigningKeys, ListFamilies,
 //	                 RevokeToken (by subject, and of a family or token)
 //	public           GetJWKS, /.well-known/jwks.json, /healthz, /readyz,
-//	                 gRPC health
+//	                 gRPC health, /.well-known/oauth-authorization-server
+//	endpoint         /oauth2/token, /oauth2/revoke, /oauth2/introspect:
+//	                 they authenticate OAuth clients themselves
+//	                 (AuthenticateClient, client.go) and accept the
+//	                 callers above with their roles
 //	admin (HTTP)     /metrics, /projections/digest
 //	any role         gRPC reflection
 //
