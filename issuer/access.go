@@ -79,14 +79,6 @@ func newJTI(rand io.Reader) (string, error) {
 // typ "at+jwt" and the key's kid (RFC 9068 §2.1). The call to s.Sign (a
 // KMS or HSM round trip with remote backends) is traced with tracer.
 func signAccessToken(ctx context.Context, tracer trace.Tracer, s signing.Signer, c AccessClaims) (string, error) {
-	header, err := json.Marshal(struct {
-		Alg string `json:"alg"`
-		Kid string `json:"kid"`
-		Typ string `json:"typ"`
-	}{string(s.Algorithm()), s.KeyID(), "at+jwt"})
-	if err != nil {
-		return "", err
-	}
 	body := accessJSON{
 		Iss: c.Issuer, Sub: c.Subject, Aud: c.Audience, ClientID: c.ClientID,
 		Iat: c.IssuedAt.Unix(), Exp: c.Expiry.Unix(), Jti: c.ID, Scope: strings.Join(c.Scopes, " "), Sid: c.FamilyID,
@@ -109,36 +101,78 @@ func signAccessToken(ctx context.Context, tracer trace.Tracer, s signing.Signer,
 			payload = append(append(payload[:len(payload)-1], ','), extra[1:]...)
 		}
 	}
+	tokenType := TokenTypeBearer
+	if c.JKT != "" {
+		tokenType = TokenTypeDPoP
+	}
+	at, err := signJWS(ctx, tracer, s, "at+jwt", payload, "issuer.SignAccessToken", attribute.String("token.type", tokenType))
+	if err != nil {
+		return "", fmt.Errorf("sign access token with %s: %w", s.KeyID(), err)
+	}
+	if len(at) > maxAccessTokenLen {
+		// The verifier refuses longer tokens: never hand one out.
+		return "", invalidRequest("the access token would be %d bytes, over %d", len(at), maxAccessTokenLen)
+	}
+	return at, nil
+}
+
+// signJWS returns the compact JWS of payload signed by s, with a header of
+// its alg, its kid and typ: the one place the service assembles what it
+// signs. The call to s.Sign is traced as span, with attrs.
+func signJWS(ctx context.Context, tracer trace.Tracer, s signing.Signer, typ string, payload []byte, span string, attrs ...attribute.KeyValue) (string, error) {
+	header, err := json.Marshal(struct {
+		Alg string `json:"alg"`
+		Kid string `json:"kid"`
+		Typ string `json:"typ"`
+	}{string(s.Algorithm()), s.KeyID(), typ})
+	if err != nil {
+		return "", err
+	}
 	enc := base64.RawURLEncoding
 	buf := make([]byte, 0, enc.EncodedLen(len(header))+1+enc.EncodedLen(len(payload))+1+700)
 	buf = enc.AppendEncode(buf, header)
 	buf = append(buf, '.')
 	buf = enc.AppendEncode(buf, payload)
-	tokenType := TokenTypeBearer
-	if c.JKT != "" {
-		tokenType = TokenTypeDPoP
-	}
-	sctx, span := tracer.Start(ctx, "issuer.SignAccessToken", trace.WithAttributes(
+	sctx, sp := tracer.Start(ctx, span, trace.WithAttributes(append(attrs,
 		attribute.String("signing.algorithm", string(s.Algorithm())),
-		attribute.String("signing.key_id", s.KeyID()),
-		attribute.String("token.type", tokenType),
-	))
+		attribute.String("signing.key_id", s.KeyID()))...))
+	defer sp.End()
 	sig, err := s.Sign(sctx, buf)
 	if err != nil {
-		span.SetAttributes(attribute.String("issuer.result", "error"))
-		span.SetStatus(codes.Error, "sign failed")
-		span.End()
-		return "", fmt.Errorf("sign access token with %s: %w", s.KeyID(), err)
+		sp.SetAttributes(attribute.String("issuer.result", "error"))
+		sp.SetStatus(codes.Error, "sign failed")
+		return "", err
 	}
-	span.SetAttributes(attribute.String("issuer.result", "ok"))
-	span.End()
+	sp.SetAttributes(attribute.String("issuer.result", "ok"))
 	buf = append(buf, '.')
-	buf = enc.AppendEncode(buf, sig)
-	if len(buf) > maxAccessTokenLen {
-		// The verifier refuses longer tokens: never hand one out.
-		return "", invalidRequest("the access token would be %d bytes, over %d", len(buf), maxAccessTokenLen)
+	return string(enc.AppendEncode(buf, sig)), nil
+}
+
+// SignJWT returns claims (marshalled to a JSON object) signed as a JWT of
+// type typ by the active key, or by the fallback key while the remote
+// backend is unavailable, as access tokens are; verifiers find either in
+// the JWKS. It signs what the service asserts besides access tokens:
+// introspection responses (RFC 9701) and security event tokens (RFC
+// 8417).
+func (i *Issuer) SignJWT(ctx context.Context, typ string, claims any) (string, error) {
+	payload, err := json.Marshal(claims)
+	if err != nil {
+		return "", err
 	}
-	return string(buf), nil
+	signer, err := i.keys.Active(ctx)
+	if err != nil {
+		return "", fmt.Errorf("signing key: %w", err)
+	}
+	span := "issuer.SignJWT"
+	jws, err := signJWS(ctx, i.cfg.Tracer, signer, typ, payload, span, attribute.String("jwt.type", typ))
+	if fb, ok := i.keys.Fallback(); ok && errors.Is(err, signing.ErrUnavailable) {
+		i.cfg.Observer.FallbackSigned()
+		jws, err = signJWS(ctx, i.cfg.Tracer, fb, typ, payload, span, attribute.String("jwt.type", typ))
+	}
+	if err != nil {
+		return "", fmt.Errorf("sign %s: %w", typ, err)
+	}
+	return jws, nil
 }
 
 // ErrInvalidAccessToken is returned by VerifyAccessToken for a token that

@@ -1,6 +1,8 @@
 package rpc
 
 import (
+	"context"
+	"encoding/json"
 	"net/http"
 	"slices"
 	"strings"
@@ -39,6 +41,7 @@ func (o *oauthServer) metadata(w http.ResponseWriter, r *http.Request) {
 		RevocationAuthAlgs            []signing.Algorithm     `json:"revocation_endpoint_auth_signing_alg_values_supported"`
 		IntrospectionAuthMethods      []auth.ClientAuthMethod `json:"introspection_endpoint_auth_methods_supported"`
 		IntrospectionAuthAlgs         []signing.Algorithm     `json:"introspection_endpoint_auth_signing_alg_values_supported"`
+		IntrospectionSigningAlgs      []string                `json:"introspection_signing_alg_values_supported"`
 		DPoPAlgs                      []string                `json:"dpop_signing_alg_values_supported"`
 		ServiceDocumentation          string                  `json:"service_documentation,omitempty"`
 		TLSClientCertificateBoundAT   bool                    `json:"tls_client_certificate_bound_access_tokens"`
@@ -52,8 +55,22 @@ func (o *oauthServer) metadata(w http.ResponseWriter, r *http.Request) {
 		// A public client may not introspect (auth.IntrospectionScope).
 		IntrospectionAuthMethods: slices.DeleteFunc(slices.Clone(methods), func(m auth.ClientAuthMethod) bool { return m == auth.ClientAuthNone }),
 		IntrospectionAuthAlgs:    assertionAlgs,
+		IntrospectionSigningAlgs: o.signingAlgorithms(),
 		DPoPAlgs:                 o.svc.dpop.Algorithms(),
 	})
+}
+
+// signingAlgorithms returns the algorithms of the keys in the JWKS, which
+// sign signed introspection responses (the active key's, or the fallback
+// key's during an outage).
+func (o *oauthServer) signingAlgorithms() []string {
+	var algs []string
+	for _, k := range o.svc.keys.JWKS() {
+		if !slices.Contains(algs, k.Alg) {
+			algs = append(algs, k.Alg)
+		}
+	}
+	return algs
 }
 
 // revoke serves token revocation (RFC 7009): RevokeToken of a refresh or
@@ -130,12 +147,54 @@ func (o *oauthServer) introspect(w http.ResponseWriter, r *http.Request) {
 		out = inactive()
 	}
 	body, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(out)
+	contentType := "application/json"
+	if err == nil && wantsJWT(r) {
+		contentType = introspectionJWT
+		body, err = o.signedIntrospection(ctx, r, id, body)
+	}
 	if err != nil {
 		o.fail(w, r, path, start, err)
 		return
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Content-Type", contentType)
+	w.Header().Set("Cache-Control", noStore)
 	_, _ = w.Write(body)
 	o.svc.metrics.oauthRequest(path, "", start)
+}
+
+// introspectionJWT is the media type of a signed introspection response
+// (RFC 9701 §4), asked for in Accept.
+const introspectionJWT = "application/token-introspection+jwt"
+
+func wantsJWT(r *http.Request) bool {
+	for _, a := range r.Header.Values("Accept") {
+		for _, part := range strings.Split(a, ",") {
+			mt, _, _ := strings.Cut(strings.TrimSpace(part), ";")
+			if strings.EqualFold(strings.TrimSpace(mt), introspectionJWT) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// signedIntrospection wraps an RFC 7662 answer in a JWT signed by the
+// service's key (RFC 9701 §5): iss is the issuer of the metadata, aud the
+// caller (its client_id, or its policy name), so the resource server can
+// prove what the authorization server said, and to whom.
+func (o *oauthServer) signedIntrospection(ctx context.Context, r *http.Request, id auth.Identity, answer []byte) ([]byte, error) {
+	base, ok := o.public.Base(r)
+	if !ok {
+		return nil, &oauthFailure{code: refusal.InvalidRequest, desc: ErrNoPublicURL.Error(), status: http.StatusNotFound}
+	}
+	if id.Name == "" {
+		return nil, badRequest(refusal.InvalidRequest, "a signed introspection response names its recipient: send client_id")
+	}
+	jws, err := o.svc.issuer.SignJWT(ctx, "token-introspection+jwt", struct {
+		Iss                string          `json:"iss"`
+		Aud                string          `json:"aud"`
+		Iat                int64           `json:"iat"`
+		TokenIntrospection json.RawMessage `json:"token_introspection"`
+	}{base, id.Name, o.svc.now().Unix(), answer})
+	return []byte(jws), err
 }

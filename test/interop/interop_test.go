@@ -106,7 +106,7 @@ func TestOAuth4WebAPI(t *testing.T) {
 	defer cancel()
 	m, _ := startTokend(t, ctx, map[string]string{"DPOP_NONCE_REQUIRED": "true"})
 	checks := runNode(t, ctx, "oauth.mjs", "http://"+m.Addr())
-	if want := 2 + 2*7 + 1 + 1 + 3; len(checks) != want {
+	if want := 2 + 2*7 + 1 + 1 + 3 + 3; len(checks) != want {
 		t.Fatalf("%d checks ran, want %d", len(checks), want)
 	}
 }

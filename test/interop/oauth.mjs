@@ -6,7 +6,8 @@
 // invalid_grant and the access token inactive; a proof from another key
 // is refused. The first tokens come from GenerateTokens (Connect JSON):
 // minting is not an OAuth endpoint. Prints one JSON line per check; exits
-// 1 if any check failed.
+// 1 if any check failed. A signed introspection response (RFC 9701) is
+// read by oauth4webapi and verified by jose against the JWKS.
 //
 // usage: node oauth.mjs http://127.0.0.1:PORT
 import * as oauth from 'oauth4webapi'
@@ -119,5 +120,16 @@ const still = await retryOnNonce(
   () => oauth.refreshTokenGrantRequest(as, client, auth, bound2.refreshToken, { ...insecure, DPoP: dpop }),
   (res) => oauth.processRefreshTokenResponse(as, client, res))
 check('dpop', 'right key still refreshes', still.token_type === 'dpop', still)
+
+// A signed introspection response (RFC 9701), verified by jose against
+// the JWKS of the metadata.
+const signed = await generate({ subject: 'frank', client_id: 'spa', audience: ['api'] })
+const jwtRes = await oauth.introspectionRequest(as, client, auth, signed.body.accessToken, { ...insecure, requestJwtResponse: true })
+check('rfc9701', 'content type', jwtRes.headers.get('content-type') === 'application/token-introspection+jwt', jwtRes.headers.get('content-type'))
+const jwtText = await jwtRes.clone().text()
+const viaOauth = await oauth.processIntrospectionResponse(as, client, jwtRes)
+check('rfc9701', 'oauth4webapi reads it', viaOauth.active === true && viaOauth.sub === 'frank', viaOauth)
+const { payload, protectedHeader } = await jose.jwtVerify(jwtText, jose.createRemoteJWKSet(new URL(as.jwks_uri)), { issuer: as.issuer, audience: 'spa', typ: 'token-introspection+jwt' })
+check('rfc9701', 'jose verifies it', payload.token_introspection.active === true && payload.token_introspection.client_id === 'spa', { payload, protectedHeader })
 
 process.exit(failed ? 1 : 0)
