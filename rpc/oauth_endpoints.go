@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -73,6 +74,26 @@ func (o *oauthServer) signingAlgorithms() []string {
 	return algs
 }
 
+// tokenRequest reads the request of an endpoint about one token (RFC 7009
+// §2.1, RFC 7662 §2.1) and authenticates its caller; it answers a refusal
+// itself and then returns ok false.
+func (o *oauthServer) tokenRequest(w http.ResponseWriter, r *http.Request, path string, start time.Time) (context.Context, auth.Identity, url.Values, bool) {
+	form, err := o.readForm(w, r)
+	if err == nil && form.Get("token") == "" {
+		err = badRequest(refusal.InvalidRequest, "token is required")
+	}
+	var ctx context.Context
+	var id auth.Identity
+	if err == nil {
+		ctx, id, err = o.client(r, path, form)
+	}
+	if err != nil {
+		o.fail(w, r, path, start, err)
+		return nil, id, nil, false
+	}
+	return ctx, id, form, true
+}
+
 // revoke serves token revocation (RFC 7009): RevokeToken of a refresh or
 // access token, within the clients the caller may revoke for. An unknown,
 // malformed or foreign token revokes nothing and is answered 200 (§2.2),
@@ -80,21 +101,12 @@ func (o *oauthServer) signingAlgorithms() []string {
 func (o *oauthServer) revoke(w http.ResponseWriter, r *http.Request) {
 	const path = auth.PathOAuthRevoke
 	start := time.Now()
-	form, err := o.readForm(w, r)
-	if err == nil && form.Get("token") == "" {
-		err = badRequest(refusal.InvalidRequest, "token is required")
-	}
-	if err != nil {
-		o.fail(w, r, path, start, err)
-		return
-	}
-	ctx, id, err := o.client(r, path, form)
-	if err != nil {
-		o.fail(w, r, path, start, err)
-		return
-	}
-	scope, ok := id.RevocationScope()
+	ctx, id, form, ok := o.tokenRequest(w, r, path, start)
 	if !ok {
+		return
+	}
+	scope, may := id.RevocationScope()
+	if !may {
 		o.fail(w, r, path, start, badRequest(refusal.UnauthorizedClient, "this caller may not revoke tokens"))
 		return
 	}
@@ -108,7 +120,7 @@ func (o *oauthServer) revoke(w http.ResponseWriter, r *http.Request) {
 		o.fail(w, r, path, start, err)
 		return
 	}
-	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Cache-Control", noStore)
 	w.WriteHeader(http.StatusOK)
 	o.svc.metrics.oauthRequest(path, "", start)
 }
@@ -119,21 +131,12 @@ func (o *oauthServer) revoke(w http.ResponseWriter, r *http.Request) {
 func (o *oauthServer) introspect(w http.ResponseWriter, r *http.Request) {
 	const path = auth.PathOAuthIntrospect
 	start := time.Now()
-	form, err := o.readForm(w, r)
-	if err == nil && form.Get("token") == "" {
-		err = badRequest(refusal.InvalidRequest, "token is required")
-	}
-	if err != nil {
-		o.fail(w, r, path, start, err)
-		return
-	}
-	ctx, id, err := o.client(r, path, form)
-	if err != nil {
-		o.fail(w, r, path, start, err)
-		return
-	}
-	clients, ok := id.IntrospectionScope()
+	ctx, id, form, ok := o.tokenRequest(w, r, path, start)
 	if !ok {
+		return
+	}
+	clients, may := id.IntrospectionScope()
+	if !may {
 		o.fail(w, r, path, start, &oauthFailure{code: refusal.UnauthorizedClient, status: http.StatusForbidden,
 			desc: "introspection needs a resource server, or a confidential client for its own tokens"})
 		return
