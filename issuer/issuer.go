@@ -374,7 +374,7 @@ func (i *Issuer) load(ctx context.Context, fid string, consistent bool) (loaded,
 }
 
 // revoke appends the revocation of f with compare-and-set.
-func (i *Issuer) revoke(ctx context.Context, f loaded, reason Reason, now time.Time) error {
+func (i *Issuer) revoke(ctx context.Context, f loaded, reason Reason, now time.Time) (uint64, error) {
 	next := proto.Clone(f.st).(*eventsv1.FamilyState)
 	next.Status = eventsv1.FamilyStatus_FAMILY_STATUS_REVOKED
 	next.RevokedReason = reason.Code
@@ -382,9 +382,8 @@ func (i *Issuer) revoke(ctx context.Context, f loaded, reason Reason, now time.T
 	next.GraceId = ""
 	ev, err := events.FamilyRevoked(i.subj, &eventsv1.FamilyRevoked{State: next, Reason: reason.Code, ReasonText: reason.Text})
 	if err != nil {
-		return err
+		return 0, err
 	}
 	retain(&ev, family.RetainUntil(next, i.cfg.Retention, f.until), now)
-	_, err = i.log.Append(ctx, ev, eventlog.Expect{Filter: i.subj.FamilyFilter(f.st.GetFamilyId()), Seq: f.seq})
-	return err
+	return i.log.Append(ctx, ev, eventlog.Expect{Filter: i.subj.FamilyFilter(f.st.GetFamilyId()), Seq: f.seq})
 }

@@ -223,7 +223,7 @@ func (i *Issuer) checkSubjectCutoff(ctx context.Context, f loaded, before uint64
 	if !family.CutOffBy(f.st.GetIssuedSeq(), rec.Seq) || (before != 0 && rec.Seq > before) {
 		return nil // issued after the cut-off, or rotated before it
 	}
-	if err := i.revoke(ctx, f, Reason{Code: eventsv1.RevocationReason_REVOCATION_REASON_SUBJECT}, now); err != nil {
+	if _, err := i.revoke(ctx, f, Reason{Code: eventsv1.RevocationReason_REVOCATION_REASON_SUBJECT}, now); err != nil {
 		return err // a conflict makes Refresh reload and see the revocation
 	}
 	i.cfg.Observer.Revoked(reasonLabel(eventsv1.RevocationReason_REVOCATION_REASON_SUBJECT), 1)
@@ -233,7 +233,7 @@ func (i *Issuer) checkSubjectCutoff(ctx context.Context, f loaded, before uint64
 // revokeReused revokes f because a spent token was replayed, and reports
 // it as a security event.
 func (i *Issuer) revokeReused(ctx context.Context, f loaded, now time.Time) error {
-	if err := i.revoke(ctx, f, Reason{Code: eventsv1.RevocationReason_REVOCATION_REASON_REUSE}, now); err != nil {
+	if _, err := i.revoke(ctx, f, Reason{Code: eventsv1.RevocationReason_REVOCATION_REASON_REUSE}, now); err != nil {
 		return err
 	}
 	i.cfg.Observer.SecurityEvent(SecurityRefreshReuse)

@@ -134,23 +134,44 @@ func (i *Issuer) revokeFamily(ctx context.Context, fid string, reason Reason, sc
 	if !validFamilyID(fid) {
 		return 0, nil // cannot exist: RFC 7009 says no error
 	}
-	return i.revokeLoaded(ctx, fid, reason, scope, nil)
+	n, seq, err := i.revokeLoaded(ctx, fid, reason, scope, nil)
+	return i.visible(ctx, n, seq, err)
+}
+
+// revocationVisibleWait bounds how long a revocation of one family waits
+// for this replica's projections to apply it (visible).
+const revocationVisibleWait = 2 * time.Second
+
+// visible returns n and err of a revocation of one family once this
+// replica's projections hold it (at most revocationVisibleWait): a caller
+// that revokes a token and then introspects it, or presents it to
+// ValidateDPoP, on the replica that answered sees it revoked. Other
+// replicas see it within the propagation time. The revocation is in the
+// log either way: a wait that runs out is not an error.
+func (i *Issuer) visible(ctx context.Context, n int, seq uint64, err error) (int, error) {
+	if err != nil || n == 0 {
+		return n, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, revocationVisibleWait)
+	defer cancel()
+	_ = i.index.WaitFor(ctx, seq)
+	return n, nil
 }
 
 // revokeLoaded revokes fid if its client is in scope (empty: any) and
-// match (when set) accepts its state.
-func (i *Issuer) revokeLoaded(ctx context.Context, fid string, reason Reason, scope []string, match func(*eventsv1.FamilyState) bool) (int, error) {
+// match (when set) accepts its state; seq is the revocation's position.
+func (i *Issuer) revokeLoaded(ctx context.Context, fid string, reason Reason, scope []string, match func(*eventsv1.FamilyState) bool) (n int, seq uint64, err error) {
 	now := i.cfg.Now()
 	for attempt := 0; attempt < maxAttempts; attempt++ {
 		if err := conflictPause(ctx, attempt); err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		f, err := i.load(ctx, fid, attempt > 0)
 		if err != nil && !errors.Is(err, eventlog.ErrNotFound) {
-			return 0, err
+			return 0, 0, err
 		}
 		if err == nil && len(scope) > 0 && !slices.Contains(scope, f.st.GetClientId()) {
-			return 0, nil // a family's client never changes: no need to ask the leader
+			return 0, 0, nil // a family's client never changes: no need to ask the leader
 		}
 		if err != nil || (match != nil && !match(f.st)) || f.st.GetStatus() == eventsv1.FamilyStatus_FAMILY_STATUS_REVOKED {
 			if attempt == 0 {
@@ -159,19 +180,19 @@ func (i *Issuer) revokeLoaded(ctx context.Context, fid string, reason Reason, sc
 				// another replica: ask the leader before revoking nothing.
 				continue
 			}
-			return 0, nil
+			return 0, 0, nil
 		}
-		err = i.revoke(ctx, f, reason, now)
+		seq, err = i.revoke(ctx, f, reason, now)
 		if errors.Is(err, eventlog.ErrConflict) {
 			continue
 		}
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		i.cfg.Observer.Revoked(reasonLabel(reason.Code), 1)
-		return 1, nil
+		return 1, seq, nil
 	}
-	return 0, fmt.Errorf("revoke %s: too much contention", fid)
+	return 0, 0, fmt.Errorf("revoke %s: too much contention", fid)
 }
 
 // RevokeRefreshToken revokes the family of a refresh token, current or
@@ -187,9 +208,10 @@ func (i *Issuer) revokeRefreshToken(ctx context.Context, token string, reason Re
 		return 0, nil
 	}
 	h := hashSecret(rt.secret)
-	return i.revokeLoaded(ctx, rt.familyID, reason, scope, func(st *eventsv1.FamilyState) bool {
+	n, seq, err := i.revokeLoaded(ctx, rt.familyID, reason, scope, func(st *eventsv1.FamilyState) bool {
 		return family.MatchSecret(st, h) != family.Unknown
 	})
+	return i.visible(ctx, n, seq, err)
 }
 
 // RevokeAccessToken revokes the family of an access token this service
@@ -204,7 +226,8 @@ func (i *Issuer) revokeAccessToken(ctx context.Context, token string, reason Rea
 	if err != nil || !validFamilyID(v.FamilyID) {
 		return 0, nil
 	}
-	return i.revokeLoaded(ctx, v.FamilyID, reason, scope, nil)
+	n, seq, err := i.revokeLoaded(ctx, v.FamilyID, reason, scope, nil)
+	return i.visible(ctx, n, seq, err)
 }
 
 // subjectIndexWait bounds how long RevokeSubject waits for the family index
@@ -244,7 +267,7 @@ func (i *Issuer) revokeSubject(ctx context.Context, subject string, reason Reaso
 	n := 0
 	cutOff := func(st *eventsv1.FamilyState) bool { return family.CutOffBy(st.GetIssuedSeq(), seq) }
 	for _, fid := range i.index.ActiveFamiliesOf(subject) {
-		k, err := i.revokeLoaded(ctx, fid, reason, nil, cutOff)
+		k, _, err := i.revokeLoaded(ctx, fid, reason, nil, cutOff)
 		if err != nil {
 			return n, err
 		}
@@ -261,7 +284,7 @@ func (i *Issuer) revokeSubject(ctx context.Context, subject string, reason Reaso
 func (i *Issuer) RevokeSignedBy(ctx context.Context, kid string) (int, error) {
 	n := 0
 	for _, fid := range i.index.ActiveFamiliesSignedBy(kid) {
-		k, err := i.revokeLoaded(ctx, fid, Reason{Code: eventsv1.RevocationReason_REVOCATION_REASON_KEY_COMPROMISE}, nil, nil)
+		k, _, err := i.revokeLoaded(ctx, fid, Reason{Code: eventsv1.RevocationReason_REVOCATION_REASON_KEY_COMPROMISE}, nil, nil)
 		if err != nil {
 			return n, err
 		}
