@@ -1,6 +1,7 @@
 // Package rpc serves the token service: token.v1.TokenService over Connect,
 // gRPC and gRPC-Web on one handler, gRPC health and reflection, and plain
-// HTTP endpoints (/.well-known/jwks.json, /healthz, /readyz, /metrics).
+// HTTP endpoints (/.well-known/jwks.json, /healthz, /readyz, /metrics), and
+// the Shared Signals transmitter of package ssf when configured.
 //
 // Handlers are thin: they decode, call package issuer, and map errors to
 // Connect codes in one function (errors.go) by one table (Refusals, built

@@ -59,6 +59,9 @@
 //	public           GetJWKS, /.well-known/jwks.json, /healthz, /readyz,
 //	                 gRPC health
 //	admin (HTTP)     /metrics, /projections/digest
+//	receiver, admin  the Shared Signals API (/ssf/...): a receiver sees
+//	                 only its own streams, an admin every stream
+//	public (HTTP)    /.well-known/ssf-configuration
 //	any role         gRPC reflection
 //
 // Anything else is refused (default deny). A caller with client_ids may

@@ -69,6 +69,7 @@ func revokeRoles(msg any) []Role {
 // reflection for any known caller. Anything else is refused.
 func httpRules(extraPublic []string) map[string]rule {
 	health := "/" + grpchealth.HealthV1ServiceName + "/"
+	receiver := []Role{RoleReceiver, RoleAdmin}
 	r := map[string]rule{
 		"/.well-known/jwks.json": {public: true},
 		"/healthz":               {public: true},
@@ -78,6 +79,17 @@ func httpRules(extraPublic []string) map[string]rule {
 
 		"/metrics":            {roles: []Role{RoleAdmin}},
 		"/projections/digest": {roles: []Role{RoleAdmin}},
+
+		// Shared Signals (package ssf): the metadata is public; a
+		// receiver manages and polls its own streams, an admin every
+		// stream (the handlers apply ownership).
+		"/.well-known/ssf-configuration": {public: true},
+		"/ssf/streams":                   {roles: receiver},
+		"/ssf/status":                    {roles: receiver},
+		"/ssf/subjects/add":              {roles: receiver},
+		"/ssf/subjects/remove":           {roles: receiver},
+		"/ssf/verify":                    {roles: receiver},
+		"/ssf/poll":                      {roles: receiver},
 
 		"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo":      {roles: Roles()},
 		"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": {roles: Roles()},

@@ -1,0 +1,143 @@
+package ssf
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/auth-platform/tokenservice/eventlog"
+)
+
+// materializerGroup is the priority group of the log's durable consumer.
+const materializerGroup = "ssf"
+
+// materialize makes the SETs of every log record the transmitter reads,
+// once per stream that wants it, into the queue, until ctx ends. The
+// records come from one durable consumer shared by every replica, pinned
+// to one of them, with one record in flight: a record is acknowledged
+// once the SETs of every stream are queued, so a replica killed part-way
+// leaves it to be handled again (by another replica after PinnedTTL), and
+// the SETs it had queued are not stored twice (same jti, same
+// Nats-Msg-Id). Records are handled in log order.
+func (s *Service) materialize(ctx context.Context) error {
+	for {
+		err := s.materializeOnce(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		s.cfg.Logger.Warn("ssf: reading the log; retrying", "error", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+func (s *Service) materializeOnce(ctx context.Context) error {
+	cons, err := s.log.JetStream().CreateOrUpdateConsumer(ctx, s.log.Stream(), jetstream.ConsumerConfig{
+		Durable:     s.cfg.Consumer,
+		Description: "Shared Signals: SETs from the log",
+		// Streams receive events after their creation: a transmitter
+		// added to an existing log starts at its end.
+		DeliverPolicy:  jetstream.DeliverNewPolicy,
+		FilterSubjects: Filters(s.log.Subjects()),
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        30 * time.Second,
+		MaxAckPending:  1,
+		PriorityPolicy: jetstream.PriorityPolicyPinned,
+		PinnedTTL:      5 * time.Second,
+		PriorityGroups: []string{materializerGroup},
+		Replicas:       s.log.Replicas(),
+	})
+	if err != nil {
+		return fmt.Errorf("ssf consumer: %w", err)
+	}
+	failed := make(chan error, 1)
+	cc, err := cons.Consume(func(m jetstream.Msg) { s.handleRecord(ctx, m) },
+		jetstream.PullPriorityGroup(materializerGroup),
+		jetstream.PullMaxMessages(16),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
+				select {
+				case failed <- err:
+				default:
+				}
+			}
+		}))
+	if err != nil {
+		return fmt.Errorf("ssf consume: %w", err)
+	}
+	defer cc.Stop()
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-failed:
+		return err
+	}
+}
+
+func (s *Service) handleRecord(ctx context.Context, m jetstream.Msg) {
+	rec, err := s.log.RecordOf(m)
+	if errors.Is(err, eventlog.ErrForged) {
+		_ = m.Ack() // reported by the log; it becomes no event
+		return
+	}
+	if err != nil {
+		_ = m.NakWithDelay(time.Second)
+		return
+	}
+	if err := s.materializeRecord(ctx, rec); err != nil {
+		if ctx.Err() == nil {
+			s.cfg.Logger.Warn("ssf: making SETs; retrying", "seq", rec.Seq, "error", err)
+		}
+		_ = m.NakWithDelay(time.Second)
+		return
+	}
+	_ = m.Ack()
+}
+
+// materializeRecord queues the SETs of rec for every stream that wants it.
+func (s *Service) materializeRecord(ctx context.Context, rec eventlog.Record) error {
+	sig, err := signalOf(rec, s.cfg.TokenIssuer)
+	if err != nil {
+		s.cfg.Logger.Error("ssf: skipped a log record that does not decode", "seq", rec.Seq, "subject", rec.Subject, "error", err)
+		return nil // skipped, not lost: it stays in the log
+	}
+	if sig == nil {
+		return nil
+	}
+	streams, err := s.store.snapshot(ctx)
+	if err != nil {
+		return err
+	}
+	for _, r := range streams {
+		if !wants(r, rec.Seq, sig.Type, sig.Keys) {
+			continue
+		}
+		if err := s.enqueue(ctx, r, sig, jtiOf(r.ID, rec.Seq, "")); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// enqueue signs sig for stream r with jti and queues it.
+func (s *Service) enqueue(ctx context.Context, r *record, sig *signal, jti string) error {
+	signer, err := s.cfg.Keys.Active(ctx)
+	if err != nil {
+		return fmt.Errorf("ssf: signing key: %w", err)
+	}
+	set, err := signSET(ctx, signer, s.cfg.Issuer, r, sig, jti, s.cfg.Now())
+	if err != nil {
+		return err
+	}
+	if err := s.queue.put(ctx, r.ID, jti, set); err != nil {
+		return err
+	}
+	s.metrics.made(sig.Type)
+	return nil
+}
