@@ -44,6 +44,9 @@ type signal struct {
 	Keys []string
 	// Seq is the log record the event comes from.
 	Seq uint64
+	// NotSignedBy is a key that must not sign the SET: the key whose
+	// compromise it reports.
+	NotSignedBy string
 }
 
 // Filters returns the log subjects the transmitter reads: revocations of
@@ -108,7 +111,7 @@ func keySignal(rec eventlog.Record, kid string, body map[string]any) (*signal, e
 	if kid == "" {
 		return nil, fmt.Errorf("%w: seq %d: a key compromise without key ID", events.ErrBadRecord, rec.Seq)
 	}
-	return &signal{Type: EventKeyCompromised, Subject: &Subject{Format: "opaque", ID: kid}, Seq: rec.Seq, Body: body}, nil
+	return &signal{Type: EventKeyCompromised, Subject: &Subject{Format: "opaque", ID: kid}, Seq: rec.Seq, Body: body, NotSignedBy: kid}, nil
 }
 
 func timeOr(t, def time.Time) int64 {

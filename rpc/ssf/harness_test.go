@@ -270,13 +270,13 @@ func (h *harness) verify(raw string) set {
 
 // receiver is a push receiver (RFC 8935) on a local HTTP server.
 type receiver struct {
-	srv  *httptest.Server
-	mu   sync.Mutex
-	down bool
-	auth []string
-	jtis []string
-	sets []string
-	got  chan string
+	srv   *httptest.Server
+	mu    sync.Mutex
+	down  bool
+	auth  []string
+	tried []string // every body received, refused or not
+	sets  []string
+	got   chan string
 }
 
 func newReceiver(t *testing.T) *receiver {
@@ -286,6 +286,7 @@ func newReceiver(t *testing.T) *receiver {
 		r.mu.Lock()
 		down := r.down
 		r.auth = append(r.auth, req.Header.Get("Authorization"))
+		r.tried = append(r.tried, string(body))
 		r.mu.Unlock()
 		if down {
 			http.Error(w, "down", http.StatusServiceUnavailable)
@@ -320,4 +321,80 @@ func (r *receiver) next(t *testing.T, timeout time.Duration) string {
 		t.Fatalf("no SET pushed within %s", timeout)
 	}
 	return ""
+}
+
+// metric returns the value of the series name{labels} of h's registry (0
+// if absent).
+func metric(h *harness, name string, labels ...string) float64 {
+	h.t.Helper()
+	mfs, err := h.reg.Gather()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range mf.GetMetric() {
+			for i := 0; i+1 < len(labels); i += 2 {
+				found := false
+				for _, lp := range m.GetLabel() {
+					if lp.GetName() == labels[i] && lp.GetValue() == labels[i+1] {
+						found = true
+					}
+				}
+				if !found {
+					continue next
+				}
+			}
+			switch {
+			case m.GetCounter() != nil:
+				return m.GetCounter().GetValue()
+			case m.GetGauge() != nil:
+				return m.GetGauge().GetValue()
+			case m.GetHistogram() != nil:
+				return float64(m.GetHistogram().GetSampleCount())
+			}
+		}
+	}
+	return 0
+}
+
+func deliveries(h *harness, method, outcome string) float64 {
+	return metric(h, "token_service_ssf_deliveries_total", "method", method, "outcome", outcome)
+}
+
+// waitGauge waits until gauge name reads want.
+func waitGauge(t *testing.T, h *harness, name string, want float64) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got := metric(h, name)
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s = %v, want %v", name, got, want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// waitFor waits until cond holds.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func newReceiverFunc(t *testing.T, fn http.HandlerFunc) *httptest.Server {
+	srv := httptest.NewServer(fn)
+	t.Cleanup(srv.Close)
+	return srv
 }

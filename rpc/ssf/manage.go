@@ -128,9 +128,19 @@ func (s *Service) setStatus(ctx context.Context, c Caller, id, status, reason st
 	if err := checkStatus(status, reason); err != nil {
 		return nil, err
 	}
+	// A stream enabled again after it was disabled receives the events
+	// after this point, not those appended while it was disabled that
+	// the materializer has yet to handle.
+	end, err := s.log.LastSeq(ctx)
+	if err != nil {
+		return nil, err
+	}
 	r, err := s.store.update(ctx, id, func(r *record) error {
 		if !visibleTo(r, c) {
 			return ErrStreamNotFound
+		}
+		if r.Status == StatusDisabled && status != StatusDisabled {
+			r.AfterSeq = max(r.AfterSeq, end)
 		}
 		r.Status, r.Reason = status, reason
 		return nil

@@ -38,23 +38,9 @@ func (s *Service) materialize(ctx context.Context) error {
 }
 
 func (s *Service) materializeOnce(ctx context.Context) error {
-	cons, err := s.log.JetStream().CreateOrUpdateConsumer(ctx, s.log.Stream(), jetstream.ConsumerConfig{
-		Durable:     s.cfg.Consumer,
-		Description: "Shared Signals: SETs from the log",
-		// Streams receive events after their creation: a transmitter
-		// added to an existing log starts at its end.
-		DeliverPolicy:  jetstream.DeliverNewPolicy,
-		FilterSubjects: Filters(s.log.Subjects()),
-		AckPolicy:      jetstream.AckExplicitPolicy,
-		AckWait:        30 * time.Second,
-		MaxAckPending:  1,
-		PriorityPolicy: jetstream.PriorityPolicyPinned,
-		PinnedTTL:      5 * time.Second,
-		PriorityGroups: []string{materializerGroup},
-		Replicas:       s.log.Replicas(),
-	})
+	cons, err := s.ensureConsumer(ctx)
 	if err != nil {
-		return fmt.Errorf("ssf consumer: %w", err)
+		return err
 	}
 	failed := make(chan error, 1)
 	cc, err := cons.Consume(func(m jetstream.Msg) { s.handleRecord(ctx, m) },
@@ -78,6 +64,31 @@ func (s *Service) materializeOnce(ctx context.Context) error {
 	case err := <-failed:
 		return err
 	}
+}
+
+// ensureConsumer creates the log's durable consumer, or updates it. New
+// calls it before anything can be appended that a stream created after
+// New must receive (the consumer starts at the log's end).
+func (s *Service) ensureConsumer(ctx context.Context) (jetstream.Consumer, error) {
+	cons, err := s.log.JetStream().CreateOrUpdateConsumer(ctx, s.log.Stream(), jetstream.ConsumerConfig{
+		Durable:     s.cfg.Consumer,
+		Description: "Shared Signals: SETs from the log",
+		// Streams receive events after their creation: a transmitter
+		// added to an existing log starts at its end.
+		DeliverPolicy:  jetstream.DeliverNewPolicy,
+		FilterSubjects: Filters(s.log.Subjects()),
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        30 * time.Second,
+		MaxAckPending:  1,
+		PriorityPolicy: jetstream.PriorityPolicyPinned,
+		PinnedTTL:      5 * time.Second,
+		PriorityGroups: []string{materializerGroup},
+		Replicas:       s.log.Replicas(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ssf consumer: %w", err)
+	}
+	return cons, nil
 }
 
 func (s *Service) handleRecord(ctx context.Context, m jetstream.Msg) {
@@ -130,6 +141,12 @@ func (s *Service) enqueue(ctx context.Context, r *record, sig *signal, jti strin
 	signer, err := s.cfg.Keys.Active(ctx)
 	if err != nil {
 		return fmt.Errorf("ssf: signing key: %w", err)
+	}
+	if sig.NotSignedBy != "" && signer.KeyID() == sig.NotSignedBy {
+		// The compromise is declared before the key is replaced: wait for
+		// the new key (the record is handled again), or the SET would
+		// leave the JWKS with the key.
+		return fmt.Errorf("ssf: key %s is compromised and still active", sig.NotSignedBy)
 	}
 	set, err := signSET(ctx, signer, s.cfg.Issuer, r, sig, jti, s.cfg.Now())
 	if err != nil {

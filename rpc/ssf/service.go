@@ -153,6 +153,9 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		return nil, err
 	}
 	s := &Service{cfg: cfg, log: cfg.Log, store: st, queue: q, pushers: map[string]*pusher{}}
+	if _, err := s.ensureConsumer(ctx); err != nil {
+		return nil, err
+	}
 	if cfg.Registerer != nil {
 		s.metrics = newMetrics(cfg.Registerer, s)
 	}

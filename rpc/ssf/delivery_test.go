@@ -1,0 +1,210 @@
+package ssf_test
+
+import (
+	"context"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
+	"github.com/auth-platform/tokenservice/rpc/ssf"
+)
+
+func (h *harness) revoke(fid string) {
+	h.t.Helper()
+	if n, err := h.env.Issuer.RevokeFamily(context.Background(), fid, eventsv1.RevocationReason_REVOCATION_REASON_ADMIN); err != nil || n != 1 {
+		h.t.Fatalf("revoke %s: %d, %v", fid, n, err)
+	}
+}
+
+func sessionOf(h *harness, raw string) string {
+	s := h.verify(raw)
+	if s.Claims.SubID.Session == nil {
+		h.t.Fatalf("no session in %+v", s.Claims.SubID)
+	}
+	return s.Claims.SubID.Session.ID
+}
+
+// TestPushOutageCatchUp: a receiver that is down gets every SET, in
+// order, when it returns; the failures are counted, and the SET pushed
+// again has the jti it had.
+func TestPushOutageCatchUp(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	rcv := newReceiver(t)
+	rcv.setDown(true)
+	h.createStream("alice", map[string]any{"delivery": map[string]any{"method": ssf.MethodPush, "endpoint_url": rcv.srv.URL},
+		"events_requested": []string{ssf.EventSessionRevoked}})
+	var want []string
+	for i := range 5 {
+		tok := h.generate("user-" + string(rune('a'+i)))
+		h.revoke(tok.FamilyID)
+		want = append(want, tok.FamilyID)
+	}
+	// Wait until the first push failed a few times.
+	deadline := time.Now().Add(5 * time.Second)
+	for deliveries(h, "push", ssf.OutcomeFailed) < 3 {
+		if time.Now().After(deadline) {
+			t.Fatal("no failed pushes counted")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := metric(h, "token_service_ssf_pending_sets"); n != 5 {
+		t.Fatalf("pending SETs while the receiver is down: %v, want 5", n)
+	}
+	rcv.setDown(false)
+	var got []string
+	var jtis []string
+	for range want {
+		raw := rcv.next(t, 5*time.Second)
+		got = append(got, sessionOf(h, raw))
+		jtis = append(jtis, h.verify(raw).Claims.Jti)
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("order after the outage: %v, want %v", got, want)
+	}
+	if len(slices.Compact(slices.Sorted(slices.Values(jtis)))) != 5 {
+		t.Fatalf("jtis not distinct: %v", jtis)
+	}
+	select {
+	case extra := <-rcv.got:
+		t.Fatalf("a SET delivered twice after acceptance: %s", extra)
+	case <-time.After(200 * time.Millisecond):
+	}
+	if n := deliveries(h, "push", ssf.OutcomeDelivered); n != 5 {
+		t.Fatalf("delivered count %v, want 5", n)
+	}
+	waitGauge(t, h, "token_service_ssf_pending_sets", 0)
+}
+
+// TestRedeliveryKeepsJTI: a SET queued but not delivered when the
+// transmitter stops is delivered by the next one with the same jti and
+// bytes.
+func TestRedeliveryKeepsJTI(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	rcv := newReceiver(t)
+	rcv.setDown(true)
+	h.createStream("alice", map[string]any{"delivery": map[string]any{"method": ssf.MethodPush, "endpoint_url": rcv.srv.URL},
+		"events_requested": []string{ssf.EventSessionRevoked}})
+	tok := h.generate("user-1")
+	h.revoke(tok.FamilyID)
+	deadline := time.Now().Add(5 * time.Second)
+	for len(rcv.authSeen()) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("no push attempts")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	h.stop()
+	rcv.setDown(false)
+	// A new transmitter (another replica, or this one restarted) on the
+	// same JetStream: the streams and the queue survive.
+	h.svc = h.newService(t, 0, nil)
+	h.start(t)
+	raw := rcv.next(t, 5*time.Second)
+	if sessionOf(h, raw) != tok.FamilyID {
+		t.Fatal("another SET delivered")
+	}
+	// The SET the first transmitter tried is the one delivered, byte for
+	// byte: same jti.
+	rcv.mu.Lock()
+	first := rcv.tried[0]
+	rcv.mu.Unlock()
+	if first != raw || h.verify(first).Claims.Jti != h.verify(raw).Claims.Jti {
+		t.Fatal("the SET delivered after the restart is not the one tried before")
+	}
+	var streams []ssf.StreamConfig
+	h.must(http.StatusOK, "alice", http.MethodGet, ssf.PathStreams, nil, &streams)
+	if len(streams) != 1 {
+		t.Fatalf("streams after restart: %d", len(streams))
+	}
+}
+
+func (r *receiver) authSeen() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.auth)
+}
+
+// TestPauseResumeDisable: a paused stream holds its SETs and delivers them
+// when enabled again; a disabled one drops them and queues none.
+func TestPauseResumeDisable(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	poll := h.createStream("alice", map[string]any{"events_requested": []string{ssf.EventSessionRevoked}})
+	setStatus := func(status string) {
+		var st struct{ Status, Reason string }
+		h.must(http.StatusOK, "alice", http.MethodPost, ssf.PathStatus, map[string]any{"stream_id": poll.StreamID, "status": status, "reason": "maintenance"}, &st)
+		if st.Status != status {
+			t.Fatalf("status %q, want %q", st.Status, status)
+		}
+		var got struct {
+			Status string `json:"status"`
+		}
+		h.must(http.StatusOK, "alice", http.MethodGet, ssf.PathStatus+"?stream_id="+poll.StreamID, nil, &got)
+		if got.Status != status {
+			t.Fatalf("read status %q, want %q", got.Status, status)
+		}
+	}
+	setStatus(ssf.StatusPaused)
+	tok := h.generate("user-1")
+	h.revoke(tok.FamilyID)
+	waitGauge(t, h, "token_service_ssf_pending_sets", 1)
+	if resp := h.poll("alice", poll, map[string]any{"returnImmediately": true}); len(resp.Sets) != 0 {
+		t.Fatalf("a paused stream delivered %d SETs", len(resp.Sets))
+	}
+	setStatus(ssf.StatusEnabled)
+	sets := h.pollUntil("alice", poll, 1, time.Second)
+	for _, raw := range sets {
+		if sessionOf(h, raw) != tok.FamilyID {
+			t.Fatal("wrong SET after resume")
+		}
+	}
+	setStatus(ssf.StatusDisabled)
+	waitGauge(t, h, "token_service_ssf_pending_sets", 0)
+	tok2 := h.generate("user-2")
+	h.revoke(tok2.FamilyID)
+	setStatus(ssf.StatusEnabled)
+	// A SET made after the disabled one's revocation shows the order: the
+	// revocation while disabled never arrives.
+	tok3 := h.generate("user-3")
+	h.revoke(tok3.FamilyID)
+	for _, raw := range h.pollUntil("alice", poll, 1, 2*time.Second) {
+		if got := sessionOf(h, raw); got != tok3.FamilyID {
+			t.Fatalf("got session %s; the one revoked while disabled (%s) must be dropped", got, tok2.FamilyID)
+		}
+	}
+}
+
+// TestPushRejectedNotRetried: a 400 from the receiver (RFC 8935 §2.3)
+// drops that SET; the next one is delivered.
+func TestPushRejectedNotRetried(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	rcv := newReceiver(t)
+	h.createStream("alice", map[string]any{"delivery": map[string]any{"method": ssf.MethodPush, "endpoint_url": rcv.srv.URL},
+		"events_requested": []string{ssf.EventSessionRevoked}})
+	// A receiver that refuses everything that is not its content type:
+	// make it refuse by switching the stream to a URL whose handler 400s.
+	bad := newReceiverFunc(t, func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusBadRequest)
+		_, _ = w.Write([]byte(`{"err":"invalid_key","description":"unknown kid"}` + strings.Repeat(" ", 1<<20)))
+	})
+	var streams []ssf.StreamConfig
+	h.must(http.StatusOK, "alice", http.MethodGet, ssf.PathStreams, nil, &streams)
+	h.must(http.StatusOK, "alice", http.MethodPatch, ssf.PathStreams, map[string]any{"stream_id": streams[0].StreamID,
+		"delivery": map[string]any{"method": ssf.MethodPush, "endpoint_url": bad.URL}}, nil)
+	tok := h.generate("user-1")
+	h.revoke(tok.FamilyID)
+	deadline := time.Now().Add(5 * time.Second)
+	for deliveries(h, "push", ssf.OutcomeRejected) < 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the rejection was not counted")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	waitGauge(t, h, "token_service_ssf_pending_sets", 0)
+	if n := deliveries(h, "push", ssf.OutcomeFailed); n != 0 {
+		t.Fatalf("a rejected SET was retried: %v failures", n)
+	}
+}
