@@ -78,7 +78,7 @@ func (s *Service) ensureConsumer(ctx context.Context) (jetstream.Consumer, error
 		DeliverPolicy:  jetstream.DeliverNewPolicy,
 		FilterSubjects: Filters(s.log.Subjects()),
 		AckPolicy:      jetstream.AckExplicitPolicy,
-		AckWait:        30 * time.Second,
+		AckWait:        5 * time.Second, // a killed replica's record is handled again soon
 		MaxAckPending:  1,
 		PriorityPolicy: jetstream.PriorityPolicyPinned,
 		PinnedTTL:      5 * time.Second,

@@ -1,0 +1,46 @@
+package app
+
+import (
+	"context"
+	"net/http"
+
+	"github.com/auth-platform/tokenservice/rpc/ssf"
+	"github.com/auth-platform/tokenservice/signing/seal"
+)
+
+// startSharedSignals starts the Shared Signals transmitter (package ssf)
+// when SSF_ENABLED and PUBLIC_BASE_URL are set: the SETs' iss is the
+// public base URL, which a background writer cannot learn from a request.
+// Every replica runs it; m.SSF stays nil otherwise.
+func (m *Main) startSharedSignals(ctx context.Context, sealer *seal.Sealer) error {
+	cfg := m.Config
+	if !cfg.SSFEnabled {
+		return nil
+	}
+	if !cfg.PublicURL.Configured() {
+		m.Logger.Info("Shared Signals off: set PUBLIC_BASE_URL, the issuer of the SETs")
+		return nil
+	}
+	issuer, _ := cfg.PublicURL.Base(nil)
+	var err error
+	m.SSF, err = ssf.New(ctx, ssf.Config{
+		Log: m.Log, Keys: m.Keyring, Sealer: sealer, Issuer: issuer, TokenIssuer: cfg.Issuer, BaseURL: cfg.PublicURL.Base,
+		Retention: cfg.SSFRetention, MaxStreams: cfg.SSFMaxStreams, PushTimeout: cfg.SSFPushTimeout, PushMaxBackoff: cfg.SSFPushMaxBackoff,
+		Registerer: m.Metrics.Registry, Logger: m.Logger,
+	})
+	if err != nil {
+		return err
+	}
+	m.group.Go("shared signals", m.SSF.Run, nil)
+	m.Logger.Info("Shared Signals transmitter", "metadata", issuer+ssf.PathMetadata)
+	return nil
+}
+
+// sharedSignals is what the handler serves of the transmitter: nothing
+// (a nil interface, not a nil *ssf.Service) when it is off.
+func (m *Main) sharedSignals() interface{ Register(*http.ServeMux) } {
+	if m.SSF == nil {
+		return nil
+	}
+	return m.SSF
+}
