@@ -92,6 +92,11 @@ func (s *Service) poll(ctx context.Context, c Caller, id string, req PollRequest
 	}
 	deadline := time.NewTimer(maxLongPoll)
 	defer deadline.Stop()
+	// The wake-up is the publish as core NATS delivers it, which can come
+	// before the stream has stored the message: after one, read again a
+	// few times, soon.
+	var retry <-chan time.Time
+	pause := time.Millisecond
 	for {
 		sets, more, err := s.queue.read(ctx, id, max)
 		if err != nil {
@@ -106,6 +111,17 @@ func (s *Service) poll(ctx context.Context, c Caller, id string, req PollRequest
 		}
 		select {
 		case <-wake:
+			pause = time.Millisecond
+			retry = time.After(pause)
+			continue
+		case <-retry:
+			if pause < 256*time.Millisecond {
+				pause *= 2
+				retry = time.After(pause)
+			} else {
+				retry = nil
+			}
+			continue
 		case <-deadline.C:
 			return resp, nil
 		case <-ctx.Done():
