@@ -256,3 +256,30 @@ func TestManagementBadInput(t *testing.T) {
 		t.Fatal("unreachable")
 	}
 }
+
+// TestGuardCoversPaths: the guard's rules name every path of the
+// transmitter: the metadata is public, every other path needs a receiver
+// (a path the rules forgot would be refused to everyone, or served).
+func TestGuardCoversPaths(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	for _, p := range ssf.Paths() {
+		method := http.MethodPost
+		if p == ssf.PathMetadata {
+			method = http.MethodGet
+		}
+		code, body := h.call("", method, p, map[string]any{})
+		want := http.StatusUnauthorized
+		if p == ssf.PathMetadata {
+			want = http.StatusOK
+		}
+		if code != want {
+			t.Errorf("%s %s without credential: %d, want %d: %s", method, p, code, want, body)
+		}
+		if p == ssf.PathMetadata {
+			continue
+		}
+		if code, body := h.call("login", method, p, map[string]any{}); code != http.StatusForbidden {
+			t.Errorf("%s %s as an issuer: %d, want 403: %s", method, p, code, body)
+		}
+	}
+}

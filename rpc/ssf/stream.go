@@ -272,6 +272,9 @@ func (p PushURLPolicy) apply(base record, req StreamRequest, c Caller, replace b
 		}
 		r.Aud = aud
 	}
+	if len(r.Aud) == 0 {
+		r.Aud = []string{defaultAudience(c)}
+	}
 	if req.EventsRequested != nil || replace {
 		if len(req.EventsRequested) > maxEventTypes {
 			return record{}, fmt.Errorf("%w: at most %d events_requested", ErrInvalidRequest, maxEventTypes)
