@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -100,7 +101,7 @@ func TestRedeliveryKeepsJTI(t *testing.T) {
 	rcv.setDown(false)
 	// A new transmitter (another replica, or this one restarted) on the
 	// same JetStream: the streams and the queue survive.
-	h.svc = h.newService(t, 0, nil)
+	h.svc = h.newService(t, nil)
 	h.start(t)
 	raw := rcv.next(t, 5*time.Second)
 	if sessionOf(h, raw) != tok.FamilyID {
@@ -206,5 +207,86 @@ func TestPushRejectedNotRetried(t *testing.T) {
 	waitGauge(t, h, "token_service_ssf_pending_sets", 0)
 	if n := deliveries(h, "push", ssf.OutcomeFailed); n != 0 {
 		t.Fatalf("a rejected SET was retried: %v failures", n)
+	}
+}
+
+// TestPushBoundedResponse: a receiver that answers too slowly, or with an
+// endless body, costs a push PushTimeout at most; its SET is pushed again.
+func TestPushBoundedResponse(t *testing.T) {
+	h := newHarness(t, harnessOptions{pushTimeout: 200 * time.Millisecond})
+	var mu sync.Mutex
+	calls := 0
+	stop := make(chan struct{})
+	rcv := newReceiverFunc(t, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		calls++
+		n := calls
+		mu.Unlock()
+		switch n {
+		case 1: // hangs
+			select {
+			case <-r.Context().Done():
+			case <-stop:
+			}
+		case 2: // an endless body after the status
+			w.WriteHeader(http.StatusServiceUnavailable)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if _, err := w.Write(make([]byte, 64<<10)); err != nil {
+					return
+				}
+			}
+		default:
+			w.WriteHeader(http.StatusAccepted)
+		}
+	})
+	t.Cleanup(func() { close(stop) }) // before the server's Close (cleanups run last first)
+	h.createStream("alice", map[string]any{"delivery": map[string]any{"method": ssf.MethodPush, "endpoint_url": rcv.URL},
+		"events_requested": []string{ssf.EventSessionRevoked}})
+	start := time.Now()
+	tok := h.generate("user-1")
+	h.revoke(tok.FamilyID)
+	waitFor(t, "delivery after two bad answers", func() bool { return deliveries(h, "push", ssf.OutcomeDelivered) == 1 })
+	if took := time.Since(start); took > 3*time.Second {
+		t.Fatalf("two bad answers cost %s", took)
+	}
+	if n := deliveries(h, "push", ssf.OutcomeFailed); n != 2 {
+		t.Fatalf("failures %v, want 2", n)
+	}
+}
+
+// TestTwoReplicas: two transmitters on one JetStream (two replicas) make
+// each SET once and push each once, in order.
+func TestTwoReplicas(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	second := h.newService(t, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = second.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	rcv := newReceiver(t)
+	h.createStream("alice", map[string]any{"delivery": map[string]any{"method": ssf.MethodPush, "endpoint_url": rcv.srv.URL},
+		"events_requested": []string{ssf.EventSessionRevoked}})
+	var want []string
+	for range 20 {
+		tok := h.generate("user-r")
+		h.revoke(tok.FamilyID)
+		want = append(want, tok.FamilyID)
+	}
+	var got []string
+	for range want {
+		got = append(got, sessionOf(h, rcv.next(t, 5*time.Second)))
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("order across replicas: %v, want %v", got, want)
+	}
+	select {
+	case extra := <-rcv.got:
+		t.Fatalf("a SET pushed twice: %s", sessionOf(h, extra))
+	case <-time.After(300 * time.Millisecond):
 	}
 }

@@ -91,7 +91,10 @@
 // Retention is bounded: a SET not delivered within Config.Retention
 // (SSF_RETENTION), or pushed out when the queue is over MaxQueueBytes,
 // is lost to its receiver. Responses from receivers are read up to 16 KiB
-// within PushTimeout; redirects are not followed.
+// within PushTimeout; redirects are not followed; the push client connects
+// only to addresses allowedAddr accepts (no private or link-local one
+// unless PushURLPolicy.AllowPrivate, loopback only when the URL names it),
+// checked on the address it dials, not on the name.
 //
 // Metrics (Prometheus): token_service_ssf_sets_total{event},
 // token_service_ssf_deliveries_total{method,outcome},

@@ -3,8 +3,10 @@ package ssf
 import (
 	"encoding/json"
 	"errors"
+	"net/netip"
 	"strings"
 	"testing"
+	"time"
 )
 
 // FuzzStreamRequest: any body a receiver sends either is refused with
@@ -85,6 +87,11 @@ func TestPushURL(t *testing.T) {
 		{"https:opaque", false, false},
 		{"//rp.example/e", false, false},
 		{"", false, false},
+		{"https://10.0.0.1/e", false, false},
+		{"https://169.254.169.254/latest/meta-data", false, false},
+		{"https://[fd00::1]/e", false, false},
+		{"https://0.0.0.0/e", false, false},
+		{"https://93.184.215.14/e", false, true},
 	} {
 		err := PushURLPolicy{DenyHTTPLoopback: tc.deny}.checkPushURL(tc.url)
 		if (err == nil) != tc.ok {
@@ -104,5 +111,44 @@ func TestJTIDeterministic(t *testing.T) {
 	}
 	if jtiOf("s2", 7, "") == a || jtiOf("s1", 8, "") == a || jtiOf("s1", 7, "n") == a {
 		t.Fatal("jti collides across streams, records or nonces")
+	}
+}
+
+// TestAllowedAddr: the addresses a push may connect to.
+func TestAllowedAddr(t *testing.T) {
+	for _, tc := range []struct {
+		host, ip string
+		private  bool
+		ok       bool
+	}{
+		{"127.0.0.1", "127.0.0.1", false, true},
+		{"localhost", "127.0.0.1", false, true},
+		{"localhost", "::1", false, true},
+		{"rebound.example", "127.0.0.1", false, false},
+		{"rebound.example", "::ffff:127.0.0.1", false, false},
+		{"rp.example", "10.1.2.3", false, false},
+		{"rp.example", "10.1.2.3", true, true},
+		{"rp.example", "169.254.169.254", false, false},
+		{"rp.example", "fe80::1", false, false},
+		{"rp.example", "0.0.0.0", true, false},
+		{"rp.example", "224.0.0.1", true, false},
+		{"rp.example", "93.184.215.14", false, true},
+		{"rp.example", "2606:2800:21f:cb07:6820:80da:af6b:8b2c", false, true},
+	} {
+		if got := (PushURLPolicy{AllowPrivate: tc.private}).allowedAddr(tc.host, netip.MustParseAddr(tc.ip)); got != tc.ok {
+			t.Errorf("%s → %s (private %v): %v, want %v", tc.host, tc.ip, tc.private, got, tc.ok)
+		}
+	}
+}
+
+// TestDialerRefuses: the push client does not connect to a refused
+// address, whatever the URL check said.
+func TestDialerRefuses(t *testing.T) {
+	dial := PushURLPolicy{}.dialer(time.Second)
+	if _, err := dial(t.Context(), "tcp", "169.254.169.254:443"); !errors.Is(err, errAddressRefused) {
+		t.Fatalf("dial of the metadata address: %v", err)
+	}
+	if _, err := dial(t.Context(), "tcp", "10.0.0.1:443"); !errors.Is(err, errAddressRefused) {
+		t.Fatalf("dial of a private address: %v", err)
 	}
 }

@@ -38,13 +38,15 @@ type harness struct {
 	srv    *httptest.Server
 	reg    *prometheus.Registry
 	keys   map[string]string // caller name -> API key
+	opts   harnessOptions
 	cancel context.CancelFunc
 	done   chan struct{}
 }
 
 type harnessOptions struct {
-	env        *issuertest.Env
-	maxStreams int
+	env         *issuertest.Env
+	maxStreams  int
+	pushTimeout time.Duration // default 2 s
 }
 
 func newHarness(t *testing.T, o harnessOptions) *harness {
@@ -53,7 +55,10 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 	if env == nil {
 		env = issuertest.New(t, issuertest.Options{})
 	}
-	h := &harness{t: t, env: env, keys: map[string]string{}, reg: prometheus.NewRegistry()}
+	if o.pushTimeout == 0 {
+		o.pushTimeout = 2 * time.Second
+	}
+	h := &harness{t: t, env: env, keys: map[string]string{}, reg: prometheus.NewRegistry(), opts: o}
 	var pf auth.PolicyFile
 	for name, role := range map[string]auth.Role{"alice": auth.RoleReceiver, "bob": auth.RoleReceiver, "ops": auth.RoleAdmin, "login": auth.RoleIssuer} {
 		key, entry, err := auth.GenerateAPIKey(rand.Reader, name, role)
@@ -89,7 +94,7 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 		hd.ServeHTTP(w, r)
 	}))
 	t.Cleanup(h.srv.Close)
-	h.svc = h.newService(t, o.maxStreams, h.reg)
+	h.svc = h.newService(t, h.reg)
 	mux := http.NewServeMux()
 	h.svc.Register(mux)
 	mux.HandleFunc("GET /.well-known/jwks.json", func(w http.ResponseWriter, _ *http.Request) {
@@ -104,12 +109,12 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 	return h
 }
 
-func (h *harness) newService(t *testing.T, maxStreams int, reg prometheus.Registerer) *ssf.Service {
+func (h *harness) newService(t *testing.T, reg prometheus.Registerer) *ssf.Service {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	svc, err := ssf.New(ctx, ssf.Config{Log: h.env.Log, Keys: h.env.Keyring, Sealer: h.env.Sealer, Issuer: h.srv.URL, TokenIssuer: tokenIssuer,
-		PushTimeout: 2 * time.Second, PushBackoff: 20 * time.Millisecond, PushMaxBackoff: 200 * time.Millisecond,
-		MaxStreams: maxStreams, Registerer: reg})
+		PushTimeout: h.opts.pushTimeout, PushBackoff: 20 * time.Millisecond, PushMaxBackoff: 200 * time.Millisecond,
+		MaxStreams: h.opts.maxStreams, Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -39,7 +39,7 @@ func newMetrics(reg prometheus.Registerer, s *Service) *Metrics {
 			Name: "token_service_ssf_deliveries_total", Help: "Shared Signals deliveries by method (push, poll) and outcome (delivered, failed, rejected).",
 		}, []string{"method", "outcome"}),
 		lag: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "token_service_ssf_delivery_lag_seconds", Help: "Time from a SET being made to its delivery (push accepted, poll acknowledged), by method.",
+			Name: "token_service_ssf_delivery_lag_seconds", Help: "Time from a SET being made to its delivery (push accepted by the receiver, poll acknowledged), by method.",
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600, 86400},
 		}, []string{"method"}),
 	}

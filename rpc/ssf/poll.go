@@ -65,13 +65,16 @@ func (s *Service) poll(ctx context.Context, c Caller, id string, req PollRequest
 	}
 	now := s.cfg.Now()
 	for _, jti := range req.Ack {
-		if err := s.queue.remove(ctx, id, jti); err != nil {
+		made, err := s.queue.remove(ctx, id, jti)
+		if err != nil {
 			return PollResponse{}, err
 		}
-		s.metrics.delivery("poll", OutcomeDelivered, time.Time{}, now)
+		if !made.IsZero() {
+			s.metrics.delivery("poll", OutcomeDelivered, made, now)
+		}
 	}
 	for jti, e := range req.SetErrs {
-		if err := s.queue.remove(ctx, id, jti); err != nil {
+		if _, err := s.queue.remove(ctx, id, jti); err != nil {
 			return PollResponse{}, err
 		}
 		s.cfg.Logger.Warn("ssf: the receiver refused a SET", "stream_id", id, "jti", jti, "err", e.Err, "description", e.Description)

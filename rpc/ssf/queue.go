@@ -103,16 +103,21 @@ func (q *queue) open(subject string, seq uint64, t time.Time, data []byte) (queu
 	return queued{JTI: subject[len(subject)-22:], SET: string(plain), Seq: seq, Time: t}, nil
 }
 
-// remove drops the SET jti of stream streamID (an acknowledgement); a jti
-// not queued is no error (acknowledged twice, or expired).
-func (q *queue) remove(ctx context.Context, streamID, jti string) error {
+// remove drops the SET jti of stream streamID (an acknowledgement) and
+// returns when it was made (zero if it was not queued: acknowledged twice,
+// expired, or not ours, which is no error).
+func (q *queue) remove(ctx context.Context, streamID, jti string) (time.Time, error) {
 	if !validID(jti) {
-		return nil // not one of ours
+		return time.Time{}, nil
 	}
-	if err := q.stream.Purge(ctx, jetstream.WithPurgeSubject(q.subject(streamID, jti))); err != nil {
-		return fmt.Errorf("ssf queue: remove %s: %w", jti, err)
+	m, err := q.stream.GetLastMsgForSubject(ctx, q.subject(streamID, jti))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return time.Time{}, nil
 	}
-	return nil
+	if err != nil {
+		return time.Time{}, fmt.Errorf("ssf queue: remove %s: %w", jti, err)
+	}
+	return m.Time, q.removeSeq(ctx, m.Sequence)
 }
 
 // removeSeq drops the message at seq (a pushed SET).

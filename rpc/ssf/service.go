@@ -61,11 +61,13 @@ type Config struct {
 	// PushBackoff doubled per attempt, at most PushMaxBackoff. Defaults 1
 	// s and 5 min.
 	PushBackoff, PushMaxBackoff time.Duration
-	// PushURLs says which push URLs are accepted (https, and http to
-	// loopback unless DenyHTTPLoopback).
+	// PushURLs says which push URLs and addresses are accepted (https,
+	// http to loopback unless DenyHTTPLoopback, private addresses only
+	// with AllowPrivate).
 	PushURLs PushURLPolicy
 	// Client sends the pushes. Default: a client that follows no
-	// redirect (a redirect could leave https) with PushTimeout.
+	// redirect, uses no proxy, connects only to addresses PushURLs
+	// allows (allowedAddr), within PushTimeout.
 	Client *http.Client
 	// Registerer, if set, receives the metrics (token_service_ssf_*).
 	Registerer prometheus.Registerer
@@ -131,8 +133,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		cfg.PushMaxBackoff = 5 * time.Minute
 	}
 	if cfg.Client == nil {
-		cfg.Client = &http.Client{Timeout: cfg.PushTimeout,
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		cfg.Client = cfg.PushURLs.pushClient(cfg.PushTimeout)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()

@@ -3,6 +3,7 @@ package ssf
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strings"
@@ -198,6 +199,13 @@ type PushURLPolicy struct {
 	// localhost (a receiver on the same machine), and any other URL must
 	// be https.
 	DenyHTTPLoopback bool
+	// AllowPrivate lets pushes reach private and link-local addresses
+	// (10/8, 172.16/12, 192.168/16, fc00::/7, 169.254/16, fe80::/10), for
+	// receivers inside the operator's network. Default false: a receiver
+	// cannot aim the service at its neighbours or at a cloud metadata
+	// endpoint (SSRF). A loopback address is reached only by a URL that
+	// names loopback itself.
+	AllowPrivate bool
 }
 
 // checkPushURL is the one rule of which push URLs are accepted: absolute,
@@ -219,6 +227,9 @@ func (p PushURLPolicy) checkPushURL(s string) error {
 	}
 	if u.Scheme == "http" && (p.DenyHTTPLoopback || !loopback(u.Hostname())) {
 		return fmt.Errorf("%w: delivery.endpoint_url must be https (http only to a loopback host)", ErrInvalidRequest)
+	}
+	if ip, err := netip.ParseAddr(u.Hostname()); err == nil && !p.allowedAddr(u.Hostname(), ip) {
+		return fmt.Errorf("%w: delivery.endpoint_url is a private, link-local or unspecified address", ErrInvalidRequest)
 	}
 	return nil
 }

@@ -48,16 +48,17 @@ type Config struct {
 	EventRetention time.Duration
 	Prepublish     time.Duration
 	// SSF* configure the Shared Signals transmitter (package ssf).
-	SSFEnabled        bool
-	SSFRetention      time.Duration
-	SSFMaxStreams     int
-	SSFPushTimeout    time.Duration
-	SSFPushMaxBackoff time.Duration
-	RotationPeriod    time.Duration
-	MaxRequestBytes   int
-	ShutdownTimeout   time.Duration
-	LogLevel          slog.Level
-	LogFormat         string
+	SSFEnabled          bool
+	SSFRetention        time.Duration
+	SSFMaxStreams       int
+	SSFPushTimeout      time.Duration
+	SSFPushMaxBackoff   time.Duration
+	SSFPushAllowPrivate bool
+	RotationPeriod      time.Duration
+	MaxRequestBytes     int
+	ShutdownTimeout     time.Duration
+	LogLevel            slog.Level
+	LogFormat           string
 	// LoggingAddress, if set, is the OTLP/gRPC receiver every log record
 	// also goes to (LOGGING_SERVICE_ADDRESS); empty: stdout only.
 	LoggingAddress string

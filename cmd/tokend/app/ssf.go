@@ -26,6 +26,7 @@ func (m *Main) startSharedSignals(ctx context.Context, sealer *seal.Sealer) erro
 	m.SSF, err = ssf.New(ctx, ssf.Config{
 		Log: m.Log, Keys: m.Keyring, Sealer: sealer, Issuer: issuer, TokenIssuer: cfg.Issuer, BaseURL: cfg.PublicURL.Base,
 		Retention: cfg.SSFRetention, MaxStreams: cfg.SSFMaxStreams, PushTimeout: cfg.SSFPushTimeout, PushMaxBackoff: cfg.SSFPushMaxBackoff,
+		PushURLs:   ssf.PushURLPolicy{AllowPrivate: cfg.SSFPushAllowPrivate},
 		Registerer: m.Metrics.Registry, Logger: m.Logger,
 	})
 	if err != nil {
