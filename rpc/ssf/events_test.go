@@ -135,7 +135,7 @@ func TestSubjectsAndEventsFilter(t *testing.T) {
 	only := h.createStream("alice", map[string]any{"events_requested": []string{ssf.EventSessionsRevoked}})
 	poll := h.createStream("alice", map[string]any{"events_requested": []string{ssf.EventSessionRevoked}})
 	user := map[string]any{"format": "iss_sub", "iss": tokenIssuer, "sub": "user-x"}
-	h.must(http.StatusOK, "alice", http.MethodPost, ssf.PathRemoveSubject, map[string]any{"stream_id": poll.StreamID, "subject": user}, nil)
+	h.must(http.StatusNoContent, "alice", http.MethodPost, ssf.PathRemoveSubject, map[string]any{"stream_id": poll.StreamID, "subject": user}, nil)
 	tx := h.generate("user-x")
 	h.revoke(tx.FamilyID)
 	ty := h.generate("user-y")
@@ -152,7 +152,7 @@ func TestSubjectsAndEventsFilter(t *testing.T) {
 	// One session of an added user removed, as a complex subject.
 	tz := h.generate("user-x")
 	tw := h.generate("user-x")
-	h.must(http.StatusOK, "alice", http.MethodPost, ssf.PathRemoveSubject, map[string]any{"stream_id": poll.StreamID,
+	h.must(http.StatusNoContent, "alice", http.MethodPost, ssf.PathRemoveSubject, map[string]any{"stream_id": poll.StreamID,
 		"subject": map[string]any{"format": "complex", "session": map[string]any{"format": "opaque", "id": tz.FamilyID}}}, nil)
 	h.revoke(tz.FamilyID)
 	h.revoke(tw.FamilyID)

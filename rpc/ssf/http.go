@@ -66,7 +66,11 @@ func (s *Service) Register(mux *http.ServeMux) {
 			if err := decode(r, &req); err != nil {
 				return 0, nil, err
 			}
-			return http.StatusOK, nil, s.setSubject(ctx, c, req.StreamID, req.Subject, remove)
+			code := http.StatusOK // SSF 1.0 §8.1.3.2
+			if remove {
+				code = http.StatusNoContent // §8.1.3.3
+			}
+			return code, nil, s.setSubject(ctx, c, req.StreamID, req.Subject, remove)
 		}))
 	}
 	mux.HandleFunc("POST "+PathVerify, s.handle(func(ctx context.Context, c Caller, r *http.Request) (int, any, error) {
