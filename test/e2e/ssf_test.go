@@ -99,6 +99,19 @@ func TestSharedSignalsKill(t *testing.T) {
 	if md.ConfigurationEndpoint != env.baseURL()+"/ssf/streams" {
 		t.Fatalf("metadata: %+v", md)
 	}
+	// Every SSF series exists from start-up.
+	mresp, err := hc.Get(env.baseURL() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mbody, _ := io.ReadAll(mresp.Body)
+	mresp.Body.Close()
+	for _, series := range []string{`token_service_ssf_deliveries_total{method="push",outcome="failed"} 0`, "token_service_ssf_pending_sets 0",
+		`token_service_ssf_sets_total{event="session_revoked"} 0`, "token_service_ssf_oldest_pending_seconds 0"} {
+		if !bytes.Contains(mbody, []byte(series)) {
+			t.Fatalf("/metrics lacks %q at start-up", series)
+		}
+	}
 	events := []string{"https://schemas.openid.net/secevent/caep/event-type/session-revoked"}
 	var poll struct {
 		Delivery struct {
