@@ -290,3 +290,36 @@ func TestTwoReplicas(t *testing.T) {
 	case <-time.After(300 * time.Millisecond):
 	}
 }
+
+// TestResignAfterCompromise: a SET queued, signed by a key that is then
+// declared compromised (and leaves the JWKS), is delivered signed by the
+// new key, with the same jti: the receiver can still verify it.
+func TestResignAfterCompromise(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	poll := h.createStream("alice", map[string]any{"events_requested": []string{ssf.EventSessionRevoked}})
+	tok := h.generate("user-1")
+	h.revoke(tok.FamilyID)
+	before := h.pollUntil("alice", poll, 1, time.Second)
+	var jti, kid string
+	for j, raw := range before {
+		jti, kid = j, h.verify(raw).Header.KeyID
+	}
+	if _, err := h.env.Responder.Compromise(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	h.env.CaughtUp(t)
+	for _, k := range h.env.Set.JWKS() {
+		if k.Kid == kid {
+			t.Fatal("the compromised key is still published")
+		}
+	}
+	after := h.poll("alice", poll, map[string]any{"returnImmediately": true})
+	raw, ok := after.Sets[jti]
+	if !ok || len(after.Sets) != 1 {
+		t.Fatalf("after the compromise: %v", after.Sets)
+	}
+	s := h.verify(raw) // fails unless signed by a published key
+	if s.Header.KeyID == kid || s.Claims.Jti != jti || sessionOf(h, raw) != tok.FamilyID {
+		t.Fatalf("re-signed SET: kid %s (was %s), jti %s", s.Header.KeyID, kid, s.Claims.Jti)
+	}
+}

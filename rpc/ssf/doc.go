@@ -55,7 +55,10 @@
 // signing key (verifiable with the JWKS), with iss, jti, iat, aud (the
 // stream's audience: the receiver's choice within its policy audiences,
 // by default its identity), sub_id and one event; txn names the log
-// record, shared by the SETs made from it.
+// record, shared by the SETs made from it. A queued SET whose key left the
+// JWKS (a compromised key, destroyed at once) is signed again by the
+// active key when it is delivered, same claims and jti (resign); the SET
+// of a compromise is never signed by the key it reports.
 //
 // # Delivery (the design decision)
 //

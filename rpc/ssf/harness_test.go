@@ -112,7 +112,7 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 func (h *harness) newService(t *testing.T, reg prometheus.Registerer) *ssf.Service {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	svc, err := ssf.New(ctx, ssf.Config{Log: h.env.Log, Keys: h.env.Keyring, Sealer: h.env.Sealer, Issuer: h.srv.URL, TokenIssuer: tokenIssuer,
+	svc, err := ssf.New(ctx, ssf.Config{Log: h.env.Log, Keys: h.env.Keyring, Published: h.env.Set, Sealer: h.env.Sealer, Issuer: h.srv.URL, TokenIssuer: tokenIssuer,
 		PushTimeout: h.opts.pushTimeout, PushBackoff: 20 * time.Millisecond, PushMaxBackoff: 200 * time.Millisecond,
 		MaxStreams: h.opts.maxStreams, Registerer: reg})
 	if err != nil {

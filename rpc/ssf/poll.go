@@ -107,7 +107,11 @@ func (s *Service) poll(ctx context.Context, c Caller, id string, req PollRequest
 		}
 		if len(sets) > 0 || wake == nil {
 			for _, q := range sets {
-				resp.Sets[q.JTI] = q.SET
+				set, err := resign(ctx, s.cfg.Published, s.cfg.Keys, q.SET)
+				if err != nil {
+					return PollResponse{}, err
+				}
+				resp.Sets[q.JTI] = set
 			}
 			resp.MoreAvailable = more
 			return resp, nil

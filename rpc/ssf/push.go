@@ -146,7 +146,13 @@ func (s *Service) pushOne(ctx context.Context, id string, m jetstream.Msg) {
 		_ = m.Term()
 		return
 	}
-	outcome, err := s.post(ctx, r, q.SET)
+	set, err := resign(ctx, s.cfg.Published, s.cfg.Keys, q.SET)
+	if err != nil {
+		s.cfg.Logger.Warn("ssf: signing a SET again; retrying", "stream_id", id, "error", err)
+		_ = m.NakWithDelay(time.Second)
+		return
+	}
+	outcome, err := s.post(ctx, r, set)
 	now := s.cfg.Now()
 	s.metrics.delivery("push", outcome, q.Time, now)
 	switch outcome {

@@ -32,6 +32,11 @@ type Config struct {
 	Log *eventlog.Log
 	// Keys gives the active signing key, which signs every SET. Required.
 	Keys SignerSource
+	// Published, if set, is the published JWKS: a queued SET whose key
+	// left it (a compromised key, a retired one past its retention) is
+	// signed again by the active key before it is delivered. Default:
+	// SETs are delivered as they were signed.
+	Published KeySet
 	// Sealer seals the streams (a push authorization header is a secret)
 	// and the queued SETs (they name users). Required.
 	Sealer *seal.Sealer

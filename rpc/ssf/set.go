@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/auth-platform/tokenservice/signing"
@@ -85,3 +86,71 @@ func signSET(ctx context.Context, s signing.Signer, iss string, r *record, sig *
 func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
 
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
+
+// KeySet tells whether a key is in the published JWKS.
+type KeySet interface {
+	JWKS() []signing.JWK
+}
+
+// published reports whether key kid is in keys' JWKS.
+func published(keys KeySet, kid string) bool {
+	for _, k := range keys.JWKS() {
+		if k.Kid == kid {
+			return true
+		}
+	}
+	return false
+}
+
+// resign is the one rule for a queued SET whose key left the JWKS (a
+// compromised key destroyed, a retired one past its retention): before it
+// is delivered it is signed again, same claims (same jti), by the active
+// key, so the receiver can verify it. A SET whose key is published is
+// returned as it is. The SET is the transmitter's own, read from its
+// sealed queue.
+func resign(ctx context.Context, keys KeySet, active SignerSource, set string) (string, error) {
+	if keys == nil {
+		return set, nil
+	}
+	hdr, rest, ok := strings.Cut(set, ".")
+	payload, _, ok2 := strings.Cut(rest, ".")
+	if !ok || !ok2 {
+		return "", fmt.Errorf("ssf: a queued SET is not a JWS")
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(hdr)
+	if err != nil {
+		return "", fmt.Errorf("ssf: a queued SET's header: %w", err)
+	}
+	var h struct {
+		Kid string `json:"kid"`
+	}
+	if err := json.Unmarshal(raw, &h); err != nil {
+		return "", fmt.Errorf("ssf: a queued SET's header: %w", err)
+	}
+	if published(keys, h.Kid) {
+		return set, nil
+	}
+	s, err := active.Active(ctx)
+	if err != nil {
+		return "", fmt.Errorf("ssf: signing key: %w", err)
+	}
+	header, err := json.Marshal(struct {
+		Alg string `json:"alg"`
+		Kid string `json:"kid"`
+		Typ string `json:"typ"`
+	}{string(s.Algorithm()), s.KeyID(), "secevent+jwt"})
+	if err != nil {
+		return "", err
+	}
+	enc := base64.RawURLEncoding
+	buf := enc.AppendEncode(nil, header)
+	buf = append(buf, '.')
+	buf = append(buf, payload...)
+	sig, err := s.Sign(ctx, buf)
+	if err != nil {
+		return "", fmt.Errorf("sign SET with %s: %w", s.KeyID(), err)
+	}
+	buf = append(buf, '.')
+	buf = enc.AppendEncode(buf, sig)
+	return string(buf), nil
+}

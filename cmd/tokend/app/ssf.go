@@ -24,7 +24,7 @@ func (m *Main) startSharedSignals(ctx context.Context, sealer *seal.Sealer) erro
 	issuer, _ := cfg.PublicURL.Base(nil)
 	var err error
 	m.SSF, err = ssf.New(ctx, ssf.Config{
-		Log: m.Log, Keys: m.Keyring, Sealer: sealer, Issuer: issuer, TokenIssuer: cfg.Issuer, BaseURL: cfg.PublicURL.Base,
+		Log: m.Log, Keys: m.Keyring, Published: m.Set, Sealer: sealer, Issuer: issuer, TokenIssuer: cfg.Issuer, BaseURL: cfg.PublicURL.Base,
 		Retention: cfg.SSFRetention, MaxStreams: cfg.SSFMaxStreams, PushTimeout: cfg.SSFPushTimeout, PushMaxBackoff: cfg.SSFPushMaxBackoff,
 		PushURLs:   ssf.PushURLPolicy{AllowPrivate: cfg.SSFPushAllowPrivate},
 		Registerer: m.Metrics.Registry, Logger: m.Logger,
