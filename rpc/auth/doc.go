@@ -62,7 +62,8 @@
 //	receiver, admin  the Shared Signals API (/ssf/...): a receiver sees
 //	                 only its own streams, an admin every stream
 //	public (HTTP)    /.well-known/ssf-configuration
-//	any role         gRPC reflection
+//	issuer, resource-server, admin
+//	                 gRPC reflection
 //
 // Anything else is refused (default deny). A caller with client_ids may
 // call GenerateTokens and RefreshTokens only with one of them, never with

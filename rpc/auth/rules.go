@@ -64,12 +64,15 @@ func revokeRoles(msg any) []Role {
 	return []Role{RoleIssuer, RoleAdmin}
 }
 
-// httpRules is the policy of the other paths of the port: the JWKS and
-// health are public, metrics and the projections digest are for admins,
-// reflection for any known caller. Anything else is refused.
+// httpRules is the policy of the other paths of the port: the JWKS, the
+// Shared Signals metadata and health are public, metrics and the
+// projections digest are for admins, the Shared Signals API for receivers
+// and admins, reflection for the platform's roles (not receivers).
+// Anything else is refused.
 func httpRules(extraPublic []string) map[string]rule {
 	health := "/" + grpchealth.HealthV1ServiceName + "/"
 	receiver := []Role{RoleReceiver, RoleAdmin}
+	platform := []Role{RoleIssuer, RoleResourceServer, RoleAdmin}
 	r := map[string]rule{
 		"/.well-known/jwks.json": {public: true},
 		"/healthz":               {public: true},
@@ -91,8 +94,10 @@ func httpRules(extraPublic []string) map[string]rule {
 		"/ssf/verify":                    {roles: receiver},
 		"/ssf/poll":                      {roles: receiver},
 
-		"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo":      {roles: Roles()},
-		"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": {roles: Roles()},
+		// Reflection is for the platform's own callers, not for the
+		// relying parties outside it that hold only the receiver role.
+		"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo":      {roles: platform},
+		"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": {roles: platform},
 	}
 	for _, p := range extraPublic {
 		r[p] = rule{public: true}

@@ -282,4 +282,12 @@ func TestGuardCoversPaths(t *testing.T) {
 			t.Errorf("%s %s as an issuer: %d, want 403: %s", method, p, code, body)
 		}
 	}
+	// A receiver, outside the platform, reaches nothing else.
+	for _, p := range []string{"/token.v1.TokenService/GenerateTokens", "/token.v1.TokenService/RevokeToken",
+		"/token.v1.TokenService/IntrospectToken", "/token.v1.TokenService/ListFamilies",
+		"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", "/metrics"} {
+		if code, body := h.call("alice", http.MethodPost, p, map[string]any{}); code != http.StatusForbidden {
+			t.Errorf("POST %s as a receiver: %d, want 403: %s", p, code, body)
+		}
+	}
 }
