@@ -2,6 +2,7 @@ package ssf_test
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"slices"
 	"strings"
@@ -11,6 +12,7 @@ import (
 
 	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
 	"github.com/auth-platform/tokenservice/rpc/ssf"
+	"github.com/auth-platform/tokenservice/signing"
 )
 
 func (h *harness) revoke(fid string) {
@@ -321,5 +323,66 @@ func TestResignAfterCompromise(t *testing.T) {
 	s := h.verify(raw) // fails unless signed by a published key
 	if s.Header.KeyID == kid || s.Claims.Jti != jti || sessionOf(h, raw) != tok.FamilyID {
 		t.Fatalf("re-signed SET: kid %s (was %s), jti %s", s.Header.KeyID, kid, s.Claims.Jti)
+	}
+}
+
+// stuckKeys is a signing key source that hangs, ignoring its context: a
+// replica that dies while it makes a SET.
+type stuckKeys struct {
+	ssf.SignerSource
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (k stuckKeys) Active(ctx context.Context) (signing.Signer, error) {
+	select {
+	case k.entered <- struct{}{}:
+	default:
+	}
+	<-k.release
+	return nil, errors.New("stuck")
+}
+
+// TestMaterializerCrash: a replica that dies while it makes the SETs of a
+// log record (the record neither acknowledged nor refused) leaves it to
+// another replica, which makes the SET once, with the jti derived from
+// the stream and the record.
+func TestMaterializerCrash(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	poll := h.createStream("alice", map[string]any{"events_requested": []string{ssf.EventSessionRevoked}})
+	h.stop() // the harness's replica steps aside
+
+	stuck := stuckKeys{SignerSource: h.env.Keyring, entered: make(chan struct{}, 1), release: make(chan struct{})}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	dead, err := ssf.New(ctx, ssf.Config{Log: h.env.Log, Keys: stuck, Sealer: h.env.Sealer, Issuer: h.srv.URL, TokenIssuer: tokenIssuer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dctx, kill := context.WithCancel(context.Background())
+	go func() { _ = dead.Run(dctx) }()
+	t.Cleanup(func() { close(stuck.release) })
+
+	tok := h.generate("user-1")
+	h.revoke(tok.FamilyID)
+	select {
+	case <-stuck.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the doomed replica never took the record")
+	}
+	kill() // its signer never returns: the record is neither acked nor nacked
+
+	h.svc = h.newService(t, nil)
+	h.start(t)
+	start := time.Now()
+	sets := h.pollUntil("alice", poll, 1, 20*time.Second)
+	t.Logf("taken over after %s", time.Since(start))
+	if len(sets) != 1 {
+		t.Fatalf("%d SETs", len(sets))
+	}
+	for _, raw := range sets {
+		if sessionOf(h, raw) != tok.FamilyID {
+			t.Fatal("wrong SET")
+		}
 	}
 }

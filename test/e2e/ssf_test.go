@@ -58,11 +58,12 @@ type ssfClaims struct {
 	} `json:"sub_id"`
 }
 
-// TestSharedSignalsKill: a tokend SIGKILLed while it pushes a SET, and
-// with revocations not yet made into SETs, loses none: after the restart
-// the push receiver gets every revoked session in order (the SET it was
-// sent before the kill again, with the same jti) and the poll stream
-// returns every one.
+// TestSharedSignalsKill: a tokend SIGKILLed while it pushes a SET (the
+// receiver holds the request) loses none: after the restart the push
+// receiver gets every revoked session in order, the SET it was sent
+// before the kill first, again, with the same jti, and the poll stream
+// returns every one. (A replica killed while it makes SETs from a log
+// record: rpc/ssf TestMaterializerCrash.)
 func TestSharedSignalsKill(t *testing.T) {
 	env := newChildEnv(t, nil)
 	env.Extra = map[string]string{"PUBLIC_BASE_URL": env.baseURL(), "SSF_PUSH_TIMEOUT": "2"}
