@@ -386,3 +386,21 @@ func TestMaterializerCrash(t *testing.T) {
 		}
 	}
 }
+
+// TestRetentionBound: what a receiver does not take within the retention
+// is dropped, so a receiver gone for good costs bounded storage.
+func TestRetentionBound(t *testing.T) {
+	h := newHarness(t, harnessOptions{retention: time.Second})
+	poll := h.createStream("alice", map[string]any{"events_requested": []string{ssf.EventSessionRevoked}})
+	for range 3 {
+		h.revoke(h.generate("user-1").FamilyID)
+	}
+	waitGauge(t, h, "token_service_ssf_pending_sets", 3)
+	if age := metric(h, "token_service_ssf_oldest_pending_seconds"); age < 0 || age > 5 {
+		t.Fatalf("oldest pending age %v", age)
+	}
+	waitGauge(t, h, "token_service_ssf_pending_sets", 0)
+	if resp := h.poll("alice", poll, map[string]any{"returnImmediately": true}); len(resp.Sets) != 0 {
+		t.Fatalf("%d SETs outlived the retention", len(resp.Sets))
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -244,6 +245,17 @@ func TestManagementBadInput(t *testing.T) {
 	h.createStream("alice", map[string]any{})
 	h.createStream("alice", map[string]any{})
 	h.must(http.StatusConflict, "alice", http.MethodPost, ssf.PathStreams, map[string]any{}, nil)
+	// Concurrent creates never leave more than the limit.
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() { h.call("bob", http.MethodPost, ssf.PathStreams, map[string]any{}) })
+	}
+	wg.Wait()
+	var bobs2 []ssf.StreamConfig
+	h.must(http.StatusOK, "bob", http.MethodGet, ssf.PathStreams, nil, &bobs2)
+	if len(bobs2) > 3 {
+		t.Fatalf("concurrent creates left %d streams, limit 3", len(bobs2))
+	}
 	// Replace resets what it does not name; delete removes.
 	var rep ssf.StreamConfig
 	h.must(http.StatusOK, "alice", http.MethodPut, ssf.PathStreams, map[string]any{"stream_id": mine.StreamID, "description": "replaced"}, &rep)

@@ -47,6 +47,7 @@ type harnessOptions struct {
 	env         *issuertest.Env
 	maxStreams  int
 	pushTimeout time.Duration // default 2 s
+	retention   time.Duration // default the package's
 }
 
 func newHarness(t *testing.T, o harnessOptions) *harness {
@@ -114,7 +115,7 @@ func (h *harness) newService(t *testing.T, reg prometheus.Registerer) *ssf.Servi
 	defer cancel()
 	svc, err := ssf.New(ctx, ssf.Config{Log: h.env.Log, Keys: h.env.Keyring, Published: h.env.Set, Sealer: h.env.Sealer, Issuer: h.srv.URL, TokenIssuer: tokenIssuer,
 		PushTimeout: h.opts.pushTimeout, PushBackoff: 20 * time.Millisecond, PushMaxBackoff: 200 * time.Millisecond,
-		MaxStreams: h.opts.maxStreams, Registerer: reg})
+		MaxStreams: h.opts.maxStreams, Retention: h.opts.retention, Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,17 +14,9 @@ import (
 // defaults to poll, aud to the caller's identity. Errors:
 // ErrInvalidRequest, ErrTooManyStreams.
 func (s *Service) createStream(ctx context.Context, c Caller, req StreamRequest) (*record, error) {
-	all, err := s.store.snapshot(ctx)
-	if err != nil {
+	if n, err := s.owned(ctx, c.Owner); err != nil {
 		return nil, err
-	}
-	n := 0
-	for _, r := range all {
-		if r.Owner == c.Owner {
-			n++
-		}
-	}
-	if n >= s.cfg.MaxStreams {
+	} else if n >= s.cfg.MaxStreams {
 		return nil, fmt.Errorf("%w: a receiver has at most %d", ErrTooManyStreams, s.cfg.MaxStreams)
 	}
 	id, err := s.newID()
@@ -47,7 +39,33 @@ func (s *Service) createStream(ctx context.Context, c Caller, req StreamRequest)
 	if err := s.store.create(ctx, &r); err != nil {
 		return nil, err
 	}
+	// Counted again once written: of two creates that raced past the
+	// first count, neither stands if together they exceed the limit.
+	if n, err := s.owned(ctx, c.Owner); err != nil || n > s.cfg.MaxStreams {
+		if _, rev, gerr := s.store.get(ctx, r.ID); gerr == nil {
+			_ = s.store.delete(ctx, r.ID, rev) // a failure leaves one stream too many, no more
+		}
+		if err != nil {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w: a receiver has at most %d", ErrTooManyStreams, s.cfg.MaxStreams)
+	}
 	return &r, nil
+}
+
+// owned counts the streams of owner.
+func (s *Service) owned(ctx context.Context, owner string) (int, error) {
+	all, err := s.store.snapshot(ctx)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, r := range all {
+		if r.Owner == owner {
+			n++
+		}
+	}
+	return n, nil
 }
 
 // stream returns stream id if c may see it. Errors: ErrStreamNotFound.

@@ -41,7 +41,9 @@ func openQueue(ctx context.Context, js jetstream.JetStream, nc *nats.Conn, name 
 	st, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name: name, Description: "Shared Signals: SETs not yet acknowledged (tokend)", Subjects: []string{prefix + ".>"},
 		Storage: jetstream.FileStorage, Replicas: max(replicas, 1), Retention: jetstream.LimitsPolicy,
-		MaxAge: retention, MaxBytes: maxBytes, Discard: jetstream.DiscardOld, Duplicates: 2 * time.Minute,
+		// The duplicate window (a SET made again is stored once) may not
+		// exceed MaxAge.
+		MaxAge: retention, MaxBytes: maxBytes, Discard: jetstream.DiscardOld, Duplicates: min(2*time.Minute, retention),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ssf queue %s: %w", name, err)
