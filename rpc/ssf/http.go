@@ -253,7 +253,7 @@ func (s *Service) serveMetadata(w http.ResponseWriter, r *http.Request) {
 		ConfigurationEndpoint:    base + PathStreams, StatusEndpoint: base + PathStatus,
 		AddSubjectEndpoint: base + PathAddSubject, RemoveSubjectEndpoint: base + PathRemoveSubject,
 		VerificationEndpoint: base + PathVerify,
-		AuthorizationSchemes: []map[string]string{{"spec_urn": "urn:ietf:rfc:6750"}},
+		AuthorizationSchemes: s.schemes(),
 		DefaultSubjects:      "ALL",
 	}
 	w.Header().Set("Content-Type", "application/json")
@@ -276,4 +276,12 @@ type streamStatus struct {
 
 func statusOf(st *record) streamStatus {
 	return streamStatus{StreamID: st.ID, Status: st.Status, Reason: st.Reason}
+}
+
+func (s *Service) schemes() []map[string]string {
+	out := make([]map[string]string, 0, len(s.cfg.AuthorizationSchemes))
+	for _, urn := range s.cfg.AuthorizationSchemes {
+		out = append(out, map[string]string{"spec_urn": urn})
+	}
+	return out
 }

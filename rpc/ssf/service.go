@@ -18,6 +18,12 @@ import (
 	"github.com/auth-platform/tokenservice/signing/seal"
 )
 
+// Authorization schemes of the metadata (SSF 1.0 §7.1.1).
+const (
+	SchemeBearer = "urn:ietf:rfc:6750" // API keys as bearer credentials
+	SchemeMTLS   = "urn:ietf:rfc:8705" // client certificates
+)
+
 // Defaults of Config.
 const (
 	DefaultBucket   = "SSF_STREAMS"
@@ -49,6 +55,10 @@ type Config struct {
 	// BaseURL returns the base of the absolute URLs the metadata and the
 	// streams publish, for a request (rpc.PublicURL.Base). Default: Issuer.
 	BaseURL func(*http.Request) (string, bool)
+	// AuthorizationSchemes are the spec_urn values of the metadata's
+	// authorization_schemes: how receivers authenticate. Default
+	// urn:ietf:rfc:6750 (bearer API keys).
+	AuthorizationSchemes []string
 	// Bucket, Queue and Consumer name the KV bucket of streams, the stream
 	// of queued SETs and the log's durable consumer. Defaults above.
 	Bucket, Queue, Consumer string
@@ -110,6 +120,9 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		if *s == "" {
 			*s = v
 		}
+	}
+	if len(cfg.AuthorizationSchemes) == 0 {
+		cfg.AuthorizationSchemes = []string{SchemeBearer}
 	}
 	def(&cfg.Bucket, DefaultBucket)
 	def(&cfg.Queue, DefaultQueue)

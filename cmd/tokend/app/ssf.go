@@ -22,12 +22,19 @@ func (m *Main) startSharedSignals(ctx context.Context, sealer *seal.Sealer) erro
 		return nil
 	}
 	issuer, _ := cfg.PublicURL.Base(nil)
+	var schemes []string
+	if cfg.AuthMode.APIKey || cfg.AuthMode.None() {
+		schemes = append(schemes, ssf.SchemeBearer)
+	}
+	if cfg.AuthMode.MTLS {
+		schemes = append(schemes, ssf.SchemeMTLS)
+	}
 	var err error
 	m.SSF, err = ssf.New(ctx, ssf.Config{
 		Log: m.Log, Keys: m.Keyring, Published: m.Set, Sealer: sealer, Issuer: issuer, TokenIssuer: cfg.Issuer, BaseURL: cfg.PublicURL.Base,
 		Retention: cfg.SSFRetention, MaxStreams: cfg.SSFMaxStreams, PushTimeout: cfg.SSFPushTimeout, PushMaxBackoff: cfg.SSFPushMaxBackoff,
-		PushURLs:   ssf.PushURLPolicy{AllowPrivate: cfg.SSFPushAllowPrivate},
-		Registerer: m.Metrics.Registry, Logger: m.Logger,
+		PushURLs:             ssf.PushURLPolicy{AllowPrivate: cfg.SSFPushAllowPrivate},
+		AuthorizationSchemes: schemes, Registerer: m.Metrics.Registry, Logger: m.Logger,
 	})
 	if err != nil {
 		return err
