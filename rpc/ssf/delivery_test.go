@@ -404,3 +404,26 @@ func TestRetentionBound(t *testing.T) {
 		t.Fatalf("%d SETs outlived the retention", len(resp.Sets))
 	}
 }
+
+// TestConsumerLost: the log's consumer deleted while the transmitter is
+// down (an ENCRYPTION_KEY rotation on the embedded server wipes
+// consumers) is made again from the oldest stream's start, so the events
+// appended meanwhile are not lost.
+func TestConsumerLost(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	poll := h.createStream("alice", map[string]any{"events_requested": []string{ssf.EventSessionRevoked}})
+	h.stop()
+	ctx := context.Background()
+	if err := h.env.Log.JetStream().DeleteConsumer(ctx, h.env.Log.Stream(), ssf.DefaultConsumer); err != nil {
+		t.Fatal(err)
+	}
+	tok := h.generate("user-1")
+	h.revoke(tok.FamilyID)
+	h.svc = h.newService(t, nil)
+	h.start(t)
+	for _, raw := range h.pollUntil("alice", poll, 1, 5*time.Second) {
+		if sessionOf(h, raw) != tok.FamilyID {
+			t.Fatal("wrong SET")
+		}
+	}
+}

@@ -75,7 +75,10 @@
 // are queued. The jti is derived from the stream ID and the log sequence
 // (jtiOf), and is the message's Nats-Msg-Id, so a record handled again
 // after a replica was killed makes the same jti and is stored once.
-// Streams receive the events after their creation.
+// Streams receive the events after their creation. The consumer is
+// created at the log's end, or, when streams exist (it was deleted, as an
+// ENCRYPTION_KEY rotation of the embedded server does), after the oldest
+// stream's start: events are then made again rather than lost.
 //
 // Poll reads a stream's queued SETs in order from any replica (a get of
 // the next message on the stream's subject) and an ack purges the jti's

@@ -66,15 +66,16 @@ func (s *Service) materializeOnce(ctx context.Context) error {
 	}
 }
 
-// ensureConsumer creates the log's durable consumer, or updates it. New
-// calls it before anything can be appended that a stream created after
-// New must receive (the consumer starts at the log's end).
+// ensureConsumer creates the log's durable consumer, or updates it
+// keeping where it starts. New calls it before a stream can be created.
+// A new consumer starts after the oldest start of the streams that exist
+// (the first event one of them may still be owed: the consumer was
+// deleted, as an ENCRYPTION_KEY rotation on the embedded server does), or
+// at the log's end when there are none.
 func (s *Service) ensureConsumer(ctx context.Context) (jetstream.Consumer, error) {
-	cons, err := s.log.JetStream().CreateOrUpdateConsumer(ctx, s.log.Stream(), jetstream.ConsumerConfig{
-		Durable:     s.cfg.Consumer,
-		Description: "Shared Signals: SETs from the log",
-		// Streams receive events after their creation: a transmitter
-		// added to an existing log starts at its end.
+	cfg := jetstream.ConsumerConfig{
+		Durable:        s.cfg.Consumer,
+		Description:    "Shared Signals: SETs from the log",
 		DeliverPolicy:  jetstream.DeliverNewPolicy,
 		FilterSubjects: Filters(s.log.Subjects()),
 		AckPolicy:      jetstream.AckExplicitPolicy,
@@ -84,7 +85,28 @@ func (s *Service) ensureConsumer(ctx context.Context) (jetstream.Consumer, error
 		PinnedTTL:      5 * time.Second,
 		PriorityGroups: []string{materializerGroup},
 		Replicas:       s.log.Replicas(),
-	})
+	}
+	js := s.log.JetStream()
+	have, err := js.Consumer(ctx, s.log.Stream(), s.cfg.Consumer)
+	switch {
+	case err == nil:
+		// Where a consumer starts cannot be changed; keep it.
+		cfg.DeliverPolicy = have.CachedInfo().Config.DeliverPolicy
+		cfg.OptStartSeq = have.CachedInfo().Config.OptStartSeq
+		cfg.OptStartTime = have.CachedInfo().Config.OptStartTime
+	case errors.Is(err, jetstream.ErrConsumerNotFound):
+		from, ok, err := s.store.firstOwed(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+			cfg.OptStartSeq = from
+		}
+	default:
+		return nil, fmt.Errorf("ssf consumer: %w", err)
+	}
+	cons, err := js.CreateOrUpdateConsumer(ctx, s.log.Stream(), cfg)
 	if err != nil {
 		return nil, fmt.Errorf("ssf consumer: %w", err)
 	}

@@ -128,6 +128,29 @@ func (s *store) delete(ctx context.Context, id string, rev uint64) error {
 	return nil
 }
 
+// firstOwed returns the first log sequence a stream in the bucket may be
+// owed (the least AfterSeq, plus one; read from the bucket, not the
+// cache); ok is false when there is no stream.
+func (s *store) firstOwed(ctx context.Context) (seq uint64, ok bool, err error) {
+	lister, err := s.kv.ListKeys(ctx)
+	if err != nil {
+		return 0, false, fmt.Errorf("ssf streams: %w", err)
+	}
+	for id := range lister.Keys() {
+		r, _, err := s.get(ctx, id)
+		if errors.Is(err, ErrStreamNotFound) {
+			continue // deleted meanwhile
+		}
+		if err != nil {
+			return 0, false, err
+		}
+		if !ok || r.AfterSeq+1 < seq {
+			seq, ok = r.AfterSeq+1, true
+		}
+	}
+	return seq, ok, nil
+}
+
 // watch keeps cache up to date until ctx ends.
 func (s *store) watch(ctx context.Context, onBad func(error)) error {
 	w, err := s.kv.WatchAll(ctx)
