@@ -13,6 +13,9 @@ const (
 	maxLongPoll    = 10 * time.Second
 	defPollEvents  = 100
 	maxSetErrsDesc = 256
+	// longPollRecheck is how often a long poll reads the queue besides
+	// its wake-ups.
+	longPollRecheck = 200 * time.Millisecond
 )
 
 // PollRequest is an RFC 8936 §2.4 poll.
@@ -95,9 +98,12 @@ func (s *Service) poll(ctx context.Context, c Caller, id string, req PollRequest
 	}
 	deadline := time.NewTimer(maxLongPoll)
 	defer deadline.Stop()
-	// The wake-up is the publish as core NATS delivers it, which can come
-	// before the stream has stored the message: after one, read again a
-	// few times, soon.
+	// The wake-up is a SET's publish as core NATS delivers it, which can
+	// come before the stream has stored it (read again, soon), or before
+	// this poll subscribed while the stream stores it after the first read
+	// (no wake-up at all): the queue is also read every longPollRecheck.
+	recheck := time.NewTicker(longPollRecheck)
+	defer recheck.Stop()
 	var retry <-chan time.Time
 	pause := time.Millisecond
 	for {
@@ -122,12 +128,14 @@ func (s *Service) poll(ctx context.Context, c Caller, id string, req PollRequest
 			retry = time.After(pause)
 			continue
 		case <-retry:
-			if pause < 256*time.Millisecond {
+			if pause < longPollRecheck {
 				pause *= 2
 				retry = time.After(pause)
 			} else {
 				retry = nil
 			}
+			continue
+		case <-recheck.C:
 			continue
 		case <-deadline.C:
 			return resp, nil
