@@ -5,7 +5,6 @@ import (
 
 	"context"
 	"crypto"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -116,36 +115,21 @@ func signAccessToken(ctx context.Context, tracer trace.Tracer, s signing.Signer,
 	return at, nil
 }
 
-// signJWS returns the compact JWS of payload signed by s, with a header of
-// its alg, its kid and typ: the one place the service assembles what it
-// signs. The call to s.Sign is traced as span, with attrs.
+// signJWS is signing.SignJWS traced as span, with attrs: the call to
+// s.Sign is a KMS or HSM round trip with remote backends.
 func signJWS(ctx context.Context, tracer trace.Tracer, s signing.Signer, typ string, payload []byte, span string, attrs ...attribute.KeyValue) (string, error) {
-	header, err := json.Marshal(struct {
-		Alg string `json:"alg"`
-		Kid string `json:"kid"`
-		Typ string `json:"typ"`
-	}{string(s.Algorithm()), s.KeyID(), typ})
-	if err != nil {
-		return "", err
-	}
-	enc := base64.RawURLEncoding
-	buf := make([]byte, 0, enc.EncodedLen(len(header))+1+enc.EncodedLen(len(payload))+1+700)
-	buf = enc.AppendEncode(buf, header)
-	buf = append(buf, '.')
-	buf = enc.AppendEncode(buf, payload)
 	sctx, sp := tracer.Start(ctx, span, trace.WithAttributes(append(attrs,
 		attribute.String("signing.algorithm", string(s.Algorithm())),
 		attribute.String("signing.key_id", s.KeyID()))...))
 	defer sp.End()
-	sig, err := s.Sign(sctx, buf)
+	jws, err := signing.SignJWS(sctx, s, typ, payload)
 	if err != nil {
 		sp.SetAttributes(attribute.String("issuer.result", "error"))
 		sp.SetStatus(codes.Error, "sign failed")
 		return "", err
 	}
 	sp.SetAttributes(attribute.String("issuer.result", "ok"))
-	buf = append(buf, '.')
-	return string(enc.AppendEncode(buf, sig)), nil
+	return jws, nil
 }
 
 // SignJWT returns claims (marshalled to a JSON object) signed as a JWT of

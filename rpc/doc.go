@@ -1,6 +1,7 @@
 // Package rpc serves the token service: token.v1.TokenService over Connect,
 // gRPC and gRPC-Web on one handler, gRPC health and reflection, and plain
-// HTTP endpoints (/.well-known/jwks.json, /healthz, /readyz, /metrics).
+// HTTP endpoints (/.well-known/jwks.json, /healthz, /readyz, /metrics), and
+// the Shared Signals transmitter of package ssf when configured.
 //
 // The standard OAuth endpoints (oauth.go: RFC 8414 metadata, the
 // refresh_token grant, RFC 7009 revocation, RFC 7662 introspection) are

@@ -61,6 +61,9 @@ type Config struct {
 	// which the published absolute URLs are made. Default: not configured
 	// (see PublicURL).
 	PublicURL PublicURL
+	// SharedSignals, if set, serves the Shared Signals transmitter
+	// (package ssf: its metadata, stream management and poll paths).
+	SharedSignals interface{ Register(mux *http.ServeMux) }
 	// Ready reports whether the projections have caught up. Required.
 	Ready func() bool
 	// Projections, if set, is served on GET /projections/digest (position
@@ -218,6 +221,9 @@ func New(cfg Config) *Handler {
 				Digest string `json:"digest"`
 			}{seq, digest})
 		})
+	}
+	if cfg.SharedSignals != nil {
+		cfg.SharedSignals.Register(mux)
 	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))

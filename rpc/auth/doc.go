@@ -63,7 +63,11 @@
 //	                 (AuthenticateClient, client.go) and accept the
 //	                 callers above with their roles
 //	admin (HTTP)     /metrics, /projections/digest
-//	any role         gRPC reflection
+//	receiver, admin  the Shared Signals API (/ssf/...): a receiver sees
+//	                 only its own streams, an admin every stream
+//	public (HTTP)    /.well-known/ssf-configuration
+//	issuer, resource-server, admin
+//	                 gRPC reflection
 //
 // Anything else is refused (default deny). A caller with client_ids may
 // call GenerateTokens and RefreshTokens only with one of them, never with

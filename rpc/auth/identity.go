@@ -23,10 +23,13 @@ const (
 	// RoleAdmin manages signing keys, lists families and revokes by
 	// subject.
 	RoleAdmin Role = "admin"
+	// RoleReceiver manages its own Shared Signals streams and polls them
+	// (an SSF receiver: a relying party outside the platform).
+	RoleReceiver Role = "receiver"
 )
 
 // Roles returns every role, in a fixed order.
-func Roles() []Role { return []Role{RoleIssuer, RoleResourceServer, RoleAdmin} }
+func Roles() []Role { return []Role{RoleIssuer, RoleResourceServer, RoleAdmin, RoleReceiver} }
 
 func validRole(r Role) bool { return slices.Contains(Roles(), r) }
 

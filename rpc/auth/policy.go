@@ -285,7 +285,7 @@ func entryIdentity(kind Kind, name, subject string, roles []Role, clientIDs, ext
 	}
 	for _, r := range roles {
 		if !validRole(r) {
-			return Identity{}, fmt.Errorf("unknown role %q (want issuer, resource-server or admin)", r)
+			return Identity{}, fmt.Errorf("unknown role %q (want issuer, resource-server, admin or receiver)", r)
 		}
 	}
 	if len(clientIDs) > maxClientIDs {

@@ -78,11 +78,15 @@ func revokeRoles(msg any) []Role {
 	return []Role{RoleIssuer, RoleAdmin}
 }
 
-// httpRules is the policy of the other paths of the port: the JWKS and
-// health are public, metrics and the projections digest are for admins,
-// reflection for any known caller. Anything else is refused.
+// httpRules is the policy of the other paths of the port: the JWKS, the
+// Shared Signals metadata and health are public, metrics and the
+// projections digest are for admins, the Shared Signals API for receivers
+// and admins, reflection for the platform's roles (not receivers).
+// Anything else is refused.
 func httpRules(extraPublic []string) map[string]rule {
 	health := "/" + grpchealth.HealthV1ServiceName + "/"
+	receiver := []Role{RoleReceiver, RoleAdmin}
+	platform := []Role{RoleIssuer, RoleResourceServer, RoleAdmin}
 	r := map[string]rule{
 		PathJWKS:         {public: true},
 		"/healthz":       {public: true},
@@ -98,8 +102,21 @@ func httpRules(extraPublic []string) map[string]rule {
 		"/metrics":            {roles: []Role{RoleAdmin}},
 		"/projections/digest": {roles: []Role{RoleAdmin}},
 
-		"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo":      {roles: Roles()},
-		"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": {roles: Roles()},
+		// Shared Signals (package ssf): the metadata is public; a
+		// receiver manages and polls its own streams, an admin every
+		// stream (the handlers apply ownership).
+		"/.well-known/ssf-configuration": {public: true},
+		"/ssf/streams":                   {roles: receiver},
+		"/ssf/status":                    {roles: receiver},
+		"/ssf/subjects/add":              {roles: receiver},
+		"/ssf/subjects/remove":           {roles: receiver},
+		"/ssf/verify":                    {roles: receiver},
+		"/ssf/poll":                      {roles: receiver},
+
+		// Reflection is for the platform's own callers, not for the
+		// relying parties outside it that hold only the receiver role.
+		"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo":      {roles: platform},
+		"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": {roles: platform},
 	}
 	for _, p := range extraPublic {
 		r[p] = rule{public: true}

@@ -25,6 +25,7 @@ import (
 	"github.com/auth-platform/tokenservice/projections/subscriber"
 	"github.com/auth-platform/tokenservice/rpc"
 	"github.com/auth-platform/tokenservice/rpc/auth"
+	"github.com/auth-platform/tokenservice/rpc/ssf"
 	"github.com/auth-platform/tokenservice/signing"
 	"github.com/auth-platform/tokenservice/signing/awskms"
 	"github.com/auth-platform/tokenservice/signing/keyring"
@@ -56,6 +57,9 @@ type Main struct {
 	handler   *rpc.Handler
 	server    *http.Server
 	listener  net.Listener
+
+	// SSF is the Shared Signals transmitter; nil when off.
+	SSF *ssf.Service
 
 	// FeedWriter writes the subscriber feed (every replica runs one; the
 	// feed's compare-and-set keeps each message once).
@@ -313,6 +317,9 @@ func (m *Main) start(ctx context.Context) error {
 		return fmt.Errorf("signing key: %w", err)
 	}
 	m.group.Go("key lifecycle", m.runKeyLifecycle, nil)
+	if err := m.startSharedSignals(ctx, sealer); err != nil {
+		return fmt.Errorf("shared signals: %w", err)
+	}
 	nonces, err := dpop.NewNonces(key, cfg.DPoPNonceRotation, nil)
 	if err != nil {
 		return err
@@ -335,7 +342,7 @@ func (m *Main) start(ctx context.Context) error {
 	}
 	feed := revocationFeed{log: m.Log}
 	feed.closing, feed.stop = context.WithCancel(m.group.base)
-	m.handler = rpc.New(rpc.Config{
+	m.handler = rpc.New(rpc.Config{SharedSignals: m.sharedSignals(),
 		Issuer: m.Issuer, DPoP: m.DPoP, Keys: m.Set, KeyAdmin: m.Keyring, KeyCompromiser: m.Responder, Revocations: m.Set, TokenEndpoints: cfg.DPoPTokenEndpoints, PublicURL: cfg.PublicURL, Projections: m.Set,
 		Families: m.Families, Feed: feed, Metrics: m.Metrics, Logger: m.Logger,
 		MaxRequestBytes: cfg.MaxRequestBytes, JWKSMaxAge: cfg.JWKSMaxAge, TracerProvider: m.tracerProvider,

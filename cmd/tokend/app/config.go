@@ -45,13 +45,20 @@ type Config struct {
 	CheckpointInterval time.Duration
 	// EventRetention is how long family and subject events stay in the
 	// log after the family ended; 0 keeps them forever.
-	EventRetention  time.Duration
-	Prepublish      time.Duration
-	RotationPeriod  time.Duration
-	MaxRequestBytes int
-	ShutdownTimeout time.Duration
-	LogLevel        slog.Level
-	LogFormat       string
+	EventRetention time.Duration
+	Prepublish     time.Duration
+	// SSF* configure the Shared Signals transmitter (package ssf).
+	SSFEnabled          bool
+	SSFRetention        time.Duration
+	SSFMaxStreams       int
+	SSFPushTimeout      time.Duration
+	SSFPushMaxBackoff   time.Duration
+	SSFPushAllowPrivate bool
+	RotationPeriod      time.Duration
+	MaxRequestBytes     int
+	ShutdownTimeout     time.Duration
+	LogLevel            slog.Level
+	LogFormat           string
 	// LoggingAddress, if set, is the OTLP/gRPC receiver every log record
 	// also goes to (LOGGING_SERVICE_ADDRESS); empty: stdout only.
 	LoggingAddress string

@@ -1,0 +1,53 @@
+package app
+
+import (
+	"context"
+	"net/http"
+
+	"github.com/auth-platform/tokenservice/rpc/ssf"
+	"github.com/auth-platform/tokenservice/signing/seal"
+)
+
+// startSharedSignals starts the Shared Signals transmitter (package ssf)
+// when SSF_ENABLED. Its issuer (the SETs' iss) is PUBLIC_BASE_URL; unset,
+// each stream records the loopback origin its receiver called, as the
+// OAuth metadata does, and requests addressed to other names get none.
+// Every replica runs it; m.SSF stays nil otherwise.
+func (m *Main) startSharedSignals(ctx context.Context, sealer *seal.Sealer) error {
+	cfg := m.Config
+	if !cfg.SSFEnabled {
+		return nil
+	}
+	issuer, _ := cfg.PublicURL.Base(nil) // "" when not configured
+	var schemes []string
+	if cfg.AuthMode.APIKey || cfg.AuthMode.None() {
+		schemes = append(schemes, ssf.SchemeBearer)
+	}
+	if cfg.AuthMode.MTLS {
+		schemes = append(schemes, ssf.SchemeMTLS)
+	}
+	var err error
+	m.SSF, err = ssf.New(ctx, ssf.Config{
+		Log: m.Log, Keys: m.Keyring, Published: m.Set, Sealer: sealer, Issuer: issuer, TokenIssuer: cfg.Issuer, BaseURL: cfg.PublicURL.Base,
+		Retention: cfg.SSFRetention, MaxStreams: cfg.SSFMaxStreams, PushTimeout: cfg.SSFPushTimeout, PushMaxBackoff: cfg.SSFPushMaxBackoff,
+		PushURLs:             ssf.PushURLPolicy{AllowPrivate: cfg.SSFPushAllowPrivate},
+		AuthorizationSchemes: schemes, Registerer: m.Metrics.Registry, Logger: m.Logger,
+	})
+	if err != nil {
+		return err
+	}
+	m.group.Go("shared signals", m.SSF.Run, nil)
+	if issuer != "" {
+		m.Logger.Info("Shared Signals transmitter", "metadata", issuer+ssf.PathMetadata)
+	}
+	return nil
+}
+
+// sharedSignals is what the handler serves of the transmitter: nothing
+// (a nil interface, not a nil *ssf.Service) when it is off.
+func (m *Main) sharedSignals() interface{ Register(*http.ServeMux) } {
+	if m.SSF == nil {
+		return nil
+	}
+	return m.SSF
+}
