@@ -16,6 +16,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/auth-platform/tokenservice/rpc"
+	"github.com/auth-platform/tokenservice/rpc/ssf"
 )
 
 const (
@@ -38,12 +39,23 @@ var (
 // and process collectors), histograms and summaries expanded to their
 // _bucket, _count and _sum series, and the planned ones. It also returns
 // the token_service_ families served today.
-func knownMetrics(t *testing.T) (known map[string]bool, served []string) {
+// servedFamilies gathers what tokend's /metrics serves: rpc.NewMetrics
+// (with the projection lag gauge, as tokend starts it) and the Shared
+// Signals transmitter's metrics, registered on the same registry.
+func servedFamilies(t *testing.T) []*dto.MetricFamily {
 	t.Helper()
-	fams, err := rpc.NewMetrics(func() float64 { return 0 }).Registry.Gather()
+	m := rpc.NewMetrics(func() float64 { return 0 })
+	ssf.RegisterMetrics(m.Registry)
+	fams, err := m.Registry.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
+	return fams
+}
+
+func knownMetrics(t *testing.T) (known map[string]bool, served []string) {
+	t.Helper()
+	fams := servedFamilies(t)
 	known = map[string]bool{}
 	add := func(name string, typ dto.MetricType) {
 		known[name] = true
@@ -526,10 +538,7 @@ func readmeMetrics(t *testing.T) map[string]readmeMetricRow {
 // labels, and none that is only planned.
 func TestReadmeMetrics(t *testing.T) {
 	rows := readmeMetrics(t)
-	fams, err := rpc.NewMetrics(func() float64 { return 0 }).Registry.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
+	fams := servedFamilies(t)
 	served := map[string]bool{}
 	for _, f := range fams {
 		name := f.GetName()

@@ -28,6 +28,11 @@ type Metrics struct {
 	lag        *prometheus.HistogramVec
 }
 
+// RegisterMetrics registers the transmitter's metrics with reg, with no
+// service behind the gauges (they read 0): what a running tokend serves,
+// for the checks of its dashboard and documentation.
+func RegisterMetrics(reg prometheus.Registerer) { newMetrics(reg, nil) }
+
 // newMetrics registers the metrics with reg; the queue gauges ask s at
 // each scrape.
 func newMetrics(reg prometheus.Registerer, s *Service) *Metrics {
