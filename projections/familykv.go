@@ -240,6 +240,20 @@ func familyStateOf(rec eventlog.Record) (*eventsv1.FamilyState, error) {
 
 func (p *FamilyProjector) write(ctx context.Context, kv jetstream.KeyValue, rec eventlog.Record, st *eventsv1.FamilyState) error {
 	key := familyKey(st.GetSubject(), st.GetFamilyId())
+	if rec.Prev == 0 {
+		// The family's first event (its MAC chains it to no earlier one):
+		// the entry is created without reading it first, which is what
+		// the read below would decide for a key not found. An entry that
+		// exists (the event delivered again, or the key reused) makes the
+		// create fail, and the read below decides.
+		err := p.put(ctx, kv, key, 0, rec, st)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) && !isWrongSequence(err) {
+			return fmt.Errorf("families write %s: %w", key, err)
+		}
+	}
 	for attempt := 0; ; attempt++ {
 		entry, err := kv.Get(ctx, key)
 		switch {

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/auth-platform/tokenservice/eventlog"
 	"github.com/auth-platform/tokenservice/eventlog/eventlogtest"
 	"github.com/auth-platform/tokenservice/eventlog/events"
@@ -224,5 +226,67 @@ func TestFamilyModelRebuild(t *testing.T) {
 	checkModel(t, env, store, subjects)
 	if p.p.Applied() <= written {
 		t.Fatal("the projector did not rebuild the model")
+	}
+}
+
+// TestFamilyProjectorReplayKeepsLaterState: a projector that reads the
+// log again from its start (a consumer of its own, as after a consumer
+// lost with the bucket kept) finds every family's entry holding a later
+// state than the family's first event: the first event, which is created
+// without a read, never replaces it, and the model still equals the log.
+func TestFamilyProjectorReplayKeepsLaterState(t *testing.T) {
+	node := eventlogtest.SingleNode(t)
+	env := issuertest.New(t, issuertest.Options{Conn: node.Conn})
+	store := newStore(t, env, nil)
+	subjects := []string{"alice", "bob"}
+	var bad badCount
+	first := startProjector(t, node, env.Sealer, &bad)
+	workload(t, env, subjects, 12) // families rotated, some revoked
+	waitModel(t, env, store)
+	checkModel(t, env, store, subjects)
+	first.stop()
+
+	nc, err := node.Embedded.Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	log := eventlogtest.OpenLog(t, nc, eventlog.Config{})
+	const consumer = "families_replay"
+	var obs cacheCount
+	again, err := projections.NewFamilyProjector(log, projections.ProjectorConfig{Sealer: env.Sealer, Consumer: consumer, Observer: &obs,
+		OnBadRecord: func(eventlog.Record, error) { bad.add() }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = again.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		info, err := func() (*jetstream.ConsumerInfo, error) {
+			ictx, icancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer icancel()
+			c, err := log.JetStream().Consumer(ictx, log.Stream(), consumer)
+			if err != nil {
+				return nil, err
+			}
+			return c.Info(ictx)
+		}()
+		if err == nil && info.NumPending == 0 && info.NumAckPending == 0 && info.Delivered.Stream > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("replaying projector not done: %+v %v", info, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	checkModel(t, env, store, subjects)
+	if w := obs.get(projections.CacheWrite, projections.CacheOK); w != 0 {
+		t.Fatalf("the replaying projector wrote %d entries, want none (every entry holds a later or the same state): %v", w, obs.n)
+	}
+	if bad.n != 0 {
+		t.Fatalf("%d bad records", bad.n)
 	}
 }
