@@ -162,8 +162,13 @@ func (p *FamilyProjector) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("families consumer: %w", err)
 	}
+	// The creates end after the deliveries (defers run last first).
+	cctx, cancel := context.WithCancel(ctx)
+	c, wait := newCreates(cctx, p, kv)
+	defer wait()
+	defer cancel()
 	failed := make(chan error, 1)
-	cc, err := cons.Consume(func(m jetstream.Msg) { p.handle(ctx, kv, m) },
+	cc, err := cons.Consume(func(m jetstream.Msg) { p.handle(ctx, kv, c, m) },
 		jetstream.PullPriorityGroup(familyGroup),
 		jetstream.PullMaxMessages(256),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
@@ -187,8 +192,10 @@ func (p *FamilyProjector) run(ctx context.Context) error {
 }
 
 // handle writes the state an event carries, unless the entry already holds
-// the state of this event or a later one.
-func (p *FamilyProjector) handle(ctx context.Context, kv jetstream.KeyValue, m jetstream.Msg) {
+// the state of this event or a later one: a family's first event through
+// the pipeline of creates c, any other once the family's create (if one is
+// in flight) is settled.
+func (p *FamilyProjector) handle(ctx context.Context, kv jetstream.KeyValue, c *creates, m jetstream.Msg) {
 	rec, err := p.log.RecordOf(m)
 	if errors.Is(err, eventlog.ErrForged) {
 		_ = m.Ack() // reported by the log; it becomes no state
@@ -205,6 +212,17 @@ func (p *FamilyProjector) handle(ctx context.Context, kv jetstream.KeyValue, m j
 		_ = m.Ack() // skipped, not lost: it stays in the log
 		return
 	}
+	key := familyKey(st.GetSubject(), st.GetFamilyId())
+	c.await(key)
+	if rec.Prev == 0 && c.start(m, key, rec, st) {
+		return // acknowledged once the create is settled
+	}
+	p.settle(ctx, kv, m, rec, st)
+}
+
+// settle writes the state st of rec, delivered as m, and acknowledges m,
+// or asks for it again later if the write failed.
+func (p *FamilyProjector) settle(ctx context.Context, kv jetstream.KeyValue, m jetstream.Msg, rec eventlog.Record, st *eventsv1.FamilyState) {
 	if err := p.write(ctx, kv, rec, st); errors.Is(err, eventlog.ErrForged) {
 		p.log.ReportForged(rec, err)
 		_ = m.Ack() // refused: it becomes no state
@@ -328,7 +346,7 @@ func (p *FamilyProjector) repair(ctx context.Context, kv jetstream.KeyValue, key
 // put writes the state st of rec at key: created if rev is 0, else
 // replaced by compare-and-set on rev. It counts the write.
 func (p *FamilyProjector) put(ctx context.Context, kv jetstream.KeyValue, key string, rev uint64, rec eventlog.Record, st *eventsv1.FamilyState) error {
-	data, err := p.codec.seal(key, &eventsv1.FamilyRecord{State: publicState(st), SourceSeq: rec.Seq, UpdatedAt: timestamppb.New(rec.Time)})
+	data, err := p.codec.seal(key, familyRecordOf(rec, st))
 	if err != nil {
 		p.codec.observe(CacheWrite, CacheError)
 		return err
@@ -377,7 +395,7 @@ func (p *FamilyProjector) update(ctx context.Context, kv jetstream.KeyValue, key
 	if ttl <= 0 {
 		return kv.Update(ctx, key, data, rev)
 	}
-	ack, err := p.js.PublishMsg(ctx, &nats.Msg{Subject: "$KV." + p.cfg.Bucket + "." + key, Data: data},
+	ack, err := p.js.PublishMsg(ctx, &nats.Msg{Subject: p.kvSubject(key), Data: data},
 		jetstream.WithExpectLastSequencePerSubject(rev), jetstream.WithMsgTTL(ttl))
 	if err != nil {
 		return 0, err
@@ -385,9 +403,20 @@ func (p *FamilyProjector) update(ctx context.Context, kv jetstream.KeyValue, key
 	return ack.Sequence, nil
 }
 
+// kvSubject is the subject of key's entries in the bucket.
+func (p *FamilyProjector) kvSubject(key string) string { return "$KV." + p.cfg.Bucket + "." + key }
+
+// familyRecordOf is the entry written for the state st of rec.
+func familyRecordOf(rec eventlog.Record, st *eventsv1.FamilyState) *eventsv1.FamilyRecord {
+	return &eventsv1.FamilyRecord{State: publicState(st), SourceSeq: rec.Seq, UpdatedAt: timestamppb.New(rec.Time)}
+}
+
+// isWrongSequence reports whether err is a lost compare-and-set: 10071, or
+// 10164 on a cluster (DESIGN rule 1).
 func isWrongSequence(err error) bool {
 	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
 
 // publicState is st without what the read model must not hold: the secret
