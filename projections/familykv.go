@@ -10,7 +10,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/auth-platform/tokenservice/eventlog"
@@ -239,7 +238,8 @@ func (p *FamilyProjector) settle(ctx context.Context, kv jetstream.KeyValue, m j
 }
 
 // familyStateOf returns the family state rec carries, with the sequence
-// of its issued event.
+// of its issued event. It is decoded for the caller alone, who may change
+// it (familyRecordOf does).
 func familyStateOf(rec eventlog.Record) (*eventsv1.FamilyState, error) {
 	ev, err := events.Decode(rec)
 	if err != nil {
@@ -250,7 +250,6 @@ func familyStateOf(rec eventlog.Record) (*eventsv1.FamilyState, error) {
 		return nil, fmt.Errorf("%w: %s: no family state", events.ErrBadRecord, rec.Type)
 	}
 	if st.GetIssuedSeq() == 0 {
-		st = proto.Clone(st).(*eventsv1.FamilyState)
 		st.IssuedSeq = rec.Seq
 	}
 	return st, nil
@@ -406,9 +405,10 @@ func (p *FamilyProjector) update(ctx context.Context, kv jetstream.KeyValue, key
 // kvSubject is the subject of key's entries in the bucket.
 func (p *FamilyProjector) kvSubject(key string) string { return "$KV." + p.cfg.Bucket + "." + key }
 
-// familyRecordOf is the entry written for the state st of rec.
+// familyRecordOf is the entry written for the state st of rec (from
+// familyStateOf); it strips st of what the read model must not hold.
 func familyRecordOf(rec eventlog.Record, st *eventsv1.FamilyState) *eventsv1.FamilyRecord {
-	return &eventsv1.FamilyRecord{State: publicState(st), SourceSeq: rec.Seq, UpdatedAt: timestamppb.New(rec.Time)}
+	return &eventsv1.FamilyRecord{State: withoutSecrets(st), SourceSeq: rec.Seq, UpdatedAt: timestamppb.New(rec.Time)}
 }
 
 // isWrongSequence reports whether err is a lost compare-and-set: 10071, or
@@ -419,15 +419,15 @@ func isWrongSequence(err error) bool {
 		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
 
-// publicState is st without what the read model must not hold: the secret
-// hashes and the grace record's ID.
-func publicState(st *eventsv1.FamilyState) *eventsv1.FamilyState {
-	out := proto.Clone(st).(*eventsv1.FamilyState)
-	out.SecretHash = nil
-	out.PreviousSecretHash = nil
-	out.SpentSecretPrefixes = nil
-	out.GraceId = ""
-	return out
+// withoutSecrets removes from st, and returns it, what the read model must
+// not hold: the secret hashes and the grace record's ID. st is changed in
+// place (no copy per event): it is the projector's own decoded state.
+func withoutSecrets(st *eventsv1.FamilyState) *eventsv1.FamilyState {
+	st.SecretHash = nil
+	st.PreviousSecretHash = nil
+	st.SpentSecretPrefixes = nil
+	st.GraceId = ""
+	return st
 }
 
 func familyBucketConfig(bucket string, replicas int) jetstream.KeyValueConfig {
