@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/auth-platform/tokenservice/cmd/tokend/app"
 	"github.com/auth-platform/tokenservice/eventlog"
 	"github.com/auth-platform/tokenservice/eventlog/eventlogtest"
 	"github.com/auth-platform/tokenservice/eventlog/events"
@@ -118,4 +119,24 @@ func fillFamilies(b *testing.B, node *eventlogtest.Node, log *eventlog.Log, n, p
 		}
 	}
 	waitAsync(b, js)
+}
+
+// waitFamilies waits until m's families projector has written every
+// family event appended so far (at most a minute).
+func waitFamilies(b *testing.B, m *app.Main) {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for {
+		// Pending counts the family events not yet delivered and those
+		// delivered but not acknowledged (written).
+		_, pending, err := projections.FamiliesProgress(ctx, m.Log.JetStream(), m.Log.Stream())
+		if err == nil && pending == 0 {
+			return
+		}
+		if ctx.Err() != nil {
+			b.Fatalf("families projector not caught up: %d pending: %v", pending, err)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
