@@ -212,7 +212,7 @@ func (i *Issuer) VerifyAccessToken(token string, checkExpiry bool) (VerifiedAcce
 	var digest [sha256.Size]byte
 	if i.verified != nil {
 		digest = sha256.Sum256([]byte(token))
-		if e, ok := i.verified.get(digest); ok {
+		if e, ok := i.verified.get(digest); ok && i.keyUnchanged(e) {
 			return i.verifiedAgain(e, checkExpiry)
 		}
 	}
@@ -243,15 +243,19 @@ func (i *Issuer) VerifyAccessToken(token string, checkExpiry bool) (VerifiedAcce
 	return verifiedAccessToken(&claims, entry.kid), nil
 }
 
-// verifiedAgain checks a token found in the cache as VerifyAccessToken
-// checks one seen the first time, but for its signature: its key must
-// still be in the JWKS with the same algorithm (a destroyed key leaves
-// it), and its claims must pass the same validation now.
-func (i *Issuer) verifiedAgain(e *verifiedEntry, checkExpiry bool) (VerifiedAccessToken, error) {
+// keyUnchanged reports whether the key that verified the cached token e
+// is still in the JWKS, under its key ID, with the same algorithm. If not
+// (a destroyed key leaves the JWKS), the token is verified again from
+// scratch, and refused if its key is gone.
+func (i *Issuer) keyUnchanged(e *verifiedEntry) bool {
 	pub, alg, ok := i.keys.PublicKey(e.kid)
-	if !ok || alg != e.alg || !sameKey(pub, e.pub) {
-		return VerifiedAccessToken{}, fmt.Errorf("%w: unknown key", ErrInvalidAccessToken)
-	}
+	return ok && alg == e.alg && sameKey(pub, e.pub)
+}
+
+// verifiedAgain checks a token found in the cache, whose key is unchanged,
+// as VerifyAccessToken checks one seen the first time but for its
+// signature: its claims must pass the same validation now.
+func (i *Issuer) verifiedAgain(e *verifiedEntry, checkExpiry bool) (VerifiedAccessToken, error) {
 	if checkExpiry {
 		if err := jwt.NewValidator(i.accessParserOptions(true)...).Validate(&e.claims); err != nil {
 			return VerifiedAccessToken{}, fmt.Errorf("%w: %v", ErrInvalidAccessToken, err)
