@@ -5,10 +5,12 @@ import (
 
 	"context"
 	"crypto"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 
@@ -184,20 +186,20 @@ type VerifiedAccessToken struct {
 	Scope    string
 }
 
-// VerifyAccessToken checks the signature of an access token against the
-// keys of the JWKS, its typ and issuer. Expiry is checked only if
-// checkExpiry is set (revocation accepts expired tokens, RFC 7009 §2.2).
-func (i *Issuer) VerifyAccessToken(token string, checkExpiry bool) (VerifiedAccessToken, error) {
-	if len(token) > maxAccessTokenLen {
-		return VerifiedAccessToken{}, fmt.Errorf("%w: longer than %d bytes", ErrInvalidAccessToken, maxAccessTokenLen)
-	}
-	var claims struct {
-		jwt.RegisteredClaims
-		ClientID string `json:"client_id"`
-		Sid      string `json:"sid"`
-		Scope    string `json:"scope"`
-		Cnf      *cnf   `json:"cnf"`
-	}
+// accessTokenClaims are the claims VerifyAccessToken reads.
+type accessTokenClaims struct {
+	jwt.RegisteredClaims
+	ClientID string `json:"client_id"`
+	Sid      string `json:"sid"`
+	Scope    string `json:"scope"`
+	Cnf      *cnf   `json:"cnf"`
+}
+
+// accessParserOptions are the rules an access token's form and claims
+// follow: the parser applies them to a token seen the first time, and
+// the validator they make to a token found in the cache. Claims are
+// validated (exp, iat, iss) only if checkExpiry is set.
+func (i *Issuer) accessParserOptions(checkExpiry bool) []jwt.ParserOption {
 	opts := []jwt.ParserOption{
 		jwt.WithValidMethods([]string{"RS256", "PS256", "ES256", "ES384", "EdDSA"}),
 		jwt.WithIssuer(i.cfg.Issuer),
@@ -209,16 +211,41 @@ func (i *Issuer) VerifyAccessToken(token string, checkExpiry bool) (VerifiedAcce
 	if !checkExpiry {
 		opts = append(opts, jwt.WithoutClaimsValidation())
 	}
-	var kid string
-	_, err := jwt.NewParser(opts...).ParseWithClaims(token, &claims, func(t *jwt.Token) (any, error) {
+	return opts
+}
+
+// VerifyAccessToken checks the signature of an access token against the
+// keys of the JWKS, its typ and issuer. Expiry is checked only if
+// checkExpiry is set (revocation accepts expired tokens, RFC 7009 §2.2).
+// It does not check revocation (AccessTokenRevoked does).
+//
+// A token whose signature checked out is remembered in a bounded cache
+// (Config.VerifiedTokens), so that a token presented again is not
+// verified again: only whether its key is still in the JWKS and its
+// claims against the clock are checked again.
+func (i *Issuer) VerifyAccessToken(token string, checkExpiry bool) (VerifiedAccessToken, error) {
+	if len(token) > maxAccessTokenLen {
+		return VerifiedAccessToken{}, fmt.Errorf("%w: longer than %d bytes", ErrInvalidAccessToken, maxAccessTokenLen)
+	}
+	var digest [sha256.Size]byte
+	if i.verified != nil {
+		digest = sha256.Sum256([]byte(token))
+		if e, ok := i.verified.get(digest); ok && i.keyUnchanged(e) {
+			return i.verifiedAgain(e, checkExpiry)
+		}
+	}
+	var claims accessTokenClaims
+	var entry verifiedEntry
+	_, err := jwt.NewParser(i.accessParserOptions(checkExpiry)...).ParseWithClaims(token, &claims, func(t *jwt.Token) (any, error) {
 		if typ, _ := t.Header["typ"].(string); !strings.EqualFold(typ, "at+jwt") {
 			return nil, errors.New("typ is not at+jwt")
 		}
-		kid, _ = t.Header["kid"].(string)
-		pub, alg, ok := i.keys.PublicKey(kid)
+		entry.kid, _ = t.Header["kid"].(string)
+		pub, alg, ok := i.keys.PublicKey(entry.kid)
 		if !ok || string(alg) != t.Method.Alg() {
 			return nil, errors.New("unknown key")
 		}
+		entry.alg, entry.pub = alg, pub
 		return pub, nil
 	})
 	if err != nil {
@@ -227,9 +254,42 @@ func (i *Issuer) VerifyAccessToken(token string, checkExpiry bool) (VerifiedAcce
 	if !checkExpiry && claims.Issuer != i.cfg.Issuer {
 		return VerifiedAccessToken{}, fmt.Errorf("%w: issuer", ErrInvalidAccessToken)
 	}
+	if i.verified != nil {
+		entry.claims = claims
+		i.verified.add(digest, &entry)
+	}
+	return verifiedAccessToken(&claims, entry.kid), nil
+}
+
+// keyUnchanged reports whether the key that verified the cached token e
+// is still in the JWKS, under its key ID, with the same algorithm. If not
+// (a destroyed key leaves the JWKS), the token is verified again from
+// scratch, and refused if its key is gone.
+func (i *Issuer) keyUnchanged(e *verifiedEntry) bool {
+	pub, alg, ok := i.keys.PublicKey(e.kid)
+	return ok && alg == e.alg && sameKey(pub, e.pub)
+}
+
+// verifiedAgain checks a token found in the cache, whose key is unchanged,
+// as VerifyAccessToken checks one seen the first time but for its
+// signature: its claims must pass the same validation now.
+func (i *Issuer) verifiedAgain(e *verifiedEntry, checkExpiry bool) (VerifiedAccessToken, error) {
+	if checkExpiry {
+		if err := jwt.NewValidator(i.accessParserOptions(true)...).Validate(&e.claims); err != nil {
+			return VerifiedAccessToken{}, fmt.Errorf("%w: %v", ErrInvalidAccessToken, err)
+		}
+	} else if e.claims.Issuer != i.cfg.Issuer {
+		return VerifiedAccessToken{}, fmt.Errorf("%w: issuer", ErrInvalidAccessToken)
+	}
+	return verifiedAccessToken(&e.claims, e.kid), nil
+}
+
+// verifiedAccessToken is what the service relies on of claims, verified
+// with key kid.
+func verifiedAccessToken(claims *accessTokenClaims, kid string) VerifiedAccessToken {
 	v := VerifiedAccessToken{
 		Subject: claims.Subject, ClientID: claims.ClientID, FamilyID: claims.Sid, KeyID: kid,
-		ID: claims.ID, Issuer: claims.Issuer, Audience: claims.Audience, Scope: claims.Scope,
+		ID: claims.ID, Issuer: claims.Issuer, Audience: slices.Clone(claims.Audience), Scope: claims.Scope,
 	}
 	if claims.IssuedAt != nil {
 		v.IssuedAt = claims.IssuedAt.Time
@@ -240,7 +300,7 @@ func (i *Issuer) VerifyAccessToken(token string, checkExpiry bool) (VerifiedAcce
 	if claims.Cnf != nil {
 		v.JKT = claims.Cnf.JKT
 	}
-	return v, nil
+	return v
 }
 
 // RevocationView is what a replica knows of revocations (its in-memory

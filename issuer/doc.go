@@ -45,4 +45,13 @@
 //     unless its family is revoked.
 //
 // Every decision takes the time from the injected clock, once per command.
+//
+// # Access tokens presented again
+//
+// VerifyAccessToken remembers the tokens whose signature it checked
+// (Config.VerifiedTokens, bounded): a resource server presents the same
+// token with every request. A remembered token skips only the signature:
+// its key must still be in the JWKS and its claims pass the same time
+// checks on every use, and revocation (AccessTokenRevoked) is never
+// remembered, so a revoked token is refused at once.
 package issuer

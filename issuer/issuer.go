@@ -50,6 +50,12 @@ type Config struct {
 	// token (its attributes: algorithm, key ID, token type, outcome; never
 	// a claim). Default: a no-op tracer.
 	Tracer trace.Tracer
+	// VerifiedTokens bounds the cache of access tokens VerifyAccessToken
+	// has verified (resource servers present the same token many times);
+	// a cached token is not verified again, but its key and claims are
+	// checked again on every use. Default DefaultVerifiedTokens; negative
+	// turns the cache off.
+	VerifiedTokens int
 }
 
 // Observer is told what the issuer did, for metrics. Implementations must
@@ -99,6 +105,8 @@ type Issuer struct {
 	index  FamilyIndex
 	sealer *seal.Sealer
 	cfg    Config
+
+	verified *verifiedTokens // nil: no cache
 }
 
 type nopObserver struct{}
@@ -138,7 +146,11 @@ func New(log *eventlog.Log, keys Keys, index FamilyIndex, sealer *seal.Sealer, c
 	if cfg.Tracer == nil {
 		cfg.Tracer = noop.NewTracerProvider().Tracer("")
 	}
-	return &Issuer{log: log, subj: log.Subjects(), keys: keys, index: index, sealer: sealer, cfg: cfg}, nil
+	if cfg.VerifiedTokens == 0 {
+		cfg.VerifiedTokens = DefaultVerifiedTokens
+	}
+	return &Issuer{log: log, subj: log.Subjects(), keys: keys, index: index, sealer: sealer, cfg: cfg,
+		verified: newVerifiedTokens(cfg.VerifiedTokens)}, nil
 }
 
 // GenerateRequest starts a family.

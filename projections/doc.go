@@ -22,6 +22,10 @@
 // value that does not open is counted and never served
 // (ErrEntryUnreadable), and the projector replaces it from the log. A
 // bucket of plain values from an earlier release is rebuilt, not read.
+// An event is acknowledged to the projector's consumer only once its state
+// is in the bucket (or the entry already holds it or a later one); a
+// family's first event is created without a read and without waiting for
+// the previous create's acknowledgement, in order per family (issue 16).
 //
 // # Live state, not history
 //

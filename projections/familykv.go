@@ -10,7 +10,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/auth-platform/tokenservice/eventlog"
@@ -162,8 +161,13 @@ func (p *FamilyProjector) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("families consumer: %w", err)
 	}
+	// The creates end after the deliveries (defers run last first).
+	cctx, cancel := context.WithCancel(ctx)
+	c, wait := newCreates(cctx, p, kv)
+	defer wait()
+	defer cancel()
 	failed := make(chan error, 1)
-	cc, err := cons.Consume(func(m jetstream.Msg) { p.handle(ctx, kv, m) },
+	cc, err := cons.Consume(func(m jetstream.Msg) { p.handle(ctx, kv, c, m) },
 		jetstream.PullPriorityGroup(familyGroup),
 		jetstream.PullMaxMessages(256),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
@@ -187,8 +191,10 @@ func (p *FamilyProjector) run(ctx context.Context) error {
 }
 
 // handle writes the state an event carries, unless the entry already holds
-// the state of this event or a later one.
-func (p *FamilyProjector) handle(ctx context.Context, kv jetstream.KeyValue, m jetstream.Msg) {
+// the state of this event or a later one: a family's first event through
+// the pipeline of creates c, any other once the family's create (if one is
+// in flight) is settled.
+func (p *FamilyProjector) handle(ctx context.Context, kv jetstream.KeyValue, c *creates, m jetstream.Msg) {
 	rec, err := p.log.RecordOf(m)
 	if errors.Is(err, eventlog.ErrForged) {
 		_ = m.Ack() // reported by the log; it becomes no state
@@ -205,6 +211,17 @@ func (p *FamilyProjector) handle(ctx context.Context, kv jetstream.KeyValue, m j
 		_ = m.Ack() // skipped, not lost: it stays in the log
 		return
 	}
+	key := familyKey(st.GetSubject(), st.GetFamilyId())
+	c.await(key)
+	if rec.Prev == 0 && c.start(m, key, rec, st) {
+		return // acknowledged once the create is settled
+	}
+	p.settle(ctx, kv, m, rec, st)
+}
+
+// settle writes the state st of rec, delivered as m, and acknowledges m,
+// or asks for it again later if the write failed.
+func (p *FamilyProjector) settle(ctx context.Context, kv jetstream.KeyValue, m jetstream.Msg, rec eventlog.Record, st *eventsv1.FamilyState) {
 	if err := p.write(ctx, kv, rec, st); errors.Is(err, eventlog.ErrForged) {
 		p.log.ReportForged(rec, err)
 		_ = m.Ack() // refused: it becomes no state
@@ -221,7 +238,8 @@ func (p *FamilyProjector) handle(ctx context.Context, kv jetstream.KeyValue, m j
 }
 
 // familyStateOf returns the family state rec carries, with the sequence
-// of its issued event.
+// of its issued event. It is decoded for the caller alone, who may change
+// it (familyRecordOf does).
 func familyStateOf(rec eventlog.Record) (*eventsv1.FamilyState, error) {
 	ev, err := events.Decode(rec)
 	if err != nil {
@@ -232,7 +250,6 @@ func familyStateOf(rec eventlog.Record) (*eventsv1.FamilyState, error) {
 		return nil, fmt.Errorf("%w: %s: no family state", events.ErrBadRecord, rec.Type)
 	}
 	if st.GetIssuedSeq() == 0 {
-		st = proto.Clone(st).(*eventsv1.FamilyState)
 		st.IssuedSeq = rec.Seq
 	}
 	return st, nil
@@ -240,6 +257,20 @@ func familyStateOf(rec eventlog.Record) (*eventsv1.FamilyState, error) {
 
 func (p *FamilyProjector) write(ctx context.Context, kv jetstream.KeyValue, rec eventlog.Record, st *eventsv1.FamilyState) error {
 	key := familyKey(st.GetSubject(), st.GetFamilyId())
+	if rec.Prev == 0 {
+		// The family's first event (its MAC chains it to no earlier one):
+		// the entry is created without reading it first, which is what
+		// the read below would decide for a key not found. An entry that
+		// exists (the event delivered again, or the key reused) makes the
+		// create fail, and the read below decides.
+		err := p.put(ctx, kv, key, 0, rec, st)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) && !isWrongSequence(err) {
+			return fmt.Errorf("families write %s: %w", key, err)
+		}
+	}
 	for attempt := 0; ; attempt++ {
 		entry, err := kv.Get(ctx, key)
 		switch {
@@ -314,7 +345,7 @@ func (p *FamilyProjector) repair(ctx context.Context, kv jetstream.KeyValue, key
 // put writes the state st of rec at key: created if rev is 0, else
 // replaced by compare-and-set on rev. It counts the write.
 func (p *FamilyProjector) put(ctx context.Context, kv jetstream.KeyValue, key string, rev uint64, rec eventlog.Record, st *eventsv1.FamilyState) error {
-	data, err := p.codec.seal(key, &eventsv1.FamilyRecord{State: publicState(st), SourceSeq: rec.Seq, UpdatedAt: timestamppb.New(rec.Time)})
+	data, err := p.codec.seal(key, familyRecordOf(rec, st))
 	if err != nil {
 		p.codec.observe(CacheWrite, CacheError)
 		return err
@@ -363,7 +394,7 @@ func (p *FamilyProjector) update(ctx context.Context, kv jetstream.KeyValue, key
 	if ttl <= 0 {
 		return kv.Update(ctx, key, data, rev)
 	}
-	ack, err := p.js.PublishMsg(ctx, &nats.Msg{Subject: "$KV." + p.cfg.Bucket + "." + key, Data: data},
+	ack, err := p.js.PublishMsg(ctx, &nats.Msg{Subject: p.kvSubject(key), Data: data},
 		jetstream.WithExpectLastSequencePerSubject(rev), jetstream.WithMsgTTL(ttl))
 	if err != nil {
 		return 0, err
@@ -371,20 +402,32 @@ func (p *FamilyProjector) update(ctx context.Context, kv jetstream.KeyValue, key
 	return ack.Sequence, nil
 }
 
-func isWrongSequence(err error) bool {
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
+// kvSubject is the subject of key's entries in the bucket.
+func (p *FamilyProjector) kvSubject(key string) string { return "$KV." + p.cfg.Bucket + "." + key }
+
+// familyRecordOf is the entry written for the state st of rec (from
+// familyStateOf); it strips st of what the read model must not hold.
+func familyRecordOf(rec eventlog.Record, st *eventsv1.FamilyState) *eventsv1.FamilyRecord {
+	return &eventsv1.FamilyRecord{State: withoutSecrets(st), SourceSeq: rec.Seq, UpdatedAt: timestamppb.New(rec.Time)}
 }
 
-// publicState is st without what the read model must not hold: the secret
-// hashes and the grace record's ID.
-func publicState(st *eventsv1.FamilyState) *eventsv1.FamilyState {
-	out := proto.Clone(st).(*eventsv1.FamilyState)
-	out.SecretHash = nil
-	out.PreviousSecretHash = nil
-	out.SpentSecretPrefixes = nil
-	out.GraceId = ""
-	return out
+// isWrongSequence reports whether err is a lost compare-and-set: 10071, or
+// 10164 on a cluster (DESIGN rule 1).
+func isWrongSequence(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}
+
+// withoutSecrets removes from st, and returns it, what the read model must
+// not hold: the secret hashes and the grace record's ID. st is changed in
+// place (no copy per event): it is the projector's own decoded state.
+func withoutSecrets(st *eventsv1.FamilyState) *eventsv1.FamilyState {
+	st.SecretHash = nil
+	st.PreviousSecretHash = nil
+	st.SpentSecretPrefixes = nil
+	st.GraceId = ""
+	return st
 }
 
 func familyBucketConfig(bucket string, replicas int) jetstream.KeyValueConfig {

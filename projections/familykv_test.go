@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/auth-platform/tokenservice/eventlog"
 	"github.com/auth-platform/tokenservice/eventlog/eventlogtest"
 	"github.com/auth-platform/tokenservice/eventlog/events"
@@ -224,5 +226,85 @@ func TestFamilyModelRebuild(t *testing.T) {
 	checkModel(t, env, store, subjects)
 	if p.p.Applied() <= written {
 		t.Fatal("the projector did not rebuild the model")
+	}
+}
+
+// TestFamilyProjectorReplayKeepsLaterState: a projector that reads the
+// log again from its start (a consumer of its own, as after a consumer
+// lost with the bucket kept) finds every family's entry holding a later
+// state than the family's first event: the first event, which is created
+// without a read (and without waiting for its acknowledgement), never
+// replaces it, and the model still equals the log, on one node and on a
+// 3-node cluster (where a refused create may be 10164 rather than 10071,
+// DESIGN rule 1).
+func TestFamilyProjectorReplayKeepsLaterState(t *testing.T) {
+	for _, replicas := range []int{1, 3} {
+		t.Run(fmt.Sprintf("R%d", replicas), func(t *testing.T) {
+			nodes := []*eventlogtest.Node{eventlogtest.SingleNode(t)}
+			if replicas > 1 {
+				nodes = eventlogtest.Cluster(t, replicas)
+			}
+			replayKeepsLaterState(t, nodes[0], replicas)
+		})
+	}
+}
+
+func replayKeepsLaterState(t *testing.T, node *eventlogtest.Node, replicas int) {
+	env := issuertest.New(t, issuertest.Options{Conn: node.Conn, Replicas: replicas})
+	store := newStore(t, env, nil)
+	subjects := []string{"alice", "bob"}
+	var bad badCount
+	run := func(consumer string, obs projections.CacheObserver) (stop func()) {
+		nc, err := node.Embedded.Connect()
+		if err != nil {
+			t.Fatal(err)
+		}
+		log := eventlogtest.OpenLog(t, nc, eventlog.Config{Replicas: replicas})
+		p, err := projections.NewFamilyProjector(log, projections.ProjectorConfig{Sealer: env.Sealer, Consumer: consumer, Observer: obs,
+			OnBadRecord: func(eventlog.Record, error) { bad.add() }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); _ = p.Run(ctx) }()
+		var once sync.Once
+		stop = func() { once.Do(func() { cancel(); <-done; nc.Close() }) }
+		t.Cleanup(stop)
+		return stop
+	}
+	run(projections.FamilyConsumer, nil)
+	workload(t, env, subjects, 12) // families rotated, some revoked
+	waitModel(t, env, store)
+	checkModel(t, env, store, subjects)
+
+	const consumer = "families_replay"
+	var obs cacheCount
+	run(consumer, &obs)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		info, err := func() (*jetstream.ConsumerInfo, error) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			c, err := env.Log.JetStream().Consumer(ctx, env.Log.Stream(), consumer)
+			if err != nil {
+				return nil, err
+			}
+			return c.Info(ctx)
+		}()
+		if err == nil && info.NumPending == 0 && info.NumAckPending == 0 && info.Delivered.Stream > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("replaying projector not done: %+v %v", info, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	checkModel(t, env, store, subjects)
+	if w, e := obs.get(projections.CacheWrite, projections.CacheOK), obs.get(projections.CacheWrite, projections.CacheError); w != 0 || e != 0 {
+		t.Fatalf("the replaying projector wrote %d entries and failed %d writes, want none (every entry holds a later or the same state): %v", w, e, obs.n)
+	}
+	if bad.n != 0 {
+		t.Fatalf("%d bad records", bad.n)
 	}
 }

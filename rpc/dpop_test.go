@@ -224,6 +224,40 @@ func TestValidateDPoPRevoked(t *testing.T) {
 	}
 }
 
+// TestValidateDPoPRevokedWhileCached: a token a resource server presented
+// before (kept in the issuer's cache of verified tokens) is refused by the
+// first call after its family's revocation.
+func TestValidateDPoPRevokedWhileCached(t *testing.T) {
+	s := newServer(t)
+	k := dpoptest.NewKey(signing.ES256)
+	bound := s.generateBound(t, k)
+	at := bound.GetAccessToken()
+	const rs = "https://api.example.com/orders"
+	validate := func() *tokenv1.ValidateDPoPResponse {
+		t.Helper()
+		resp, err := s.client.ValidateDPoP(context.Background(), connect.NewRequest(&tokenv1.ValidateDPoPRequest{
+			Proof: k.Proof("GET", rs, s.env.Clock.Now(), func(p *dpoptest.Parts) { p.Claims["ath"] = dpoptest.ATH(at) }), HttpMethod: "GET", HttpUri: rs, AccessToken: at,
+		}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.Msg
+	}
+	for i := range 3 {
+		if r := validate(); !r.GetValid() {
+			t.Fatalf("call %d before the revocation: %s %s", i, r.GetError(), r.GetErrorDescription())
+		}
+	}
+	if _, err := s.client.RevokeToken(context.Background(), connect.NewRequest(&tokenv1.RevokeTokenRequest{
+		Target: &tokenv1.RevokeTokenRequest_FamilyId{FamilyId: bound.GetFamilyId()}})); err != nil {
+		t.Fatal(err)
+	}
+	s.env.CaughtUp(t)
+	if r := validate(); r.GetValid() || r.GetError() != "invalid_token" {
+		t.Fatalf("after the revocation: %v", r)
+	}
+}
+
 // TestRefusedRequestSpendsNoProof: a token request refused for its own
 // fields does not claim its DPoP proof (claiming appends an event), so
 // the same proof still works for the corrected request; a proof used

@@ -76,6 +76,9 @@ type Options struct {
 	// (default none).
 	LogObserver eventlog.Observer
 	Tracer      trace.Tracer
+	// VerifiedTokens is the issuer's Config.VerifiedTokens (default: the
+	// issuer's default).
+	VerifiedTokens int
 }
 
 // Env is an assembled issuer and its parts.
@@ -158,6 +161,7 @@ func New(t testing.TB, o Options) *Env {
 	is, err := issuer.New(log, kr, projections.Index{Set: set, Runner: runner}, sealer, issuer.Config{
 		Issuer: "https://issuer.test", AccessTTL: o.AccessTTL, RefreshTTL: o.RefreshTTL, Grace: o.Grace,
 		Retention: o.EventRetention, Now: o.Clock.Now, Rand: rand.Reader, Observer: o.Observer, Tracer: o.Tracer,
+		VerifiedTokens: o.VerifiedTokens,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,142 @@
+package bench
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/auth-platform/tokenservice/cmd/tokend/app"
+	"github.com/auth-platform/tokenservice/eventlog"
+	"github.com/auth-platform/tokenservice/eventlog/eventlogtest"
+	"github.com/auth-platform/tokenservice/eventlog/events"
+	"github.com/auth-platform/tokenservice/projections"
+	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
+	"github.com/auth-platform/tokenservice/signing/seal"
+)
+
+// BenchmarkFamilyProjector measures the families read model's projector
+// alone (issue 16: it was the largest share of a GenerateTokens call that
+// is neither transport nor signing): b.N family events, signed as tokend
+// signs them, are written to a fresh single-node log before the timer
+// starts; then one FamilyProjector (the production one: pinned durable
+// consumer, MAC check, sealed compare-and-set writes) runs until the
+// consumer's ack floor reaches the last event.
+//
+//	events=1  families of one event (family.issued): what GenerateTokens
+//	          makes.
+//	events=4  families of an issue and three rotations: what a refresh
+//	          workload makes.
+//
+// Metrics: events/s, and cpu_us/event, the CPU time of the whole process
+// (projector, NATS client and embedded server) per event.
+func BenchmarkFamilyProjector(b *testing.B) {
+	for _, per := range []int{1, 4} {
+		b.Run("events="+strconv.Itoa(per), func(b *testing.B) {
+			node := eventlogtest.SingleNode(b)
+			log := eventlogtest.OpenLog(b, node.Conn, eventlog.Config{})
+			fillFamilies(b, node, log, b.N, per)
+			sealer, err := seal.New(rand.Reader, []byte("tokend-benchmark-key-32-bytes!!!"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			p, err := projections.NewFamilyProjector(log, projections.ProjectorConfig{Sealer: sealer,
+				OnError: func(err error) { b.Errorf("projector: %v", err) }})
+			if err != nil {
+				b.Fatal(err)
+			}
+			last, err := log.LastSeq(context.Background())
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			b.ReportAllocs()
+			b.ResetTimer()
+			cpu0 := processCPU()
+			go func() { defer close(done); _ = p.Run(ctx) }()
+			for {
+				floor, pending, err := projections.FamiliesProgress(ctx, log.JetStream(), log.Stream())
+				if err == nil && pending == 0 && floor >= last {
+					break
+				}
+				time.Sleep(2 * time.Millisecond)
+			}
+			b.StopTimer()
+			cpu := processCPU() - cpu0
+			cancel()
+			<-done
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+			if cpu0 > 0 {
+				b.ReportMetric(float64(cpu)/float64(time.Microsecond)/float64(b.N), "cpu_us/event")
+			}
+		})
+	}
+}
+
+// fillFamilies writes n family events, signed as tokend signs them, in
+// families of per events (issued, then rotations), to log's stream on a
+// fresh node (the stream's sequences start at 1).
+func fillFamilies(b *testing.B, node *eventlogtest.Node, log *eventlog.Log, n, per int) {
+	b.Helper()
+	js := asyncJS(b, node)
+	auth := eventlogtest.Auth(b)
+	subj := log.Subjects()
+	now := timestamppb.New(time.Now())
+	for i := 0; i < n; {
+		fid := fmt.Sprintf("fam%019d", i)
+		st := &eventsv1.FamilyState{
+			FamilyId: fid, Subject: fmt.Sprintf("user-%d@example.com", i%50_000), ClientId: "bench-client",
+			Audience: audience, Scopes: scopes, Generation: 1, SecretHash: make([]byte, 32),
+			CreatedAt: now, RotatedAt: now, RefreshExpiresAt: now, AccessExpiresAt: now,
+			Status: eventsv1.FamilyStatus_FAMILY_STATUS_ACTIVE, KeyIds: []string{"key-1"},
+		}
+		for e := 0; e < per && i < n; e++ {
+			typ, m := events.TypeFamilyIssued, proto.Message(&eventsv1.FamilyIssued{State: st})
+			var prev uint64
+			if e > 0 {
+				st.Generation++
+				typ, m = events.TypeFamilyRotated, &eventsv1.FamilyRotated{State: st, KeyId: "key-1"}
+				prev = uint64(i) // the family's previous event: the stream's sequences follow i
+			}
+			data, err := proto.Marshal(m)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := js.PublishMsgAsync(signed(auth, subj.Family(fid, strings.TrimPrefix(typ, "family.")), typ, data, prev)); err != nil {
+				b.Fatal(err)
+			}
+			i++
+		}
+		if i%8_192 < per {
+			waitAsync(b, js)
+		}
+	}
+	waitAsync(b, js)
+}
+
+// waitFamilies waits until m's families projector has written every
+// family event appended so far (at most a minute).
+func waitFamilies(b *testing.B, m *app.Main) {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for {
+		// Pending counts the family events not yet delivered and those
+		// delivered but not acknowledged (written).
+		_, pending, err := projections.FamiliesProgress(ctx, m.Log.JetStream(), m.Log.Stream())
+		if err == nil && pending == 0 {
+			return
+		}
+		if ctx.Err() != nil {
+			b.Fatalf("families projector not caught up: %d pending: %v", pending, err)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
