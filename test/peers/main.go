@@ -28,6 +28,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -59,11 +60,11 @@ func mainErr() error {
 		dir     = flag.String("dir", "test/peers", "folder of this harness (wrk scripts, node/)")
 		bin     = flag.String("bin", "bin/peers", "folder of the builds: tokend (release), tokend-purego (optional), hydra")
 		algs    = flag.String("algs", "ES256,RS256", "algorithms to measure")
-		servers = flag.String("servers", "tokend,tokend-purego,node-oidc-provider,hydra", "servers to run (those whose build is missing are skipped)")
+		servers = flag.String("servers", "tokend,tokend-purego,node-oidc-provider,hydra", "servers to run (a missing tokend-purego build is skipped); hydra-pbkdf2-1 is Hydra with one PBKDF2 iteration for client secrets instead of its default 25,000")
 		conns   = flag.Int("c", 8, "connections (concurrency) of every run")
 		dur     = flag.Duration("d", 3*time.Second, "length of one run (whole seconds)")
 		rounds  = flag.Int("rounds", 3, "rounds; each runs every server once")
-		refresh = flag.Bool("refresh", true, "also compare refresh-token rotation (tokend, node-oidc-provider)")
+		loads   = flag.String("workloads", "generate,refresh", "generate (a JWT access token per call), refresh (refresh-token rotation: tokend, node-oidc-provider)")
 		timeout = flag.Duration("timeout", 20*time.Minute, "bound of the whole run")
 	)
 	flag.Parse()
@@ -100,7 +101,7 @@ func mainErr() error {
 	h.printMachine(ctx)
 	fmt.Printf("\nwrk -t1 -c%d -d%s, %d rounds, servers in turn within each round\n", *conns, durationArg(*dur), *rounds)
 	for _, alg := range strings.Split(*algs, ",") {
-		if err := h.compare(ctx, alg, strings.Split(*servers, ","), *conns, *dur, *rounds, *refresh); err != nil {
+		if err := h.compare(ctx, alg, strings.Split(*servers, ","), *conns, *dur, *rounds, strings.Split(*loads, ",")); err != nil {
 			return err
 		}
 	}
@@ -109,7 +110,7 @@ func mainErr() error {
 
 // compare starts every server for alg, runs the rounds and prints the
 // tables, then stops the servers.
-func (h *harness) compare(ctx context.Context, alg string, names []string, conns int, d time.Duration, rounds int, refresh bool) error {
+func (h *harness) compare(ctx context.Context, alg string, names []string, conns int, d time.Duration, rounds int, loads []string) error {
 	defer h.procs.stopAll()
 	var targets []*target
 	for _, name := range names {
@@ -126,9 +127,9 @@ func (h *harness) compare(ctx context.Context, alg string, names []string, conns
 			}
 			t, err = h.startTokend(ctx, name, bin, alg)
 		case "node-oidc-provider":
-			t, err = h.startNode(ctx, alg, (rounds+1)*conns)
-		case "hydra":
-			t, err = h.startHydra(ctx, alg)
+			t, err = h.startNode(ctx, alg)
+		case "hydra", "hydra-pbkdf2-1":
+			t, err = h.startHydra(ctx, name, alg)
 		default:
 			err = fmt.Errorf("unknown server %q", name)
 		}
@@ -140,15 +141,17 @@ func (h *harness) compare(ctx context.Context, alg string, names []string, conns
 	if len(targets) == 0 || targets[0].name != "tokend" {
 		return errors.New("tokend must be the first server")
 	}
-	runs, err := h.rounds(ctx, targets, conns, d, rounds, func(t *target) (workload, bool) { return t.generate, true }, false)
-	if err != nil {
-		return err
+	if slices.Contains(loads, "generate") {
+		runs, err := h.rounds(ctx, targets, conns, d, rounds, func(t *target) (workload, bool) { return t.generate, true }, false)
+		if err != nil {
+			return err
+		}
+		printTable(fmt.Sprintf("%s: a JWT access token per call (tokend: GenerateTokens, Connect JSON over HTTP/1.1; peers: client_credentials)", alg), runs)
 	}
-	printTable(fmt.Sprintf("%s: a JWT access token per call (tokend: GenerateTokens, Connect JSON over HTTP/1.1; peers: client_credentials)", alg), runs)
-	if !refresh {
+	if !slices.Contains(loads, "refresh") {
 		return nil
 	}
-	runs, err = h.rounds(ctx, targets, conns, d, rounds, func(t *target) (workload, bool) {
+	runs, err := h.rounds(ctx, targets, conns, d, rounds, func(t *target) (workload, bool) {
 		if t.refresh == nil {
 			return workload{}, false
 		}

@@ -8,7 +8,7 @@ import (
 )
 
 // serverOrder is the order of the rows.
-var serverOrder = []string{"tokend", "tokend-purego", "node-oidc-provider", "hydra"}
+var serverOrder = []string{"tokend", "tokend-purego", "node-oidc-provider", "hydra", "hydra-pbkdf2-1"}
 
 func numCPU() int { return runtime.NumCPU() }
 

@@ -101,9 +101,8 @@ func (h *harness) startTokend(ctx context.Context, name, bin, alg string) (*targ
 	return t, checkToken(ctx, t.generate, "accessToken", alg)
 }
 
-// startNode starts node-oidc-provider (test/peers/node/server.mjs) for alg
-// with seeds refresh tokens made at start.
-func (h *harness) startNode(ctx context.Context, alg string, seeds int) (*target, error) {
+// startNode starts node-oidc-provider (test/peers/node/server.mjs) for alg.
+func (h *harness) startNode(ctx context.Context, alg string) (*target, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
@@ -112,9 +111,8 @@ func (h *harness) startNode(ctx context.Context, alg string, seeds int) (*target
 	if err != nil {
 		return nil, err
 	}
-	seedFile := filepath.Join(dir, "seeds")
 	p, err := h.procs.start("node-oidc-provider", h.nodeDir, filepath.Join(dir, "log"),
-		[]string{"NODE_ENV=production"}, h.node, "server.mjs", strconv.Itoa(port), alg, seedFile, strconv.Itoa(seeds))
+		[]string{"NODE_ENV=production"}, h.node, "server.mjs", strconv.Itoa(port), alg)
 	if err != nil {
 		return nil, err
 	}
@@ -122,35 +120,44 @@ func (h *harness) startNode(ctx context.Context, alg string, seeds int) (*target
 	if err := waitHTTP(ctx, p, base+"/.well-known/openid-configuration"); err != nil {
 		return nil, err
 	}
-	b, err := os.ReadFile(seedFile)
-	if err != nil {
-		return nil, err
-	}
-	pool := strings.Fields(string(b))
 	auth := basic(benchClient, nodeSecret)
 	form := "application/x-www-form-urlencoded"
 	t := &target{
-		name: "node-oidc-provider", p: p,
+		name: "node-oidc-provider", p: p, base: base,
 		generate: workload{url: base + "/token", contentType: form, auth: auth,
 			body: "grant_type=client_credentials&scope=api"},
 		refresh: &workload{url: base + "/token", contentType: form, auth: auth,
 			body: "grant_type=refresh_token&refresh_token=%s", field: "refresh_token"},
 	}
-	t.seed = func(_ context.Context, n int) ([]string, error) {
-		if len(pool) < n {
-			return nil, fmt.Errorf("node-oidc-provider: %d seeded refresh tokens left, want %d", len(pool), n)
+	t.seed = func(ctx context.Context, n int) ([]string, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/bench/seed?n="+strconv.Itoa(n), nil)
+		if err != nil {
+			return nil, err
 		}
-		out := pool[:n]
-		pool = pool[n:]
-		return out, nil
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return nil, err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		if err != nil {
+			return nil, err
+		}
+		tokens := strings.Fields(string(b))
+		if resp.StatusCode != http.StatusOK || len(tokens) != n {
+			return nil, fmt.Errorf("seed: %s, %d tokens, want %d", resp.Status, len(tokens), n)
+		}
+		return tokens, nil
 	}
 	return t, checkToken(ctx, t.generate, "access_token", alg)
 }
 
 // startHydra starts Ory Hydra (serve all --dev, in-memory SQLite, JWT
 // access tokens) and registers the bench client; for ES256 it replaces the
-// access-token key set with one ES256 key.
-func (h *harness) startHydra(ctx context.Context, alg string) (*target, error) {
+// access-token key set with one ES256 key. Hydra hashes client secrets with
+// PBKDF2, 25,000 iterations by default, on every client_credentials call;
+// the variant hydra-pbkdf2-1 runs with one iteration, to show the rest.
+func (h *harness) startHydra(ctx context.Context, name, alg string) (*target, error) {
 	pub, err := freePort()
 	if err != nil {
 		return nil, err
@@ -171,7 +178,10 @@ func (h *harness) startHydra(ctx context.Context, alg string) (*target, error) {
 		"SERVE_PUBLIC_HOST=127.0.0.1", "SERVE_PUBLIC_PORT=" + strconv.Itoa(pub),
 		"SERVE_ADMIN_HOST=127.0.0.1", "SERVE_ADMIN_PORT=" + strconv.Itoa(admin),
 	}
-	p, err := h.procs.start("hydra", dir, filepath.Join(dir, "log"), env, h.hydra, "serve", "all", "--dev")
+	if name == "hydra-pbkdf2-1" {
+		env = append(env, "OAUTH2_HASHERS_PBKDF2_ITERATIONS=1")
+	}
+	p, err := h.procs.start(name, dir, filepath.Join(dir, "log"), env, h.hydra, "serve", "all", "--dev")
 	if err != nil {
 		return nil, err
 	}
@@ -196,7 +206,7 @@ func (h *harness) startHydra(ctx context.Context, alg string) (*target, error) {
 			return nil, fmt.Errorf("hydra ES256 key: %w", err)
 		}
 	}
-	t := &target{name: "hydra", p: p, generate: workload{url: base + "/oauth2/token",
+	t := &target{name: name, p: p, generate: workload{url: base + "/oauth2/token",
 		contentType: "application/x-www-form-urlencoded", auth: basic(benchClient, hydraSecret),
 		body: "grant_type=client_credentials&scope=api"}}
 	return t, checkToken(ctx, t.generate, "access_token", alg)

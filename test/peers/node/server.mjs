@@ -4,20 +4,18 @@
 // tokens rotated on every use. The store is the provider's default memory
 // adapter.
 //
-//   node server.mjs PORT ALG SEED_FILE SEED_COUNT
+//   node server.mjs PORT ALG
 //
-// Before it prints "ready" it writes SEED_COUNT refresh tokens to SEED_FILE,
-// one a line: each belongs to a grant of its own (an account, the scope
-// "offline_access api", the resource urn:bench:api), made through the
-// provider's own Grant and RefreshToken models, which is what a finished
+// POST /bench/seed?n=N makes N refresh tokens, each of a grant of its own
+// (an account, the scope "offline_access api", the resource urn:bench:api),
+// through the provider's own Grant and RefreshToken models: what a finished
 // authorization code flow with offline_access leaves behind.
 import { generateKeyPairSync } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
 import Provider from 'oidc-provider';
 
-const [port, alg, seedFile, seedCount] = process.argv.slice(2);
-if (!port || !['ES256', 'RS256'].includes(alg) || !seedFile) {
-  console.error('usage: node server.mjs PORT ES256|RS256 SEED_FILE SEED_COUNT');
+const [port, alg] = process.argv.slice(2);
+if (!port || !['ES256', 'RS256'].includes(alg)) {
+  console.error('usage: node server.mjs PORT ES256|RS256');
   process.exit(2);
 }
 
@@ -62,26 +60,44 @@ const provider = new Provider(issuer, {
   findAccount: (ctx, sub) => ({ accountId: sub, claims: () => ({ sub }) }),
 });
 
-const client = await provider.Client.find('bench');
-const tokens = [];
-for (let i = 0; i < Number(seedCount || 0); i += 1) {
-  const accountId = `user-${i}`;
-  const grant = new provider.Grant({ accountId, clientId: client.clientId });
-  grant.addOIDCScope('offline_access');
-  grant.addResourceScope(resource, 'api');
-  const grantId = await grant.save();
-  const rt = new provider.RefreshToken({
-    accountId,
-    client,
-    grantId,
-    gty: 'authorization_code',
-    scope: 'offline_access api',
-    resource,
-    authTime: Math.floor(Date.now() / 1000),
-    expiresWithSession: false,
-  });
-  tokens.push(await rt.save());
+// Refresh tokens for one benchmark run, made when the run starts: the
+// default memory adapter keeps at most 1,000 records (least recently used
+// first out), so tokens made at start would be gone by the later runs.
+async function seed(n) {
+  const client = await provider.Client.find('bench');
+  const tokens = [];
+  for (let i = 0; i < n; i += 1) {
+    const accountId = `user-${seq += 1}`;
+    const grant = new provider.Grant({ accountId, clientId: client.clientId });
+    grant.addOIDCScope('offline_access');
+    grant.addResourceScope(resource, 'api');
+    const grantId = await grant.save();
+    const rt = new provider.RefreshToken({
+      accountId,
+      client,
+      grantId,
+      gty: 'authorization_code',
+      scope: 'offline_access api',
+      resource,
+      authTime: Math.floor(Date.now() / 1000),
+      expiresWithSession: false,
+    });
+    tokens.push(await rt.save());
+  }
+  return tokens;
 }
-writeFileSync(seedFile, tokens.map((t) => `${t}\n`).join(''));
+let seq = 0;
+
+// POST /bench/seed?n=N answers N refresh tokens, one a line. The server
+// listens on loopback only; the route exists for the benchmark.
+provider.use(async (ctx, next) => {
+  if (ctx.method === 'POST' && ctx.path === '/bench/seed') {
+    const n = Math.min(Number(ctx.query.n) || 0, 1024);
+    ctx.type = 'text/plain';
+    ctx.body = (await seed(n)).join('\n');
+    return;
+  }
+  await next();
+});
 
 provider.listen(Number(port), '127.0.0.1', () => console.log('ready'));
