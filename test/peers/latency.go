@@ -49,8 +49,8 @@ type sample struct {
 	cpu       time.Duration // tokend's CPU time per request
 }
 
-func (h *harness) latencyMain(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("latency", flag.ContinueOnError)
+// latencyFlags registers the flags of the latency mode on fs and returns it.
+func latencyFlags(fs *flag.FlagSet) func(context.Context, *harness) error {
 	var (
 		alg        = fs.String("alg", "ES256", "signing algorithm of tokend")
 		build      = fs.String("build", "tokend", "tokend build in -bin to measure")
@@ -61,16 +61,19 @@ func (h *harness) latencyMain(ctx context.Context, args []string) error {
 		maxN       = fs.Int("n", 20000, "bound of one cell's requests")
 		rounds     = fs.Int("rounds", 3, "rounds")
 	)
-	if err := fs.Parse(args); err != nil {
-		return err
+	return func(ctx context.Context, h *harness) error {
+		return h.latency(ctx, *alg, *build, *concs, *calls, *transports, *dur, *maxN, *rounds)
 	}
+}
+
+func (h *harness) latency(ctx context.Context, alg, build, concs, calls, transports string, dur time.Duration, maxN, rounds int) error {
 	h.printMachine(ctx)
-	t, err := h.startTokend(ctx, *build, filepath.Join(h.bin, *build), *alg)
+	t, err := h.startTokend(ctx, build, filepath.Join(h.bin, build), alg)
 	if err != nil {
 		return err
 	}
 	clients := map[string]tokenv1connect.TokenServiceClient{}
-	for _, tr := range strings.Split(*transports, ",") {
+	for _, tr := range strings.Split(transports, ",") {
 		c, closeIdle, err := newClient(tr, t.base)
 		if err != nil {
 			return err
@@ -79,24 +82,24 @@ func (h *harness) latencyMain(ctx context.Context, args []string) error {
 		clients[tr] = c
 	}
 	var cells []cell
-	for _, c := range strings.Split(*concs, ",") {
+	for _, c := range strings.Split(concs, ",") {
 		conc, err := strconv.Atoi(c)
 		if err != nil {
 			return fmt.Errorf("-conc: %w", err)
 		}
-		for _, call := range strings.Split(*calls, ",") {
-			for _, tr := range strings.Split(*transports, ",") {
+		for _, call := range strings.Split(calls, ",") {
+			for _, tr := range strings.Split(transports, ",") {
 				cells = append(cells, cell{call: call, transport: tr, conc: conc})
 			}
 		}
 	}
 	fmt.Printf("\nlatency: %s %s, cells of at most %d requests or %s, %d rounds, load generator in Go in its own process\n",
-		*build, *alg, *maxN, *dur, *rounds)
+		build, alg, maxN, dur, rounds)
 	key := dpoptest.NewKey(signing.ES256)
 	results := map[cell][]sample{}
-	for r := 0; r < *rounds; r++ {
+	for r := 0; r < rounds; r++ {
 		for _, c := range cells {
-			s, err := h.runCell(ctx, t, clients[c.transport], key, c, *dur, *maxN)
+			s, err := h.runCell(ctx, t, clients[c.transport], key, c, dur, maxN)
 			if err != nil {
 				return fmt.Errorf("%s over %s at c=%d: %w", c.call, c.transport, c.conc, err)
 			}

@@ -13,7 +13,7 @@
 // the same with tokend's RefreshTokens and node-oidc-provider's
 // refresh_token grant with rotation.
 //
-// With -mode latency it runs the Go load generator of latency.go instead.
+// `peers latency` runs the Go load generator of latency.go instead.
 //
 // Every process it starts is stopped by its PID when it ends, on an error
 // or on SIGINT/SIGTERM; -timeout bounds the whole run.
@@ -55,19 +55,26 @@ func main() {
 }
 
 func mainErr() error {
+	args := os.Args[1:]
+	mode := "peers"
+	if len(args) > 0 && args[0] == "latency" {
+		mode, args = "latency", args[1:]
+	}
+	fs := flag.NewFlagSet(mode, flag.ExitOnError)
 	var (
-		mode    = flag.String("mode", "peers", "peers (tokend against node-oidc-provider and Hydra, wrk) or latency (Go load generator, latency.go)")
-		dir     = flag.String("dir", "test/peers", "folder of this harness (wrk scripts, node/)")
-		bin     = flag.String("bin", "bin/peers", "folder of the builds: tokend (release), tokend-purego (optional), hydra")
-		algs    = flag.String("algs", "ES256,RS256", "algorithms to measure")
-		servers = flag.String("servers", "tokend,tokend-purego,node-oidc-provider,hydra", "servers to run (a missing tokend-purego build is skipped); hydra-pbkdf2-1 is Hydra with one PBKDF2 iteration for client secrets instead of its default 25,000")
-		conns   = flag.Int("c", 8, "connections (concurrency) of every run")
-		dur     = flag.Duration("d", 3*time.Second, "length of one run (whole seconds)")
-		rounds  = flag.Int("rounds", 3, "rounds; each runs every server once")
-		loads   = flag.String("workloads", "generate,refresh", "generate (a JWT access token per call), refresh (refresh-token rotation: tokend, node-oidc-provider)")
-		timeout = flag.Duration("timeout", 20*time.Minute, "bound of the whole run")
+		dir     = fs.String("dir", "test/peers", "folder of this harness (wrk scripts, node/)")
+		bin     = fs.String("bin", "bin/peers", "folder of the builds: tokend (release), tokend-purego (optional), hydra")
+		timeout = fs.Duration("timeout", 20*time.Minute, "bound of the whole run")
 	)
-	flag.Parse()
+	var body func(context.Context, *harness) error
+	if mode == "latency" {
+		body = latencyFlags(fs)
+	} else {
+		body = peersFlags(fs)
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
 	// The servers run in folders of their own: paths must be absolute.
 	for _, p := range []*string{dir, bin} {
 		abs, err := filepath.Abs(*p)
@@ -88,24 +95,37 @@ func mainErr() error {
 	defer os.RemoveAll(work)
 	h := &harness{dir: *dir, nodeDir: filepath.Join(*dir, "node"), work: work, bin: *bin, ticks: clockTicks()}
 	defer h.procs.stopAll()
-	if *mode == "latency" {
-		return h.latencyMain(ctx, flag.Args())
-	}
-	if h.wrk, err = exec.LookPath("wrk"); err != nil {
-		return fmt.Errorf("wrk not found (make bench-peers installs it): %w", err)
-	}
-	if h.node, err = exec.LookPath("node"); err != nil {
-		return fmt.Errorf("node not found: %w", err)
-	}
-	h.hydra = filepath.Join(*bin, "hydra")
-	h.printMachine(ctx)
-	fmt.Printf("\nwrk -t1 -c%d -d%s, %d rounds, servers in turn within each round\n", *conns, durationArg(*dur), *rounds)
-	for _, alg := range strings.Split(*algs, ",") {
-		if err := h.compare(ctx, alg, strings.Split(*servers, ","), *conns, *dur, *rounds, strings.Split(*loads, ",")); err != nil {
-			return err
+	return body(ctx, h)
+}
+
+// peersFlags registers the flags of the peers mode on fs and returns it.
+func peersFlags(fs *flag.FlagSet) func(context.Context, *harness) error {
+	var (
+		algs    = fs.String("algs", "ES256,RS256", "algorithms to measure")
+		servers = fs.String("servers", "tokend,tokend-purego,node-oidc-provider,hydra", "servers to run (a missing tokend-purego build is skipped); hydra-pbkdf2-1 is Hydra with one PBKDF2 iteration for client secrets instead of its default 25,000")
+		conns   = fs.Int("c", 8, "connections (concurrency) of every run")
+		dur     = fs.Duration("d", 3*time.Second, "length of one run (whole seconds)")
+		rounds  = fs.Int("rounds", 3, "rounds; each runs every server once")
+		loads   = fs.String("workloads", "generate,refresh", "generate (a JWT access token per call), refresh (refresh-token rotation: tokend, node-oidc-provider)")
+	)
+	return func(ctx context.Context, h *harness) error {
+		var err error
+		if h.wrk, err = exec.LookPath("wrk"); err != nil {
+			return fmt.Errorf("wrk not found (make bench-peers installs it): %w", err)
 		}
+		if h.node, err = exec.LookPath("node"); err != nil {
+			return fmt.Errorf("node not found: %w", err)
+		}
+		h.hydra = filepath.Join(h.bin, "hydra")
+		h.printMachine(ctx)
+		fmt.Printf("\nwrk -t1 -c%d -d%s, %d rounds, servers in turn within each round\n", *conns, durationArg(*dur), *rounds)
+		for _, alg := range strings.Split(*algs, ",") {
+			if err := h.compare(ctx, alg, strings.Split(*servers, ","), *conns, *dur, *rounds, strings.Split(*loads, ",")); err != nil {
+				return err
+			}
+		}
+		return nil
 	}
-	return nil
 }
 
 // compare starts every server for alg, runs the rounds and prints the
@@ -223,7 +243,8 @@ func (h *harness) printMachine(ctx context.Context) {
 	}
 	fmt.Printf("date %s\nmachine %s, %d CPUs (shared with other sessions), load %s\n",
 		time.Now().UTC().Format(time.RFC3339), model, numCPU(), strings.TrimSpace(string(load)))
-	fmt.Printf("wrk %s; node %s; tokend %s; tokend-purego %s\n",
-		version(h.wrk, "-v"), version(h.node, "--version"),
-		version("go", "version", filepath.Join(h.bin, "tokend")), version("go", "version", filepath.Join(h.bin, "tokend-purego")))
+	if h.wrk != "" {
+		fmt.Printf("%s; node %s\n", version(h.wrk, "-v"), version(h.node, "--version"))
+	}
+	fmt.Printf("%s\n%s\n", version("go", "version", filepath.Join(h.bin, "tokend")), version("go", "version", filepath.Join(h.bin, "tokend-purego")))
 }
