@@ -35,8 +35,11 @@ cluster:
 
 # The race detector runs on every package; the embedded NATS servers
 # (single node and 3-node clusters on loopback) are started by the tests.
+# The signing, DPoP and interop tests run again in the release build
+# (BoringCrypto), whose signatures come from another implementation.
 test: lint interop-deps softhsm
 	$(GO) test -race -count=1 -timeout 25m ./...
+	$(RELEASE_ENV) $(GO) test -count=1 -timeout 10m ./signing/... ./dpop/... ./test/interop/
 	$(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $(FUZZTIME) ./dpop/
 
 # The interop tests run the npm packages dpop and jose (pinned in
