@@ -91,12 +91,16 @@ peers-deps: wrk
 	  -o $(CURDIR)/$(PEERS_BIN)/hydra github.com/ory/hydra/v2
 	cd test/peers/node && npm ci --no-audit --no-fund --loglevel=error
 
-# Installs wrk (Debian's), the load generator of bench-peers. Does nothing
-# when wrk is installed.
+# Installs wrk, the load generator of bench-peers, and Node.js with npm
+# (Debian's packages; node-oidc-provider 9 needs Node.js 20.19 or later)
+# when they are missing.
 wrk:
-	@command -v wrk >/dev/null 2>&1 || { \
-	  sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
-	  $$sudo apt-get update -q && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk; }
+	@pkgs=; command -v wrk >/dev/null 2>&1 || pkgs=wrk; \
+	  command -v node >/dev/null 2>&1 || pkgs="$$pkgs nodejs npm"; \
+	  [ -z "$$pkgs" ] || { sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  $$sudo apt-get update -q && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$pkgs; }
+	@node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(a>20||(a==20&&b>=19)?0:1)' || \
+	  { echo "node-oidc-provider 9 needs Node.js 20.19 or later, this is $$(node --version)"; exit 1; }
 
 # Regenerates proto/**.pb.go and *.connect.go with buf, protoc-gen-go and
 # protoc-gen-connect-go run through go tool (pinned in proto/tools).
