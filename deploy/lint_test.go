@@ -156,6 +156,7 @@ func TestManifestsLint(t *testing.T) {
 		{"Dockerfile BuildKit lint", "Dockerfile", "AS build", "as build", "BuildKit lint FromAsCasing"},
 		{"Dockerfile syntax", "Dockerfile", "EXPOSE 50051", "EXPOSES 50051", "unknown instruction: EXPOSES"},
 		{"Dockerfile root", "Dockerfile", "USER 65532:65532", "USER root", "want a non-root USER"},
+		{"Dockerfile dynamic cgo build", "Dockerfile", "-extldflags=-static", "-extldflags=-s", "would not run on a static base"},
 		{"Dockerfile shell form", "Dockerfile", `ENTRYPOINT ["/usr/local/bin/tokend"]`, "ENTRYPOINT /usr/local/bin/tokend", "JSONArgsRecommended"},
 	} {
 		t.Run(c.name, func(t *testing.T) {

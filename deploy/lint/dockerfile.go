@@ -112,17 +112,29 @@ func lintDockerfile(ctx context.Context, r *report, dir string) {
 	if !entrypoint {
 		r.addf(file, "runtime stage has no exec-form ENTRYPOINT")
 	}
-	static := false
+	builds, static := 0, 0
 	for _, st := range stages[:len(stages)-1] {
 		for _, cmd := range st.Commands {
-			if run, ok := cmd.(*instructions.RunCommand); ok && strings.Contains(strings.Join(run.CmdLine, " "), "CGO_ENABLED=0") &&
-				strings.Contains(strings.Join(run.CmdLine, " "), "go build") {
-				static = true
+			run, ok := cmd.(*instructions.RunCommand)
+			if !ok {
+				continue
+			}
+			// Each command of a RUN (split on ";": the branches of an if)
+			// that runs go build must build a static binary: no cgo, or
+			// cgo linked with -extldflags=-static (the BoringCrypto build).
+			for _, part := range strings.Split(strings.Join(run.CmdLine, " "), ";") {
+				if !strings.Contains(part, "go build") {
+					continue
+				}
+				builds++
+				if strings.Contains(part, "CGO_ENABLED=0") || strings.Contains(part, "-extldflags=-static") {
+					static++
+				}
 			}
 		}
 	}
-	if !static {
-		r.addf(file, "no build stage runs CGO_ENABLED=0 go build: the binary would not run on a static base")
+	if builds == 0 || static != builds {
+		r.addf(file, "a build stage runs go build neither with CGO_ENABLED=0 nor linked with -extldflags=-static: the binary would not run on a static base")
 	}
 }
 
