@@ -175,6 +175,12 @@ type RefreshRequest struct {
 	Scopes []string
 	// DPoPJKT is the thumbprint of the key of a verified proof, if any.
 	DPoPJKT string
+	// Proof, if set, verifies the request's DPoP proof and returns its
+	// key's thumbprint (replacing DPoPJKT). Refresh calls it once the
+	// refresh token is known to the log (its current secret or a spent
+	// one), before deciding: checking a proof claims its jti, an append,
+	// which a made-up token must not cost.
+	Proof func(context.Context) (string, error)
 }
 
 // Tokens is the response of a command that issues tokens.

@@ -16,7 +16,8 @@ import (
 	eventsv1 "github.com/auth-platform/tokenservice/proto/token/events/v1"
 )
 
-// Refresh rotates a refresh token. Errors: ErrInvalidRequest,
+// Refresh rotates a refresh token; a request's DPoP proof is checked
+// (req.Proof) only for a token the log knows. Errors: ErrInvalidRequest,
 // ErrInvalidGrant (ErrMalformedToken, ErrUnknownToken, ErrTokenExpired,
 // ErrFamilyRevoked, ErrTokenReused, ErrTokenRotated, ErrClientMismatch),
 // ErrInvalidScope, dpop.ErrKeyMismatch; others are server errors.
@@ -63,6 +64,13 @@ func (i *Issuer) Refresh(ctx context.Context, req RefreshRequest) (t Tokens, err
 			return Tokens{}, err
 		}
 		st := f.st
+		if req.Proof != nil && family.MatchSecret(st, h) != family.Unknown {
+			jkt, err := req.Proof(ctx)
+			if err != nil {
+				return Tokens{}, err
+			}
+			req.DPoPJKT, req.Proof = jkt, nil
+		}
 		switch family.Decide(st, family.Presented{SecretHash: h, ClientID: req.ClientID, DPoPJKT: req.DPoPJKT}, now, i.cfg.Grace, racedGen) {
 		case family.DecideUnknown:
 			if attempt == 0 {

@@ -30,6 +30,24 @@ func (s *service) verifyTokenRequestProof(ctx context.Context, proof, method, ur
 	return jkt, err
 }
 
+// refresh is RefreshTokens for both wire formats (Connect and the token
+// endpoint): the request's DPoP fields are checked for shape at once, its
+// proof (whose jti claim is an append) only once the issuer knows the
+// refresh token (issuer.RefreshRequest.Proof), so a made-up token costs
+// reads, never a write.
+func (s *service) refresh(ctx context.Context, proof, method, uri string, endpoints []string, req issuer.RefreshRequest) (issuer.Tokens, error) {
+	if proof == "" {
+		if _, err := s.verifyTokenRequestProof(ctx, "", method, uri, "", endpoints); err != nil {
+			return issuer.Tokens{}, err
+		}
+	} else {
+		req.Proof = func(ctx context.Context) (string, error) {
+			return s.verifyTokenRequestProof(ctx, proof, method, uri, "", endpoints)
+		}
+	}
+	return s.issuer.Refresh(ctx, req)
+}
+
 func invalidRequest(desc string) error {
 	return oauthError(connect.CodeInvalidArgument, refusal.InvalidRequest, desc)
 }

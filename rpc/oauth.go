@@ -95,8 +95,11 @@ func (o *oauthServer) readForm(w http.ResponseWriter, r *http.Request) (url.Valu
 // returns the context its decisions run in: the client as caller and as
 // the actor of the events.
 func (o *oauthServer) client(r *http.Request, path string, form url.Values) (context.Context, auth.Identity, error) {
-	base, _ := o.public.Base(r)
-	audiences := []string{base, base + path, base + auth.PathOAuthToken}
+	base, ok := o.public.Base(r)
+	if !ok {
+		return nil, auth.Identity{}, &oauthFailure{code: refusal.InvalidRequest, desc: ErrNoPublicURL.Error(), status: http.StatusNotFound}
+	}
+	audiences := []string{base, base + auth.PathOAuthToken}
 	id, err := o.guard.AuthenticateClient(r.Context(), r, path, form, audiences)
 	if err != nil {
 		return nil, id, err
@@ -147,17 +150,13 @@ func (o *oauthServer) token(w http.ResponseWriter, r *http.Request) {
 	}
 	var t issuer.Tokens
 	if err == nil {
-		var jkt string
 		proof := r.Header.Get("DPoP")
 		method, uri := "", ""
 		if proof != "" {
 			method, uri = http.MethodPost, endpoint
 		}
-		jkt, err = o.svc.verifyTokenRequestProof(ctx, proof, method, uri, "", normalizeAll([]string{endpoint}))
-		if err == nil {
-			t, err = o.svc.issuer.Refresh(ctx, issuer.RefreshRequest{RefreshToken: form.Get("refresh_token"), ClientID: clientID,
-				Scopes: strings.Fields(form.Get("scope")), DPoPJKT: jkt})
-		}
+		t, err = o.svc.refresh(ctx, proof, method, uri, normalizeAll([]string{endpoint}),
+			issuer.RefreshRequest{RefreshToken: form.Get("refresh_token"), ClientID: clientID, Scopes: strings.Fields(form.Get("scope"))})
 	}
 	if err != nil {
 		o.fail(w, r, path, start, err)

@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -159,6 +160,9 @@ func TestOAuthClientAuthentication(t *testing.T) {
 		"iss not sub":   assertion(func(c jwt.MapClaims) { c["iss"] = "web" }),
 		"another key":   forgedS,
 		"expired":       assertion(func(c jwt.MapClaims) { c["exp"] = time.Now().Add(-5 * time.Minute).Unix() }),
+		"two audiences": assertion(func(c jwt.MapClaims) { c["aud"] = []string{"https://attacker.example", tokenURL} }),
+		"endpoint aud":  assertion(func(c jwt.MapClaims) { c["aud"] = s.url + "/oauth2/introspect" }),
+		"relative aud":  assertion(func(c jwt.MapClaims) { c["aud"] = "/oauth2/token" }),
 		"issuer as aud": "", // below: the issuer identifier is an accepted aud
 	} {
 		if a == "" {
@@ -170,6 +174,16 @@ func TestOAuthClientAuthentication(t *testing.T) {
 	}
 	if status, m := refresh("", gen("gateway").RefreshToken, withAssertion(assertion(func(c jwt.MapClaims) { c["aud"] = []string{s.url} })), nil); status != 200 {
 		t.Errorf("assertion with the issuer as aud: %d %v", status, m)
+	}
+
+	// Two methods in one request (RFC 6749 §2.3), a bearer API key among
+	// them, are refused.
+	two := withAssertion(assertion(nil))
+	two.Set("grant_type", "refresh_token")
+	two.Set("refresh_token", gen("gateway").RefreshToken)
+	if status, m, _ := s.oauthPost(t, tokenURL, two, http.Header{"Authorization": {"Bearer " + rsKey}}); status != 400 || m["error"] != "invalid_request" ||
+		!strings.Contains(m["error_description"].(string), "one method") {
+		t.Fatalf("API key and assertion together: %d %v", status, m)
 	}
 
 	// Introspection: a public client may not; the resource server's key

@@ -326,3 +326,44 @@ func TestOAuthRevokeAndIntrospect(t *testing.T) {
 		t.Fatalf("revoke without token: %d %v", status, m)
 	}
 }
+
+// TestOAuthMadeUpTokensSpendNoProof: a DPoP proof is checked, and its jti
+// claimed in the log, only for a refresh token the log knows, so requests
+// with made-up tokens and fresh proofs, from anyone who knows a public
+// client_id, append nothing.
+func TestOAuthMadeUpTokensSpendNoProof(t *testing.T) {
+	s := newServer(t)
+	ctx := context.Background()
+	real := s.generate(t, "web").GetRefreshToken()
+	endpoint := s.url + "/oauth2/token"
+	flip := func(tok string, i int) string {
+		b := []byte(tok)
+		if b[i] == 'A' {
+			b[i] = 'B'
+		} else {
+			b[i] = 'A'
+		}
+		return string(b)
+	}
+	before, err := s.env.Log.LastSeq(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, tok := range []string{"garbage", flip(real, len(real)-1), flip(real, 0), flip(real, len(real)-2)} {
+		k := dpoptest.NewKey(signing.ES256)
+		status, m, _ := s.oauthPost(t, endpoint, url.Values{"grant_type": {"refresh_token"}, "client_id": {"web"}, "refresh_token": {tok}},
+			http.Header{"Dpop": {k.Proof("POST", endpoint, s.env.Clock.Now())}})
+		if status != 400 || m["error"] != "invalid_grant" {
+			t.Fatalf("made-up token %d: %d %v", i, status, m)
+		}
+	}
+	if after, err := s.env.Log.LastSeq(ctx); err != nil || after != before {
+		t.Fatalf("made-up tokens appended %d records (%v)", after-before, err)
+	}
+	// The real token with a proof: the claim and the rotation.
+	status, m, _ := s.oauthPost(t, endpoint, url.Values{"grant_type": {"refresh_token"}, "client_id": {"web"}, "refresh_token": {real}},
+		http.Header{"Dpop": {dpoptest.NewKey(signing.ES256).Proof("POST", endpoint, s.env.Clock.Now())}})
+	if after, _ := s.env.Log.LastSeq(ctx); status != 200 || after < before+2 {
+		t.Fatalf("real token: %d %v, %d records appended", status, m, after-before)
+	}
+}

@@ -39,6 +39,11 @@ func ParsePublicURL(s string) (PublicURL, error) {
 		return PublicURL{}, errors.New("must be an absolute http(s) URL such as https://login.example.com")
 	case u.User != nil, u.RawQuery != "", u.ForceQuery, u.Fragment != "":
 		return PublicURL{}, errors.New("must not carry user information, a query or a fragment")
+	case strings.Trim(u.Path, "/") != "":
+		// RFC 8414 §3.1 would put the metadata of https://host/auth at
+		// /.well-known/oauth-authorization-server/auth, under a path the
+		// service does not own when a proxy maps /auth to it.
+		return PublicURL{}, errors.New("must be an origin, without a path (serve tokend at the root of its own name)")
 	case u.Scheme == "http" && !auth.LoopbackHost(u.Host):
 		return PublicURL{}, errors.New("must be https unless its host is loopback (RFC 8414 §2: the issuer is an https URL)")
 	}

@@ -8,16 +8,15 @@ import (
 
 func TestParsePublicURL(t *testing.T) {
 	for _, bad := range []string{"login.example.com", "ftp://login.example.com", "https://", "http://login.example.com",
-		"https://u:p@login.example.com", "https://login.example.com/?a=b", "https://login.example.com/#x", "mailto:a@b"} {
+		"https://u:p@login.example.com", "https://login.example.com/?a=b", "https://login.example.com/#x", "mailto:a@b", "https://login.example.com/auth"} {
 		if _, err := ParsePublicURL(bad); err == nil {
 			t.Errorf("ParsePublicURL(%q) accepted", bad)
 		}
 	}
 	for in, want := range map[string]string{
-		"https://login.example.com/":     "https://login.example.com",
-		"https://login.example.com/auth": "https://login.example.com/auth",
-		"http://127.0.0.1:50051":         "http://127.0.0.1:50051",
-		"http://localhost:8080/":         "http://localhost:8080",
+		"https://login.example.com/": "https://login.example.com",
+		"http://127.0.0.1:50051":     "http://127.0.0.1:50051",
+		"http://localhost:8080/":     "http://localhost:8080",
 	} {
 		p, err := ParsePublicURL(in)
 		if err != nil {

@@ -69,11 +69,8 @@ func (s *service) GenerateTokens(ctx context.Context, req *connect.Request[token
 
 func (s *service) RefreshTokens(ctx context.Context, req *connect.Request[tokenv1.RefreshTokensRequest]) (*connect.Response[tokenv1.TokenResponse], error) {
 	m := req.Msg
-	jkt, err := s.verifyTokenRequestProof(ctx, m.GetDpopProof(), m.GetHttpMethod(), m.GetHttpUri(), "", s.tokenEndpoints)
-	if err != nil {
-		return nil, s.refuse(ctx, req.Spec().Procedure, err)
-	}
-	t, err := s.issuer.Refresh(ctx, issuer.RefreshRequest{RefreshToken: m.GetRefreshToken(), ClientID: m.GetClientId(), Scopes: m.GetScopes(), DPoPJKT: jkt})
+	t, err := s.refresh(ctx, m.GetDpopProof(), m.GetHttpMethod(), m.GetHttpUri(), s.tokenEndpoints,
+		issuer.RefreshRequest{RefreshToken: m.GetRefreshToken(), ClientID: m.GetClientId(), Scopes: m.GetScopes()})
 	if err != nil {
 		return nil, s.refuse(ctx, req.Spec().Procedure, err)
 	}

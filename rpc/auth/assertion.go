@@ -87,8 +87,10 @@ func (g *Guard) clientByAssertion(ctx context.Context, form url.Values, assertio
 	if err != nil {
 		return c.id, fmt.Errorf("%w: client assertion of %q: %v", ErrUnknownCredential, name, err)
 	}
-	if !slices.ContainsFunc(claims.Audience, func(a string) bool { return slices.Contains(audiences, a) }) {
-		return c.id, fmt.Errorf("%w: client assertion aud %q names none of %q", ErrUnknownCredential, claims.Audience, audiences)
+	// One audience, this server (draft-ietf-oauth-rfc7523bis: a list
+	// lets an assertion made for another server be replayed here).
+	if len(claims.Audience) != 1 || !slices.Contains(audiences, claims.Audience[0]) {
+		return c.id, fmt.Errorf("%w: client assertion aud %q is not exactly one of %q", ErrUnknownCredential, claims.Audience, audiences)
 	}
 	ttl := claims.ExpiresAt.Sub(now) + assertionSkew
 	if ttl > assertionMaxLifetime+assertionSkew {

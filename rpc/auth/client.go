@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -178,7 +179,8 @@ func parseClient(e ClientEntry) (client, error) {
 // AuthenticateClient authenticates the OAuth client of a request to a
 // standard endpoint (token, revocation, introspection), whose
 // form-encoded body is form; audiences are the values a private_key_jwt
-// assertion's aud may take (the token endpoint URL and the issuer).
+// assertion's aud may take, one of them alone (the issuer, or the token
+// endpoint URL).
 //
 // A request uses at most one method (RFC 6749 §2.3): HTTP Basic
 // (client_secret_basic), client_assertion (private_key_jwt), or neither.
@@ -191,8 +193,8 @@ func parseClient(e ClientEntry) (client, error) {
 // a nil Guard), the client is whatever the request names, proving
 // nothing, as every call is then allowed.
 //
-// The result is rate-limited per client (a public client only with a
-// rate_limit of its own). Errors wrap the guard's
+// The result is rate-limited per client (a public client without a
+// rate_limit of its own, per client and peer address). Errors wrap the guard's
 // sentinels (ErrNoCredential, ErrUnknownCredential, ErrExpiredCredential,
 // ErrRateLimited) or ErrClientRequest, and are counted and logged under
 // path.
@@ -202,7 +204,7 @@ func (g *Guard) AuthenticateClient(ctx context.Context, r *http.Request, path st
 		return Identity{}, g.refuseClient(ctx, r, path, ReasonUnauthenticated, err, Identity{})
 	}
 	formID, assertion := form.Get("client_id"), form.Get("client_assertion")
-	if n := count(basic, assertion != "", form.Has("client_secret")); n > 1 {
+	if n := count(basic, assertion != "", form.Has("client_secret"), hasBearer(r.Header)); n > 1 {
 		return Identity{}, g.refuseClient(ctx, r, path, ReasonUnauthenticated,
 			fmt.Errorf("%w: more than one client authentication method (RFC 6749 §2.3)", ErrClientRequest), Identity{})
 	}
@@ -228,11 +230,14 @@ func (g *Guard) AuthenticateClient(ctx context.Context, r *http.Request, path st
 	if err != nil {
 		return id, g.refuseClient(ctx, r, path, ReasonUnauthenticated, err, id)
 	}
-	// A public client proves nothing, so a bucket of its own would let
-	// anyone spend it for every user of the app: it is limited only when
-	// its entry says so.
-	public := id.Kind == KindClient && id.Method == ClientAuthNone && id.RateLimit == nil
-	if !public && !g.limiters.allow(id.Actor(), g.limitOf(id), g.now()) {
+	// A public client proves nothing, so one bucket for it would let
+	// anyone spend it for every user of the app: without a rate_limit of
+	// its own it has a bucket per client address.
+	key := id.Actor()
+	if id.Kind == KindClient && id.Method == ClientAuthNone && id.RateLimit == nil {
+		key += "@" + remoteHost(r.RemoteAddr)
+	}
+	if !g.limiters.allow(key, g.limitOf(id), g.now()) {
 		return id, g.refuseClient(ctx, r, path, ReasonRateLimited, ErrRateLimited, id)
 	}
 	return id, nil
@@ -333,6 +338,14 @@ func clientBasic(h http.Header) (id, secret string, ok bool, err error) {
 		return "", "", false, fmt.Errorf("%w: Basic credentials are not form-encoded (RFC 6749 §2.3.1)", ErrClientRequest)
 	}
 	return id, secret, true, nil
+}
+
+// remoteHost is the address of a request's peer without its port.
+func remoteHost(addr string) string {
+	if h, _, err := net.SplitHostPort(addr); err == nil {
+		return h
+	}
+	return addr
 }
 
 func hasBearer(h http.Header) bool {

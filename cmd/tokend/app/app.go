@@ -24,7 +24,6 @@ import (
 	"github.com/auth-platform/tokenservice/projections"
 	"github.com/auth-platform/tokenservice/projections/subscriber"
 	"github.com/auth-platform/tokenservice/rpc"
-	"github.com/auth-platform/tokenservice/rpc/auth"
 	"github.com/auth-platform/tokenservice/rpc/ssf"
 	"github.com/auth-platform/tokenservice/signing"
 	"github.com/auth-platform/tokenservice/signing/awskms"
@@ -337,9 +336,7 @@ func (m *Main) start(ctx context.Context) error {
 		// with the same key, is accepted here.
 		m.Logger.Warn("DPOP_TOKEN_ENDPOINTS is not set: DPoP proofs of token requests are accepted for any http_uri; set it to the absolute URIs of your token endpoints so that a proof made for another server is refused")
 	}
-	if !cfg.PublicURL.Configured() && !auth.IsLoopback(ctx, nil, cfg.Host) {
-		m.Logger.Warn("PUBLIC_BASE_URL is not set: /.well-known/oauth-authorization-server and the OAuth token endpoint answer 404 to requests not addressed to a loopback name; set it to the URL clients reach this service at")
-	}
+	m.warnPublicURL(ctx)
 	feed := revocationFeed{log: m.Log}
 	feed.closing, feed.stop = context.WithCancel(m.group.base)
 	m.handler = rpc.New(rpc.Config{SharedSignals: m.sharedSignals(),

@@ -469,3 +469,19 @@ type assertionReplay struct{ m *Main }
 func (a assertionReplay) Claim(ctx context.Context, jkt, jti string, ttl time.Duration) error {
 	return dpop.LogReplayStore{Log: a.m.Log}.Claim(ctx, jkt, jti, ttl)
 }
+
+// warnPublicURL says at start what PUBLIC_BASE_URL leaves undone: unset
+// off loopback, the metadata and the OAuth endpoints answer 404; set, an
+// access token's iss (JWT_ISSUER) other than the metadata's issuer fails
+// resource servers that compare them (RFC 9068 §4, RFC 8414 §3.3).
+func (m *Main) warnPublicURL(ctx context.Context) {
+	cfg := m.Config
+	base, ok := cfg.PublicURL.Base(nil)
+	switch {
+	case !ok && !auth.IsLoopback(ctx, nil, cfg.Host):
+		m.Logger.Warn("PUBLIC_BASE_URL is not set: the OAuth metadata and endpoints and the Shared Signals metadata answer 404 to requests not addressed to a loopback name; set it to the URL clients reach this service at")
+	case ok && cfg.Issuer != base:
+		m.Logger.Warn("JWT_ISSUER differs from PUBLIC_BASE_URL: resource servers that check an access token's iss against the authorization server metadata's issuer (RFC 9068 §4) will refuse every token; set JWT_ISSUER to PUBLIC_BASE_URL unless your resource servers expect the old iss",
+			"jwt_issuer", cfg.Issuer, "public_base_url", base)
+	}
+}

@@ -20,7 +20,7 @@ func (r *reading) vars() []envvar.Var {
 		{Name: "PORT", Default: "50051", Parse: envvar.Port(&c.Port),
 			Doc: "RPC/HTTP port (Connect, gRPC, gRPC-Web, JWKS, health, and metrics unless `METRICS_ADDR`)"},
 		{Name: "PUBLIC_BASE_URL", DefaultDoc: "the origin of a request sent to `localhost` or a loopback address", Parse: publicURL(&c.PublicURL),
-			Doc: "the service's public base URL (`https://login.example.com`; http only for loopback): the `issuer` and endpoint URLs of `/.well-known/oauth-authorization-server`, the DPoP `htu` of its token endpoint, and the Shared Signals metadata. Unset, a request addressed to any other name gets no metadata (404) rather than URLs made from its `Host` header"},
+			Doc: "the service's public base URL, an origin without a path (`https://login.example.com`; http only for loopback): the `issuer` and endpoint URLs of `/.well-known/oauth-authorization-server`, the DPoP `htu` of its token endpoint, and the Shared Signals metadata. Unset, a request addressed to any other name gets no metadata (404) rather than URLs made from its `Host` header"},
 		{Name: "AUTH_MODE", DefaultDoc: "`apikey` with `AUTH_POLICY_FILE` (`apikey,mtls` with `TLS_CLIENT_CA_FILE` too), else `none`", Parse: r.parseAuthMode,
 			Doc: "how callers authenticate: `apikey` (bearer API keys), `mtls` (client certificates), `apikey,mtls` (either), `none` (only when `HOST` is loopback: any other `HOST` refuses to start, and a warning is logged); see [Callers and security](#callers-and-security)"},
 		{Name: "AUTH_POLICY_FILE", Parse: envvar.String(&c.AuthPolicyFile),
