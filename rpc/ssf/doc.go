@@ -27,7 +27,8 @@
 // (visibleTo is the one rule). A stream of another receiver is answered
 // as unknown (404). Request bodies are bounded (32 KiB, 413 beyond);
 // every member is bounded and checked. A push URL must be https, or http
-// to a loopback host (checkPushURL). The push authorization header is a
+// to a loopback host, and a loopback one only when the policy allows it
+// (checkPushURL, PushURLPolicy.AllowLoopback). The push authorization header is a
 // secret: stored sealed, never read back. default_subjects is ALL: a
 // stream receives every subject except those removed (remove_subject),
 // and add_subject takes a removed one back. Subjects are iss_sub (the
@@ -100,9 +101,12 @@
 // (SSF_RETENTION), or pushed out when the queue is over MaxQueueBytes,
 // is lost to its receiver. Responses from receivers are read up to 16 KiB
 // within PushTimeout; redirects are not followed; the push client connects
-// only to addresses allowedAddr accepts (no private or link-local one
-// unless PushURLPolicy.AllowPrivate, loopback only when the URL names it),
-// checked on the address it dials, not on the name.
+// only to addresses allowedAddr accepts, checked on the address it dials,
+// not on the name: an allow-list of public addresses (publicAddr: global
+// unicast, in no special-purpose range, and the IPv4 inside a NAT64,
+// 6to4, Teredo, IPv4-compatible or IPv4-mapped address public too);
+// private, shared and link-local ones only with PushURLPolicy.AllowPrivate;
+// loopback only with PushURLPolicy.AllowLoopback and a URL that names it.
 //
 // Metrics (Prometheus): token_service_ssf_sets_total{event},
 // token_service_ssf_deliveries_total{method,outcome},

@@ -115,7 +115,8 @@ func (h *harness) newService(t *testing.T, reg prometheus.Registerer) *ssf.Servi
 	defer cancel()
 	svc, err := ssf.New(ctx, ssf.Config{Log: h.env.Log, Keys: h.env.Keyring, Published: h.env.Set, Sealer: h.env.Sealer, Issuer: h.srv.URL, TokenIssuer: tokenIssuer,
 		PushTimeout: h.opts.pushTimeout, PushBackoff: 20 * time.Millisecond, PushMaxBackoff: 200 * time.Millisecond,
-		MaxStreams: h.opts.maxStreams, Retention: h.opts.retention, Registerer: reg})
+		MaxStreams: h.opts.maxStreams, Retention: h.opts.retention, Registerer: reg,
+		PushURLs: ssf.PushURLPolicy{AllowLoopback: true}}) // receivers are httptest servers on 127.0.0.1
 	if err != nil {
 		t.Fatal(err)
 	}

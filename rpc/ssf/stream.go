@@ -199,25 +199,34 @@ func configOf(r *record, iss, pollURL string) StreamConfig {
 // requests of one stream (SSF 1.0 §8.1.4.2).
 const minVerificationInterval = 5 * time.Second
 
-// PushURLPolicy says which push URLs are accepted.
+// PushURLPolicy says which push URLs are accepted. The zero value
+// accepts https URLs to public addresses only.
 type PushURLPolicy struct {
+	// AllowLoopback lets pushes reach a loopback host (a receiver on the
+	// transmitter's own machine), by a URL that names it (127.0.0.1,
+	// [::1], localhost), over https or http. Default false: a receiver
+	// cannot aim every replica at a local port (a sidecar's admin API,
+	// SSRF). tokend sets it when SSF_PUSH_ALLOW_PRIVATE is on or when it
+	// listens on loopback itself (development, tests).
+	AllowLoopback bool
 	// DenyHTTPLoopback refuses http:// URLs to a loopback host too.
-	// Default false: http is accepted to a loopback address or
-	// localhost (a receiver on the same machine), and any other URL must
-	// be https.
+	// Default false: with AllowLoopback, http is accepted to a loopback
+	// address or localhost, and any other URL must be https.
 	DenyHTTPLoopback bool
-	// AllowPrivate lets pushes reach private and link-local addresses
-	// (10/8, 172.16/12, 192.168/16, fc00::/7, 169.254/16, fe80::/10), for
-	// receivers inside the operator's network. Default false: a receiver
-	// cannot aim the service at its neighbours or at a cloud metadata
-	// endpoint (SSRF). A loopback address is reached only by a URL that
-	// names loopback itself.
+	// AllowPrivate lets pushes reach private, shared and link-local
+	// addresses (10/8, 172.16/12, 192.168/16, fc00::/7, 100.64/10,
+	// 169.254/16, fe80::/10), for receivers inside the operator's network.
+	// Default false: a receiver cannot aim the service at its neighbours
+	// or at a cloud metadata endpoint (SSRF). It does not imply
+	// AllowLoopback.
 	AllowPrivate bool
 }
 
 // checkPushURL is the one rule of which push URLs are accepted: absolute,
-// https (http only to a loopback host unless the policy forbids it), a
-// host, no user information or fragment, at most maxURL bytes.
+// https (http only to a loopback host, when loopback is allowed and the
+// policy does not forbid http), a host, no user information or fragment,
+// at most maxURL bytes; a loopback host only with AllowLoopback, an IP
+// address only one allowedAddr accepts.
 func (p PushURLPolicy) checkPushURL(s string) error {
 	if s == "" {
 		return fmt.Errorf("%w: delivery.endpoint_url is required for push", ErrInvalidRequest)
@@ -232,11 +241,14 @@ func (p PushURLPolicy) checkPushURL(s string) error {
 	if u.User != nil || u.Fragment != "" {
 		return fmt.Errorf("%w: delivery.endpoint_url must not carry user information or a fragment", ErrInvalidRequest)
 	}
+	if loopback(u.Hostname()) && !p.AllowLoopback {
+		return fmt.Errorf("%w: delivery.endpoint_url names a loopback host, which this transmitter does not push to", ErrInvalidRequest)
+	}
 	if u.Scheme == "http" && (p.DenyHTTPLoopback || !loopback(u.Hostname())) {
 		return fmt.Errorf("%w: delivery.endpoint_url must be https (http only to a loopback host)", ErrInvalidRequest)
 	}
 	if ip, err := netip.ParseAddr(u.Hostname()); err == nil && !p.allowedAddr(u.Hostname(), ip) {
-		return fmt.Errorf("%w: delivery.endpoint_url is a private, link-local or unspecified address", ErrInvalidRequest)
+		return fmt.Errorf("%w: delivery.endpoint_url is not a public address (private, shared, link-local, reserved or special-purpose)", ErrInvalidRequest)
 	}
 	return nil
 }
