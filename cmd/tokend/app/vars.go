@@ -160,7 +160,7 @@ func (r *reading) vars() []envvar.Var {
 		{Name: "SSF_PUSH_MAX_BACKOFF", Default: "300", Parse: envvar.Duration(&c.SSFPushMaxBackoff, time.Second),
 			Doc: "longest wait between two attempts of a failed push (1 s, doubled per attempt)"},
 		{Name: "SSF_PUSH_ALLOW_PRIVATE", Default: "false", Parse: envvar.Bool(&c.SSFPushAllowPrivate),
-			Doc: "let pushes reach private and link-local addresses (receivers inside your network); off, a receiver cannot aim tokend at its neighbours or a cloud metadata endpoint, and loopback is reached only by a URL that names it"},
+			Doc: "let pushes reach private, shared (100.64/10) and link-local addresses (receivers inside your network), and loopback by a URL that names it; off, a receiver cannot aim tokend at its neighbours, a cloud metadata endpoint or a local port (loopback pushes are then allowed only when HOST is loopback: development, tests)"},
 		{Name: "PROJECTION_CHECKPOINT_INTERVAL", Default: "60", Parse: envvar.Duration(&c.CheckpointInterval, 0),
 			Doc: "how often a replica considers writing a sealed checkpoint of its in-memory projections (written once the log moved on by a quarter of what they hold, and at shutdown), so that replicas start from it and replay only the tail; 0 turns checkpoints off (every start replays the whole log)"},
 		{Name: "MAX_REQUEST_BYTES", Default: "65536", Parse: envvar.Int(&c.MaxRequestBytes, 1024, 16<<20),
