@@ -31,7 +31,9 @@
 // (checkPushURL, PushURLPolicy.AllowLoopback). The push authorization header is a
 // secret: stored sealed, never read back. default_subjects is ALL: a
 // stream receives every subject except those removed (remove_subject),
-// and add_subject takes a removed one back. Subjects are iss_sub (the
+// and add_subject takes a removed one back; it also records the subject,
+// which is what a stream restricted to audiences receives subject-wide
+// events about (entitled). Subjects are iss_sub (the
 // user; iss is the access tokens' issuer), opaque (a session: the family
 // ID, the access tokens' sid) and complex of the two.
 //
@@ -42,8 +44,9 @@
 //	family revoked (any reason:     CAEP session-revoked; sub_id complex
 //	reuse, client, subject, admin,  {user: iss_sub, session: opaque family
 //	key compromise, other)          ID}; event_timestamp the revocation
-//	                                time; reason_admin, reason_user,
-//	                                initiating_entity from the reason
+//	                                time; reason_admin, reason_user
+//	                                (the reason's label alone, never the
+//	                                caller's words), initiating_entity
 //	subject cut-off                 RISC sessions-revoked; sub_id iss_sub
 //	key compromise declared and     signing-key-compromised (this
 //	resolved                        transmitter's own type, sub_id opaque
@@ -53,6 +56,14 @@
 //	                                with reason key_compromise and the keys
 //	                                that signed its access tokens
 //	verification request            SSF verification, with the state
+//
+// What a receiver may learn (entitled): a stream records the audiences of
+// its creator's policy entry (Caller.Audiences) when it is created, and
+// keeps them. A stream so restricted receives a session-revoked only when
+// the family's aud (FamilyState audience) is one of them, and a
+// subject-wide event (sessions-revoked, signing-key-compromised) only
+// about a subject it added (add_subject; at most maxAdded). A stream
+// created without audiences receives every subject.
 //
 // Each SET is a JWS with typ secevent+jwt signed by the service's active
 // signing key (verifiable with the JWKS), with iss, jti, iat, aud (the

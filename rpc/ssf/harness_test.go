@@ -61,10 +61,14 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 	}
 	h := &harness{t: t, env: env, keys: map[string]string{}, reg: prometheus.NewRegistry(), opts: o}
 	var pf auth.PolicyFile
-	for name, role := range map[string]auth.Role{"alice": auth.RoleReceiver, "bob": auth.RoleReceiver, "ops": auth.RoleAdmin, "login": auth.RoleIssuer} {
+	for name, role := range map[string]auth.Role{"alice": auth.RoleReceiver, "bob": auth.RoleReceiver, "carol": auth.RoleReceiver,
+		"ops": auth.RoleAdmin, "login": auth.RoleIssuer} {
 		key, entry, err := auth.GenerateAPIKey(rand.Reader, name, role)
 		if err != nil {
 			t.Fatal(err)
+		}
+		if name == "carol" {
+			entry.Audiences = []string{"crm"} // a partner: restricted to its audience
 		}
 		h.keys[name] = key
 		pf.APIKeys = append(pf.APIKeys, entry)

@@ -148,7 +148,7 @@ func (s *Service) materializeRecord(ctx context.Context, rec eventlog.Record) er
 		return err
 	}
 	for _, r := range streams {
-		if !wants(r, rec.Seq, sig.Type, sig.Keys) {
+		if !wants(r, sig) {
 			continue
 		}
 		if err := s.enqueue(ctx, r, sig, jtiOf(r.ID, rec.Seq, "")); err != nil {

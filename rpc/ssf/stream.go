@@ -33,6 +33,7 @@ const (
 	maxEventTypes   = 16
 	maxReason       = 256
 	maxExcluded     = 1000
+	maxAdded        = 1000
 	maxSubjectField = 1024
 	maxState        = 256
 )
@@ -102,6 +103,13 @@ type record struct {
 	// Excluded are the subjects removed from the stream (subjectKey):
 	// the stream receives every subject (default_subjects ALL) but these.
 	Excluded []string `json:"excluded,omitempty"`
+	// Added are the subjects the receiver added (add_subject, subjectKey):
+	// what a restricted stream receives of subject-wide events (entitled).
+	Added []string `json:"added,omitempty"`
+	// Restrict are the audiences of the creator's policy entry
+	// (Caller.Audiences), recorded at creation and kept by updates: when
+	// set, the stream hears only of its audiences' sessions (entitled).
+	Restrict []string `json:"restrict,omitempty"`
 	// Iss is the transmitter's issuer as the receiver discovered it when
 	// it created the stream (the configured public base URL, or the
 	// loopback origin it called in development): the iss of its SETs.
@@ -169,19 +177,35 @@ func delivered(requested []string) []string {
 	return out
 }
 
-// wants reports whether the stream receives an event of type typ about
-// subject keys (subjectKey values; none for events about no user) from the
-// log record at seq.
-func wants(r *record, seq uint64, typ string, keys []string) bool {
-	if !holds(r) || seq <= r.AfterSeq || !slices.Contains(r.EventsRequested, typ) {
+// wants reports whether the stream receives sig: it holds events, sig
+// comes after the stream's start, its type was requested, none of its
+// subjects was removed, and the receiver is entitled to it.
+func wants(r *record, sig *signal) bool {
+	if !holds(r) || sig.Seq <= r.AfterSeq || !slices.Contains(r.EventsRequested, sig.Type) {
 		return false
 	}
-	for _, k := range keys {
+	for _, k := range sig.Keys {
 		if slices.Contains(r.Excluded, k) {
 			return false
 		}
 	}
-	return true
+	return entitled(r, sig)
+}
+
+// entitled is the one rule of what a receiver may learn. A stream whose
+// creator's policy lists audiences (record.Restrict) receives a session's
+// revocation only when the family was issued for one of them, and a
+// subject-wide event (a user's sessions-revoked, a key compromise) only
+// about a subject it added (add_subject); an unrestricted stream
+// receives everything.
+func entitled(r *record, sig *signal) bool {
+	if len(r.Restrict) == 0 {
+		return true
+	}
+	if sig.Type == EventSessionRevoked {
+		return slices.ContainsFunc(sig.Aud, func(a string) bool { return slices.Contains(r.Restrict, a) })
+	}
+	return slices.ContainsFunc(sig.Keys, func(k string) bool { return slices.Contains(r.Added, k) })
 }
 
 // configOf returns what the API shows of r.
