@@ -29,7 +29,8 @@
 // every member is bounded and checked. A push URL must be https, or http
 // to a loopback host, and a loopback one only when the policy allows it
 // (checkPushURL, PushURLPolicy.AllowLoopback). The push authorization header is a
-// secret: stored sealed, never read back. default_subjects is ALL: a
+// secret: stored sealed, never read back, and kept by a PATCH of the URL
+// only within the URL's origin (moved elsewhere, it must be given again). default_subjects is ALL: a
 // stream receives every subject except those removed (remove_subject),
 // and add_subject takes a removed one back; it also records the subject,
 // which is what a stream restricted to audiences receives subject-wide

@@ -1,6 +1,7 @@
 package ssf
 
 import (
+	"errors"
 	"slices"
 	"testing"
 
@@ -102,5 +103,35 @@ func TestApplyPatchKeeps(t *testing.T) {
 	}
 	if _, err := (PushURLPolicy{}).apply(base, StreamRequest{Aud: Audience{"y"}}, Caller{Owner: "apikey:a", Audiences: []string{"x"}}, false); err == nil {
 		t.Fatal("an audience outside the caller's was accepted")
+	}
+}
+
+// TestApplyOriginKeepsSecret: a PATCH of the push URL alone keeps the
+// authorization header within the URL's origin only; moved to another
+// origin, the header must be given again, or the secret would be sent
+// to a host of the caller's choice.
+func TestApplyOriginKeepsSecret(t *testing.T) {
+	t.Parallel()
+	c := Caller{Owner: "apikey:a"}
+	base := record{Delivery: Delivery{Method: MethodPush, EndpointURL: "https://rp.example/a", AuthorizationHeader: "Bearer s"}}
+	for _, tc := range []struct {
+		name, url, header string
+		wantErr           error
+		wantHeader        string
+	}{
+		{"same origin", "https://rp.example/b", "", nil, "Bearer s"},
+		{"same origin, explicit port", "https://RP.example:443/b", "", nil, "Bearer s"},
+		{"other host", "https://attacker.example/a", "", ErrInvalidRequest, ""},
+		{"other port", "https://rp.example:8443/a", "", ErrInvalidRequest, ""},
+		{"other host, header given", "https://attacker.example/a", "Bearer t", nil, "Bearer t"},
+	} {
+		r, err := PushURLPolicy{}.apply(base, StreamRequest{Delivery: &Delivery{Method: MethodPush, EndpointURL: tc.url, AuthorizationHeader: tc.header}}, c, false)
+		if !errors.Is(err, tc.wantErr) {
+			t.Errorf("%s: %v, want %v", tc.name, err, tc.wantErr)
+			continue
+		}
+		if err == nil && r.Delivery.AuthorizationHeader != tc.wantHeader {
+			t.Errorf("%s: header %q, want %q", tc.name, r.Delivery.AuthorizationHeader, tc.wantHeader)
+		}
 	}
 }

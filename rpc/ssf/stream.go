@@ -277,6 +277,21 @@ func (p PushURLPolicy) checkPushURL(s string) error {
 	return nil
 }
 
+// origin is the scheme, host and port of a checked push URL, the port
+// made explicit ("https://rp.example:443"), or "" for one that does not
+// parse.
+func origin(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return ""
+	}
+	port := u.Port()
+	if port == "" {
+		port = map[string]string{"https": "443", "http": "80"}[strings.ToLower(u.Scheme)]
+	}
+	return strings.ToLower(u.Scheme) + "://" + net.JoinHostPort(strings.ToLower(strings.TrimSuffix(u.Hostname(), ".")), port)
+}
+
 func loopback(host string) bool {
 	if strings.EqualFold(strings.TrimSuffix(host, "."), "localhost") {
 		return true
@@ -366,8 +381,14 @@ func (p PushURLPolicy) apply(base record, req StreamRequest, c Caller, replace b
 				return record{}, err
 			}
 			auth := d.AuthorizationHeader
-			if auth == "" && !replace && base.Delivery.Method == MethodPush {
-				auth = base.Delivery.AuthorizationHeader // PATCH of the URL keeps the secret
+			if auth == "" && !replace && base.Delivery.Method == MethodPush && base.Delivery.AuthorizationHeader != "" {
+				// A PATCH of the URL keeps the secret within its origin only:
+				// whoever holds the management credential must not move it
+				// to a host of their choice and be sent it.
+				if origin(base.Delivery.EndpointURL) != origin(d.EndpointURL) {
+					return record{}, fmt.Errorf("%w: delivery.authorization_header must be given again when endpoint_url moves to another origin", ErrInvalidRequest)
+				}
+				auth = base.Delivery.AuthorizationHeader
 			}
 			r.Delivery = Delivery{Method: MethodPush, EndpointURL: d.EndpointURL, AuthorizationHeader: auth}
 		default:
