@@ -111,7 +111,10 @@
 // disabled one drops its queue and queues nothing (SSF 1.0 §8.1.2).
 // Retention is bounded: a SET not delivered within Config.Retention
 // (SSF_RETENTION), or pushed out when the queue is over MaxQueueBytes,
-// is lost to its receiver. Responses from receivers are read up to 16 KiB
+// is lost to its receiver. So is a SET made for a stream that already
+// holds Config.MaxPendingPerStream (SSF_STREAM_MAX_PENDING): it is not
+// queued (backlog; counted as dropped, logged once), so that one receiver
+// that never takes its SETs cannot push the others' out of the queue. Responses from receivers are read up to 16 KiB
 // within PushTimeout; redirects are not followed; the push client connects
 // only to addresses allowedAddr accepts, checked on the address it dials,
 // not on the name: an allow-list of public addresses (publicAddr: global

@@ -30,7 +30,7 @@ func (m *Main) startSharedSignals(ctx context.Context, sealer *seal.Sealer) erro
 	var err error
 	m.SSF, err = ssf.New(ctx, ssf.Config{
 		Log: m.Log, Keys: m.Keyring, Published: m.Set, Sealer: sealer, Issuer: issuer, TokenIssuer: cfg.Issuer, BaseURL: cfg.PublicURL.Base,
-		Retention: cfg.SSFRetention, MaxStreams: cfg.SSFMaxStreams, PushTimeout: cfg.SSFPushTimeout, PushMaxBackoff: cfg.SSFPushMaxBackoff,
+		Retention: cfg.SSFRetention, MaxStreams: cfg.SSFMaxStreams, MaxPendingPerStream: cfg.SSFStreamMaxPending, PushTimeout: cfg.SSFPushTimeout, PushMaxBackoff: cfg.SSFPushMaxBackoff,
 		PushURLs:             pushURLPolicy(ctx, cfg),
 		AuthorizationSchemes: schemes, Registerer: m.Metrics.Registry, Logger: m.Logger,
 	})

@@ -155,6 +155,8 @@ func (r *reading) vars() []envvar.Var {
 			Doc: "how long a SET waits for a receiver that is down or paused (7 days); older ones are dropped"},
 		{Name: "SSF_MAX_STREAMS", Default: "16", Parse: envvar.Int(&c.SSFMaxStreams, 1, 1000),
 			Doc: "streams one receiver may create"},
+		{Name: "SSF_STREAM_MAX_PENDING", Default: "100000", Parse: envvar.Int(&c.SSFStreamMaxPending, 1, 100_000_000),
+			Doc: "SETs queued for one stream that its receiver has not taken; beyond, the stream's new SETs are dropped (token_service_ssf_dropped_total{reason=\"stream_backlog\"}, logged once) until it takes some, so that one receiver cannot push the others' SETs out of the shared queue"},
 		{Name: "SSF_PUSH_TIMEOUT", Default: "10", Parse: envvar.Duration(&c.SSFPushTimeout, time.Second),
 			Doc: "how long one push waits for the receiver's response (read up to 16 KiB)"},
 		{Name: "SSF_PUSH_MAX_BACKOFF", Default: "300", Parse: envvar.Duration(&c.SSFPushMaxBackoff, time.Second),
