@@ -126,6 +126,7 @@
 // Metrics (Prometheus): token_service_ssf_sets_total{event},
 // token_service_ssf_deliveries_total{method,outcome},
 // token_service_ssf_delivery_lag_seconds{method},
-// token_service_ssf_pending_sets and token_service_ssf_oldest_pending_seconds
-// (the lag of the slowest receiver).
+// token_service_ssf_pending_sets, token_service_ssf_oldest_pending_seconds
+// (the lag of the slowest receiver) and
+// token_service_ssf_dropped_total{reason} (stream_backlog).
 package ssf
