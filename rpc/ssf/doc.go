@@ -27,10 +27,14 @@
 // (visibleTo is the one rule). A stream of another receiver is answered
 // as unknown (404). Request bodies are bounded (32 KiB, 413 beyond);
 // every member is bounded and checked. A push URL must be https, or http
-// to a loopback host (checkPushURL). The push authorization header is a
-// secret: stored sealed, never read back. default_subjects is ALL: a
+// to a loopback host, and a loopback one only when the policy allows it
+// (checkPushURL, PushURLPolicy.AllowLoopback). The push authorization header is a
+// secret: stored sealed, never read back, and kept by a PATCH of the URL
+// only within the URL's origin (moved elsewhere, it must be given again). default_subjects is ALL: a
 // stream receives every subject except those removed (remove_subject),
-// and add_subject takes a removed one back. Subjects are iss_sub (the
+// and add_subject takes a removed one back; it also records the subject,
+// which is what a stream restricted to audiences receives subject-wide
+// events about (entitled). Subjects are iss_sub (the
 // user; iss is the access tokens' issuer), opaque (a session: the family
 // ID, the access tokens' sid) and complex of the two.
 //
@@ -41,8 +45,9 @@
 //	family revoked (any reason:     CAEP session-revoked; sub_id complex
 //	reuse, client, subject, admin,  {user: iss_sub, session: opaque family
 //	key compromise, other)          ID}; event_timestamp the revocation
-//	                                time; reason_admin, reason_user,
-//	                                initiating_entity from the reason
+//	                                time; reason_admin, reason_user
+//	                                (the reason's label alone, never the
+//	                                caller's words), initiating_entity
 //	subject cut-off                 RISC sessions-revoked; sub_id iss_sub
 //	key compromise declared and     signing-key-compromised (this
 //	resolved                        transmitter's own type, sub_id opaque
@@ -52,6 +57,14 @@
 //	                                with reason key_compromise and the keys
 //	                                that signed its access tokens
 //	verification request            SSF verification, with the state
+//
+// What a receiver may learn (entitled): a stream records the audiences of
+// its creator's policy entry (Caller.Audiences) when it is created, and
+// keeps them. A stream so restricted receives a session-revoked only when
+// the family's aud (FamilyState audience) is one of them, and a
+// subject-wide event (sessions-revoked, signing-key-compromised) only
+// about a subject it added (add_subject; at most maxAdded). A stream
+// created without audiences receives every subject.
 //
 // Each SET is a JWS with typ secevent+jwt signed by the service's active
 // signing key (verifiable with the JWKS), with iss, jti, iat, aud (the
@@ -98,15 +111,22 @@
 // disabled one drops its queue and queues nothing (SSF 1.0 §8.1.2).
 // Retention is bounded: a SET not delivered within Config.Retention
 // (SSF_RETENTION), or pushed out when the queue is over MaxQueueBytes,
-// is lost to its receiver. Responses from receivers are read up to 16 KiB
+// is lost to its receiver. So is a SET made for a stream that already
+// holds Config.MaxPendingPerStream (SSF_STREAM_MAX_PENDING): it is not
+// queued (backlog; counted as dropped, logged once), so that one receiver
+// that never takes its SETs cannot push the others' out of the queue. Responses from receivers are read up to 16 KiB
 // within PushTimeout; redirects are not followed; the push client connects
-// only to addresses allowedAddr accepts (no private or link-local one
-// unless PushURLPolicy.AllowPrivate, loopback only when the URL names it),
-// checked on the address it dials, not on the name.
+// only to addresses allowedAddr accepts, checked on the address it dials,
+// not on the name: an allow-list of public addresses (publicAddr: global
+// unicast, in no special-purpose range, and the IPv4 inside a NAT64,
+// 6to4, Teredo, IPv4-compatible or IPv4-mapped address public too);
+// private, shared and link-local ones only with PushURLPolicy.AllowPrivate;
+// loopback only with PushURLPolicy.AllowLoopback and a URL that names it.
 //
 // Metrics (Prometheus): token_service_ssf_sets_total{event},
 // token_service_ssf_deliveries_total{method,outcome},
 // token_service_ssf_delivery_lag_seconds{method},
-// token_service_ssf_pending_sets and token_service_ssf_oldest_pending_seconds
-// (the lag of the slowest receiver).
+// token_service_ssf_pending_sets, token_service_ssf_oldest_pending_seconds
+// (the lag of the slowest receiver) and
+// token_service_ssf_dropped_total{reason} (stream_backlog).
 package ssf

@@ -2,7 +2,6 @@ package ssf
 
 import (
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/auth-platform/tokenservice/eventlog"
@@ -39,9 +38,13 @@ type signal struct {
 	Type    string
 	Subject *Subject
 	Body    map[string]any
-	// Keys are the subject keys (userKey, sessionKey) a receiver may have
-	// removed from its stream.
+	// Keys are the subject keys (userKey, sessionKey; a key compromise's
+	// is the opaque key ID's) a receiver may have removed from, or added
+	// to, its stream.
 	Keys []string
+	// Aud is the audience of a revoked family (FamilyState audience):
+	// who may hear of it when its receiver is restricted (entitled).
+	Aud []string
 	// Seq is the log record the event comes from.
 	Seq uint64
 	// NotSignedBy is a key that must not sign the SET: the key whose
@@ -78,11 +81,11 @@ func signalOf(rec eventlog.Record, tokenIssuer string) (*signal, error) {
 		if st.GetRevokedAt() != nil {
 			at = st.GetRevokedAt().AsTime()
 		}
-		admin, user, who := reasonTexts(e.GetReason(), e.GetReasonText(), st.GetKeyIds())
+		label, who := reasonOf(e.GetReason())
 		return &signal{Type: EventSessionRevoked, Subject: sessionSubject(tokenIssuer, st.GetSubject(), st.GetFamilyId()),
-			Keys: []string{userKey(st.GetSubject()), sessionKey(st.GetFamilyId())}, Seq: rec.Seq,
+			Keys: []string{userKey(st.GetSubject()), sessionKey(st.GetFamilyId())}, Aud: st.GetAudience(), Seq: rec.Seq,
 			Body: map[string]any{"event_timestamp": at.Unix(), "initiating_entity": who,
-				"reason_admin": map[string]string{"en": admin}, "reason_user": map[string]string{"en": user}}}, nil
+				"reason_admin": map[string]string{"en": label}, "reason_user": map[string]string{"en": label}}}, nil
 	case *eventsv1.SubjectRevoked:
 		if e.GetSubject() == "" {
 			return nil, fmt.Errorf("%w: seq %d: a subject cut-off without subject", events.ErrBadRecord, rec.Seq)
@@ -91,10 +94,10 @@ func signalOf(rec eventlog.Record, tokenIssuer string) (*signal, error) {
 		if e.GetRevokedAt() != nil {
 			at = e.GetRevokedAt().AsTime()
 		}
-		admin, user, who := reasonTexts(e.GetReason(), e.GetReasonText(), nil)
+		label, who := reasonOf(e.GetReason())
 		return &signal{Type: EventSessionsRevoked, Subject: userSubject(tokenIssuer, e.GetSubject()), Keys: []string{userKey(e.GetSubject())}, Seq: rec.Seq,
 			Body: map[string]any{"event_timestamp": at.Unix(), "initiating_entity": who,
-				"reason_admin": map[string]string{"en": admin}, "reason_user": map[string]string{"en": user}}}, nil
+				"reason_admin": map[string]string{"en": label}, "reason_user": map[string]string{"en": label}}}, nil
 	case *eventsv1.KeyCompromiseDeclared:
 		return keySignal(rec, e.GetKeyId(), map[string]any{"phase": "declared", "event_timestamp": timeOr(e.GetAt().AsTime(), rec.Time),
 			"key_id": e.GetKeyId(), "sessions_revoked": e.GetRevokeFamilies(),
@@ -111,7 +114,8 @@ func keySignal(rec eventlog.Record, kid string, body map[string]any) (*signal, e
 	if kid == "" {
 		return nil, fmt.Errorf("%w: seq %d: a key compromise without key ID", events.ErrBadRecord, rec.Seq)
 	}
-	return &signal{Type: EventKeyCompromised, Subject: &Subject{Format: "opaque", ID: kid}, Seq: rec.Seq, Body: body, NotSignedBy: kid}, nil
+	return &signal{Type: EventKeyCompromised, Subject: &Subject{Format: "opaque", ID: kid}, Keys: []string{sessionKey(kid)}, Seq: rec.Seq,
+		Body: body, NotSignedBy: kid}, nil
 }
 
 func timeOr(t, def time.Time) int64 {
@@ -121,32 +125,22 @@ func timeOr(t, def time.Time) int64 {
 	return t.Unix()
 }
 
-// reasonTexts is the one rule of how a revocation reason reads in a SET:
-// reason_admin (for the receiver's operators: the reason's name, the
-// caller's words, the keys of a compromise), reason_user (for the user)
-// and initiating_entity (CAEP 1.0 §2: admin, user, policy or system).
-func reasonTexts(r eventsv1.RevocationReason, text string, keyIDs []string) (admin, user, initiating string) {
-	name := events.ReasonName(r)
+// reasonOf is the one rule of how a revocation reason reads in a SET:
+// reason_admin and reason_user are the reason's label alone (reuse,
+// client, subject, key_compromise, admin, other), never the words of the
+// caller that revoked (they may name a user or an incident, and the
+// receivers are outside the platform); initiating_entity is CAEP 1.0 §2's
+// (admin, user, policy or system).
+func reasonOf(r eventsv1.RevocationReason) (label, initiating string) {
 	switch r {
 	case eventsv1.RevocationReason_REVOCATION_REASON_REUSE:
-		admin, user, initiating = "refresh token reuse detected", "Your session was ended because a sign-in token was used twice.", "policy"
-	case eventsv1.RevocationReason_REVOCATION_REASON_CLIENT:
-		admin, user, initiating = "revoked by the client", "You signed out.", "user"
-	case eventsv1.RevocationReason_REVOCATION_REASON_SUBJECT:
-		admin, user, initiating = "every session of the user revoked", "All your sessions were ended.", "admin"
+		initiating = "policy"
+	case eventsv1.RevocationReason_REVOCATION_REASON_SUBJECT, eventsv1.RevocationReason_REVOCATION_REASON_ADMIN:
+		initiating = "admin"
 	case eventsv1.RevocationReason_REVOCATION_REASON_KEY_COMPROMISE:
-		admin, user, initiating = "signing key compromised", "Your session was ended for security reasons.", "system"
-		if len(keyIDs) > 0 {
-			admin += " (session's keys: " + strings.Join(keyIDs, ", ") + ")"
-		}
-	case eventsv1.RevocationReason_REVOCATION_REASON_ADMIN:
-		admin, user, initiating = "revoked by an administrator", "Your session was ended by an administrator.", "admin"
+		initiating = "system"
 	default:
-		admin, user, initiating = "revoked", "Your session was ended.", "user"
+		initiating = "user"
 	}
-	admin = name + ": " + admin
-	if text != "" && text != name {
-		admin += ": " + text
-	}
-	return admin, user, initiating
+	return events.ReasonName(r), initiating
 }

@@ -48,6 +48,8 @@ type harnessOptions struct {
 	maxStreams  int
 	pushTimeout time.Duration // default 2 s
 	retention   time.Duration // default the package's
+	maxPending  int           // per stream; default the package's
+	now         func() time.Time
 }
 
 func newHarness(t *testing.T, o harnessOptions) *harness {
@@ -61,10 +63,14 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 	}
 	h := &harness{t: t, env: env, keys: map[string]string{}, reg: prometheus.NewRegistry(), opts: o}
 	var pf auth.PolicyFile
-	for name, role := range map[string]auth.Role{"alice": auth.RoleReceiver, "bob": auth.RoleReceiver, "ops": auth.RoleAdmin, "login": auth.RoleIssuer} {
+	for name, role := range map[string]auth.Role{"alice": auth.RoleReceiver, "bob": auth.RoleReceiver, "carol": auth.RoleReceiver,
+		"ops": auth.RoleAdmin, "login": auth.RoleIssuer} {
 		key, entry, err := auth.GenerateAPIKey(rand.Reader, name, role)
 		if err != nil {
 			t.Fatal(err)
+		}
+		if name == "carol" {
+			entry.Audiences = []string{"crm"} // a partner: restricted to its audience
 		}
 		h.keys[name] = key
 		pf.APIKeys = append(pf.APIKeys, entry)
@@ -115,7 +121,8 @@ func (h *harness) newService(t *testing.T, reg prometheus.Registerer) *ssf.Servi
 	defer cancel()
 	svc, err := ssf.New(ctx, ssf.Config{Log: h.env.Log, Keys: h.env.Keyring, Published: h.env.Set, Sealer: h.env.Sealer, Issuer: h.srv.URL, TokenIssuer: tokenIssuer,
 		PushTimeout: h.opts.pushTimeout, PushBackoff: 20 * time.Millisecond, PushMaxBackoff: 200 * time.Millisecond,
-		MaxStreams: h.opts.maxStreams, Retention: h.opts.retention, Registerer: reg})
+		MaxStreams: h.opts.maxStreams, Retention: h.opts.retention, MaxPendingPerStream: h.opts.maxPending, Now: h.opts.now, Registerer: reg,
+		PushURLs: ssf.PushURLPolicy{AllowLoopback: true}}) // receivers are httptest servers on 127.0.0.1
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -34,7 +34,7 @@ func (s *Service) createStream(ctx context.Context, c Caller, req StreamRequest)
 	if iss == "" {
 		return nil, ErrNoPublicURL
 	}
-	base := record{ID: id, Owner: c.Owner, Status: StatusEnabled, Aud: []string{defaultAudience(c)}, Iss: iss,
+	base := record{ID: id, Owner: c.Owner, Status: StatusEnabled, Aud: []string{defaultAudience(c)}, Iss: iss, Restrict: slices.Clone(c.Audiences),
 		Delivery: Delivery{Method: MethodPoll}, AfterSeq: after, CreatedAt: s.cfg.Now().UTC()}
 	if req.Delivery == nil {
 		req.Delivery = &Delivery{Method: MethodPoll}
@@ -182,10 +182,11 @@ func (s *Service) setStatus(ctx context.Context, c Caller, id, status, reason st
 }
 
 // setSubject removes a subject from stream id (remove: its events are
-// no longer sent) or adds it back (§8.1.3). The stream receives every
-// subject otherwise (default_subjects ALL), so adding one that was not
-// removed changes nothing. Errors: ErrStreamNotFound, ErrInvalidRequest,
-// ErrConflict.
+// no longer sent) or adds it (§8.1.3): back if it was removed, and into
+// the stream's added subjects (at most maxAdded), which a restricted
+// stream needs for subject-wide events (entitled). An unrestricted stream
+// receives every subject otherwise (default_subjects ALL). Errors:
+// ErrStreamNotFound, ErrInvalidRequest, ErrConflict.
 func (s *Service) setSubject(ctx context.Context, c Caller, id string, subject json.RawMessage, remove bool) error {
 	keys, err := keysOf(subject, s.cfg.TokenIssuer)
 	if err != nil {
@@ -196,12 +197,18 @@ func (s *Service) setSubject(ctx context.Context, c Caller, id string, subject j
 			return ErrStreamNotFound
 		}
 		r.Excluded = slices.DeleteFunc(r.Excluded, func(k string) bool { return slices.Contains(keys, k) })
+		r.Added = slices.DeleteFunc(r.Added, func(k string) bool { return slices.Contains(keys, k) })
 		if remove {
 			if len(r.Excluded)+len(keys) > maxExcluded {
 				return fmt.Errorf("%w: at most %d removed subjects per stream", ErrInvalidRequest, maxExcluded)
 			}
 			r.Excluded = append(r.Excluded, keys...)
+			return nil
 		}
+		if len(r.Added)+len(keys) > maxAdded {
+			return fmt.Errorf("%w: at most %d added subjects per stream", ErrInvalidRequest, maxAdded)
+		}
+		r.Added = append(r.Added, keys...)
 		return nil
 	})
 	return err

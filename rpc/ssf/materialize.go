@@ -147,13 +147,21 @@ func (s *Service) materializeRecord(ctx context.Context, rec eventlog.Record) er
 	if err != nil {
 		return err
 	}
+	s.backlog.forget(streams)
 	for _, r := range streams {
-		if !wants(r, rec.Seq, sig.Type, sig.Keys) {
+		if !wants(r, sig) {
+			continue
+		}
+		if ok, err := s.backlog.admit(ctx, r.ID); err != nil {
+			return err
+		} else if !ok {
+			s.metrics.dropped(DroppedStreamBacklog)
 			continue
 		}
 		if err := s.enqueue(ctx, r, sig, jtiOf(r.ID, rec.Seq, "")); err != nil {
 			return err
 		}
+		s.backlog.queued(r.ID)
 	}
 	return nil
 }

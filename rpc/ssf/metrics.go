@@ -20,12 +20,17 @@ const (
 	OutcomeRejected = "rejected"
 )
 
+// DroppedStreamBacklog is the reason of token_service_ssf_dropped_total
+// for a SET not queued because its stream was over MaxPendingPerStream.
+const DroppedStreamBacklog = "stream_backlog"
+
 // Metrics are the Shared Signals metrics, on the service's registry. Every
 // label takes values from a fixed set and exists from start-up at 0.
 type Metrics struct {
 	sets       *prometheus.CounterVec
 	deliveries *prometheus.CounterVec
 	lag        *prometheus.HistogramVec
+	drops      *prometheus.CounterVec
 }
 
 // RegisterMetrics registers the transmitter's metrics with reg, with no
@@ -47,7 +52,11 @@ func newMetrics(reg prometheus.Registerer, s *Service) *Metrics {
 			Name: "token_service_ssf_delivery_lag_seconds", Help: "Time from a SET being made to its delivery (push accepted by the receiver, poll acknowledged), by method.",
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600, 86400},
 		}, []string{"method"}),
+		drops: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "token_service_ssf_dropped_total", Help: "SETs not queued, by reason (stream_backlog: the stream had SSF_STREAM_MAX_PENDING SETs its receiver had not taken).",
+		}, []string{"reason"}),
 	}
+	m.drops.WithLabelValues(DroppedStreamBacklog)
 	for _, e := range []string{"session_revoked", "sessions_revoked", "key_compromised", "verification"} {
 		m.sets.WithLabelValues(e)
 	}
@@ -57,7 +66,7 @@ func newMetrics(reg prometheus.Registerer, s *Service) *Metrics {
 			m.deliveries.WithLabelValues(method, o)
 		}
 	}
-	reg.MustRegister(m.sets, m.deliveries, m.lag)
+	reg.MustRegister(m.sets, m.deliveries, m.lag, m.drops)
 	queued := func() (float64, float64) {
 		if s == nil {
 			return 0, 0
@@ -104,5 +113,11 @@ func (m *Metrics) delivery(method, outcome string, made time.Time, now time.Time
 	m.deliveries.WithLabelValues(method, outcome).Inc()
 	if outcome == OutcomeDelivered && !made.IsZero() {
 		m.lag.WithLabelValues(method).Observe(now.Sub(made).Seconds())
+	}
+}
+
+func (m *Metrics) dropped(reason string) {
+	if m != nil {
+		m.drops.WithLabelValues(reason).Inc()
 	}
 }

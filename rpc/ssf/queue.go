@@ -147,6 +147,23 @@ func (q *queue) pending(ctx context.Context) (uint64, time.Time, error) {
 	return info.State.Msgs, info.State.FirstTime, nil
 }
 
+// count returns how many SETs of stream streamID are queued, from an
+// ephemeral consumer of its subjects (the server counts them; no SET is
+// read).
+func (q *queue) count(ctx context.Context, streamID string) (uint64, error) {
+	c, err := q.stream.CreateConsumer(ctx, jetstream.ConsumerConfig{FilterSubject: q.filter(streamID), AckPolicy: jetstream.AckNonePolicy,
+		DeliverPolicy: jetstream.DeliverAllPolicy, InactiveThreshold: time.Minute, MemoryStorage: true, Replicas: 1})
+	if err != nil {
+		return 0, fmt.Errorf("ssf queue: count %s: %w", streamID, err)
+	}
+	info := c.CachedInfo()
+	// Were the delete lost, InactiveThreshold would remove it in a minute.
+	if err := q.stream.DeleteConsumer(ctx, info.Name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return 0, fmt.Errorf("ssf queue: count %s: %w", streamID, err)
+	}
+	return info.NumPending, nil
+}
+
 // wait returns a channel that receives when a SET of stream streamID is
 // queued, and a function that stops waiting.
 func (q *queue) wait(streamID string) (<-chan struct{}, func(), error) {

@@ -70,6 +70,12 @@ type Config struct {
 	// MaxQueueBytes bounds the queued SETs of all streams; the oldest
 	// leave first. Default 1 GiB.
 	MaxQueueBytes int64
+	// MaxPendingPerStream bounds the SETs queued for one stream: beyond
+	// it, the stream's new SETs are dropped (counted in
+	// token_service_ssf_dropped_total{reason="stream_backlog"}) until its
+	// receiver takes some, so that one receiver cannot push the others'
+	// SETs out of the shared queue. Default 100,000.
+	MaxPendingPerStream int
 	// MaxStreams bounds the streams of one receiver. Default 16.
 	MaxStreams int
 	// PushTimeout bounds one push, connection to response. Default 10 s.
@@ -104,6 +110,7 @@ type Service struct {
 	store   *store
 	queue   *queue
 	metrics *Metrics
+	backlog *backlog
 	// pushers holds the push workers this replica runs (push.go).
 	pushMu  sync.Mutex
 	pushers map[string]*pusher
@@ -140,6 +147,9 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if cfg.MaxQueueBytes <= 0 {
 		cfg.MaxQueueBytes = 1 << 30
 	}
+	if cfg.MaxPendingPerStream <= 0 {
+		cfg.MaxPendingPerStream = 100_000
+	}
 	if cfg.MaxStreams <= 0 {
 		cfg.MaxStreams = 16
 	}
@@ -173,7 +183,8 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: cfg, log: cfg.Log, store: st, queue: q, pushers: map[string]*pusher{}}
+	s := &Service{cfg: cfg, log: cfg.Log, store: st, queue: q, pushers: map[string]*pusher{},
+		backlog: newBacklog(cfg.MaxPendingPerStream, q.count, cfg.Now, cfg.Logger)}
 	if _, err := s.ensureConsumer(ctx); err != nil {
 		return nil, err
 	}

@@ -33,6 +33,7 @@ const (
 	maxEventTypes   = 16
 	maxReason       = 256
 	maxExcluded     = 1000
+	maxAdded        = 1000
 	maxSubjectField = 1024
 	maxState        = 256
 )
@@ -102,6 +103,13 @@ type record struct {
 	// Excluded are the subjects removed from the stream (subjectKey):
 	// the stream receives every subject (default_subjects ALL) but these.
 	Excluded []string `json:"excluded,omitempty"`
+	// Added are the subjects the receiver added (add_subject, subjectKey):
+	// what a restricted stream receives of subject-wide events (entitled).
+	Added []string `json:"added,omitempty"`
+	// Restrict are the audiences of the creator's policy entry
+	// (Caller.Audiences), recorded at creation and kept by updates: when
+	// set, the stream hears only of its audiences' sessions (entitled).
+	Restrict []string `json:"restrict,omitempty"`
 	// Iss is the transmitter's issuer as the receiver discovered it when
 	// it created the stream (the configured public base URL, or the
 	// loopback origin it called in development): the iss of its SETs.
@@ -169,19 +177,35 @@ func delivered(requested []string) []string {
 	return out
 }
 
-// wants reports whether the stream receives an event of type typ about
-// subject keys (subjectKey values; none for events about no user) from the
-// log record at seq.
-func wants(r *record, seq uint64, typ string, keys []string) bool {
-	if !holds(r) || seq <= r.AfterSeq || !slices.Contains(r.EventsRequested, typ) {
+// wants reports whether the stream receives sig: it holds events, sig
+// comes after the stream's start, its type was requested, none of its
+// subjects was removed, and the receiver is entitled to it.
+func wants(r *record, sig *signal) bool {
+	if !holds(r) || sig.Seq <= r.AfterSeq || !slices.Contains(r.EventsRequested, sig.Type) {
 		return false
 	}
-	for _, k := range keys {
+	for _, k := range sig.Keys {
 		if slices.Contains(r.Excluded, k) {
 			return false
 		}
 	}
-	return true
+	return entitled(r, sig)
+}
+
+// entitled is the one rule of what a receiver may learn. A stream whose
+// creator's policy lists audiences (record.Restrict) receives a session's
+// revocation only when the family was issued for one of them, and a
+// subject-wide event (a user's sessions-revoked, a key compromise) only
+// about a subject it added (add_subject); an unrestricted stream
+// receives everything.
+func entitled(r *record, sig *signal) bool {
+	if len(r.Restrict) == 0 {
+		return true
+	}
+	if sig.Type == EventSessionRevoked {
+		return slices.ContainsFunc(sig.Aud, func(a string) bool { return slices.Contains(r.Restrict, a) })
+	}
+	return slices.ContainsFunc(sig.Keys, func(k string) bool { return slices.Contains(r.Added, k) })
 }
 
 // configOf returns what the API shows of r.
@@ -199,25 +223,34 @@ func configOf(r *record, iss, pollURL string) StreamConfig {
 // requests of one stream (SSF 1.0 §8.1.4.2).
 const minVerificationInterval = 5 * time.Second
 
-// PushURLPolicy says which push URLs are accepted.
+// PushURLPolicy says which push URLs are accepted. The zero value
+// accepts https URLs to public addresses only.
 type PushURLPolicy struct {
+	// AllowLoopback lets pushes reach a loopback host (a receiver on the
+	// transmitter's own machine), by a URL that names it (127.0.0.1,
+	// [::1], localhost), over https or http. Default false: a receiver
+	// cannot aim every replica at a local port (a sidecar's admin API,
+	// SSRF). tokend sets it when SSF_PUSH_ALLOW_PRIVATE is on or when it
+	// listens on loopback itself (development, tests).
+	AllowLoopback bool
 	// DenyHTTPLoopback refuses http:// URLs to a loopback host too.
-	// Default false: http is accepted to a loopback address or
-	// localhost (a receiver on the same machine), and any other URL must
-	// be https.
+	// Default false: with AllowLoopback, http is accepted to a loopback
+	// address or localhost, and any other URL must be https.
 	DenyHTTPLoopback bool
-	// AllowPrivate lets pushes reach private and link-local addresses
-	// (10/8, 172.16/12, 192.168/16, fc00::/7, 169.254/16, fe80::/10), for
-	// receivers inside the operator's network. Default false: a receiver
-	// cannot aim the service at its neighbours or at a cloud metadata
-	// endpoint (SSRF). A loopback address is reached only by a URL that
-	// names loopback itself.
+	// AllowPrivate lets pushes reach private, shared and link-local
+	// addresses (10/8, 172.16/12, 192.168/16, fc00::/7, 100.64/10,
+	// 169.254/16, fe80::/10), for receivers inside the operator's network.
+	// Default false: a receiver cannot aim the service at its neighbours
+	// or at a cloud metadata endpoint (SSRF). It does not imply
+	// AllowLoopback.
 	AllowPrivate bool
 }
 
 // checkPushURL is the one rule of which push URLs are accepted: absolute,
-// https (http only to a loopback host unless the policy forbids it), a
-// host, no user information or fragment, at most maxURL bytes.
+// https (http only to a loopback host, when loopback is allowed and the
+// policy does not forbid http), a host, no user information or fragment,
+// at most maxURL bytes; a loopback host only with AllowLoopback, an IP
+// address only one allowedAddr accepts.
 func (p PushURLPolicy) checkPushURL(s string) error {
 	if s == "" {
 		return fmt.Errorf("%w: delivery.endpoint_url is required for push", ErrInvalidRequest)
@@ -232,13 +265,31 @@ func (p PushURLPolicy) checkPushURL(s string) error {
 	if u.User != nil || u.Fragment != "" {
 		return fmt.Errorf("%w: delivery.endpoint_url must not carry user information or a fragment", ErrInvalidRequest)
 	}
+	if loopback(u.Hostname()) && !p.AllowLoopback {
+		return fmt.Errorf("%w: delivery.endpoint_url names a loopback host, which this transmitter does not push to", ErrInvalidRequest)
+	}
 	if u.Scheme == "http" && (p.DenyHTTPLoopback || !loopback(u.Hostname())) {
 		return fmt.Errorf("%w: delivery.endpoint_url must be https (http only to a loopback host)", ErrInvalidRequest)
 	}
 	if ip, err := netip.ParseAddr(u.Hostname()); err == nil && !p.allowedAddr(u.Hostname(), ip) {
-		return fmt.Errorf("%w: delivery.endpoint_url is a private, link-local or unspecified address", ErrInvalidRequest)
+		return fmt.Errorf("%w: delivery.endpoint_url is not a public address (private, shared, link-local, reserved or special-purpose)", ErrInvalidRequest)
 	}
 	return nil
+}
+
+// origin is the scheme, host and port of a checked push URL, the port
+// made explicit ("https://rp.example:443"), or "" for one that does not
+// parse.
+func origin(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return ""
+	}
+	port := u.Port()
+	if port == "" {
+		port = map[string]string{"https": "443", "http": "80"}[strings.ToLower(u.Scheme)]
+	}
+	return strings.ToLower(u.Scheme) + "://" + net.JoinHostPort(strings.ToLower(strings.TrimSuffix(u.Hostname(), ".")), port)
 }
 
 func loopback(host string) bool {
@@ -330,8 +381,14 @@ func (p PushURLPolicy) apply(base record, req StreamRequest, c Caller, replace b
 				return record{}, err
 			}
 			auth := d.AuthorizationHeader
-			if auth == "" && !replace && base.Delivery.Method == MethodPush {
-				auth = base.Delivery.AuthorizationHeader // PATCH of the URL keeps the secret
+			if auth == "" && !replace && base.Delivery.Method == MethodPush && base.Delivery.AuthorizationHeader != "" {
+				// A PATCH of the URL keeps the secret within its origin only:
+				// whoever holds the management credential must not move it
+				// to a host of their choice and be sent it.
+				if origin(base.Delivery.EndpointURL) != origin(d.EndpointURL) {
+					return record{}, fmt.Errorf("%w: delivery.authorization_header must be given again when endpoint_url moves to another origin", ErrInvalidRequest)
+				}
+				auth = base.Delivery.AuthorizationHeader
 			}
 			r.Delivery = Delivery{Method: MethodPush, EndpointURL: d.EndpointURL, AuthorizationHeader: auth}
 		default:

@@ -51,6 +51,7 @@ type Config struct {
 	SSFEnabled          bool
 	SSFRetention        time.Duration
 	SSFMaxStreams       int
+	SSFStreamMaxPending int
 	SSFPushTimeout      time.Duration
 	SSFPushMaxBackoff   time.Duration
 	SSFPushAllowPrivate bool

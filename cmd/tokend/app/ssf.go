@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 
+	"github.com/auth-platform/tokenservice/rpc/auth"
 	"github.com/auth-platform/tokenservice/rpc/ssf"
 	"github.com/auth-platform/tokenservice/signing/seal"
 )
@@ -29,8 +30,8 @@ func (m *Main) startSharedSignals(ctx context.Context, sealer *seal.Sealer) erro
 	var err error
 	m.SSF, err = ssf.New(ctx, ssf.Config{
 		Log: m.Log, Keys: m.Keyring, Published: m.Set, Sealer: sealer, Issuer: issuer, TokenIssuer: cfg.Issuer, BaseURL: cfg.PublicURL.Base,
-		Retention: cfg.SSFRetention, MaxStreams: cfg.SSFMaxStreams, PushTimeout: cfg.SSFPushTimeout, PushMaxBackoff: cfg.SSFPushMaxBackoff,
-		PushURLs:             ssf.PushURLPolicy{AllowPrivate: cfg.SSFPushAllowPrivate},
+		Retention: cfg.SSFRetention, MaxStreams: cfg.SSFMaxStreams, MaxPendingPerStream: cfg.SSFStreamMaxPending, PushTimeout: cfg.SSFPushTimeout, PushMaxBackoff: cfg.SSFPushMaxBackoff,
+		PushURLs:             pushURLPolicy(ctx, cfg),
 		AuthorizationSchemes: schemes, Registerer: m.Metrics.Registry, Logger: m.Logger,
 	})
 	if err != nil {
@@ -41,6 +42,17 @@ func (m *Main) startSharedSignals(ctx context.Context, sealer *seal.Sealer) erro
 		m.Logger.Info("Shared Signals transmitter", "metadata", issuer+ssf.PathMetadata)
 	}
 	return nil
+}
+
+// pushURLPolicy is the one rule of where pushes may go: private and
+// link-local receivers with SSF_PUSH_ALLOW_PRIVATE; loopback ones with it
+// too, or when tokend itself listens on loopback (HOST: development and
+// tests, where receivers run beside it). A tokend that serves the network
+// never pushes to its own host, so a receiver cannot aim it at a local
+// port.
+func pushURLPolicy(ctx context.Context, cfg Config) ssf.PushURLPolicy {
+	return ssf.PushURLPolicy{AllowPrivate: cfg.SSFPushAllowPrivate,
+		AllowLoopback: cfg.SSFPushAllowPrivate || auth.IsLoopback(ctx, nil, cfg.Host)}
 }
 
 // sharedSignals is what the handler serves of the transmitter: nothing
