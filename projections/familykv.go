@@ -166,28 +166,7 @@ func (p *FamilyProjector) run(ctx context.Context) error {
 	c, wait := newCreates(cctx, p, kv)
 	defer wait()
 	defer cancel()
-	failed := make(chan error, 1)
-	cc, err := cons.Consume(func(m jetstream.Msg) { p.handle(ctx, kv, c, m) },
-		jetstream.PullPriorityGroup(familyGroup),
-		jetstream.PullMaxMessages(256),
-		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-			if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
-				select {
-				case failed <- err:
-				default:
-				}
-			}
-		}))
-	if err != nil {
-		return fmt.Errorf("families consume: %w", err)
-	}
-	defer cc.Stop()
-	select {
-	case <-ctx.Done():
-		return nil
-	case err := <-failed:
-		return err
-	}
+	return eventlog.ConsumeShared(ctx, cons, familyGroup, 256, func(m jetstream.Msg) { p.handle(ctx, kv, c, m) })
 }
 
 // handle writes the state an event carries, unless the entry already holds

@@ -42,28 +42,7 @@ func (s *Service) materializeOnce(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	failed := make(chan error, 1)
-	cc, err := cons.Consume(func(m jetstream.Msg) { s.handleRecord(ctx, m) },
-		jetstream.PullPriorityGroup(materializerGroup),
-		jetstream.PullMaxMessages(16),
-		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-			if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
-				select {
-				case failed <- err:
-				default:
-				}
-			}
-		}))
-	if err != nil {
-		return fmt.Errorf("ssf consume: %w", err)
-	}
-	defer cc.Stop()
-	select {
-	case <-ctx.Done():
-		return nil
-	case err := <-failed:
-		return err
-	}
+	return eventlog.ConsumeShared(ctx, cons, materializerGroup, 16, func(m jetstream.Msg) { s.handleRecord(ctx, m) })
 }
 
 // ensureConsumer creates the log's durable consumer, or updates it
