@@ -28,6 +28,7 @@ import (
 	tokenv1 "github.com/auth-platform/tokenservice/proto/token/v1"
 	"github.com/auth-platform/tokenservice/proto/token/v1/tokenv1connect"
 	"github.com/auth-platform/tokenservice/rpc"
+	"github.com/auth-platform/tokenservice/rpc/ssf"
 	"github.com/auth-platform/tokenservice/rpc/auth"
 	"github.com/auth-platform/tokenservice/signing"
 )
@@ -71,10 +72,12 @@ func TestObservabilityProperties(t *testing.T) {
 		seen:   map[string]int{},
 	}
 	o.client = tokenv1connect.NewTokenServiceClient(o.http, o.base)
-	// The allowed series are those rpc.NewMetrics makes before any call:
-	// start-up itself (configuration, checkpoints, the first key) made
-	// none of its own.
-	made := metricSeries(t, rpc.NewMetrics(func() float64 { return 0 }).Registry)
+	// The allowed series are those rpc.NewMetrics and the Shared Signals
+	// transmitter make before any call: start-up itself (configuration,
+	// checkpoints, the first key) made none of its own.
+	reg := rpc.NewMetrics(func() float64 { return 0 }).Registry
+	ssf.RegisterMetrics(reg)
+	made := metricSeries(t, reg)
 	for name, set := range o.start {
 		if !strings.HasPrefix(name, "token_service_") {
 			continue
