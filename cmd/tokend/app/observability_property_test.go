@@ -28,8 +28,8 @@ import (
 	tokenv1 "github.com/auth-platform/tokenservice/proto/token/v1"
 	"github.com/auth-platform/tokenservice/proto/token/v1/tokenv1connect"
 	"github.com/auth-platform/tokenservice/rpc"
-	"github.com/auth-platform/tokenservice/rpc/ssf"
 	"github.com/auth-platform/tokenservice/rpc/auth"
+	"github.com/auth-platform/tokenservice/rpc/ssf"
 	"github.com/auth-platform/tokenservice/signing"
 )
 
