@@ -92,19 +92,20 @@ func (o *oauthServer) readForm(w http.ResponseWriter, r *http.Request) (url.Valu
 }
 
 // client authenticates the caller of an endpoint (AuthenticateClient) and
-// returns the context its decisions run in: the client as caller and as
-// the actor of the events.
-func (o *oauthServer) client(r *http.Request, path string, form url.Values) (context.Context, auth.Identity, error) {
+// returns the context its decisions run in (the client as caller and as
+// the actor of the events) and the public base URL of r: without one no
+// endpoint can check an assertion's aud or a proof's htu (404).
+func (o *oauthServer) client(r *http.Request, path string, form url.Values) (context.Context, auth.Identity, string, error) {
 	base, ok := o.public.Base(r)
 	if !ok {
-		return nil, auth.Identity{}, &oauthFailure{code: refusal.InvalidRequest, desc: ErrNoPublicURL.Error(), status: http.StatusNotFound}
+		return nil, auth.Identity{}, "", &oauthFailure{code: refusal.InvalidRequest, desc: ErrNoPublicURL.Error(), status: http.StatusNotFound}
 	}
 	audiences := []string{base, base + auth.PathOAuthToken}
 	id, err := o.guard.AuthenticateClient(r.Context(), r, path, form, audiences)
 	if err != nil {
-		return nil, id, err
+		return nil, id, base, err
 	}
-	return auth.ClientContext(r.Context(), id), id, nil
+	return auth.ClientContext(r.Context(), id), id, base, nil
 }
 
 // token serves the token endpoint: grant_type=refresh_token (RFC 6749
@@ -113,11 +114,6 @@ func (o *oauthServer) client(r *http.Request, path string, form url.Values) (con
 func (o *oauthServer) token(w http.ResponseWriter, r *http.Request) {
 	const path = auth.PathOAuthToken
 	start := time.Now()
-	endpoint, ok := o.public.URL(r, path)
-	if !ok {
-		o.fail(w, r, path, start, &oauthFailure{code: refusal.InvalidRequest, desc: ErrNoPublicURL.Error(), status: http.StatusNotFound})
-		return
-	}
 	form, err := o.readForm(w, r)
 	if err == nil {
 		switch gt := form.Get("grant_type"); {
@@ -129,8 +125,9 @@ func (o *oauthServer) token(w http.ResponseWriter, r *http.Request) {
 	}
 	var ctx context.Context
 	var id auth.Identity
+	var base string
 	if err == nil {
-		ctx, id, err = o.client(r, path, form)
+		ctx, id, base, err = o.client(r, path, form)
 	}
 	clientID := form.Get("client_id")
 	if err == nil {
@@ -152,6 +149,7 @@ func (o *oauthServer) token(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		proof := r.Header.Get("DPoP")
 		method, uri := "", ""
+		endpoint := base + path // the htu of a proof made for this request
 		if proof != "" {
 			method, uri = http.MethodPost, endpoint
 		}

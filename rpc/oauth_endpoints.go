@@ -27,7 +27,7 @@ func (o *oauthServer) metadata(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	methods := auth.ClientAuthMethods()
-	assertionAlgs := []signing.Algorithm{signing.RS256, signing.PS256, signing.ES256, signing.ES384, signing.EdDSA}
+	assertionAlgs := signing.Algorithms // what a client's JWKS may hold (signing.JWK.PublicKey)
 	writeJSON(w, http.StatusOK, "public, max-age=300", struct {
 		Issuer                        string                  `json:"issuer"`
 		TokenEndpoint                 string                  `json:"token_endpoint"`
@@ -85,7 +85,7 @@ func (o *oauthServer) tokenRequest(w http.ResponseWriter, r *http.Request, path 
 	var ctx context.Context
 	var id auth.Identity
 	if err == nil {
-		ctx, id, err = o.client(r, path, form)
+		ctx, id, _, err = o.client(r, path, form)
 	}
 	if err != nil {
 		o.fail(w, r, path, start, err)

@@ -69,12 +69,6 @@ func (p PublicURL) Base(r *http.Request) (base string, ok bool) {
 	return scheme + "://" + strings.ToLower(r.Host), true
 }
 
-// URL returns the absolute URL of path (which starts with "/") for r.
-func (p PublicURL) URL(r *http.Request, path string) (string, bool) {
-	base, ok := p.Base(r)
-	return base + path, ok
-}
-
 // ErrNoPublicURL is the answer of an endpoint that publishes absolute URLs
 // when none can be made (see PublicURL).
 var ErrNoPublicURL = errors.New("PUBLIC_BASE_URL is not set, and the request is not addressed to a loopback name: no absolute URL can be published")

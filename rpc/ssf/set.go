@@ -72,10 +72,6 @@ func signSET(ctx context.Context, s signing.Signer, iss string, r *record, sig *
 // setType is the typ of a SET (RFC 8417 §2.3).
 const setType = "secevent+jwt"
 
-func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
-
-func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
-
 // KeySet tells whether a key is in the published JWKS.
 type KeySet interface {
 	JWKS() []signing.JWK

@@ -1,6 +1,7 @@
 package ssf
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/netip"
@@ -69,20 +70,20 @@ type Audience []string
 // MarshalJSON writes one audience as a string, several as an array.
 func (a Audience) MarshalJSON() ([]byte, error) {
 	if len(a) == 1 {
-		return jsonMarshal(a[0])
+		return json.Marshal(a[0])
 	}
-	return jsonMarshal([]string(a))
+	return json.Marshal([]string(a))
 }
 
 // UnmarshalJSON reads a string or an array of strings.
 func (a *Audience) UnmarshalJSON(b []byte) error {
 	var one string
-	if err := jsonUnmarshal(b, &one); err == nil {
+	if err := json.Unmarshal(b, &one); err == nil {
 		*a = Audience{one}
 		return nil
 	}
 	var many []string
-	if err := jsonUnmarshal(b, &many); err != nil {
+	if err := json.Unmarshal(b, &many); err != nil {
 		return fmt.Errorf("aud: a string or an array of strings")
 	}
 	*a = many

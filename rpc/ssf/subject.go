@@ -43,7 +43,7 @@ func keysOf(raw json.RawMessage, tokenIssuer string) ([]string, error) {
 		return nil, fmt.Errorf("%w: subject is required", ErrInvalidRequest)
 	}
 	var s Subject
-	if err := jsonUnmarshal(raw, &s); err != nil {
+	if err := json.Unmarshal(raw, &s); err != nil {
 		return nil, fmt.Errorf("%w: subject: %v", ErrInvalidRequest, err)
 	}
 	return s.keys(tokenIssuer, true)
