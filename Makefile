@@ -15,7 +15,8 @@ run:
 	HOST=$(HOST) PORT=$(PORT) DATA_DIR=$(DATA_DIR) $(GO) run ./cmd/tokend
 
 # The release build signs with Go's BoringCrypto module (cgo, linux/amd64
-# and arm64; README "Builds" has the figures). build-purego uses Go's own
+# and arm64), and local RSA keys with the system's OpenSSL when it loads
+# (SIGNING_OPENSSL; README "Builds" has the figures). build-purego uses Go's own
 # crypto, the portable build (cgo only where PKCS#11 needs it: cryptod, and
 # tokend's pkcs11 backend when a C compiler is there; CGO_ENABLED=0 builds a
 # tokend without it, as `docker build --build-arg TOKEND_BUILD=purego`).

@@ -156,7 +156,8 @@ func TestManifestsLint(t *testing.T) {
 		{"Dockerfile BuildKit lint", "Dockerfile", "AS build", "as build", "BuildKit lint FromAsCasing"},
 		{"Dockerfile syntax", "Dockerfile", "EXPOSE 50051", "EXPOSES 50051", "unknown instruction: EXPOSES"},
 		{"Dockerfile root", "Dockerfile", "USER 65532:65532", "USER root", "want a non-root USER"},
-		{"Dockerfile dynamic cgo build", "Dockerfile", "-extldflags=-static", "-extldflags=-s", "would not run on a static base"},
+		{"Dockerfile dynamic cgo build on a static base", "Dockerfile", "FROM gcr.io/distroless/base-debian12:nonroot", "FROM gcr.io/distroless/static-debian12:nonroot", "would not run on a static base"},
+		{"Dockerfile glibc of another Debian", "Dockerfile", "FROM gcr.io/distroless/base-debian12:nonroot", "FROM gcr.io/distroless/base-debian13:nonroot", "want Debian 12's"},
 		{"Dockerfile shell form", "Dockerfile", `ENTRYPOINT ["/usr/local/bin/tokend"]`, "ENTRYPOINT /usr/local/bin/tokend", "JSONArgsRecommended"},
 	} {
 		t.Run(c.name, func(t *testing.T) {

@@ -23,7 +23,8 @@ const tokendPort = "50051"
 
 // lintDockerfile parses dir/Dockerfile and runs BuildKit's lint rules on
 // it (docker build --check), then checks what the image must be:
-// non-root, a static binary on a distroless or empty base, the port
+// non-root, a static binary on distroless/static or scratch (or one
+// linked against Debian 12's glibc on distroless/base-debian12), the port
 // exposed, an exec-form entrypoint.
 func lintDockerfile(ctx context.Context, r *report, dir string) {
 	file := filepath.Join(dir, "Dockerfile")
@@ -82,8 +83,15 @@ func lintDockerfile(ctx context.Context, r *report, dir string) {
 		return
 	}
 	final := stages[len(stages)-1]
-	if !strings.HasPrefix(final.BaseName, "gcr.io/distroless/static") && final.BaseName != "scratch" {
-		r.addf(file, "runtime stage FROM %s: want gcr.io/distroless/static... or scratch (a static binary needs nothing else)", final.BaseName)
+	// distroless/base has glibc (and OpenSSL's libcrypto): a binary linked
+	// against the build stage's glibc runs there; static and scratch need
+	// a static binary.
+	dynamicOK := strings.HasPrefix(final.BaseName, "gcr.io/distroless/base")
+	if !dynamicOK && !strings.HasPrefix(final.BaseName, "gcr.io/distroless/static") && final.BaseName != "scratch" {
+		r.addf(file, "runtime stage FROM %s: want gcr.io/distroless/base..., gcr.io/distroless/static... or scratch", final.BaseName)
+	}
+	if dynamicOK && !strings.Contains(final.BaseName, "debian12") {
+		r.addf(file, "runtime stage FROM %s: want Debian 12's, the glibc the golang:...-bookworm build stage links against", final.BaseName)
 	}
 	var user string
 	var exposed []string
@@ -133,7 +141,7 @@ func lintDockerfile(ctx context.Context, r *report, dir string) {
 			}
 		}
 	}
-	if builds == 0 || static != builds {
+	if builds == 0 || (!dynamicOK && static != builds) {
 		r.addf(file, "a build stage runs go build neither with CGO_ENABLED=0 nor linked with -extldflags=-static: the binary would not run on a static base")
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/x509"
 	"fmt"
 	"io"
@@ -30,6 +31,7 @@ type Signer struct {
 	method jwt.SigningMethod
 	priv   crypto.Signer
 	jwk    signing.JWK
+	rsa    rsaSign // OpenSSL signs this RSA key (LoadOpenSSL); nil: golang-jwt with Go's crypto
 }
 
 var _ signing.Signer = (*Signer)(nil)
@@ -70,7 +72,13 @@ func New(alg signing.Algorithm, priv crypto.Signer) (*Signer, error) {
 	if k, ok := priv.(*ed25519.PrivateKey); ok {
 		priv = *k
 	}
-	return &Signer{alg: alg, method: m, priv: priv, jwk: jwk}, nil
+	s := &Signer{alg: alg, method: m, priv: priv, jwk: jwk}
+	if k, ok := priv.(*rsa.PrivateKey); ok {
+		if s.rsa, err = openRSA(k); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
 }
 
 // Parse returns a Signer for a PKCS#8 DER private key.
@@ -101,5 +109,9 @@ func (s *Signer) PublicJWK() signing.JWK { return s.jwk }
 
 // Sign signs signingInput. It does no I/O and ignores ctx.
 func (s *Signer) Sign(_ context.Context, signingInput []byte) ([]byte, error) {
+	if s.rsa != nil {
+		digest := sha256.Sum256(signingInput)
+		return s.rsa(digest[:], s.alg == signing.PS256)
+	}
 	return s.method.Sign(string(signingInput), s.priv)
 }

@@ -86,14 +86,20 @@ func runNode(t *testing.T, ctx context.Context, args ...string) []check {
 }
 
 func TestNodeDPoPAndJose(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	m, cfg := startTokend(t, ctx, nil)
-	checks := runNode(t, ctx, "client.mjs", "http://"+m.Addr(), cfg.Issuer)
-	// 5 algorithms × 7 checks, plus the dpop package's own thumbprint for
-	// the 3 algorithms it makes proofs with.
-	if want := 5*7 + 3; len(checks) != want {
-		t.Fatalf("%d checks ran, want %d", len(checks), want)
+	// tokend signs with ES256 (BoringCrypto in the release build), and
+	// with RS256 and PS256 by OpenSSL where it loads (signing/local).
+	for _, alg := range []string{"ES256", "RS256", "PS256"} {
+		t.Run(alg, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			m, cfg := startTokend(t, ctx, map[string]string{"JWT_ALGORITHM": alg, "SIGNING_OPENSSL": signingOpenSSL})
+			checks := runNode(t, ctx, "client.mjs", "http://"+m.Addr(), cfg.Issuer)
+			// 5 algorithms × 7 checks, plus the dpop package's own thumbprint for
+			// the 3 algorithms it makes proofs with.
+			if want := 5*7 + 3; len(checks) != want {
+				t.Fatalf("%d checks ran, want %d", len(checks), want)
+			}
+		})
 	}
 }
 

@@ -82,6 +82,10 @@ type Config struct {
 	// NATS credentials (callers.go).
 	CallerConfig
 
+	// SigningOpenSSL is auto, on or off: whether local RSA keys sign with
+	// the system's OpenSSL (SIGNING_OPENSSL).
+	SigningOpenSSL string
+
 	KMSEndpoint     string
 	KMSKeyID        string
 	CryptoFallback  bool

@@ -16,7 +16,8 @@ func TestConfigDefaults(t *testing.T) {
 	}
 	if c.Host != "0.0.0.0" || c.Port != 50051 || c.Issuer != "auth-platform" || c.Algorithm != "RS256" ||
 		c.AccessTTL != 900*time.Second || c.RefreshTTL != 604800*time.Second || c.KMSProvider != "local" ||
-		c.NATSListen != "127.0.0.1:4222" || c.NATSReplicas != 1 || c.NATSSyncAlways || c.NATSSync != 2*time.Minute {
+		c.NATSListen != "127.0.0.1:4222" || c.NATSReplicas != 1 || c.NATSSyncAlways || c.NATSSync != 2*time.Minute ||
+		c.SigningOpenSSL != "auto" {
 		t.Fatalf("defaults: %+v", c)
 	}
 	c, err = ConfigFromEnv(env(map[string]string{"NATS_URL": "nats://127.0.0.1:4222", "KMS_PROVIDER": "mock", "NATS_SYNC": "always", "ACCESS_TOKEN_TTL": "5m"}))
@@ -38,6 +39,7 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 		"REFRESH_TOKEN_TTL":   "soon",
 		"REFRESH_REUSE_GRACE": "9999999",
 		"KMS_PROVIDER":        "vault",
+		"SIGNING_OPENSSL":     "yes",
 		"ENCRYPTION_KEY":      "c2hvcnQ=",
 		"NATS_SYNC":           "sometimes",
 		"NATS_REPLICAS":       "3",

@@ -17,6 +17,7 @@ import (
 	"github.com/auth-platform/tokenservice/signing/breaker"
 	"github.com/auth-platform/tokenservice/signing/cryptosvc"
 	"github.com/auth-platform/tokenservice/signing/keyring"
+	"github.com/auth-platform/tokenservice/signing/local"
 	"github.com/auth-platform/tokenservice/signing/seal"
 )
 
@@ -130,6 +131,9 @@ func (c *cryptoParts) close() error {
 // ENCRYPTION_KEY). Background tasks run in Main's group.
 func (m *Main) setupCrypto(ctx context.Context, kcfg *keyring.Config, sealer *seal.Sealer) (*seal.Sealer, error) {
 	cfg := m.Config
+	if err := m.useOpenSSL(); err != nil {
+		return nil, err
+	}
 	var client *cryptosvc.Client
 	if cfg.CryptoServiceAddress != "" {
 		ccfg, certs, err := cryptoServiceConfig(cfg, m.Logger)
@@ -171,6 +175,26 @@ func (m *Main) setupCrypto(ctx context.Context, kcfg *keyring.Config, sealer *se
 	}
 	kcfg.Breaker = m.breakerConfig("", rpc.BreakerSigning, true)
 	return sealer, nil
+}
+
+// useOpenSSL makes local RSA keys sign with the system's OpenSSL, as
+// SIGNING_OPENSSL says. It runs before any key is opened.
+func (m *Main) useOpenSSL() error {
+	mode := m.Config.SigningOpenSSL
+	if mode == "off" {
+		m.Logger.Info("local RSA keys sign with Go's crypto (SIGNING_OPENSSL=off)")
+		return nil
+	}
+	lib, err := local.LoadOpenSSL()
+	switch {
+	case err == nil:
+		m.Logger.Info("local RSA keys sign with OpenSSL", "version", lib.Version, "fips_provider", lib.FIPS)
+	case mode == "on":
+		return fmt.Errorf("SIGNING_OPENSSL=on: %w", err)
+	default:
+		m.Logger.Info("local RSA keys sign with Go's crypto: OpenSSL did not load", "error", err)
+	}
+	return nil
 }
 
 // breakerConfig is the circuit breaker of a remote backend's calls, from
