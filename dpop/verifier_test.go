@@ -215,3 +215,27 @@ func lastSeq(t *testing.T, l *eventlog.Log) uint64 {
 	}
 	return seq
 }
+
+// TestNonceOfEachStep: the nonce handed out is the one of the clock's step,
+// whichever step was asked for before (it is remembered per step), also
+// when the clock goes back: two sources, one asked every step, the other
+// only at the end, agree at every step.
+func TestNonceOfEachStep(t *testing.T) {
+	clock := issuertest.NewClock(time.Unix(1_800_000_000, 0))
+	asked, _ := dpop.NewNonces(issuertest.TestKey, time.Minute, clock.Now)
+	seen := map[string]bool{}
+	for _, d := range []time.Duration{0, time.Second, time.Minute, 2 * time.Minute, -3 * time.Minute, 10 * time.Minute, -time.Minute} {
+		clock.Advance(d)
+		fresh, _ := dpop.NewNonces(issuertest.TestKey, time.Minute, clock.Now)
+		if got, want := asked.Current(), fresh.Current(); got != want {
+			t.Fatalf("after %v: nonce %q, want %q", d, got, want)
+		}
+		if !asked.Valid(fresh.Current()) {
+			t.Fatalf("after %v: current nonce not valid", d)
+		}
+		seen[asked.Current()] = true
+	}
+	if len(seen) < 4 {
+		t.Fatalf("%d distinct nonces over 6 steps", len(seen))
+	}
+}
