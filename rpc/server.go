@@ -19,6 +19,7 @@ import (
 
 	"github.com/auth-platform/tokenservice/dpop"
 	"github.com/auth-platform/tokenservice/issuer"
+	tokenv1 "github.com/auth-platform/tokenservice/proto/token/v1"
 	"github.com/auth-platform/tokenservice/proto/token/v1/tokenv1connect"
 	"github.com/auth-platform/tokenservice/rpc/auth"
 	"github.com/auth-platform/tokenservice/signing"
@@ -172,6 +173,14 @@ func New(cfg Config) *Handler {
 		perCaller: &watcherCounts{max: cfg.MaxWatchersPerCaller, count: map[string]int{}}, tokenEndpoints: normalizeAll(cfg.TokenEndpoints), log: cfg.Logger, metrics: cfg.Metrics, now: cfg.Now}
 	path, h := tokenv1connect.NewTokenServiceHandler(svc, opts...)
 	mux.Handle(path, h)
+	// Each procedure's own path too, for the same handler: the mux routes a
+	// literal path without allocating, where the prefix pattern copies the
+	// rest of the path as a wildcard match (3 allocations a call). The
+	// prefix still takes the paths of unknown procedures to Connect.
+	methods := tokenv1.File_token_v1_token_proto.Services().ByName("TokenService").Methods()
+	for i := range methods.Len() {
+		mux.Handle(path+string(methods.Get(i).Name()), h)
+	}
 
 	// Health and reflection read at most what the service does, so an
 	// oversized request gets resource_exhausted everywhere.
