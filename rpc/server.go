@@ -80,7 +80,7 @@ type Config struct {
 	// Guard, if set, authenticates and authorizes every call (see package
 	// auth): its middleware wraps the whole handler, inside the one that
 	// sets the correlation ID, so refusals carry it too, and its
-	// interceptor runs inside the correlation and metrics interceptors.
+	// interceptor runs inside the metrics interceptor.
 	// Default: no guard, every call is allowed.
 	Guard *auth.Guard
 	// Logger receives server errors. Default slog.Default().
@@ -138,8 +138,8 @@ func New(cfg Config) *Handler {
 	}
 	var interceptors []connect.Interceptor
 	if cfg.TracerProvider != nil {
-		// Outermost, so that the correlation ID, the metrics and the
-		// server-error log all run inside the RPC's span.
+		// Outermost, so that the metrics and the server-error log run
+		// inside the RPC's span.
 		tracing, err := otelconnect.NewInterceptor(
 			otelconnect.WithTracerProvider(cfg.TracerProvider),
 			otelconnect.WithPropagator(propagation.TraceContext{}),
@@ -152,7 +152,6 @@ func New(cfg Config) *Handler {
 			interceptors = append(interceptors, tracing)
 		}
 	}
-	interceptors = append(interceptors, correlationInterceptor{})
 	if cfg.Metrics != nil {
 		interceptors = append(interceptors, cfg.Metrics.interceptor())
 	}
