@@ -1,12 +1,9 @@
 package rpc
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"net/http"
-
-	"connectrpc.com/connect"
 
 	"github.com/auth-platform/tokenservice/eventlog"
 )
@@ -42,7 +39,8 @@ func newCorrelationID() string {
 // the event log stamps it on every event the request causes and the logs
 // (of a refused caller too) record it. It is the outermost layer of the
 // handler, so that every answer carries the ID, a refusal by the guard's
-// middleware included.
+// middleware included, and every RPC has it in its context before any
+// interceptor runs.
 func withCorrelationID(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id := r.Header.Get(HeaderCorrelationID)
@@ -52,49 +50,4 @@ func withCorrelationID(next http.Handler) http.Handler {
 		w.Header().Set(HeaderCorrelationID, id)
 		next.ServeHTTP(w, r.WithContext(eventlog.WithCorrelationID(r.Context(), id)))
 	})
-}
-
-// correlationInterceptor does what withCorrelationID does for a call that
-// did not pass through it; after it, the ID is already in the context and
-// the response headers (setting it again would repeat the header, as
-// Connect appends a response's headers to the writer's).
-type correlationInterceptor struct{}
-
-func (correlationInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
-	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-		if eventlog.CorrelationID(ctx) != "" {
-			return next(ctx, req)
-		}
-		id := req.Header().Get(HeaderCorrelationID)
-		if !validCorrelationID(id) {
-			id = newCorrelationID()
-		}
-		ctx = eventlog.WithCorrelationID(ctx, id)
-		resp, err := next(ctx, req)
-		if resp != nil {
-			resp.Header().Set(HeaderCorrelationID, id)
-		}
-		if ce, ok := err.(*connect.Error); ok {
-			ce.Meta().Set(HeaderCorrelationID, id)
-		}
-		return resp, err
-	}
-}
-
-func (correlationInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
-	return next
-}
-
-func (correlationInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
-	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
-		if eventlog.CorrelationID(ctx) != "" {
-			return next(ctx, conn)
-		}
-		id := conn.RequestHeader().Get(HeaderCorrelationID)
-		if !validCorrelationID(id) {
-			id = newCorrelationID()
-		}
-		conn.ResponseHeader().Set(HeaderCorrelationID, id)
-		return next(eventlog.WithCorrelationID(ctx, id), conn)
-	}
 }

@@ -21,6 +21,8 @@
 // an OAuthError detail; the message reveals nothing more than the code's
 // meaning, the detail goes to the log with the correlation ID.
 //
-// Interceptors: correlation ID (X-Correlation-ID read, generated if absent
-// or malformed, echoed, stamped on every event), metrics.
+// The correlation ID (X-Correlation-ID read, generated if absent or
+// malformed, echoed, stamped on every event) is set by the outermost
+// middleware, for every request; the interceptors are tracing (when
+// configured), metrics and the guard's.
 package rpc

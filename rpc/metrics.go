@@ -53,6 +53,16 @@ type Metrics struct {
 	cpSaves       *prometheus.CounterVec
 	cacheOps      *prometheus.CounterVec
 	held          atomic.Pointer[func() float64]
+
+	// The children of the vectors a call observes, resolved once for
+	// every known label value: observing one is then a read of a map that
+	// never changes, not a hash of the labels and a lookup under the
+	// vector's lock (0.4% of the CPU of a GenerateTokens call in a perf
+	// profile). A label value outside the known set goes to the vector.
+	latencyOf  map[string]prometheus.Observer
+	issuedOf   map[[2]string]prometheus.Counter
+	appendsOf  map[string]prometheus.Counter
+	cacheOpsOf map[[2]string]prometheus.Counter
 }
 
 var _ issuer.Observer = (*Metrics)(nil)
@@ -196,8 +206,9 @@ func NewMetrics(lag func() float64) *Metrics {
 		Help: "Operations on the families read model, the sealed KV bucket that is the specification's encrypted cache: read (ok, miss, invalid: a value that does not open, never served; error), write (ok, conflict, error), delete (the bucket, rebuilt after an upgrade).",
 	}, []string{"operation", "status"})
 	r.MustRegister(m.fallback, m.breakerOpen, m.cryptoOps, m.cryptoLatency, m.kmsOps, m.authRefused, m.cpLoads, m.cpSaves, m.cacheOps)
+	m.cacheOpsOf = map[[2]string]prometheus.Counter{}
 	for _, s := range projections.CacheSeries() {
-		m.cacheOps.WithLabelValues(s[0], s[1])
+		m.cacheOpsOf[[2]string{s[0], s[1]}] = m.cacheOps.WithLabelValues(s[0], s[1])
 	}
 	for _, o := range projections.LoadOutcomes {
 		m.cpLoads.WithLabelValues(o)
@@ -237,9 +248,10 @@ func NewMetrics(lag func() float64) *Metrics {
 		}, lag)
 		r.MustRegister(m.projectionLag)
 	}
+	m.issuedOf = map[[2]string]prometheus.Counter{}
 	for _, tt := range []string{issuer.TokenTypeBearer, issuer.TokenTypeDPoP} {
 		for _, a := range signing.Algorithms {
-			m.issued.WithLabelValues(tt, string(a))
+			m.issuedOf[[2]string{tt, string(a)}] = m.issued.WithLabelValues(tt, string(a))
 		}
 	}
 	for _, s := range []string{issuer.StatusSuccess, issuer.StatusGrace, issuer.StatusReuse, issuer.StatusInvalid, issuer.StatusError} {
@@ -257,15 +269,17 @@ func NewMetrics(lag func() float64) *Metrics {
 			m.dpop.WithLabelValues("invalid", l)
 		}
 	}
+	m.latencyOf = map[string]prometheus.Observer{}
 	for _, p := range procedures {
-		m.latency.WithLabelValues(p)
+		m.latencyOf[p] = m.latency.WithLabelValues(p)
 	}
 	for _, p := range oauthEndpoints {
-		m.latency.WithLabelValues(p)
+		m.latencyOf[p] = m.latency.WithLabelValues(p)
 		m.oauth.WithLabelValues(p, "")
 	}
+	m.appendsOf = map[string]prometheus.Counter{}
 	for _, res := range []string{"ok", "conflict", "error"} {
-		m.appends.WithLabelValues(res)
+		m.appendsOf[res] = m.appends.WithLabelValues(res)
 	}
 	for _, p := range []string{"replica", "families", "feed"} {
 		m.badRecords.WithLabelValues(p)
@@ -275,6 +289,10 @@ func NewMetrics(lag func() float64) *Metrics {
 
 // Issued implements issuer.Observer.
 func (m *Metrics) Issued(tokenType, algorithm string) {
+	if c, ok := m.issuedOf[[2]string{tokenType, algorithm}]; ok {
+		c.Inc()
+		return
+	}
 	m.issued.WithLabelValues(tokenType, algorithm).Inc()
 }
 
@@ -296,11 +314,11 @@ func (m *Metrics) AppendDone(d time.Duration, err error) {
 	m.appendLatency.Observe(d.Seconds())
 	switch {
 	case err == nil:
-		m.appends.WithLabelValues("ok").Inc()
+		m.appendsOf["ok"].Inc()
 	case errors.Is(err, eventlog.ErrConflict):
-		m.appends.WithLabelValues("conflict").Inc()
+		m.appendsOf["conflict"].Inc()
 	default:
-		m.appends.WithLabelValues("error").Inc()
+		m.appendsOf["error"].Inc()
 	}
 }
 
@@ -395,6 +413,10 @@ func (m *Metrics) CheckpointSaved(err error) {
 // CacheOperation implements projections.CacheObserver: one operation on
 // the families read model.
 func (m *Metrics) CacheOperation(operation, status string) {
+	if c, ok := m.cacheOpsOf[[2]string{operation, status}]; ok {
+		c.Inc()
+		return
+	}
 	m.cacheOps.WithLabelValues(operation, status).Inc()
 }
 
@@ -431,7 +453,17 @@ func (m *Metrics) oauthRequest(path, oauthCode string, start time.Time) {
 		return
 	}
 	m.oauth.WithLabelValues(path, oauthCode).Inc()
-	m.latency.WithLabelValues(path).Observe(time.Since(start).Seconds())
+	m.observeLatency(path, start)
+}
+
+// observeLatency observes the latency of a call of procedure (or OAuth
+// endpoint path) that began at start.
+func (m *Metrics) observeLatency(procedure string, start time.Time) {
+	o, ok := m.latencyOf[procedure]
+	if !ok {
+		o = m.latency.WithLabelValues(procedure)
+	}
+	o.Observe(time.Since(start).Seconds())
 }
 
 // interceptor observes RPC latency per procedure (a bounded label: only
@@ -441,7 +473,7 @@ func (m *Metrics) interceptor() connect.UnaryInterceptorFunc {
 		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
 			start := time.Now()
 			resp, err := next(ctx, req)
-			m.latency.WithLabelValues(req.Spec().Procedure).Observe(time.Since(start).Seconds())
+			m.observeLatency(req.Spec().Procedure, start)
 			return resp, err
 		}
 	}
