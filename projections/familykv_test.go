@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -193,6 +194,59 @@ func TestFamilyProjectorFailover(t *testing.T) {
 	if bad.n != 0 {
 		t.Fatalf("%d bad records", bad.n)
 	}
+}
+
+// TestFamilyProjectorWriteFailures: while the bucket refuses writes
+// (full), families are issued; their events are given back, never
+// acknowledged, so once the bucket takes writes again every one is
+// delivered again and written, and the model equals the log. An event
+// acknowledged before its write, or settled by a failed one, would be
+// missing.
+func TestFamilyProjectorWriteFailures(t *testing.T) {
+	node := eventlogtest.SingleNode(t)
+	env := issuertest.New(t, issuertest.Options{Conn: node.Conn})
+	store := newStore(t, env, nil)
+	subjects := []string{"alice", "bob", "carol"}
+	var failed atomic.Int64
+	p, _ := startProjectorWith(t, node, projections.ProjectorConfig{Sealer: env.Sealer,
+		PinnedTTL: 3 * time.Second, AckWait: 4 * time.Second,
+		OnError: func(error) { failed.Add(1) }})
+	workload(t, env, subjects, 3)
+	waitModel(t, env, store)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	js := env.Log.JetStream()
+	kvs, err := js.Stream(ctx, "KV_"+projections.FamilyBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := kvs.CachedInfo().Config
+	full := cfg
+	full.MaxMsgs = int64(kvs.CachedInfo().State.Msgs) // DiscardNew: every further write refused
+	if _, err := js.UpdateStream(ctx, full); err != nil {
+		t.Fatal(err)
+	}
+	applied := p.Applied()
+	for i := range 30 { // first events only: nothing else of theirs to deliver again
+		if _, err := env.Issuer.Generate(ctx, issuer.GenerateRequest{Subject: subjects[i%len(subjects)], ClientID: "app", Audience: []string{"https://api.test"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for failed.Load() < 10 {
+		if ctx.Err() != nil {
+			t.Fatalf("%d writes failed in 30 s", failed.Load())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if p.Applied() != applied {
+		t.Fatalf("%d events written into a full bucket", p.Applied()-applied)
+	}
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	waitModel(t, env, store)
+	checkModel(t, env, store, subjects)
 }
 
 // TestFamilyModelRebuild: dropping the model makes the running projector

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -34,9 +35,17 @@ import (
 //	events=4  families of an issue and three rotations: what a refresh
 //	          workload makes.
 //
+//	live      families of one event appended at 4,000/s (about what
+//	          GenerateTokens at c=8 appends) while the projector runs, so
+//	          that events arrive one by one, as in tokend; cpu_us/event
+//	          includes the appends (live,off: the same appends with no
+//	          projector, to subtract).
+//
 // Metrics: events/s, and cpu_us/event, the CPU time of the whole process
 // (projector, NATS client and embedded server) per event.
 func BenchmarkFamilyProjector(b *testing.B) {
+	b.Run("live", func(b *testing.B) { benchProjectorLive(b, true) })
+	b.Run("live,off", func(b *testing.B) { benchProjectorLive(b, false) })
 	for _, per := range []int{1, 4} {
 		b.Run("events="+strconv.Itoa(per), func(b *testing.B) {
 			node := eventlogtest.SingleNode(b)
@@ -80,16 +89,72 @@ func BenchmarkFamilyProjector(b *testing.B) {
 	}
 }
 
+// benchProjectorLive appends b.N issued events at liveRate while a
+// projector (if with) runs, then waits until it has written them all.
+func benchProjectorLive(b *testing.B, with bool) {
+	const liveRate, tick = 4_000, 2 * time.Millisecond
+	node := eventlogtest.SingleNode(b)
+	log := eventlogtest.OpenLog(b, node.Conn, eventlog.Config{})
+	sealer, err := seal.New(rand.Reader, []byte("tokend-benchmark-key-32-bytes!!!"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	p, err := projections.NewFamilyProjector(log, projections.ProjectorConfig{Sealer: sealer,
+		OnError: func(err error) { b.Errorf("projector: %v", err) }})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	if with {
+		go func() { defer close(done); _ = p.Run(ctx) }()
+		for _, _, err := projections.FamiliesProgress(ctx, log.JetStream(), log.Stream()); err != nil; _, _, err = projections.FamiliesProgress(ctx, log.JetStream(), log.Stream()) {
+			time.Sleep(time.Millisecond) // the consumer is not there yet
+		}
+	} else {
+		close(done)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu0 := processCPU()
+	js, auth := asyncJS(b, node), eventlogtest.Auth(b)
+	perTick := liveRate * int(tick) / int(time.Second)
+	next := time.Now()
+	for i := 0; i < b.N; i += perTick {
+		appendFamilies(b, js, auth, log.Subjects(), i, min(perTick, b.N-i), 1)
+		next = next.Add(tick)
+		time.Sleep(time.Until(next))
+	}
+	for with {
+		floor, pending, err := projections.FamiliesProgress(ctx, log.JetStream(), log.Stream())
+		if err == nil && pending == 0 && floor >= uint64(b.N) {
+			break
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	b.StopTimer()
+	cpu := processCPU() - cpu0
+	cancel()
+	<-done
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+	if cpu0 > 0 {
+		b.ReportMetric(float64(cpu)/float64(time.Microsecond)/float64(b.N), "cpu_us/event")
+	}
+}
+
 // fillFamilies writes n family events, signed as tokend signs them, in
 // families of per events (issued, then rotations), to log's stream on a
 // fresh node (the stream's sequences start at 1).
 func fillFamilies(b *testing.B, node *eventlogtest.Node, log *eventlog.Log, n, per int) {
 	b.Helper()
-	js := asyncJS(b, node)
-	auth := eventlogtest.Auth(b)
-	subj := log.Subjects()
+	appendFamilies(b, asyncJS(b, node), eventlogtest.Auth(b), log.Subjects(), 0, n, per)
+}
+
+// appendFamilies is fillFamilies from the family numbered from, through js.
+func appendFamilies(b *testing.B, js jetstream.JetStream, auth *eventlog.Authenticator, subj eventlog.Subjects, from, n, per int) {
+	b.Helper()
 	now := timestamppb.New(time.Now())
-	for i := 0; i < n; {
+	for i := from; i < from+n; {
 		fid := fmt.Sprintf("fam%019d", i)
 		st := &eventsv1.FamilyState{
 			FamilyId: fid, Subject: fmt.Sprintf("user-%d@example.com", i%50_000), ClientId: "bench-client",
@@ -97,7 +162,7 @@ func fillFamilies(b *testing.B, node *eventlogtest.Node, log *eventlog.Log, n, p
 			CreatedAt: now, RotatedAt: now, RefreshExpiresAt: now, AccessExpiresAt: now,
 			Status: eventsv1.FamilyStatus_FAMILY_STATUS_ACTIVE, KeyIds: []string{"key-1"},
 		}
-		for e := 0; e < per && i < n; e++ {
+		for e := 0; e < per && i < from+n; e++ {
 			typ, m := events.TypeFamilyIssued, proto.Message(&eventsv1.FamilyIssued{State: st})
 			var prev uint64
 			if e > 0 {
