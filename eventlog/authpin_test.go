@@ -1,6 +1,7 @@
 package eventlog_test
 
 import (
+	"errors"
 	"testing"
 
 	"github.com/nats-io/nats.go"
@@ -59,5 +60,34 @@ func TestMACPinned(t *testing.T) {
 				t.Fatalf("Verify = %d, %v; want %d", prev, err, tt.prev)
 			}
 		})
+	}
+}
+
+// TestMalformedAuthenticator: a Token-Auth value not of the form
+// "1.<key id>.<prev>.<43 characters of base64url>" is forged.
+func TestMalformedAuthenticator(t *testing.T) {
+	t.Parallel()
+	a, err := eventlog.NewAuthenticator([]byte("a fixed encryption key, 32 bytes"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := nats.Header{}
+	h.Set(jetstream.ExpectedLastSubjSeqSubjHeader, "token.key.>")
+	good := a.Sign("token.key.k1.generated", h, []byte("x"), 7) // 1.<kid>.7.<mac>
+	kid, mac := good[2:10], good[13:]
+	for _, v := range []string{
+		"", "1", "1.", "1." + kid, "1." + kid + ".7", "1." + kid + ".7." + mac + ".",
+		"1." + kid + ".7." + mac + ".x", "2." + kid + ".7." + mac, "1." + kid + ".x." + mac,
+		"1." + kid + ".-7." + mac, "1." + kid + ".7." + mac[1:], "1." + kid + ".7." + mac + "A",
+		"1." + kid + ".7." + mac + "=", "1." + kid + ".7." + mac[:42] + "+", "1." + kid + "..7." + mac,
+	} {
+		h.Set(eventlog.HeaderAuth, v)
+		if _, err := a.Verify("token.key.k1.generated", 1, h, []byte("x")); !errors.Is(err, eventlog.ErrForged) {
+			t.Errorf("Token-Auth %q: %v, want ErrForged", v, err)
+		}
+	}
+	h.Set(eventlog.HeaderAuth, good)
+	if prev, err := a.Verify("token.key.k1.generated", 1, h, []byte("x")); err != nil || prev != 7 {
+		t.Fatalf("Verify(%q) = %d, %v", good, prev, err)
 	}
 }
