@@ -230,8 +230,10 @@ func (l *Log) record(subject string, seq uint64, t time.Time, h nats.Header, dat
 	r.CorrelationID = h.Get(HeaderCorrelationID)
 	r.Actor = h.Get(HeaderActor)
 	r.Aggregate = h.Get(jetstream.ExpectedLastSubjSeqSubjHeader)
-	if ttl, err := time.ParseDuration(h.Get(HeaderTTL)); err == nil && ttl > 0 {
-		r.TTL = ttl
+	if v := h.Get(HeaderTTL); v != "" {
+		if ttl, err := time.ParseDuration(v); err == nil && ttl > 0 {
+			r.TTL = ttl
+		}
 	}
 	if l.cfg.Auth == nil {
 		if _, prev, _, err := parseAuth(h.Get(HeaderAuth)); err == nil {
