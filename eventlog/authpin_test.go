@@ -33,6 +33,10 @@ func TestMACPinned(t *testing.T) {
 	for i := range payload {
 		payload[i] = byte(i * 7)
 	}
+	big := make([]byte, 20000) // over the input buffer a pool keeps
+	for i := range big {
+		big[i] = byte(i*13 + 5)
+	}
 	tests := []struct {
 		name    string
 		subject string
@@ -44,6 +48,7 @@ func TestMACPinned(t *testing.T) {
 		{"every field", "token.family.f1.issued", full, payload, 0, "1.1abb2dce.0.27HuBkjgbDLYaggE-qLl2ZwdfiKCYnfuK48ZpfF4Rjo"},
 		{"after a sequence", "token.family.f1.issued", full, []byte("g2"), 1<<40 + 3, "1.1abb2dce.1099511627779.0tiph7u2n3t7dY5MFsucAsm1eIkLzt0zbFGPTRVNesw"},
 		{"empty fields and payload", "token.key.k1.generated", bare, nil, 7, "1.1abb2dce.7.l4ss8eGqwJoxG_iUsAiXwWHkNwaHV3JRI349r1O2dDI"},
+		{"large payload", "token.key.k1.generated", bare, big, 7, "1.1abb2dce.7.9UCQmq3cJ3dMdls4_-e-CzTPIr7jk3BQFoc1LqMbgPQ"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
