@@ -211,7 +211,13 @@ func parseAuth(v string) (keyID string, prev uint64, mac [sha256.Size]byte, err 
 // verify checks the authenticator of a stored message and returns its prev.
 // The error wraps ErrForged.
 func (a *Authenticator) verify(subject string, seq uint64, h nats.Header, data []byte) (uint64, error) {
-	v := h.Get(HeaderAuth)
+	return a.check(h.Get(HeaderAuth), seq, inputOf(subject, h, data, 0))
+}
+
+// check checks v, the authenticator of the stored message at seq whose MAC
+// input is in but for prev, and returns its prev. The error wraps
+// ErrForged.
+func (a *Authenticator) check(v string, seq uint64, in authInput) (uint64, error) {
 	if v == "" {
 		return 0, fmt.Errorf("%w: no authenticator", ErrForged)
 	}
@@ -223,7 +229,8 @@ func (a *Authenticator) verify(subject string, seq uint64, h nats.Header, data [
 		if k.id != kid {
 			continue
 		}
-		if want := a.mac(k, inputOf(subject, h, data, prev)); hmac.Equal(mac[:], want[:]) {
+		in.prev = prev
+		if want := a.mac(k, in); hmac.Equal(mac[:], want[:]) {
 			return prev, nil
 		}
 		return 0, fmt.Errorf("%w: MAC does not verify", ErrForged)
