@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"hash"
-	"io"
 	"strconv"
 	"strings"
 	"sync"
@@ -57,8 +56,21 @@ type vouch struct {
 type macKey struct {
 	id   string
 	key  []byte
-	pool *sync.Pool // of hmac hashes under key: the key schedule is made once
+	pool *sync.Pool // of *macState under key: the key schedule is made once
 }
+
+// macState is an HMAC under one key and the buffer its input is built
+// in: the input goes to the HMAC in one Write, since with BoringCrypto
+// every Write is a cgo call.
+type macState struct {
+	h   hash.Hash
+	buf []byte
+	sum []byte
+}
+
+// maxPooledInput bounds the MAC input buffer a pool keeps: an event with a
+// large payload (a sealed key) does not pin its buffer for ever.
+const maxPooledInput = 16 << 10
 
 // macKeySize is the size of a derived MAC key.
 const macKeySize = 32
@@ -77,7 +89,7 @@ func NewAuthenticator(current []byte, previous ...[]byte) (*Authenticator, error
 		mk := DeriveKey(k, "tokenservice event mac key v1")
 		id := sha256.Sum256(mk)
 		a.keys = append(a.keys, macKey{id: hex.EncodeToString(id[:4]), key: mk,
-			pool: &sync.Pool{New: func() any { return hmac.New(sha256.New, mk) }}})
+			pool: &sync.Pool{New: func() any { return &macState{h: hmac.New(sha256.New, mk)} }}})
 	}
 	return a, nil
 }
@@ -115,37 +127,40 @@ type authInput struct {
 	data                                                 []byte
 }
 
-func (a *Authenticator) mac(k macKey, in authInput) []byte {
-	m := k.pool.Get().(hash.Hash)
-	defer k.pool.Put(m)
-	m.Reset()
-	var buf [8]byte
-	field := func(s string) {
-		binary.BigEndian.PutUint64(buf[:], uint64(len(s)))
-		m.Write(buf[:])
-		io.WriteString(m, s)
+// appendTo appends the MAC input to b: every string field length-prefixed,
+// the domain separator first, then prev and the length-prefixed payload.
+func (in authInput) appendTo(b []byte) []byte {
+	for _, f := range [...]string{"tokenservice event v" + authVersion,
+		in.subject, in.aggregate, in.typ, in.id, in.actor, in.correlation, in.ttl} {
+		b = binary.BigEndian.AppendUint64(b, uint64(len(f)))
+		b = append(b, f...)
 	}
-	field("tokenservice event v" + authVersion)
-	field(in.subject)
-	field(in.aggregate)
-	field(in.typ)
-	field(in.id)
-	field(in.actor)
-	field(in.correlation)
-	field(in.ttl)
-	binary.BigEndian.PutUint64(buf[:], in.prev)
-	m.Write(buf[:])
-	binary.BigEndian.PutUint64(buf[:], uint64(len(in.data)))
-	m.Write(buf[:])
-	m.Write(in.data)
-	return m.Sum(nil)
+	b = binary.BigEndian.AppendUint64(b, in.prev)
+	b = binary.BigEndian.AppendUint64(b, uint64(len(in.data)))
+	return append(b, in.data...)
+}
+
+// mac returns the HMAC of in under k.
+func (a *Authenticator) mac(k macKey, in authInput) [sha256.Size]byte {
+	m := k.pool.Get().(*macState)
+	m.buf = in.appendTo(m.buf[:0])
+	m.h.Reset()
+	m.h.Write(m.buf)
+	m.sum = m.h.Sum(m.sum[:0])
+	var sum [sha256.Size]byte
+	copy(sum[:], m.sum)
+	if cap(m.buf) <= maxPooledInput {
+		k.pool.Put(m)
+	}
+	return sum
 }
 
 // sign returns the HeaderAuth value of an event.
 func (a *Authenticator) sign(in authInput) string {
 	k := a.keys[0]
+	mac := a.mac(k, in)
 	return authVersion + "." + k.id + "." + strconv.FormatUint(in.prev, 10) + "." +
-		base64.RawURLEncoding.EncodeToString(a.mac(k, in))
+		base64.RawURLEncoding.EncodeToString(mac[:])
 }
 
 // Sign returns the Token-Auth value of a message about to be appended
@@ -171,25 +186,38 @@ func inputOf(subject string, h nats.Header, data []byte, prev uint64) authInput 
 	}
 }
 
+var errMalformedAuth = errors.New("malformed authenticator")
+
 // parseAuth splits a HeaderAuth value.
-func parseAuth(v string) (keyID string, prev uint64, mac []byte, err error) {
-	parts := strings.Split(v, ".")
-	if len(parts) != 4 || parts[0] != authVersion {
-		return "", 0, nil, errors.New("malformed authenticator")
+func parseAuth(v string) (keyID string, prev uint64, mac [sha256.Size]byte, err error) {
+	version, rest, ok1 := strings.Cut(v, ".")
+	keyID, rest, ok2 := strings.Cut(rest, ".")
+	seq, enc, ok3 := strings.Cut(rest, ".")
+	if !ok1 || !ok2 || !ok3 || strings.Contains(enc, ".") || version != authVersion {
+		return "", 0, mac, errMalformedAuth
 	}
-	if prev, err = strconv.ParseUint(parts[2], 10, 64); err != nil {
-		return "", 0, nil, errors.New("malformed authenticator")
+	if prev, err = strconv.ParseUint(seq, 10, 64); err != nil {
+		return "", 0, mac, errMalformedAuth
 	}
-	if mac, err = base64.RawURLEncoding.DecodeString(parts[3]); err != nil || len(mac) != sha256.Size {
-		return "", 0, nil, errors.New("malformed authenticator")
+	if base64.RawURLEncoding.DecodedLen(len(enc)) != sha256.Size {
+		return "", 0, mac, errMalformedAuth
 	}
-	return parts[1], prev, mac, nil
+	if n, err := base64.RawURLEncoding.Decode(mac[:], []byte(enc)); err != nil || n != sha256.Size {
+		return "", 0, mac, errMalformedAuth
+	}
+	return keyID, prev, mac, nil
 }
 
 // verify checks the authenticator of a stored message and returns its prev.
 // The error wraps ErrForged.
 func (a *Authenticator) verify(subject string, seq uint64, h nats.Header, data []byte) (uint64, error) {
-	v := h.Get(HeaderAuth)
+	return a.check(h.Get(HeaderAuth), seq, inputOf(subject, h, data, 0))
+}
+
+// check checks v, the authenticator of the stored message at seq whose MAC
+// input is in but for prev, and returns its prev. The error wraps
+// ErrForged.
+func (a *Authenticator) check(v string, seq uint64, in authInput) (uint64, error) {
 	if v == "" {
 		return 0, fmt.Errorf("%w: no authenticator", ErrForged)
 	}
@@ -201,7 +229,8 @@ func (a *Authenticator) verify(subject string, seq uint64, h nats.Header, data [
 		if k.id != kid {
 			continue
 		}
-		if hmac.Equal(mac, a.mac(k, inputOf(subject, h, data, prev))) {
+		in.prev = prev
+		if want := a.mac(k, in); hmac.Equal(mac[:], want[:]) {
 			return prev, nil
 		}
 		return 0, fmt.Errorf("%w: MAC does not verify", ErrForged)

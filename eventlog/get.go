@@ -221,25 +221,22 @@ func (l *Log) Identity(ctx context.Context) (created time.Time, lastSeq uint64, 
 // ErrForged (with the record, for the report) if its authenticator fails.
 // Without Auth the record's Prev is read from its authenticator unchecked.
 func (l *Log) record(subject string, seq uint64, t time.Time, h nats.Header, data []byte) (Record, error) {
-	r := Record{Subject: subject, Seq: seq, Time: t, Data: data}
-	if h == nil {
-		h = nats.Header{}
+	in := inputOf(subject, h, data, 0) // the headers are read once, for the record and its MAC
+	r := Record{Subject: subject, Seq: seq, Time: t, Data: data,
+		Type: in.typ, ID: in.id, CorrelationID: in.correlation, Actor: in.actor, Aggregate: in.aggregate}
+	if in.ttl != "" {
+		if ttl, err := time.ParseDuration(in.ttl); err == nil && ttl > 0 {
+			r.TTL = ttl
+		}
 	}
-	r.Type = h.Get(HeaderEvent)
-	r.ID = h.Get(HeaderMsgID)
-	r.CorrelationID = h.Get(HeaderCorrelationID)
-	r.Actor = h.Get(HeaderActor)
-	r.Aggregate = h.Get(jetstream.ExpectedLastSubjSeqSubjHeader)
-	if ttl, err := time.ParseDuration(h.Get(HeaderTTL)); err == nil && ttl > 0 {
-		r.TTL = ttl
-	}
+	auth := h.Get(HeaderAuth)
 	if l.cfg.Auth == nil {
-		if _, prev, _, err := parseAuth(h.Get(HeaderAuth)); err == nil {
+		if _, prev, _, err := parseAuth(auth); err == nil {
 			r.Prev = prev
 		}
 		return r, nil
 	}
-	prev, err := l.cfg.Auth.verify(subject, seq, h, data)
+	prev, err := l.cfg.Auth.check(auth, seq, in)
 	if err != nil {
 		return r, fmt.Errorf("seq %d: %w", seq, err)
 	}

@@ -275,25 +275,33 @@ func (l *Log) Append(ctx context.Context, ev Event, exp Expect) (seq uint64, err
 	if ev.ID == "" {
 		ev.ID = l.cfg.NewID()
 	}
-	msg := &nats.Msg{Subject: ev.Subject, Data: ev.Data, Header: nats.Header{}}
-	msg.Header.Set(HeaderMsgID, ev.ID)
+	// At most eight headers, their values in one allocation: an append is
+	// on the path of every token request.
+	h := make(nats.Header, 8)
+	vals := make([]string, 0, 8)
+	set := func(key, value string) {
+		vals = append(vals, value)
+		h[key] = vals[len(vals)-1 : len(vals) : len(vals)]
+	}
+	set(HeaderMsgID, ev.ID)
 	if ev.Type != "" {
-		msg.Header.Set(HeaderEvent, ev.Type)
+		set(HeaderEvent, ev.Type)
 	}
 	if id := CorrelationID(ctx); id != "" {
-		msg.Header.Set(HeaderCorrelationID, id)
+		set(HeaderCorrelationID, id)
 	}
 	if a := Actor(ctx); a != "" {
-		msg.Header.Set(HeaderActor, a)
+		set(HeaderActor, a)
 	}
 	if ev.TTL > 0 {
 		// Whole seconds: the server rounds sub-second TTLs anyway.
 		secs := int64((ev.TTL + time.Second - 1) / time.Second)
-		msg.Header.Set(HeaderTTL, strconv.FormatInt(secs, 10)+"s")
+		set(HeaderTTL, strconv.FormatInt(secs, 10)+"s")
 	}
-	msg.Header.Set(jetstream.ExpectedLastSubjSeqSubjHeader, exp.Filter)
-	msg.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(exp.Seq, 10))
-	msg.Header.Set(HeaderAuth, l.cfg.Auth.sign(inputOf(ev.Subject, msg.Header, ev.Data, exp.Seq)))
+	set(jetstream.ExpectedLastSubjSeqSubjHeader, exp.Filter)
+	set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(exp.Seq, 10))
+	set(HeaderAuth, l.cfg.Auth.sign(inputOf(ev.Subject, h, ev.Data, exp.Seq)))
+	msg := &nats.Msg{Subject: ev.Subject, Data: ev.Data, Header: h}
 
 	ambiguous := false
 	var lastErr error
@@ -375,6 +383,10 @@ func (l *Log) AppendNext(ctx context.Context, ev Event, filter string) (uint64, 
 // endAppendSpan records the outcome of an Append on span and ends it. The
 // error text stays out of the span: it names the subject.
 func endAppendSpan(span trace.Span, seq uint64, err error) {
+	if !span.IsRecording() {
+		span.End() // its attributes would be dropped: spare building them
+		return
+	}
 	result := "ok"
 	switch {
 	case err == nil:

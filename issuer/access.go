@@ -69,7 +69,7 @@ type accessJSON struct {
 }
 
 func newJTI(rand io.Reader) (string, error) {
-	var b [16]byte
+	var b [jtiBytes]byte
 	if _, err := io.ReadFull(rand, b[:]); err != nil {
 		return "", fmt.Errorf("jti: %w", err)
 	}

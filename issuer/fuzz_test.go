@@ -13,9 +13,9 @@ import (
 // canonical (formatting it back gives the same string), so one family and
 // secret have exactly one spelling.
 func FuzzParseRefreshToken(f *testing.F) {
-	fid, _ := newFamilyID(rand.Reader)
-	secret, _ := newSecret(rand.Reader)
-	good := formatRefreshToken(fid, secret)
+	r, _ := newFresh(rand.Reader)
+	fid := r.familyID
+	good := formatRefreshToken(fid, r.secret)
 	for _, s := range []string{good, good[:len(good)-1], good + "A", "", ".", "a.b", fid + ".", "." + good[23:],
 		good[:22] + "=" + good[23:], good[:len(good)-1] + "=", "token.family.>.x"} {
 		f.Add(s)

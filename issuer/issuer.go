@@ -246,14 +246,11 @@ func (i *Issuer) Generate(ctx context.Context, req GenerateRequest) (Tokens, err
 		return Tokens{}, err
 	}
 	now := i.cfg.Now()
-	fid, err := newFamilyID(i.cfg.Rand)
+	r, err := newFresh(i.cfg.Rand)
 	if err != nil {
 		return Tokens{}, err
 	}
-	secret, err := newSecret(i.cfg.Rand)
-	if err != nil {
-		return Tokens{}, err
-	}
+	fid := r.familyID
 	st := &eventsv1.FamilyState{
 		FamilyId:         fid,
 		Subject:          req.Subject,
@@ -262,14 +259,14 @@ func (i *Issuer) Generate(ctx context.Context, req GenerateRequest) (Tokens, err
 		Scopes:           scopes,
 		ExtraClaims:      req.Extra,
 		Generation:       1,
-		SecretHash:       hashSecret(secret),
+		SecretHash:       hashSecret(r.secret),
 		Status:           eventsv1.FamilyStatus_FAMILY_STATUS_ACTIVE,
 		CreatedAt:        timestamppb.New(now),
 		RotatedAt:        timestamppb.New(now),
 		RefreshExpiresAt: timestamppb.New(now.Add(i.cfg.RefreshTTL)),
 		DpopJkt:          req.DPoPJKT,
 	}
-	tokens, err := i.mint(ctx, st, secret, scopes, now)
+	tokens, err := i.mint(ctx, st, r, scopes, now)
 	if err != nil {
 		return Tokens{}, err
 	}
@@ -286,17 +283,15 @@ func (i *Issuer) Generate(ctx context.Context, req GenerateRequest) (Tokens, err
 	return tokens, nil
 }
 
-// mint signs an access token for st and fills in the response; it records
-// the key and access expiry in st.
-func (i *Issuer) mint(ctx context.Context, st *eventsv1.FamilyState, secret []byte, scopes []string, now time.Time) (Tokens, error) {
+// mint signs an access token with ID r.jti for st and fills in the
+// response with refresh secret r.secret; it records the key and access
+// expiry in st.
+func (i *Issuer) mint(ctx context.Context, st *eventsv1.FamilyState, r fresh, scopes []string, now time.Time) (Tokens, error) {
 	signer, err := i.keys.Active(ctx)
 	if err != nil {
 		return Tokens{}, fmt.Errorf("signing key: %w", err)
 	}
-	jti, err := newJTI(i.cfg.Rand)
-	if err != nil {
-		return Tokens{}, err
-	}
+	jti := r.jti
 	sign := func(s signing.Signer) (string, time.Time, error) {
 		exp := now.Add(i.cfg.AccessTTL)
 		if f, ok := s.(interface{ IsFallback() bool }); ok && f.IsFallback() {
@@ -332,7 +327,7 @@ func (i *Issuer) mint(ctx context.Context, st *eventsv1.FamilyState, secret []by
 	}
 	return Tokens{
 		AccessToken: at, TokenType: tt, AccessExpiresAt: exp,
-		RefreshToken: formatRefreshToken(st.GetFamilyId(), secret), RefreshExpiresAt: st.GetRefreshExpiresAt().AsTime(),
+		RefreshToken: formatRefreshToken(st.GetFamilyId(), r.secret), RefreshExpiresAt: st.GetRefreshExpiresAt().AsTime(),
 		FamilyID: st.GetFamilyId(), Scopes: scopes, KeyID: signer.KeyID(), Algorithm: string(signer.Algorithm()), AccessTokenID: jti,
 	}, nil
 }

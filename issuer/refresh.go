@@ -173,7 +173,7 @@ func (i *Issuer) rotate(ctx context.Context, f loaded, fid string, scopes []stri
 	} else if !subset(scopes, st.GetScopes()) {
 		return Tokens{}, fmt.Errorf("%w: requested scopes exceed the granted ones", ErrInvalidScope)
 	}
-	secret, err := newSecret(i.cfg.Rand)
+	r, err := newFresh(i.cfg.Rand)
 	if err != nil {
 		return Tokens{}, err
 	}
@@ -183,11 +183,11 @@ func (i *Issuer) rotate(ctx context.Context, f loaded, fid string, scopes []stri
 		next.SpentSecretPrefixes = appendSpent(st.GetSpentSecretPrefixes(), st.GetPreviousSecretHash())
 	}
 	next.PreviousSecretHash = st.GetSecretHash()
-	next.SecretHash = hashSecret(secret)
+	next.SecretHash = hashSecret(r.secret)
 	next.RotatedAt = timestamppb.New(now)
 	next.RefreshExpiresAt = timestamppb.New(now.Add(i.cfg.RefreshTTL))
 	next.GraceId = ""
-	tokens, err := i.mint(ctx, next, secret, scopes, now)
+	tokens, err := i.mint(ctx, next, r, scopes, now)
 	if err != nil {
 		return Tokens{}, err
 	}

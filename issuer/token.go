@@ -12,6 +12,7 @@ import (
 const (
 	familyIDBytes = 16
 	secretBytes   = 32
+	jtiBytes      = 16
 	familyIDLen   = 22 // base64url of 16 bytes, no padding
 	secretLen     = 43 // base64url of 32 bytes, no padding
 	// RefreshTokenLen is the length of every refresh token.
@@ -32,20 +33,27 @@ type refreshToken struct {
 	secret   []byte
 }
 
-func newFamilyID(rand io.Reader) (string, error) {
-	var b [familyIDBytes]byte
-	if _, err := io.ReadFull(rand, b[:]); err != nil {
-		return "", fmt.Errorf("family id: %w", err)
-	}
-	return b64.EncodeToString(b[:]), nil
+// fresh is the randomness of one token pair: the refresh token's secret,
+// the access token's ID, and the ID of a new family (unused by a
+// rotation).
+type fresh struct {
+	familyID string
+	secret   []byte
+	jti      string
 }
 
-func newSecret(rand io.Reader) ([]byte, error) {
-	b := make([]byte, secretBytes)
+// newFresh draws a token pair's randomness with one read of rand: with
+// BoringCrypto every read is a cgo call.
+func newFresh(rand io.Reader) (fresh, error) {
+	b := make([]byte, familyIDBytes+secretBytes+jtiBytes)
 	if _, err := io.ReadFull(rand, b); err != nil {
-		return nil, fmt.Errorf("secret: %w", err)
+		return fresh{}, fmt.Errorf("token randomness: %w", err)
 	}
-	return b, nil
+	return fresh{
+		familyID: b64.EncodeToString(b[:familyIDBytes]),
+		secret:   b[familyIDBytes : familyIDBytes+secretBytes : familyIDBytes+secretBytes],
+		jti:      b64.EncodeToString(b[familyIDBytes+secretBytes:]),
+	}, nil
 }
 
 func formatRefreshToken(fid string, secret []byte) string {
