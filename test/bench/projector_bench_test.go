@@ -70,21 +70,12 @@ func BenchmarkFamilyProjector(b *testing.B) {
 			b.ResetTimer()
 			cpu0 := processCPU()
 			go func() { defer close(done); _ = p.Run(ctx) }()
-			for {
-				floor, pending, err := projections.FamiliesProgress(ctx, log.JetStream(), log.Stream())
-				if err == nil && pending == 0 && floor >= last {
-					break
-				}
-				time.Sleep(2 * time.Millisecond)
-			}
+			awaitProjected(ctx, log, last)
 			b.StopTimer()
 			cpu := processCPU() - cpu0
 			cancel()
 			<-done
-			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
-			if cpu0 > 0 {
-				b.ReportMetric(float64(cpu)/float64(time.Microsecond)/float64(b.N), "cpu_us/event")
-			}
+			reportEvents(b, cpu0, cpu)
 		})
 	}
 }
@@ -125,17 +116,31 @@ func benchProjectorLive(b *testing.B, with bool) {
 		next = next.Add(tick)
 		time.Sleep(time.Until(next))
 	}
-	for with {
-		floor, pending, err := projections.FamiliesProgress(ctx, log.JetStream(), log.Stream())
-		if err == nil && pending == 0 && floor >= uint64(b.N) {
-			break
-		}
-		time.Sleep(2 * time.Millisecond)
+	if with {
+		awaitProjected(ctx, log, uint64(b.N))
 	}
 	b.StopTimer()
 	cpu := processCPU() - cpu0
 	cancel()
 	<-done
+	reportEvents(b, cpu0, cpu)
+}
+
+// awaitProjected waits until the families projector's consumer has
+// acknowledged every event up to last.
+func awaitProjected(ctx context.Context, log *eventlog.Log, last uint64) {
+	for {
+		floor, pending, err := projections.FamiliesProgress(ctx, log.JetStream(), log.Stream())
+		if err == nil && pending == 0 && floor >= last {
+			return
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// reportEvents reports events/s and, when the process's CPU time is known
+// (cpu0 > 0), the CPU time per event.
+func reportEvents(b *testing.B, cpu0, cpu time.Duration) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
 	if cpu0 > 0 {
 		b.ReportMetric(float64(cpu)/float64(time.Microsecond)/float64(b.N), "cpu_us/event")
