@@ -187,20 +187,33 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Log, error) {
 		MaxConsumers: -1,
 	}
 	var stream jetstream.Stream
+	err = Provision(ctx, cfg.AttemptTimeout, func(ctx context.Context) (err error) {
+		stream, err = openStream(ctx, js, sc)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("eventlog: create stream %s: %w", cfg.Stream, err)
+	}
+	return newLog(nc, js, stream, cfg), nil
+}
+
+// Provision runs attempt, a JetStream API request that sets something up
+// (a stream, a bucket), until it succeeds or ctx ends, each try bounded by
+// timeout: while a cluster elects its meta leader a request may get no
+// answer at all, and a cluster that just formed answers "no meta leader"
+// for a while. When ctx ends first, the error wraps ctx's and names the
+// last attempt's error.
+func Provision(ctx context.Context, timeout time.Duration, attempt func(context.Context) error) error {
 	var lastErr error
 	for {
-		// Each attempt is bounded: while a cluster elects its meta leader
-		// a request may get no answer at all.
-		actx, cancel := context.WithTimeout(ctx, cfg.AttemptTimeout)
-		stream, err = openStream(actx, js, sc)
+		actx, cancel := context.WithTimeout(ctx, timeout)
+		err := attempt(actx)
 		cancel()
 		if err == nil {
-			break
+			return nil
 		}
-		// A cluster that just formed answers "no meta leader" or
-		// times out for a while: retry until ctx ends.
 		if ctx.Err() != nil {
-			return nil, fmt.Errorf("eventlog: create stream %s: %w (last error: %v)", cfg.Stream, ctx.Err(), lastErr)
+			return fmt.Errorf("%w (last error: %v)", ctx.Err(), lastErr)
 		}
 		lastErr = err
 		select {
@@ -208,7 +221,12 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Log, error) {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-	return newLog(nc, js, stream, cfg), nil
+}
+
+// Provision runs attempt as the package's Provision does, each try bounded
+// by Config.AttemptTimeout.
+func (l *Log) Provision(ctx context.Context, attempt func(context.Context) error) error {
+	return Provision(ctx, l.cfg.AttemptTimeout, attempt)
 }
 
 func newLog(nc *nats.Conn, js jetstream.JetStream, stream jetstream.Stream, cfg Config) *Log {

@@ -175,17 +175,30 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		cfg.Rand = rand.Reader
 	}
 	js := cfg.Log.JetStream()
-	st, err := openStore(ctx, js, cfg.Bucket, cfg.Log.Replicas(), cfg.Sealer)
+	// Every replica sets these up at start, also while the cluster elects
+	// a meta leader (a replica restarted beside a restarted server).
+	var st *store
+	err := cfg.Log.Provision(ctx, func(ctx context.Context) (err error) {
+		st, err = openStore(ctx, js, cfg.Bucket, cfg.Log.Replicas(), cfg.Sealer)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
-	q, err := openQueue(ctx, js, js.Conn(), cfg.Queue, cfg.Log.Replicas(), cfg.Retention, cfg.MaxQueueBytes, cfg.Sealer)
+	var q *queue
+	err = cfg.Log.Provision(ctx, func(ctx context.Context) (err error) {
+		q, err = openQueue(ctx, js, js.Conn(), cfg.Queue, cfg.Log.Replicas(), cfg.Retention, cfg.MaxQueueBytes, cfg.Sealer)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
 	s := &Service{cfg: cfg, log: cfg.Log, store: st, queue: q, pushers: map[string]*pusher{},
 		backlog: newBacklog(cfg.MaxPendingPerStream, q.count, cfg.Now, cfg.Logger)}
-	if _, err := s.ensureConsumer(ctx); err != nil {
+	if err := s.log.Provision(ctx, func(ctx context.Context) error {
+		_, err := s.ensureConsumer(ctx)
+		return err
+	}); err != nil {
 		return nil, err
 	}
 	if cfg.Registerer != nil {
