@@ -527,6 +527,12 @@ func readFamilies(t *testing.T, natsURL string) map[string]*storedFamily {
 			t.Fatalf("reading the stream: %d messages still pending: %v", pending, ctx.Err())
 		}
 		batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(2*time.Second))
+		if errors.Is(err, nats.ErrNoResponders) {
+			// The consumer's server is still taking its place in a cluster
+			// that has just had a node restarted: ask again.
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
 		if err != nil {
 			t.Fatalf("fetch: %v", err)
 		}
