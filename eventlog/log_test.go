@@ -228,3 +228,45 @@ func runContract(t *testing.T, logs []*eventlog.Log) {
 		}
 	})
 }
+
+// TestReplayEndsAtTheEndWhileRecordsExpire: a replay delivers every record
+// that exists when it starts, up to the last, also while records with a
+// TTL (grace records, DPoP claims) leave the stream under it. (The case
+// that made a replay stop one family event short, an ordered consumer
+// reset under load, is not reproduced here: issuer's TestReplayEqualsLive
+// met it about once in four runs beside another package's tests.)
+func TestReplayEndsAtTheEndWhileRecordsExpire(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	l := eventlogtest.OpenLog(t, eventlogtest.SingleNode(t).Conn, eventlog.Config{})
+	s := l.Subjects()
+	var last uint64
+	for i := range 300 {
+		fid := fmt.Sprintf("fam%d", i)
+		seq, err := l.Append(ctx, eventlog.Event{Subject: s.Family(fid, "issued"), Type: "family.issued", Data: []byte("f")}, eventlog.Expect{Filter: s.FamilyFilter(fid)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = seq
+		g := s.Grace(fid, "g")
+		if _, err := l.Append(ctx, eventlog.Event{Subject: g, Data: []byte("sealed"), TTL: time.Second}, eventlog.Expect{Filter: g}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Replay again and again while the grace records reach their TTL.
+	for until := time.Now().Add(3 * time.Second); time.Now().Before(until); {
+		for _, filters := range [][]string{{s.All()}, {s.Families()}} {
+			var got uint64
+			if err := l.Replay(ctx, 1, filters, func(r eventlog.Record) {
+				if s.Kind(r.Subject) == "family" {
+					got = max(got, r.Seq)
+				}
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if got != last {
+				t.Fatalf("replay of %v ended at %d, the last family event is %d", filters, got, last)
+			}
+		}
+	}
+}
