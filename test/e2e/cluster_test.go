@@ -87,12 +87,26 @@ func (n *natsNode) start(t testing.TB) {
 	n.proc = startProcess(t, natsServerBinary(t), []string{"-c", n.conf}, []string{"HOME=" + n.dir})
 }
 
+// waitHealthy waits until the node's JetStream is enabled (it may still
+// be catching up with the cluster).
 func (n *natsNode) waitHealthy(t testing.TB, timeout time.Duration) {
+	t.Helper()
+	n.waitHealth(t, timeout, "?js-enabled-only=true")
+}
+
+// waitCurrent waits until the node is healthy and its JetStream current
+// with the meta leader and its streams' leaders (nats-server's /healthz).
+func (n *natsNode) waitCurrent(t testing.TB, timeout time.Duration) {
+	t.Helper()
+	n.waitHealth(t, timeout, "")
+}
+
+func (n *natsNode) waitHealth(t testing.TB, timeout time.Duration, query string) {
 	t.Helper()
 	hc := &http.Client{Timeout: time.Second}
 	deadline := time.Now().Add(timeout)
 	for {
-		resp, err := hc.Get(fmt.Sprintf("http://127.0.0.1:%d/healthz?js-enabled-only=true", n.monitor))
+		resp, err := hc.Get(fmt.Sprintf("http://127.0.0.1:%d/healthz%s", n.monitor, query))
 		if err == nil {
 			io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()

@@ -272,7 +272,8 @@ func (m *Main) provisionFeed(ctx context.Context) (jetstream.JetStream, error) {
 	acc := m.callers.accounts
 	if acc == nil {
 		js := m.Log.JetStream()
-		if err := eventlog.EnsureFeed(ctx, js, eventlog.FeedStreamConfig(m.FeedStream(), m.Config.SubjectPrefix, m.Log.Replicas())); err != nil {
+		want := eventlog.FeedStreamConfig(m.FeedStream(), m.Config.SubjectPrefix, m.Log.Replicas())
+		if err := m.Log.Provision(ctx, func(ctx context.Context) error { return eventlog.EnsureFeed(ctx, js, want) }); err != nil {
 			return nil, err
 		}
 		return js, nil
