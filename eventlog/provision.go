@@ -25,10 +25,8 @@ func Provision(ctx context.Context, timeout time.Duration, attempt func(context.
 			return fmt.Errorf("%w (last error: %v)", ctx.Err(), lastErr)
 		}
 		lastErr = err
-		select {
-		case <-ctx.Done():
-		case <-time.After(200 * time.Millisecond):
-		}
+		_ = sleepCtx(ctx, 200*time.Millisecond) // ctx's end is seen by the next attempt
+
 	}
 }
 

@@ -51,15 +51,7 @@ func BenchmarkFamilyProjector(b *testing.B) {
 			node := eventlogtest.SingleNode(b)
 			log := eventlogtest.OpenLog(b, node.Conn, eventlog.Config{})
 			fillFamilies(b, node, log, b.N, per)
-			sealer, err := seal.New(rand.Reader, []byte("tokend-benchmark-key-32-bytes!!!"))
-			if err != nil {
-				b.Fatal(err)
-			}
-			p, err := projections.NewFamilyProjector(log, projections.ProjectorConfig{Sealer: sealer,
-				OnError: func(err error) { b.Errorf("projector: %v", err) }})
-			if err != nil {
-				b.Fatal(err)
-			}
+			p := newBenchProjector(b, log)
 			last, err := log.LastSeq(context.Background())
 			if err != nil {
 				b.Fatal(err)
@@ -86,15 +78,7 @@ func benchProjectorLive(b *testing.B, with bool) {
 	const liveRate, tick = 4_000, 2 * time.Millisecond
 	node := eventlogtest.SingleNode(b)
 	log := eventlogtest.OpenLog(b, node.Conn, eventlog.Config{})
-	sealer, err := seal.New(rand.Reader, []byte("tokend-benchmark-key-32-bytes!!!"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	p, err := projections.NewFamilyProjector(log, projections.ProjectorConfig{Sealer: sealer,
-		OnError: func(err error) { b.Errorf("projector: %v", err) }})
-	if err != nil {
-		b.Fatal(err)
-	}
+	p := newBenchProjector(b, log)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	if with {
@@ -124,6 +108,21 @@ func benchProjectorLive(b *testing.B, with bool) {
 	cancel()
 	<-done
 	reportEvents(b, cpu0, cpu)
+}
+
+// newBenchProjector is the production families projector on log, sealing
+// under a fixed key; it fails the benchmark on any error it reports.
+func newBenchProjector(b *testing.B, log *eventlog.Log) *projections.FamilyProjector {
+	sealer, err := seal.New(rand.Reader, []byte("tokend-benchmark-key-32-bytes!!!"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	p, err := projections.NewFamilyProjector(log, projections.ProjectorConfig{Sealer: sealer,
+		OnError: func(err error) { b.Errorf("projector: %v", err) }})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return p
 }
 
 // awaitProjected waits until the families projector's consumer has

@@ -134,12 +134,7 @@ func (h *harness) startNode(ctx context.Context, alg string) (*target, error) {
 		if err != nil {
 			return nil, err
 		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return nil, err
-		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		resp, b, err := send(req)
 		if err != nil {
 			return nil, err
 		}
@@ -238,6 +233,18 @@ func checkToken(ctx context.Context, w workload, field, alg string) error {
 	return nil
 }
 
+// send does req and returns its response with the body read (at most
+// 1 MiB) and closed.
+func send(req *http.Request) (*http.Response, []byte, error) {
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	return resp, b, err
+}
+
 // postJSON POSTs body and decodes a 2xx JSON answer.
 func postJSON(ctx context.Context, url, contentType, auth, body string) (map[string]any, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(body))
@@ -248,12 +255,7 @@ func postJSON(ctx context.Context, url, contentType, auth, body string) (map[str
 	if auth != "" {
 		req.Header.Set("Authorization", auth)
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	resp, b, err := send(req)
 	if err != nil {
 		return nil, err
 	}

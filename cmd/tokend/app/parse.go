@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/url"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -70,17 +69,6 @@ func algorithmList(algs []signing.Algorithm) string {
 }
 
 // kmsProvider accepts a signing backend; mock is an alias of local.
-// oneOf parses a value that must be one of values.
-func oneOf(p *string, values ...string) envvar.Parser {
-	return func(v string) error {
-		if !slices.Contains(values, v) {
-			return fmt.Errorf("%q is not one of %s", v, strings.Join(values, ", "))
-		}
-		*p = v
-		return nil
-	}
-}
-
 func kmsProvider(p *string) envvar.Parser {
 	return func(v string) error {
 		switch v {

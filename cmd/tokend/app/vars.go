@@ -47,7 +47,7 @@ func (r *reading) vars() []envvar.Var {
 			Doc: "how long family and subject events stay in the log after the family ended (400 days); `0` keeps them forever. Key events always stay; archive older events with `tokenctl export --archive`"},
 		{Name: "KMS_PROVIDER", DefaultDoc: "`" + defaultKMSProvider + "`", Parse: kmsProvider(&c.KMSProvider),
 			Doc: "signing backend: `local` (`mock` is an alias), `aws` (AWS KMS: RS256, PS256, ES256; region and credentials from the AWS SDK's standard settings such as `AWS_REGION`, `AWS_PROFILE`, `AWS_ACCESS_KEY_ID`), `pkcs11` (an HSM) or `cryptosvc` (a crypto service); see [HSM and crypto service](#hsm-and-crypto-service)"},
-		{Name: "SIGNING_OPENSSL", Default: "auto", Parse: oneOf(&c.SigningOpenSSL, "auto", "on", "off"),
+		{Name: "SIGNING_OPENSSL", Default: "auto", Parse: envvar.OneOf(&c.SigningOpenSSL, "auto", "on", "off"),
 			Doc: "local RSA keys (RS256, PS256, and the fallback key) sign with the system's OpenSSL `libcrypto.so.3`, about 2.3 × as fast as BoringCrypto: `auto` when it loads (builds with cgo on Linux), `on` refuses to start without it, `off` keeps Go's crypto (BoringCrypto in the release build). The start-up log names the library and whether OpenSSL runs its FIPS provider; see [Builds](#builds)"},
 		{Name: "KMS_KEY_ID", Parse: envvar.String(&c.KMSKeyID),
 			Doc: "`KMS_PROVIDER=aws`: sign with this key the operator provisioned (ID, ARN or alias) and create none; tokend needs only `kms:Sign` and `kms:GetPublicKey`. A new value (or the alias pointed at another key) is staged at the next key tick and signs after `JWKS_PREPUBLISH`; `KEY_ROTATION_PERIOD` is not used. Unset: tokend creates, rotates and deletes its own keys. See [Key permissions](#key-permissions)"},
