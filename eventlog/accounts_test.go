@@ -213,7 +213,8 @@ func TestFeedProvisioned(t *testing.T) {
 
 // TestProvisionFeedReplacesSourcedFeed: a feed of the earlier layout,
 // sourced from the log (sealed keys and family states in it), is deleted
-// and made again empty.
+// and made again empty, even while the server still removes the files of
+// an earlier delete of the same name.
 func TestProvisionFeedReplacesSourcedFeed(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -248,7 +249,32 @@ func TestProvisionFeedReplacesSourcedFeed(t *testing.T) {
 	if _, err := js.Publish(ctx, "old.family.f1.revoked", []byte("family state with secret hashes")); err != nil {
 		t.Fatal(err)
 	}
+	// The first delete's files are still being removed when the feed is
+	// deleted again (nats-server removes a deleted stream's directory in
+	// the background, under a "." name): the second delete cannot rename
+	// its directory, ignores that, and leaves the old messages where the
+	// new stream finds them. Made certain here: the "." directory is held
+	// for 300 ms.
+	dirs, err := filepath.Glob(filepath.Join(n.dir, "jetstream", "*", "*", "streams", n.acc.FeedStream()))
+	if err != nil || len(dirs) != 1 {
+		t.Fatalf("the feed's directory: %v (%v)", dirs, err)
+	}
+	removing := filepath.Join(filepath.Dir(dirs[0]), "."+n.acc.FeedStream())
+	for _, err := os.Stat(removing); err == nil; _, err = os.Stat(removing) {
+		time.Sleep(10 * time.Millisecond) // the test's own delete, above
+	}
+	if err := os.MkdirAll(filepath.Join(removing, "msgs"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(removing, "msgs", "1.blk"), []byte("being removed"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	removed := make(chan error, 1)
+	time.AfterFunc(300*time.Millisecond, func() { removed <- os.RemoveAll(removing) })
 	if err := n.acc.ProvisionFeed(ctx, n.e); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-removed; err != nil {
 		t.Fatal(err)
 	}
 	st, err := js.Stream(ctx, n.acc.FeedStream())
