@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -64,7 +65,9 @@ type issued struct {
 // under a load of GenerateTokens calls, cryptod is SIGKILLed: the breaker
 // opens, the pre-published fallback key signs (shorter lifetime), no call
 // fails, and a fallback_engaged event is recorded. cryptod is started
-// again on the same token and address, and signing returns to it. Every
+// again on the same token and address, frozen while the breaker's trial
+// call is out (calls meanwhile are refused and signed with the fallback
+// key), then let go, and signing returns to it. Every
 // token verifies against the served JWKS, every acknowledged family is in
 // the stream, and the breaker, fallback and latency metrics show the
 // outage.
@@ -162,8 +165,21 @@ func TestCryptodKilledUnderLoad(t *testing.T) {
 	time.Sleep(time.Second) // load while the breaker is open
 	duringOutage := count()
 
+	// Every OPEN_FOR (10 s) the breaker lets one trial call through; a call
+	// that comes while the trial is out is refused ("rejected") and signed
+	// with the fallback key. That overlap is made certain, not left to
+	// timing: cryptod comes back frozen (SIGSTOP) about 9 s before the
+	// next trial, which then waits out CRYPTO_TIMEOUT while the load goes
+	// on, and is let go once a refusal is counted.
+	rejected := func() float64 {
+		return value(scrape(t, hc, env.baseURL()), "token_service_crypto_operations_total", map[string]string{"operation": "sign", "status": "rejected"})
+	}
+	rejectedBefore := rejected()
 	restartedAt := time.Now()
-	startCryptod(t, f, listen) // stopped by the test's cleanup
+	restarted := startCryptod(t, f, listen) // stopped by the test's cleanup
+	restarted.signal(syscall.SIGSTOP)
+	waitFor("a call refused while the trial call is out", 30*time.Second, func() bool { return rejected() > rejectedBefore })
+	restarted.signal(syscall.SIGCONT)
 	back := waitFor("signing returns to the crypto service", 40*time.Second, func() bool { return lastKid() == primary })
 	time.Sleep(500 * time.Millisecond)
 	stopLoad()
