@@ -34,6 +34,18 @@
 // consumer (never Fetch in a loop); a reader is caught up when the consumer
 // reports nothing pending.
 //
+// # Setting up beside a cluster that recovers
+//
+// nats-server answers a request about a stream or a consumer (info,
+// create, update) from the leader of its Raft group only, and says nothing
+// while the group has none. After a node that led idle groups (the feed,
+// the checkpoints' bucket, Shared Signals) is killed or restarted, such a
+// group may stay without a leader for seconds (measured up to 15 s); a
+// request sent before the election is never answered. Provision's tries
+// are therefore short at first (1 s, doubled up to Config.AttemptTimeout),
+// so that a replica starting beside a restarted node waits about as long
+// as the election, not a whole long try past it.
+//
 // # Authentication
 //
 // Only the service may write the log, and a reader does not take that on

@@ -150,8 +150,22 @@ func (c *Checkpoints) load(ctx context.Context) (string, uint64, error) {
 	if err != nil {
 		return LoadFailed, 0, err
 	}
-	obs, err := c.log.JetStream().ObjectStore(ctx, c.cfg.Bucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
+	// Looked up in short tries (Log.Provision): the bucket's stream, idle
+	// between checkpoints, may have no leader for seconds after its
+	// leader's node restarted, and a request sent before the election is
+	// never answered; one request bounded by the whole of loadTimeout
+	// would wait it out even when a leader is elected at once.
+	var obs jetstream.ObjectStore
+	missing := false
+	err = c.log.Provision(ctx, func(ctx context.Context) (err error) {
+		obs, err = c.log.JetStream().ObjectStore(ctx, c.cfg.Bucket)
+		if errors.Is(err, jetstream.ErrBucketNotFound) {
+			missing = true
+			return nil
+		}
+		return err
+	})
+	if missing {
 		return LoadMissing, 0, nil
 	}
 	if err != nil {

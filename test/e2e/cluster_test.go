@@ -94,13 +94,6 @@ func (n *natsNode) waitHealthy(t testing.TB, timeout time.Duration) {
 	n.waitHealth(t, timeout, "?js-enabled-only=true")
 }
 
-// waitCurrent waits until the node is healthy and its JetStream current
-// with the meta leader and its streams' leaders (nats-server's /healthz).
-func (n *natsNode) waitCurrent(t testing.TB, timeout time.Duration) {
-	t.Helper()
-	n.waitHealth(t, timeout, "")
-}
-
 func (n *natsNode) waitHealth(t testing.TB, timeout time.Duration, query string) {
 	t.Helper()
 	hc := &http.Client{Timeout: time.Second}
