@@ -58,7 +58,7 @@ type Options struct {
 	// EventRetention is the issuer's Retention (EVENT_RETENTION); default
 	// 0, events kept forever.
 	EventRetention time.Duration
-	Clock          *Clock       // default: a new clock at 2026-01-01
+	Clock          *Clock       // default: a new clock at the time of New, to the second
 	Key            []byte       // sealing key; default fixed test key
 	Sealer         *seal.Sealer // default: a local sealer of Key
 	Observer       issuer.Observer
@@ -114,7 +114,11 @@ func New(t testing.TB, o Options) *Env {
 		o.RefreshTTL = time.Hour
 	}
 	if o.Clock == nil {
-		o.Clock = NewClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+		// Near the wall clock, not at a fixed date: the projections
+		// forget what ended by the log's own timestamps (Set's sweep), so
+		// families issued at a date long past would all be forgotten at
+		// the first sweep, which runs when a wall-clock minute turns.
+		o.Clock = NewClock(time.Now().UTC().Truncate(time.Second))
 	}
 	if o.Key == nil {
 		o.Key = TestKey
