@@ -206,6 +206,10 @@ func (p *FamilyProjector) settle(ctx context.Context, kv jetstream.KeyValue, m j
 		_ = m.Ack() // refused: it becomes no state
 		return
 	} else if err != nil {
+		if ctx.Err() != nil {
+			_ = m.Nak() // stopping, not failing: the next projector takes it at once
+			return
+		}
 		if p.cfg.OnError != nil {
 			p.cfg.OnError(err)
 		}
@@ -278,6 +282,14 @@ func (p *FamilyProjector) write(ctx context.Context, kv jetstream.KeyValue, rec 
 				return oerr // the crypto service: retried
 			case cur.GetSourceSeq() >= rec.Seq:
 				return nil // already holds this event or a later one
+			case rec.Prev > cur.GetSourceSeq():
+				// An event of the family between the entry's and this
+				// one is still to be written (its write failed and it
+				// will be delivered again): this one came early, it is
+				// not a replay. The log's last state of the family,
+				// which the log checks, is written instead; the earlier
+				// event then finds a later state.
+				_, err = p.repair(ctx, kv, key, entry.Revision(), st.GetFamilyId())
 			default:
 				if err := rec.Follows(cur.GetSourceSeq()); err != nil {
 					return err

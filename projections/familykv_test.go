@@ -249,6 +249,71 @@ func TestFamilyProjectorWriteFailures(t *testing.T) {
 	checkModel(t, env, store, subjects)
 }
 
+// TestFamilyProjectorEventOvertaken: a rotation whose write failed is
+// given back and delivered again a second later; the family's next
+// rotation, delivered meanwhile, finds the entry one event behind. It is
+// not a replay (its MAC chains it to the event still to be written, not to
+// one the entry already passed): it is neither reported as forged nor
+// dropped, and the model ends at the log's last state of every family.
+func TestFamilyProjectorEventOvertaken(t *testing.T) {
+	node := eventlogtest.SingleNode(t)
+	env := issuertest.New(t, issuertest.Options{Conn: node.Conn})
+	store := newStore(t, env, nil)
+	subjects := []string{"alice", "bob"}
+	var failed, forged atomic.Int64
+	startProjectorOn(t, node, eventlog.Config{OnForged: func(eventlog.Record, error) { forged.Add(1) }},
+		projections.ProjectorConfig{Sealer: env.Sealer, PinnedTTL: 3 * time.Second, AckWait: 4 * time.Second,
+			OnError: func(error) { failed.Add(1) }})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var toks []issuer.Tokens
+	for i := range 4 {
+		tok, err := env.Issuer.Generate(ctx, issuer.GenerateRequest{Subject: subjects[i%len(subjects)], ClientID: "app", Audience: []string{"https://api.test"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		toks = append(toks, tok)
+	}
+	env.CaughtUp(t)
+	waitModel(t, env, store)
+
+	js := env.Log.JetStream()
+	kvs, err := js.Stream(ctx, "KV_"+projections.FamilyBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := kvs.CachedInfo().Config
+	away := cfg
+	away.Subjects = []string{"families.away.>"} // every write answered "no responders"
+	if _, err := js.UpdateStream(ctx, away); err != nil {
+		t.Fatal(err)
+	}
+	rotate := func() {
+		for i, tok := range toks {
+			if toks[i], err = env.Issuer.Refresh(ctx, issuer.RefreshRequest{RefreshToken: tok.RefreshToken, ClientID: "app"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	rotate() // written nowhere: given back, delivered again in a second
+	for failed.Load() < int64(len(toks)) {
+		if ctx.Err() != nil {
+			t.Fatalf("%d writes failed in 30 s", failed.Load())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	rotate() // delivered before the first rotations come again
+	env.CaughtUp(t)
+	waitModel(t, env, store)
+	checkModel(t, env, store, subjects)
+	if n := forged.Load(); n != 0 {
+		t.Fatalf("%d rotations delivered before the one they follow were reported as forged", n)
+	}
+}
+
 // TestFamilyModelRebuild: dropping the model makes the running projector
 // rebuild it from the first event, to the same content; records carry the
 // source sequence, so nothing older replaces anything newer.

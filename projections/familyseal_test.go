@@ -175,11 +175,17 @@ func TestFamilyModelSealed(t *testing.T) {
 // stop or the end of the test.
 func startProjectorWith(t *testing.T, node *eventlogtest.Node, cfg projections.ProjectorConfig) (p *projections.FamilyProjector, stop func()) {
 	t.Helper()
+	return startProjectorOn(t, node, eventlog.Config{}, cfg)
+}
+
+// startProjectorOn is startProjectorWith on a log opened with logCfg.
+func startProjectorOn(t *testing.T, node *eventlogtest.Node, logCfg eventlog.Config, cfg projections.ProjectorConfig) (p *projections.FamilyProjector, stop func()) {
+	t.Helper()
 	nc, err := node.Embedded.Connect()
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err = projections.NewFamilyProjector(eventlogtest.OpenLog(t, nc, eventlog.Config{}), cfg)
+	p, err = projections.NewFamilyProjector(eventlogtest.OpenLog(t, nc, logCfg), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
