@@ -219,7 +219,8 @@ func projectionDigest(t *testing.T, base string) digest {
 }
 
 // sameProjections waits until every replica's projections reached the
-// same position, and requires their digests to be equal there.
+// same position, and requires their digests to be equal there and no
+// record counted as forged by any of them.
 func sameProjections(t *testing.T, reps []*replica) digest {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
@@ -234,6 +235,13 @@ func sameProjections(t *testing.T, reps []*replica) digest {
 			for i, d := range ds {
 				if d.Digest != ds[0].Digest {
 					t.Fatalf("replica %s at seq %d has digest %s, replica %s %s", reps[i].name, d.Seq, d.Digest, reps[0].name, ds[0].Digest)
+				}
+			}
+			// Only tokend wrote the log: a failover, a redelivery or a
+			// replay is never taken for a forgery.
+			for _, r := range reps {
+				if n := forgedCount(t, http1Client(), r.base()); n != 0 {
+					t.Fatalf("replica %s counted %v forged records; tokend alone wrote the log", r.name, n)
 				}
 			}
 			return ds[0]
