@@ -23,9 +23,13 @@
 // (ErrEntryUnreadable), and the projector replaces it from the log. A
 // bucket of plain values from an earlier release is rebuilt, not read.
 // An event is acknowledged to the projector's consumer only once its state
-// is in the bucket (or the entry already holds it or a later one); a
-// family's first event is created without a read and without waiting for
-// the previous create's acknowledgement, in order per family (issue 16).
+// is in the bucket (or the entry already holds it or a later one). An
+// event whose predecessor is not in the entry yet (that one's write failed
+// and it comes again) writes the family's last state from the log, which
+// the log checks; only an event chained to one the entry already passed
+// is a replay, reported as forged. A family's first event is created
+// without a read and without waiting for the previous create's
+// acknowledgement, in order per family (issue 16).
 //
 // # Live state, not history
 //
