@@ -295,9 +295,12 @@ func (c *Checkpoints) Run(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
+			// A last checkpoint for the next start, unless the connection
+			// is down: it could not be written, and the stop would wait
+			// the whole bound for nothing.
 			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 			defer cancel()
-			if c.set.Seq() > c.saved.Load() {
+			if c.set.Seq() > c.saved.Load() && c.log.JetStream().Conn().IsConnected() {
 				_ = c.Save(sctx) // reported to OnSave
 			}
 			return nil

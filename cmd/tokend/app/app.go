@@ -471,8 +471,12 @@ func (m *Main) Close(ctx context.Context) error {
 		}
 	}
 	if m.nc != nil {
-		if err := m.nc.FlushTimeout(5 * time.Second); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
-			errs = append(errs, fmt.Errorf("flush NATS: %w", err))
+		// Nothing to flush to while the connection is down (its
+		// buffered publishes are not acknowledged appends: none is lost).
+		if m.nc.IsConnected() {
+			if err := m.nc.FlushTimeout(5 * time.Second); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+				errs = append(errs, fmt.Errorf("flush NATS: %w", err))
+			}
 		}
 		m.nc.Close()
 	}
