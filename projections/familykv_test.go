@@ -216,17 +216,9 @@ func TestFamilyProjectorWriteFailures(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	js := env.Log.JetStream()
-	kvs, err := js.Stream(ctx, "KV_"+projections.FamilyBucket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := kvs.CachedInfo().Config
-	full := cfg
-	full.MaxMsgs = int64(kvs.CachedInfo().State.Msgs) // DiscardNew: every further write refused
-	if _, err := js.UpdateStream(ctx, full); err != nil {
-		t.Fatal(err)
-	}
+	restore := changeBucket(ctx, t, env, func(cfg *jetstream.StreamConfig, info *jetstream.StreamInfo) {
+		cfg.MaxMsgs = int64(info.State.Msgs) // DiscardNew: every further new key refused
+	})
 	applied := p.Applied()
 	for i := range 30 { // first events only: nothing else of theirs to deliver again
 		if _, err := env.Issuer.Generate(ctx, issuer.GenerateRequest{Subject: subjects[i%len(subjects)], ClientID: "app", Audience: []string{"https://api.test"}}); err != nil {
@@ -242,9 +234,7 @@ func TestFamilyProjectorWriteFailures(t *testing.T) {
 	if p.Applied() != applied {
 		t.Fatalf("%d events written into a full bucket", p.Applied()-applied)
 	}
-	if _, err := js.UpdateStream(ctx, cfg); err != nil {
-		t.Fatal(err)
-	}
+	restore()
 	waitModel(t, env, store)
 	checkModel(t, env, store, subjects)
 }
@@ -277,19 +267,12 @@ func TestFamilyProjectorEventOvertaken(t *testing.T) {
 	env.CaughtUp(t)
 	waitModel(t, env, store)
 
-	js := env.Log.JetStream()
-	kvs, err := js.Stream(ctx, "KV_"+projections.FamilyBucket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := kvs.CachedInfo().Config
-	away := cfg
-	away.Subjects = []string{"families.away.>"} // every write answered "no responders"
-	if _, err := js.UpdateStream(ctx, away); err != nil {
-		t.Fatal(err)
-	}
+	restore := changeBucket(ctx, t, env, func(cfg *jetstream.StreamConfig, _ *jetstream.StreamInfo) {
+		cfg.Subjects = []string{"families.away.>"} // every write answered "no responders"
+	})
 	rotate := func() {
 		for i, tok := range toks {
+			var err error
 			if toks[i], err = env.Issuer.Refresh(ctx, issuer.RefreshRequest{RefreshToken: tok.RefreshToken, ClientID: "app"}); err != nil {
 				t.Fatal(err)
 			}
@@ -302,15 +285,37 @@ func TestFamilyProjectorEventOvertaken(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	if _, err := js.UpdateStream(ctx, cfg); err != nil {
-		t.Fatal(err)
-	}
+	restore()
 	rotate() // delivered before the first rotations come again
 	env.CaughtUp(t)
 	waitModel(t, env, store)
 	checkModel(t, env, store, subjects)
 	if n := forged.Load(); n != 0 {
 		t.Fatalf("%d rotations delivered before the one they follow were reported as forged", n)
+	}
+}
+
+// changeBucket changes the configuration of the families bucket's stream
+// with change (so that the projector's writes fail) and returns the
+// function that puts it back.
+func changeBucket(ctx context.Context, t *testing.T, env *issuertest.Env, change func(*jetstream.StreamConfig, *jetstream.StreamInfo)) (restore func()) {
+	t.Helper()
+	js := env.Log.JetStream()
+	kvs, err := js.Stream(ctx, "KV_"+projections.FamilyBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := kvs.CachedInfo().Config
+	changed := cfg
+	change(&changed, kvs.CachedInfo())
+	if _, err := js.UpdateStream(ctx, changed); err != nil {
+		t.Fatal(err)
+	}
+	return func() {
+		t.Helper()
+		if _, err := js.UpdateStream(ctx, cfg); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
