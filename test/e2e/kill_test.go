@@ -132,6 +132,10 @@ func runKillScenario(t *testing.T, env childEnv) {
 		refused.Add(1)
 	})
 	t.Logf("after the restart: %d last tokens refreshed once, %d refused as superseded", refreshed.Load(), refused.Load())
+	// Events delivered again after the kill are not forgeries.
+	if n := forgedCount(t, http1Client(), env.baseURL()); n != 0 {
+		t.Errorf("the restarted tokend counted %v forged records; tokend alone wrote the log", n)
+	}
 
 	if code, took := c2.stop(30 * time.Second); code != 0 {
 		t.Errorf("restarted tokend exited with %d after SIGTERM (%s)", code, took)
