@@ -147,18 +147,57 @@ func (b *Breaker) observe(op, status string, start time.Time) {
 	}
 }
 
+// Uncancellable is implemented by a signer whose Sign its context cannot
+// stop once it started: PKCS#11, whose module crypto11 calls through cgo
+// with no way to cancel. Through a breaker, such a signer signs on a
+// goroutine of its own, so that the timeout (or the caller's context)
+// returns to the caller and counts as a failure, which opens the breaker
+// and lets the fallback key sign; the call left behind ends when the module
+// returns, and its result is dropped. While the breaker is open no call
+// reaches the backend, so at most Failures calls, and one per half-open
+// probe, are left waiting on a hung module.
+type Uncancellable interface {
+	signing.Signer
+	Uncancellable()
+}
+
 // Signer is a signing.Signer behind a breaker. It is safe for concurrent
 // use.
 type Signer struct {
 	signing.Signer
-	b *Breaker
+	b      *Breaker
+	detach bool // the signer is Uncancellable
 }
 
 var _ signing.Signer = (*Signer)(nil)
 
 // New wraps s.
 func New(s signing.Signer, cfg Config) *Signer {
-	return &Signer{Signer: s, b: NewBreaker(cfg)}
+	_, detach := s.(Uncancellable)
+	return &Signer{Signer: s, b: NewBreaker(cfg), detach: detach}
+}
+
+// detached runs f on a goroutine of its own and returns its result, or
+// ctx's error as soon as ctx ends: f, which does not stop with ctx, then
+// finishes alone and its result is dropped.
+func detached(f func(context.Context) ([]byte, error)) func(context.Context) ([]byte, error) {
+	return func(ctx context.Context) ([]byte, error) {
+		type result struct {
+			out []byte
+			err error
+		}
+		done := make(chan result, 1) // f never blocks on a caller that left
+		go func() {
+			out, err := f(ctx)
+			done <- result{out, err}
+		}()
+		select {
+		case r := <-done:
+			return r.out, r.err
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 }
 
 // Open reports whether the breaker is open: calls fail at once.
@@ -168,5 +207,9 @@ func (s *Signer) Open() bool { return s.b.Open() }
 // signing.ErrUnavailable when the breaker is open, the rate limit is
 // reached or the call failed or timed out.
 func (s *Signer) Sign(ctx context.Context, input []byte) ([]byte, error) {
-	return s.b.Do(ctx, "sign", func(ctx context.Context) ([]byte, error) { return s.Signer.Sign(ctx, input) })
+	sign := func(ctx context.Context) ([]byte, error) { return s.Signer.Sign(ctx, input) }
+	if s.detach {
+		sign = detached(sign)
+	}
+	return s.b.Do(ctx, "sign", sign)
 }

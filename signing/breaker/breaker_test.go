@@ -116,6 +116,51 @@ func TestTimeoutAndRateLimit(t *testing.T) {
 	}
 }
 
+// stuck is a signer that, like a PKCS#11 module that hangs, ignores its
+// context and returns only when released.
+type stuck struct {
+	signing.Signer
+	release chan struct{}
+	calls   atomic.Int32
+}
+
+func (s *stuck) Uncancellable() {}
+
+func (s *stuck) Sign(context.Context, []byte) ([]byte, error) {
+	s.calls.Add(1)
+	<-s.release
+	return nil, errors.New("released")
+}
+
+// TestUncancellableTimesOut: the timeout bounds the wait on a signer that
+// ignores its context (a hung HSM); the calls count as failures and open
+// the breaker, after which no call reaches the signer.
+func TestUncancellableTimesOut(t *testing.T) {
+	ls, _ := local.Generate(rand.Reader, signing.ES256)
+	hung := &stuck{Signer: ls, release: make(chan struct{})}
+	defer close(hung.release) // the calls left behind end with the test
+	var rec recorder
+	b := breaker.New(hung, breaker.Config{Timeout: 20 * time.Millisecond, Failures: 2, Observer: &rec})
+	for i := range 3 {
+		start := time.Now()
+		_, err := b.Sign(context.Background(), []byte("x"))
+		if !errors.Is(err, signing.ErrUnavailable) || time.Since(start) > time.Second {
+			t.Fatalf("call %d to a hung signer: %v after %s", i, err, time.Since(start))
+		}
+	}
+	if !b.Open() {
+		t.Fatal("two timed-out calls did not open the breaker")
+	}
+	if n := hung.calls.Load(); n != 2 {
+		t.Fatalf("%d calls reached the hung signer, want 2 (the third refused by the open breaker)", n)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if rec.calls["error"] != 2 || rec.calls["rejected"] != 1 {
+		t.Fatalf("observed %v, want 2 errors and 1 rejection", rec.calls)
+	}
+}
+
 // BenchmarkOverhead compares a local ES256 signature with the same
 // signature through a closed breaker (no limiter): the breaker's cost
 // while closed. Target: under 2% of the signature.

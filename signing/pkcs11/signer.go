@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	"github.com/auth-platform/tokenservice/signing"
+	"github.com/auth-platform/tokenservice/signing/breaker"
 )
 
 // Algorithms lists what this backend signs with.
@@ -47,7 +48,13 @@ type Signer struct {
 	ref string
 }
 
-var _ signing.Signer = (*Signer)(nil)
+var _ breaker.Uncancellable = (*Signer)(nil)
+
+// Uncancellable marks that a signature in progress cannot be stopped: a
+// breaker in front of it (the keyring's, for a remote backend) signs on a
+// goroutine of its own so that its timeout still bounds the caller's wait
+// on a hung token.
+func (*Signer) Uncancellable() {}
 
 func newSigner(key crypto.Signer, alg signing.Algorithm, ref string) (*Signer, error) {
 	p, err := paramsOf(alg)
