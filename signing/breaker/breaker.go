@@ -7,6 +7,7 @@
 package breaker
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -209,6 +210,7 @@ func (s *Signer) Open() bool { return s.b.Open() }
 func (s *Signer) Sign(ctx context.Context, input []byte) ([]byte, error) {
 	sign := func(ctx context.Context) ([]byte, error) { return s.Signer.Sign(ctx, input) }
 	if s.detach {
+		input = bytes.Clone(input) // a call left behind must not read the caller's buffer
 		sign = detached(sign)
 	}
 	return s.b.Do(ctx, "sign", sign)
