@@ -39,6 +39,15 @@ func startSecured(t *testing.T, dir string, key []byte) *securedNode {
 	if err != nil {
 		t.Fatal(err)
 	}
+	e, l := serveAccounts(ctx, t, dir, acc, key)
+	return &securedNode{e: e, acc: acc, log: l, seedFile: seedFile, dir: dir}
+}
+
+// serveAccounts starts an embedded server with acc, its files in dir and
+// encrypted with key (nil: not), opens the service's log on it and
+// provisions the feed.
+func serveAccounts(ctx context.Context, t *testing.T, dir string, acc *eventlog.Accounts, key []byte) (*eventlog.Embedded, *eventlog.Log) {
+	t.Helper()
 	e, err := eventlog.StartEmbedded(eventlog.EmbeddedConfig{DataDir: filepath.Join(dir, "jetstream"), Listen: "127.0.0.1:0", Accounts: acc, EncryptionKey: key})
 	if err != nil {
 		t.Fatal(err)
@@ -56,7 +65,7 @@ func startSecured(t *testing.T, dir string, key []byte) *securedNode {
 	if err := acc.ProvisionFeed(ctx, e); err != nil {
 		t.Fatal(err)
 	}
-	return &securedNode{e: e, acc: acc, log: l, seedFile: seedFile, dir: dir}
+	return e, l
 }
 
 // subscriber connects over TCP as the subscriber user; errs receives the
@@ -329,23 +338,7 @@ func TestOperatorsAndAnonymous(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := eventlog.StartEmbedded(eventlog.EmbeddedConfig{DataDir: filepath.Join(dir, "jetstream"), Listen: "127.0.0.1:0", Accounts: acc})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.Shutdown)
-	nc, err := e.Connect(acc.ServiceOption())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	l, err := eventlog.Open(ctx, nc, eventlog.Config{Auth: eventlogtest.Auth(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := acc.ProvisionFeed(ctx, e); err != nil {
-		t.Fatal(err)
-	}
+	e, l := serveAccounts(ctx, t, dir, acc, nil)
 	appendAll(ctx, t, l, "f1")
 	want, err := l.LastSeq(ctx)
 	if err != nil {

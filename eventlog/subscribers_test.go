@@ -12,7 +12,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/auth-platform/tokenservice/eventlog"
-	"github.com/auth-platform/tokenservice/eventlog/eventlogtest"
 )
 
 // TestSubscribersOwnConsumers: each subscriber user manages only the
@@ -35,22 +34,7 @@ func TestSubscribersOwnConsumers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := eventlog.StartEmbedded(eventlog.EmbeddedConfig{DataDir: filepath.Join(dir, "jetstream"), Listen: "127.0.0.1:0", Accounts: acc})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.Shutdown)
-	svc, err := e.Connect(acc.ServiceOption())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(svc.Close)
-	if _, err := eventlog.Open(ctx, svc, eventlog.Config{Auth: eventlogtest.Auth(t)}); err != nil {
-		t.Fatal(err)
-	}
-	if err := acc.ProvisionFeed(ctx, e); err != nil {
-		t.Fatal(err)
-	}
+	e, _ := serveAccounts(ctx, t, dir, acc, nil)
 	n := &securedNode{e: e, acc: acc, seedFile: aSeed}
 	a, aErrs := n.subscriber(t)
 	n.seedFile = bSeed
