@@ -170,20 +170,27 @@ func publicKey(t *testing.T, file string) string {
 	return pub
 }
 
-// writeFeed publishes one message to the feed as the admin user, as
-// tokend's feed writer does.
-func writeFeed(ctx context.Context, t *testing.T, n *securedNode, subject string) {
+// feedJS returns JetStream as the feed's admin user, as tokend's feed
+// writer uses it; the connection closes when the test ends.
+func (n *securedNode) feedJS(t *testing.T) jetstream.JetStream {
 	t.Helper()
 	nc, err := n.acc.ConnectFeed(n.e)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
+	t.Cleanup(nc.Close)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := js.Publish(ctx, subject, []byte("public")); err != nil {
+	return js
+}
+
+// writeFeed publishes one message to the feed as the admin user, as
+// tokend's feed writer does.
+func writeFeed(ctx context.Context, t *testing.T, n *securedNode, subject string) {
+	t.Helper()
+	if _, err := n.feedJS(t).Publish(ctx, subject, []byte("public")); err != nil {
 		t.Fatalf("publish %s to the feed: %v", subject, err)
 	}
 }

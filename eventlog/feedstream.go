@@ -70,41 +70,16 @@ func EnsureFeed(ctx context.Context, js jetstream.JetStream, want jetstream.Stre
 	case sameFeed(st.CachedInfo().Config, want):
 		return nil
 	}
-	for attempt := 0; ; attempt++ {
-		if err := createStream(ctx, js, want); err != nil {
-			return fmt.Errorf("eventlog: feed: create stream %s: %w", want.Name, err)
-		}
-		foreign, err := foreignMessages(ctx, js, want)
-		if err != nil {
-			return fmt.Errorf("eventlog: feed: stream %s: %w", want.Name, err)
-		}
-		if foreign == 0 {
-			return nil
-		}
-		// nats-server moves a deleted stream's directory aside and
-		// removes it in the background; a second delete of the same name
-		// meanwhile cannot move its own, ignores that, and the stream
-		// made next finds the old messages. Delete it again until the
-		// server has finished.
-		if attempt == 100 {
-			return fmt.Errorf("eventlog: feed: stream %s made again still holds %d messages of the stream it replaces", want.Name, foreign)
-		}
-		if err := js.DeleteStream(ctx, want.Name); err != nil {
-			return fmt.Errorf("eventlog: feed: delete stream %s holding %d messages of the stream it replaces: %w", want.Name, foreign, err)
-		}
-		if err := sleepCtx(ctx, 50*time.Millisecond); err != nil {
-			return err
-		}
+	if err := createFeed(ctx, js, want); err != nil {
+		return fmt.Errorf("eventlog: feed: create stream %s: %w", want.Name, err)
 	}
+	return nil
 }
 
-// foreignMessages counts the messages of the stream want names that are on
-// none of its subjects: what it cannot have been sent, only found on disk.
-func foreignMessages(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig) (uint64, error) {
-	st, err := js.Stream(ctx, want.Name)
-	if err != nil {
-		return 0, err
-	}
+// foreignMessages counts the messages of st, made as want, that are on
+// none of want's subjects: what it cannot have been sent, only found on
+// disk.
+func foreignMessages(ctx context.Context, st jetstream.Stream, want jetstream.StreamConfig) (uint64, error) {
 	total := st.CachedInfo().State.Msgs
 	for _, subject := range want.Subjects {
 		if total == 0 {
@@ -142,15 +117,32 @@ func foreignFeed(have, want jetstream.StreamConfig) bool {
 // (nats-server's JSStreamCreateErrF; nats.go names no constant for it).
 const errCodeStreamCreate jetstream.ErrorCode = 10049
 
-// createStream creates or updates the stream of sc. Right after a stream of
-// the same name was deleted, the server may still be removing its files
-// and answer "error creating store" (10049) for a moment: that is retried,
-// for at most 5 s.
-func createStream(ctx context.Context, js jetstream.JetStream, sc jetstream.StreamConfig) error {
+// createFeed creates or updates the stream of want, holding no message
+// but on its own subjects. Right after a stream of the same name was
+// deleted, the server may still be removing its files: it answers "error
+// creating store" (10049) for a moment, or, when the name was deleted
+// twice meanwhile, it creates the stream over the second one's files
+// (nats-server moves a deleted stream's directory aside, fails to move the
+// second while the first is there, ignores that, and the new stream finds
+// the old messages). Either is tried again, the second after deleting the
+// stream again, for at most 5 s.
+func createFeed(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig) error {
 	for attempt := 0; ; attempt++ {
-		_, err := js.CreateOrUpdateStream(ctx, sc)
+		st, err := js.CreateOrUpdateStream(ctx, want)
 		var apiErr *jetstream.APIError
-		if err == nil || !errors.As(err, &apiErr) || apiErr.ErrorCode != errCodeStreamCreate || attempt == 100 {
+		switch {
+		case err == nil:
+			foreign, err := foreignMessages(ctx, st, want)
+			if err != nil || foreign == 0 {
+				return err
+			}
+			if attempt == 100 {
+				return fmt.Errorf("made again, it still holds %d messages of the stream it replaces", foreign)
+			}
+			if err := js.DeleteStream(ctx, want.Name); err != nil {
+				return fmt.Errorf("delete it, holding %d messages of the stream it replaces: %w", foreign, err)
+			}
+		case !errors.As(err, &apiErr) || apiErr.ErrorCode != errCodeStreamCreate || attempt == 100:
 			return err
 		}
 		if err := sleepCtx(ctx, 50*time.Millisecond); err != nil {

@@ -52,15 +52,7 @@ func TestProvisionFeedReplacesSourcedFeed(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	n := startSecured(t, t.TempDir(), nil)
-	nc, err := n.acc.ConnectFeed(n.e)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := n.feedJS(t)
 	if err := js.DeleteStream(ctx, n.acc.FeedStream()); err != nil {
 		t.Fatal(err)
 	}

@@ -39,7 +39,6 @@ func Provision(ctx context.Context, timeout time.Duration, attempt func(context.
 		}
 		lastErr = err
 		_ = sleepCtx(ctx, 200*time.Millisecond) // ctx's end is seen by the next attempt
-
 	}
 }
 

@@ -9,9 +9,8 @@ import (
 	"sync/atomic"
 )
 
-// Library names the library that makes a local RSA key's signatures.
+// Library describes the OpenSSL that LoadOpenSSL loaded.
 type Library struct {
-	Name    string // "OpenSSL", or "Go" (Go's crypto: BoringCrypto in the release build)
 	Version string // the library's own version text
 	FIPS    bool   // OpenSSL runs its FIPS provider
 }
@@ -44,8 +43,9 @@ func LoadOpenSSL() (Library, error) {
 type rsaSign func(digest []byte, pss bool) ([]byte, error)
 
 // openRSA returns the OpenSSL signer of k once LoadOpenSSL succeeded, nil
-// before (and for a multi-prime key, which tokend never makes). The key's first signature is verified with Go's crypto before
-// it is used, so a key OpenSSL did not take as given never signs a token.
+// before (and for a multi-prime key, which tokend never makes). The key's
+// first signatures are verified with Go's crypto before it is used, so a
+// key OpenSSL did not take as given never signs a token.
 func openRSA(k *rsa.PrivateKey) (rsaSign, error) {
 	if !rsaByOpenSSL.Load() || len(k.Primes) != 2 {
 		return nil, nil // Go's crypto signs (a multi-prime key too)

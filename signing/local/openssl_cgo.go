@@ -22,7 +22,7 @@ func loadOpenSSL() (Library, error) {
 	if err := openssl.Init(libcryptoName); err != nil {
 		return Library{}, err
 	}
-	return Library{Name: "OpenSSL", Version: openssl.VersionText(), FIPS: openssl.FIPS()}, nil
+	return Library{Version: openssl.VersionText(), FIPS: openssl.FIPS()}, nil
 }
 
 func opensslRSA(k *rsa.PrivateKey) (rsaSign, error) {
